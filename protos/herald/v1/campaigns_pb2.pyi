@@ -1,0 +1,297 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from herald.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class CampaignStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CAMPAIGN_STATUS_UNSPECIFIED: _ClassVar[CampaignStatus]
+    CAMPAIGN_STATUS_DRAFT: _ClassVar[CampaignStatus]
+    CAMPAIGN_STATUS_NEW: _ClassVar[CampaignStatus]
+    CAMPAIGN_STATUS_PENDING: _ClassVar[CampaignStatus]
+    CAMPAIGN_STATUS_BUILDING: _ClassVar[CampaignStatus]
+    CAMPAIGN_STATUS_SENDING: _ClassVar[CampaignStatus]
+    CAMPAIGN_STATUS_PAUSED: _ClassVar[CampaignStatus]
+    CAMPAIGN_STATUS_DONE: _ClassVar[CampaignStatus]
+    CAMPAIGN_STATUS_CANCELLED: _ClassVar[CampaignStatus]
+    CAMPAIGN_STATUS_FAILED: _ClassVar[CampaignStatus]
+    CAMPAIGN_STATUS_EXPIRED: _ClassVar[CampaignStatus]
+
+class CampaignMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CAMPAIGN_MODE_UNSPECIFIED: _ClassVar[CampaignMode]
+    CAMPAIGN_MODE_ON_DEMAND: _ClassVar[CampaignMode]
+    CAMPAIGN_MODE_ON_TIME: _ClassVar[CampaignMode]
+    CAMPAIGN_MODE_SPREAD: _ClassVar[CampaignMode]
+    CAMPAIGN_MODE_TRIGGER: _ClassVar[CampaignMode]
+
+class ModerationState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MODERATION_STATE_UNSPECIFIED: _ClassVar[ModerationState]
+    MODERATION_STATE_PENDING: _ClassVar[ModerationState]
+    MODERATION_STATE_APPROVED: _ClassVar[ModerationState]
+    MODERATION_STATE_REJECTED: _ClassVar[ModerationState]
+
+class CampaignOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CAMPAIGN_OUTCOME_UNSPECIFIED: _ClassVar[CampaignOutcome]
+    CAMPAIGN_OUTCOME_SENT: _ClassVar[CampaignOutcome]
+    CAMPAIGN_OUTCOME_PARTIAL: _ClassVar[CampaignOutcome]
+    CAMPAIGN_OUTCOME_ALL_FAILED: _ClassVar[CampaignOutcome]
+CAMPAIGN_STATUS_UNSPECIFIED: CampaignStatus
+CAMPAIGN_STATUS_DRAFT: CampaignStatus
+CAMPAIGN_STATUS_NEW: CampaignStatus
+CAMPAIGN_STATUS_PENDING: CampaignStatus
+CAMPAIGN_STATUS_BUILDING: CampaignStatus
+CAMPAIGN_STATUS_SENDING: CampaignStatus
+CAMPAIGN_STATUS_PAUSED: CampaignStatus
+CAMPAIGN_STATUS_DONE: CampaignStatus
+CAMPAIGN_STATUS_CANCELLED: CampaignStatus
+CAMPAIGN_STATUS_FAILED: CampaignStatus
+CAMPAIGN_STATUS_EXPIRED: CampaignStatus
+CAMPAIGN_MODE_UNSPECIFIED: CampaignMode
+CAMPAIGN_MODE_ON_DEMAND: CampaignMode
+CAMPAIGN_MODE_ON_TIME: CampaignMode
+CAMPAIGN_MODE_SPREAD: CampaignMode
+CAMPAIGN_MODE_TRIGGER: CampaignMode
+MODERATION_STATE_UNSPECIFIED: ModerationState
+MODERATION_STATE_PENDING: ModerationState
+MODERATION_STATE_APPROVED: ModerationState
+MODERATION_STATE_REJECTED: ModerationState
+CAMPAIGN_OUTCOME_UNSPECIFIED: CampaignOutcome
+CAMPAIGN_OUTCOME_SENT: CampaignOutcome
+CAMPAIGN_OUTCOME_PARTIAL: CampaignOutcome
+CAMPAIGN_OUTCOME_ALL_FAILED: CampaignOutcome
+
+class Content(_message.Message):
+    __slots__ = ("text", "subject", "html", "template_name")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    HTML_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_NAME_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    subject: str
+    html: str
+    template_name: str
+    def __init__(self, text: _Optional[str] = ..., subject: _Optional[str] = ..., html: _Optional[str] = ..., template_name: _Optional[str] = ...) -> None: ...
+
+class StateChange(_message.Message):
+    __slots__ = ("status", "reason", "actor", "at")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    status: CampaignStatus
+    reason: str
+    actor: str
+    at: _timestamp_pb2.Timestamp
+    def __init__(self, status: _Optional[_Union[CampaignStatus, str]] = ..., reason: _Optional[str] = ..., actor: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Progress(_message.Message):
+    __slots__ = ("total", "processed", "sent", "delivered", "errors", "opted_out")
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    PROCESSED_FIELD_NUMBER: _ClassVar[int]
+    SENT_FIELD_NUMBER: _ClassVar[int]
+    DELIVERED_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    OPTED_OUT_FIELD_NUMBER: _ClassVar[int]
+    total: int
+    processed: int
+    sent: int
+    delivered: int
+    errors: int
+    opted_out: int
+    def __init__(self, total: _Optional[int] = ..., processed: _Optional[int] = ..., sent: _Optional[int] = ..., delivered: _Optional[int] = ..., errors: _Optional[int] = ..., opted_out: _Optional[int] = ...) -> None: ...
+
+class Campaign(_message.Message):
+    __slots__ = ("id", "workspace_id", "name", "channel", "status", "mode", "sender", "author", "content", "category_ids", "start_at", "end_at", "auto_start", "moderation", "moderation_note", "progress", "outcome", "archived", "created_at", "started_at", "completed_at", "history", "status_reason", "recipients_count")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    WORKSPACE_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_IDS_FIELD_NUMBER: _ClassVar[int]
+    START_AT_FIELD_NUMBER: _ClassVar[int]
+    END_AT_FIELD_NUMBER: _ClassVar[int]
+    AUTO_START_FIELD_NUMBER: _ClassVar[int]
+    MODERATION_FIELD_NUMBER: _ClassVar[int]
+    MODERATION_NOTE_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    ARCHIVED_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_AT_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    STATUS_REASON_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENTS_COUNT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    workspace_id: str
+    name: str
+    channel: _common_pb2.Channel
+    status: CampaignStatus
+    mode: CampaignMode
+    sender: str
+    author: str
+    content: Content
+    category_ids: _containers.RepeatedScalarFieldContainer[str]
+    start_at: _timestamp_pb2.Timestamp
+    end_at: _timestamp_pb2.Timestamp
+    auto_start: bool
+    moderation: ModerationState
+    moderation_note: str
+    progress: Progress
+    outcome: CampaignOutcome
+    archived: bool
+    created_at: _timestamp_pb2.Timestamp
+    started_at: _timestamp_pb2.Timestamp
+    completed_at: _timestamp_pb2.Timestamp
+    history: _containers.RepeatedCompositeFieldContainer[StateChange]
+    status_reason: str
+    recipients_count: int
+    def __init__(self, id: _Optional[str] = ..., workspace_id: _Optional[str] = ..., name: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., status: _Optional[_Union[CampaignStatus, str]] = ..., mode: _Optional[_Union[CampaignMode, str]] = ..., sender: _Optional[str] = ..., author: _Optional[str] = ..., content: _Optional[_Union[Content, _Mapping]] = ..., category_ids: _Optional[_Iterable[str]] = ..., start_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., auto_start: _Optional[bool] = ..., moderation: _Optional[_Union[ModerationState, str]] = ..., moderation_note: _Optional[str] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., outcome: _Optional[_Union[CampaignOutcome, str]] = ..., archived: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., history: _Optional[_Iterable[_Union[StateChange, _Mapping]]] = ..., status_reason: _Optional[str] = ..., recipients_count: _Optional[int] = ...) -> None: ...
+
+class CreateCampaignRequest(_message.Message):
+    __slots__ = ("request_id", "campaign", "recipients", "draft")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CAMPAIGN_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENTS_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    campaign: Campaign
+    recipients: _containers.RepeatedCompositeFieldContainer[_common_pb2.Recipient]
+    draft: bool
+    def __init__(self, request_id: _Optional[str] = ..., campaign: _Optional[_Union[Campaign, _Mapping]] = ..., recipients: _Optional[_Iterable[_Union[_common_pb2.Recipient, _Mapping]]] = ..., draft: _Optional[bool] = ...) -> None: ...
+
+class GetCampaignRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class CampaignActionRequest(_message.Message):
+    __slots__ = ("id", "request_id", "note")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    request_id: str
+    note: str
+    def __init__(self, id: _Optional[str] = ..., request_id: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
+
+class ListCampaignsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "filter", "order_by", "show_archived")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    ORDER_BY_FIELD_NUMBER: _ClassVar[int]
+    SHOW_ARCHIVED_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    filter: str
+    order_by: str
+    show_archived: bool
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., filter: _Optional[str] = ..., order_by: _Optional[str] = ..., show_archived: _Optional[bool] = ...) -> None: ...
+
+class ListCampaignsResponse(_message.Message):
+    __slots__ = ("campaigns", "next_page_token", "total_size")
+    CAMPAIGNS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    campaigns: _containers.RepeatedCompositeFieldContainer[Campaign]
+    next_page_token: str
+    total_size: int
+    def __init__(self, campaigns: _Optional[_Iterable[_Union[Campaign, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
+
+class Message(_message.Message):
+    __slots__ = ("id", "campaign_id", "contact_id", "contact_name", "phone", "email", "channel", "status", "carrier_result", "error_code", "error_description", "failure_category", "created_at", "sent_at", "delivered_at", "views", "clicks", "replies", "variant", "content_preview", "provider_message_id", "attempt", "fields")
+    class FieldsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTACT_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTACT_NAME_FIELD_NUMBER: _ClassVar[int]
+    PHONE_FIELD_NUMBER: _ClassVar[int]
+    EMAIL_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    CARRIER_RESULT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    SENT_AT_FIELD_NUMBER: _ClassVar[int]
+    DELIVERED_AT_FIELD_NUMBER: _ClassVar[int]
+    VIEWS_FIELD_NUMBER: _ClassVar[int]
+    CLICKS_FIELD_NUMBER: _ClassVar[int]
+    REPLIES_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_PREVIEW_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    campaign_id: str
+    contact_id: str
+    contact_name: str
+    phone: str
+    email: str
+    channel: _common_pb2.Channel
+    status: _common_pb2.MessageStatus
+    carrier_result: str
+    error_code: str
+    error_description: str
+    failure_category: _common_pb2.FailureCategory
+    created_at: _timestamp_pb2.Timestamp
+    sent_at: _timestamp_pb2.Timestamp
+    delivered_at: _timestamp_pb2.Timestamp
+    views: int
+    clicks: int
+    replies: int
+    variant: str
+    content_preview: str
+    provider_message_id: str
+    attempt: int
+    fields: _containers.ScalarMap[str, str]
+    def __init__(self, id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., contact_id: _Optional[str] = ..., contact_name: _Optional[str] = ..., phone: _Optional[str] = ..., email: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., status: _Optional[_Union[_common_pb2.MessageStatus, str]] = ..., carrier_result: _Optional[str] = ..., error_code: _Optional[str] = ..., error_description: _Optional[str] = ..., failure_category: _Optional[_Union[_common_pb2.FailureCategory, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delivered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., views: _Optional[int] = ..., clicks: _Optional[int] = ..., replies: _Optional[int] = ..., variant: _Optional[str] = ..., content_preview: _Optional[str] = ..., provider_message_id: _Optional[str] = ..., attempt: _Optional[int] = ..., fields: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ListMessagesRequest(_message.Message):
+    __slots__ = ("campaign_id", "page_size", "page_token", "filter", "order_by")
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    ORDER_BY_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    page_size: int
+    page_token: str
+    filter: str
+    order_by: str
+    def __init__(self, campaign_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., filter: _Optional[str] = ..., order_by: _Optional[str] = ...) -> None: ...
+
+class ListMessagesResponse(_message.Message):
+    __slots__ = ("messages", "next_page_token", "total_size")
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[Message]
+    next_page_token: str
+    total_size: int
+    def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,108 @@
+"""Configuration from HERALD_* environment variables.
+
+Every variable is declared once here with its default and meaning; docs/configuration.md
+is checked against this registry by a unit test, so the reference cannot drift.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str
+    doc: str
+    scope: str  # which processes read it
+
+    def get(self) -> str:
+        return os.environ.get(self.name, self.default)
+
+    def get_int(self) -> int:
+        raw = self.get()
+        try:
+            return int(raw)
+        except ValueError as exc:
+            raise ValueError(f"{self.name}={raw!r} is not an integer") from exc
+
+    def get_float(self) -> float:
+        raw = self.get()
+        try:
+            return float(raw)
+        except ValueError as exc:
+            raise ValueError(f"{self.name}={raw!r} is not a number") from exc
+
+    def get_bool(self) -> bool:
+        return self.get().strip().lower() in {"1", "true", "yes", "on"}
+
+
+REGISTRY: dict[str, Setting] = {}
+
+
+def setting(name: str, default: str, doc: str, scope: str = "all") -> Setting:
+    if not name.startswith("HERALD_"):
+        raise ValueError(f"setting {name} must start with HERALD_")
+    s = Setting(name, default, doc, scope)
+    REGISTRY[name] = s
+    return s
+
+
+# --- common to every process -------------------------------------------------
+LOG_LEVEL = setting("HERALD_LOG_LEVEL", "INFO", "Log level (DEBUG, INFO, WARNING, ERROR).")
+LOG_FORMAT = setting("HERALD_LOG_FORMAT", "json", "Log format: json (one object per line) or text.")
+NATS_URL = setting("HERALD_NATS_URL", "nats://127.0.0.1:4222", "NATS server URL(s), comma separated.")
+REDIS_URL = setting("HERALD_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL.", "stats, gateways")
+GRPC_ADDR = setting(
+    "HERALD_GRPC_ADDR", "127.0.0.1:0",
+    "host:port the process's gRPC server binds (port 0 picks a free one).",
+    "campaigns, recipients, stats",
+)
+METRICS_ADDR = setting(
+    "HERALD_METRICS_ADDR", "127.0.0.1:0",
+    "host:port of the Prometheus /metrics HTTP endpoint (port 0 picks a free one).",
+)
+TOKENS_FILE = setting(
+    "HERALD_TOKENS_FILE", "",
+    "JSON file mapping bearer tokens to principals {token: {workspace, roles, pii, name}}. "
+    "Empty = development mode: every caller is an admin of the workspace in x-herald-workspace "
+    "metadata (default 'default').",
+    "campaigns, recipients, stats",
+)
+SERVICE_TOKEN = setting(
+    "HERALD_SERVICE_TOKEN", "",
+    "Bearer token this process presents when it calls another Herald service.",
+    "campaigns",
+)
+READY_FILE = setting(
+    "HERALD_READY_FILE", "",
+    "If set, the process writes a JSON line with its bound addresses here once serving "
+    "(used by `make run` and the tests to learn port-0 addresses).",
+)
+DB_URL = setting(
+    "HERALD_DB_URL", "sqlite+aiosqlite:///var/herald-{service}.db",
+    "SQLAlchemy async URL of the service's database; {service} is replaced by the service "
+    "name. PostgreSQL: postgresql+asyncpg://user@host/db.",
+    "campaigns, recipients",
+)
+
+# --- campaigns ---------------------------------------------------------------
+RECIPIENTS_ADDR = setting(
+    "HERALD_RECIPIENTS_ADDR", "127.0.0.1:50052", "host:port of RecipientService.", "campaigns, cli"
+)
+SCHEDULER_INTERVAL = setting(
+    "HERALD_SCHEDULER_INTERVAL", "0.2", "Seconds between scheduler/dispatcher ticks.", "campaigns"
+)
+DISPATCH_BATCH = setting(
+    "HERALD_DISPATCH_BATCH", "500", "Jobs the dispatcher publishes per campaign per tick.", "campaigns"
+)
+JOB_TTL = setting(
+    "HERALD_JOB_TTL", "86400", "Seconds after which an undelivered job is failed as EXPIRED.",
+    "campaigns",
+)
+
+# --- CLI ---------------------------------------------------------------------
+CAMPAIGNS_ADDR = setting("HERALD_CAMPAIGNS_ADDR", "127.0.0.1:50051", "host:port of CampaignService.", "cli")
+STATS_ADDR = setting("HERALD_STATS_ADDR", "127.0.0.1:50053", "host:port of StatsService.", "cli")
+TOKEN = setting("HERALD_TOKEN", "", "Bearer token the CLI presents.", "cli")

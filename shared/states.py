@@ -1,0 +1,76 @@
+"""Message state machine shared by every consumer: ranks make state monotonic.
+
+A consumer applies an event only when its status ranks higher than the stored one,
+so a late `submitted` never overwrites `delivered`, and redelivered events change nothing.
+"""
+
+from __future__ import annotations
+
+from herald.v1 import common_pb2 as c
+from herald.v1 import events_pb2 as e
+
+S = c.MessageStatus
+K = e.MessageEventKind
+
+RANK: dict[int, int] = {
+    S.MESSAGE_STATUS_UNSPECIFIED: -1,
+    S.MESSAGE_STATUS_QUEUED: 0,
+    S.MESSAGE_STATUS_SENDING: 1,
+    S.MESSAGE_STATUS_DEFERRED: 2,
+    S.MESSAGE_STATUS_SUBMITTED: 3,
+    # A late receipt may still turn an assumed delivery into DELIVERED or FAILED.
+    S.MESSAGE_STATUS_ASSUMED_DELIVERED: 4,
+    S.MESSAGE_STATUS_DELIVERED: 5,
+    S.MESSAGE_STATUS_FAILED: 5,
+    S.MESSAGE_STATUS_OPTED_OUT: 5,
+    S.MESSAGE_STATUS_CANCELLED: 5,
+}
+
+FINAL = {
+    S.MESSAGE_STATUS_DELIVERED,
+    S.MESSAGE_STATUS_ASSUMED_DELIVERED,
+    S.MESSAGE_STATUS_FAILED,
+    S.MESSAGE_STATUS_OPTED_OUT,
+    S.MESSAGE_STATUS_CANCELLED,
+}
+
+# States that mean "handed to the carrier / MTA at some point".
+SENT = {S.MESSAGE_STATUS_SUBMITTED, S.MESSAGE_STATUS_DELIVERED, S.MESSAGE_STATUS_ASSUMED_DELIVERED}
+
+KIND_STATUS: dict[int, int] = {
+    K.MESSAGE_EVENT_KIND_QUEUED: S.MESSAGE_STATUS_QUEUED,
+    K.MESSAGE_EVENT_KIND_SENDING: S.MESSAGE_STATUS_SENDING,
+    K.MESSAGE_EVENT_KIND_SUBMITTED: S.MESSAGE_STATUS_SUBMITTED,
+    K.MESSAGE_EVENT_KIND_DELIVERED: S.MESSAGE_STATUS_DELIVERED,
+    K.MESSAGE_EVENT_KIND_FAILED: S.MESSAGE_STATUS_FAILED,
+    K.MESSAGE_EVENT_KIND_DEFERRED: S.MESSAGE_STATUS_DEFERRED,
+    K.MESSAGE_EVENT_KIND_BOUNCED: S.MESSAGE_STATUS_FAILED,
+    K.MESSAGE_EVENT_KIND_OPTED_OUT: S.MESSAGE_STATUS_OPTED_OUT,
+    K.MESSAGE_EVENT_KIND_ASSUMED_DELIVERED: S.MESSAGE_STATUS_ASSUMED_DELIVERED,
+    K.MESSAGE_EVENT_KIND_CANCELLED: S.MESSAGE_STATUS_CANCELLED,
+}
+
+
+def kind_name(kind: int) -> str:
+    """MESSAGE_EVENT_KIND_DELIVERED -> 'delivered' (the subject suffix)."""
+    return e.MessageEventKind.Name(kind).removeprefix("MESSAGE_EVENT_KIND_").lower()
+
+
+def message_subject(kind: int) -> str:
+    return f"events.message.{kind_name(kind)}"
+
+
+def status_name(status: int) -> str:
+    return c.MessageStatus.Name(status).removeprefix("MESSAGE_STATUS_")
+
+
+def is_final(status: int, channel: int) -> bool:
+    """Final for campaign completion. An email accepted by the relay is settled: nothing
+    more will happen unless a bounce arrives later (which may still move it to FAILED)."""
+    if status in FINAL:
+        return True
+    return channel == c.CHANNEL_EMAIL and status == S.MESSAGE_STATUS_SUBMITTED
+
+
+def advances(old: int, new: int) -> bool:
+    return RANK.get(new, -1) > RANK.get(old, -1)

@@ -1,0 +1,91 @@
+"""Session-wide real servers: a private nats-server (JetStream) and redis-server on free
+ports, and a throwaway PostgreSQL database on the running server. A missing server is
+a failure, never a skip."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from cli import procs
+
+PG_ADMIN_DSN = os.environ.get("HERALD_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("servers")
+
+
+@pytest.fixture(scope="session")
+def nats_server(workdir: Path) -> Iterator[procs.Proc]:
+    proc = procs.start_nats(workdir / "nats")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(workdir: Path) -> Iterator[procs.Proc]:
+    proc = procs.start_redis(workdir / "redis")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def nats_url(nats_server: procs.Proc) -> str:
+    return str(nats_server.info["url"])
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: procs.Proc) -> str:
+    return str(redis_server.info["url"])
+
+
+async def _pg_admin(sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN_DSN, timeout=10)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+async def pg_url() -> AsyncIterator[str]:
+    """URL of a fresh PostgreSQL database, dropped at the end of the session."""
+    name = f"herald_test_{uuid.uuid4().hex[:10]}"
+    try:
+        await _pg_admin(f'CREATE DATABASE "{name}"')
+    except Exception as exc:  # loud: CI must not pass without PostgreSQL
+        pytest.fail(f"PostgreSQL not reachable at {PG_ADMIN_DSN}: {exc}")
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    yield f"{base}/{name}"
+    await asyncio.sleep(0)
+    await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def js(nats_url: str):  # type: ignore[no-untyped-def]
+    """A JetStream context on the private server with both streams created."""
+    from shared import bus
+
+    nc = await bus.connect(nats_url)
+    ctx = nc.jetstream()
+    await bus.ensure_streams(ctx)
+    yield ctx
+    await nc.close()
+
+
+@pytest.fixture
+async def redis_client(redis_url: str):  # type: ignore[no-untyped-def]
+    from shared import cache
+
+    client = cache.connect(redis_url)
+    yield client
+    await client.aclose()
