@@ -31,6 +31,11 @@ class Principal:
     def has(self, *roles: str) -> bool:
         return bool(self.roles & ({"admin", "master"} | set(roles)))
 
+    @property
+    def master(self) -> bool:
+        """May read across workspaces (admin alone may not)."""
+        return "master" in self.roles
+
     def require(self, *roles: str) -> None:
         if not self.has(*roles):
             raise denied(f"{self.name} lacks role {' or '.join(roles)}")

@@ -5,9 +5,10 @@ a failure, never a skip."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,7 +47,7 @@ def redis_url(redis_server: procs.Proc) -> str:
     return str(redis_server.info["url"])
 
 
-async def _pg_admin(sql: str) -> None:
+async def _pg_admin_async(sql: str) -> None:
     import asyncpg
 
     conn = await asyncpg.connect(PG_ADMIN_DSN, timeout=10)
@@ -56,18 +57,24 @@ async def _pg_admin(sql: str) -> None:
         await conn.close()
 
 
+def _pg_admin(sql: str) -> None:
+    # Own loop in a thread: the fixture stays synchronous, so async fixtures and
+    # request.getfixturevalue() can both use it.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, _pg_admin_async(sql)).result()
+
+
 @pytest.fixture(scope="session")
-async def pg_url() -> AsyncIterator[str]:
+def pg_url() -> Iterator[str]:
     """URL of a fresh PostgreSQL database, dropped at the end of the session."""
     name = f"herald_test_{uuid.uuid4().hex[:10]}"
     try:
-        await _pg_admin(f'CREATE DATABASE "{name}"')
+        _pg_admin(f'CREATE DATABASE "{name}"')
     except Exception as exc:  # loud: CI must not pass without PostgreSQL
         pytest.fail(f"PostgreSQL not reachable at {PG_ADMIN_DSN}: {exc}")
     base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
     yield f"{base}/{name}"
-    await asyncio.sleep(0)
-    await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

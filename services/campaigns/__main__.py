@@ -1,0 +1,54 @@
+"""python -m services.campaigns: CampaignService, scheduler/dispatcher and ledger consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import grpc
+from herald.v1 import campaigns_pb2_grpc, recipients_pb2_grpc
+
+from services.campaigns.ledger import Ledger
+from services.campaigns.scheduler import Scheduler
+from services.campaigns.servicer import CampaignServicer
+from services.campaigns.store import Store
+from shared import bus, config, db
+from shared.grpc_server import ServiceRuntime
+from shared.log import setup
+
+MIGRATIONS = os.path.join(os.path.dirname(__file__), "migrations")
+
+
+async def main() -> None:
+    log = setup("campaigns")
+    rt = ServiceRuntime("campaigns")
+    rt.install_signal_handlers()
+    url = db.db_url("campaigns")
+    await db.migrate(MIGRATIONS, url)
+    engine = db.make_engine(url)
+    nc = await bus.connect(name="campaigns")
+    js = nc.jetstream()
+    await bus.ensure_streams(js)
+    channel = grpc.aio.insecure_channel(config.RECIPIENTS_ADDR.get())
+    store = Store(engine)
+    scheduler = Scheduler(store, js, recipients_pb2_grpc.RecipientServiceStub(channel),
+                          interval=config.SCHEDULER_INTERVAL.get_float(),
+                          batch=config.DISPATCH_BATCH.get_int(), job_ttl=config.JOB_TTL.get_float())
+    servicer = CampaignServicer(store, on_cancel=scheduler.cancel_queued)
+    rt.start_metrics()
+    await rt.start_grpc([(campaigns_pb2_grpc.add_CampaignServiceServicer_to_server, servicer,
+                          "herald.v1.CampaignService")])
+    tasks = [asyncio.create_task(scheduler.run(rt.stop_event), name="scheduler"),
+             asyncio.create_task(Ledger(store, js).run(rt.stop_event), name="ledger")]
+    rt.write_ready(db=url.split("://", 1)[0])
+    await rt.wait()
+    log.info("shutting down")
+    await rt.shutdown()
+    await asyncio.wait(tasks, timeout=5)
+    await channel.close()
+    await nc.drain()
+    await engine.dispose()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,4 @@
+from services.campaigns.schema import metadata
+from shared.alembic_env import run
+
+run(metadata, version_table="alembic_version_campaigns")

@@ -1,0 +1,281 @@
+"""Scheduler and dispatcher: PENDING -> BUILDING -> SENDING -> DONE, all state in SQL.
+
+Single-writer rule: run one campaigns replica per database for now; on PostgreSQL the
+campaign row is locked (FOR UPDATE) inside each transition, so a second replica can only
+lose a compare-and-set, never double-build. Message ids are deterministic (uuid5 of
+campaign, channel and address), so a build interrupted by a crash is simply redone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import uuid
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
+
+import grpc
+from herald.v1 import campaigns_pb2 as pb
+from herald.v1 import common_pb2 as c
+from herald.v1 import events_pb2 as e
+from herald.v1 import recipients_pb2 as rpb
+from herald.v1 import recipients_pb2_grpc as rgrpc
+from nats.js import JetStreamContext
+from prometheus_client import Counter, Gauge
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+
+from services.campaigns import lifecycle
+from services.campaigns.schema import campaign_targets, campaigns, messages
+from services.campaigns.store import Store
+from shared import auth, bus, states
+from shared.timeutil import Clock, aware, to_ts
+
+log = logging.getLogger("herald.campaigns.scheduler")
+S = c.MessageStatus
+NS = uuid.UUID("5b0c1f6e-8d0a-4c57-9d4e-6f1d2a3b4c5d")
+
+JOBS_PUBLISHED = Counter("herald_campaigns_jobs_published_total", "Jobs published to JOBS.", ["channel"])
+MESSAGES_BUILT = Counter("herald_campaigns_messages_built_total",
+                         "Ledger rows created at build, by initial status.", ["status"])
+CAMPAIGN_TRANSITIONS = Counter("herald_campaigns_transitions_total",
+                               "Campaign state changes made by the scheduler.", ["to"])
+ACTIVE = Gauge("herald_campaigns_active", "Campaigns in an active state.", ["status"])
+
+REJECT_STATUS = {
+    c.FAILURE_CATEGORY_UNSUBSCRIBED: (S.MESSAGE_STATUS_OPTED_OUT, e.MESSAGE_EVENT_KIND_OPTED_OUT),
+}
+
+
+def message_id(campaign_id: str, channel: int, address: str) -> str:
+    return str(uuid.uuid5(NS, f"{campaign_id}:{channel}:{address}"))
+
+
+def channel_subject(channel: int) -> str:
+    return bus.SUBJECT_SMS_JOBS if channel == c.CHANNEL_SMS else bus.SUBJECT_EMAIL_JOBS
+
+
+def preview(row: Any) -> str:
+    if row["channel"] == c.CHANNEL_EMAIL:
+        return (f"[template {row['template_name']}]" if row["template_name"]
+                else row["content_subject"])[:100]
+    return row["content_text"][:100]
+
+
+def unsettled_condition() -> Any:
+    final = list(states.FINAL)
+    return and_(messages.c.status.not_in(final),
+                ~and_(messages.c.channel == c.CHANNEL_EMAIL,
+                      messages.c.status == S.MESSAGE_STATUS_SUBMITTED))
+
+
+class Scheduler:
+    def __init__(self, store: Store, js: JetStreamContext, recipients: rgrpc.RecipientServiceStub,
+                 clock: Clock | None = None, interval: float = 0.2, batch: int = 500,
+                 job_ttl: float = 86400.0) -> None:
+        self.store = store
+        self.js = js
+        self.recipients = recipients
+        self.clock = clock or Clock()
+        self.interval = interval
+        self.batch = batch
+        self.job_ttl = job_ttl
+        self.wake = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("scheduler tick failed")
+            self.wake.clear()
+            waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self.wake.wait())]
+            await asyncio.wait(waiters, timeout=self.interval, return_when=asyncio.FIRST_COMPLETED)
+            for w in waiters:
+                w.cancel()
+
+    async def tick(self) -> None:
+        now = self.clock.now()
+        async with self.store.engine.connect() as conn:
+            rows = (await conn.execute(select(campaigns).where(
+                campaigns.c.status.in_([lifecycle.PENDING, lifecycle.BUILDING, lifecycle.SENDING]))
+                .order_by(campaigns.c.created_at))).mappings().all()
+            counts = dict((await conn.execute(select(campaigns.c.status, func.count()).where(
+                campaigns.c.status.in_(list(lifecycle.ACTIVE))).group_by(campaigns.c.status))).all())
+        for st in lifecycle.ACTIVE:
+            ACTIVE.labels(st).set(counts.get(st, 0))
+        for row in rows:
+            if row["status"] == lifecycle.PENDING:
+                start = aware(row["start_at"])
+                if start is None or start <= now:
+                    await self.build(row)
+            elif row["status"] == lifecycle.BUILDING:  # interrupted build: redo it
+                await self.build(row)
+            else:
+                await self.dispatch(row)
+                await self.maybe_complete(row)
+
+    # --- build -----------------------------------------------------------------------------
+    async def transition(self, campaign_id: str, target: str, reason: str, **values: Any) -> Any:
+        now = self.clock.now()
+        async with self.store.engine.begin() as conn:
+            row = await self.store.get_row(conn, campaign_id, None, for_update=True)
+            if row["status"] != target:
+                await Store.set_status(conn, row, target, reason, "scheduler", now, **values)
+            row = await self.store.get_row(conn, campaign_id, None)
+        CAMPAIGN_TRANSITIONS.labels(target).inc()
+        await bus.publish(self.js, "events.campaign.status_changed", e.CampaignEvent(
+            event_id=f"{campaign_id}:{target}", kind=e.CAMPAIGN_EVENT_KIND_STATUS_CHANGED,
+            campaign_id=campaign_id, workspace_id=row["workspace_id"], status=target,
+            reason=reason, occurred_at=to_ts(now), actor="scheduler",
+            total_messages=row["recipients_count"]), f"{campaign_id}:{target}")
+        return row
+
+    async def resolve(self, row: Any) -> list[rpb.AudienceMember]:
+        targets = await self.store.load_targets(row["id"])
+        req = rpb.ResolveAudienceRequest(channel=row["channel"], category_ids=row["category_ids"] or [],
+                                         inline=targets)
+        md = auth.call_metadata(workspace=row["workspace_id"])
+        return [m async for m in self.recipients.ResolveAudience(req, metadata=md, timeout=600)]
+
+    async def build(self, row: Any) -> None:
+        cid = row["id"]
+        if row["status"] == lifecycle.PENDING:
+            row = await self.transition(cid, lifecycle.BUILDING, "building recipient list",
+                                        started_at=self.clock.now())
+        try:
+            members = await self.resolve(row)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                log.warning("recipients unavailable, build retried next tick",
+                            extra={"campaign_id": cid, "code": exc.code().name})
+                return
+            await self.transition(cid, lifecycle.FAILED, f"audience: {exc.details()}",
+                                  completed_at=self.clock.now())
+            return
+        now, seen, rows, events = self.clock.now(), set(), [], []
+        for m in members:
+            r = m.recipient
+            address = r.phone if row["channel"] == c.CHANNEL_SMS else r.email
+            key = address or f"contact:{r.contact_id}"
+            if key in seen:
+                continue
+            seen.add(key)
+            mid = message_id(cid, row["channel"], key)
+            status, kind = S.MESSAGE_STATUS_QUEUED, e.MESSAGE_EVENT_KIND_QUEUED
+            if not m.accepted:
+                status, kind = REJECT_STATUS.get(m.rejection, (S.MESSAGE_STATUS_FAILED,
+                                                               e.MESSAGE_EVENT_KIND_FAILED))
+            rows.append(dict(
+                id=mid, campaign_id=cid, workspace_id=row["workspace_id"], contact_id=r.contact_id,
+                contact_name=" ".join(x for x in (r.first_name, r.last_name) if x),
+                address=address or "", channel=row["channel"], status=status,
+                status_rank=states.RANK[status], failure_category=0 if m.accepted else m.rejection,
+                error_description="" if m.accepted else m.rejection_reason,
+                content_preview=preview(row), fields=dict(r.fields), created_at=now,
+            ))
+            MESSAGES_BUILT.labels(states.status_name(status)).inc()
+            base = dict(message_id=mid, campaign_id=cid, workspace_id=row["workspace_id"],
+                        channel=row["channel"], occurred_at=to_ts(now), to=address or "")
+            events.append(e.MessageEvent(event_id=f"{mid}:queued", kind=e.MESSAGE_EVENT_KIND_QUEUED,
+                                         status=S.MESSAGE_STATUS_QUEUED, **base))
+            if not m.accepted:
+                events.append(e.MessageEvent(
+                    event_id=f"{mid}:{states.kind_name(kind)}", kind=kind, status=status,
+                    failure_category=m.rejection, error_description=m.rejection_reason, **base))
+        async with self.store.engine.begin() as conn:
+            await conn.execute(delete(messages).where(messages.c.campaign_id == cid))
+            for i in range(0, len(rows), 1000):
+                await conn.execute(insert(messages), rows[i:i + 1000])
+            await conn.execute(update(campaigns).where(campaigns.c.id == cid).values(
+                recipients_count=len(rows)))
+        # Deterministic event ids: a rebuild republishes the same facts, consumers drop them.
+        await bus.publish_many(self.js, [(states.message_subject(ev.kind), ev, ev.event_id)
+                                         for ev in events])
+        async with self.store.engine.begin() as conn:
+            await conn.execute(delete(campaign_targets).where(campaign_targets.c.campaign_id == cid))
+        await self.transition(cid, lifecycle.SENDING, f"built {len(rows)} messages")
+        log.info("campaign built", extra={"campaign_id": cid, "messages": len(rows),
+                                          "rejected": sum(1 for m in members if not m.accepted)})
+
+    # --- dispatch ----------------------------------------------------------------------------
+    def allowance(self, row: Any, dispatched: int, total: int) -> int:
+        """How many more jobs the mode allows now. SPREAD paces evenly over start..end."""
+        if row["mode"] != pb.CAMPAIGN_MODE_SPREAD or not row["end_at"] or not row["start_at"]:
+            return self.batch
+        start, end = aware(row["start_at"]), aware(row["end_at"])
+        span = max((end - start).total_seconds(), 1.0)
+        elapsed = (self.clock.now() - start).total_seconds()
+        due = total if elapsed >= span else math.floor(total * elapsed / span)
+        return max(0, min(self.batch, due - dispatched))
+
+    async def dispatch(self, row: Any) -> None:
+        cid = row["id"]
+        async with self.store.engine.connect() as conn:
+            total, dispatched = (await conn.execute(select(
+                func.count(), func.count(messages.c.dispatched_at)).where(
+                messages.c.campaign_id == cid, messages.c.status_rank >= 0))).one()
+            n = self.allowance(row, dispatched, total)
+            if n <= 0:
+                return
+            pending = (await conn.execute(select(messages).where(
+                messages.c.campaign_id == cid, messages.c.status == S.MESSAGE_STATUS_QUEUED,
+                messages.c.dispatched_at.is_(None)).order_by(messages.c.created_at, messages.c.id)
+                .limit(n))).mappings().all()
+        if not pending:
+            return
+        now = self.clock.now()
+        expires = to_ts(now + timedelta(seconds=self.job_ttl))
+        subject = channel_subject(row["channel"])
+        jobs = []
+        for m in pending:
+            job = e.MessageJob(
+                message_id=m["id"], campaign_id=cid, workspace_id=row["workspace_id"],
+                channel=row["channel"], attempt=m["attempt"], sender=row["sender"], to=m["address"],
+                contact_id=m["contact_id"], variant=m["variant"], fields=m["fields"] or {},
+                text=row["content_text"], subject=row["content_subject"], html=row["content_html"],
+                created_at=to_ts(aware(m["created_at"])), expires_at=expires)
+            jobs.append((subject, job, f"{m['id']}:{m['attempt']}"))
+        await bus.publish_many(self.js, jobs)
+        JOBS_PUBLISHED.labels(c.Channel.Name(row["channel"])).inc(len(jobs))
+        ids = [m["id"] for m in pending]
+        async with self.store.engine.begin() as conn:
+            await conn.execute(update(messages).where(messages.c.id.in_(ids)).values(dispatched_at=now))
+            # The gateway may already have reported SUBMITTED: only QUEUED rows move to SENDING.
+            await conn.execute(update(messages).where(
+                messages.c.id.in_(ids), messages.c.status == S.MESSAGE_STATUS_QUEUED).values(
+                status=S.MESSAGE_STATUS_SENDING, status_rank=states.RANK[S.MESSAGE_STATUS_SENDING]))
+
+    async def maybe_complete(self, row: Any) -> None:
+        cid = row["id"]
+        async with self.store.engine.connect() as conn:
+            left = (await conn.execute(select(func.count()).select_from(messages).where(
+                messages.c.campaign_id == cid, unsettled_condition()))).scalar_one()
+        if left == 0:
+            await self.transition(cid, lifecycle.DONE, "all messages final",
+                                  completed_at=self.clock.now())
+            log.info("campaign done", extra={"campaign_id": cid})
+
+    async def cancel_queued(self, campaign_id: str) -> None:
+        """After a cancel: messages not yet handed to a gateway become CANCELLED."""
+        now = self.clock.now()
+        async with self.store.engine.begin() as conn:
+            ids = [r[0] for r in await conn.execute(select(messages.c.id).where(
+                messages.c.campaign_id == campaign_id,
+                or_(messages.c.status == S.MESSAGE_STATUS_QUEUED, messages.c.dispatched_at.is_(None)),
+                messages.c.status_rank < states.RANK[S.MESSAGE_STATUS_CANCELLED]))]
+            row = await self.store.get_row(conn, campaign_id, None)
+            if ids:
+                await conn.execute(update(messages).where(messages.c.id.in_(ids)).values(
+                    status=S.MESSAGE_STATUS_CANCELLED,
+                    status_rank=states.RANK[S.MESSAGE_STATUS_CANCELLED]))
+        await bus.publish_many(self.js, list(self._events(ids, row, now)))
+
+    def _events(self, ids: Iterable[str], row: Any, now: Any) -> Iterable[tuple[str, e.MessageEvent, str]]:
+        for mid in ids:
+            ev = e.MessageEvent(event_id=f"{mid}:cancelled", kind=e.MESSAGE_EVENT_KIND_CANCELLED,
+                                message_id=mid, campaign_id=row["id"], workspace_id=row["workspace_id"],
+                                channel=row["channel"], status=S.MESSAGE_STATUS_CANCELLED,
+                                occurred_at=to_ts(now))
+            yield states.message_subject(ev.kind), ev, ev.event_id

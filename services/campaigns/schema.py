@@ -1,0 +1,117 @@
+"""Campaigns SQL schema (SQLAlchemy Core). Migrations in ./migrations mirror this."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+campaigns = Table(
+    "campaigns", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("workspace_id", String(64), nullable=False),
+    Column("name", String(200), nullable=False, server_default=""),
+    Column("channel", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("mode", Integer, nullable=False),
+    Column("sender", String(200), nullable=False, server_default=""),
+    Column("author", String(200), nullable=False, server_default=""),
+    Column("content_text", Text, nullable=False, server_default=""),
+    Column("content_subject", Text, nullable=False, server_default=""),
+    Column("content_html", Text, nullable=False, server_default=""),
+    Column("template_name", String(200), nullable=False, server_default=""),
+    Column("category_ids", JSON, nullable=False),
+    Column("start_at", DateTime(timezone=True)),
+    Column("end_at", DateTime(timezone=True)),
+    Column("auto_start", Boolean, nullable=False, server_default="0"),
+    Column("moderation", Integer, nullable=False),
+    Column("moderation_note", Text, nullable=False, server_default=""),
+    Column("archived", Boolean, nullable=False, server_default="0"),
+    Column("status_reason", Text, nullable=False, server_default=""),
+    Column("recipients_count", Integer, nullable=False, server_default="0"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True)),
+    Column("completed_at", DateTime(timezone=True)),
+    Index("ix_campaigns_ws_created", "workspace_id", "created_at"),
+    Index("ix_campaigns_status", "status"),
+)
+
+# Inline recipients given at creation, kept until the campaign is built.
+campaign_targets = Table(
+    "campaign_targets", metadata,
+    Column("campaign_id", String(36), primary_key=True),
+    Column("idx", Integer, primary_key=True),
+    Column("recipient", LargeBinary, nullable=False),  # serialised herald.v1.Recipient
+)
+
+state_history = Table(
+    "state_history", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("campaign_id", String(36), nullable=False, index=True),
+    Column("status", String(16), nullable=False),
+    Column("reason", Text, nullable=False, server_default=""),
+    Column("actor", String(200), nullable=False, server_default=""),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+
+# The ledger of record: one row per recipient per channel.
+messages = Table(
+    "messages", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("campaign_id", String(36), nullable=False),
+    Column("workspace_id", String(64), nullable=False),
+    Column("contact_id", String(64), nullable=False, server_default=""),
+    Column("contact_name", String(400), nullable=False, server_default=""),
+    Column("address", String(320), nullable=False),
+    Column("channel", Integer, nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("status_rank", Integer, nullable=False),
+    Column("carrier_result", String(16), nullable=False, server_default=""),
+    Column("error_code", String(32), nullable=False, server_default=""),
+    Column("error_description", Text, nullable=False, server_default=""),
+    Column("failure_category", Integer, nullable=False, server_default="0"),
+    Column("provider_message_id", String(200), nullable=False, server_default=""),
+    Column("attempt", Integer, nullable=False, server_default="1"),
+    Column("variant", String(32), nullable=False, server_default=""),
+    Column("content_preview", String(100), nullable=False, server_default=""),
+    Column("fields", JSON, nullable=False),
+    Column("views", Integer, nullable=False, server_default="0"),
+    Column("clicks", Integer, nullable=False, server_default="0"),
+    Column("replies", Integer, nullable=False, server_default="0"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("dispatched_at", DateTime(timezone=True)),
+    Column("sent_at", DateTime(timezone=True)),
+    Column("delivered_at", DateTime(timezone=True)),
+    Index("ix_messages_campaign_status", "campaign_id", "status"),
+    Index("ix_messages_dispatch", "campaign_id", "dispatched_at"),
+)
+
+# request_id replay: the first response of a mutating RPC, returned again on retry.
+idempotency = Table(
+    "idempotency", metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("method", String(64), primary_key=True),
+    Column("request_id", String(128), primary_key=True),
+    Column("response", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# Event ids already counted (opens/clicks/replies are counters, not states).
+processed_events = Table(
+    "processed_events", metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+)

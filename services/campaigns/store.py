@@ -1,0 +1,212 @@
+"""Campaign and ledger persistence (SQLAlchemy Core async)."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import datetime
+from typing import Any
+
+from herald.v1 import campaigns_pb2 as pb
+from herald.v1 import common_pb2 as c
+from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.campaigns import lifecycle
+from services.campaigns.schema import (
+    campaign_targets,
+    campaigns,
+    idempotency,
+    messages,
+    state_history,
+)
+from shared import states
+from shared.timeutil import aware, to_ts
+
+S = c.MessageStatus
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def encode_token(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode()
+
+
+def decode_token(token: str) -> int:
+    if not token:
+        return 0
+    try:
+        raw = base64.urlsafe_b64decode(token.encode()).decode()
+        if not raw.startswith("o:"):
+            raise ValueError(raw)
+        return max(int(raw[2:]), 0)
+    except Exception as exc:
+        from shared.errors import invalid
+
+        raise invalid({"page_token": "not a token this service issued"}) from exc
+
+
+class Store:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    # --- idempotency ------------------------------------------------------------
+    async def replay(self, workspace: str, method: str, request_id: str, cls: type) -> Any:
+        if not request_id:
+            return None
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(idempotency.c.response).where(
+                idempotency.c.workspace_id == workspace, idempotency.c.method == method,
+                idempotency.c.request_id == request_id))).first()
+        if row is None:
+            return None
+        out = cls()
+        out.ParseFromString(row[0])
+        return out
+
+    @staticmethod
+    async def remember(conn: AsyncConnection, workspace: str, method: str, request_id: str,
+                       response: Any, now: datetime) -> None:
+        if request_id:
+            await conn.execute(insert(idempotency).values(
+                workspace_id=workspace, method=method, request_id=request_id,
+                response=response.SerializeToString(), created_at=now))
+
+    # --- campaigns -------------------------------------------------------------------
+    @staticmethod
+    async def add_history(conn: AsyncConnection, campaign_id: str, status: str, reason: str,
+                          actor: str, now: datetime) -> None:
+        await conn.execute(insert(state_history).values(
+            campaign_id=campaign_id, status=status, reason=reason, actor=actor, at=now))
+
+    async def get_row(self, conn: AsyncConnection, campaign_id: str, workspace: str | None,
+                      for_update: bool = False) -> Any:
+        q = select(campaigns).where(campaigns.c.id == campaign_id)
+        if workspace is not None:
+            q = q.where(campaigns.c.workspace_id == workspace)
+        if for_update and conn.dialect.name == "postgresql":
+            q = q.with_for_update()
+        return (await conn.execute(q)).mappings().first()
+
+    @staticmethod
+    async def set_status(conn: AsyncConnection, row: Any, target: str, reason: str, actor: str,
+                         now: datetime, **values: Any) -> None:
+        lifecycle.check(row["id"], row["status"], target)
+        # Compare-and-set on the current status: a concurrent change loses cleanly.
+        res = await conn.execute(update(campaigns).where(
+            campaigns.c.id == row["id"], campaigns.c.status == row["status"],
+        ).values(status=target, status_reason=reason, updated_at=now, **values))
+        if res.rowcount != 1:
+            raise lifecycle.illegal(row["id"], "changed concurrently", target)
+        await Store.add_history(conn, row["id"], target, reason, actor, now)
+
+    async def progress(self, conn: AsyncConnection, campaign_ids: list[str]) -> dict[str, pb.Progress]:
+        out = {cid: pb.Progress() for cid in campaign_ids}
+        if not campaign_ids:
+            return out
+        rows = await conn.execute(
+            select(messages.c.campaign_id, messages.c.status, messages.c.channel, func.count())
+            .where(messages.c.campaign_id.in_(campaign_ids))
+            .group_by(messages.c.campaign_id, messages.c.status, messages.c.channel))
+        for cid, status, _channel, n in rows:
+            p = out[cid]
+            p.total += n
+            if status not in (S.MESSAGE_STATUS_QUEUED, S.MESSAGE_STATUS_SENDING):
+                p.processed += n
+            if status in states.SENT:
+                p.sent += n
+            if status == S.MESSAGE_STATUS_DELIVERED:
+                p.delivered += n
+            elif status == S.MESSAGE_STATUS_FAILED:
+                p.errors += n
+            elif status == S.MESSAGE_STATUS_OPTED_OUT:
+                p.opted_out += n
+        return out
+
+    async def history(self, conn: AsyncConnection, campaign_id: str) -> list[pb.StateChange]:
+        rows = await conn.execute(select(state_history).where(
+            state_history.c.campaign_id == campaign_id).order_by(state_history.c.id))
+        return [pb.StateChange(status=lifecycle.value(r.status), reason=r.reason, actor=r.actor,
+                               at=to_ts(aware(r.at))) for r in rows]
+
+    @staticmethod
+    def to_proto(row: Any, progress: pb.Progress | None = None,
+                 history: list[pb.StateChange] | None = None) -> pb.Campaign:
+        cp = pb.Campaign(
+            id=row["id"], workspace_id=row["workspace_id"], name=row["name"],
+            channel=row["channel"], status=lifecycle.value(row["status"]), mode=row["mode"],
+            sender=row["sender"], author=row["author"],
+            content=pb.Content(text=row["content_text"], subject=row["content_subject"],
+                               html=row["content_html"], template_name=row["template_name"]),
+            category_ids=list(row["category_ids"] or []), auto_start=row["auto_start"],
+            moderation=row["moderation"], moderation_note=row["moderation_note"],
+            archived=row["archived"], status_reason=row["status_reason"],
+            recipients_count=row["recipients_count"],
+        )
+        for fld in ("start_at", "end_at", "created_at", "started_at", "completed_at"):
+            ts = to_ts(aware(row[fld]))
+            if ts is not None:
+                getattr(cp, fld).CopyFrom(ts)
+        if progress is not None:
+            cp.progress.CopyFrom(progress)
+            if row["status"] in lifecycle.TERMINAL and progress.total:
+                cp.outcome = outcome(progress)
+        if history:
+            cp.history.extend(history)
+        return cp
+
+    async def load(self, campaign_id: str, workspace: str | None) -> pb.Campaign | None:
+        async with self.engine.connect() as conn:
+            row = await self.get_row(conn, campaign_id, workspace)
+            if row is None:
+                return None
+            prog = (await self.progress(conn, [campaign_id]))[campaign_id]
+            hist = await self.history(conn, campaign_id)
+        return self.to_proto(row, prog, hist)
+
+    async def save_targets(self, conn: AsyncConnection, campaign_id: str, recipients: list) -> None:
+        rows = [{"campaign_id": campaign_id, "idx": i, "recipient": r.SerializeToString()}
+                for i, r in enumerate(recipients)]
+        for i in range(0, len(rows), 1000):
+            await conn.execute(insert(campaign_targets), rows[i:i + 1000])
+
+    async def load_targets(self, campaign_id: str) -> list[c.Recipient]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(select(campaign_targets.c.recipient).where(
+                campaign_targets.c.campaign_id == campaign_id).order_by(campaign_targets.c.idx))
+            out = []
+            for (raw,) in rows:
+                r = c.Recipient()
+                r.ParseFromString(raw)
+                out.append(r)
+        return out
+
+
+def outcome(p: pb.Progress) -> int:
+    if p.errors == 0:
+        return pb.CAMPAIGN_OUTCOME_SENT
+    if p.errors >= p.total:
+        return pb.CAMPAIGN_OUTCOME_ALL_FAILED
+    return pb.CAMPAIGN_OUTCOME_PARTIAL
+
+
+def message_status_filter(expr: str) -> list[int]:
+    """'status=FAILED' or 'status=FAILED,DELIVERED' -> [MessageStatus values]."""
+    from shared.errors import invalid
+
+    out: list[int] = []
+    for term in filter(None, (t.strip() for t in expr.replace(" AND ", " ").split())):
+        key, sep, val = term.partition("=")
+        if not sep or key != "status":
+            raise invalid({"filter": f"unsupported term {term!r}; use status=<STATUS>[,<STATUS>]"})
+        for v in val.split(","):
+            try:
+                out.append(c.MessageStatus.Value(f"MESSAGE_STATUS_{v.strip().upper()}"))
+            except ValueError as exc:
+                raise invalid({"filter": f"unknown message status {v!r}"}) from exc
+    return out
+
+
+__all__ = ["Store", "and_", "outcome", "new_id", "encode_token", "decode_token"]
