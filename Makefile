@@ -1,0 +1,49 @@
+# Herald developer entry points. `make run` and `make test` install what is missing.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROTOS := $(wildcard protos/herald/v1/*.proto)
+
+.PHONY: run stop test test-unit lint protos bench deps venv clean
+
+$(VPY):
+	$(PY) -m venv $(VENV)
+
+# Re-install when pyproject.toml changes.
+$(STAMP): pyproject.toml | $(VPY)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# System binaries (nats-server, redis-server; PostgreSQL tools for tests) via apt when absent.
+deps: venv
+	@bash deploy/local/ensure-deps.sh
+
+protos: venv
+	$(VPY) -m grpc_tools.protoc -Iprotos --python_out=protos --pyi_out=protos \
+		--grpc_python_out=protos $(PROTOS)
+
+run: deps
+	$(VPY) -m cli.devstack
+
+stop:
+	@$(VPY) -m cli.devstack --stop
+
+lint: venv
+	$(VPY) -m ruff check .
+
+test: deps
+	HERALD_TEST_NEEDS_PG=1 bash deploy/local/with-postgres.sh $(VPY) -m pytest -q -p no:cacheprovider
+
+test-unit: venv
+	$(VPY) -m pytest -q tests/unit
+
+bench: deps
+	$(VPY) -m bench
+
+clean:
+	rm -rf var build *.egg-info
