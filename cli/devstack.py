@@ -1,0 +1,180 @@
+"""`make run`: the whole Herald stack on loopback with embedded defaults, then a demo.
+
+Starts a private nats-server (JetStream) and redis-server, the SMSC simulator, an SMTP
+sink, the three services and both gateways (SQLite databases under var/run), runs a
+demo SMS campaign (1,000 recipients) and an email campaign (200 contacts in a category),
+prints their stats and every listening address, and keeps running until Ctrl-C or
+`make stop`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from cli import procs
+
+ROOT = Path(__file__).resolve().parents[1]
+PIDFILE = ROOT / "var/run/pids.json"
+
+
+class Stack:
+    """Every process of a local Herald, each on a free loopback port."""
+
+    def __init__(self, workdir: Path, db_url: str | None = None, extra_env: dict | None = None) -> None:
+        self.workdir = workdir
+        self.db_url = db_url or f"sqlite+aiosqlite:///{workdir}/herald-{{service}}.db"
+        self.extra_env = extra_env or {}
+        self.procs: dict[str, procs.Proc] = {}
+        self.sink_dir = workdir / "mail"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "HERALD_NATS_URL": self.procs["nats"].info["url"],
+            "HERALD_REDIS_URL": self.procs["redis"].info["url"],
+            "HERALD_DB_URL": self.db_url,
+            "HERALD_GRPC_ADDR": "127.0.0.1:0",
+            "HERALD_METRICS_ADDR": "127.0.0.1:0",
+            "HERALD_LOG_FORMAT": "json",
+            **self.extra_env,
+        }
+
+    def _module(self, name: str, module: str, **env: str) -> procs.Proc:
+        proc = procs.start_module(name, module, self.workdir, {**self.env(), **env})
+        self.procs[name] = proc
+        return proc
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.procs["nats"] = procs.start_nats(self.workdir / "nats")
+            self.procs["redis"] = procs.start_redis(self.workdir / "redis")
+            smsc = self._module("smsc-simulator", "gateways.smpp.simulator")
+            sink = self._module("smtp-sink", "gateways.email.sink", HERALD_SINK_DIR=str(self.sink_dir))
+            rec = self._module("recipients", "services.recipients")
+            self._module("stats", "services.stats")
+            self._module("campaigns", "services.campaigns",
+                         HERALD_RECIPIENTS_ADDR=f"127.0.0.1:{rec.info['grpc_port']}")
+            self._module("smpp-gateway", "gateways.smpp", HERALD_SMPP_HOST="127.0.0.1",
+                         HERALD_SMPP_PORT=str(smsc.info["smpp_port"]))
+            self._module("email-gateway", "gateways.email", HERALD_SMTP_HOST="127.0.0.1",
+                         HERALD_SMTP_PORT=str(sink.info["smtp_port"]))
+        except Exception:
+            self.stop()
+            raise
+
+    def addr(self, name: str) -> str:
+        return f"127.0.0.1:{self.procs[name].info['grpc_port']}"
+
+    def stop(self) -> None:
+        # Gateways first (they drain), then services, then the servers they need.
+        for name in reversed(list(self.procs)):
+            self.procs[name].stop()
+
+    def listing(self) -> list[tuple[str, str, str]]:
+        rows = []
+        for name, p in self.procs.items():
+            info = p.info
+            if name in ("nats", "redis"):
+                rows.append((name, info["url"], ""))
+                continue
+            parts = []
+            if info.get("grpc_port"):
+                parts.append(f"gRPC 127.0.0.1:{info['grpc_port']}")
+            for key in ("smpp_port", "smtp_port", "tracking_port", "bounce_port"):
+                if info.get(key):
+                    parts.append(f"{key.removesuffix('_port')} 127.0.0.1:{info[key]}")
+            metrics = f"http://127.0.0.1:{info['metrics_port']}/metrics" if info.get("metrics_port") else ""
+            rows.append((name, ", ".join(parts), metrics))
+        return rows
+
+    def pids(self) -> dict[str, int]:
+        return {n: p.popen.pid for n, p in self.procs.items()}
+
+
+def stop_recorded() -> int:
+    if not PIDFILE.exists():
+        print("nothing recorded as running")
+        return 0
+    pids = json.loads(PIDFILE.read_text())
+    for name, pid in reversed(list(pids.items())):
+        try:
+            os.kill(pid, signal.SIGTERM)
+            print(f"stopped {name} ({pid})")
+        except ProcessLookupError:
+            pass
+    PIDFILE.unlink()
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(prog="herald-devstack")
+    ap.add_argument("--stop", action="store_true", help="stop a stack started by make run")
+    ap.add_argument("--exit-after-demo", action="store_true", help="stop once the demo printed")
+    ap.add_argument("--sms", type=int, default=1000, help="SMS demo recipients (max 1000)")
+    ap.add_argument("--email", type=int, default=200, help="email demo contacts")
+    args = ap.parse_args()
+    if args.stop:
+        return stop_recorded()
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from cli import demo
+
+    console = Console()
+    workdir = ROOT / "var/run"
+    for stale in workdir.glob("*.db*"):
+        stale.unlink()
+    stack = Stack(workdir)
+    console.print("[bold]starting Herald[/] (logs in var/run/*.log)")
+    t0 = time.monotonic()
+    stack.start()
+    PIDFILE.write_text(json.dumps(stack.pids()))
+    console.print(f"all processes ready in {time.monotonic() - t0:.1f}s")
+    try:
+        result = asyncio.run(demo.run(stack, args.sms, args.email, console))
+        table = Table(title="where Herald listens")
+        for col in ("process", "listens", "metrics"):
+            table.add_column(col)
+        for row in stack.listing():
+            table.add_row(*row)
+        console.print(table)
+        console.print(f"CLI: HERALD_CAMPAIGNS_ADDR={stack.addr('campaigns')} "
+                      f"HERALD_STATS_ADDR={stack.addr('stats')} "
+                      f"HERALD_RECIPIENTS_ADDR={stack.addr('recipients')} .venv/bin/herald campaigns list")
+        if not result.ok:
+            console.print("[red]demo did not reach the expected figures[/]")
+            return 1
+        if args.exit_after_demo:
+            return 0
+        console.print("[bold green]running[/]: Ctrl-C (or `make stop`) stops everything")
+        stop = {"flag": False}
+
+        def on_signal(*_: object) -> None:
+            stop["flag"] = True
+
+        signal.signal(signal.SIGTERM, on_signal)
+        while not stop["flag"] and all(p.alive() for p in stack.procs.values()):
+            time.sleep(0.5)
+        dead = [n for n, p in stack.procs.items() if not p.alive()]
+        if dead:
+            console.print(f"[red]exited unexpectedly: {', '.join(dead)}[/] (see var/run/<name>.log)")
+            return 1
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        console.print("stopping…")
+        stack.stop()
+        PIDFILE.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
