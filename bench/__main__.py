@@ -1,0 +1,80 @@
+"""`make bench`: reproducible figures, printed as a table (never asserted in tests).
+
+pipeline: a whole local stack (as `make run`), one SMS campaign of --sms recipients and one
+email campaign of --email contacts; time from approval to DONE and to the last receipt
+in stats, i.e. end-to-end messages per second through campaigns -> JetStream -> gateway ->
+SMSC simulator / SMTP sink -> receipts -> ledger + stats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+from herald.v1 import campaigns_pb2 as cpb
+from rich.console import Console
+from rich.table import Table
+
+from cli import demo
+from cli.devstack import Stack
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+async def pipeline(stack: Stack, sms_n: int, email_n: int) -> list[tuple[str, str, str]]:
+    cl = demo.Clients.connect(stack.addr("campaigns"), stack.addr("recipients"), stack.addr("stats"))
+    rows = []
+    try:
+        t0 = time.perf_counter()
+        sid = await demo.sms_campaign(cl, sms_n)
+        cp = await demo.wait_terminal(cl, sid, timeout=600)
+        t_done = time.perf_counter() - t0
+        st = await demo.wait_stats(cl, sid, lambda s: s.delivered >= sms_n, timeout=120)
+        t_stats = time.perf_counter() - t0
+        rows.append(("SMS campaign approve -> DONE", f"{t_done:.2f} s",
+                     f"{sms_n / t_done:,.0f} msg/s ({cpb.CampaignStatus.Name(cp.status)})"))
+        rows.append(("SMS approve -> all DELIVERED in stats", f"{t_stats:.2f} s",
+                     f"{st.delivered / t_stats:,.0f} msg/s"))
+        t0 = time.perf_counter()
+        eid = await demo.email_campaign(cl, email_n)
+        cp = await demo.wait_terminal(cl, eid, timeout=600)
+        t_done = time.perf_counter() - t0
+        rows.append(("email campaign create -> DONE", f"{t_done:.2f} s",
+                     f"{email_n / t_done:,.0f} msg/s ({cpb.CampaignStatus.Name(cp.status)})"))
+    finally:
+        await cl.close()
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(prog="bench")
+    ap.add_argument("--sms", type=int, default=1000)
+    ap.add_argument("--email", type=int, default=1000)
+    args = ap.parse_args()
+    console = Console()
+    with tempfile.TemporaryDirectory() as tmp:
+        stack = Stack(Path(tmp))
+        stack.start()
+        try:
+            rows = asyncio.run(pipeline(stack, args.sms, args.email))
+        finally:
+            stack.stop()
+    table = Table(title=f"Herald bench ({platform.machine()}, {platform.python_version()})")
+    for col in ("figure", "time", "rate"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*r)
+    console.print(table)
+    out = ROOT / "bench/results"
+    out.mkdir(exist_ok=True)
+    (out / f"pipeline-{int(time.time())}.json").write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
