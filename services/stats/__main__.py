@@ -1,0 +1,52 @@
+"""python -m services.stats: StatsService (gRPC) and the "stats" event consumer."""
+
+from __future__ import annotations
+
+import asyncio
+
+from herald.v1 import stats_pb2_grpc
+
+from services.stats import settings
+from services.stats.aggregator import Aggregator
+from services.stats.consumer import Consumer
+from services.stats.servicer import StatsServicer
+from shared import bus, cache
+from shared.grpc_server import ServiceRuntime
+from shared.log import setup
+
+
+async def main() -> None:
+    log = setup("stats")
+    rt = ServiceRuntime("stats")
+    rt.install_signal_handlers()
+    redis = cache.connect()
+    agg = Aggregator(redis, settings.PREFIX.get(), message_ttl=settings.MESSAGE_TTL.get_int(),
+                     event_ttl=settings.EVENT_TTL.get_int(), daily_ttl=settings.DAILY_TTL.get_int())
+    await agg.load()
+    nc = await bus.connect(name="stats")
+    js = nc.jetstream()
+    await bus.ensure_streams(js)
+    consumer = Consumer(agg, js, durable=settings.DURABLE.get(), batch=settings.BATCH.get_int())
+    rt.start_metrics()
+    await rt.start_grpc([(stats_pb2_grpc.add_StatsServiceServicer_to_server, StatsServicer(agg),
+                          "herald.v1.StatsService")])
+    task = asyncio.create_task(consumer.run(rt.stop_event), name="stats-consumer")
+
+    def consumer_done(t: asyncio.Task) -> None:
+        # A dead consumer must not leave a pod that serves stale stats: exit, get restarted.
+        if not t.cancelled() and t.exception() is not None:
+            log.error("consumer stopped", exc_info=t.exception())
+            rt.stop_event.set()
+
+    task.add_done_callback(consumer_done)
+    rt.write_ready(durable=consumer.durable)
+    await rt.wait()
+    log.info("shutting down")
+    await rt.shutdown()
+    await asyncio.wait([task], timeout=5)
+    await nc.drain()
+    await redis.aclose()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,300 @@
+"""Idempotent aggregation of MessageEvents into Redis counters, one Lua script per event.
+
+Redis key layout (P = HERALD_STATS_PREFIX, default "herald:stats:"):
+  P m:<message_id>            hash  st (MessageStatus int), c (campaign), w (workspace),
+                                    ch (Channel int), va (variant), v/k/r (views, clicks,
+                                    replies), snt/prc/o/ck (sent, processed, opened, clicked
+                                    flags); TTL HERALD_STATS_MESSAGE_TTL, refreshed per event
+  P e:<event_id>              string de-dup marker of an open/click/reply; TTL HERALD_STATS_EVENT_TTL
+  P c:<campaign_id>           hash  counters (see COUNTERS) + ws (owning workspace, first wins)
+  P w:<workspace_id>          hash  the same counters summed over the workspace
+  P v:<campaign_id>:<variant> hash  the same counters per A/B variant
+  P d:<campaign_id>:<yyyymmdd> hash flow counters of that UTC day (entries into a status,
+                                    total, sent, processed, views, viewed, clicks, ...)
+  P ds:<campaign_id>          set   the days that have a d: hash; d:/ds: TTL HERALD_STATS_DAILY_TTL
+
+Status counters (queued ... cancelled) count messages *now* in that status: an applied
+transition decrements the old one and increments the new one. total, sent and processed
+count each message once (flags in the message hash). The script derives the campaign,
+workspace and variant keys from the message hash (first values win), so it needs a
+standalone Redis, not Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+import redis.asyncio as aioredis
+from herald.v1 import common_pb2 as c
+from herald.v1 import events_pb2 as e
+from redis.exceptions import NoScriptError
+
+from shared import states
+from shared.timeutil import from_ts
+
+log = logging.getLogger("herald.stats.aggregator")
+S = c.MessageStatus
+K = e.MessageEventKind
+
+STATUS_FIELDS: dict[int, str] = {
+    s: states.status_name(s).lower() for s in S.values() if s != S.MESSAGE_STATUS_UNSPECIFIED
+}
+COUNTERS = (
+    "total", "sent", "processed", *STATUS_FIELDS.values(),
+    "views", "viewed", "machine_opens", "clicks", "clicked", "replies",
+)
+# Events that bump a counter instead of moving the status; each event_id counts once.
+COUNTER_OPS: dict[int, str] = {
+    K.MESSAGE_EVENT_KIND_OPENED: "open",
+    K.MESSAGE_EVENT_KIND_CLICKED: "click",
+    K.MESSAGE_EVENT_KIND_REPLIED: "reply",
+}
+NOT_PROCESSED = {S.MESSAGE_STATUS_QUEUED, S.MESSAGE_STATUS_SENDING}
+
+
+def _lua_table(items: dict[int, object]) -> str:
+    def lit(v: object) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int):
+            return str(v)
+        return '"' + str(v) + '"'
+
+    return "{" + ", ".join(f"[{k}]={lit(v)}" for k, v in sorted(items.items())) + "}"
+
+
+# Tables come from shared.states so the ranks have a single source of truth.
+_LUA = f"""
+local RANK = {_lua_table(dict(states.RANK))}
+local NAME = {_lua_table(dict(STATUS_FIELDS))}
+local SENT = {_lua_table({s: True for s in states.SENT})}
+local NOT_PROCESSED = {_lua_table({s: True for s in NOT_PROCESSED})}
+""" + r"""
+-- KEYS[1] message hash, KEYS[2] event de-dup marker
+-- ARGV: 1 prefix, 2 op (status|open|click|reply), 3 new status, 4 campaign, 5 workspace,
+--       6 channel, 7 variant, 8 day (yyyymmdd), 9 machine open (0|1), 10 message ttl,
+--       11 event ttl, 12 daily ttl
+local P, op, new = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local mkey = KEYS[1]
+if op ~= 'status' then
+  if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[11]) then return 'duplicate' end
+end
+local cur = redis.call('HMGET', mkey, 'st', 'c', 'w', 'va', 'ch', 'snt', 'prc', 'o', 'ck')
+local first = not cur[1]
+local old = tonumber(cur[1]) or 0
+if op == 'status' and not first and RANK[new] <= RANK[old] then
+  if new == old then return 'duplicate' end
+  return 'stale'
+end
+
+local upd = {}
+local function put(f, v) upd[#upd + 1] = f; upd[#upd + 1] = v end
+local function pick(stored, given, field)
+  stored = stored or ''
+  if stored == '' and given ~= '' then put(field, given); return given end
+  return stored
+end
+local camp = pick(cur[2], ARGV[4], 'c')
+local ws = pick(cur[3], ARGV[5], 'w')
+local va = pick(cur[4], ARGV[7], 'va')
+if (cur[5] or '0') == '0' and ARGV[6] ~= '0' then put('ch', ARGV[6]) end
+
+local targets = {}
+local dkey = false
+if camp ~= '' then
+  targets[#targets + 1] = P .. 'c:' .. camp
+  dkey = P .. 'd:' .. camp .. ':' .. ARGV[8]
+  if va ~= '' then targets[#targets + 1] = P .. 'v:' .. camp .. ':' .. va end
+  if ws ~= '' then redis.call('HSETNX', P .. 'c:' .. camp, 'ws', ws) end
+end
+if ws ~= '' then targets[#targets + 1] = P .. 'w:' .. ws end
+local touched_day = false
+local function bump(field, n, flow)
+  for i = 1, #targets do redis.call('HINCRBY', targets[i], field, n) end
+  if flow and dkey then redis.call('HINCRBY', dkey, field, n); touched_day = true end
+end
+
+if first then
+  bump('total', 1, true)
+  if op ~= 'status' then put('st', 0) end
+end
+if op == 'status' then
+  if old ~= 0 then bump(NAME[old], -1, false) end
+  bump(NAME[new], 1, true)
+  if SENT[new] and not cur[6] then put('snt', 1); bump('sent', 1, true) end
+  if not NOT_PROCESSED[new] and not cur[7] then put('prc', 1); bump('processed', 1, true) end
+  put('st', new)
+elseif op == 'open' then
+  redis.call('HINCRBY', mkey, 'v', 1)
+  bump('views', 1, true)
+  if ARGV[9] == '1' then
+    bump('machine_opens', 1, true)
+  elseif not cur[8] then
+    put('o', 1); bump('viewed', 1, true)
+  end
+elseif op == 'click' then
+  redis.call('HINCRBY', mkey, 'k', 1)
+  bump('clicks', 1, true)
+  if not cur[9] then put('ck', 1); bump('clicked', 1, true) end
+elseif op == 'reply' then
+  redis.call('HINCRBY', mkey, 'r', 1)
+  bump('replies', 1, true)
+end
+if #upd > 0 then redis.call('HSET', mkey, unpack(upd)) end
+redis.call('EXPIRE', mkey, ARGV[10])
+if touched_day then
+  redis.call('EXPIRE', dkey, ARGV[12])
+  local dskey = P .. 'ds:' .. camp
+  redis.call('SADD', dskey, ARGV[8])
+  redis.call('EXPIRE', dskey, ARGV[12])
+end
+return 'applied'
+"""
+
+SCRIPT = _LUA
+
+
+@dataclass(frozen=True)
+class MessageState:
+    message_id: str
+    workspace: str
+    status: int
+    views: int
+    clicks: int
+    replies: int
+
+
+def _int(raw: bytes | None) -> int:
+    return int(raw) if raw else 0
+
+
+def _str(raw: bytes | None) -> str:
+    return raw.decode() if raw else ""
+
+
+class Aggregator:
+    """Applies events to Redis and reads the aggregates back."""
+
+    def __init__(self, redis: aioredis.Redis, prefix: str, *, message_ttl: int,
+                 event_ttl: int, daily_ttl: int) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.message_ttl = message_ttl
+        self.event_ttl = event_ttl
+        self.daily_ttl = daily_ttl
+        self.sha = ""
+
+    # --- keys ------------------------------------------------------------------
+    def message_key(self, message_id: str) -> str:
+        return f"{self.prefix}m:{message_id}"
+
+    def campaign_key(self, campaign_id: str) -> str:
+        return f"{self.prefix}c:{campaign_id}"
+
+    def workspace_key(self, workspace_id: str) -> str:
+        return f"{self.prefix}w:{workspace_id}"
+
+    def variant_key(self, campaign_id: str, variant: str) -> str:
+        return f"{self.prefix}v:{campaign_id}:{variant}"
+
+    # --- writes ----------------------------------------------------------------
+    async def load(self) -> None:
+        self.sha = await self.redis.script_load(SCRIPT)
+
+    def _call(self, ev: e.MessageEvent, now: datetime) -> tuple[str, list[str]] | str:
+        """(keys+args of the script call) or the result when no Redis work is needed."""
+        if not ev.message_id:
+            return "ignored"
+        op = COUNTER_OPS.get(ev.kind)
+        status = 0
+        if op is None:
+            status = states.KIND_STATUS.get(ev.kind, 0)
+            if not status:
+                return "ignored"
+            op = "status"
+        elif not ev.event_id:
+            return "ignored"  # cannot be de-duplicated, so cannot be counted safely
+        day = (from_ts(ev.occurred_at) or now).strftime("%Y%m%d")
+        keys = [self.message_key(ev.message_id), f"{self.prefix}e:{ev.event_id}"]
+        args = [self.prefix, op, str(status), ev.campaign_id, ev.workspace_id, str(ev.channel),
+                ev.variant, day, "1" if ev.machine_open else "0", str(self.message_ttl),
+                str(self.event_ttl), str(self.daily_ttl)]
+        return op, [*keys, *args]
+
+    async def apply_batch(self, events: list[e.MessageEvent], now: datetime) -> list[str]:
+        """Apply events in order in one pipelined round trip; returns one result per event:
+        applied, duplicate, stale or ignored (unknown kind / missing ids)."""
+        if not self.sha:
+            await self.load()
+        results: list[str] = []
+        calls: list[tuple[int, list[str]]] = []
+        for i, ev in enumerate(events):
+            call = self._call(ev, now)
+            if isinstance(call, str):
+                if call == "ignored":
+                    log.warning("event ignored", extra={
+                        "kind": int(ev.kind), "message_id": ev.message_id, "event_id": ev.event_id})
+                results.append(call)
+            else:
+                results.append("")
+                calls.append((i, call[1]))
+        pending = calls
+        for attempt in range(2):
+            if not pending:
+                break
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for _i, argv in pending:
+                    pipe.evalsha(self.sha, 2, *argv)
+                out = await pipe.execute(raise_on_error=False)
+            retry = []
+            for (i, argv), res in zip(pending, out, strict=True):
+                if isinstance(res, NoScriptError) and attempt == 0:
+                    retry.append((i, argv))  # Redis restarted or flushed its scripts
+                elif isinstance(res, Exception):
+                    raise res
+                else:
+                    results[i] = res.decode() if isinstance(res, bytes) else str(res)
+            if retry:
+                await self.load()
+            pending = retry
+        return results
+
+    # --- reads -----------------------------------------------------------------
+    async def campaign(self, campaign_id: str) -> tuple[dict[str, int], str]:
+        """Counters of a campaign and its owning workspace ('' when never seen)."""
+        raw = await self.redis.hgetall(self.campaign_key(campaign_id))
+        return self._counters(raw), _str(raw.get(b"ws"))
+
+    async def workspace(self, workspace_id: str) -> dict[str, int]:
+        return self._counters(await self.redis.hgetall(self.workspace_key(workspace_id)))
+
+    async def variant(self, campaign_id: str, variant: str) -> dict[str, int]:
+        return self._counters(await self.redis.hgetall(self.variant_key(campaign_id, variant)))
+
+    async def daily(self, campaign_id: str) -> dict[str, dict[str, int]]:
+        """Per-day flow counters of a campaign, keyed by yyyymmdd."""
+        days = sorted(d.decode() for d in await self.redis.smembers(f"{self.prefix}ds:{campaign_id}"))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for d in days:
+                pipe.hgetall(f"{self.prefix}d:{campaign_id}:{d}")
+            rows = await pipe.execute()
+        return {d: self._counters(r) for d, r in zip(days, rows, strict=True) if r}
+
+    async def message_states(self, message_ids: list[str]) -> list[MessageState]:
+        """States of the known messages among message_ids (unknown ones are left out)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for mid in message_ids:
+                pipe.hmget(self.message_key(mid), "st", "w", "v", "k", "r")
+            rows = await pipe.execute()
+        out = []
+        for mid, (st, ws, v, k, r) in zip(message_ids, rows, strict=True):
+            if st is None:
+                continue
+            out.append(MessageState(mid, _str(ws), _int(st), _int(v), _int(k), _int(r)))
+        return out
+
+    @staticmethod
+    def _counters(raw: dict[bytes, bytes]) -> dict[str, int]:
+        return {name: _int(raw.get(name.encode())) for name in COUNTERS}

@@ -1,0 +1,83 @@
+"""Durable pull consumer "stats" on EVENTS (events.message.>): one pipelined Redis round
+trip per fetched batch, then the batch is acked. Every event is idempotent, so a batch
+that fails half way is simply redelivered."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from herald.v1 import events_pb2 as e
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig
+
+from services.stats.aggregator import Aggregator
+from services.stats.metrics import APPLY_LATENCY, EVENT_LAG, EVENTS
+from shared import bus, states
+from shared.timeutil import Clock
+
+log = logging.getLogger("herald.stats.consumer")
+SUBJECT = "events.message.>"
+
+
+class Consumer:
+    def __init__(self, agg: Aggregator, js: JetStreamContext, *, durable: str = "stats",
+                 batch: int = 500, clock: Clock | None = None) -> None:
+        self.agg = agg
+        self.js = js
+        self.durable = durable
+        self.batch = batch
+        self.clock = clock or Clock()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        sub = await self.js.pull_subscribe(
+            SUBJECT, durable=self.durable, stream=bus.EVENTS_STREAM,
+            config=ConsumerConfig(durable_name=self.durable, filter_subject=SUBJECT,
+                                  ack_wait=30, max_ack_pending=max(20000, self.batch * 4)))
+        while not stop.is_set():
+            try:
+                msgs = await sub.fetch(self.batch, timeout=0.5)
+            except NatsTimeout:
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # connection trouble: the client reconnects by itself
+                log.warning("fetch failed: %s", exc)
+                await asyncio.sleep(0.5)
+                continue
+            await self.handle(msgs)
+        await sub.unsubscribe()
+
+    async def handle(self, msgs: list) -> None:
+        good, events = [], []
+        for m in msgs:
+            try:
+                events.append(bus.parse(m, e.MessageEvent))
+                good.append(m)
+            except bus.PermanentError as exc:
+                log.error("dropping unparsable event", extra={"reason": str(exc)})
+                bus.BUS_MESSAGES.labels(self.durable, "term").inc()
+                await m.term()
+        if not good:
+            return
+        start = time.perf_counter()
+        try:
+            results = await self.agg.apply_batch(events, self.clock.now())
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("stats batch failed; redelivering", extra={"events": len(good)})
+            bus.BUS_MESSAGES.labels(self.durable, "nak").inc(len(good))
+            await asyncio.gather(*(m.nak(delay=1.0) for m in good), return_exceptions=True)
+            return
+        APPLY_LATENCY.observe(time.perf_counter() - start)
+        now = self.clock.time()
+        for ev, result in zip(events, results, strict=True):
+            EVENTS.labels(states.kind_name(ev.kind) if ev.kind in e.MessageEventKind.values()
+                          else "unknown", result).inc()
+            if result == "applied" and ev.occurred_at.seconds:
+                EVENT_LAG.observe(max(now - ev.occurred_at.ToNanoseconds() / 1e9, 0.0))
+        await asyncio.gather(*(m.ack() for m in good))
+        bus.BUS_MESSAGES.labels(self.durable, "ack").inc(len(good))

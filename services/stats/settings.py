@@ -1,0 +1,39 @@
+"""HERALD_* settings read by the stats service (documented in shared.config.REGISTRY)."""
+
+from __future__ import annotations
+
+from shared.config import setting
+
+PREFIX = setting(
+    "HERALD_STATS_PREFIX", "herald:stats:",
+    "Prefix of every Redis key the stats service writes (lets several stacks or tests share "
+    "one Redis).",
+    "stats",
+)
+MESSAGE_TTL = setting(
+    "HERALD_STATS_MESSAGE_TTL", "2592000",
+    "Seconds the per-message state (last status, flags, views/clicks/replies) is kept after "
+    "its last event; an event arriving later counts the message as new.",
+    "stats",
+)
+EVENT_TTL = setting(
+    "HERALD_STATS_EVENT_TTL", "691200",
+    "Seconds an open/click/reply event_id is remembered for de-duplication (keep it above "
+    "the EVENTS stream's max age of 7 days so a redelivery can never count twice).",
+    "stats",
+)
+DAILY_TTL = setting(
+    "HERALD_STATS_DAILY_TTL", "34560000",
+    "Seconds the per-campaign per-day activity counters are kept (default 400 days).",
+    "stats",
+)
+BATCH = setting(
+    "HERALD_STATS_BATCH", "500",
+    "Events fetched from the bus and applied to Redis in one pipelined round trip.",
+    "stats",
+)
+DURABLE = setting(
+    "HERALD_STATS_DURABLE", "stats",
+    "Name of the durable JetStream consumer on EVENTS (every stats pod shares it).",
+    "stats",
+)
