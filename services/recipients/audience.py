@@ -1,0 +1,137 @@
+"""ResolveAudience: turns categories and inline recipients into a validated,
+de-duplicated, suppression-checked stream of AudienceMember, chunk by chunk."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from herald.v1 import common_pb2 as c
+from herald.v1 import recipients_pb2 as pb
+
+from services.recipients.metrics import AUDIENCE_MEMBERS
+from services.recipients.normalize import BadAddress, address_noun, match_key, normalise
+from services.recipients.store import Store, chunks
+from shared.auth import mask_phone
+
+INVALID = c.FAILURE_CATEGORY_INVALID_ADDRESS
+UNSUBSCRIBED = c.FAILURE_CATEGORY_UNSUBSCRIBED
+
+
+@dataclass
+class Candidate:
+    recipient: c.Recipient
+    key: str | None  # de-duplication key; None = never a duplicate
+    address: str = ""  # normalised address when valid
+    reason: str = ""  # set when rejected as an invalid address
+
+
+def recipient_of(rec: dict[str, Any]) -> c.Recipient:
+    return c.Recipient(
+        contact_id=rec["id"], phone=rec["phone"] or "", email=rec["email"] or "",
+        first_name=rec["first_name"] or "", last_name=rec["last_name"] or "",
+        fields={str(k): str(v) for k, v in (rec["fields"] or {}).items()})
+
+
+class Resolver:
+    def __init__(self, store: Store, workspace: str, channel: int, show_pii: bool) -> None:
+        self.store = store
+        self.ws = workspace
+        self.channel = channel
+        self.show_pii = show_pii
+        self.noun = address_noun(channel)
+        self.seen: set[str] = set()
+
+    def _address_field(self) -> str:
+        return "phone" if self.channel == c.CHANNEL_SMS else "email"
+
+    def _shown(self, address: str) -> str:
+        if self.channel == c.CHANNEL_SMS and not self.show_pii:
+            return mask_phone(address)
+        return address
+
+    def from_contact(self, rec: dict[str, Any]) -> Candidate:
+        # Stored addresses were normalised when the contact was upserted.
+        r = recipient_of(rec)
+        address = getattr(r, self._address_field())
+        if not address:
+            return Candidate(r, f"contact:{rec['id']}", reason=f"Contact {rec['id']} has no {self.noun}")
+        return Candidate(r, "addr:" + match_key(self.channel, address), address=address)
+
+    def from_inline(self, r: c.Recipient, known: dict[str, dict[str, Any]]) -> Candidate:
+        field = self._address_field()
+        raw = getattr(r, field).strip()
+        if r.contact_id:
+            rec = known.get(r.contact_id)
+            if rec is None:
+                return Candidate(c.Recipient(contact_id=r.contact_id), f"contact:{r.contact_id}",
+                                 reason=f"Contact {r.contact_id} not found")
+            merged = recipient_of(rec)
+            # The caller's inline values win over the stored contact's.
+            for name in ("phone", "email", "first_name", "last_name"):
+                if getattr(r, name):
+                    setattr(merged, name, getattr(r, name))
+            merged.fields.update(r.fields)
+            r = merged
+            if not raw:
+                address = getattr(r, field)
+                if not address:
+                    return Candidate(r, f"contact:{r.contact_id}",
+                                     reason=f"Contact {r.contact_id} has no {self.noun}")
+                return Candidate(r, "addr:" + match_key(self.channel, address), address=address)
+        else:
+            r = c.Recipient(phone=r.phone, email=r.email, first_name=r.first_name,
+                            last_name=r.last_name, fields=r.fields)
+        if not raw:
+            return Candidate(r, None, reason=f"The recipient has no {self.noun}")
+        try:
+            address = normalise(self.channel, raw)
+        except BadAddress:
+            return Candidate(r, "raw:" + raw.lower(),
+                             reason=f"The {self.noun} {self._shown(raw)} is incorrect")
+        setattr(r, field, address)
+        return Candidate(r, "addr:" + match_key(self.channel, address), address=address)
+
+    async def finish(self, candidates: Sequence[Candidate]) -> list[pb.AudienceMember]:
+        fresh: list[Candidate] = []
+        for cand in candidates:
+            if cand.key is not None:
+                if cand.key in self.seen:
+                    continue
+                self.seen.add(cand.key)
+            fresh.append(cand)
+        blocked = await self.store.suppressed(
+            self.ws, self.channel, [match_key(self.channel, x.address) for x in fresh if x.address])
+        out: list[pb.AudienceMember] = []
+        for cand in fresh:
+            r = cand.recipient
+            if not self.show_pii and r.phone:
+                r.phone = mask_phone(r.phone)
+            if not cand.address:
+                AUDIENCE_MEMBERS.labels("invalid_address").inc()
+                out.append(pb.AudienceMember(recipient=r, accepted=False, rejection=INVALID,
+                                             rejection_reason=cand.reason))
+            elif match_key(self.channel, cand.address) in blocked:
+                AUDIENCE_MEMBERS.labels("unsubscribed").inc()
+                out.append(pb.AudienceMember(
+                    recipient=r, accepted=False, rejection=UNSUBSCRIBED,
+                    rejection_reason=f"The {self.noun} {self._shown(cand.address)} has unsubscribed"))
+            else:
+                AUDIENCE_MEMBERS.labels("accepted").inc()
+                out.append(pb.AudienceMember(recipient=r, accepted=True))
+        return out
+
+    async def resolve(self, category_ids: Sequence[str], inline: Sequence[c.Recipient],
+                      chunk: int) -> AsyncIterator[pb.AudienceMember]:
+        """Inline recipients first (the caller's own data for this campaign wins over a
+        stored contact with the same address), then category members in id order."""
+        ids = [r.contact_id for r in inline if r.contact_id]
+        known = await self.store.contacts_by_ids(self.ws, ids) if ids else {}
+        for part in chunks(list(inline), chunk):
+            for m in await self.finish([self.from_inline(r, known) for r in part]):
+                yield m
+        if category_ids:
+            async for recs in self.store.category_members(self.ws, category_ids, chunk):
+                for m in await self.finish([self.from_contact(rec) for rec in recs]):
+                    yield m

@@ -1,0 +1,63 @@
+"""Suppression list fed by the bus: opt-outs, hard bounces and complaints on
+events.contact.> (durable consumer "recipients" on EVENTS)."""
+
+from __future__ import annotations
+
+import logging
+
+from herald.v1 import common_pb2 as c
+from herald.v1 import events_pb2 as e
+from nats.aio.msg import Msg
+
+from services.recipients.metrics import SUPPRESSIONS_ADDED
+from services.recipients.normalize import BadAddress, match_key, normalise
+from services.recipients.store import Store
+from shared import bus
+
+log = logging.getLogger("herald.recipients.consumer")
+
+DURABLE = "recipients"
+SUBJECT = "events.contact.>"
+SUPPRESSING = {
+    e.CONTACT_EVENT_KIND_OPTED_OUT: "opted_out",
+    e.CONTACT_EVENT_KIND_BOUNCED: "bounced",
+    e.CONTACT_EVENT_KIND_COMPLAINED: "complained",
+}
+
+
+def event_address(channel: int, raw: str) -> str:
+    try:
+        return normalise(channel, raw)
+    except BadAddress:
+        # SMPP source addresses often arrive as international digits without the "+".
+        if channel == c.CHANNEL_SMS and raw.strip().isdigit():
+            return normalise(channel, "+" + raw.strip())
+        raise
+
+
+class ContactEventConsumer:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def handle(self, msg: Msg) -> None:
+        ev = bus.parse(msg, e.ContactEvent)
+        kind = SUPPRESSING.get(ev.kind)
+        if kind is None:
+            return
+        if not ev.workspace_id or ev.channel not in (c.CHANNEL_SMS, c.CHANNEL_EMAIL) or not ev.address:
+            raise bus.PermanentError(f"contact event {ev.event_id} lacks workspace, channel or address")
+        try:
+            address = event_address(ev.channel, ev.address)
+        except BadAddress as exc:
+            # Nothing to suppress: an invalid address is rejected by ResolveAudience anyway.
+            log.warning("contact event with an invalid address ignored",
+                        extra={"event_id": ev.event_id, "reason": str(exc)})
+            return
+        reason = f"{kind}: {ev.reason}" if ev.reason else kind
+        async with self.store.write() as conn:
+            _, added = await self.store.add_suppression(
+                conn, ev.workspace_id, ev.channel, match_key(ev.channel, address), reason, "event")
+        if added:
+            SUPPRESSIONS_ADDED.labels("event").inc()
+            log.info("suppression added", extra={"workspace": ev.workspace_id, "kind": kind,
+                                                 "event_id": ev.event_id})

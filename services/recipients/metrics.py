@@ -1,0 +1,22 @@
+"""Prometheus counters of the recipients service (no address or id labels)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+CONTACTS_UPSERTED = Counter(
+    "herald_recipients_contacts_upserted_total",
+    "Contact rows handled by UpsertContacts, by result (created, updated, rejected).",
+    ["result"],
+)
+AUDIENCE_MEMBERS = Counter(
+    "herald_recipients_audience_members_total",
+    "Audience members streamed by ResolveAudience, by result "
+    "(accepted, invalid_address, unsubscribed).",
+    ["result"],
+)
+SUPPRESSIONS_ADDED = Counter(
+    "herald_recipients_suppressions_added_total",
+    "New suppression list entries, by source (api, event).",
+    ["source"],
+)

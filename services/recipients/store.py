@@ -1,0 +1,422 @@
+"""Persistence of contacts, categories, suppressions and request_id replays
+(SQLAlchemy Core 2 async; SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.message import Message as PbMessage
+from sqlalchemy import and_, bindparam, event, exists, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql import Select
+
+from services.recipients.schema import (
+    categories,
+    contact_categories,
+    contacts,
+    idempotency,
+    suppressions,
+)
+from shared.errors import HeraldError, invalid
+from shared.timeutil import Clock, aware
+
+M = TypeVar("M", bound=PbMessage)
+
+IN_CHUNK = 500  # bound parameters per IN (...) list
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def encode_token(*key: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode()
+
+
+def decode_token(token: str, length: int) -> list[Any] | None:
+    if not token:
+        return None
+    try:
+        key = json.loads(base64.urlsafe_b64decode(token.encode()))
+        if not isinstance(key, list) or len(key) != length:
+            raise ValueError(key)
+        return key
+    except Exception as exc:
+        raise invalid({"page_token": "not a token this service issued"}) from exc
+
+
+def insert_ignore(conn: AsyncConnection, table: Any, keys: list[str]) -> Any:
+    """INSERT ... ON CONFLICT (keys) DO NOTHING on either dialect."""
+    mod = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return mod.insert(table).on_conflict_do_nothing(index_elements=keys)
+
+
+def _sqlite_immediate(engine: AsyncEngine) -> None:
+    """Write transactions on SQLite start with BEGIN IMMEDIATE: a deferred transaction that
+    reads and then writes fails at once (SQLITE_BUSY, no busy wait) if another writer
+    committed in between; taking the write lock up front makes it wait instead."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _autocommit_driver(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get("herald_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+@dataclass
+class ContactRow:
+    """A validated UpsertContacts row (addresses already normalised)."""
+
+    index: int
+    external_id: str | None
+    phone: str | None
+    email: str | None
+    first_name: str
+    last_name: str
+    fields: dict[str, str]
+    category_ids: list[str]
+
+
+@dataclass
+class UpsertOutcome:
+    index: int
+    contact_id: str = ""
+    created: bool = False
+    error: str = ""
+
+
+@dataclass
+class _Pending:
+    values: dict[str, Any]
+    new: bool
+    categories: set[str] = field(default_factory=set)
+
+
+class Store:
+    def __init__(self, engine: AsyncEngine, clock: Clock | None = None) -> None:
+        self.engine = engine
+        self.clock = clock or Clock()
+        if engine.dialect.name == "sqlite":
+            _sqlite_immediate(engine)
+        self._writer = engine.execution_options(herald_write=True)
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        async with self._writer.begin() as conn:
+            yield conn
+
+    # --- request_id replay --------------------------------------------------------
+    async def replay(self, workspace: str, method: str, request_id: str, cls: type[M]) -> M | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(idempotency.c.response).where(
+                idempotency.c.workspace_id == workspace, idempotency.c.method == method,
+                idempotency.c.request_id == request_id))).first()
+        if row is None:
+            return None
+        msg = cls()
+        msg.ParseFromString(row.response)
+        return msg
+
+    async def mutate(self, workspace: str, method: str, request_id: str, cls: type[M],
+                     work: Callable[[AsyncConnection], Awaitable[M]]) -> tuple[M, bool]:
+        """Run `work` in one write transaction that also records its response under
+        request_id, so a retry gets the first response and changes nothing.
+        Returns (response, replayed)."""
+        if request_id:
+            prior = await self.replay(workspace, method, request_id, cls)
+            if prior is not None:
+                return prior, True
+        try:
+            async with self.write() as conn:
+                resp = await work(conn)
+                if request_id:
+                    await conn.execute(insert(idempotency).values(
+                        workspace_id=workspace, method=method, request_id=request_id,
+                        response=resp.SerializeToString(), created_at=self.clock.now()))
+        except IntegrityError as exc:
+            # A concurrent call with the same request_id won: answer like it did.
+            if request_id:
+                prior = await self.replay(workspace, method, request_id, cls)
+                if prior is not None:
+                    return prior, True
+            raise HeraldError(grpc.StatusCode.ABORTED,
+                              f"concurrent change, retry: {exc.orig}") from exc
+        return resp, False
+
+    # --- contacts -----------------------------------------------------------------
+    async def upsert_contacts(self, conn: AsyncConnection, ws: str,
+                              rows: list[ContactRow]) -> list[UpsertOutcome]:
+        """Match each row on external_id, else phone, else email; update or create.
+        Category ids are added to the contact's categories (never removed)."""
+        out = [UpsertOutcome(r.index) for r in rows]
+        wanted_cats = sorted({cid for r in rows for cid in r.category_ids})
+        known_cats: set[str] = set()
+        for part in chunks(wanted_cats):
+            known_cats.update((await conn.execute(select(categories.c.id).where(
+                categories.c.workspace_id == ws, categories.c.id.in_(part)))).scalars())
+
+        by_ext: dict[str, str] = {}
+        by_phone: dict[str, str] = {}
+        by_email: dict[str, str] = {}
+        pending: dict[str, _Pending] = {}
+
+        def index(values: dict[str, Any]) -> None:
+            cid = values["id"]
+            if values["external_id"]:
+                by_ext.setdefault(values["external_id"], cid)
+            if values["phone"]:
+                by_phone.setdefault(values["phone"], cid)
+            if values["email"]:
+                by_email.setdefault(values["email"], cid)
+
+        exts = sorted({r.external_id for r in rows if r.external_id})
+        phones = sorted({r.phone for r in rows if not r.external_id and r.phone})
+        emails = sorted({r.email for r in rows if not r.external_id and r.email})
+        for col, keys in ((contacts.c.external_id, exts), (contacts.c.phone, phones),
+                          (contacts.c.email, emails)):
+            for part in chunks(keys):
+                found = await conn.execute(select(contacts).where(
+                    contacts.c.workspace_id == ws, col.in_(part)).order_by(contacts.c.created_at,
+                                                                             contacts.c.id))
+                for rec in found.mappings():
+                    if rec["id"] not in pending:
+                        pending[rec["id"]] = _Pending(dict(rec), new=False)
+                        index(pending[rec["id"]].values)
+
+        now = self.clock.now()
+        touched: list[str] = []
+        for row, res in zip(rows, out, strict=True):
+            unknown = [c for c in row.category_ids if c not in known_cats]
+            if unknown:
+                res.error = f"category_ids: unknown category {unknown[0]}"
+                continue
+            if row.external_id:
+                cid = by_ext.get(row.external_id)
+            else:
+                cid = (by_phone.get(row.phone) if row.phone else None) or (
+                    by_email.get(row.email) if row.email else None)
+            if cid is None:
+                cid = new_id()
+                pending[cid] = _Pending(dict(
+                    id=cid, workspace_id=ws, external_id=row.external_id, phone=row.phone,
+                    email=row.email, first_name=row.first_name, last_name=row.last_name,
+                    fields=dict(row.fields), created_at=now, updated_at=now), new=True)
+                res.created = True
+            else:
+                v = pending[cid].values
+                for key in ("phone", "email", "first_name", "last_name", "external_id"):
+                    if getattr(row, key):
+                        v[key] = getattr(row, key)
+                v["fields"] = {**(v["fields"] or {}), **row.fields}
+                v["updated_at"] = now
+            index(pending[cid].values)
+            pending[cid].categories.update(row.category_ids)
+            res.contact_id = cid
+            touched.append(cid)
+
+        touched = list(dict.fromkeys(touched))
+        new_rows = [pending[c].values for c in touched if pending[c].new]
+        old_rows = [pending[c].values for c in touched if not pending[c].new]
+        if new_rows:
+            await conn.execute(insert(contacts), new_rows)
+        if old_rows:
+            stmt = update(contacts).where(contacts.c.id == bindparam("b_id")).values(
+                external_id=bindparam("b_external_id"), phone=bindparam("b_phone"),
+                email=bindparam("b_email"), first_name=bindparam("b_first_name"),
+                last_name=bindparam("b_last_name"), fields=bindparam("b_fields"),
+                updated_at=bindparam("b_updated_at"))
+            await conn.execute(stmt, [{f"b_{k}": v[k] for k in (
+                "id", "external_id", "phone", "email", "first_name", "last_name", "fields",
+                "updated_at")} for v in old_rows])
+        links = [{"contact_id": c, "category_id": cat} for c in touched
+                 for cat in sorted(pending[c].categories)]
+        if links:
+            await conn.execute(insert_ignore(conn, contact_categories,
+                                             ["contact_id", "category_id"]), links)
+        return out
+
+    async def get_contact(self, ws: str, contact_id: str) -> dict[str, Any] | None:
+        async with self.engine.connect() as conn:
+            rec = (await conn.execute(select(contacts).where(
+                contacts.c.workspace_id == ws, contacts.c.id == contact_id))).mappings().first()
+            if rec is None:
+                return None
+            cats = await self.category_ids_of(conn, [contact_id])
+        return {**rec, "category_ids": cats.get(contact_id, [])}
+
+    @staticmethod
+    async def category_ids_of(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for part in chunks(list(ids)):
+            res = await conn.execute(select(contact_categories.c.contact_id,
+                                            contact_categories.c.category_id).where(
+                contact_categories.c.contact_id.in_(part)).order_by(
+                contact_categories.c.contact_id, contact_categories.c.category_id))
+            for cid, cat in res:
+                out.setdefault(cid, []).append(cat)
+        return out
+
+    async def list_contacts(self, ws: str, size: int, token: str, category_id: str | None,
+                            descending: bool) -> tuple[list[dict[str, Any]], str, int]:
+        key = decode_token(token, 2)
+        base = contacts.c.workspace_id == ws
+        conds = [base]
+        if category_id is not None:
+            conds.append(exists().where(contact_categories.c.contact_id == contacts.c.id,
+                                        contact_categories.c.category_id == category_id))
+        q: Select[Any] = select(contacts).where(*conds)
+        if key is not None:
+            at = datetime.fromisoformat(key[0])
+            if descending:
+                q = q.where(or_(contacts.c.created_at < at,
+                                and_(contacts.c.created_at == at, contacts.c.id < key[1])))
+            else:
+                q = q.where(or_(contacts.c.created_at > at,
+                                and_(contacts.c.created_at == at, contacts.c.id > key[1])))
+        order = ([contacts.c.created_at.desc(), contacts.c.id.desc()] if descending
+                 else [contacts.c.created_at, contacts.c.id])
+        async with self.engine.connect() as conn:
+            recs = [dict(r) for r in (await conn.execute(
+                q.order_by(*order).limit(size + 1))).mappings()]
+            total = (await conn.execute(select(func.count()).select_from(contacts).where(
+                *conds))).scalar_one()
+            more = len(recs) > size
+            recs = recs[:size]
+            cats = await self.category_ids_of(conn, [r["id"] for r in recs])
+        for r in recs:
+            r["category_ids"] = cats.get(r["id"], [])
+        nxt = ""
+        if more:
+            last = recs[-1]
+            nxt = encode_token(aware(last["created_at"]).isoformat(), last["id"])  # type: ignore[union-attr]
+        return recs, nxt, int(total)
+
+    async def contacts_by_ids(self, ws: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        async with self.engine.connect() as conn:
+            for part in chunks(list(dict.fromkeys(ids))):
+                res = await conn.execute(select(contacts).where(
+                    contacts.c.workspace_id == ws, contacts.c.id.in_(part)))
+                out.update({r["id"]: dict(r) for r in res.mappings()})
+        return out
+
+    async def category_members(self, ws: str, category_ids: Sequence[str],
+                               chunk: int) -> AsyncIterator[list[dict[str, Any]]]:
+        """Contacts of the workspace in any of the categories, oldest first (so the oldest
+        contact wins a duplicate address), one keyset query per chunk: a connection is held
+        only while a chunk is read, not while it streams."""
+        member = exists().where(contact_categories.c.contact_id == contacts.c.id,
+                                contact_categories.c.category_id.in_(list(category_ids)))
+        after: tuple[datetime, str] | None = None
+        while True:
+            q = select(contacts).where(contacts.c.workspace_id == ws, member)
+            if after is not None:
+                q = q.where(or_(contacts.c.created_at > after[0], and_(
+                    contacts.c.created_at == after[0], contacts.c.id > after[1])))
+            async with self.engine.connect() as conn:
+                res = await conn.execute(q.order_by(contacts.c.created_at, contacts.c.id).limit(chunk))
+                recs = [dict(r) for r in res.mappings()]
+            if not recs:
+                return
+            yield recs
+            if len(recs) < chunk:
+                return
+            after = (recs[-1]["created_at"], recs[-1]["id"])
+
+    # --- categories ---------------------------------------------------------------
+    async def create_category(self, conn: AsyncConnection, ws: str, name: str) -> dict[str, Any]:
+        dup = (await conn.execute(select(categories.c.id).where(
+            categories.c.workspace_id == ws, categories.c.name == name))).first()
+        if dup is not None:
+            raise HeraldError(grpc.StatusCode.ALREADY_EXISTS,
+                              f"category {name!r} already exists ({dup.id})")
+        values = dict(id=new_id(), workspace_id=ws, name=name, created_at=self.clock.now())
+        await conn.execute(insert(categories).values(**values))
+        return values
+
+    async def existing_categories(self, ws: str, ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        async with self.engine.connect() as conn:
+            for part in chunks(list(ids)):
+                found.update((await conn.execute(select(categories.c.id).where(
+                    categories.c.workspace_id == ws, categories.c.id.in_(part)))).scalars())
+        return found
+
+    async def list_categories(self, ws: str, size: int,
+                              token: str) -> tuple[list[dict[str, Any]], str]:
+        key = decode_token(token, 2)
+        count = func.count(contact_categories.c.contact_id).label("contacts_count")
+        q = select(categories.c.id, categories.c.workspace_id, categories.c.name, count).select_from(
+            categories.outerjoin(contact_categories,
+                                 contact_categories.c.category_id == categories.c.id)).where(
+            categories.c.workspace_id == ws).group_by(
+            categories.c.id, categories.c.workspace_id, categories.c.name)
+        if key is not None:
+            q = q.where(or_(categories.c.name > key[0],
+                            and_(categories.c.name == key[0], categories.c.id > key[1])))
+        async with self.engine.connect() as conn:
+            recs = [dict(r) for r in (await conn.execute(q.order_by(
+                categories.c.name, categories.c.id).limit(size + 1))).mappings()]
+        nxt = encode_token(recs[size - 1]["name"], recs[size - 1]["id"]) if len(recs) > size else ""
+        return recs[:size], nxt
+
+    # --- suppressions -------------------------------------------------------------
+    async def add_suppression(self, conn: AsyncConnection, ws: str, channel: int, address: str,
+                              reason: str, source: str) -> tuple[dict[str, Any], bool]:
+        """Idempotent: an address already on the list keeps its first reason and time.
+        Returns (row, added)."""
+        added = (await conn.execute(insert_ignore(conn, suppressions, [
+            "workspace_id", "channel", "address"]).values(
+            workspace_id=ws, channel=channel, address=address, reason=reason, source=source,
+            created_at=self.clock.now()).returning(suppressions.c.address))).first() is not None
+        rec = (await conn.execute(select(suppressions).where(
+            suppressions.c.workspace_id == ws, suppressions.c.channel == channel,
+            suppressions.c.address == address))).mappings().one()
+        return dict(rec), added
+
+    async def suppressed(self, ws: str, channel: int, keys: Iterable[str]) -> set[str]:
+        wanted = sorted(set(keys))
+        found: set[str] = set()
+        if not wanted:
+            return found
+        async with self.engine.connect() as conn:
+            for part in chunks(wanted):
+                found.update((await conn.execute(select(suppressions.c.address).where(
+                    suppressions.c.workspace_id == ws, suppressions.c.channel == channel,
+                    suppressions.c.address.in_(part)))).scalars())
+        return found
+
+    async def list_suppressions(self, ws: str, size: int, token: str,
+                                channel: int | None) -> tuple[list[dict[str, Any]], str]:
+        key = decode_token(token, 2)
+        q = select(suppressions).where(suppressions.c.workspace_id == ws)
+        if channel is not None:
+            q = q.where(suppressions.c.channel == channel)
+        if key is not None:
+            q = q.where(or_(suppressions.c.channel > key[0], and_(
+                suppressions.c.channel == key[0], suppressions.c.address > key[1])))
+        async with self.engine.connect() as conn:
+            recs = [dict(r) for r in (await conn.execute(q.order_by(
+                suppressions.c.channel, suppressions.c.address).limit(size + 1))).mappings()]
+        nxt = (encode_token(recs[size - 1]["channel"], recs[size - 1]["address"])
+               if len(recs) > size else "")
+        return recs[:size], nxt
