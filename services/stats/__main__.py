@@ -28,7 +28,7 @@ async def main() -> None:
     await bus.ensure_streams(js)
     consumer = Consumer(agg, js, durable=settings.DURABLE.get(), batch=settings.BATCH.get_int())
     rt.start_metrics()
-    await rt.start_grpc([(stats_pb2_grpc.add_StatsServiceServicer_to_server, StatsServicer(agg),
+    await rt.start_grpc([(stats_pb2_grpc.add_StatsServiceServicer_to_server, StatsServicer(agg, rt.stop_event),
                           "herald.v1.StatsService")])
     task = asyncio.create_task(consumer.run(rt.stop_event), name="stats-consumer")
 

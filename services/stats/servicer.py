@@ -51,8 +51,10 @@ def _owns(owner: str) -> bool:
 
 
 class StatsServicer(pb_grpc.StatsServiceServicer):
-    def __init__(self, agg: Aggregator) -> None:
+    def __init__(self, agg: Aggregator, stop: asyncio.Event | None = None) -> None:
         self.agg = agg
+        # Set on shutdown: open watch streams end cleanly instead of holding the grace period.
+        self.stop = stop or asyncio.Event()
 
     async def _campaign(self, campaign_id: str) -> pb.CampaignStats:
         counters, owner = await self.agg.campaign(campaign_id)
@@ -77,13 +79,16 @@ class StatsServicer(pb_grpc.StatsServiceServicer):
         # Runs until the client cancels (CancelledError) or the server shuts down. The
         # ownership check repeats on every poll: a campaign unknown at the start may turn
         # out to belong to another workspace once its first event arrives.
-        while True:
+        while not self.stop.is_set():
             st = await self._campaign(request.campaign_id)
             if st != last:
                 last = st
                 WATCHERS.inc()
                 yield st
-            await asyncio.sleep(interval)
+            try:
+                await asyncio.wait_for(self.stop.wait(), interval)
+            except TimeoutError:
+                pass
 
     async def GetWorkspaceStats(self, request: pb.GetWorkspaceStatsRequest,
                                 context: grpc.aio.ServicerContext) -> pb.WorkspaceStats:
