@@ -38,7 +38,7 @@ MAX_FIELDS = 100
 WRITERS = ("operator", "service")
 CHANNELS = {"SMS": c.CHANNEL_SMS, "CHANNEL_SMS": c.CHANNEL_SMS,
             "EMAIL": c.CHANNEL_EMAIL, "CHANNEL_EMAIL": c.CHANNEL_EMAIL}
-_FILTER = re.compile(r'\s*(\w+)\s*=\s*"?([^"]*?)"?\s*')
+_FILTER = re.compile(r'\s*(\w+)\s*=\s*"?([^"\s]*)"?\s*')
 
 
 def page_size(requested: int) -> int:
@@ -163,8 +163,9 @@ class RecipientServicer(pb_grpc.RecipientServiceServicer):
                               ("rejected", resp.rejected)):
                 if n:
                     CONTACTS_UPSERTED.labels(result).inc(n)
-            log.info("contacts upserted", extra={"workspace": p.workspace, "created": resp.created,
-                                                 "updated": resp.updated, "rejected": resp.rejected})
+            log.info("contacts upserted", extra={
+                "workspace": p.workspace, "n_created": resp.created, "n_updated": resp.updated,
+                "n_rejected": resp.rejected})
         return resp
 
     async def GetContact(self, request: pb.GetContactRequest,

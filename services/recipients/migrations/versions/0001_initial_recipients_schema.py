@@ -1,5 +1,6 @@
-"""initial recipients schema: contacts, categories, contact_categories, suppressions,
-recipients_idempotency
+"""initial recipients schema
+
+Tables: contacts, categories, contact_categories, suppressions, recipients_idempotency.
 
 Revision ID: 0001
 Revises: (none)
