@@ -1,0 +1,70 @@
+"""Redis send markers: a redelivered job must not reach the relay twice.
+
+Key herald:email:send:<message_id>:<attempt> (attempt = the job's operator attempt, so an
+operator retry is a new send). Value: JSON {"s": state, "t": unix time, ...outcome}.
+  sending    claimed by a worker that is talking to the relay right now
+  deferred   last try got a 4xx / connection error; the next delivery may claim it again
+  submitted / failed   final; a redelivery only re-publishes the recorded outcome
+The marker is written before the SMTP transaction, so a worker that dies mid-send leaves
+"sending" behind: the message is then failed as "outcome unknown" rather than risking a
+second copy (an operator retry, attempt+1, sends it again deliberately).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+_CLAIM = """
+local v = redis.call('GET', KEYS[1])
+if v then
+  local ok, st = pcall(cjson.decode, v)
+  if not (ok and type(st) == 'table' and st['s'] == 'deferred') then
+    return {0, v}
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if v then return {1, v} end
+return {1}
+"""
+
+SENDING = "sending"
+DEFERRED = "deferred"
+SUBMITTED = "submitted"
+FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Claim:
+    claimed: bool
+    previous: dict[str, Any] | None  # the marker found (None if there was none)
+
+
+def key(message_id: str, attempt: int) -> str:
+    return f"herald:email:send:{message_id}:{attempt}"
+
+
+class SendMarkers:
+    def __init__(self, redis: aioredis.Redis, ttl: int) -> None:
+        self.redis = redis
+        self.ttl = ttl
+        self._claim = redis.register_script(_CLAIM)
+
+    async def claim(self, message_id: str, attempt: int) -> Claim:
+        value = json.dumps({"s": SENDING, "t": time.time()})
+        res = await self._claim(keys=[key(message_id, attempt)], args=[value, self.ttl])
+        previous = None
+        if len(res) > 1 and res[1]:
+            try:
+                previous = json.loads(res[1])
+            except ValueError:
+                previous = {"s": "corrupt"}
+        return Claim(bool(int(res[0])), previous)
+
+    async def set(self, message_id: str, attempt: int, state: str, **data: Any) -> None:
+        value = json.dumps({"s": state, "t": time.time(), **data})
+        await self.redis.set(key(message_id, attempt), value, ex=self.ttl)

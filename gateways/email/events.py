@@ -1,0 +1,38 @@
+"""Building and publishing the gateway's events on EVENTS."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from herald.v1 import common_pb2 as c
+from herald.v1 import events_pb2 as e
+from nats.js import JetStreamContext
+
+from shared import bus, states
+from shared.timeutil import now_ts, to_ts
+
+_NS = uuid.UUID("4f1c2a52-61a4-4c57-9a0f-2b8f0b7c1e55")
+
+
+def stable_event_id(nats_msg_id: str) -> str:
+    """The same fact re-published (a redelivered job) keeps its event_id, so consumers
+    de-duplicate it even after JetStream's 2-minute duplicate window."""
+    return str(uuid.uuid5(_NS, nats_msg_id))
+
+
+def message_event(kind: int, *, message_id: str, campaign_id: str = "", workspace_id: str = "",
+                  event_id: str | None = None, occurred_at: datetime | None = None,
+                  **fields: object) -> e.MessageEvent:
+    ts: Timestamp = to_ts(occurred_at) if occurred_at else now_ts()  # type: ignore[assignment]
+    return e.MessageEvent(
+        event_id=event_id or str(uuid.uuid4()), kind=kind, message_id=message_id,  # type: ignore[arg-type]
+        campaign_id=campaign_id, workspace_id=workspace_id, channel=c.CHANNEL_EMAIL,
+        status=states.KIND_STATUS.get(kind, c.MESSAGE_STATUS_UNSPECIFIED),  # type: ignore[arg-type]
+        occurred_at=ts, **fields,  # type: ignore[arg-type]
+    )
+
+
+async def publish_message_event(js: JetStreamContext, ev: e.MessageEvent, msg_id: str) -> None:
+    await bus.publish(js, states.message_subject(ev.kind), ev, msg_id)

@@ -1,0 +1,23 @@
+"""Prometheus metrics of the email gateway (no per-campaign or per-address labels)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+SENDS = Counter(
+    "herald_email_sends_total",
+    "Email jobs handled, by result: submitted, failed, deferred, duplicate (already sent), "
+    "busy (another worker is sending it), expired.",
+    ["result"],
+)
+SEND_LATENCY = Histogram(
+    "herald_email_send_latency_seconds",
+    "Time of one SMTP transaction with the relay (connection setup included when needed).",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+TRACKING = Counter(
+    "herald_tracking_requests_total",
+    "Tracking HTTP requests, by kind (open, click, unsubscribe_page, unsubscribe) and result "
+    "(ok, invalid, error).",
+    ["kind", "result"],
+)

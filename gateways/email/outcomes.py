@@ -1,0 +1,100 @@
+"""What an SMTP attempt means for the message: submitted, failed (5xx) or deferred (4xx,
+connection trouble), with the reply code, enhanced status code and failure category."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import aiosmtplib
+from herald.v1 import common_pb2 as c
+from herald.v1 import events_pb2 as e
+
+K = e.MessageEventKind
+F = c.FailureCategory
+
+_ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: int  # MessageEventKind: SUBMITTED, FAILED or DEFERRED
+    code: str = ""         # SMTP reply code ("" for connection errors)
+    description: str = ""  # enhanced status code + text
+    category: int = F.FAILURE_CATEGORY_UNSPECIFIED
+    provider_id: str = ""  # our Message-ID once the relay accepted it
+
+    @property
+    def enhanced(self) -> str:
+        m = _ENHANCED.match(self.description)
+        return ".".join(m.groups()) if m else ""
+
+
+def submitted(message_id_header: str, reply: str = "") -> Outcome:
+    return Outcome(K.MESSAGE_EVENT_KIND_SUBMITTED, "250", reply.strip()[:500], provider_id=message_id_header)
+
+
+def failed(description: str, category: int, code: str = "") -> Outcome:
+    return Outcome(K.MESSAGE_EVENT_KIND_FAILED, code, description[:500], category)
+
+
+def category(code: int, text: str, stage: str) -> int:
+    """stage: rcpt, mail or data (where the relay answered)."""
+    m = _ENHANCED.match(text)
+    if m:
+        subject, detail = m.group(2), m.group(3)
+        if subject == "1" or (subject == "2" and detail == "1"):  # bad/disabled mailbox
+            return F.FAILURE_CATEGORY_INVALID_ADDRESS
+        if subject in {"6", "7"} or (subject == "3" and detail == "4"):
+            return F.FAILURE_CATEGORY_CONTENT_REJECTED
+        if subject == "4" and detail == "6":  # routing loop / too many hops
+            return F.FAILURE_CATEGORY_CONFIG_ERROR
+    if stage == "mail":
+        return F.FAILURE_CATEGORY_CONFIG_ERROR  # our envelope sender was refused
+    if stage == "rcpt" and code in {550, 551, 553}:
+        return F.FAILURE_CATEGORY_INVALID_ADDRESS
+    if stage == "data" and code in {552, 554}:
+        return F.FAILURE_CATEGORY_CONTENT_REJECTED
+    return F.FAILURE_CATEGORY_UNKNOWN
+
+
+def _reply(code: int, text: str, stage: str) -> Outcome:
+    text = " ".join(text.split())[:500]
+    if 400 <= code < 500:
+        return Outcome(K.MESSAGE_EVENT_KIND_DEFERRED, str(code), text)
+    return Outcome(K.MESSAGE_EVENT_KIND_FAILED, str(code), text, category(code, text, stage))
+
+
+def from_exception(exc: BaseException) -> Outcome:
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        first = exc.recipients[0] if exc.recipients else None
+        if first is None:
+            return failed("all recipients refused", F.FAILURE_CATEGORY_UNKNOWN)
+        return _reply(first.code, first.message, "rcpt")
+    if isinstance(exc, aiosmtplib.SMTPRecipientRefused):
+        return _reply(exc.code, exc.message, "rcpt")
+    if isinstance(exc, aiosmtplib.SMTPSenderRefused | aiosmtplib.SMTPHeloError):
+        return _reply(exc.code, exc.message, "mail")
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+        return failed(f"SMTP AUTH refused: {exc.code} {exc.message}", F.FAILURE_CATEGORY_CONFIG_ERROR,
+                      str(exc.code))
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return _reply(exc.code, exc.message, "data")
+    if isinstance(exc, aiosmtplib.SMTPNotSupported):
+        return failed(f"relay lacks a needed extension: {exc}", F.FAILURE_CATEGORY_CONFIG_ERROR)
+    if isinstance(exc, aiosmtplib.SMTPException | OSError | TimeoutError):
+        return Outcome(K.MESSAGE_EVENT_KIND_DEFERRED, "",
+                       f"connection error: {type(exc).__name__}: {exc}"[:500])
+    if isinstance(exc, ValueError):  # aiosmtplib refused to put the address on the wire
+        return failed(f"invalid address: {exc}", F.FAILURE_CATEGORY_INVALID_ADDRESS)
+    # Anything else is our bug, not the message's: retry it like a connection error.
+    return Outcome(K.MESSAGE_EVENT_KIND_DEFERRED, "", f"internal error: {type(exc).__name__}: {exc}"[:500])
+
+
+def exhausted(last: Outcome, attempts: int) -> Outcome:
+    """A deferral after the last allowed attempt becomes the final failure."""
+    cat = F.FAILURE_CATEGORY_UNKNOWN
+    if last.enhanced.startswith("4.7.") or last.code in {"421", "450"}:
+        cat = F.FAILURE_CATEGORY_THROTTLED
+    return Outcome(K.MESSAGE_EVENT_KIND_FAILED, last.code,
+                   f"{last.description[:450]} (gave up after {attempts} attempts)", cat)

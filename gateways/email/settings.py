@@ -1,0 +1,75 @@
+"""HERALD_* settings of the email gateway and of the development SMTP sink."""
+
+from __future__ import annotations
+
+from shared.config import setting
+
+GW = "email gateway"
+SINK = "email sink"
+
+# Development-only default: anyone who knows it can forge tracking links. The gateway
+# logs a warning when it runs with this key; production sets HERALD_TRACKING_KEYS.
+DEV_TRACKING_KEY = "herald-dev-tracking-key-not-secret"
+
+SMTP_HOST = setting("HERALD_SMTP_HOST", "127.0.0.1", "SMTP relay the email gateway submits to.", GW)
+SMTP_PORT = setting("HERALD_SMTP_PORT", "25", "Port of the SMTP relay.", GW)
+SMTP_POOL_SIZE = setting(
+    "HERALD_SMTP_POOL_SIZE", "4",
+    "Reused SMTP connections per gateway process (SMTP does not pipeline; throughput comes "
+    "from several connections).", GW,
+)
+SMTP_TIMEOUT = setting("HERALD_SMTP_TIMEOUT", "30", "Seconds to wait for each SMTP reply.", GW)
+SMTP_USERNAME = setting("HERALD_SMTP_USERNAME", "", "SMTP AUTH user (empty = no AUTH).", GW)
+SMTP_PASSWORD = setting("HERALD_SMTP_PASSWORD", "", "SMTP AUTH password.", GW)
+SMTP_STARTTLS = setting(
+    "HERALD_SMTP_STARTTLS", "auto",
+    "STARTTLS to the relay: auto (when offered), always, never.", GW,
+)
+SMTP_HELO = setting("HERALD_SMTP_HELO", "", "Name sent in EHLO (empty = this host's name).", GW)
+SMTP_MAX_ATTEMPTS = setting(
+    "HERALD_SMTP_MAX_ATTEMPTS", "5",
+    "Deliveries of one job (4xx replies / connection errors) before the message is FAILED.", GW,
+)
+SMTP_RETRY_BASE = setting(
+    "HERALD_SMTP_RETRY_BASE", "60",
+    "Seconds before the first redelivery of a deferred job; doubles on every further try.", GW,
+)
+SMTP_RETRY_MAX = setting(
+    "HERALD_SMTP_RETRY_MAX", "3600", "Upper bound in seconds of one redelivery delay.", GW
+)
+DEDUP_TTL = setting(
+    "HERALD_EMAIL_DEDUP_TTL", "604800",
+    "Seconds the Redis send marker <message_id>:<attempt> is kept (de-dup of redelivered jobs).",
+    GW,
+)
+UNSUBSCRIBE_MAILTO = setting(
+    "HERALD_EMAIL_UNSUBSCRIBE_MAILTO", "",
+    "Mailbox of the List-Unsubscribe mailto: URI (empty = unsubscribe@<sender's domain>).", GW,
+)
+TRACKING_KEYS = setting(
+    "HERALD_TRACKING_KEYS", DEV_TRACKING_KEY,
+    "Comma-separated HMAC-SHA256 keys for tracking/unsubscribe tokens: the first signs, all "
+    "verify (rotate by prepending a new key, drop the old one after the links age out). The "
+    "default is a public development key: set your own secret in production.", GW,
+)
+TRACKING_ADDR = setting(
+    "HERALD_TRACKING_ADDR", "127.0.0.1:0",
+    "host:port of the open/click/unsubscribe HTTP server (port 0 picks a free one).", GW,
+)
+TRACKING_BASE_URL = setting(
+    "HERALD_TRACKING_BASE_URL", "",
+    "Public base URL of the tracking server put into emails, e.g. https://t.example.com "
+    "(empty = http://<bound host>:<bound port>, for development).", GW,
+)
+TRACKING_TRUST_FORWARDED = setting(
+    "HERALD_TRACKING_TRUST_FORWARDED", "false",
+    "Take the client IP of opens/clicks from X-Forwarded-For (only behind a trusted proxy).", GW,
+)
+
+SINK_DIR = setting(
+    "HERALD_SINK_DIR", "var/email-sink",
+    "Directory where the development SMTP sink writes every accepted message as .eml.", SINK,
+)
+SINK_ADDR = setting(
+    "HERALD_SINK_ADDR", "127.0.0.1:0", "host:port the development SMTP sink binds.", SINK
+)

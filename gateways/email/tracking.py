@@ -1,0 +1,186 @@
+"""Tracking HTTP server: open pixel, click redirect, unsubscribe page and one-click POST.
+
+Every URL carries a signed token (gateways.email.tokens); a token that does not verify
+is a 404 and records nothing. Redirect targets come only from the token, never from
+the query string, so the server is not an open redirect.
+"""
+
+from __future__ import annotations
+
+import html
+import ipaddress
+import logging
+
+from aiohttp import web
+from herald.v1 import common_pb2 as c
+from herald.v1 import events_pb2 as e
+from nats.js import JetStreamContext
+
+from gateways.email import tokens
+from gateways.email.events import message_event, publish_message_event, stable_event_id
+from gateways.email.metrics import TRACKING
+from shared import bus
+from shared.metrics import split_addr
+from shared.timeutil import now_ts
+
+log = logging.getLogger("herald.email.tracking")
+
+K = e.MessageEventKind
+
+# Transparent 1x1 GIF.
+PIXEL = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00"
+         b"\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
+NO_CACHE = {"Cache-Control": "no-store, no-cache, must-revalidate, private", "Pragma": "no-cache",
+            "Expires": "0"}
+
+# Image proxies that fetch on the reader's behalf or prefetch without a reader at all.
+_PROXY_UA = ("googleimageproxy", "ggpht.com", "yahoomailproxy", "yahoo! slurp",
+             "outlook-image-proxy", "mimecast", "proofpoint", "barracuda")
+# Apple Mail Privacy Protection prefetches from Apple's 17.0.0.0/8 with a bare or empty UA.
+_APPLE_NET = ipaddress.ip_network("17.0.0.0/8")
+
+
+def is_machine_open(user_agent: str, ip: str) -> bool:
+    ua = user_agent.strip().lower()
+    if any(p in ua for p in _PROXY_UA) or ua in {"", "mozilla/5.0"}:
+        return True
+    try:
+        return ipaddress.ip_address(ip) in _APPLE_NET
+    except ValueError:
+        return False
+
+
+def _page(title: str, body: str, status: int = 200) -> web.Response:
+    doc = (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}"
+           "</title><meta name=\"robots\" content=\"noindex\"></head>"
+           f"<body style=\"font-family:sans-serif;max-width:36em;margin:3em auto\">{body}</body></html>")
+    return web.Response(text=doc, status=status, content_type="text/html", headers=NO_CACHE)
+
+
+class TrackingServer:
+    def __init__(self, js: JetStreamContext, signer: tokens.Signer,
+                 trust_forwarded: bool = False) -> None:
+        self.js = js
+        self.signer = signer
+        self.trust_forwarded = trust_forwarded
+        self._runner: web.AppRunner | None = None
+        self.host = "127.0.0.1"
+        self.port = 0
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/o/{token}", self.open)
+        app.router.add_get("/c/{token}", self.click)
+        app.router.add_get("/u/{token}", self.unsubscribe_page)
+        app.router.add_post("/u/{token}", self.unsubscribe)
+        return app
+
+    async def start(self, addr: str) -> int:
+        host, port = split_addr(addr)
+        self._runner = web.AppRunner(self.app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        self.host = host
+        self.port = int(self._runner.addresses[0][1])
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # --- helpers ------------------------------------------------------------------
+    def _client(self, request: web.Request) -> tuple[str, str]:
+        ip = request.remote or ""
+        if self.trust_forwarded:
+            fwd = request.headers.get("X-Forwarded-For", "")
+            if fwd:
+                ip = fwd.split(",")[0].strip()
+        return ip, request.headers.get("User-Agent", "")[:512]
+
+    def _verify(self, request: web.Request, kind: str) -> tokens.Token | None:
+        raw = request.match_info["token"]
+        if kind == tokens.OPEN:
+            raw = raw.removesuffix(".gif")
+        return self.signer.verify(raw, kind)
+
+    async def _publish(self, kind: int, tok: tokens.Token, request: web.Request,
+                       **fields: object) -> bool:
+        ip, ua = self._client(request)
+        ev = message_event(kind, message_id=tok.message_id, campaign_id=tok.campaign_id,
+                           workspace_id=tok.workspace_id, variant=tok.variant, ip=ip,
+                           user_agent=ua, **fields)
+        try:
+            await publish_message_event(self.js, ev, ev.event_id)  # every hit is a new fact
+        except Exception:
+            log.exception("could not publish tracking event", extra={"message_id": tok.message_id})
+            return False
+        return True
+
+    # --- handlers -----------------------------------------------------------------
+    async def healthz(self, _request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def open(self, request: web.Request) -> web.Response:
+        tok = self._verify(request, tokens.OPEN)
+        if tok is None:
+            TRACKING.labels("open", "invalid").inc()
+            raise web.HTTPNotFound()
+        ok = True
+        if request.method == "GET":  # HEAD probes are not opens
+            ip, ua = self._client(request)
+            ok = await self._publish(K.MESSAGE_EVENT_KIND_OPENED, tok, request,
+                                     machine_open=is_machine_open(ua, ip))
+        TRACKING.labels("open", "ok" if ok else "error").inc()
+        # The reader gets the pixel even if the event could not be recorded.
+        return web.Response(body=PIXEL, content_type="image/gif", headers=NO_CACHE)
+
+    async def click(self, request: web.Request) -> web.Response:
+        tok = self._verify(request, tokens.CLICK)
+        if tok is None or not tok.url.lower().startswith(("http://", "https://")):
+            TRACKING.labels("click", "invalid").inc()
+            raise web.HTTPNotFound()
+        ok = True
+        if request.method == "GET":  # link scanners probe with HEAD
+            ok = await self._publish(K.MESSAGE_EVENT_KIND_CLICKED, tok, request,
+                                     link_index=tok.link_index, url=tok.url)
+        TRACKING.labels("click", "ok" if ok else "error").inc()
+        raise web.HTTPFound(tok.url, headers={**NO_CACHE, "Referrer-Policy": "no-referrer"})
+
+    async def unsubscribe_page(self, request: web.Request) -> web.Response:
+        """GET changes nothing: mail scanners follow links, only a POST unsubscribes."""
+        tok = self._verify(request, tokens.UNSUBSCRIBE)
+        if tok is None:
+            TRACKING.labels("unsubscribe_page", "invalid").inc()
+            raise web.HTTPNotFound()
+        TRACKING.labels("unsubscribe_page", "ok").inc()
+        return _page("Unsubscribe", (
+            f"<p>Stop emails to <b>{html.escape(tok.address)}</b>?</p>"
+            "<form method=\"post\"><input type=\"hidden\" name=\"via\" value=\"page\">"
+            "<button type=\"submit\">Unsubscribe</button></form>"))
+
+    async def unsubscribe(self, request: web.Request) -> web.Response:
+        tok = self._verify(request, tokens.UNSUBSCRIBE)
+        if tok is None:
+            TRACKING.labels("unsubscribe", "invalid").inc()
+            raise web.HTTPNotFound()
+        form = await request.post()
+        one_click = form.get("List-Unsubscribe") == "One-Click"
+        msg_id = f"{tok.message_id}:opted_out"
+        ev = e.ContactEvent(
+            event_id=stable_event_id(msg_id), kind=e.CONTACT_EVENT_KIND_OPTED_OUT,
+            workspace_id=tok.workspace_id, channel=c.CHANNEL_EMAIL, address=tok.address,
+            contact_id=tok.contact_id, message_id=tok.message_id, campaign_id=tok.campaign_id,
+            reason="one-click unsubscribe" if one_click else "unsubscribe link",
+            occurred_at=now_ts(),
+        )
+        try:
+            await bus.publish(self.js, "events.contact.opted_out", ev, msg_id)
+        except Exception:
+            log.exception("could not publish opt-out", extra={"message_id": tok.message_id})
+            TRACKING.labels("unsubscribe", "error").inc()
+            # Not recorded: say so, so the mail client or the reader tries again.
+            return _page("Try again", "<p>Something went wrong. Please try again.</p>", 503)
+        TRACKING.labels("unsubscribe", "ok").inc()
+        return _page("Unsubscribed", f"<p>{html.escape(tok.address)} is unsubscribed.</p>")
