@@ -28,7 +28,8 @@ async def main() -> None:
     await bus.ensure_streams(js)
     consumer = Consumer(agg, js, durable=settings.DURABLE.get(), batch=settings.BATCH.get_int())
     rt.start_metrics()
-    await rt.start_grpc([(stats_pb2_grpc.add_StatsServiceServicer_to_server, StatsServicer(agg, rt.stop_event),
+    servicer = StatsServicer(agg, rt.stop_event)
+    await rt.start_grpc([(stats_pb2_grpc.add_StatsServiceServicer_to_server, servicer,
                           "herald.v1.StatsService")])
     task = asyncio.create_task(consumer.run(rt.stop_event), name="stats-consumer")
 
@@ -46,6 +47,8 @@ async def main() -> None:
     await asyncio.wait([task], timeout=5)
     await nc.drain()
     await redis.aclose()
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":
