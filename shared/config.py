@@ -52,8 +52,11 @@ def setting(name: str, default: str, doc: str, scope: str = "all") -> Setting:
 # --- common to every process -------------------------------------------------
 LOG_LEVEL = setting("HERALD_LOG_LEVEL", "INFO", "Log level (DEBUG, INFO, WARNING, ERROR).")
 LOG_FORMAT = setting("HERALD_LOG_FORMAT", "json", "Log format: json (one object per line) or text.")
-NATS_URL = setting("HERALD_NATS_URL", "nats://127.0.0.1:4222", "NATS server URL(s), comma separated.")
-REDIS_URL = setting("HERALD_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL.", "stats, gateways")
+NATS_URL = setting("HERALD_NATS_URL", "nats://127.0.0.1:4222", "NATS server URL(s) with JetStream, comma separated.")
+REDIS_URL = setting(
+    "HERALD_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL (standalone Redis; the stats Lua scripts need one node).",
+    "stats, gateways",
+)
 GRPC_ADDR = setting(
     "HERALD_GRPC_ADDR", "127.0.0.1:0",
     "host:port the process's gRPC server binds (port 0 picks a free one).",
