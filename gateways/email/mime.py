@@ -68,7 +68,7 @@ def build(*, headers: list[tuple[str, str]], text: str, html: str) -> bytes:
         boundary = f"=_herald_{secrets.token_hex(12)}"
         b = boundary.encode("ascii")
         return (
-            (head + f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n')
+            (head + f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n\r\n')
             .encode("ascii")
             + b"--" + b + b"\r\n" + _part("text/plain", text)
             + b"--" + b + b"\r\n" + _part("text/html", html)

@@ -1,0 +1,130 @@
+import email
+import email.policy
+
+import aiosmtplib
+import pytest
+from herald.v1 import common_pb2 as c
+from herald.v1 import events_pb2 as e
+
+from gateways.email import links, mime, outcomes, render, tokens
+
+F = c.FailureCategory
+K = e.MessageEventKind
+
+
+def test_template_compiled_once_and_substituted_per_recipient() -> None:
+    r = render.Renderer()
+    src = "<p>Hi {{ first_name }}</p>"
+    out = [r.render("Hello {{ first_name }}", "Hi {{ first_name }}", src,
+                    render.context_for({"first_name": n})) for n in ("Ann", "Bob", "Cy")]
+    assert [o.html for o in out] == ["<p>Hi Ann</p>", "<p>Hi Bob</p>", "<p>Hi Cy</p>"]
+    assert out[1].subject == "Hello Bob" and out[2].text == "Hi Cy"
+    assert r.compiled == 3  # subject, text, html: each once for three recipients
+
+
+def test_html_autoescapes_fields_text_does_not() -> None:
+    r = render.Renderer()
+    out = r.render("", "{{ x }}", "<b>{{ x }}</b>", render.context_for({"x": "<script>&"}))
+    assert out.html == "<b>&lt;script&gt;&amp;</b>"
+    assert out.text == "<script>&"
+
+
+def test_subject_cannot_inject_headers() -> None:
+    out = render.Renderer().render("Hi {{ n }}", "", "", render.context_for({"n": "x\r\nBcc: a@example.com"}))
+    assert "\n" not in out.subject and "\r" not in out.subject
+
+
+def test_sandbox_blocks_unsafe_access() -> None:
+    r = render.Renderer()
+    with pytest.raises(render.TemplateError):
+        r.render("", "{{ ''.__class__.__mro__[1].__subclasses__() }}", "", {})
+    with pytest.raises(render.TemplateError):
+        r.render("{% if %}", "", "", {})
+
+
+def test_missing_field_renders_empty_and_herald_values_win() -> None:
+    r = render.Renderer()
+    ctx = render.context_for({"email": "spoof", "city": "Leeds"}, email="a@example.com")
+    out = r.render("", "{{ email }} {{ nope }}{{ fields.city }}", "", ctx)
+    assert out.text == "a@example.com Leeds"
+
+
+def test_rewrite_links_only_http_and_keeps_order() -> None:
+    html = ('<a href="https://example.com/a?x=1&amp;y=2">A</a> <a class="b" HREF=\'http://example.com/b\'>B</a>'
+            '<a href="mailto:x@example.com">m</a><a href="#top">t</a>'
+            '<a href="https://t.example.com/u/tok">unsub</a>')
+    seen = []
+
+    def make(i: int, url: str) -> str:
+        seen.append((i, url))
+        return f"https://t.example.com/c/{i}?q=1&r=2"
+
+    out, targets = links.rewrite_links(html, make, skip=lambda u: u.startswith("https://t.example.com/"))
+    assert seen == [(0, "https://example.com/a?x=1&y=2"), (1, "http://example.com/b")]
+    assert targets == ["https://example.com/a?x=1&y=2", "http://example.com/b"]
+    assert 'href="https://t.example.com/c/0?q=1&amp;r=2"' in out
+    assert "HREF='https://t.example.com/c/1?q=1&amp;r=2'" in out
+    assert 'href="mailto:x@example.com"' in out and 'href="#top"' in out
+    assert 'href="https://t.example.com/u/tok"' in out
+
+
+def test_pixel_goes_before_body_end() -> None:
+    assert links.add_pixel("<html><body>x</body></html>", "https://t/o/a.gif").endswith(
+        'style="display:block;border:0;width:1px;height:1px" /></body></html>')
+    assert links.add_pixel("<p>x</p>", "https://t/o/a.gif").startswith("<p>x</p><img ")
+
+
+def test_tracker_urls_verify() -> None:
+    signer = tokens.Signer([b"k"])
+    t = links.Tracker(signer, "https://t.example.com/")
+    job = e.MessageJob(message_id="m-1", campaign_id="c", workspace_id="w", to="a@example.com",
+                       contact_id="ct-1")
+    o = t.open_url(job)
+    assert o.startswith("https://t.example.com/o/") and o.endswith(".gif")
+    assert signer.verify(o.rsplit("/", 1)[1].removesuffix(".gif"), tokens.OPEN) is not None
+    u = signer.verify(t.unsubscribe_token(job), tokens.UNSUBSCRIBE)
+    assert u is not None and u.address == "a@example.com" and u.contact_id == "ct-1"
+    assert t.is_own(t.unsubscribe_url(job))
+
+
+def test_mime_parses_back() -> None:
+    data = mime.build(headers=[("Message-ID", "<m@example.com>"), ("From", "a@example.com"),
+                               ("To", "b@example.com"), ("Subject", mime.encode_header("Grüße"))],
+                      text="Hallo Jürgen\n" + "x" * 200, html="<p>Hallo J&uuml;rgen</p>")
+    assert data.isascii()
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    assert msg["Subject"] == "Grüße"
+    assert msg.get_body(("plain",)).get_content().replace("\r\n", "\n").startswith("Hallo Jürgen\n" + "x" * 200)
+    assert "Hallo J&uuml;rgen" in msg.get_body(("html",)).get_content()
+    assert all(len(line) <= 78 for line in data.split(b"\r\n"))
+
+
+def test_address_checks() -> None:
+    assert mime.parse_sender("News <news@example.com>") == ("News <news@example.com>", "news@example.com")
+    assert mime.parse_sender("news@example.com") == ("news@example.com", "news@example.com")
+    assert mime.parse_sender("Jörg <j@example.com>")[0].startswith("=?utf-8?")
+    for bad in ["", "nobody", "a@b", "a b@example.com", "x@example.com\r\nBcc: y@example.com", "ü@example.com"]:
+        with pytest.raises(mime.AddressError):
+            mime.check_address(bad)
+
+
+def test_classification() -> None:
+    refused = aiosmtplib.SMTPRecipientsRefused(
+        [aiosmtplib.SMTPRecipientRefused(550, "5.1.1 <x@example.com>: User unknown", "x@example.com")])
+    o = outcomes.from_exception(refused)
+    assert (o.kind, o.code, o.enhanced, o.category) == (K.MESSAGE_EVENT_KIND_FAILED, "550", "5.1.1",
+                                                        F.FAILURE_CATEGORY_INVALID_ADDRESS)
+    o = outcomes.from_exception(aiosmtplib.SMTPDataError(554, "5.7.1 spam"))
+    assert o.category == F.FAILURE_CATEGORY_CONTENT_REJECTED
+    o = outcomes.from_exception(aiosmtplib.SMTPSenderRefused(553, "sender not allowed", "a@example.com"))
+    assert o.category == F.FAILURE_CATEGORY_CONFIG_ERROR
+    o = outcomes.from_exception(aiosmtplib.SMTPRecipientsRefused(
+        [aiosmtplib.SMTPRecipientRefused(451, "4.7.1 try later", "x@example.com")]))
+    assert o.kind == K.MESSAGE_EVENT_KIND_DEFERRED and o.code == "451"
+    final = outcomes.exhausted(o, 5)
+    assert final.kind == K.MESSAGE_EVENT_KIND_FAILED and final.enhanced == "4.7.1"
+    assert final.category == F.FAILURE_CATEGORY_THROTTLED
+    o = outcomes.from_exception(ConnectionRefusedError(111, "refused"))
+    assert o.kind == K.MESSAGE_EVENT_KIND_DEFERRED and o.code == ""
+    o = outcomes.from_exception(aiosmtplib.SMTPServerDisconnected("gone"))
+    assert o.kind == K.MESSAGE_EVENT_KIND_DEFERRED

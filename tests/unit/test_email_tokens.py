@@ -1,0 +1,78 @@
+import base64
+import json
+
+import pytest
+
+from gateways.email import tokens
+from gateways.email.tokens import CLICK, OPEN, UNSUBSCRIBE, Signer, Token
+
+
+def click(url: str = "https://shop.example.com/a?b=1&c=2") -> Token:
+    return Token(kind=CLICK, message_id="m-1", campaign_id="c-1", workspace_id="w-1",
+                 variant="B", link_index=2, url=url)
+
+
+def test_sign_and_verify_round_trip() -> None:
+    s = Signer([b"k1"])
+    tok = s.verify(s.sign(click()), CLICK)
+    assert tok is not None
+    assert (tok.message_id, tok.campaign_id, tok.workspace_id, tok.variant) == ("m-1", "c-1", "w-1", "B")
+    assert tok.link_index == 2 and tok.url == "https://shop.example.com/a?b=1&c=2"
+    assert tok.url_hash == tokens.url_hash(tok.url)
+
+
+def test_first_link_index_zero_survives() -> None:
+    s = Signer([b"k1"])
+    tok = s.verify(s.sign(Token(kind=CLICK, message_id="m", url="https://example.com/")), CLICK)
+    assert tok is not None and tok.link_index == 0
+
+
+def test_token_is_url_safe() -> None:
+    text = Signer([b"k1"]).sign(click("https://example.com/ü?x=<>&y=\"'"))
+    assert all(ch.isalnum() or ch in "-_." for ch in text)
+
+
+def test_rotation_first_key_signs_all_verify() -> None:
+    old = Signer([b"old"])
+    rotated = Signer([b"new", b"old"])
+    old_token = old.sign(click())
+    assert rotated.verify(old_token, CLICK) is not None  # links already sent keep working
+    new_token = rotated.sign(click())
+    assert old.verify(new_token, CLICK) is None  # signed with the new key
+    assert Signer([b"new"]).verify(new_token, CLICK) is not None
+    assert Signer([b"new"]).verify(old_token, CLICK) is None  # old key retired
+
+
+def test_tampered_payload_or_signature_is_rejected() -> None:
+    s = Signer([b"k1"])
+    text = s.sign(click())
+    body, sig = text.split(".")
+    payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    payload["u"] = "https://evil.example.net/"
+    payload["h"] = tokens.url_hash(payload["u"])
+    forged = base64.urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=").decode()
+    assert s.verify(f"{forged}.{sig}", CLICK) is None
+    flipped = sig[:-2] + ("A" if sig[-2] != "A" else "B") + sig[-1]
+    assert s.verify(f"{body}.{flipped}", CLICK) is None
+    for junk in ["", ".", "abc", "a.b.c", f"{body}.", f".{sig}", "%%%.%%%", "x" * 5000]:
+        assert s.verify(junk, CLICK) is None
+
+
+def test_kind_is_bound() -> None:
+    s = Signer([b"k1"])
+    open_token = s.sign(Token(kind=OPEN, message_id="m-1"))
+    assert s.verify(open_token, OPEN) is not None
+    assert s.verify(open_token, CLICK) is None
+    assert s.verify(open_token, UNSUBSCRIBE) is None
+
+
+def test_click_url_must_match_its_hash() -> None:
+    s = Signer([b"k1"])
+    bad = Token(kind=CLICK, message_id="m", url="https://example.com/x", url_hash="0" * 16)
+    assert s.verify(s.sign(bad), CLICK) is None
+
+
+def test_parse_keys() -> None:
+    assert tokens.parse_keys(" new , old ,") == [b"new", b"old"]
+    with pytest.raises(ValueError):
+        tokens.parse_keys(" , ")
