@@ -1,0 +1,48 @@
+"""`python -m gateways.smpp`: the SMPP gateway process (gRPC health/reflection, /metrics,
+JetStream jobs -> SMSC, receipts -> events)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from gateways.smpp.gateway import Gateway, GatewayConfig
+from gateways.smpp.session import ClientConfig
+from shared import bus, cache, log
+from shared.grpc_server import ServiceRuntime
+
+NAME = "smpp-gateway"
+
+
+async def main() -> None:
+    logger = log.setup(NAME)
+    rt = ServiceRuntime(NAME)
+    rt.install_signal_handlers()
+    rt.start_metrics()
+    await rt.start_grpc([])
+    nc = await bus.connect(name=NAME)
+    js = nc.jetstream()
+    await bus.ensure_streams(js)
+    redis = cache.connect()
+    client_cfg = ClientConfig.from_settings()
+    gateway = Gateway(js, redis, client_cfg, GatewayConfig.from_settings())
+    jobs_stop = asyncio.Event()
+    runner = asyncio.create_task(gateway.run(jobs_stop))
+    # Ready once bound if the SMSC answers promptly; a gateway that cannot bind still
+    # starts (it keeps retrying) and says so in its ready line.
+    bound = await gateway.client.wait_bound(client_cfg.response_timeout)
+    rt.write_ready(smpp_bound=bound, smsc=f"{client_cfg.host}:{client_cfg.port}")
+    stop_wait = asyncio.create_task(rt.wait())
+    await asyncio.wait({stop_wait, runner}, return_when=asyncio.FIRST_COMPLETED)
+    logger.info("stopping: finishing the jobs in hand, then unbinding")
+    jobs_stop.set()
+    try:
+        await runner
+    finally:
+        stop_wait.cancel()
+        await nc.drain()
+        await redis.aclose()
+        await rt.shutdown()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

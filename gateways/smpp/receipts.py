@@ -1,0 +1,157 @@
+"""Delivery receipts: SMPP 3.4 Appendix B text, the receipt TLVs, SMSC id normalisation and
+what a receipt stat means for the message.
+
+Real SMSCs disagree on the id's form between submit_sm_resp and the receipt: `39F99DD5`
+in the response can come back as `0972660181` (the same number in decimal), with leading
+zeros or another case. `id_keys` lists every interpretation we store a mapping under;
+`normalise_id` is the single key a receipt is looked up by.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from herald.v1 import common_pb2 as c
+from herald.v1 import events_pb2 as e
+
+from gateways.smpp import pdu
+
+FC = c.FailureCategory
+K = e.MessageEventKind
+
+# message_state TLV (SMPP 3.4 section 5.2.28) -> Appendix B stat
+MESSAGE_STATES = {1: "ENROUTE", 2: "DELIVRD", 3: "EXPIRED", 4: "DELETED", 5: "UNDELIV",
+                  6: "ACCEPTD", 7: "UNKNOWN", 8: "REJECTD"}
+STAT_TO_STATE = {v: k for k, v in MESSAGE_STATES.items()}
+_STAT_ALIASES = {"DELIVERED": "DELIVRD", "UNDELIVERABLE": "UNDELIV", "REJECTED": "REJECTD",
+                 "ACCEPTED": "ACCEPTD", "EXPIRE": "EXPIRED", "DELETE": "DELETED"}
+
+# stat -> (event kind, failure category); stats not listed are intermediate (no event).
+FINAL_STATS: dict[str, tuple[int, int]] = {
+    "DELIVRD": (K.MESSAGE_EVENT_KIND_DELIVERED, FC.FAILURE_CATEGORY_UNSPECIFIED),
+    "UNDELIV": (K.MESSAGE_EVENT_KIND_FAILED, FC.FAILURE_CATEGORY_CARRIER_REJECTED),
+    "REJECTD": (K.MESSAGE_EVENT_KIND_FAILED, FC.FAILURE_CATEGORY_CARRIER_REJECTED),
+    "DELETED": (K.MESSAGE_EVENT_KIND_FAILED, FC.FAILURE_CATEGORY_CARRIER_REJECTED),
+    "EXPIRED": (K.MESSAGE_EVENT_KIND_FAILED, FC.FAILURE_CATEGORY_EXPIRED),
+    "UNKNOWN": (K.MESSAGE_EVENT_KIND_FAILED, FC.FAILURE_CATEGORY_UNKNOWN),
+}
+KNOWN_STATS = set(MESSAGE_STATES.values())
+
+_FIELD_RES = {
+    "id": re.compile(r"(?:^|\s)id:\s*(\S+)", re.I),
+    "sub": re.compile(r"\bsub:\s*(\S+)", re.I),
+    "dlvrd": re.compile(r"\bdlvrd:\s*(\S+)", re.I),
+    "submit_date": re.compile(r"\bsubmit[ _]date:\s*(\d+)", re.I),
+    "done_date": re.compile(r"\bdone[ _]date:\s*(\d+)", re.I),
+    "stat": re.compile(r"\bstat:\s*([A-Za-z_]+)", re.I),
+    "err": re.compile(r"\berr:\s*(\S+)", re.I),
+}
+_TEXT_RE = re.compile(r"\btext:", re.I)
+_HEX = re.compile(r"[0-9a-f]+")
+_DEC = re.compile(r"[0-9]+")
+MAX_NUMERIC_ID_DIGITS = 20  # longer ids are opaque strings, not numbers
+
+
+@dataclass(frozen=True)
+class Receipt:
+    message_id: str  # SMSC id as the receipt gave it
+    stat: str        # DELIVRD, UNDELIV, ... ("" if neither TLV nor text says)
+    err: str = ""
+    sub: str = ""
+    dlvrd: str = ""
+    submit_date: datetime | None = None
+    done_date: datetime | None = None
+    text: str = ""
+    network_error: str = ""
+
+    @property
+    def final(self) -> tuple[int, int] | None:
+        """(event kind, failure category) for a final stat, None for intermediate ones."""
+        return FINAL_STATS.get(self.stat)
+
+
+def normalise_stat(stat: str) -> str:
+    s = stat.strip().upper()
+    return _STAT_ALIASES.get(s, s)
+
+
+def parse_date(value: str) -> datetime | None:
+    """YYMMDDhhmm or YYMMDDhhmmss (Appendix B); the SMSC's clock, taken as UTC."""
+    fmt = {10: "%y%m%d%H%M", 12: "%y%m%d%H%M%S"}.get(len(value))
+    if fmt is None:
+        return None
+    try:
+        return datetime.strptime(value, fmt).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def parse_text(text: str) -> dict[str, str]:
+    """Appendix-B fields of a receipt's short_message; keys present only when found.
+    Everything after `text:` is the message excerpt, so it is never searched for fields."""
+    m = _TEXT_RE.search(text)
+    head, excerpt = (text[:m.start()], text[m.end():]) if m else (text, None)
+    out = {k: mm.group(1) for k, rx in _FIELD_RES.items() if (mm := rx.search(head))}
+    if excerpt is not None:
+        out["text"] = excerpt
+    return out
+
+
+def parse(short_message: bytes, tlvs: dict[int, bytes]) -> Receipt | None:
+    """Combine the receipt TLVs (authoritative when present) with the Appendix-B text.
+    None when no SMSC message id can be found."""
+    fields = parse_text(short_message.decode("latin-1")) if short_message else {}
+    message_id = pdu.tlv_str(tlvs.get(pdu.TAG_RECEIPTED_MESSAGE_ID)) or fields.get("id", "")
+    if not message_id:
+        return None
+    state = pdu.tlv_int(tlvs.get(pdu.TAG_MESSAGE_STATE))
+    stat = MESSAGE_STATES.get(state, "") if state is not None else ""
+    stat = stat or normalise_stat(fields.get("stat", ""))
+    network_error = ""
+    raw_ne = tlvs.get(pdu.TAG_NETWORK_ERROR_CODE)
+    if raw_ne and len(raw_ne) == 3:
+        network_error = f"{raw_ne[0]}:{int.from_bytes(raw_ne[1:], 'big')}"
+    return Receipt(
+        message_id=message_id.strip(),
+        stat=stat,
+        err=fields.get("err", ""),
+        sub=fields.get("sub", ""),
+        dlvrd=fields.get("dlvrd", ""),
+        submit_date=parse_date(fields.get("submit_date", "")),
+        done_date=parse_date(fields.get("done_date", "")),
+        text=fields.get("text", ""),
+        network_error=network_error,
+    )
+
+
+def is_receipt(esm_class: int, tlvs: dict[int, bytes]) -> bool:
+    return bool(esm_class & pdu.ESM_RECEIPT_MASK) or pdu.TAG_RECEIPTED_MESSAGE_ID in tlvs
+
+
+def format_text(message_id: str, stat: str, err: str, submitted: datetime, done: datetime,
+                text: str = "") -> str:
+    """Appendix-B receipt text (used by the simulator and the tests)."""
+    delivered = "001" if stat == "DELIVRD" else "000"
+    return (f"id:{message_id} sub:001 dlvrd:{delivered} submit date:{submitted:%y%m%d%H%M} "
+            f"done date:{done:%y%m%d%H%M} stat:{stat} err:{err} text:{text[:20]}")
+
+
+def normalise_id(smsc_id: str) -> str:
+    """Lower case, surrounding space and leading zeros removed ('0' stays '0')."""
+    return smsc_id.strip().lower().lstrip("0") or "0"
+
+
+def id_keys(smsc_id: str) -> list[str]:
+    """The normalised id followed by its other numeric interpretations: a hex-looking id
+    also as decimal, a decimal-looking one also as hex (and, being valid hex, as hex read
+    to decimal). The first entry is the id itself."""
+    n = normalise_id(smsc_id)
+    keys = [n]
+    if len(n) <= MAX_NUMERIC_ID_DIGITS:
+        if _DEC.fullmatch(n):
+            keys.append(format(int(n), "x"))
+        if _HEX.fullmatch(n):
+            keys.append(str(int(n, 16)))
+    return list(dict.fromkeys(keys))
