@@ -1,0 +1,100 @@
+"""The ESME session against the SMSC simulator over real TCP: window and response timeout,
+keep-alive, reconnect after the SMSC drops us, refused binds, receipt retries."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from gateways.smpp import pdu, receipts
+from gateways.smpp.session import ClientConfig, ResponseTimeout, SmppClient
+from gateways.smpp.simulator import SimulatorConfig, SmscSimulator
+
+SUBMIT = dict(source_addr="HERALD", source_addr_ton=5, dest_addr_ton=1, dest_addr_npi=1,
+              registered_delivery=1, short_message=b"test")
+
+
+async def ok(_frame: pdu.Frame) -> int:
+    return pdu.ESME_ROK
+
+
+@asynccontextmanager
+async def running(sim_cfg: SimulatorConfig, on_deliver: Callable[[pdu.Frame], Awaitable[int]] = ok,
+                  **client_kw: object) -> AsyncIterator[tuple[SmscSimulator, SmppClient]]:
+    sim = SmscSimulator(sim_cfg)
+    port = await sim.start()
+    cfg = ClientConfig("127.0.0.1", port, **{"system_id": "herald", "reconnect_min": 0.05,
+                                             "reconnect_max": 0.2, **client_kw})  # type: ignore[arg-type]
+    client = SmppClient(cfg, on_deliver)
+    client.start()
+    try:
+        yield sim, client
+    finally:
+        await client.close()
+        await sim.stop()
+
+
+async def eventually(cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while True:
+            if cond():
+                return
+            await asyncio.sleep(0.02)
+
+
+async def test_window_fills_and_a_silent_smsc_times_out() -> None:
+    async with running(SimulatorConfig(drop_pattern="900099$"), window=8,
+                       response_timeout=0.3) as (sim, client):
+        assert await client.wait_bound(5)
+        results = await asyncio.gather(
+            *(client.submit(destination_addr=f"4477009000{i:02d}", **SUBMIT) for i in range(40)),
+            client.submit(destination_addr="447700900099", **SUBMIT),
+            return_exceptions=True,
+        )
+        assert all(isinstance(r, pdu.Frame) and r.status == 0 for r in results[:40])
+        assert isinstance(results[40], ResponseTimeout)
+        assert client.window._value == 8  # every slot came back, the timed-out one included
+        assert sim.stats.submits_accepted == 40 and sim.stats.submits_dropped == 1
+
+
+async def test_keepalive_and_reconnect_after_the_smsc_drops_the_connection() -> None:
+    async with running(SimulatorConfig(), enquire_link_interval=0.05) as (sim, client):
+        assert await client.wait_bound(5)
+        await eventually(lambda: sim.stats.enquire_links >= 2)
+        sim.drop_connections()
+        await eventually(lambda: client.binds == 2 and client.bound.is_set())
+        resp = await client.submit(destination_addr="447700900001", **SUBMIT)
+        assert resp.status == 0 and resp.text_field("message_id")
+        assert sim.stats.binds == 2
+
+
+async def test_refused_bind_is_retried_not_fatal() -> None:
+    async with running(SimulatorConfig(password="secret"), password="wrong") as (sim, client):
+        await eventually(lambda: sim.stats.connections >= 2)  # kept trying
+        assert not client.bound.is_set() and sim.stats.binds == 0
+    async with running(SimulatorConfig(password="secret"), password="secret") as (sim, client):
+        assert await client.wait_bound(5)
+
+
+async def test_receipt_is_resent_until_the_esme_accepts_it() -> None:
+    answers = [pdu.ESME_RX_T_APPN, pdu.ESME_RX_T_APPN, pdu.ESME_ROK]
+    seen: list[receipts.Receipt] = []
+
+    async def on_deliver(frame: pdu.Frame) -> int:
+        r = receipts.parse(bytes(frame.body.short_message), frame.tlvs)
+        assert r is not None
+        seen.append(r)
+        return answers[len(seen) - 1]
+
+    sim_cfg = SimulatorConfig(receipt_delay=0.0, receipt_retry_delay=0.02, id_style="mixed")
+    async with running(sim_cfg, on_deliver) as (sim, client):
+        assert await client.wait_bound(5)
+        resp = await client.submit(destination_addr="447700900001", **SUBMIT)
+        await eventually(lambda: sim.stats.receipts_acked == 1)
+        assert len(seen) == 3 and sim.stats.receipts_retried == 2
+        # mixed style: hex in the response, decimal in the receipt; both normalise to one key
+        smsc_id = resp.text_field("message_id")
+        assert seen[0].message_id == f"{int(smsc_id, 16):010d}"
+        assert receipts.normalise_id(seen[0].message_id) in receipts.id_keys(smsc_id)
+        assert seen[0].stat == "DELIVRD" and seen[0].text == "test"
