@@ -70,8 +70,7 @@ async def main() -> None:
         js, stream=bus.JOBS_STREAM, durable=DURABLE, subject=bus.SUBJECT_EMAIL_JOBS,
         handler=worker.handle, stop=stop, concurrent=True, batch=max(4 * pool_size, 8),
     ))
-    rt.write_ready(tracking_port=tracking_port, tracking_url=base_url, smtp_host=pool.cfg.host,
-                   smtp_port=pool.cfg.port)
+    rt.write_ready(tracking_port=tracking_port, tracking_url=base_url)
 
     waiter = asyncio.create_task(rt.wait())
     done, _ = await asyncio.wait({waiter, consumer}, return_when=asyncio.FIRST_COMPLETED)

@@ -31,8 +31,10 @@ class Tracker:
     def open_url(self, job: e.MessageJob) -> str:
         return f"{self.base_url}/o/{self._token(job, tokens.OPEN)}.gif"
 
-    def click_url(self, job: e.MessageJob, index: int, url: str) -> str:
-        return f"{self.base_url}/c/{self._token(job, tokens.CLICK, link_index=index, url=url)}"
+    def click_url(self, job: e.MessageJob, index: int, url: str) -> str | None:
+        """None when the URL is too long to fit in a token: the link then stays as it is."""
+        tok = self._token(job, tokens.CLICK, link_index=index, url=url)
+        return None if len(tok) > tokens.MAX_TOKEN else f"{self.base_url}/c/{tok}"
 
     def unsubscribe_url(self, job: e.MessageJob) -> str:
         tok = self._token(job, tokens.UNSUBSCRIBE, address=job.to, contact_id=job.contact_id)
@@ -45,10 +47,11 @@ class Tracker:
         return url.startswith(self.base_url + "/")
 
 
-def rewrite_links(html: str, make_url: Callable[[int, str], str],
+def rewrite_links(html: str, make_url: Callable[[int, str], str | None],
                   skip: Callable[[str], bool] = lambda _u: False) -> tuple[str, list[str]]:
     """Replace every http(s) <a href> by make_url(index, original); indexes count from 0
-    in document order. mailto:, tel:, anchors and `skip`ped URLs stay as they are."""
+    in document order. mailto:, tel:, anchors, `skip`ped URLs and those make_url returns
+    None for stay as they are."""
     targets: list[str] = []
 
     def sub(m: re.Match[str]) -> str:
@@ -56,6 +59,8 @@ def rewrite_links(html: str, make_url: Callable[[int, str], str],
         if not url.lower().startswith(("http://", "https://")) or skip(url):
             return m.group(0)
         new = make_url(len(targets), url)
+        if new is None:
+            return m.group(0)
         targets.append(url)
         return f"{m.group(1)}{m.group(2)}{htmllib.escape(new, quote=True)}{m.group(2)}"
 

@@ -23,7 +23,9 @@ UNSUBSCRIBE = "u"
 KINDS = frozenset({OPEN, CLICK, UNSUBSCRIBE})
 
 _DOMAIN = b"herald.t1."  # versioned, so a future format cannot be confused with this one
-_MAX_TOKEN = 4096
+# Longer tokens are neither issued nor accepted (request lines of most HTTP servers stop
+# near 8 KiB); a link whose token would be longer stays untracked.
+MAX_TOKEN = 4096
 
 # payload key <-> field; short keys keep links short
 _KEYS = {
@@ -93,7 +95,7 @@ class Signer:
 
     def verify(self, text: str, kind: str) -> Token | None:
         """The token if it is well formed, signed by any current key and of `kind`."""
-        if not text or len(text) > _MAX_TOKEN or text.count(".") != 1:
+        if not text or len(text) > MAX_TOKEN or text.count(".") != 1:
             return None
         body, sig_text = text.split(".")
         try:

@@ -105,9 +105,8 @@ class EmailWorker:
 
         expires = from_ts(job.expires_at) if job.HasField("expires_at") else None
         if expires is not None and datetime.now(UTC) > expires:
-            SENDS.labels("expired").inc()
             await self._final(job, outcomes.failed("job expired before it could be sent",
-                                                   F.FAILURE_CATEGORY_EXPIRED))
+                                                   F.FAILURE_CATEGORY_EXPIRED), result="expired")
             return
         try:
             composed = self.compose(job)
@@ -151,28 +150,28 @@ class EmailWorker:
         delay = self.retry_delay(delivery)
         raise bus.TemporaryError(f"deferred: {outcome.code} {outcome.description}", delay=delay)
 
-    async def _final(self, job: e.MessageJob, outcome: outcomes.Outcome,
-                     occurred_at: datetime | None = None) -> None:
+    async def _final(self, job: e.MessageJob, outcome: outcomes.Outcome, *,
+                     result: str = "", replay_of: datetime | None = None) -> None:
         """Record the outcome on the marker first, then on the bus: if publishing fails,
-        the redelivered job re-publishes the recorded outcome and never re-sends."""
+        the redelivered job re-publishes the recorded outcome and never re-sends.
+        replay_of: re-publish an outcome recorded at that time (marker left alone)."""
         state = dedup.SUBMITTED if outcome.kind == K.MESSAGE_EVENT_KIND_SUBMITTED else dedup.FAILED
-        if occurred_at is None:
+        if replay_of is None:
             await self.markers.set(job.message_id, job.attempt, state, k=outcome.kind,
                                    code=outcome.code, d=outcome.description,
                                    cat=outcome.category, p=outcome.provider_id)
-            SENDS.labels(state).inc()
+        SENDS.labels(result or state).inc()
         msg_id = f"{job.message_id}:{states.kind_name(outcome.kind)}:{job.attempt}"
-        await publish_message_event(self.js, self._event(job, outcome, msg_id, occurred_at), msg_id)
+        await publish_message_event(self.js, self._event(job, outcome, msg_id, replay_of), msg_id)
 
     async def _already_handled(self, job: e.MessageJob, previous: dict) -> None:
         state = previous.get("s")
         at = datetime.fromtimestamp(float(previous.get("t", time.time())), UTC)
         if state in {dedup.SUBMITTED, dedup.FAILED}:
-            SENDS.labels("duplicate").inc()
             outcome = outcomes.Outcome(int(previous.get("k", K.MESSAGE_EVENT_KIND_FAILED)),
                                        str(previous.get("code", "")), str(previous.get("d", "")),
                                        int(previous.get("cat", 0)), str(previous.get("p", "")))
-            await self._final(job, outcome, occurred_at=at)
+            await self._final(job, outcome, result="duplicate", replay_of=at)
             return
         age = time.time() - float(previous.get("t", 0))
         if state == dedup.SENDING and age < self.cfg.lease:

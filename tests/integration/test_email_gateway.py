@@ -257,6 +257,10 @@ async def test_redelivered_job_is_sent_once(js: Any, events: Events, stack: dict
     await sentinel(events, stack["url"], job.message_id)
     assert [ev.kind for ev in events.of(job.message_id)] == [
         K.MESSAGE_EVENT_KIND_SUBMITTED, K.MESSAGE_EVENT_KIND_OPENED]
+    port = stack["gateway"].info["metrics_port"]
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/metrics") as r:
+        # the second copy was handled: as a duplicate, re-publishing the recorded outcome
+        assert re.search(r'herald_email_sends_total\{result="duplicate"\} [1-9]', await r.text())
 
 
 async def test_unsendable_jobs_fail_without_smtp(js: Any, events: Events, stack: dict[str, Any]) -> None:

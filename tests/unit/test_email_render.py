@@ -128,3 +128,13 @@ def test_classification() -> None:
     assert o.kind == K.MESSAGE_EVENT_KIND_DEFERRED and o.code == ""
     o = outcomes.from_exception(aiosmtplib.SMTPServerDisconnected("gone"))
     assert o.kind == K.MESSAGE_EVENT_KIND_DEFERRED
+
+
+def test_overlong_link_stays_untracked() -> None:
+    t = links.Tracker(tokens.Signer([b"k"]), "https://t.example.com")
+    job = e.MessageJob(message_id="m-1")
+    long_url = "https://example.com/?q=" + "x" * 5000
+    html = f'<a href="https://example.com/a">a</a><a href="{long_url}">b</a><a href="https://example.com/c">c</a>'
+    out, targets = links.rewrite_links(html, lambda i, u: t.click_url(job, i, u))
+    assert targets == ["https://example.com/a", "https://example.com/c"]
+    assert f'href="{long_url}"' in out and out.count("https://t.example.com/c/") == 2
