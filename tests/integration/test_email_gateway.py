@@ -63,6 +63,9 @@ def stack(workdir: Path, nats_url: str, redis_url: str) -> Iterator[dict[str, An
         if gateway is not None:
             gateway.stop()
         sink.stop()
+    # SIGTERM drains and exits cleanly (make run and Kubernetes rely on it)
+    assert gateway.popen.returncode == 0, gateway.log_tail()
+    assert sink.popen.returncode == 0, sink.log_tail()
 
 
 class Events:
