@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import json
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from email.message import EmailMessage
@@ -283,6 +285,24 @@ async def test_unsendable_jobs_fail_without_smtp(js: Any, events: Events, stack:
         assert ev.failure_category == category, name
         assert ev.error_description, name
         assert await asyncio.to_thread(_read_eml, stack["sink_dir"], job.message_id) == [], name
+
+
+async def test_marker_left_by_a_dead_worker_fails_instead_of_resending(
+        js: Any, redis_client: Any, events: Events, stack: dict[str, Any]) -> None:
+    job = make_job("ivy@example.com")
+    # a worker claimed it an hour ago and never finished: the relay may have the message
+    await redis_client.set(f"herald:email:send:{job.message_id}:1",
+                           json.dumps({"s": "sending", "t": time.time() - 3600}))
+    await publish(js, job)
+    [ev] = await events.wait(lambda: events.of(job.message_id, K.MESSAGE_EVENT_KIND_FAILED))
+    assert ev.failure_category == F.FAILURE_CATEGORY_UNKNOWN
+    assert "outcome unknown" in ev.error_description
+    assert await asyncio.to_thread(_read_eml, stack["sink_dir"], job.message_id) == []
+    # an operator retry is a new attempt and goes out
+    job.attempt = 2
+    await publish(js, job)
+    await events.wait(lambda: events.of(job.message_id, K.MESSAGE_EVENT_KIND_SUBMITTED))
+    assert len(await eml(stack["sink_dir"], job.message_id)) == 1
 
 
 # --- tracking -----------------------------------------------------------------------
