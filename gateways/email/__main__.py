@@ -65,10 +65,11 @@ async def main() -> None:
 
     stop = asyncio.Event()
     # A batch a few times the pool keeps every connection busy without holding jobs
-    # (and their ack_wait clocks) while they queue for a connection.
+    # (and their ack_wait clocks) while they queue for a connection. Capped: every job in
+    # flight holds a Redis connection at times and redis-py's pool refuses the 101st.
     consumer = asyncio.create_task(bus.pull_loop(
         js, stream=bus.JOBS_STREAM, durable=DURABLE, subject=bus.SUBJECT_EMAIL_JOBS,
-        handler=worker.handle, stop=stop, concurrent=True, batch=max(4 * pool_size, 8),
+        handler=worker.handle, stop=stop, concurrent=True, batch=min(max(4 * pool_size, 8), 64),
     ))
     rt.write_ready(tracking_port=tracking_port, tracking_url=base_url)
 
