@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,6 +115,7 @@ class GatewayConfig:
     mapping_ttl: int = 259200
     dedup_ttl: int = 172800
     max_parts: int = 1  # multipart arrives with issue 4; until then longer texts fail clearly
+    record_retry_for: float = 20.0
 
     @classmethod
     def from_settings(cls) -> GatewayConfig:
@@ -124,6 +126,7 @@ class GatewayConfig:
             throttle_delay=settings.THROTTLE_DELAY.get_float(),
             mapping_ttl=settings.DLR_MAPPING_TTL.get_int(),
             dedup_ttl=settings.DEDUP_TTL.get_int(),
+            record_retry_for=settings.RECORD_RETRY_FOR.get_float(),
         )
 
 
@@ -184,25 +187,43 @@ class Gateway:
         except (ResponseTimeout, ConnectionLost) as exc:
             reason = "timeout" if isinstance(exc, ResponseTimeout) else "connection_lost"
             metrics.SUBMITS.labels(reason).inc()
-            await self.store.mark(job.message_id, job.attempt, "unknown", reason)
-            await self._unknown(ident, reason)
+            await self._record(lambda: self.store.mark(job.message_id, job.attempt, "unknown", reason))
+            await self._record(lambda: self._unknown(ident, reason))
             return
 
+        # From here on the SMSC has told us something: record it, retrying transient
+        # Redis/NATS failures in place. Leaving it to a redelivery would lose the SMSC id
+        # (the marker would still say pending and the job would end up "abandoned").
+        mid, attempt = job.message_id, job.attempt
         status = resp.status
         metrics.SUBMITS.labels("ok" if status == pdu.ESME_ROK else pdu.status_name(status)).inc()
         if status == pdu.ESME_ROK:
             smsc_id = resp.text_field("message_id")
-            await self.store.mark(job.message_id, job.attempt, "ok", smsc_id)
-            await self._submitted(ident, smsc_id)
+            await self._record(lambda: self.store.mark(mid, attempt, "ok", smsc_id))
+            await self._record(lambda: self._submitted(ident, smsc_id))
             return
         if status in TEMPORARY_STATUSES:
-            await self.store.release(job.message_id, job.attempt)
+            await self._record(lambda: self.store.release(mid, attempt))
             metrics.JOBS.labels("retry").inc()
             raise bus.TemporaryError(f"SMSC answered {pdu.status_name(status)}",
                                      delay=self.cfg.throttle_delay)
         code = pdu.status_code(status)
-        await self.store.mark(job.message_id, job.attempt, "failed", code)
-        await self._refused(ident, status)
+        await self._record(lambda: self.store.mark(mid, attempt, "failed", code))
+        await self._record(lambda: self._refused(ident, status))
+
+    async def _record(self, step: Callable[[], Awaitable[None]]) -> None:
+        deadline = time.monotonic() + self.cfg.record_retry_for
+        delay = 0.05
+        while True:
+            try:
+                await step()
+                return
+            except Exception as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("recording a submit outcome failed, retrying: %s", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     def _submit_fields(self, job: e.MessageJob) -> dict[str, Any]:
         dest, dton, dnpi = destination_address(job.to)
@@ -305,7 +326,7 @@ class Gateway:
         if mapping is None:
             # Not (yet) known: the submit may still be finishing. The SMSC will resend.
             metrics.RECEIPTS.labels("unmatched").inc()
-            log.info("receipt for an unknown id, asking for a resend",
+            log.debug("receipt for an unknown id, asking for a resend",
                      extra={"smsc_id": receipt.message_id, "stat": receipt.stat})
             return pdu.ESME_RX_T_APPN
         stat_label = receipt.stat if receipt.stat in receipts.KNOWN_STATS else "OTHER"

@@ -60,6 +60,15 @@ THROTTLE_DELAY = setting(
     "HERALD_SMPP_THROTTLE_DELAY", "1.0",
     "Seconds before a job refused with ESME_RTHROTTLED / ESME_RMSGQFUL is redelivered.", GW,
 )
+REDIS_MAX_CONNECTIONS = setting(
+    "HERALD_SMPP_REDIS_MAX_CONNECTIONS", "64",
+    "Redis connections the gateway opens at most; callers beyond that wait for a free one.", GW,
+)
+RECORD_RETRY_FOR = setting(
+    "HERALD_SMPP_RECORD_RETRY_FOR", "20",
+    "Seconds the gateway keeps retrying (Redis/NATS trouble) to record a submit the SMSC has "
+    "already answered, before leaving the job to redelivery.", GW,
+)
 
 # --- SMSC simulator (tests, `make run`) -----------------------------------------------
 SIM_ADDR = setting(
@@ -73,7 +82,7 @@ SIM_PASSWORD = setting(
     "HERALD_SMPP_SIM_PASSWORD", "", "Password the simulator accepts (empty: any).", SIM
 )
 SIM_RECEIPT_DELAY = setting(
-    "HERALD_SMPP_SIM_RECEIPT_DELAY", "0.1",
+    "HERALD_SMPP_SIM_RECEIPT_DELAY", "0.5",
     "Seconds between a submit_sm_resp and its delivery receipt (deliver_sm).", SIM,
 )
 SIM_FAIL_PATTERN = setting(
@@ -119,8 +128,8 @@ SIM_DUPLICATE_RECEIPTS = setting(
 )
 SIM_RECEIPT_RETRY_DELAY = setting(
     "HERALD_SMPP_SIM_RECEIPT_RETRY_DELAY", "0.2",
-    "Seconds before a receipt is sent again after a non-zero deliver_sm_resp, a timeout, or "
-    "while no receiver is bound.", SIM,
+    "First delay (seconds) before a receipt is sent again after a non-zero deliver_sm_resp, a "
+    "timeout, or while no receiver is bound; doubles per attempt up to 5 s.", SIM,
 )
 SIM_RECEIPT_MAX_ATTEMPTS = setting(
     "HERALD_SMPP_SIM_RECEIPT_MAX_ATTEMPTS", "50",

@@ -243,3 +243,45 @@ async def eventually(cond: Callable[[], bool], timeout: float = 10.0) -> None:
             if cond():
                 return
             await asyncio.sleep(0.02)
+
+
+async def test_redis_hiccup_after_the_smsc_accepted_does_not_lose_the_id(
+        js: JetStreamContext, redis_client) -> None:  # type: ignore[no-untyped-def]
+    """The SMSC accepted the submit, then recording it in Redis fails a few times: the
+    gateway retries in place, so the id is kept, the receipt matches and nothing is
+    resubmitted or given up as abandoned."""
+    run = f"h{uuid.uuid4().hex[:8]}"
+    subject, durable = f"jobs.sms.{run}", f"smpp-{run}"
+    sim = SmscSimulator(SimulatorConfig(receipt_delay=0.05, receipt_retry_delay=0.05))
+    port = await sim.start()
+    gateway = Gateway(js, redis_client, ClientConfig("127.0.0.1", port, "herald", window=10),
+                      GatewayConfig(subject=subject, consumer=durable))
+    real_mark = gateway.store.mark
+    failures = {"left": 6}
+
+    async def flaky_mark(message_id: str, attempt: int, state: str, value: str) -> None:
+        if state == "ok" and failures["left"] > 0:
+            failures["left"] -= 1
+            raise ConnectionError("redis went away")
+        await real_mark(message_id, attempt, state, value)
+
+    gateway.store.mark = flaky_mark  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    jobs = [job(i, run) for i in range(10)]
+    ids = {j.message_id for j in jobs}
+    runner = asyncio.create_task(gateway.run(stop))
+    try:
+        async with EventLog(js, ids) as events:
+            await publish_jobs(js, subject, jobs)
+            await events.until(all_final(ids), timeout=20)
+            await wait_consumer_idle(js, durable)
+            await events.settle()
+        S, D = K.MESSAGE_EVENT_KIND_SUBMITTED, K.MESSAGE_EVENT_KIND_DELIVERED
+        assert all(kinds(events.by_id[m]) == [S, D] for m in ids)
+        assert failures["left"] == 0
+        assert sim.stats.submits_total == 10 and sim.stats.receipts_dropped == 0
+    finally:
+        stop.set()
+        await asyncio.wait_for(runner, 15)
+        await sim.stop()
+        await js.delete_consumer(bus.JOBS_STREAM, durable)

@@ -32,6 +32,7 @@ _BIND_RESP = {pdu.BIND_TRANSCEIVER: ("bind_transceiver_resp", "trx"),
               pdu.BIND_TRANSMITTER: ("bind_transmitter_resp", "tx"),
               pdu.BIND_RECEIVER: ("bind_receiver_resp", "rx")}
 ID_STYLES = ("hex", "decimal", "mixed")
+MAX_RETRY_DELAY = 5.0
 
 
 def _pattern(value: str) -> re.Pattern[str] | None:
@@ -44,7 +45,7 @@ class SimulatorConfig:
     port: int = 0
     system_id: str = ""   # empty: any
     password: str = ""    # empty: any
-    receipt_delay: float = 0.1
+    receipt_delay: float = 0.5
     fail_pattern: str = ""
     fail_stat: str = "UNDELIV"
     reject_pattern: str = ""
@@ -360,6 +361,7 @@ class SmscSimulator:
                                 first: asyncio.Future[pdu.Frame] | None) -> bool:
         st = self.stats
         fut = first
+        delay = self.cfg.receipt_retry_delay
         for _attempt in range(self.cfg.receipt_max_attempts):
             if fut is None:
                 conn = self._receiver(origin.system_id, origin)
@@ -376,7 +378,8 @@ class SmscSimulator:
             if status == pdu.ESME_ROK:
                 return True
             st.receipts_retried += 1
-            await asyncio.sleep(self.cfg.receipt_retry_delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_RETRY_DELAY)
         return False
 
     async def _deliver_receipt(self, origin: _Connection, fields: dict[str, Any],
