@@ -184,7 +184,7 @@ async def pull_loop(
     while not stop.is_set():
         try:
             msgs = await sub.fetch(batch, timeout=0.5)
-        except NatsTimeout:
+        except (NatsTimeout, TimeoutError):  # idle consumer: either flavour is raised
             continue
         except asyncio.CancelledError:
             raise
