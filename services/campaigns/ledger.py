@@ -90,7 +90,7 @@ class Ledger:
         while not stop.is_set():
             try:
                 msgs = await sub.fetch(self.batch, timeout=0.5)
-            except NatsTimeout:
+            except (NatsTimeout, TimeoutError):  # idle consumer
                 continue
             except asyncio.CancelledError:
                 raise

@@ -19,12 +19,18 @@ INVALID = c.FAILURE_CATEGORY_INVALID_ADDRESS
 UNSUBSCRIBED = c.FAILURE_CATEGORY_UNSUBSCRIBED
 
 
+ACCEPTED_TOTAL = AUDIENCE_MEMBERS.labels("accepted")
+INVALID_TOTAL = AUDIENCE_MEMBERS.labels("invalid_address")
+UNSUBSCRIBED_TOTAL = AUDIENCE_MEMBERS.labels("unsubscribed")
+
+
 @dataclass
 class Candidate:
     recipient: c.Recipient
     key: str | None  # de-duplication key; None = never a duplicate
     address: str = ""  # normalised address when valid
     reason: str = ""  # set when rejected as an invalid address
+    match: str = ""  # suppression-list key of a valid address
 
 
 def recipient_of(rec: dict[str, Any]) -> c.Recipient:
@@ -57,7 +63,11 @@ class Resolver:
         address = getattr(r, self._address_field())
         if not address:
             return Candidate(r, f"contact:{rec['id']}", reason=f"Contact {rec['id']} has no {self.noun}")
-        return Candidate(r, "addr:" + match_key(self.channel, address), address=address)
+        return self._valid(r, address)
+
+    def _valid(self, r: c.Recipient, address: str) -> Candidate:
+        key = match_key(self.channel, address)
+        return Candidate(r, "addr:" + key, address=address, match=key)
 
     def from_inline(self, r: c.Recipient, known: dict[str, dict[str, Any]]) -> Candidate:
         field = self._address_field()
@@ -79,7 +89,7 @@ class Resolver:
                 if not address:
                     return Candidate(r, f"contact:{r.contact_id}",
                                      reason=f"Contact {r.contact_id} has no {self.noun}")
-                return Candidate(r, "addr:" + match_key(self.channel, address), address=address)
+                return self._valid(r, address)
         else:
             r = c.Recipient(phone=r.phone, email=r.email, first_name=r.first_name,
                             last_name=r.last_name, fields=r.fields)
@@ -91,7 +101,7 @@ class Resolver:
             return Candidate(r, "raw:" + raw.lower(),
                              reason=f"The {self.noun} {self._shown(raw)} is incorrect")
         setattr(r, field, address)
-        return Candidate(r, "addr:" + match_key(self.channel, address), address=address)
+        return self._valid(r, address)
 
     async def finish(self, candidates: Sequence[Candidate]) -> list[pb.AudienceMember]:
         fresh: list[Candidate] = []
@@ -101,25 +111,29 @@ class Resolver:
                     continue
                 self.seen.add(cand.key)
             fresh.append(cand)
-        blocked = await self.store.suppressed(
-            self.ws, self.channel, [match_key(self.channel, x.address) for x in fresh if x.address])
+        blocked = await self.store.suppressed(self.ws, self.channel,
+                                              [x.match for x in fresh if x.match])
         out: list[pb.AudienceMember] = []
+        accepted = invalid = unsubscribed = 0
         for cand in fresh:
             r = cand.recipient
             if not self.show_pii and r.phone:
                 r.phone = mask_phone(r.phone)
             if not cand.address:
-                AUDIENCE_MEMBERS.labels("invalid_address").inc()
+                invalid += 1
                 out.append(pb.AudienceMember(recipient=r, accepted=False, rejection=INVALID,
                                              rejection_reason=cand.reason))
-            elif match_key(self.channel, cand.address) in blocked:
-                AUDIENCE_MEMBERS.labels("unsubscribed").inc()
+            elif cand.match in blocked:
+                unsubscribed += 1
                 out.append(pb.AudienceMember(
                     recipient=r, accepted=False, rejection=UNSUBSCRIBED,
                     rejection_reason=f"The {self.noun} {self._shown(cand.address)} has unsubscribed"))
             else:
-                AUDIENCE_MEMBERS.labels("accepted").inc()
+                accepted += 1
                 out.append(pb.AudienceMember(recipient=r, accepted=True))
+        ACCEPTED_TOTAL.inc(accepted)
+        INVALID_TOTAL.inc(invalid)
+        UNSUBSCRIBED_TOTAL.inc(unsubscribed)
         return out
 
     async def resolve(self, category_ids: Sequence[str], inline: Sequence[c.Recipient],

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message as PbMessage
-from sqlalchemy import and_, bindparam, event, exists, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, event, exists, func, insert, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
@@ -286,12 +286,9 @@ class Store:
         q: Select[Any] = select(contacts).where(*conds)
         if key is not None:
             at = datetime.fromisoformat(key[0])
-            if descending:
-                q = q.where(or_(contacts.c.created_at < at,
-                                and_(contacts.c.created_at == at, contacts.c.id < key[1])))
-            else:
-                q = q.where(or_(contacts.c.created_at > at,
-                                and_(contacts.c.created_at == at, contacts.c.id > key[1])))
+            # Row values let SQLite and PostgreSQL seek in ix_contacts_ws_created.
+            pos = tuple_(contacts.c.created_at, contacts.c.id)
+            q = q.where(pos < tuple_(at, key[1]) if descending else pos > tuple_(at, key[1]))
         order = ([contacts.c.created_at.desc(), contacts.c.id.desc()] if descending
                  else [contacts.c.created_at, contacts.c.id])
         async with self.engine.connect() as conn:
@@ -330,8 +327,7 @@ class Store:
         while True:
             q = select(contacts).where(contacts.c.workspace_id == ws, member)
             if after is not None:
-                q = q.where(or_(contacts.c.created_at > after[0], and_(
-                    contacts.c.created_at == after[0], contacts.c.id > after[1])))
+                q = q.where(tuple_(contacts.c.created_at, contacts.c.id) > tuple_(*after))
             async with self.engine.connect() as conn:
                 res = await conn.execute(q.order_by(contacts.c.created_at, contacts.c.id).limit(chunk))
                 recs = [dict(r) for r in res.mappings()]
