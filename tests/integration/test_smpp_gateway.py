@@ -228,7 +228,10 @@ async def test_receipts_racing_ahead_duplicated_and_unanswered_submits(
         assert dropped[0].error_code == "TIMEOUT"
         assert dropped[0].failure_category == FC.FAILURE_CATEGORY_UNKNOWN
         st = sim.stats
-        assert st.receipts_acked == 29 and st.receipts_retried >= 29  # each first try refused
+        # Receipts sent ahead of their submit_sm_resp were refused (ESME_RX_T_APPN) and
+        # resent, never lost. (A lookup that happens to run after the mapping was written
+        # matches at once, so not every one of them needs a retry.)
+        assert st.receipts_acked == 29 and st.receipts_retried > 0 and st.receipts_dropped == 0
         assert all(n == 1 for n in st.attempts.values()) and len(st.attempts) == 30
     finally:
         stop.set()
