@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 
-import redis.asyncio as aioredis
-
 from gateways.smpp import settings
 from gateways.smpp.gateway import Gateway, GatewayConfig
 from gateways.smpp.session import ClientConfig
-from shared import bus, config, log
+from shared import bus, cache, log
 from shared.grpc_server import ServiceRuntime
 
 NAME = "smpp-gateway"
@@ -25,11 +23,8 @@ async def main() -> None:
     nc = await bus.connect(name=NAME)
     js = nc.jetstream()
     await bus.ensure_streams(js)
-    # Blocking pool: a burst of job and receipt handlers waits for a connection instead of
-    # failing with "Too many connections" (redis-py's default pool raises at 100).
-    redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
-        config.REDIS_URL.get(), max_connections=settings.REDIS_MAX_CONNECTIONS.get_int(),
-        timeout=30, health_check_interval=30, socket_keepalive=True))
+    # Blocking pool: bursts of job and receipt handlers wait for a connection, never fail.
+    redis = cache.connect(max_connections=settings.REDIS_MAX_CONNECTIONS.get_int())
     client_cfg = ClientConfig.from_settings()
     gateway = Gateway(js, redis, client_cfg, GatewayConfig.from_settings())
     jobs_stop = asyncio.Event()
