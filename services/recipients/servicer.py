@@ -163,6 +163,7 @@ class RecipientServicer(pb_grpc.RecipientServiceServicer):
         resp, replayed = await self.store.mutate(p.workspace, "UpsertContacts",
                                                  request.request_id, pb.UpsertContactsResponse, work)
         if not replayed:
+            self.store.note_imported(resp.created + resp.updated)
             for result, n in (("created", resp.created), ("updated", resp.updated),
                               ("rejected", resp.rejected)):
                 if n:

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -14,7 +16,19 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message as PbMessage
-from sqlalchemy import and_, bindparam, event, exists, func, insert, or_, select, tuple_, update
+from sqlalchemy import (
+    and_,
+    bindparam,
+    event,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
@@ -32,6 +46,10 @@ from shared.errors import HeraldError, invalid
 from shared.timeutil import Clock, aware
 
 M = TypeVar("M", bound=PbMessage)
+
+log = logging.getLogger("herald.recipients.store")
+
+ANALYSE_AFTER = 1000  # contacts created or updated before statistics are refreshed
 
 IN_CHUNK = 500  # bound parameters per IN (...) list
 
@@ -82,6 +100,19 @@ def _sqlite_immediate(engine: AsyncEngine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+def _pg_custom_plans(engine: AsyncEngine) -> None:
+    """asyncpg prepares every statement, and after five runs PostgreSQL may settle on a
+    generic plan made while the tables were small: a sequential scan testing each row
+    against a 500-value IN list took seconds per query at 10k contacts. Custom plans cost
+    a little planning per query and always use the key indexes."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _custom_plans(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("SET plan_cache_mode = force_custom_plan")
+        cur.close()
+
+
 @dataclass
 class ContactRow:
     """A validated UpsertContacts row (addresses already normalised)."""
@@ -117,7 +148,31 @@ class Store:
         self.clock = clock or Clock()
         if engine.dialect.name == "sqlite":
             _sqlite_immediate(engine)
+        elif engine.dialect.name == "postgresql":
+            _pg_custom_plans(engine)
         self._writer = engine.execution_options(herald_write=True)
+        self._unanalysed = 0
+        self._analyse: asyncio.Task[None] | None = None
+
+    def note_imported(self, rows: int) -> None:
+        """PostgreSQL plans from table statistics that autovacuum refreshes only after a
+        while; right after a big import, stale ones made ResolveAudience sort the whole
+        category per chunk (50 s instead of 5 s for 100k contacts). Refresh them at once."""
+        if self.engine.dialect.name != "postgresql":
+            return
+        self._unanalysed += rows
+        if self._unanalysed < ANALYSE_AFTER or (self._analyse and not self._analyse.done()):
+            return
+        self._unanalysed = 0
+        self._analyse = asyncio.get_running_loop().create_task(self._run_analyse())
+
+    async def _run_analyse(self) -> None:
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("ANALYZE contacts, contact_categories"))
+                await conn.commit()
+        except Exception:  # statistics are an optimisation; autovacuum catches up anyway
+            log.warning("ANALYZE after import failed", exc_info=True)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
@@ -191,16 +246,19 @@ class Store:
         exts = sorted({r.external_id for r in rows if r.external_id})
         phones = sorted({r.phone for r in rows if not r.external_id and r.phone})
         emails = sorted({r.email for r in rows if not r.external_id and r.email})
+        found: dict[str, dict[str, Any]] = {}
         for col, keys in ((contacts.c.external_id, exts), (contacts.c.phone, phones),
                           (contacts.c.email, emails)):
             for part in chunks(keys):
-                found = await conn.execute(select(contacts).where(
-                    contacts.c.workspace_id == ws, col.in_(part)).order_by(contacts.c.created_at,
-                                                                             contacts.c.id))
-                for rec in found.mappings():
-                    if rec["id"] not in pending:
-                        pending[rec["id"]] = _Pending(dict(rec), new=False)
-                        index(pending[rec["id"]].values)
+                # No ORDER BY: with one, PostgreSQL walks ix_contacts_ws_created and tests
+                # every row against the whole IN list instead of seeking the key index.
+                res = await conn.execute(select(contacts).where(
+                    contacts.c.workspace_id == ws, col.in_(part)))
+                found.update((rec["id"], dict(rec)) for rec in res.mappings())
+        # The oldest contact wins when several share a phone or an email.
+        for rec in sorted(found.values(), key=lambda r: (aware(r["created_at"]), r["id"])):
+            pending[rec["id"]] = _Pending(rec, new=False)
+            index(rec)
 
         now = self.clock.now()
         touched: list[str] = []

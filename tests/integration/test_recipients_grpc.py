@@ -305,3 +305,19 @@ async def test_listing_pages_and_filters(stub: pb_grpc.RecipientServiceStub, md:
         await stub.AddSuppression(pb.AddSuppressionRequest(
             channel=c.CHANNEL_SMS, address="not a phone"), metadata=md)
     assert "address" in field_violations(err.value)
+
+
+async def test_large_audience_streams_in_chunks(stub: pb_grpc.RecipientServiceStub, md: tuple,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HERALD_RECIPIENTS_AUDIENCE_CHUNK", "500")
+    cat = await stub.CreateCategory(pb.CreateCategoryRequest(name="big"), metadata=md)
+    # 1500 rows: also past the threshold that refreshes PostgreSQL's statistics.
+    up = await stub.UpsertContacts(pb.UpsertContactsRequest(contacts=[
+        pb.Contact(external_id=f"b{i}", email=f"big{i}@example.com", category_ids=[cat.id])
+        for i in range(1500)]), metadata=md)
+    assert up.created == 1500
+    members = await resolve(stub, md, channel=c.CHANNEL_EMAIL, category_ids=[cat.id])
+    assert len(members) == 1500 and all(m.accepted for m in members)
+    assert len({m.recipient.email for m in members}) == 1500
+    cats = await stub.ListCategories(pb.ListCategoriesRequest(), metadata=md)
+    assert [x.contacts_count for x in cats.categories] == [1500]
