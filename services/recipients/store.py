@@ -250,8 +250,7 @@ class Store:
         for col, keys in ((contacts.c.external_id, exts), (contacts.c.phone, phones),
                           (contacts.c.email, emails)):
             for part in chunks(keys):
-                # No ORDER BY: with one, PostgreSQL walks ix_contacts_ws_created and tests
-                # every row against the whole IN list instead of seeking the key index.
+                # Plain key-index lookups; the oldest-first order is applied below.
                 res = await conn.execute(select(contacts).where(
                     contacts.c.workspace_id == ws, col.in_(part)))
                 found.update((rec["id"], dict(rec)) for rec in res.mappings())
