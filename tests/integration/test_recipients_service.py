@@ -153,6 +153,9 @@ async def test_contact_events_fill_the_suppression_list(
     port = service.info["metrics_port"]
     text = await asyncio.to_thread(
         lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode())
-    assert 'herald_recipients_suppressions_added_total{source="event"} 2.0' in text
+    # At least ours: other tests on the shared NATS server may publish contact events too.
+    added = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+             if line.startswith('herald_recipients_suppressions_added_total{source="event"}')]
+    assert added and added[0] >= 2
     assert "herald_recipients_contacts_upserted_total" in text
     assert 'herald_recipients_audience_members_total{result="unsubscribed"}' in text
