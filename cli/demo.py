@@ -191,12 +191,13 @@ def print_stats(console: Any, sms: cpb.Campaign, sms_st: spb.CampaignStats,
                 em: cpb.Campaign, em_st: spb.CampaignStats) -> None:
     from rich.table import Table
 
+    # Metrics as rows so the table fits an 80-column terminal.
     table = Table(title="demo campaigns (StatsService.GetCampaignStats)")
-    cols = ("campaign", "status", "total", "sent", "delivered", "failed", "viewed", "views",
-            "clicked", "clicks")
-    for col in cols:
-        table.add_column(col, justify="right" if col not in ("campaign", "status") else "left")
-    for label, cp, st in (("SMS", sms, sms_st), ("email", em, em_st)):
-        table.add_row(f"{label} {cp.id[:8]}", cpb.CampaignStatus.Name(cp.status).removeprefix("CAMPAIGN_STATUS_"),
-                      *(str(getattr(st, f)) for f in cols[2:]))
+    table.add_column("metric")
+    table.add_column(f"SMS {sms.id[:8]}", justify="right")
+    table.add_column(f"email {em.id[:8]}", justify="right")
+    table.add_row("status", *(cpb.CampaignStatus.Name(cp.status).removeprefix("CAMPAIGN_STATUS_")
+                              for cp in (sms, em)))
+    for f in ("total", "sent", "delivered", "failed", "viewed", "views", "clicked", "clicks"):
+        table.add_row(f, str(getattr(sms_st, f)), str(getattr(em_st, f)))
     console.print(table)

@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -86,11 +87,11 @@ class Stack:
                 continue
             parts = []
             if info.get("grpc_port"):
-                parts.append(f"gRPC 127.0.0.1:{info['grpc_port']}")
+                parts.append(f"gRPC :{info['grpc_port']}")
             for key in ("smpp_port", "smtp_port", "tracking_port", "bounce_port"):
                 if info.get(key):
-                    parts.append(f"{key.removesuffix('_port')} 127.0.0.1:{info[key]}")
-            metrics = f"http://127.0.0.1:{info['metrics_port']}/metrics" if info.get("metrics_port") else ""
+                    parts.append(f"{key.removesuffix('_port')} :{info[key]}")
+            metrics = f":{info['metrics_port']}/metrics" if info.get("metrics_port") else ""
             rows.append((name, ", ".join(parts), metrics))
         return rows
 
@@ -98,18 +99,33 @@ class Stack:
         return {n: p.popen.pid for n, p in self.procs.items()}
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
 def stop_recorded() -> int:
+    """`make stop`: ask the running devstack to stop its stack; if it is gone, stop the
+    processes it left behind."""
     if not PIDFILE.exists():
         print("nothing recorded as running")
         return 0
     pids = json.loads(PIDFILE.read_text())
+    owner = pids.pop("devstack", 0)
+    if owner and _alive(owner):
+        os.kill(owner, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while _alive(owner) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        print(f"stopped the stack of make run ({owner})")
     for name, pid in reversed(list(pids.items())):
-        try:
+        if _alive(pid):
             os.kill(pid, signal.SIGTERM)
             print(f"stopped {name} ({pid})")
-        except ProcessLookupError:
-            pass
-    PIDFILE.unlink()
+    PIDFILE.unlink(missing_ok=True)
     return 0
 
 
@@ -130,25 +146,30 @@ def main() -> int:
 
     console = Console()
     workdir = ROOT / "var/run"
-    for stale in workdir.glob("*.db*"):
-        stale.unlink()
+    if PIDFILE.exists():
+        stop_recorded()  # a previous `make run` still up (or killed hard): stop it first
+    # Every run starts from nothing: databases, JetStream store, mail sink.
+    shutil.rmtree(workdir, ignore_errors=True)
     stack = Stack(workdir)
     console.print("[bold]starting Herald[/] (logs in var/run/*.log)")
     t0 = time.monotonic()
     stack.start()
-    PIDFILE.write_text(json.dumps(stack.pids()))
+    PIDFILE.parent.mkdir(parents=True, exist_ok=True)
+    PIDFILE.write_text(json.dumps({"devstack": os.getpid(), **stack.pids()}))
     console.print(f"all processes ready in {time.monotonic() - t0:.1f}s")
     try:
         result = asyncio.run(demo.run(stack, args.sms, args.email, console))
-        table = Table(title="where Herald listens")
+        table = Table(title="where Herald listens (all on 127.0.0.1)")
         for col in ("process", "listens", "metrics"):
             table.add_column(col)
         for row in stack.listing():
             table.add_row(*row)
         console.print(table)
-        console.print(f"CLI: HERALD_CAMPAIGNS_ADDR={stack.addr('campaigns')} "
-                      f"HERALD_STATS_ADDR={stack.addr('stats')} "
-                      f"HERALD_RECIPIENTS_ADDR={stack.addr('recipients')} .venv/bin/herald campaigns list")
+        console.print("try the CLI from another shell:")
+        console.print(f"  export HERALD_CAMPAIGNS_ADDR={stack.addr('campaigns')} "
+                      f"HERALD_STATS_ADDR={stack.addr('stats')}", soft_wrap=True)
+        console.print(f"  .venv/bin/herald --workspace demo list; "
+                      f".venv/bin/herald --workspace demo stats {result.sms.id}", soft_wrap=True)
         if not result.ok:
             console.print("[red]demo did not reach the expected figures[/]")
             return 1
