@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Run a command with HERALD_TEST_PG_DSN pointing at a PostgreSQL server: the one on
 # 127.0.0.1:5432 when it answers, else a private throwaway cluster (initdb + pg_ctl)
-# on a free port, stopped afterwards.
+# on a free port, stopped afterwards (HERALD_TEST_PG_PRIVATE=1 forces the private one).
 set -euo pipefail
 bash "$(dirname "$0")/ensure-deps.sh" --pg
 if [ -n "${HERALD_TEST_PG_DSN:-}" ]; then exec "$@"; fi
-if (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
+if [ -z "${HERALD_TEST_PG_PRIVATE:-}" ] && (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
   export HERALD_TEST_PG_DSN="postgresql://postgres@127.0.0.1:5432/postgres"
   exec "$@"
 fi
