@@ -26,6 +26,19 @@ from cli.devstack import Stack
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def phases(label: str, cp: cpb.Campaign) -> list[tuple[str, str, str]]:
+    """Time spent in each state, from the campaign's state history."""
+    out = []
+    hist = list(cp.history)
+    for a, b in zip(hist, hist[1:], strict=False):
+        if a.status == b.status:
+            continue
+        dt = (b.at.ToNanoseconds() - a.at.ToNanoseconds()) / 1e9
+        name = cpb.CampaignStatus.Name(a.status).removeprefix("CAMPAIGN_STATUS_")
+        out.append((f"  {label} time in {name}", f"{dt:.2f} s", ""))
+    return out
+
+
 async def pipeline(stack: Stack, sms_n: int, email_n: int) -> list[tuple[str, str, str]]:
     cl = demo.Clients.connect(stack.addr("campaigns"), stack.addr("recipients"), stack.addr("stats"))
     rows = []
@@ -38,6 +51,7 @@ async def pipeline(stack: Stack, sms_n: int, email_n: int) -> list[tuple[str, st
         t_stats = time.perf_counter() - t0
         rows.append(("SMS campaign approve -> DONE", f"{t_done:.2f} s",
                      f"{sms_n / t_done:,.0f} msg/s ({cpb.CampaignStatus.Name(cp.status)})"))
+        rows.extend(phases("SMS", cp))
         rows.append(("SMS approve -> all DELIVERED in stats", f"{t_stats:.2f} s",
                      f"{st.delivered / t_stats:,.0f} msg/s"))
         t0 = time.perf_counter()
@@ -46,6 +60,7 @@ async def pipeline(stack: Stack, sms_n: int, email_n: int) -> list[tuple[str, st
         t_done = time.perf_counter() - t0
         rows.append(("email campaign create -> DONE", f"{t_done:.2f} s",
                      f"{email_n / t_done:,.0f} msg/s ({cpb.CampaignStatus.Name(cp.status)})"))
+        rows.extend(phases("email", cp))
     finally:
         await cl.close()
     return rows

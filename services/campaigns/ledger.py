@@ -17,7 +17,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
 from prometheus_client import Counter
-from sqlalchemy import func, update
+from sqlalchemy import DateTime, bindparam, case, func, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -31,7 +31,8 @@ S = c.MessageStatus
 K = e.MessageEventKind
 
 LEDGER_EVENTS = Counter("herald_campaigns_ledger_events_total",
-                        "Message events applied to the ledger, by kind and result.", ["kind", "result"])
+                        "Message events seen by the ledger, by result (applied, stale, duplicate, "
+                        "unknown, ignored).", ["result"])
 COUNTERS = {K.MESSAGE_EVENT_KIND_OPENED: "views", K.MESSAGE_EVENT_KIND_CLICKED: "clicks",
             K.MESSAGE_EVENT_KIND_REPLIED: "replies"}
 DURABLE = "campaigns-ledger"
@@ -43,35 +44,85 @@ async def first_time(conn: AsyncConnection, event_id: str, now: Any) -> bool:
     return res.rowcount == 1
 
 
-async def apply(conn: AsyncConnection, ev: e.MessageEvent, now: Any) -> str:
-    kind_label = states.kind_name(ev.kind)
-    if ev.kind in COUNTERS:
-        if not ev.event_id or not await first_time(conn, ev.event_id, now):
-            return "duplicate"
-        col = messages.c[COUNTERS[ev.kind]]
-        res = await conn.execute(update(messages).where(messages.c.id == ev.message_id)
-                                 .values({col: col + 1}))
-        return "applied" if res.rowcount else "unknown"
-    new = states.KIND_STATUS.get(ev.kind)
-    if new is None:
-        log.warning("event kind without a status", extra={"kind": kind_label})
-        return "ignored"
+def _keep_or(col: Any, param: str) -> Any:
+    """Set the column from the event only when the event carries a value."""
+    return case((bindparam(param) == "", col), else_=bindparam(param))
+
+
+# One statement for every status event, run as executemany over a whole batch: a row
+# moves only forwards (status_rank guard). Per-statement execution cost ~1 ms of CPU
+# each through aiosqlite, which made the ledger the pipeline's bottleneck.
+STATUS_UPDATE = (
+    update(messages)
+    .where(messages.c.id == bindparam("b_id"), messages.c.status_rank < bindparam("b_rank"))
+    .values(
+        status=bindparam("b_status"),
+        status_rank=bindparam("b_rank"),
+        carrier_result=_keep_or(messages.c.carrier_result, "b_carrier"),
+        error_code=_keep_or(messages.c.error_code, "b_code"),
+        error_description=_keep_or(messages.c.error_description, "b_desc"),
+        provider_message_id=_keep_or(messages.c.provider_message_id, "b_provider"),
+        failure_category=case((bindparam("b_category") == 0, messages.c.failure_category),
+                              else_=bindparam("b_category")),
+        attempt=case((bindparam("b_attempt") == 0, messages.c.attempt), else_=bindparam("b_attempt")),
+        sent_at=func.coalesce(messages.c.sent_at, bindparam("b_sent_at", type_=DateTime(timezone=True))),
+        delivered_at=func.coalesce(bindparam("b_delivered_at", type_=DateTime(timezone=True)),
+                                   messages.c.delivered_at),
+    )
+)
+
+
+def status_params(ev: e.MessageEvent, new: int, now: Any) -> dict[str, Any]:
     at = from_ts(ev.occurred_at) or now
-    values: dict[str, Any] = {"status": new, "status_rank": states.RANK[new]}
-    for field in ("carrier_result", "error_code", "error_description", "provider_message_id"):
-        if getattr(ev, field):
-            values[field] = getattr(ev, field)
-    if ev.failure_category:
-        values["failure_category"] = ev.failure_category
-    if ev.attempt:
-        values["attempt"] = ev.attempt
-    if new in states.SENT:
-        values["sent_at"] = func.coalesce(messages.c.sent_at, at)
-    if new == S.MESSAGE_STATUS_DELIVERED:
-        values["delivered_at"] = at
-    res = await conn.execute(update(messages).where(
-        messages.c.id == ev.message_id, messages.c.status_rank < states.RANK[new]).values(values))
-    return "applied" if res.rowcount else "stale"
+    return {
+        "b_id": ev.message_id, "b_rank": states.RANK[new], "b_status": new,
+        "b_carrier": ev.carrier_result, "b_code": ev.error_code, "b_desc": ev.error_description,
+        "b_provider": ev.provider_message_id, "b_category": ev.failure_category,
+        "b_attempt": ev.attempt,
+        "b_sent_at": at if new in states.SENT else None,
+        "b_delivered_at": at if new == S.MESSAGE_STATUS_DELIVERED else None,
+    }
+
+
+async def apply_batch(conn: AsyncConnection, events: list[e.MessageEvent], now: Any) -> dict[str, int]:
+    """Apply a batch in order; returns counts by result for the metrics."""
+    results: dict[str, int] = {}
+    status_rows: list[dict[str, Any]] = []
+
+    def count(result: str, n: int = 1) -> None:
+        results[result] = results.get(result, 0) + n
+
+    async def flush(rows: list[dict[str, Any]]) -> None:
+        res = await conn.execute(STATUS_UPDATE, rows)
+        if conn.dialect.supports_sane_multi_rowcount:
+            count("applied", res.rowcount)
+            count("stale", len(rows) - res.rowcount)
+        else:  # asyncpg's executemany reports no row counts
+            count("status_batched", len(rows))
+
+    for ev in events:
+        if ev.kind in COUNTERS:
+            # Counters are rare next to status events; keep them per event (de-dup by id).
+            if status_rows:
+                await flush(status_rows)
+                status_rows = []
+            if not ev.event_id or not await first_time(conn, ev.event_id, now):
+                count("duplicate")
+                continue
+            col = messages.c[COUNTERS[ev.kind]]
+            res = await conn.execute(update(messages).where(messages.c.id == ev.message_id)
+                                     .values({col: col + 1}))
+            count("applied" if res.rowcount else "unknown")
+            continue
+        new = states.KIND_STATUS.get(ev.kind)
+        if new is None:
+            log.warning("event kind without a status", extra={"kind": states.kind_name(ev.kind)})
+            count("ignored")
+            continue
+        status_rows.append(status_params(ev, new, now))
+    if status_rows:
+        await flush(status_rows)
+    return results
 
 
 class Ledger:
@@ -106,17 +157,14 @@ class Ledger:
                     log.error("dropping unparsable event", extra={"reason": str(exc)})
                     await m.term()
             try:
-                results = []
                 async with self.store.engine.begin() as conn:
-                    now = self.clock.now()
-                    for _m, ev in good:
-                        results.append((ev.kind, await apply(conn, ev, now)))
+                    results = await apply_batch(conn, [ev for _m, ev in good], self.clock.now())
             except Exception:
                 log.exception("ledger batch failed; redelivering", extra={"events": len(good)})
                 for m, _ev in good:
                     await m.nak(delay=1.0)
                 continue
-            for kind, result in results:
-                LEDGER_EVENTS.labels(states.kind_name(kind), result).inc()
+            for result, n in results.items():
+                LEDGER_EVENTS.labels(result).inc(n)
             await asyncio.gather(*(m.ack() for m, _ in good))
         await sub.unsubscribe()
