@@ -94,16 +94,6 @@ DB_URL = setting(
 RECIPIENTS_ADDR = setting(
     "HERALD_RECIPIENTS_ADDR", "127.0.0.1:50052", "host:port of RecipientService.", "campaigns, cli"
 )
-SCHEDULER_INTERVAL = setting(
-    "HERALD_SCHEDULER_INTERVAL", "0.2", "Seconds between scheduler/dispatcher ticks.", "campaigns"
-)
-DISPATCH_BATCH = setting(
-    "HERALD_DISPATCH_BATCH", "500", "Jobs the dispatcher publishes per campaign per tick.", "campaigns"
-)
-JOB_TTL = setting(
-    "HERALD_JOB_TTL", "86400", "Seconds after which an undelivered job is failed as EXPIRED.",
-    "campaigns",
-)
 
 # --- CLI ---------------------------------------------------------------------
 CAMPAIGNS_ADDR = setting("HERALD_CAMPAIGNS_ADDR", "127.0.0.1:50051", "host:port of CampaignService.", "cli")

@@ -8,6 +8,7 @@ import os
 import grpc
 from herald.v1 import campaigns_pb2_grpc, recipients_pb2_grpc
 
+from services.campaigns import settings
 from services.campaigns.ledger import Ledger
 from services.campaigns.scheduler import Scheduler
 from services.campaigns.servicer import CampaignServicer
@@ -32,8 +33,8 @@ async def main() -> None:
     channel = grpc.aio.insecure_channel(config.RECIPIENTS_ADDR.get())
     store = Store(engine)
     scheduler = Scheduler(store, js, recipients_pb2_grpc.RecipientServiceStub(channel),
-                          interval=config.SCHEDULER_INTERVAL.get_float(),
-                          batch=config.DISPATCH_BATCH.get_int(), job_ttl=config.JOB_TTL.get_float())
+                          interval=settings.SCHEDULER_INTERVAL.get_float(),
+                          batch=settings.DISPATCH_BATCH.get_int(), job_ttl=settings.JOB_TTL.get_float())
     servicer = CampaignServicer(store, on_cancel=scheduler.cancel_queued)
     rt.start_metrics()
     await rt.start_grpc([(campaigns_pb2_grpc.add_CampaignServiceServicer_to_server, servicer,

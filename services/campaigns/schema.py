@@ -7,6 +7,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     Index,
     Integer,
     LargeBinary,
@@ -45,6 +46,20 @@ campaigns = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("started_at", DateTime(timezone=True)),
     Column("completed_at", DateTime(timezone=True)),
+    Column("description", Text, nullable=False, server_default=""),
+    # Daily sending window: "HH:MM" local times in an IANA zone; empty = always.
+    Column("window_start", String(5), nullable=False, server_default=""),
+    Column("window_end", String(5), nullable=False, server_default=""),
+    Column("window_tz", String(64), nullable=False, server_default=""),
+    Column("max_rate", Float, nullable=False, server_default="0"),
+    Column("auto_pause_failures", Integer, nullable=False, server_default="0"),
+    # Why a campaign is PAUSED: operator | window | failures (only "window" resumes by itself).
+    Column("paused_by", String(16), nullable=False, server_default=""),
+    # Consecutive-failure counting starts after this (set on resume).
+    Column("failures_reset_at", DateTime(timezone=True)),
+    # Scheduler lease: the replica acting on this campaign until lease_until.
+    Column("lease_owner", String(64), nullable=False, server_default=""),
+    Column("lease_until", DateTime(timezone=True)),
     Index("ix_campaigns_ws_created", "workspace_id", "created_at"),
     Index("ix_campaigns_status", "status"),
 )
@@ -95,8 +110,23 @@ messages = Table(
     Column("dispatched_at", DateTime(timezone=True)),
     Column("sent_at", DateTime(timezone=True)),
     Column("delivered_at", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True)),  # time of the last status change
     Index("ix_messages_campaign_status", "campaign_id", "status"),
     Index("ix_messages_dispatch", "campaign_id", "dispatched_at"),
+)
+
+# Who did what to a campaign. Kept after a campaign is deleted.
+audit_events = Table(
+    "audit_events", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("campaign_id", String(36), nullable=False, index=True),
+    Column("workspace_id", String(64), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("actor", String(200), nullable=False, server_default=""),
+    Column("note", Text, nullable=False, server_default=""),
+    Column("before", JSON, nullable=False),
+    Column("after", JSON, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
 )
 
 # request_id replay: the first response of a mutating RPC, returned again on retry.

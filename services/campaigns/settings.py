@@ -1,5 +1,28 @@
-"""Campaigns settings live in shared.config (the CLI and devstack read them too)."""
+"""HERALD_* settings read only by the campaigns service."""
 
-from shared.config import DISPATCH_BATCH, JOB_TTL, RECIPIENTS_ADDR, SCHEDULER_INTERVAL
+from shared.config import setting
 
-__all__ = ["DISPATCH_BATCH", "JOB_TTL", "RECIPIENTS_ADDR", "SCHEDULER_INTERVAL"]
+SCHEDULER_INTERVAL = setting(
+    "HERALD_SCHEDULER_INTERVAL", "0.2", "Seconds between scheduler/dispatcher ticks.", "campaigns"
+)
+
+DISPATCH_BATCH = setting(
+    "HERALD_DISPATCH_BATCH", "500", "Jobs the dispatcher publishes per campaign per tick.", "campaigns"
+)
+
+JOB_TTL = setting(
+    "HERALD_JOB_TTL", "86400", "Seconds after which an undelivered job is failed as EXPIRED.",
+    "campaigns",
+)
+
+SCHEDULER_LEASE = setting(
+    "HERALD_SCHEDULER_LEASE", "10",
+    "Seconds a campaigns replica holds its lease on a campaign it acts on; another replica "
+    "takes over after this when the holder dies.", "campaigns",
+)
+
+AUTO_PAUSE_FAILURES = setting(
+    "HERALD_AUTO_PAUSE_FAILURES", "5",
+    "Pause a sending campaign after this many consecutive failed messages (a campaign's own "
+    "auto_pause_failures overrides it; 0 disables).", "campaigns",
+)

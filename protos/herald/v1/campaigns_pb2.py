@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from herald.v1 import common_pb2 as herald_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19herald/v1/campaigns.proto\x12\therald.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16herald/v1/common.proto\"M\n\x07\x43ontent\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12\x0c\n\x04html\x18\x03 \x01(\t\x12\x15\n\rtemplate_name\x18\x04 \x01(\t\"\x7f\n\x0bStateChange\x12)\n\x06status\x18\x01 \x01(\x0e\x32\x19.herald.v1.CampaignStatus\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"p\n\x08Progress\x12\r\n\x05total\x18\x01 \x01(\x03\x12\x11\n\tprocessed\x18\x02 \x01(\x03\x12\x0c\n\x04sent\x18\x03 \x01(\x03\x12\x11\n\tdelivered\x18\x04 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x05 \x01(\x03\x12\x11\n\topted_out\x18\x06 \x01(\x03\"\x95\x06\n\x08\x43\x61mpaign\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0cworkspace_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12#\n\x07\x63hannel\x18\x04 \x01(\x0e\x32\x12.herald.v1.Channel\x12)\n\x06status\x18\x05 \x01(\x0e\x32\x19.herald.v1.CampaignStatus\x12%\n\x04mode\x18\x06 \x01(\x0e\x32\x17.herald.v1.CampaignMode\x12\x0e\n\x06sender\x18\x07 \x01(\t\x12\x0e\n\x06\x61uthor\x18\x08 \x01(\t\x12#\n\x07\x63ontent\x18\t \x01(\x0b\x32\x12.herald.v1.Content\x12\x14\n\x0c\x63\x61tegory_ids\x18\n \x03(\t\x12,\n\x08start_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06\x65nd_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nauto_start\x18\r \x01(\x08\x12.\n\nmoderation\x18\x0e \x01(\x0e\x32\x1a.herald.v1.ModerationState\x12\x17\n\x0fmoderation_note\x18\x0f \x01(\t\x12%\n\x08progress\x18\x10 \x01(\x0b\x32\x13.herald.v1.Progress\x12+\n\x07outcome\x18\x11 \x01(\x0e\x32\x1a.herald.v1.CampaignOutcome\x12\x10\n\x08\x61rchived\x18\x12 \x01(\x08\x12.\n\ncreated_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63ompleted_at\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x07history\x18\x16 \x03(\x0b\x32\x16.herald.v1.StateChange\x12\x15\n\rstatus_reason\x18\x17 \x01(\t\x12\x18\n\x10recipients_count\x18\x18 \x01(\x03\"\x8b\x01\n\x15\x43reateCampaignRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x08\x63\x61mpaign\x18\x02 \x01(\x0b\x32\x13.herald.v1.Campaign\x12(\n\nrecipients\x18\x03 \x03(\x0b\x32\x14.herald.v1.Recipient\x12\r\n\x05\x64raft\x18\x04 \x01(\x08\" \n\x12GetCampaignRequest\x12\n\n\x02id\x18\x01 \x01(\t\"E\n\x15\x43\x61mpaignActionRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0c\n\x04note\x18\x03 \x01(\t\"v\n\x14ListCampaignsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12\x10\n\x08order_by\x18\x04 \x01(\t\x12\x15\n\rshow_archived\x18\x05 \x01(\x08\"l\n\x15ListCampaignsResponse\x12&\n\tcampaigns\x18\x01 \x03(\x0b\x32\x13.herald.v1.Campaign\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"\xb4\x05\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\x12\x12\n\ncontact_id\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontact_name\x18\x04 \x01(\t\x12\r\n\x05phone\x18\x05 \x01(\t\x12\r\n\x05\x65mail\x18\x06 \x01(\t\x12#\n\x07\x63hannel\x18\x07 \x01(\x0e\x32\x12.herald.v1.Channel\x12(\n\x06status\x18\x08 \x01(\x0e\x32\x18.herald.v1.MessageStatus\x12\x16\n\x0e\x63\x61rrier_result\x18\t \x01(\t\x12\x12\n\nerror_code\x18\n \x01(\t\x12\x19\n\x11\x65rror_description\x18\x0b \x01(\t\x12\x34\n\x10\x66\x61ilure_category\x18\x0c \x01(\x0e\x32\x1a.herald.v1.FailureCategory\x12.\n\ncreated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07sent_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x64\x65livered_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05views\x18\x10 \x01(\x05\x12\x0e\n\x06\x63licks\x18\x11 \x01(\x05\x12\x0f\n\x07replies\x18\x12 \x01(\x05\x12\x0f\n\x07variant\x18\x13 \x01(\t\x12\x17\n\x0f\x63ontent_preview\x18\x14 \x01(\t\x12\x1b\n\x13provider_message_id\x18\x15 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x16 \x01(\x05\x12.\n\x06\x66ields\x18\x17 \x03(\x0b\x32\x1e.herald.v1.Message.FieldsEntry\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"s\n\x13ListMessagesRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x04 \x01(\t\x12\x10\n\x08order_by\x18\x05 \x01(\t\"i\n\x14ListMessagesResponse\x12$\n\x08messages\x18\x01 \x03(\x0b\x32\x12.herald.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05*\xcb\x02\n\x0e\x43\x61mpaignStatus\x12\x1f\n\x1b\x43\x41MPAIGN_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43\x41MPAIGN_STATUS_DRAFT\x10\x01\x12\x17\n\x13\x43\x41MPAIGN_STATUS_NEW\x10\x02\x12\x1b\n\x17\x43\x41MPAIGN_STATUS_PENDING\x10\x03\x12\x1c\n\x18\x43\x41MPAIGN_STATUS_BUILDING\x10\x04\x12\x1b\n\x17\x43\x41MPAIGN_STATUS_SENDING\x10\x05\x12\x1a\n\x16\x43\x41MPAIGN_STATUS_PAUSED\x10\x06\x12\x18\n\x14\x43\x41MPAIGN_STATUS_DONE\x10\x07\x12\x1d\n\x19\x43\x41MPAIGN_STATUS_CANCELLED\x10\x08\x12\x1a\n\x16\x43\x41MPAIGN_STATUS_FAILED\x10\t\x12\x1b\n\x17\x43\x41MPAIGN_STATUS_EXPIRED\x10\n*\x9a\x01\n\x0c\x43\x61mpaignMode\x12\x1d\n\x19\x43\x41MPAIGN_MODE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43\x41MPAIGN_MODE_ON_DEMAND\x10\x01\x12\x19\n\x15\x43\x41MPAIGN_MODE_ON_TIME\x10\x02\x12\x18\n\x14\x43\x41MPAIGN_MODE_SPREAD\x10\x03\x12\x19\n\x15\x43\x41MPAIGN_MODE_TRIGGER\x10\x04*\x8f\x01\n\x0fModerationState\x12 \n\x1cMODERATION_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18MODERATION_STATE_PENDING\x10\x01\x12\x1d\n\x19MODERATION_STATE_APPROVED\x10\x02\x12\x1d\n\x19MODERATION_STATE_REJECTED\x10\x03*\x8d\x01\n\x0f\x43\x61mpaignOutcome\x12 \n\x1c\x43\x41MPAIGN_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43\x41MPAIGN_OUTCOME_SENT\x10\x01\x12\x1c\n\x18\x43\x41MPAIGN_OUTCOME_PARTIAL\x10\x02\x12\x1f\n\x1b\x43\x41MPAIGN_OUTCOME_ALL_FAILED\x10\x03\x32\xc0\x06\n\x0f\x43\x61mpaignService\x12G\n\x0e\x43reateCampaign\x12 .herald.v1.CreateCampaignRequest\x1a\x13.herald.v1.Campaign\x12\x41\n\x0bGetCampaign\x12\x1d.herald.v1.GetCampaignRequest\x1a\x13.herald.v1.Campaign\x12R\n\rListCampaigns\x12\x1f.herald.v1.ListCampaignsRequest\x1a .herald.v1.ListCampaignsResponse\x12G\n\x0eSubmitCampaign\x12 .herald.v1.CampaignActionRequest\x1a\x13.herald.v1.Campaign\x12H\n\x0f\x41pproveCampaign\x12 .herald.v1.CampaignActionRequest\x1a\x13.herald.v1.Campaign\x12G\n\x0eRejectCampaign\x12 .herald.v1.CampaignActionRequest\x1a\x13.herald.v1.Campaign\x12\x46\n\rStartCampaign\x12 .herald.v1.CampaignActionRequest\x1a\x13.herald.v1.Campaign\x12\x46\n\rPauseCampaign\x12 .herald.v1.CampaignActionRequest\x1a\x13.herald.v1.Campaign\x12G\n\x0eResumeCampaign\x12 .herald.v1.CampaignActionRequest\x1a\x13.herald.v1.Campaign\x12G\n\x0e\x43\x61ncelCampaign\x12 .herald.v1.CampaignActionRequest\x1a\x13.herald.v1.Campaign\x12O\n\x0cListMessages\x12\x1e.herald.v1.ListMessagesRequest\x1a\x1f.herald.v1.ListMessagesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19herald/v1/campaigns.proto\x12\therald.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16herald/v1/common.proto\"M\n\x07\x43ontent\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12\x0c\n\x04html\x18\x03 \x01(\t\x12\x15\n\rtemplate_name\x18\x04 \x01(\t\"\x7f\n\x0bStateChange\x12)\n\x06status\x18\x01 \x01(\x0e\x32\x19.herald.v1.CampaignStatus\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"p\n\x08Progress\x12\r\n\x05total\x18\x01 \x01(\x03\x12\x11\n\tprocessed\x18\x02 \x01(\x03\x12\x0c\n\x04sent\x18\x03 \x01(\x03\x12\x11\n\tdelivered\x18\x04 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x05 \x01(\x03\x12\x11\n\topted_out\x18\x06 \x01(\x03\">\n\rSendingWindow\x12\r\n\x05start\x18\x01 \x01(\t\x12\x0b\n\x03\x65nd\x18\x02 \x01(\t\x12\x11\n\ttime_zone\x18\x03 \x01(\t\"N\n\rDailyActivity\x12\x0c\n\x04\x64\x61te\x18\x01 \x01(\t\x12\x0c\n\x04sent\x18\x02 \x01(\x03\x12\x11\n\tdelivered\x18\x03 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x04 \x01(\x03\"\xdc\x07\n\x08\x43\x61mpaign\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0cworkspace_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12#\n\x07\x63hannel\x18\x04 \x01(\x0e\x32\x12.herald.v1.Channel\x12)\n\x06status\x18\x05 \x01(\x0e\x32\x19.herald.v1.CampaignStatus\x12%\n\x04mode\x18\x06 \x01(\x0e\x32\x17.herald.v1.CampaignMode\x12\x0e\n\x06sender\x18\x07 \x01(\t\x12\x0e\n\x06\x61uthor\x18\x08 \x01(\t\x12#\n\x07\x63ontent\x18\t \x01(\x0b\x32\x12.herald.v1.Content\x12\x14\n\x0c\x63\x61tegory_ids\x18\n \x03(\t\x12,\n\x08start_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06\x65nd_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nauto_start\x18\r \x01(\x08\x12.\n\nmoderation\x18\x0e \x01(\x0e\x32\x1a.herald.v1.ModerationState\x12\x17\n\x0fmoderation_note\x18\x0f \x01(\t\x12%\n\x08progress\x18\x10 \x01(\x0b\x32\x13.herald.v1.Progress\x12+\n\x07outcome\x18\x11 \x01(\x0e\x32\x1a.herald.v1.CampaignOutcome\x12\x10\n\x08\x61rchived\x18\x12 \x01(\x08\x12.\n\ncreated_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63ompleted_at\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x07history\x18\x16 \x03(\x0b\x32\x16.herald.v1.StateChange\x12\x15\n\rstatus_reason\x18\x17 \x01(\t\x12\x18\n\x10recipients_count\x18\x18 \x01(\x03\x12(\n\x06window\x18\x19 \x01(\x0b\x32\x18.herald.v1.SendingWindow\x12\x10\n\x08max_rate\x18\x1a \x01(\x01\x12\x1b\n\x13\x61uto_pause_failures\x18\x1b \x01(\x05\x12\'\n\x05\x64\x61ily\x18\x1c \x03(\x0b\x32\x18.herald.v1.DailyActivity\x12.\n\nupdated_at\x18\x1d \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64\x65scription\x18\x1e \x01(\t\"\x8b\x01\n\x15\x43reateCampaignRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x08\x63\x61mpaign\x18\x02 \x01(\x0b\x32\x13.herald.v1.Campaign\x12(\n\nrecipients\x18\x03 \x03(\x0b\x32\x14.herald.v1.Recipient\x12\r\n\x05\x64raft\x18\x04 \x01(\x08\" \n\x12GetCampaignRequest\x12\n\n\x02id\x18\x01 \x01(\t\"E\n\x15\x43\x61mpaignActionRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0c\n\x04note\x18\x03 \x01(\t\"\x8d\x01\n\x14ListCampaignsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12\x10\n\x08order_by\x18\x04 \x01(\t\x12\x15\n\rshow_archived\x18\x05 \x01(\x08\x12\x15\n\rarchived_only\x18\x06 \x01(\x08\"l\n\x15ListCampaignsResponse\x12&\n\tcampaigns\x18\x01 \x03(\x0b\x32\x13.herald.v1.Campaign\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"\xb4\x05\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\x12\x12\n\ncontact_id\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontact_name\x18\x04 \x01(\t\x12\r\n\x05phone\x18\x05 \x01(\t\x12\r\n\x05\x65mail\x18\x06 \x01(\t\x12#\n\x07\x63hannel\x18\x07 \x01(\x0e\x32\x12.herald.v1.Channel\x12(\n\x06status\x18\x08 \x01(\x0e\x32\x18.herald.v1.MessageStatus\x12\x16\n\x0e\x63\x61rrier_result\x18\t \x01(\t\x12\x12\n\nerror_code\x18\n \x01(\t\x12\x19\n\x11\x65rror_description\x18\x0b \x01(\t\x12\x34\n\x10\x66\x61ilure_category\x18\x0c \x01(\x0e\x32\x1a.herald.v1.FailureCategory\x12.\n\ncreated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07sent_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x64\x65livered_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05views\x18\x10 \x01(\x05\x12\x0e\n\x06\x63licks\x18\x11 \x01(\x05\x12\x0f\n\x07replies\x18\x12 \x01(\x05\x12\x0f\n\x07variant\x18\x13 \x01(\t\x12\x17\n\x0f\x63ontent_preview\x18\x14 \x01(\t\x12\x1b\n\x13provider_message_id\x18\x15 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x16 \x01(\x05\x12.\n\x06\x66ields\x18\x17 \x03(\x0b\x32\x1e.herald.v1.Message.FieldsEntry\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x83\x01\n\x15UpdateCampaignRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x08\x63\x61mpaign\x18\x02 \x01(\x0b\x32\x13.herald.v1.Campaign\x12/\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"$\n\x16\x44\x65leteCampaignResponse\x12\n\n\x02id\x18\x01 \x01(\t\"j\n\x16TriggerCampaignRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\x12\'\n\trecipient\x18\x03 \x01(\x0b\x32\x14.herald.v1.Recipient\"(\n\x16GetCampaignKpisRequest\x12\x0e\n\x06period\x18\x01 \x01(\t\"\x93\x01\n\x0c\x43\x61mpaignKpis\x12\x17\n\x0ftotal_campaigns\x18\x01 \x01(\x03\x12\x0e\n\x06\x61\x63tive\x18\x02 \x01(\x03\x12\x11\n\tcompleted\x18\x03 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x04 \x01(\x03\x12\x1a\n\x12messages_delivered\x18\x05 \x01(\x03\x12\x1b\n\x13\x61waiting_moderation\x18\x06 \x01(\x03\"\xc3\x02\n\nAuditEvent\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12\x0c\n\x04note\x18\x05 \x01(\t\x12\x31\n\x06\x62\x65\x66ore\x18\x06 \x03(\x0b\x32!.herald.v1.AuditEvent.BeforeEntry\x12/\n\x05\x61\x66ter\x18\x07 \x03(\x0b\x32 .herald.v1.AuditEvent.AfterEntry\x12&\n\x02\x61t\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0b\x42\x65\x66oreEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a,\n\nAfterEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"T\n\x16ListAuditEventsRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"Y\n\x17ListAuditEventsResponse\x12%\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x15.herald.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"s\n\x13ListMessagesRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x04 \x01(\t\x12\x10\n\x08order_by\x18\x05 \x01(\t\"i\n\x14ListMessagesResponse\x12$\n\x08messages\x18\x01 \x03(\x0b\x32\x12.herald.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05*\xcb\x02\n\x0e\x43\x61mpaignStatus\x12\x1f\n\x1b\x43\x41MPAIGN_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43\x41MPAIGN_STATUS_DRAFT\x10\x01\x12\x17\n\x13\x43\x41MPAIGN_STATUS_NEW\x10\x02\x12\x1b\n\x17\x43\x41MPAIGN_STATUS_PENDING\x10\x03\x12\x1c\n\x18\x43\x41MPAIGN_STATUS_BUILDING\x10\x04\x12\x1b\n\x17\x43\x41MPAIGN_STATUS_SENDING\x10\x05\x12\x1a\n\x16\x43\x41MPAIGN_STATUS_PAUSED\x10\x06\x12\x18\n\x14\x43\x41MPAIGN_STATUS_DONE\x10\x07\x12\x1d\n\x19\x43\x41MPAIGN_STATUS_CANCELLED\x10\x08\x12\x1a\n\x16\x43\x41MPAIGN_STATUS_FAILED\x10\t\x12\x1b\n\x17\x43\x41MPAIGN_STATUS_EXPIRED\x10\n*\x9a\x01\n\x0c\x43\x61mpaignMode\x12\x1d\n\x19\x43\x41MPAIGN_MODE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43\x41MPAIGN_MODE_ON_DEMAND\x10\x01\x12\x19\n\x15\x43\x41MPAIGN_MODE_ON_TIME\x10\x02\x12\x18\n\x14\x43\x41MPAIGN_MODE_SPREAD\x10\x03\x12\x19\n\x15\x43\x41MPAIGN_MODE_TRIGGER\x10\x04*\x8f\x01\n\x0fModerationState\x12 \n\x1cMODERATION_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18MODERATION_STATE_PENDING\x10\x01\x12\x1d\n\x19MODERATION_STATE_APPROVED\x10\x02\x12\x1d\n\x19MODERATION_STATE_REJECTED\x10\x03*\x8d\x01\n\x0f\x43\x61mpaignOutcome\x12 \n\x1c\x43\x41MPAIGN_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43\x41MPAIGN_OUTCOME_SENT\x10\x01\x12\x1c\n\x18\x43\x41MPAIGN_OUTCOME_PARTIAL\x10\x02\x12\x1f\n\x1b\x43\x41MPAIGN_OUTCOME_ALL_FAILED\x10\x03\x32\xe7\n\n\x0f\x43\x61mpaignService\x12G\n\x0e\x43reateCampaign\x12 .herald.v1.CreateCampaignRequest\x1a\x13.herald.v1.Campaign\x12\x41\n\x0bGetCampaign\x12\x1d.herald.v1.GetCampaignRequest\x1a\x13.herald.v1.Campaign\x12R\n\rListCampaigns\x12\x1f.herald.v1.ListCampaignsRequest\x1a .herald.v1.ListCampaignsResponse\x12G\n\x0eSubmitCampaign\x12 .herald.v1.CampaignActionRequest\x1a\x13.herald.v1.Campaign\x12H\n\x0f\x41pproveCampaign\x12 .herald.v1.CampaignActionRequest\x1a\x13.herald.v1.Campaign\x12G\n\x0eRejectCampaign\x12 .herald.v1.CampaignActionRequest\x1a\x13.herald.v1.Campaign\x12\x46\n\rStartCampaign\x12 .herald.v1.CampaignActionRequest\x1a\x13.herald.v1.Campaign\x12\x46\n\rPauseCampaign\x12 .herald.v1.CampaignActionRequest\x1a\x13.herald.v1.Campaign\x12G\n\x0eResumeCampaign\x12 .herald.v1.CampaignActionRequest\x1a\x13.herald.v1.Campaign\x12G\n\x0e\x43\x61ncelCampaign\x12 .herald.v1.CampaignActionRequest\x1a\x13.herald.v1.Campaign\x12G\n\x0eUpdateCampaign\x12 .herald.v1.UpdateCampaignRequest\x1a\x13.herald.v1.Campaign\x12H\n\x0f\x41rchiveCampaign\x12 .herald.v1.CampaignActionRequest\x1a\x13.herald.v1.Campaign\x12H\n\x0fRestoreCampaign\x12 .herald.v1.CampaignActionRequest\x1a\x13.herald.v1.Campaign\x12U\n\x0e\x44\x65leteCampaign\x12 .herald.v1.CampaignActionRequest\x1a!.herald.v1.DeleteCampaignResponse\x12H\n\x0fTriggerCampaign\x12!.herald.v1.TriggerCampaignRequest\x1a\x12.herald.v1.Message\x12M\n\x0fGetCampaignKpis\x12!.herald.v1.GetCampaignKpisRequest\x1a\x17.herald.v1.CampaignKpis\x12X\n\x0fListAuditEvents\x12!.herald.v1.ListAuditEventsRequest\x1a\".herald.v1.ListAuditEventsResponse\x12O\n\x0cListMessages\x12\x1e.herald.v1.ListMessagesRequest\x1a\x1f.herald.v1.ListMessagesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,40 +36,68 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MESSAGE_FIELDSENTRY']._loaded_options = None
   _globals['_MESSAGE_FIELDSENTRY']._serialized_options = b'8\001'
-  _globals['_CAMPAIGNSTATUS']._serialized_start=2608
-  _globals['_CAMPAIGNSTATUS']._serialized_end=2939
-  _globals['_CAMPAIGNMODE']._serialized_start=2942
-  _globals['_CAMPAIGNMODE']._serialized_end=3096
-  _globals['_MODERATIONSTATE']._serialized_start=3099
-  _globals['_MODERATIONSTATE']._serialized_end=3242
-  _globals['_CAMPAIGNOUTCOME']._serialized_start=3245
-  _globals['_CAMPAIGNOUTCOME']._serialized_end=3386
-  _globals['_CONTENT']._serialized_start=97
-  _globals['_CONTENT']._serialized_end=174
-  _globals['_STATECHANGE']._serialized_start=176
-  _globals['_STATECHANGE']._serialized_end=303
-  _globals['_PROGRESS']._serialized_start=305
-  _globals['_PROGRESS']._serialized_end=417
-  _globals['_CAMPAIGN']._serialized_start=420
-  _globals['_CAMPAIGN']._serialized_end=1209
-  _globals['_CREATECAMPAIGNREQUEST']._serialized_start=1212
-  _globals['_CREATECAMPAIGNREQUEST']._serialized_end=1351
-  _globals['_GETCAMPAIGNREQUEST']._serialized_start=1353
-  _globals['_GETCAMPAIGNREQUEST']._serialized_end=1385
-  _globals['_CAMPAIGNACTIONREQUEST']._serialized_start=1387
-  _globals['_CAMPAIGNACTIONREQUEST']._serialized_end=1456
-  _globals['_LISTCAMPAIGNSREQUEST']._serialized_start=1458
-  _globals['_LISTCAMPAIGNSREQUEST']._serialized_end=1576
-  _globals['_LISTCAMPAIGNSRESPONSE']._serialized_start=1578
-  _globals['_LISTCAMPAIGNSRESPONSE']._serialized_end=1686
-  _globals['_MESSAGE']._serialized_start=1689
-  _globals['_MESSAGE']._serialized_end=2381
-  _globals['_MESSAGE_FIELDSENTRY']._serialized_start=2336
-  _globals['_MESSAGE_FIELDSENTRY']._serialized_end=2381
-  _globals['_LISTMESSAGESREQUEST']._serialized_start=2383
-  _globals['_LISTMESSAGESREQUEST']._serialized_end=2498
-  _globals['_LISTMESSAGESRESPONSE']._serialized_start=2500
-  _globals['_LISTMESSAGESRESPONSE']._serialized_end=2605
-  _globals['_CAMPAIGNSERVICE']._serialized_start=3389
-  _globals['_CAMPAIGNSERVICE']._serialized_end=4221
+  _globals['_AUDITEVENT_BEFOREENTRY']._loaded_options = None
+  _globals['_AUDITEVENT_BEFOREENTRY']._serialized_options = b'8\001'
+  _globals['_AUDITEVENT_AFTERENTRY']._loaded_options = None
+  _globals['_AUDITEVENT_AFTERENTRY']._serialized_options = b'8\001'
+  _globals['_CAMPAIGNSTATUS']._serialized_start=3984
+  _globals['_CAMPAIGNSTATUS']._serialized_end=4315
+  _globals['_CAMPAIGNMODE']._serialized_start=4318
+  _globals['_CAMPAIGNMODE']._serialized_end=4472
+  _globals['_MODERATIONSTATE']._serialized_start=4475
+  _globals['_MODERATIONSTATE']._serialized_end=4618
+  _globals['_CAMPAIGNOUTCOME']._serialized_start=4621
+  _globals['_CAMPAIGNOUTCOME']._serialized_end=4762
+  _globals['_CONTENT']._serialized_start=131
+  _globals['_CONTENT']._serialized_end=208
+  _globals['_STATECHANGE']._serialized_start=210
+  _globals['_STATECHANGE']._serialized_end=337
+  _globals['_PROGRESS']._serialized_start=339
+  _globals['_PROGRESS']._serialized_end=451
+  _globals['_SENDINGWINDOW']._serialized_start=453
+  _globals['_SENDINGWINDOW']._serialized_end=515
+  _globals['_DAILYACTIVITY']._serialized_start=517
+  _globals['_DAILYACTIVITY']._serialized_end=595
+  _globals['_CAMPAIGN']._serialized_start=598
+  _globals['_CAMPAIGN']._serialized_end=1586
+  _globals['_CREATECAMPAIGNREQUEST']._serialized_start=1589
+  _globals['_CREATECAMPAIGNREQUEST']._serialized_end=1728
+  _globals['_GETCAMPAIGNREQUEST']._serialized_start=1730
+  _globals['_GETCAMPAIGNREQUEST']._serialized_end=1762
+  _globals['_CAMPAIGNACTIONREQUEST']._serialized_start=1764
+  _globals['_CAMPAIGNACTIONREQUEST']._serialized_end=1833
+  _globals['_LISTCAMPAIGNSREQUEST']._serialized_start=1836
+  _globals['_LISTCAMPAIGNSREQUEST']._serialized_end=1977
+  _globals['_LISTCAMPAIGNSRESPONSE']._serialized_start=1979
+  _globals['_LISTCAMPAIGNSRESPONSE']._serialized_end=2087
+  _globals['_MESSAGE']._serialized_start=2090
+  _globals['_MESSAGE']._serialized_end=2782
+  _globals['_MESSAGE_FIELDSENTRY']._serialized_start=2737
+  _globals['_MESSAGE_FIELDSENTRY']._serialized_end=2782
+  _globals['_UPDATECAMPAIGNREQUEST']._serialized_start=2785
+  _globals['_UPDATECAMPAIGNREQUEST']._serialized_end=2916
+  _globals['_DELETECAMPAIGNRESPONSE']._serialized_start=2918
+  _globals['_DELETECAMPAIGNRESPONSE']._serialized_end=2954
+  _globals['_TRIGGERCAMPAIGNREQUEST']._serialized_start=2956
+  _globals['_TRIGGERCAMPAIGNREQUEST']._serialized_end=3062
+  _globals['_GETCAMPAIGNKPISREQUEST']._serialized_start=3064
+  _globals['_GETCAMPAIGNKPISREQUEST']._serialized_end=3104
+  _globals['_CAMPAIGNKPIS']._serialized_start=3107
+  _globals['_CAMPAIGNKPIS']._serialized_end=3254
+  _globals['_AUDITEVENT']._serialized_start=3257
+  _globals['_AUDITEVENT']._serialized_end=3580
+  _globals['_AUDITEVENT_BEFOREENTRY']._serialized_start=3489
+  _globals['_AUDITEVENT_BEFOREENTRY']._serialized_end=3534
+  _globals['_AUDITEVENT_AFTERENTRY']._serialized_start=3536
+  _globals['_AUDITEVENT_AFTERENTRY']._serialized_end=3580
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=3582
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=3666
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=3668
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=3757
+  _globals['_LISTMESSAGESREQUEST']._serialized_start=3759
+  _globals['_LISTMESSAGESREQUEST']._serialized_end=3874
+  _globals['_LISTMESSAGESRESPONSE']._serialized_start=3876
+  _globals['_LISTMESSAGESRESPONSE']._serialized_end=3981
+  _globals['_CAMPAIGNSERVICE']._serialized_start=4765
+  _globals['_CAMPAIGNSERVICE']._serialized_end=6148
 # @@protoc_insertion_point(module_scope)

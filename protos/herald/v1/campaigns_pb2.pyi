@@ -1,5 +1,6 @@
 import datetime
 
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from herald.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
@@ -111,8 +112,30 @@ class Progress(_message.Message):
     opted_out: int
     def __init__(self, total: _Optional[int] = ..., processed: _Optional[int] = ..., sent: _Optional[int] = ..., delivered: _Optional[int] = ..., errors: _Optional[int] = ..., opted_out: _Optional[int] = ...) -> None: ...
 
+class SendingWindow(_message.Message):
+    __slots__ = ("start", "end", "time_zone")
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
+    start: str
+    end: str
+    time_zone: str
+    def __init__(self, start: _Optional[str] = ..., end: _Optional[str] = ..., time_zone: _Optional[str] = ...) -> None: ...
+
+class DailyActivity(_message.Message):
+    __slots__ = ("date", "sent", "delivered", "failed")
+    DATE_FIELD_NUMBER: _ClassVar[int]
+    SENT_FIELD_NUMBER: _ClassVar[int]
+    DELIVERED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    date: str
+    sent: int
+    delivered: int
+    failed: int
+    def __init__(self, date: _Optional[str] = ..., sent: _Optional[int] = ..., delivered: _Optional[int] = ..., failed: _Optional[int] = ...) -> None: ...
+
 class Campaign(_message.Message):
-    __slots__ = ("id", "workspace_id", "name", "channel", "status", "mode", "sender", "author", "content", "category_ids", "start_at", "end_at", "auto_start", "moderation", "moderation_note", "progress", "outcome", "archived", "created_at", "started_at", "completed_at", "history", "status_reason", "recipients_count")
+    __slots__ = ("id", "workspace_id", "name", "channel", "status", "mode", "sender", "author", "content", "category_ids", "start_at", "end_at", "auto_start", "moderation", "moderation_note", "progress", "outcome", "archived", "created_at", "started_at", "completed_at", "history", "status_reason", "recipients_count", "window", "max_rate", "auto_pause_failures", "daily", "updated_at", "description")
     ID_FIELD_NUMBER: _ClassVar[int]
     WORKSPACE_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -137,6 +160,12 @@ class Campaign(_message.Message):
     HISTORY_FIELD_NUMBER: _ClassVar[int]
     STATUS_REASON_FIELD_NUMBER: _ClassVar[int]
     RECIPIENTS_COUNT_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    MAX_RATE_FIELD_NUMBER: _ClassVar[int]
+    AUTO_PAUSE_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    DAILY_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     id: str
     workspace_id: str
     name: str
@@ -161,7 +190,13 @@ class Campaign(_message.Message):
     history: _containers.RepeatedCompositeFieldContainer[StateChange]
     status_reason: str
     recipients_count: int
-    def __init__(self, id: _Optional[str] = ..., workspace_id: _Optional[str] = ..., name: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., status: _Optional[_Union[CampaignStatus, str]] = ..., mode: _Optional[_Union[CampaignMode, str]] = ..., sender: _Optional[str] = ..., author: _Optional[str] = ..., content: _Optional[_Union[Content, _Mapping]] = ..., category_ids: _Optional[_Iterable[str]] = ..., start_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., auto_start: _Optional[bool] = ..., moderation: _Optional[_Union[ModerationState, str]] = ..., moderation_note: _Optional[str] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., outcome: _Optional[_Union[CampaignOutcome, str]] = ..., archived: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., history: _Optional[_Iterable[_Union[StateChange, _Mapping]]] = ..., status_reason: _Optional[str] = ..., recipients_count: _Optional[int] = ...) -> None: ...
+    window: SendingWindow
+    max_rate: float
+    auto_pause_failures: int
+    daily: _containers.RepeatedCompositeFieldContainer[DailyActivity]
+    updated_at: _timestamp_pb2.Timestamp
+    description: str
+    def __init__(self, id: _Optional[str] = ..., workspace_id: _Optional[str] = ..., name: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., status: _Optional[_Union[CampaignStatus, str]] = ..., mode: _Optional[_Union[CampaignMode, str]] = ..., sender: _Optional[str] = ..., author: _Optional[str] = ..., content: _Optional[_Union[Content, _Mapping]] = ..., category_ids: _Optional[_Iterable[str]] = ..., start_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., auto_start: _Optional[bool] = ..., moderation: _Optional[_Union[ModerationState, str]] = ..., moderation_note: _Optional[str] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., outcome: _Optional[_Union[CampaignOutcome, str]] = ..., archived: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., history: _Optional[_Iterable[_Union[StateChange, _Mapping]]] = ..., status_reason: _Optional[str] = ..., recipients_count: _Optional[int] = ..., window: _Optional[_Union[SendingWindow, _Mapping]] = ..., max_rate: _Optional[float] = ..., auto_pause_failures: _Optional[int] = ..., daily: _Optional[_Iterable[_Union[DailyActivity, _Mapping]]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., description: _Optional[str] = ...) -> None: ...
 
 class CreateCampaignRequest(_message.Message):
     __slots__ = ("request_id", "campaign", "recipients", "draft")
@@ -192,18 +227,20 @@ class CampaignActionRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., request_id: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
 
 class ListCampaignsRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "filter", "order_by", "show_archived")
+    __slots__ = ("page_size", "page_token", "filter", "order_by", "show_archived", "archived_only")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     ORDER_BY_FIELD_NUMBER: _ClassVar[int]
     SHOW_ARCHIVED_FIELD_NUMBER: _ClassVar[int]
+    ARCHIVED_ONLY_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     filter: str
     order_by: str
     show_archived: bool
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., filter: _Optional[str] = ..., order_by: _Optional[str] = ..., show_archived: _Optional[bool] = ...) -> None: ...
+    archived_only: bool
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., filter: _Optional[str] = ..., order_by: _Optional[str] = ..., show_archived: _Optional[bool] = ..., archived_only: _Optional[bool] = ...) -> None: ...
 
 class ListCampaignsResponse(_message.Message):
     __slots__ = ("campaigns", "next_page_token", "total_size")
@@ -271,6 +308,106 @@ class Message(_message.Message):
     attempt: int
     fields: _containers.ScalarMap[str, str]
     def __init__(self, id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., contact_id: _Optional[str] = ..., contact_name: _Optional[str] = ..., phone: _Optional[str] = ..., email: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., status: _Optional[_Union[_common_pb2.MessageStatus, str]] = ..., carrier_result: _Optional[str] = ..., error_code: _Optional[str] = ..., error_description: _Optional[str] = ..., failure_category: _Optional[_Union[_common_pb2.FailureCategory, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delivered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., views: _Optional[int] = ..., clicks: _Optional[int] = ..., replies: _Optional[int] = ..., variant: _Optional[str] = ..., content_preview: _Optional[str] = ..., provider_message_id: _Optional[str] = ..., attempt: _Optional[int] = ..., fields: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class UpdateCampaignRequest(_message.Message):
+    __slots__ = ("request_id", "campaign", "update_mask")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CAMPAIGN_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    campaign: Campaign
+    update_mask: _field_mask_pb2.FieldMask
+    def __init__(self, request_id: _Optional[str] = ..., campaign: _Optional[_Union[Campaign, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+
+class DeleteCampaignResponse(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class TriggerCampaignRequest(_message.Message):
+    __slots__ = ("request_id", "campaign_id", "recipient")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    campaign_id: str
+    recipient: _common_pb2.Recipient
+    def __init__(self, request_id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., recipient: _Optional[_Union[_common_pb2.Recipient, _Mapping]] = ...) -> None: ...
+
+class GetCampaignKpisRequest(_message.Message):
+    __slots__ = ("period",)
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    period: str
+    def __init__(self, period: _Optional[str] = ...) -> None: ...
+
+class CampaignKpis(_message.Message):
+    __slots__ = ("total_campaigns", "active", "completed", "errors", "messages_delivered", "awaiting_moderation")
+    TOTAL_CAMPAIGNS_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_DELIVERED_FIELD_NUMBER: _ClassVar[int]
+    AWAITING_MODERATION_FIELD_NUMBER: _ClassVar[int]
+    total_campaigns: int
+    active: int
+    completed: int
+    errors: int
+    messages_delivered: int
+    awaiting_moderation: int
+    def __init__(self, total_campaigns: _Optional[int] = ..., active: _Optional[int] = ..., completed: _Optional[int] = ..., errors: _Optional[int] = ..., messages_delivered: _Optional[int] = ..., awaiting_moderation: _Optional[int] = ...) -> None: ...
+
+class AuditEvent(_message.Message):
+    __slots__ = ("id", "campaign_id", "action", "actor", "note", "before", "after", "at")
+    class BeforeEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class AfterEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    BEFORE_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    campaign_id: str
+    action: str
+    actor: str
+    note: str
+    before: _containers.ScalarMap[str, str]
+    after: _containers.ScalarMap[str, str]
+    at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[int] = ..., campaign_id: _Optional[str] = ..., action: _Optional[str] = ..., actor: _Optional[str] = ..., note: _Optional[str] = ..., before: _Optional[_Mapping[str, str]] = ..., after: _Optional[_Mapping[str, str]] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListAuditEventsRequest(_message.Message):
+    __slots__ = ("campaign_id", "page_size", "page_token")
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, campaign_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListAuditEventsResponse(_message.Message):
+    __slots__ = ("events", "next_page_token")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[AuditEvent]
+    next_page_token: str
+    def __init__(self, events: _Optional[_Iterable[_Union[AuditEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ListMessagesRequest(_message.Message):
     __slots__ = ("campaign_id", "page_size", "page_token", "filter", "order_by")

@@ -85,6 +85,41 @@ class CampaignServiceStub:
                 request_serializer=herald_dot_v1_dot_campaigns__pb2.CampaignActionRequest.SerializeToString,
                 response_deserializer=herald_dot_v1_dot_campaigns__pb2.Campaign.FromString,
                 _registered_method=True)
+        self.UpdateCampaign = channel.unary_unary(
+                '/herald.v1.CampaignService/UpdateCampaign',
+                request_serializer=herald_dot_v1_dot_campaigns__pb2.UpdateCampaignRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_campaigns__pb2.Campaign.FromString,
+                _registered_method=True)
+        self.ArchiveCampaign = channel.unary_unary(
+                '/herald.v1.CampaignService/ArchiveCampaign',
+                request_serializer=herald_dot_v1_dot_campaigns__pb2.CampaignActionRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_campaigns__pb2.Campaign.FromString,
+                _registered_method=True)
+        self.RestoreCampaign = channel.unary_unary(
+                '/herald.v1.CampaignService/RestoreCampaign',
+                request_serializer=herald_dot_v1_dot_campaigns__pb2.CampaignActionRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_campaigns__pb2.Campaign.FromString,
+                _registered_method=True)
+        self.DeleteCampaign = channel.unary_unary(
+                '/herald.v1.CampaignService/DeleteCampaign',
+                request_serializer=herald_dot_v1_dot_campaigns__pb2.CampaignActionRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_campaigns__pb2.DeleteCampaignResponse.FromString,
+                _registered_method=True)
+        self.TriggerCampaign = channel.unary_unary(
+                '/herald.v1.CampaignService/TriggerCampaign',
+                request_serializer=herald_dot_v1_dot_campaigns__pb2.TriggerCampaignRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_campaigns__pb2.Message.FromString,
+                _registered_method=True)
+        self.GetCampaignKpis = channel.unary_unary(
+                '/herald.v1.CampaignService/GetCampaignKpis',
+                request_serializer=herald_dot_v1_dot_campaigns__pb2.GetCampaignKpisRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_campaigns__pb2.CampaignKpis.FromString,
+                _registered_method=True)
+        self.ListAuditEvents = channel.unary_unary(
+                '/herald.v1.CampaignService/ListAuditEvents',
+                request_serializer=herald_dot_v1_dot_campaigns__pb2.ListAuditEventsRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_campaigns__pb2.ListAuditEventsResponse.FromString,
+                _registered_method=True)
         self.ListMessages = channel.unary_unary(
                 '/herald.v1.CampaignService/ListMessages',
                 request_serializer=herald_dot_v1_dot_campaigns__pb2.ListMessagesRequest.SerializeToString,
@@ -159,6 +194,55 @@ class CampaignServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateCampaign(self, request, context):
+        """Edit a DRAFT or NEW campaign (fields named in update_mask); audited with before/after.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ArchiveCampaign(self, request, context):
+        """Archive / restore: terminal campaigns and NEW ones. Archived campaigns are hidden from
+        ListCampaigns unless show_archived.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestoreCampaign(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteCampaign(self, request, context):
+        """Delete: DRAFT, NEW or terminal campaigns only (never while sending).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TriggerCampaign(self, request, context):
+        """TRIGGER campaigns: send one message to one recipient with per-call fields.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCampaignKpis(self, request, context):
+        """Workspace KPI tiles of the campaigns list.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAuditEvents(self, request, context):
+        """Who did what to a campaign, with notes and before/after of edited fields.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListMessages(self, request, context):
         """The send detail table: one row per recipient per channel.
         """
@@ -218,6 +302,41 @@ def add_CampaignServiceServicer_to_server(servicer, server):
                     servicer.CancelCampaign,
                     request_deserializer=herald_dot_v1_dot_campaigns__pb2.CampaignActionRequest.FromString,
                     response_serializer=herald_dot_v1_dot_campaigns__pb2.Campaign.SerializeToString,
+            ),
+            'UpdateCampaign': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateCampaign,
+                    request_deserializer=herald_dot_v1_dot_campaigns__pb2.UpdateCampaignRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_campaigns__pb2.Campaign.SerializeToString,
+            ),
+            'ArchiveCampaign': grpc.unary_unary_rpc_method_handler(
+                    servicer.ArchiveCampaign,
+                    request_deserializer=herald_dot_v1_dot_campaigns__pb2.CampaignActionRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_campaigns__pb2.Campaign.SerializeToString,
+            ),
+            'RestoreCampaign': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestoreCampaign,
+                    request_deserializer=herald_dot_v1_dot_campaigns__pb2.CampaignActionRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_campaigns__pb2.Campaign.SerializeToString,
+            ),
+            'DeleteCampaign': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteCampaign,
+                    request_deserializer=herald_dot_v1_dot_campaigns__pb2.CampaignActionRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_campaigns__pb2.DeleteCampaignResponse.SerializeToString,
+            ),
+            'TriggerCampaign': grpc.unary_unary_rpc_method_handler(
+                    servicer.TriggerCampaign,
+                    request_deserializer=herald_dot_v1_dot_campaigns__pb2.TriggerCampaignRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_campaigns__pb2.Message.SerializeToString,
+            ),
+            'GetCampaignKpis': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCampaignKpis,
+                    request_deserializer=herald_dot_v1_dot_campaigns__pb2.GetCampaignKpisRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_campaigns__pb2.CampaignKpis.SerializeToString,
+            ),
+            'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEvents,
+                    request_deserializer=herald_dot_v1_dot_campaigns__pb2.ListAuditEventsRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_campaigns__pb2.ListAuditEventsResponse.SerializeToString,
             ),
             'ListMessages': grpc.unary_unary_rpc_method_handler(
                     servicer.ListMessages,
@@ -496,6 +615,195 @@ class CampaignService:
             '/herald.v1.CampaignService/CancelCampaign',
             herald_dot_v1_dot_campaigns__pb2.CampaignActionRequest.SerializeToString,
             herald_dot_v1_dot_campaigns__pb2.Campaign.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateCampaign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.CampaignService/UpdateCampaign',
+            herald_dot_v1_dot_campaigns__pb2.UpdateCampaignRequest.SerializeToString,
+            herald_dot_v1_dot_campaigns__pb2.Campaign.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ArchiveCampaign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.CampaignService/ArchiveCampaign',
+            herald_dot_v1_dot_campaigns__pb2.CampaignActionRequest.SerializeToString,
+            herald_dot_v1_dot_campaigns__pb2.Campaign.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestoreCampaign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.CampaignService/RestoreCampaign',
+            herald_dot_v1_dot_campaigns__pb2.CampaignActionRequest.SerializeToString,
+            herald_dot_v1_dot_campaigns__pb2.Campaign.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteCampaign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.CampaignService/DeleteCampaign',
+            herald_dot_v1_dot_campaigns__pb2.CampaignActionRequest.SerializeToString,
+            herald_dot_v1_dot_campaigns__pb2.DeleteCampaignResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TriggerCampaign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.CampaignService/TriggerCampaign',
+            herald_dot_v1_dot_campaigns__pb2.TriggerCampaignRequest.SerializeToString,
+            herald_dot_v1_dot_campaigns__pb2.Message.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCampaignKpis(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.CampaignService/GetCampaignKpis',
+            herald_dot_v1_dot_campaigns__pb2.GetCampaignKpisRequest.SerializeToString,
+            herald_dot_v1_dot_campaigns__pb2.CampaignKpis.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.CampaignService/ListAuditEvents',
+            herald_dot_v1_dot_campaigns__pb2.ListAuditEventsRequest.SerializeToString,
+            herald_dot_v1_dot_campaigns__pb2.ListAuditEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,
