@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-from gateways.smpp import settings
+from gateways.smpp import routes, settings
 from gateways.smpp.gateway import Gateway, GatewayConfig
-from gateways.smpp.session import ClientConfig
 from shared import bus, cache, log
 from shared.grpc_server import ServiceRuntime
 
@@ -25,14 +24,17 @@ async def main() -> None:
     await bus.ensure_streams(js)
     # Blocking pool: bursts of job and receipt handlers wait for a connection, never fail.
     redis = cache.connect(max_connections=settings.REDIS_MAX_CONNECTIONS.get_int())
-    client_cfg = ClientConfig.from_settings()
-    gateway = Gateway(js, redis, client_cfg, GatewayConfig.from_settings())
+    route_cfgs = routes.load()
+    gateway = Gateway(js, redis, route_cfgs, GatewayConfig.from_settings())
     jobs_stop = asyncio.Event()
     runner = asyncio.create_task(gateway.run(jobs_stop))
     # Ready once bound if the SMSC answers promptly; a gateway that cannot bind still
     # starts (it keeps retrying) and says so in its ready line.
-    bound = await gateway.client.wait_bound(client_cfg.response_timeout)
-    rt.write_ready(smpp_bound=bound, smsc=f"{client_cfg.host}:{client_cfg.port}")
+    timeout = max(r.client.response_timeout for r in route_cfgs)
+    bound = await gateway.wait_bound(timeout)
+    first = route_cfgs[0].client
+    rt.write_ready(smpp_bound=bound, smsc=f"{first.host}:{first.port}",
+                   routes=[r.name for r in route_cfgs])
     stop_wait = asyncio.create_task(rt.wait())
     await asyncio.wait({stop_wait, runner}, return_when=asyncio.FIRST_COMPLETED)
     logger.info("stopping: finishing the jobs in hand, then unbinding")

@@ -91,11 +91,11 @@ class Encoded:
         return 0x40 if len(self.parts) > 1 else 0x00
 
 
-def _split_gsm7(data: bytes) -> list[bytes]:
+def _split_gsm7(data: bytes, size: int = GSM7_PART) -> list[bytes]:
     chunks: list[bytes] = []
     start = 0
     while start < len(data):
-        end = min(start + GSM7_PART, len(data))
+        end = min(start + size, len(data))
         # 0x1B only ever introduces an escape pair (no character encodes to it): keep
         # the pair in one part.
         if end < len(data) and data[end - 1] == ESCAPE:
@@ -105,11 +105,11 @@ def _split_gsm7(data: bytes) -> list[bytes]:
     return chunks
 
 
-def _split_ucs2(data: bytes) -> list[bytes]:
+def _split_ucs2(data: bytes, size: int = UCS2_PART) -> list[bytes]:
     chunks: list[bytes] = []
     start = 0
     while start < len(data):
-        end = min(start + UCS2_PART, len(data))
+        end = min(start + size, len(data))
         if end < len(data) and 0xD8 <= data[end - 2] <= 0xDB:
             end -= 2  # keep a surrogate pair together
         chunks.append(data[start:end])
@@ -117,21 +117,51 @@ def _split_ucs2(data: bytes) -> list[bytes]:
     return chunks
 
 
-def encode_text(text: str, max_parts: int = 1, reference: int | None = None) -> Encoded:
-    """Encode `text` for submit_sm; more than one part gets an 8-bit-reference
-    concatenation UDH. Raises TextTooLong instead of ever truncating."""
+def encode_text(text: str, max_parts: int = 1, reference: int | None = None,
+                udh16: bool = False) -> Encoded:
+    """Encode `text` for submit_sm; more than one part gets a concatenation UDH (IEI 0x00,
+    8-bit reference, 6 octets; or IEI 0x08, 16-bit reference, 7 octets). Raises TextTooLong
+    instead of ever truncating."""
     data = gsm7_encode(text)
+    udh_len = 7 if udh16 else 6
     if data is not None:
-        coding, single, chunks = DC_GSM7, GSM7_SINGLE, _split_gsm7
+        # Unpacked septets: a 7-octet UDH takes 8 septets of the 160 (152 left), 6 take 7.
+        coding, single, part = DC_GSM7, GSM7_SINGLE, (152 if udh16 else GSM7_PART)
+        split = _split_gsm7
     else:
         data = text.encode("utf-16-be")
-        coding, single, chunks = DC_UCS2, UCS2_SINGLE, _split_ucs2
+        coding, single, part = DC_UCS2, UCS2_SINGLE, 140 - udh_len - (udh_len % 2)
+        split = _split_ucs2
     if len(data) <= single:
         return Encoded(coding, [data])
-    pieces = chunks(data)
+    pieces = split(data, part)
     allowed = min(max_parts, MAX_PARTS)
     if len(pieces) > allowed:
         raise TextTooLong(len(pieces), allowed, coding)
-    ref = random.randrange(256) if reference is None else reference & 0xFF
     total = len(pieces)
-    return Encoded(coding, [bytes((5, 0, 3, ref, total, i)) + p for i, p in enumerate(pieces, 1)])
+    if udh16:
+        ref = random.randrange(65536) if reference is None else reference & 0xFFFF
+        head = bytes((6, 8, 4, ref >> 8, ref & 0xFF, total))
+    else:
+        ref = random.randrange(256) if reference is None else reference & 0xFF
+        head = bytes((5, 0, 3, ref, total))
+    return Encoded(coding, [head + bytes((i,)) + p for i, p in enumerate(pieces, 1)])
+
+
+def strip_udh(short_message: bytes, esm_class: int) -> tuple[bytes, tuple[int, int, int] | None]:
+    """(text octets, (reference, total, index) of a concatenation UDH or None)."""
+    if not esm_class & 0x40 or not short_message:
+        return short_message, None
+    udhl = short_message[0]
+    udh, body = short_message[1:1 + udhl], short_message[1 + udhl:]
+    pos = 0
+    concat = None
+    while pos + 2 <= len(udh):
+        iei, ln = udh[pos], udh[pos + 1]
+        v = udh[pos + 2:pos + 2 + ln]
+        if iei == 0x00 and ln == 3:
+            concat = (v[0], v[1], v[2])
+        elif iei == 0x08 and ln == 4:
+            concat = ((v[0] << 8) | v[1], v[2], v[3])
+        pos += 2 + ln
+    return body, concat

@@ -1,15 +1,21 @@
-"""MessageEvents the SMPP gateway publishes, with deterministic ids.
+"""Events the SMPP gateway publishes, with deterministic ids.
 
 A fact the gateway may publish more than once (a redelivered job, a receipt the SMSC sends
 again) gets the same Nats-Msg-Id and the same event_id every time: JetStream drops the
 copy inside its duplicate window, and consumers that de-duplicate on event_id drop it
 after that.
+
+`publish_many` sends a batch with JetStream's asynchronous publish (one ack future per
+message, all awaited together) instead of one request/response round trip each; it
+returns only when every ack is in, so callers still act only on stored events.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
+from google.protobuf.message import Message as PbMessage
 from herald.v1 import common_pb2 as c
 from herald.v1 import events_pb2 as e
 from nats.js import JetStreamContext
@@ -19,16 +25,23 @@ from shared import bus, states, timeutil
 
 K = e.MessageEventKind
 _NAMESPACE = uuid.UUID("6f1c2b1e-8a5e-4e0b-9d7c-5d1f3a8b2c40")
+PUBLISH_TIMEOUT = 10.0
+
+Outgoing = tuple[str, PbMessage, str]  # subject, payload, Nats-Msg-Id
 
 
 def event_key(message_id: str, fact: str, attempt: int) -> str:
-    """'submitted' / 'failed' / 'dlr' fact of one attempt of one message."""
+    """'submitted' / 'failed' / 'dlr' / 'assumed' fact of one attempt of one message."""
     return f"{message_id}:{fact}:{attempt}"
+
+
+def event_id(key: str) -> str:
+    return str(uuid.uuid5(_NAMESPACE, key))
 
 
 def build(kind: int, ident: Mapping, key: str, **fields: object) -> e.MessageEvent:
     ev = e.MessageEvent(
-        event_id=str(uuid.uuid5(_NAMESPACE, key)),
+        event_id=event_id(key),
         kind=kind,  # type: ignore[arg-type]
         message_id=ident.message_id,
         campaign_id=ident.campaign_id,
@@ -44,5 +57,34 @@ def build(kind: int, ident: Mapping, key: str, **fields: object) -> e.MessageEve
     return ev
 
 
+def message(kind: int, ident: Mapping, key: str, **fields: object) -> Outgoing:
+    return states.message_subject(kind), build(kind, ident, key, **fields), key
+
+
+def opted_out(ident: Mapping, address: str, keyword: str, key: str) -> Outgoing:
+    ev = e.ContactEvent(
+        event_id=event_id(key), kind=e.CONTACT_EVENT_KIND_OPTED_OUT,
+        workspace_id=ident.workspace_id, channel=c.CHANNEL_SMS, address=address,
+        message_id=ident.message_id, campaign_id=ident.campaign_id, reason=keyword,
+    )
+    ev.occurred_at.CopyFrom(timeutil.now_ts())
+    return "events.contact.opted_out", ev, key
+
+
+async def publish_many(js: JetStreamContext, items: list[Outgoing]) -> None:
+    if not items:
+        return
+    futs = [await js.publish_async(subject, pb.SerializeToString(), headers={"Nats-Msg-Id": key})
+            for subject, pb, key in items]
+    try:
+        async with asyncio.timeout(PUBLISH_TIMEOUT):
+            await asyncio.gather(*futs)
+    finally:
+        for f in futs:
+            if not f.done():
+                f.cancel()
+    bus.BUS_PUBLISHED.labels("events").inc(len(items))
+
+
 async def publish(js: JetStreamContext, kind: int, ident: Mapping, key: str, **fields: object) -> None:
-    await bus.publish(js, states.message_subject(kind), build(kind, ident, key, **fields), key)
+    await publish_many(js, [message(kind, ident, key, **fields)])

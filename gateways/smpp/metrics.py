@@ -1,4 +1,5 @@
-"""Prometheus metrics of the SMPP gateway (labels are bounded: SMPP status names, stats)."""
+"""Prometheus metrics of the SMPP gateway. Labels are bounded: SMPP status names, receipt
+stats, outcomes, and route names (from configuration)."""
 
 from __future__ import annotations
 
@@ -6,31 +7,49 @@ from prometheus_client import Counter, Gauge, Histogram
 
 SUBMITS = Counter(
     "herald_smpp_submits_total",
-    "submit_sm outcomes: ok, an SMPP status name (e.g. ESME_RTHROTTLED), timeout or connection_lost.",
+    "submit_sm outcomes (one per part): ok, an SMPP status name (e.g. ESME_RTHROTTLED), "
+    "timeout or connection_lost.",
     ["status"],
 )
 SUBMIT_LATENCY = Histogram(
     "herald_smpp_submit_latency_seconds",
     "Time from writing a submit_sm to reading its submit_sm_resp.",
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 WINDOW_IN_USE = Gauge(
-    "herald_smpp_window_in_use", "submit_sm PDUs currently awaiting their response."
+    "herald_smpp_window_in_use", "submit_sm PDUs currently awaiting their response, by route.",
+    ["route"],
 )
-BINDS_UP = Gauge("herald_smpp_binds_up", "SMPP binds currently established (0 or 1 per process).")
+BINDS_UP = Gauge("herald_smpp_binds_up", "SMPP binds currently established, by route.", ["route"])
 BIND_ATTEMPTS = Counter(
     "herald_smpp_bind_attempts_total", "Connect-and-bind attempts, by outcome (ok or the failure).",
     ["outcome"],
 )
+THROTTLING = Counter(
+    "herald_smpp_throttling_events_total",
+    "Times the SMSC answered ESME_RTHROTTLED or ESME_RMSGQFUL and the bind was slowed down, by route.",
+    ["route"],
+)
 RECEIPTS = Counter(
     "herald_smpp_receipts_total",
-    "Delivery receipts received, by stat (DELIVRD, UNDELIV, ...; unmatched = no id mapping yet, "
-    "invalid = unparseable, OTHER = unknown stat).",
+    "Delivery receipts received (one per part), by stat (DELIVRD, UNDELIV, ...; unmatched = "
+    "no id mapping yet, answered ESME_RX_T_APPN; invalid = unparseable; OTHER = unknown stat).",
     ["stat"],
+)
+RECEIPT_LAG = Histogram(
+    "herald_smpp_receipt_lag_seconds",
+    "Time from the submit_sm_resp of a part to its final receipt.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400),
 )
 MO_MESSAGES = Counter(
     "herald_smpp_mo_messages_total",
-    "Mobile-originated deliver_sm received (acknowledged but not yet routed anywhere).",
+    "Mobile-originated deliver_sm, by outcome (replied = linked to a message we sent, "
+    "opted_out = opt-out keyword, unlinked = no message to link it to).",
+    ["outcome"],
+)
+ASSUMED_DELIVERED = Counter(
+    "herald_smpp_assumed_delivered_total",
+    "Messages reported ASSUMED_DELIVERED because no final receipt came in time.",
 )
 JOBS = Counter(
     "herald_smpp_jobs_total",

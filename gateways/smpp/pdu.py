@@ -222,3 +222,115 @@ async def read_frame(reader: asyncio.StreamReader) -> Frame:
 def next_sequence(current: int) -> int:
     """Sequence numbers run 1..0x7FFFFFFF and wrap (SMPP 3.4 section 3.2)."""
     return 1 if current >= MAX_SEQUENCE else current + 1
+
+
+# --- hand-rolled hot PDUs ---------------------------------------------------------------
+# smpplib's codec does ~8.5k submit_sm encode+decode/s per core, which alone would cap the
+# gateway below its 5,000 msg/s goal once NATS and Redis take their share. The few PDUs on
+# the per-message path are therefore packed and parsed here with struct (measured in
+# bench_smpp: see gateways/smpp/README.md); tests/unit/test_smpp_codec.py checks them byte
+# for byte against smpplib, which stays the codec for everything else.
+_B = struct.Struct(">B")
+_SM_TAIL = struct.Struct(">BBB")
+
+
+def _cstr(value: str | bytes) -> bytes:
+    raw = value.encode("latin-1") if isinstance(value, str) else value
+    return raw + b"\0"
+
+
+def encode_submit_sm(sequence: int, *, source_addr: str, destination_addr: str,
+                     short_message: bytes, source_addr_ton: int = 0, source_addr_npi: int = 0,
+                     dest_addr_ton: int = 0, dest_addr_npi: int = 0, esm_class: int = 0,
+                     protocol_id: int = 0, priority_flag: int = 0, registered_delivery: int = 0,
+                     data_coding: int = 0, service_type: str = "",
+                     command_id: int = SUBMIT_SM, tlvs: bytes = b"") -> bytes:
+    """submit_sm (or, with command_id=DELIVER_SM, a deliver_sm: same body layout).
+    schedule_delivery_time/validity_period empty, replace_if_present 0, sm_default_msg_id 0."""
+    if len(short_message) > 254:
+        raise ValueError("short_message longer than 254 octets (use message_payload)")
+    body = b"".join((
+        _cstr(service_type),
+        bytes((source_addr_ton, source_addr_npi)), _cstr(source_addr),
+        bytes((dest_addr_ton, dest_addr_npi)), _cstr(destination_addr),
+        bytes((esm_class, protocol_id, priority_flag)),
+        b"\0\0",  # schedule_delivery_time, validity_period
+        bytes((registered_delivery, 0, data_coding, 0, len(short_message))),
+        short_message, tlvs,
+    ))
+    return HEADER.pack(16 + len(body), command_id, ESME_ROK, sequence) + body
+
+
+def encode_tlv(tag: int, value: bytes) -> bytes:
+    return struct.pack(">HH", tag, len(value)) + value
+
+
+def encode_submit_sm_resp(sequence: int, message_id: str, status: int = ESME_ROK) -> bytes:
+    body = _cstr(message_id if status == ESME_ROK else "")  # as smpplib sends it
+    return HEADER.pack(16 + len(body), SUBMIT_SM_RESP, status, sequence) + body
+
+
+def encode_deliver_sm_resp(sequence: int, status: int = ESME_ROK) -> bytes:
+    return HEADER.pack(17, DELIVER_SM_RESP, status, sequence) + b"\0"
+
+
+def resp_message_id(raw: bytes) -> str:
+    """message_id of a submit_sm_resp (empty for an error response without a body)."""
+    if len(raw) <= 16:
+        return ""
+    end = raw.find(b"\0", 16)
+    return raw[16:end if end >= 0 else len(raw)].decode("latin-1")
+
+
+@dataclass(slots=True)
+class ShortMessage:
+    """Mandatory fields of a submit_sm / deliver_sm that Herald reads, plus raw TLVs."""
+
+    service_type: str
+    source_addr_ton: int
+    source_addr_npi: int
+    source_addr: str
+    dest_addr_ton: int
+    dest_addr_npi: int
+    destination_addr: str
+    esm_class: int
+    registered_delivery: int
+    data_coding: int
+    short_message: bytes
+    tlvs: dict[int, bytes]
+
+    @property
+    def payload(self) -> bytes:
+        """short_message, or the message_payload TLV when short_message is empty."""
+        return self.short_message or self.tlvs.get(TAG_MESSAGE_PAYLOAD, b"")
+
+
+def parse_sm(raw: bytes) -> ShortMessage:
+    """Decode a submit_sm / deliver_sm body at header level (no smpplib)."""
+    try:
+        pos = 16
+        end = raw.index(b"\0", pos)
+        service_type = raw[pos:end].decode("latin-1")
+        ston, snpi = raw[end + 1], raw[end + 2]
+        pos = end + 3
+        end = raw.index(b"\0", pos)
+        src = raw[pos:end].decode("latin-1")
+        dton, dnpi = raw[end + 1], raw[end + 2]
+        pos = end + 3
+        end = raw.index(b"\0", pos)
+        dst = raw[pos:end].decode("latin-1")
+        esm_class = raw[end + 1]
+        pos = end + 4
+        pos = raw.index(b"\0", pos) + 1  # schedule_delivery_time
+        pos = raw.index(b"\0", pos) + 1  # validity_period
+        registered_delivery, data_coding, sm_length = raw[pos], raw[pos + 2], raw[pos + 4]
+        pos += 5
+    except (ValueError, IndexError) as exc:
+        raise ProtocolError(f"truncated short message PDU: {exc}") from exc
+    short = raw[pos:pos + sm_length]
+    if len(short) != sm_length:
+        raise ProtocolError("short_message runs past the PDU")
+    tail = pos + sm_length
+    return ShortMessage(service_type, ston, snpi, src, dton, dnpi, dst, esm_class,
+                        registered_delivery, data_coding, short,
+                        parse_tlvs(raw[tail:]) if tail < len(raw) else {})

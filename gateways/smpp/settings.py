@@ -140,3 +140,81 @@ SIM_STATS_FILE = setting(
     "If set, the simulator keeps a JSON file of its ground-truth counters here (accepted "
     "submits per destination, receipts sent/acked/retried, binds).", SIM,
 )
+
+# --- issue 4: routes, encoding, status handling, receipts, replies ------------------------
+ROUTES = setting(
+    "HERALD_SMPP_ROUTES", "",
+    "Routes as JSON (or @/path/to/file.json): a list of SMSC accounts, each with host, port, "
+    "system_id, password, binds, bind_mode (transceiver or pair), window, throughput (msg/s "
+    "per bind, 0 = unlimited), senders / prefixes (the rules that pick the route), id_format "
+    "(auto, or <submit_sm_resp>:<receipt> with hex, decimal or string). Empty: one route "
+    "built from HERALD_SMPP_HOST/PORT/SYSTEM_ID/... (see gateways/smpp/README.md).", GW,
+)
+BINDS = setting("HERALD_SMPP_BINDS", "1", "Binds (TCP sessions) of the default route.", GW)
+BIND_MODE = setting(
+    "HERALD_SMPP_BIND_MODE", "transceiver",
+    "Default route's bind mode: transceiver (one session) or pair (a transmitter plus a "
+    "receiver session per bind).", GW,
+)
+THROUGHPUT = setting(
+    "HERALD_SMPP_THROUGHPUT", "0",
+    "Default route's submit_sm per second per bind (token bucket; 0 = unlimited).", GW,
+)
+ID_FORMAT = setting(
+    "HERALD_SMPP_ID_FORMAT", "auto",
+    "Default route's message id formats: auto (store the mapping under every reading of the "
+    "id: hex, decimal, case, leading zeros) or <resp>:<receipt>, e.g. hex:decimal.", GW,
+)
+MAX_PARTS = setting(
+    "HERALD_SMPP_MAX_PARTS", "6", "Most concatenated parts one SMS may be split into.", GW
+)
+UDH_16BIT = setting(
+    "HERALD_SMPP_UDH_16BIT", "false",
+    "Use the 16-bit reference concatenation UDH (IEI 0x08) instead of the 8-bit one.", GW,
+)
+SYSERR_RETRIES = setting(
+    "HERALD_SMPP_SYSERR_RETRIES", "5",
+    "Times a submit refused with ESME_RSYSERR is retried (exponential backoff from "
+    "HERALD_SMPP_THROTTLE_DELAY) before the message is FAILED.", GW,
+)
+ASSUMED_DELIVERED_AFTER = setting(
+    "HERALD_SMPP_ASSUMED_DELIVERED_AFTER", "172800",
+    "Seconds after submission with no final receipt before a message is reported "
+    "ASSUMED_DELIVERED (0 disables; a later receipt still moves it to DELIVERED/FAILED).", GW,
+)
+OPT_OUT_KEYWORDS = setting(
+    "HERALD_SMPP_OPT_OUT_KEYWORDS", "STOP,STOPALL,UNSUBSCRIBE,ARRET,CANCEL,END,QUIT",
+    "Comma-separated reply keywords (first word, any case and accents) that opt the sender "
+    "out: events.contact.opted_out.", GW,
+)
+MO_LINK_TTL = setting(
+    "HERALD_SMPP_MO_LINK_TTL", "604800",
+    "Seconds a (sender, recipient) -> last message link is kept for attributing replies.", GW,
+)
+MAX_IN_FLIGHT = setting(
+    "HERALD_SMPP_MAX_IN_FLIGHT", "0",
+    "Jobs the gateway works on at once (0: the sum of the routes' windows, at least 64).", GW,
+)
+SIM_RECEIPT_RULES = setting(
+    "HERALD_SMPP_SIM_RECEIPT_RULES", "",
+    "Receipt outcome and delay by destination: 'regex=STAT[@seconds];...' (first match wins; "
+    "others get DELIVRD after HERALD_SMPP_SIM_RECEIPT_DELAY).", SIM,
+)
+SIM_THROTTLE_EVERY = setting(
+    "HERALD_SMPP_SIM_THROTTLE_EVERY", "0", "Answer every Nth submit_sm ESME_RTHROTTLED (0: never).", SIM
+)
+SIM_QUEUE_FULL_EVERY = setting(
+    "HERALD_SMPP_SIM_QUEUE_FULL_EVERY", "0", "Answer every Nth submit_sm ESME_RMSGQFUL (0: never).", SIM
+)
+SIM_SYSERR_PATTERN = setting(
+    "HERALD_SMPP_SIM_SYSERR_PATTERN", "",
+    "Regex over destination_addr: the first submit_sm to each match is answered ESME_RSYSERR.", SIM,
+)
+SIM_RECEIPT_MODE = setting(
+    "HERALD_SMPP_SIM_RECEIPT_MODE", "both",
+    "Receipt form: both (Appendix-B text and TLVs), text (text only) or tlv (TLVs only).", SIM,
+)
+SIM_DISCONNECT_AFTER = setting(
+    "HERALD_SMPP_SIM_DISCONNECT_AFTER", "0",
+    "Drop every connection (no unbind) once, on the Nth submit_sm, leaving it unanswered (0: never).", SIM,
+)

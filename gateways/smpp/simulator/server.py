@@ -32,6 +32,7 @@ _BIND_RESP = {pdu.BIND_TRANSCEIVER: ("bind_transceiver_resp", "trx"),
               pdu.BIND_TRANSMITTER: ("bind_transmitter_resp", "tx"),
               pdu.BIND_RECEIVER: ("bind_receiver_resp", "rx")}
 ID_STYLES = ("hex", "decimal", "mixed")
+RECEIPT_MODES = ("both", "text", "tlv")
 MAX_RETRY_DELAY = 5.0
 
 
@@ -48,13 +49,21 @@ class SimulatorConfig:
     receipt_delay: float = 0.5
     fail_pattern: str = ""
     fail_stat: str = "UNDELIV"
+    # (regex over destination_addr, stat, delay or None): first match decides the receipt
+    receipt_rules: tuple[tuple[str, str, float | None], ...] = ()
     reject_pattern: str = ""
     reject_status: int = pdu.ESME_RINVDSTADR
     throttle_pattern: str = ""
+    throttle_every: int = 0      # every Nth submit_sm answered ESME_RTHROTTLED
+    queue_full_every: int = 0    # every Nth submit_sm answered ESME_RMSGQFUL
+    syserr_pattern: str = ""     # first syserr_times submits to a match: ESME_RSYSERR
+    syserr_times: int = 1
     drop_pattern: str = ""
     id_style: str = "hex"
+    receipt_mode: str = "both"   # both, text (Appendix B only), tlv (TLVs only)
     receipt_first: bool = False
     duplicate_receipts: bool = False
+    disconnect_after: int = 0    # drop every connection once, on the Nth submit_sm (unanswered)
     receipt_retry_delay: float = 0.2
     receipt_max_attempts: int = 50
     response_timeout: float = 5.0
@@ -70,44 +79,87 @@ class SimulatorConfig:
             receipt_delay=settings.SIM_RECEIPT_DELAY.get_float(),
             fail_pattern=settings.SIM_FAIL_PATTERN.get(),
             fail_stat=receipts.normalise_stat(settings.SIM_FAIL_STAT.get()),
+            receipt_rules=parse_rules(settings.SIM_RECEIPT_RULES.get()),
             reject_pattern=settings.SIM_REJECT_PATTERN.get(),
             reject_status=int(settings.SIM_REJECT_STATUS.get(), 0),
             throttle_pattern=settings.SIM_THROTTLE_PATTERN.get(),
+            throttle_every=settings.SIM_THROTTLE_EVERY.get_int(),
+            queue_full_every=settings.SIM_QUEUE_FULL_EVERY.get_int(),
+            syserr_pattern=settings.SIM_SYSERR_PATTERN.get(),
             drop_pattern=settings.SIM_DROP_PATTERN.get(),
             id_style=settings.SIM_ID_STYLE.get(),
+            receipt_mode=settings.SIM_RECEIPT_MODE.get(),
             receipt_first=settings.SIM_RECEIPT_FIRST.get_bool(),
             duplicate_receipts=settings.SIM_DUPLICATE_RECEIPTS.get_bool(),
+            disconnect_after=settings.SIM_DISCONNECT_AFTER.get_int(),
             receipt_retry_delay=settings.SIM_RECEIPT_RETRY_DELAY.get_float(),
             receipt_max_attempts=settings.SIM_RECEIPT_MAX_ATTEMPTS.get_int(),
             stats_file=settings.SIM_STATS_FILE.get(),
         )
 
 
+def parse_rules(text: str) -> tuple[tuple[str, str, float | None], ...]:
+    """'900(1|2)$=UNDELIV@2.5;900999$=EXPIRED' -> ((regex, stat, delay or None), ...)."""
+    out = []
+    for item in filter(None, (x.strip() for x in text.split(";"))):
+        pattern, _, rest = item.rpartition("=")
+        stat, _, delay = rest.partition("@")
+        out.append((pattern, receipts.normalise_stat(stat), float(delay) if delay else None))
+    return tuple(out)
+
+
 @dataclass
 class SimStats:
     accepted: Counter[str] = field(default_factory=Counter)  # destination -> accepted submits
     attempts: Counter[str] = field(default_factory=Counter)  # destination -> every submit_sm
+    # (destination, short_message) -> accepted submits: > 1 is a duplicate SMS
+    accepted_messages: Counter[str] = field(default_factory=Counter)
     submits_total: int = 0
     submits_accepted: int = 0
     submits_rejected: int = 0
     submits_throttled: int = 0
+    submits_queue_full: int = 0
+    submits_syserr: int = 0
     submits_dropped: int = 0
+    disconnects: int = 0          # forced with disconnect_after
     receipts_sent: int = 0        # deliver_sm written, retries included
     receipts_acked: int = 0       # receipts answered ESME_ROK (duplicates not counted)
     receipts_retried: int = 0     # non-zero deliver_sm_resp, timeout or no receiver
     receipts_dropped: int = 0     # given up after receipt_max_attempts
     receipts_duplicated: int = 0  # extra copies sent with duplicate_receipts
     receipts_pending: int = 0     # scheduled, not yet acked or dropped
+    mo_sent: int = 0
+    mo_acked: int = 0
     binds: int = 0
     unbinds: int = 0
     enquire_links: int = 0
     connections: int = 0
 
+    @property
+    def duplicate_submits(self) -> int:
+        return sum(n - 1 for n in self.accepted_messages.values() if n > 1)
+
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["accepted"] = dict(self.accepted)
         d["attempts"] = dict(self.attempts)
+        del d["accepted_messages"]
+        d["accepted_distinct"] = len(self.accepted_messages)
+        d["duplicate_submits"] = self.duplicate_submits
         return d
+
+
+@dataclass
+class _Outbound:
+    """A deliver_sm (receipt or MO) the simulator keeps sending until it is acknowledged."""
+
+    body: bytes          # deliver_sm body; the header is added per attempt
+    system_id: str
+    origin: _Connection | None
+    done: asyncio.Future[bool]
+    receipt: bool = True
+    attempts: int = 0
+    delay: float = 0.0
 
 
 class _Connection:
@@ -139,6 +191,18 @@ class _Connection:
         self._pending[seq] = fut
         try:
             self.write(pdu.encode(command, seq, **fields))
+        except ConnectionError as exc:
+            self._pending.pop(seq, None)
+            fut.set_exception(exc)
+        fut.add_done_callback(lambda _f: self._pending.pop(seq, None))
+        return fut
+
+    def send_body(self, command_id: int, body: bytes) -> asyncio.Future[pdu.Frame]:
+        self._seq = seq = pdu.next_sequence(self._seq)
+        fut: asyncio.Future[pdu.Frame] = asyncio.get_running_loop().create_future()
+        self._pending[seq] = fut
+        try:
+            self.write(pdu.HEADER.pack(16 + len(body), command_id, 0, seq) + body)
         except ConnectionError as exc:
             self._pending.pop(seq, None)
             fut.set_exception(exc)
@@ -211,6 +275,8 @@ class _Connection:
 class SmscSimulator:
     def __init__(self, cfg: SimulatorConfig | None = None) -> None:
         self.cfg = cfg or SimulatorConfig()
+        if self.cfg.receipt_mode not in RECEIPT_MODES:
+            raise ValueError(f"receipt_mode must be one of {RECEIPT_MODES}")
         if self.cfg.id_style not in ID_STYLES:
             raise ValueError(f"id_style must be one of {ID_STYLES}, not {self.cfg.id_style!r}")
         self.stats = SimStats()
@@ -221,9 +287,13 @@ class SmscSimulator:
         self._throttle = _pattern(self.cfg.throttle_pattern)
         self._drop = _pattern(self.cfg.drop_pattern)
         self._throttled: set[str] = set()
+        self._syserr = _pattern(self.cfg.syserr_pattern)
+        self._syserrs: Counter[str] = Counter()
+        self._rules = [(re.compile(p), stat, d) for p, stat, d in self.cfg.receipt_rules]
         # Random base: ids from different runs against one Redis must not collide.
         self._next_id = random.randrange(0x10000000, 0x70000000)
         self._server: asyncio.Server | None = None
+        self._stopped = False
         self._conns: set[_Connection] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stats_task: asyncio.Task[None] | None = None
@@ -239,6 +309,7 @@ class SmscSimulator:
         return self.port
 
     async def stop(self) -> None:
+        self._stopped = True
         if self._server is not None:
             self._server.close()
         self.drop_connections()
@@ -284,126 +355,180 @@ class SmscSimulator:
         return {"hex": (hex_id, hex_id), "decimal": (dec_id, dec_id),
                 "mixed": (hex_id, dec_id)}[self.cfg.id_style]
 
+    def _refuse(self, dest: str) -> int | None:
+        """command_status of a submit the simulator refuses (or None to accept it)."""
+        st, cfg = self.stats, self.cfg
+        n = st.submits_total
+        if self._reject and self._reject.search(dest):
+            st.submits_rejected += 1
+            return cfg.reject_status
+        if cfg.throttle_every and n % cfg.throttle_every == 0:
+            st.submits_throttled += 1
+            return pdu.ESME_RTHROTTLED
+        if cfg.queue_full_every and n % cfg.queue_full_every == 0:
+            st.submits_queue_full += 1
+            return pdu.ESME_RMSGQFUL
+        if self._throttle and self._throttle.search(dest) and dest not in self._throttled:
+            self._throttled.add(dest)
+            st.submits_throttled += 1
+            return pdu.ESME_RTHROTTLED
+        if self._syserr and self._syserr.search(dest) and self._syserrs[dest] < cfg.syserr_times:
+            self._syserrs[dest] += 1
+            st.submits_syserr += 1
+            return pdu.ESME_RSYSERR
+        return None
+
     def on_submit(self, conn: _Connection, frame: pdu.Frame) -> None:
-        body = frame.body
-        dest = frame.text_field("destination_addr")
+        sm = pdu.parse_sm(frame.raw)
+        dest = sm.destination_addr
         st = self.stats
         st.submits_total += 1
         st.attempts[dest] += 1
         seq = frame.sequence
+        if self.cfg.disconnect_after and st.submits_total == self.cfg.disconnect_after:
+            # Never answered: the ESME cannot know whether this one was taken.
+            st.disconnects += 1
+            st.submits_dropped += 1
+            self.drop_connections()
+            return
         if self._drop and self._drop.search(dest):
             st.submits_dropped += 1
             return
-        if self._reject and self._reject.search(dest):
-            st.submits_rejected += 1
-            conn.write(pdu.encode("submit_sm_resp", seq, status=self.cfg.reject_status))
-            return
-        if self._throttle and self._throttle.search(dest) and dest not in self._throttled:
-            self._throttled.add(dest)
-            st.submits_throttled += 1
-            conn.write(pdu.encode("submit_sm_resp", seq, status=pdu.ESME_RTHROTTLED))
+        status = self._refuse(dest)
+        if status is not None:
+            conn.write(pdu.encode_submit_sm_resp(seq, "", status))
             return
         resp_id, receipt_id = self._ids()
         st.accepted[dest] += 1
+        st.accepted_messages[f"{dest}|{sm.short_message.hex()}"] += 1
         st.submits_accepted += 1
-        resp = pdu.encode("submit_sm_resp", seq, message_id=resp_id)
-        stat = self.cfg.fail_stat if self._fail and self._fail.search(dest) else "DELIVRD"
-        wanted = int(body.registered_delivery or 0) & 0x03
+        resp = pdu.encode_submit_sm_resp(seq, resp_id)
+        stat, delay = self._outcome(dest)
+        wanted = sm.registered_delivery & 0x03
         if not (wanted == 1 or (wanted == 2 and stat != "DELIVRD")):
             conn.write(resp)
             return
-        fields = self._receipt_fields(frame, receipt_id, stat)
+        out = _Outbound(self._receipt_body(sm, receipt_id, stat), conn.system_id, conn,
+                        asyncio.get_running_loop().create_future())
         st.receipts_pending += 1
         if self.cfg.receipt_first:
             # The receipt overtakes the response: the ESME cannot know the id yet.
-            first = conn.send_request("deliver_sm", **fields)
-            st.receipts_sent += 1
+            self._send_outbound(out)
             conn.write(resp)
-            self._spawn(self._deliver_receipt(conn, fields, first))
         else:
             conn.write(resp)
-            self._spawn(self._deliver_receipt(conn, fields, None))
+            asyncio.get_running_loop().call_later(delay, self._send_outbound, out)
 
-    def _receipt_fields(self, frame: pdu.Frame, receipt_id: str, stat: str) -> dict[str, Any]:
-        body = frame.body
-        short = bytes(body.short_message or b"")
-        if int(body.esm_class or 0) & pdu.ESM_UDHI and short:
-            short = short[short[0] + 1:]
-        excerpt = encoding.decode(short, int(body.data_coding or 0))
+    def _outcome(self, dest: str) -> tuple[str, float]:
+        for rx, stat, delay in self._rules:
+            if rx.search(dest):
+                return stat, self.cfg.receipt_delay if delay is None else delay
+        if self._fail and self._fail.search(dest):
+            return self.cfg.fail_stat, self.cfg.receipt_delay
+        return "DELIVRD", self.cfg.receipt_delay
+
+    def _receipt_body(self, sm: pdu.ShortMessage, receipt_id: str, stat: str) -> bytes:
+        short, _concat = encoding.strip_udh(sm.short_message, sm.esm_class)
+        excerpt = encoding.decode(short, sm.data_coding)
         excerpt = excerpt.encode("ascii", "replace").decode()[:20]
         now = datetime.now(UTC)
-        text = receipts.format_text(receipt_id, stat, "000" if stat == "DELIVRD" else "001",
-                                    now, now, excerpt)
-        return dict(
-            service_type="",
-            source_addr_ton=int(body.dest_addr_ton or 0), source_addr_npi=int(body.dest_addr_npi or 0),
-            source_addr=frame.text_field("destination_addr"),
-            dest_addr_ton=int(body.source_addr_ton or 0), dest_addr_npi=int(body.source_addr_npi or 0),
-            destination_addr=frame.text_field("source_addr"),
-            esm_class=pdu.ESM_SMSC_RECEIPT, protocol_id=0, priority_flag=0,
-            schedule_delivery_time="", validity_period="", registered_delivery=0,
-            replace_if_present_flag=0, data_coding=0, sm_default_msg_id=0,
-            short_message=text.encode("ascii"),
-            receipted_message_id=receipt_id,
-            message_state=receipts.STAT_TO_STATE.get(stat, 7),
-        )
+        err = "000" if stat == "DELIVRD" else "001"
+        mode = self.cfg.receipt_mode
+        text = b"" if mode == "tlv" else receipts.format_text(receipt_id, stat, err, now, now, excerpt).encode()
+        tlvs = b""
+        if mode != "text":
+            tlvs = (pdu.encode_tlv(pdu.TAG_RECEIPTED_MESSAGE_ID, receipt_id.encode() + b"\0")
+                    + pdu.encode_tlv(pdu.TAG_MESSAGE_STATE, bytes((receipts.STAT_TO_STATE.get(stat, 7),))))
+            if stat != "DELIVRD":
+                tlvs += pdu.encode_tlv(pdu.TAG_NETWORK_ERROR_CODE, b"\x03\x00\x01")
+        raw = pdu.encode_submit_sm(
+            0, command_id=pdu.DELIVER_SM,
+            source_addr=sm.destination_addr, source_addr_ton=sm.dest_addr_ton,
+            source_addr_npi=sm.dest_addr_npi,
+            destination_addr=sm.source_addr, dest_addr_ton=sm.source_addr_ton,
+            dest_addr_npi=sm.source_addr_npi,
+            esm_class=pdu.ESM_SMSC_RECEIPT, short_message=text, tlvs=tlvs)
+        return raw[16:]
 
-    # --- receipts -----------------------------------------------------------------------
-    def _receiver(self, system_id: str, prefer: _Connection) -> _Connection | None:
-        if prefer.can_receive:
+    # --- receipts and MO: sent until acknowledged -----------------------------------------
+    def _receiver(self, system_id: str, prefer: _Connection | None) -> _Connection | None:
+        if prefer is not None and prefer.can_receive:
             return prefer
         for conn in self._conns:
-            if conn.can_receive and conn.system_id == system_id:
+            if conn.can_receive and (not system_id or conn.system_id == system_id):
                 return conn
         return None
 
-    async def _send_until_acked(self, origin: _Connection, fields: dict[str, Any],
-                                first: asyncio.Future[pdu.Frame] | None) -> bool:
-        st = self.stats
-        fut = first
-        delay = self.cfg.receipt_retry_delay
-        for _attempt in range(self.cfg.receipt_max_attempts):
-            if fut is None:
-                conn = self._receiver(origin.system_id, origin)
-                if conn is not None:
-                    fut = conn.send_request("deliver_sm", **fields)
-                    st.receipts_sent += 1
-            status = None
-            if fut is not None:
-                try:
-                    status = (await asyncio.wait_for(fut, self.cfg.response_timeout)).status
-                except (TimeoutError, ConnectionError):
-                    status = None
-                fut = None
-            if status == pdu.ESME_ROK:
-                return True
-            st.receipts_retried += 1
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, MAX_RETRY_DELAY)
-        return False
+    def _send_outbound(self, out: _Outbound) -> None:
+        if out.done.done() or self._stopped:
+            return
+        conn = self._receiver(out.system_id, out.origin)
+        if conn is None:
+            self._retry_outbound(out)
+            return
+        out.attempts += 1
+        fut = conn.send_body(pdu.DELIVER_SM, out.body)
+        if out.receipt:
+            self.stats.receipts_sent += 1
+        else:
+            self.stats.mo_sent += 1
+        timer = asyncio.get_running_loop().call_later(
+            self.cfg.response_timeout, lambda: fut.done() or fut.set_exception(TimeoutError()))
 
-    async def _deliver_receipt(self, origin: _Connection, fields: dict[str, Any],
-                               first: asyncio.Future[pdu.Frame] | None) -> None:
+        def answered(f: asyncio.Future[pdu.Frame]) -> None:
+            timer.cancel()
+            ok = not f.cancelled() and f.exception() is None and f.result().status == pdu.ESME_ROK
+            if ok:
+                self._outbound_done(out, True)
+            else:
+                self._retry_outbound(out)
+
+        fut.add_done_callback(answered)
+
+    def _retry_outbound(self, out: _Outbound) -> None:
+        if out.receipt:
+            self.stats.receipts_retried += 1
+        if out.attempts >= self.cfg.receipt_max_attempts:
+            self._outbound_done(out, False)
+            return
+        out.delay = min(out.delay * 2, MAX_RETRY_DELAY) if out.delay else self.cfg.receipt_retry_delay
+        out.attempts += 0 if out.attempts else 1  # never-sent receipts also give up eventually
+        asyncio.get_running_loop().call_later(out.delay, self._send_outbound, out)
+
+    def _outbound_done(self, out: _Outbound, ok: bool) -> None:
+        if out.done.done():
+            return
+        out.done.set_result(ok)
         st = self.stats
-        if first is None:
-            await asyncio.sleep(self.cfg.receipt_delay)
-        try:
-            ok = await self._send_until_acked(origin, fields, first)
-        finally:
-            st.receipts_pending -= 1
+        if not out.receipt:
+            st.mo_acked += ok
+            return
+        st.receipts_pending -= 1
         if not ok:
             st.receipts_dropped += 1
-            log.warning("receipt dropped after %d attempts", self.cfg.receipt_max_attempts,
-                        extra={"smsc_id": fields["receipted_message_id"]})
+            log.warning("receipt dropped after %d attempts", self.cfg.receipt_max_attempts)
             return
         st.receipts_acked += 1
         if self.cfg.duplicate_receipts:
-            conn = self._receiver(origin.system_id, origin)
+            conn = self._receiver(out.system_id, out.origin)
             if conn is not None:
                 st.receipts_duplicated += 1
-                with contextlib.suppress(TimeoutError, ConnectionError):
-                    await asyncio.wait_for(conn.send_request("deliver_sm", **fields),
-                                           self.cfg.response_timeout)
+                conn.send_body(pdu.DELIVER_SM, out.body)
+
+    def inject_mo(self, source_addr: str, destination_addr: str, text: str,
+                  system_id: str = "") -> asyncio.Future[bool]:
+        """Send a mobile-originated message (a reply) to a bound receiver until it is
+        acknowledged; the future says whether it was."""
+        enc = encoding.encode_text(text, max_parts=1)
+        raw = pdu.encode_submit_sm(
+            0, command_id=pdu.DELIVER_SM, source_addr=source_addr, source_addr_ton=1,
+            source_addr_npi=1, destination_addr=destination_addr,
+            dest_addr_ton=1 if destination_addr.isdigit() else 5,
+            data_coding=enc.data_coding, short_message=enc.parts[0])
+        out = _Outbound(raw[16:], system_id, None, asyncio.get_running_loop().create_future(),
+                        receipt=False)
+        self._send_outbound(out)
+        return out.done
 
     # --- stats file ---------------------------------------------------------------------
     def _write_stats(self) -> None:
