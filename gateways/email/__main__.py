@@ -2,7 +2,8 @@
 
 Consumes jobs.email (durable pull consumer "email", shared by every replica), submits
 over SMTP and serves the tracking HTTP endpoints. Ready line (HERALD_READY_FILE):
-{"service": "email-gateway", "grpc_port", "metrics_port", "tracking_port", "tracking_url"}.
+{"service": "email-gateway", "grpc_port", "metrics_port", "tracking_port", "tracking_url",
+"bounce_port"}.
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from gateways.email import dedup, links, render, settings, tokens
+from gateways.email import dedup, settings, tokens
+from gateways.email.bounces import BounceServer
+from gateways.email.dkimsign import DkimSigner
+from gateways.email.skeleton import Skeletons
 from gateways.email.smtp_pool import SmtpConfig, SmtpPool
 from gateways.email.tracking import TrackingServer
 from gateways.email.worker import EmailWorker, WorkerConfig
@@ -19,8 +23,19 @@ from shared import log as shared_log
 from shared.grpc_server import ServiceRuntime
 
 NAME = "email-gateway"
-DURABLE = "email"
 DRAIN_TIMEOUT = 30.0
+
+
+def load_dkim() -> DkimSigner | None:
+    pem = settings.DKIM_PRIVATE_KEY.get().encode()
+    path = settings.DKIM_KEY_FILE.get()
+    if path:
+        with open(path, "rb") as f:
+            pem = f.read()
+    if not pem.strip():
+        return None
+    # d= is replaced per From domain unless HERALD_DKIM_DOMAIN fixes it.
+    return DkimSigner(settings.DKIM_DOMAIN.get() or "invalid", settings.DKIM_SELECTOR.get(), pem)
 
 
 async def main() -> None:
@@ -45,33 +60,42 @@ async def main() -> None:
     base_url = settings.TRACKING_BASE_URL.get() or f"http://{tracking.host}:{tracking_port}"
 
     smtp_timeout = settings.SMTP_TIMEOUT.get_float()
-    pool_size = settings.SMTP_POOL_SIZE.get_int()
     pool = SmtpPool(SmtpConfig(
         host=settings.SMTP_HOST.get(), port=settings.SMTP_PORT.get_int(), timeout=smtp_timeout,
         username=settings.SMTP_USERNAME.get(), password=settings.SMTP_PASSWORD.get(),
-        starttls=settings.SMTP_STARTTLS.get(), helo=settings.SMTP_HELO.get(),
-    ), pool_size)
+        starttls=settings.SMTP_STARTTLS.get(), tls=settings.SMTP_TLS.get_bool(),
+        verify_tls=settings.SMTP_TLS_VERIFY.get_bool(), helo=settings.SMTP_HELO.get(),
+        rate=settings.SMTP_RATE.get_float(),
+        max_per_connection=settings.SMTP_MAX_PER_CONNECTION.get_int(),
+    ), settings.SMTP_POOL_SIZE.get_int())
+    dkim = load_dkim()
+    if dkim is not None:
+        log.info("DKIM signing on", extra={"selector": dkim.selector, "algorithm": dkim.algorithm})
+    markers = dedup.SendMarkers(redis, settings.DEDUP_TTL.get_int())
     worker = EmailWorker(
-        js, dedup.SendMarkers(redis, settings.DEDUP_TTL.get_int()), pool, render.Renderer(),
-        links.Tracker(signer, base_url),
+        js, markers, pool,
+        Skeletons(signer, base_url, settings.UNSUBSCRIBE_MAILTO.get()),
         WorkerConfig(
             max_attempts=settings.SMTP_MAX_ATTEMPTS.get_int(),
             retry_base=settings.SMTP_RETRY_BASE.get_float(),
             retry_max=settings.SMTP_RETRY_MAX.get_float(),
             unsubscribe_mailto=settings.UNSUBSCRIBE_MAILTO.get(),
             lease=5 * smtp_timeout,
+            verp=settings.VERP.get_bool(),
+            verp_domain=settings.VERP_DOMAIN.get(),
+            batch=settings.EMAIL_BATCH.get_int(),
         ),
+        dkim=dkim, dkim_domain=settings.DKIM_DOMAIN.get(),
     )
+    bounce_server = None
+    bounce_port = 0
+    if settings.BOUNCE_ADDR.get():
+        bounce_server = BounceServer(js, signer, markers, settings.BOUNCE_MAX_SIZE.get_int())
+        bounce_port = await bounce_server.start(settings.BOUNCE_ADDR.get())
 
     stop = asyncio.Event()
-    # A batch a few times the pool keeps every connection busy without holding jobs
-    # (and their ack_wait clocks) while they queue for a connection. Capped: every job in
-    # flight holds a Redis connection at times and redis-py's pool refuses the 101st.
-    consumer = asyncio.create_task(bus.pull_loop(
-        js, stream=bus.JOBS_STREAM, durable=DURABLE, subject=bus.SUBJECT_EMAIL_JOBS,
-        handler=worker.handle, stop=stop, concurrent=True, batch=min(max(4 * pool_size, 8), 64),
-    ))
-    rt.write_ready(tracking_port=tracking_port, tracking_url=base_url)
+    consumer = asyncio.create_task(worker.run(stop))
+    rt.write_ready(tracking_port=tracking_port, tracking_url=base_url, bounce_port=bounce_port)
 
     waiter = asyncio.create_task(rt.wait())
     done, _ = await asyncio.wait({waiter, consumer}, return_when=asyncio.FIRST_COMPLETED)
@@ -84,6 +108,8 @@ async def main() -> None:
     with contextlib.suppress(Exception, asyncio.CancelledError):
         await asyncio.wait_for(consumer, DRAIN_TIMEOUT)
     await tracking.stop()
+    if bounce_server is not None:
+        await bounce_server.stop()
     await pool.close()
     with contextlib.suppress(Exception):
         await nc.drain()
@@ -93,5 +119,17 @@ async def main() -> None:
         raise SystemExit(1)
 
 
-if __name__ == "__main__":
+def run() -> None:
+    if settings.UVLOOP.get_bool():
+        try:
+            import uvloop
+        except ImportError:
+            uvloop = None  # type: ignore[assignment]
+        if uvloop is not None:
+            uvloop.run(main())
+            return
     asyncio.run(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -28,6 +28,7 @@ if v then
   end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if ARGV[3] ~= '' then redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[2]) end
 if v then return {1, v} end
 return {1}
 """
@@ -48,22 +49,60 @@ def key(message_id: str, attempt: int) -> str:
     return f"herald:email:send:{message_id}:{attempt}"
 
 
+def ref_key(message_id: str) -> str:
+    """What a bounce or complaint needs to know about a message (address, contact,
+    campaign, workspace, variant), written with the first claim of a send."""
+    return f"herald:email:ref:{message_id}"
+
+
 class SendMarkers:
     def __init__(self, redis: aioredis.Redis, ttl: int) -> None:
         self.redis = redis
         self.ttl = ttl
         self._claim = redis.register_script(_CLAIM)
 
-    async def claim(self, message_id: str, attempt: int) -> Claim:
+    async def claim(self, message_id: str, attempt: int, ref: dict[str, str] | None = None) -> Claim:
+        [claim] = await self.claim_many([(message_id, attempt, ref)])
+        return claim
+
+    async def claim_many(self, items: list[tuple[str, int, dict[str, str] | None]]) -> list[Claim]:
+        """One round trip for a batch of jobs (the Lua script is atomic per key)."""
         value = json.dumps({"s": SENDING, "t": time.time()})
-        res = await self._claim(keys=[key(message_id, attempt)], args=[value, self.ttl])
-        previous = None
-        if len(res) > 1 and res[1]:
-            try:
-                previous = json.loads(res[1])
-            except ValueError:
-                previous = {"s": "corrupt"}
-        return Claim(bool(int(res[0])), previous)
+        pipe = self.redis.pipeline(transaction=False)
+        for message_id, attempt, ref in items:
+            ref_json = json.dumps(ref, separators=(",", ":")) if ref else ""
+            await self._claim(keys=[key(message_id, attempt), ref_key(message_id)],
+                        args=[value, self.ttl, ref_json], client=pipe)
+        out = []
+        for res in await pipe.execute():
+            previous = None
+            if len(res) > 1 and res[1]:
+                try:
+                    previous = json.loads(res[1])
+                except ValueError:
+                    previous = {"s": "corrupt"}
+            out.append(Claim(bool(int(res[0])), previous))
+        return out
+
+    async def set_many(self, items: list[tuple[str, int, str, dict[str, Any]]]) -> None:
+        if not items:
+            return
+        now = time.time()
+        pipe = self.redis.pipeline(transaction=False)
+        for message_id, attempt, state, data in items:
+            pipe.set(key(message_id, attempt), json.dumps({"s": state, "t": now, **data}),
+                     ex=self.ttl)
+        await pipe.execute()
+
+    async def ref(self, message_id: str) -> dict[str, str] | None:
+        raw = await self.redis.get(ref_key(message_id))
+        if not raw:
+            return None
+        try:
+            out = json.loads(raw)
+        except ValueError:
+            return None
+        return out if isinstance(out, dict) else None
 
     async def set(self, message_id: str, attempt: int, state: str, **data: Any) -> None:
         value = json.dumps({"s": state, "t": time.time(), **data})

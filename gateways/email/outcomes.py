@@ -6,9 +6,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import aiosmtplib
 from herald.v1 import common_pb2 as c
 from herald.v1 import events_pb2 as e
+
+from gateways.email.smtp_pool import SmtpConfigError, SmtpConnectionError, SmtpReplyError
 
 K = e.MessageEventKind
 F = c.FailureCategory
@@ -66,27 +67,20 @@ def _reply(code: int, text: str, stage: str) -> Outcome:
 
 
 def from_exception(exc: BaseException) -> Outcome:
-    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
-        first = exc.recipients[0] if exc.recipients else None
-        if first is None:
-            return failed("all recipients refused", F.FAILURE_CATEGORY_UNKNOWN)
-        return _reply(first.code, first.message, "rcpt")
-    if isinstance(exc, aiosmtplib.SMTPRecipientRefused):
-        return _reply(exc.code, exc.message, "rcpt")
-    if isinstance(exc, aiosmtplib.SMTPSenderRefused | aiosmtplib.SMTPHeloError):
-        return _reply(exc.code, exc.message, "mail")
-    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
-        return failed(f"SMTP AUTH refused: {exc.code} {exc.message}", F.FAILURE_CATEGORY_CONFIG_ERROR,
-                      str(exc.code))
-    if isinstance(exc, aiosmtplib.SMTPResponseException):
-        return _reply(exc.code, exc.message, "data")
-    if isinstance(exc, aiosmtplib.SMTPNotSupported):
-        return failed(f"relay lacks a needed extension: {exc}", F.FAILURE_CATEGORY_CONFIG_ERROR)
-    if isinstance(exc, aiosmtplib.SMTPException | OSError | TimeoutError):
+    if isinstance(exc, SmtpReplyError):
+        if exc.stage == "auth":
+            return failed(f"SMTP AUTH refused: {exc.code} {exc.message}",
+                          F.FAILURE_CATEGORY_CONFIG_ERROR, str(exc.code))
+        stage = "mail" if exc.stage in {"mail", "ehlo", "starttls", "connect"} else exc.stage
+        if exc.stage in {"connect", "ehlo", "starttls"} and 400 <= exc.code < 500:
+            return Outcome(K.MESSAGE_EVENT_KIND_DEFERRED, str(exc.code),
+                           " ".join(exc.message.split())[:500])
+        return _reply(exc.code, exc.message, stage)
+    if isinstance(exc, SmtpConfigError):
+        return failed(f"relay configuration: {exc}", F.FAILURE_CATEGORY_CONFIG_ERROR)
+    if isinstance(exc, SmtpConnectionError | OSError | TimeoutError):
         return Outcome(K.MESSAGE_EVENT_KIND_DEFERRED, "",
                        f"connection error: {type(exc).__name__}: {exc}"[:500])
-    if isinstance(exc, ValueError):  # aiosmtplib refused to put the address on the wire
-        return failed(f"invalid address: {exc}", F.FAILURE_CATEGORY_INVALID_ADDRESS)
     # Anything else is our bug, not the message's: retry it like a connection error.
     return Outcome(K.MESSAGE_EVENT_KIND_DEFERRED, "", f"internal error: {type(exc).__name__}: {exc}"[:500])
 

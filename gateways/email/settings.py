@@ -25,6 +25,71 @@ SMTP_STARTTLS = setting(
     "HERALD_SMTP_STARTTLS", "auto",
     "STARTTLS to the relay: auto (when offered), always, never.", GW,
 )
+SMTP_TLS = setting(
+    "HERALD_SMTP_TLS", "false",
+    "Implicit TLS to the relay from the first byte (port 465 style); STARTTLS is then unused.", GW,
+)
+SMTP_TLS_VERIFY = setting(
+    "HERALD_SMTP_TLS_VERIFY", "true",
+    "Verify the relay's TLS certificate and name (turn off only for a test relay).", GW,
+)
+SMTP_RATE = setting(
+    "HERALD_SMTP_RATE", "0",
+    "Messages per second this gateway process submits to the relay at most (0 = no limit); "
+    "with N replicas the relay sees up to N times this.", GW,
+)
+SMTP_MAX_PER_CONNECTION = setting(
+    "HERALD_SMTP_MAX_PER_CONNECTION", "0",
+    "Messages per SMTP session before it is closed and a new one opened (0 = no limit).", GW,
+)
+EMAIL_BATCH = setting(
+    "HERALD_EMAIL_BATCH", "128",
+    "Jobs fetched per batch (three batches in flight); lowered automatically under "
+    "HERALD_SMTP_RATE so a batch finishes well within the 30 s ack wait.", GW,
+)
+VERP = setting(
+    "HERALD_EMAIL_VERP", "true",
+    "Per-message VERP return path b-<message>-<attempt>-<signature>@<HERALD_VERP_DOMAIN>, so "
+    "bounces name the message they are about.", GW,
+)
+VERP_DOMAIN = setting(
+    "HERALD_VERP_DOMAIN", "",
+    "Domain of the VERP return paths; its MX must reach HERALD_BOUNCE_ADDR "
+    "(empty = the sender's own domain).", GW,
+)
+DKIM_SELECTOR = setting("HERALD_DKIM_SELECTOR", "herald", "DKIM selector (s=).", GW)
+DKIM_DOMAIN = setting(
+    "HERALD_DKIM_DOMAIN", "", "DKIM signing domain d= (empty = each message's From domain).", GW
+)
+DKIM_KEY_FILE = setting(
+    "HERALD_DKIM_KEY_FILE", "",
+    "PEM file (RSA or Ed25519 private key, e.g. a mounted secret) to DKIM-sign with; "
+    "empty and no HERALD_DKIM_PRIVATE_KEY = no signature.", GW,
+)
+DKIM_PRIVATE_KEY = setting(
+    "HERALD_DKIM_PRIVATE_KEY", "", "The DKIM private key as PEM text (instead of a file).", GW
+)
+BOUNCE_ADDR = setting(
+    "HERALD_BOUNCE_ADDR", "127.0.0.1:0",
+    "host:port of the inbound SMTP server for bounces (DSN) and complaints (ARF) to the VERP "
+    "domain (port 0 picks a free one; empty = no bounce server).", GW,
+)
+BOUNCE_MAX_SIZE = setting(
+    "HERALD_BOUNCE_MAX_SIZE", "10485760", "Largest inbound bounce/complaint message in bytes.", GW
+)
+TRACKING_RATE = setting(
+    "HERALD_TRACKING_RATE", "50",
+    "Tracking requests per second per client IP before 429 (0 = no limit).", GW,
+)
+TRACKING_BURST = setting(
+    "HERALD_TRACKING_BURST", "200", "Requests one client IP may burst above HERALD_TRACKING_RATE.", GW
+)
+TRACKING_MAX_BODY = setting(
+    "HERALD_TRACKING_MAX_BODY", "16384", "Largest request body the tracking server reads (bytes).", GW
+)
+UVLOOP = setting(
+    "HERALD_EMAIL_UVLOOP", "true", "Run the gateway on uvloop (faster event loop) when installed.", GW
+)
 SMTP_HELO = setting("HERALD_SMTP_HELO", "", "Name sent in EHLO (empty = this host's name).", GW)
 SMTP_MAX_ATTEMPTS = setting(
     "HERALD_SMTP_MAX_ATTEMPTS", "5",

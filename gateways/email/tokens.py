@@ -15,6 +15,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import uuid
 from dataclasses import dataclass
 
 OPEN = "o"
@@ -82,7 +83,13 @@ class Signer:
         self.keys = keys
 
     def _mac(self, key: bytes, body: str) -> bytes:
-        return hmac.new(key, _DOMAIN + body.encode("ascii"), hashlib.sha256).digest()
+        return hmac.digest(key, _DOMAIN + body.encode("ascii"), "sha256")
+
+    def sign_json(self, payload_json: str) -> str:
+        """Sign an already serialised payload (the compose fast path builds the JSON from
+        per-template prefixes instead of a Token per link)."""
+        body = _b64e(payload_json.encode("utf-8"))
+        return f"{body}.{_b64e(hmac.digest(self.keys[0], _DOMAIN + body.encode('ascii'), 'sha256'))}"
 
     def sign(self, token: Token) -> str:
         if token.kind not in KINDS:
@@ -116,3 +123,61 @@ class Signer:
         if kind == CLICK and (not token.url or token.url_hash != url_hash(token.url)):
             return None
         return token
+
+
+# --- VERP return paths ------------------------------------------------------------------
+# Local part "b-<message id>-<attempt>-<signature>", lower case (MTAs may fold case) and
+# at most 64 octets (RFC 5321): a UUID message id is packed into 26 base32 characters,
+# the signature is 80 bits of HMAC. Bounces name the message only through this.
+_VERP_DOMAIN = b"herald.verp1."
+
+
+def _b32(raw: bytes) -> str:
+    return base64.b32encode(raw).decode("ascii").rstrip("=").lower()
+
+
+def _b32d(text: str) -> bytes:
+    return base64.b32decode(text.upper() + "=" * (-len(text) % 8))
+
+
+def _pack_id(message_id: str) -> str:
+    try:
+        u = uuid.UUID(message_id)
+        if str(u) == message_id:
+            return "u" + _b32(u.bytes)
+    except ValueError:
+        pass
+    return "r" + _b32(message_id.encode("utf-8"))
+
+
+def _unpack_id(text: str) -> str:
+    if text[:1] == "u":
+        return str(uuid.UUID(bytes=_b32d(text[1:])))
+    if text[:1] == "r":
+        return _b32d(text[1:]).decode("utf-8")
+    raise ValueError("unknown id packing")
+
+
+def _verp_mac(key: bytes, packed: str, attempt: int) -> str:
+    return _b32(hmac.digest(key, _VERP_DOMAIN + f"{packed}-{attempt}".encode("ascii"),
+                            "sha256")[:10])
+
+
+def verp_local(signer: Signer, message_id: str, attempt: int) -> str:
+    packed = _pack_id(message_id)
+    return f"b-{packed}-{attempt}-{_verp_mac(signer.keys[0], packed, attempt)}"
+
+
+def parse_verp(signer: Signer, address: str) -> tuple[str, int] | None:
+    """(message_id, attempt) of a VERP address signed by any current key, else None."""
+    local = address.strip().strip("<>").rpartition("@")[0].lower()
+    parts = local.split("-")
+    if len(parts) != 4 or parts[0] != "b" or not parts[2].isdigit():
+        return None
+    packed, attempt, sig = parts[1], int(parts[2]), parts[3]
+    if not any(hmac.compare_digest(sig, _verp_mac(k, packed, attempt)) for k in signer.keys):
+        return None
+    try:
+        return _unpack_id(packed), attempt
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return None

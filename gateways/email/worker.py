@@ -1,25 +1,37 @@
-"""Handles one jobs.email job: compose, de-dup, submit over SMTP, publish the outcome.
+"""jobs.email in batches: claim, compose, submit over SMTP, record and publish outcomes.
 
-The handler's return acks the job (after its outcome is on the bus); a deferral raises
-bus.TemporaryError so JetStream redelivers it later with exponential back-off, until
-HERALD_SMTP_MAX_ATTEMPTS deliveries have been tried.
+Per fetched batch: one Redis round trip claims every job's send marker, composition is
+CPU only (prepared skeletons), the SMTP sends run concurrently over the pool, one Redis
+round trip records the outcomes, the outcome events are published asynchronously and
+awaited together, then the jobs are acked (deferrals nak'ed with their back-off delay).
+A few batches are in flight at once so the connections never wait for the bus.
+Ack only after the outcome is on the bus; a redelivered job finds its marker and
+re-publishes the recorded outcome instead of sending again.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from herald.v1 import common_pb2 as c
 from herald.v1 import events_pb2 as e
 from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig
 
-from gateways.email import dedup, links, mime, outcomes, render
-from gateways.email.events import message_event, publish_message_event, stable_event_id
+from gateways.email import dedup, links, mime, outcomes, render, tokens
+from gateways.email.dkimsign import DkimSigner
+from gateways.email.events import message_event, stable_event_id
 from gateways.email.metrics import SEND_LATENCY, SENDS
+from gateways.email.skeleton import Composed, SenderError, Skeletons
 from gateways.email.smtp_pool import SmtpPool
 from shared import bus, states
 from shared.timeutil import from_ts
@@ -28,14 +40,10 @@ log = logging.getLogger("herald.email.worker")
 
 K = e.MessageEventKind
 F = c.FailureCategory
+DURABLE = "email"
+PUBLISH_TIMEOUT = 10.0
 
-
-@dataclass(frozen=True)
-class Composed:
-    mail_from: str
-    rcpt: str
-    message_id_header: str
-    data: bytes
+__all__ = ["Composed", "EmailWorker", "SenderError", "WorkerConfig"]
 
 
 @dataclass
@@ -45,155 +53,287 @@ class WorkerConfig:
     retry_max: float = 3600.0
     unsubscribe_mailto: str = ""  # empty: unsubscribe@<sender's domain>
     lease: float = 150.0  # a "sending" marker younger than this belongs to a live worker
+    verp: bool = True
+    verp_domain: str = ""  # empty: the sender's domain
+    batch: int = 128
+    batches_in_flight: int = 3
+
+
+@dataclass
+class _Item:
+    msg: Msg
+    job: e.MessageJob
+    delivery: int
+    outcome: outcomes.Outcome | None = None
+    result: str = ""  # metrics label when it differs from the outcome
+    replay_of: datetime | None = None  # re-publish a recorded outcome, marker untouched
+    retry: float | None = None  # nak delay (deferral or busy)
+    composed: Composed | None = None
+    events: list[tuple[e.MessageEvent, str]] = field(default_factory=list)
 
 
 class EmailWorker:
     def __init__(self, js: JetStreamContext, markers: dedup.SendMarkers, pool: SmtpPool,
-                 renderer: render.Renderer, tracker: links.Tracker, cfg: WorkerConfig) -> None:
+                 skeletons: Skeletons, cfg: WorkerConfig, dkim: DkimSigner | None = None,
+                 dkim_domain: str = "") -> None:
         self.js = js
         self.markers = markers
         self.pool = pool
-        self.renderer = renderer
-        self.tracker = tracker
+        self.skeletons = skeletons
+        self.signer = skeletons.signer
+        self.tracker = links.Tracker(skeletons.signer, skeletons.base_url)
         self.cfg = cfg
+        self.dkim = dkim
+        self.dkim_domain = dkim_domain
+        self._dkim_by_domain: dict[str, DkimSigner] = {}
 
     # --- composing ----------------------------------------------------------------
+    def _dkim_for(self, domain: str) -> DkimSigner | None:
+        if self.dkim is None or self.dkim_domain:
+            return self.dkim
+        signer = self._dkim_by_domain.get(domain)
+        if signer is None:  # d= follows the From domain (alignment); one key for all
+            signer = DkimSigner.__new__(DkimSigner)
+            signer.__dict__.update(self.dkim.__dict__, domain=domain)
+            self._dkim_by_domain[domain] = signer
+        return signer
+
+    def return_path(self, job: e.MessageJob, sender: str) -> str:
+        if not self.cfg.verp:
+            return sender
+        domain = self.cfg.verp_domain or mime.domain_of(sender)
+        return f"{tokens.verp_local(self.signer, job.message_id, job.attempt)}@{domain}"
+
     def compose(self, job: e.MessageJob) -> Composed:
-        """Raises mime.AddressError or render.TemplateError for jobs that can never send."""
-        try:
-            from_header, mail_from = mime.parse_sender(job.sender)
-        except mime.AddressError as exc:
-            raise SenderError(str(exc)) from exc
+        """Raises SenderError, mime.AddressError or render.TemplateError for jobs that can
+        never send."""
+        sk = self.skeletons.get(job)
         rcpt = mime.check_address(job.to)
-        domain = mime.domain_of(mail_from)
-        message_id_header = f"<{job.message_id}@{domain}>"
-        unsubscribe_url = self.tracker.unsubscribe_url(job)
-        ctx = render.context_for(job.fields, email=rcpt, unsubscribe_url=unsubscribe_url,
-                                 message_id=job.message_id)
-        r = self.renderer.render(job.subject, job.text, job.html, ctx)
-        html = r.html
-        if html:
-            html, _targets = links.rewrite_links(
-                html, lambda i, u: self.tracker.click_url(job, i, u), skip=self.tracker.is_own)
-            html = links.add_pixel(html, self.tracker.open_url(job))
-        mailbox = self.cfg.unsubscribe_mailto or f"unsubscribe@{domain}"
-        token = unsubscribe_url.rsplit("/", 1)[1]
-        headers = [
-            ("Message-ID", message_id_header),
-            ("Date", mime.date_header()),
-            ("From", from_header),
-            ("To", rcpt),
-            ("Subject", mime.encode_header(r.subject)),
-            # RFC 2369 + RFC 8058 one-click: the https URL takes the POST.
-            ("List-Unsubscribe", f"<{unsubscribe_url}>,\r\n <mailto:{mailbox}?subject=unsubscribe%20{token}>"),
-            ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
-        ]
-        return Composed(mail_from, rcpt, message_id_header,
-                        mime.build(headers=headers, text=r.text, html=html))
+        return sk.compose(job, rcpt, self.return_path(job, sk.sender), self._dkim_for(sk.domain),
+                          lambda i, u: self.tracker.click_url(job, i, u))
 
-    # --- the job ------------------------------------------------------------------
+    # --- consuming ----------------------------------------------------------------
+    def batch_size(self) -> int:
+        size = self.cfg.batch
+        if self.pool.cfg.rate > 0:  # a rate-limited batch must finish well within ack_wait
+            size = min(size, max(1, int(self.pool.cfg.rate * 5)))
+        return max(size, 1)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        cfg = ConsumerConfig(durable_name=DURABLE, filter_subject=bus.SUBJECT_EMAIL_JOBS,
+                             ack_wait=30.0, max_ack_pending=10000)
+        sub = await self.js.pull_subscribe(bus.SUBJECT_EMAIL_JOBS, durable=DURABLE,
+                                           stream=bus.JOBS_STREAM, config=cfg)
+        slots = asyncio.Semaphore(max(self.cfg.batches_in_flight, 1))
+        tasks: set[asyncio.Task[None]] = set()
+        size = self.batch_size()
+        while not stop.is_set():
+            await slots.acquire()
+            try:
+                msgs = await sub.fetch(size, timeout=0.5)
+            except (NatsTimeout, TimeoutError):
+                slots.release()
+                continue
+            except asyncio.CancelledError:
+                slots.release()
+                raise
+            except Exception as exc:  # connection trouble: the client reconnects by itself
+                slots.release()
+                log.warning("fetch failed: %s", exc)
+                await asyncio.sleep(0.5)
+                continue
+            task = asyncio.create_task(self.handle_batch(msgs))
+            tasks.add(task)
+
+            def done(t: asyncio.Task[None]) -> None:
+                tasks.discard(t)
+                slots.release()
+
+            task.add_done_callback(done)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+
     async def handle(self, msg: Msg) -> None:
-        job: e.MessageJob = bus.parse(msg, e.MessageJob)
-        if not job.message_id:
-            raise bus.PermanentError("job without message_id")
-        delivery = max(int(msg.metadata.num_delivered or 1), 1)
+        """One job (tests, bus.pull_loop compatibility): acks/naks it itself."""
+        await self.handle_batch([msg])
 
-        claim = await self.markers.claim(job.message_id, job.attempt)
-        if not claim.claimed:
-            await self._already_handled(job, claim.previous or {})
-            return
+    async def handle_batch(self, msgs: Sequence[Msg]) -> None:
+        items: list[_Item] = []
+        for msg in msgs:
+            try:
+                job: e.MessageJob = bus.parse(msg, e.MessageJob)
+                if not job.message_id:
+                    raise bus.PermanentError("job without message_id")
+            except Exception as exc:
+                log.error("dropping unprocessable job", extra={"reason": str(exc)})
+                bus.BUS_MESSAGES.labels(DURABLE, "term").inc()
+                with contextlib.suppress(Exception):
+                    await msg.term()
+                continue
+            items.append(_Item(msg, job, max(int(msg.metadata.num_delivered or 1), 1)))
+        # The same job twice in one batch (a redelivery next to the original) goes in a
+        # later round, so it finds the first copy's recorded outcome, not a busy marker.
+        rounds: list[list[_Item]] = []
+        for it in items:
+            key = (it.job.message_id, it.job.attempt)
+            for group in rounds:
+                if all((x.job.message_id, x.job.attempt) != key for x in group):
+                    group.append(it)
+                    break
+            else:
+                rounds.append([it])
+        for group in rounds:
+            try:
+                await self._process(group)
+            except Exception:
+                log.exception("email batch failed, redelivering")
+                for it in group:
+                    with contextlib.suppress(Exception):
+                        await it.msg.nak(delay=1.0)
+                bus.BUS_MESSAGES.labels(DURABLE, "nak").inc(len(group))
 
-        expires = from_ts(job.expires_at) if job.HasField("expires_at") else None
-        if expires is not None and datetime.now(UTC) > expires:
-            await self._final(job, outcomes.failed("job expired before it could be sent",
-                                                   F.FAILURE_CATEGORY_EXPIRED), result="expired")
-            return
-        try:
-            composed = self.compose(job)
-        except SenderError as exc:
-            await self._final(job, outcomes.failed(f"bad sender: {exc}", F.FAILURE_CATEGORY_CONFIG_ERROR))
-            return
-        except mime.AddressError as exc:
-            await self._final(job, outcomes.failed(str(exc), F.FAILURE_CATEGORY_INVALID_ADDRESS))
-            return
-        except render.TemplateError as exc:
-            await self._final(job, outcomes.failed(str(exc), F.FAILURE_CATEGORY_CONFIG_ERROR))
-            return
+    async def _process(self, items: list[_Item]) -> None:
+        claims = await self.markers.claim_many([
+            (it.job.message_id, it.job.attempt, {
+                "to": it.job.to, "c": it.job.campaign_id, "w": it.job.workspace_id,
+                "ct": it.job.contact_id, "v": it.job.variant})
+            for it in items])
+        sending: list[_Item] = []
+        now = datetime.now(UTC)
+        for it, claim in zip(items, claims, strict=True):
+            if not claim.claimed:
+                self._already_handled(it, claim.previous or {})
+                continue
+            job = it.job
+            if job.HasField("expires_at") and now > from_ts(job.expires_at):
+                it.outcome = outcomes.failed("job expired before it could be sent",
+                                             F.FAILURE_CATEGORY_EXPIRED)
+                it.result = "expired"
+                continue
+            try:
+                it.composed = self.compose(job)
+            except SenderError as exc:
+                it.outcome = outcomes.failed(f"bad sender: {exc}", F.FAILURE_CATEGORY_CONFIG_ERROR)
+            except mime.AddressError as exc:
+                it.outcome = outcomes.failed(str(exc), F.FAILURE_CATEGORY_INVALID_ADDRESS)
+            except render.TemplateError as exc:
+                it.outcome = outcomes.failed(str(exc), F.FAILURE_CATEGORY_CONFIG_ERROR)
+            else:
+                sending.append(it)
+        if sending:
+            await asyncio.gather(*(self._send(it) for it in sending))
 
+        writes: list[tuple[str, int, str, dict[str, Any]]] = []
+        for it in items:
+            o = it.outcome
+            if o is None:
+                continue  # busy: nak only
+            job = it.job
+            if o.kind == K.MESSAGE_EVENT_KIND_DEFERRED:
+                if it.delivery < self.cfg.max_attempts:
+                    writes.append((job.message_id, job.attempt, dedup.DEFERRED,
+                                   {"code": o.code, "d": o.description}))
+                    msg_id = f"{job.message_id}:deferred:{job.attempt}:{it.delivery}"
+                    it.events.append((self._event(job, o, msg_id), msg_id))
+                    it.retry = self.retry_delay(it.delivery)
+                    it.result = "deferred"
+                    continue
+                it.outcome = o = outcomes.exhausted(o, it.delivery)
+            state = dedup.SUBMITTED if o.kind == K.MESSAGE_EVENT_KIND_SUBMITTED else dedup.FAILED
+            if it.replay_of is None:
+                writes.append((job.message_id, job.attempt, state, {
+                    "k": o.kind, "code": o.code, "d": o.description, "cat": o.category,
+                    "p": o.provider_id}))
+            it.result = it.result or state
+            msg_id = f"{job.message_id}:{states.kind_name(o.kind)}:{job.attempt}"
+            it.events.append((self._event(job, o, msg_id, it.replay_of), msg_id))
+        # Outcome on the marker first, then on the bus: if publishing fails, the
+        # redelivered job re-publishes the recorded outcome and never re-sends.
+        await self.markers.set_many(writes)
+        await self._publish_and_settle(items)
+
+    async def _publish_and_settle(self, items: list[_Item]) -> None:
+        futures: list[tuple[_Item, asyncio.Future[Any]]] = []
+        for it in items:
+            for ev, msg_id in it.events:
+                fut = await self.js.publish_async(states.message_subject(ev.kind),
+                                                  ev.SerializeToString(),
+                                                  headers={"Nats-Msg-Id": msg_id})
+                futures.append((it, fut))
+        failed: set[int] = set()
+        if futures:
+            done, pending = await asyncio.wait([f for _, f in futures], timeout=PUBLISH_TIMEOUT)
+            for it, fut in futures:
+                if fut in pending or fut.exception() is not None:
+                    failed.add(id(it))
+                    if fut in pending:
+                        fut.cancel()
+            bus.BUS_PUBLISHED.labels("events").inc(len(futures) - len(pending))
+        for it in items:
+            if id(it) in failed:
+                log.warning("outcome not published, redelivering",
+                            extra={"message_id": it.job.message_id})
+                await it.msg.nak(delay=1.0)
+                bus.BUS_MESSAGES.labels(DURABLE, "nak").inc()
+                continue
+            if it.result:
+                SENDS.labels(it.result).inc()
+            if it.retry is not None:
+                await it.msg.nak(delay=it.retry)
+                bus.BUS_MESSAGES.labels(DURABLE, "nak").inc()
+            else:
+                await it.msg.ack()
+                bus.BUS_MESSAGES.labels(DURABLE, "ack").inc()
+
+    async def _send(self, it: _Item) -> None:
+        assert it.composed is not None
+        comp = it.composed
         start = time.perf_counter()
         try:
-            reply = await self.pool.send(composed.mail_from, composed.rcpt, composed.data)
-            outcome = outcomes.submitted(composed.message_id_header, reply)
+            reply = await self.pool.send(comp.mail_from, comp.rcpt, comp.data)
+            it.outcome = outcomes.submitted(comp.message_id_header, reply)
         except Exception as exc:
-            outcome = outcomes.from_exception(exc)
-            if outcome.kind == K.MESSAGE_EVENT_KIND_DEFERRED and not outcome.code:
-                log.warning("smtp connection trouble", extra={"message_id": job.message_id,
-                                                              "reason": outcome.description})
+            it.outcome = outcomes.from_exception(exc)
+            if it.outcome.kind == K.MESSAGE_EVENT_KIND_DEFERRED and not it.outcome.code:
+                log.warning("smtp connection trouble", extra={
+                    "message_id": it.job.message_id, "reason": it.outcome.description})
         finally:
             SEND_LATENCY.observe(time.perf_counter() - start)
-
-        if outcome.kind == K.MESSAGE_EVENT_KIND_DEFERRED:
-            if delivery < self.cfg.max_attempts:
-                await self._defer(job, outcome, delivery)  # raises TemporaryError
-            outcome = outcomes.exhausted(outcome, delivery)
-        await self._final(job, outcome)
 
     def retry_delay(self, delivery: int) -> float:
         return float(min(self.cfg.retry_base * 2 ** (delivery - 1), self.cfg.retry_max))
 
-    async def _defer(self, job: e.MessageJob, outcome: outcomes.Outcome, delivery: int) -> None:
-        await self.markers.set(job.message_id, job.attempt, dedup.DEFERRED,
-                               code=outcome.code, d=outcome.description)
-        msg_id = f"{job.message_id}:deferred:{job.attempt}:{delivery}"
-        await publish_message_event(self.js, self._event(job, outcome, msg_id), msg_id)
-        SENDS.labels("deferred").inc()
-        delay = self.retry_delay(delivery)
-        raise bus.TemporaryError(f"deferred: {outcome.code} {outcome.description}", delay=delay)
-
-    async def _final(self, job: e.MessageJob, outcome: outcomes.Outcome, *,
-                     result: str = "", replay_of: datetime | None = None) -> None:
-        """Record the outcome on the marker first, then on the bus: if publishing fails,
-        the redelivered job re-publishes the recorded outcome and never re-sends.
-        replay_of: re-publish an outcome recorded at that time (marker left alone)."""
-        state = dedup.SUBMITTED if outcome.kind == K.MESSAGE_EVENT_KIND_SUBMITTED else dedup.FAILED
-        if replay_of is None:
-            await self.markers.set(job.message_id, job.attempt, state, k=outcome.kind,
-                                   code=outcome.code, d=outcome.description,
-                                   cat=outcome.category, p=outcome.provider_id)
-        SENDS.labels(result or state).inc()
-        msg_id = f"{job.message_id}:{states.kind_name(outcome.kind)}:{job.attempt}"
-        await publish_message_event(self.js, self._event(job, outcome, msg_id, replay_of), msg_id)
-
-    async def _already_handled(self, job: e.MessageJob, previous: dict) -> None:
+    def _already_handled(self, it: _Item, previous: dict[str, Any]) -> None:
         state = previous.get("s")
         at = datetime.fromtimestamp(float(previous.get("t", time.time())), UTC)
         if state in {dedup.SUBMITTED, dedup.FAILED}:
-            outcome = outcomes.Outcome(int(previous.get("k", K.MESSAGE_EVENT_KIND_FAILED)),
-                                       str(previous.get("code", "")), str(previous.get("d", "")),
-                                       int(previous.get("cat", 0)), str(previous.get("p", "")))
-            await self._final(job, outcome, result="duplicate", replay_of=at)
+            it.outcome = outcomes.Outcome(int(previous.get("k", K.MESSAGE_EVENT_KIND_FAILED)),
+                                          str(previous.get("code", "")), str(previous.get("d", "")),
+                                          int(previous.get("cat", 0)), str(previous.get("p", "")))
+            it.result, it.replay_of = "duplicate", at
             return
         age = time.time() - float(previous.get("t", 0))
         if state == dedup.SENDING and age < self.cfg.lease:
+            # Another batch or worker is sending it right now (a redelivery racing its
+            # original): look again soon, its outcome is usually recorded within seconds.
             SENDS.labels("busy").inc()
-            raise bus.TemporaryError("another worker is sending this message",
-                                     delay=max(self.cfg.lease - age, 1.0))
+            it.retry = min(max(self.cfg.lease - age, 0.5), 2.0)
+            return
         # A worker stopped mid-transaction: the relay may or may not have the message.
-        await self._final(job, outcomes.failed(
+        it.outcome = outcomes.failed(
             "send outcome unknown: a worker stopped during the SMTP transaction; "
-            "retry the message to send it again", F.FAILURE_CATEGORY_UNKNOWN))
+            "retry the message to send it again", F.FAILURE_CATEGORY_UNKNOWN)
 
     def _event(self, job: e.MessageJob, outcome: outcomes.Outcome, msg_id: str,
                occurred_at: datetime | None = None) -> e.MessageEvent:
+        ok = outcome.kind == K.MESSAGE_EVENT_KIND_SUBMITTED
         return message_event(
             outcome.kind, message_id=job.message_id, campaign_id=job.campaign_id,
             workspace_id=job.workspace_id, event_id=stable_event_id(msg_id),
-            occurred_at=occurred_at, error_code=outcome.code if outcome.kind != K.MESSAGE_EVENT_KIND_SUBMITTED else "",
-            error_description=outcome.description if outcome.kind != K.MESSAGE_EVENT_KIND_SUBMITTED else "",
+            occurred_at=occurred_at, error_code="" if ok else outcome.code,
+            error_description="" if ok else outcome.description,
             failure_category=outcome.category, provider_message_id=outcome.provider_id,
             variant=job.variant, to=job.to, attempt=job.attempt,
         )
-
-
-class SenderError(ValueError):
-    """The job's From address is unusable (a campaign configuration problem)."""

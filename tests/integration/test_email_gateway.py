@@ -194,7 +194,10 @@ async def test_submitted_with_rendered_body_tracking_and_unsubscribe_headers(
         "c-email-it", "ws-it", "ada@example.com", 1, "A")
     assert msg["Subject"] == "Hello Ada" and msg["To"] == "ada@example.com"
     assert msg["Delivered-To"] == "ada@example.com"
-    assert msg["Return-Path"] == "<news@example.com>"
+    # VERP: the bounce address names this message, signed
+    rp = re.fullmatch(r"<(b-[a-z0-9]+-1-[a-z0-9]+)@example\.com>", str(msg["Return-Path"]))
+    assert rp and tokens.parse_verp(tokens.Signer([b"it-key-new"]), rp.group(1) + "@example.com") == (
+        job.message_id, 1)
     assert "Hi Ada" in html
     assert "Hi Ada, see https://example.com/offer" in msg.get_body(("plain",)).get_content()
     base = stack["url"]

@@ -1,12 +1,12 @@
 import email
 import email.policy
 
-import aiosmtplib
 import pytest
 from herald.v1 import common_pb2 as c
 from herald.v1 import events_pb2 as e
 
 from gateways.email import links, mime, outcomes, render, tokens
+from gateways.email.smtp_pool import SmtpConnectionError, SmtpReplyError
 
 F = c.FailureCategory
 K = e.MessageEventKind
@@ -109,24 +109,25 @@ def test_address_checks() -> None:
 
 
 def test_classification() -> None:
-    refused = aiosmtplib.SMTPRecipientsRefused(
-        [aiosmtplib.SMTPRecipientRefused(550, "5.1.1 <x@example.com>: User unknown", "x@example.com")])
-    o = outcomes.from_exception(refused)
+    o = outcomes.from_exception(SmtpReplyError(550, "5.1.1 <x@example.com>: User unknown", "rcpt"))
     assert (o.kind, o.code, o.enhanced, o.category) == (K.MESSAGE_EVENT_KIND_FAILED, "550", "5.1.1",
                                                         F.FAILURE_CATEGORY_INVALID_ADDRESS)
-    o = outcomes.from_exception(aiosmtplib.SMTPDataError(554, "5.7.1 spam"))
+    o = outcomes.from_exception(SmtpReplyError(554, "5.7.1 spam", "data"))
     assert o.category == F.FAILURE_CATEGORY_CONTENT_REJECTED
-    o = outcomes.from_exception(aiosmtplib.SMTPSenderRefused(553, "sender not allowed", "a@example.com"))
+    o = outcomes.from_exception(SmtpReplyError(553, "sender not allowed", "mail"))
     assert o.category == F.FAILURE_CATEGORY_CONFIG_ERROR
-    o = outcomes.from_exception(aiosmtplib.SMTPRecipientsRefused(
-        [aiosmtplib.SMTPRecipientRefused(451, "4.7.1 try later", "x@example.com")]))
+    o = outcomes.from_exception(SmtpReplyError(535, "5.7.8 bad credentials", "auth"))
+    assert o.kind == K.MESSAGE_EVENT_KIND_FAILED and o.category == F.FAILURE_CATEGORY_CONFIG_ERROR
+    o = outcomes.from_exception(SmtpReplyError(451, "4.7.1 try later", "rcpt"))
     assert o.kind == K.MESSAGE_EVENT_KIND_DEFERRED and o.code == "451"
     final = outcomes.exhausted(o, 5)
     assert final.kind == K.MESSAGE_EVENT_KIND_FAILED and final.enhanced == "4.7.1"
     assert final.category == F.FAILURE_CATEGORY_THROTTLED
+    o = outcomes.from_exception(SmtpReplyError(421, "4.3.2 shutting down", "connect"))
+    assert o.kind == K.MESSAGE_EVENT_KIND_DEFERRED and o.code == "421"
     o = outcomes.from_exception(ConnectionRefusedError(111, "refused"))
     assert o.kind == K.MESSAGE_EVENT_KIND_DEFERRED and o.code == ""
-    o = outcomes.from_exception(aiosmtplib.SMTPServerDisconnected("gone"))
+    o = outcomes.from_exception(SmtpConnectionError("gone"))
     assert o.kind == K.MESSAGE_EVENT_KIND_DEFERRED
 
 

@@ -1,0 +1,262 @@
+"""A campaign template prepared once, then per recipient only the variable parts filled in.
+
+Prepared once per (campaign, variant, sender, subject, text, html):
+  - the Jinja2 templates compiled (sandboxed);
+  - every static http(s) <a href> of the HTML source replaced by `{{ _herald_links[i] }}`
+    and the open pixel put before </body>, so per recipient Jinja writes the signed URLs
+    directly (no HTML scan); hrefs that are themselves templated are rewritten after
+    rendering, the only case that scans the output;
+  - the JSON of every click token minus the message id, so a click URL costs one
+    string join, one base64 and one HMAC;
+  - the MIME frame: From, MIME-Version, Content-Type with a fixed boundary ("=_" never
+    occurs in quoted-printable output), part headers.
+Per recipient: render subject/text/HTML, sign the tokens, quoted-printable encode the
+two bodies (C), join bytes, and DKIM-sign when a key is configured.
+"""
+
+from __future__ import annotations
+
+import binascii
+import email.utils
+import hashlib
+import html as htmllib
+import json
+import re
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jinja2
+from herald.v1 import events_pb2 as e
+from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import Markup
+
+from gateways.email import links, mime, tokens
+from gateways.email.dkimsign import DkimSigner
+from gateways.email.render import TemplateError, context_for
+
+_HREF = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(.*?)\2""", re.IGNORECASE | re.DOTALL)
+_BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
+_UNSUB_HREF = re.compile(r"^\{\{-?\s*unsubscribe_url\s*-?\}\}$")
+
+LINKS_VAR = "_herald_links"
+PIXEL_VAR = "_herald_pixel"
+
+
+class SenderError(ValueError):
+    """The job's From address is unusable (a campaign configuration problem)."""
+
+
+@dataclass(frozen=True)
+class Composed:
+    mail_from: str
+    rcpt: str
+    message_id_header: str
+    data: bytes
+
+
+def _qp(text: str) -> bytes:
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not text.endswith("\n"):
+        text += "\n"
+    return binascii.b2a_qp(text.encode("utf-8"), quotetabs=False, istext=True).replace(
+        b"\n", b"\r\n")
+
+
+_date_cache: tuple[int, str] = (0, "")
+
+
+def date_header() -> str:
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, email.utils.formatdate(now, usegmt=True))
+    return _date_cache[1]
+
+
+def prepare_html(source: str) -> tuple[str, list[str], bool]:
+    """(template source with static links and pixel as variables, static link URLs in
+    order, whether templated hrefs remain that need rewriting after rendering)."""
+    urls: list[str] = []
+    dynamic = False
+
+    def sub(m: re.Match[str]) -> str:
+        nonlocal dynamic
+        raw = m.group(3).strip()
+        if "{{" in raw or "{%" in raw:
+            if not _UNSUB_HREF.match(raw):
+                dynamic = True
+            return m.group(0)
+        url = htmllib.unescape(raw)
+        if not url.lower().startswith(("http://", "https://")):
+            return m.group(0)
+        urls.append(url)
+        return f"{m.group(1)}{m.group(2)}{{{{ {LINKS_VAR}[{len(urls) - 1}] }}}}{m.group(2)}"
+
+    out = _HREF.sub(sub, source)
+    img = (f'<img src="{{{{ {PIXEL_VAR} }}}}" width="1" height="1" alt="" '
+           'style="display:block;border:0;width:1px;height:1px" />')
+    ends = list(_BODY_END.finditer(out))
+    out = out + img if not ends else out[:ends[-1].start()] + img + out[ends[-1].start():]
+    return out, urls, dynamic
+
+
+class Skeleton:
+    def __init__(self, job: e.MessageJob, envs: tuple[SandboxedEnvironment, SandboxedEnvironment],
+                 signer: tokens.Signer, base_url: str, unsubscribe_mailto: str) -> None:
+        html_env, plain_env = envs
+        try:
+            self.from_header, self.sender = mime.parse_sender(job.sender)
+        except mime.AddressError as exc:
+            raise SenderError(str(exc)) from exc
+        self.domain = mime.domain_of(self.sender)
+        self.signer = signer
+        self.base_url = base_url.rstrip("/")
+        self.mailbox = unsubscribe_mailto or f"unsubscribe@{self.domain}"
+        common = {"c": job.campaign_id, "w": job.workspace_id, "v": job.variant}
+        self._common_json = json.dumps({k: v for k, v in common.items() if v},
+                                       separators=(",", ":"), ensure_ascii=False)[1:-1]
+        try:
+            self.subject = plain_env.from_string(job.subject) if job.subject else None
+            self.text = plain_env.from_string(job.text) if job.text else None
+            self.dynamic_links = False
+            self.link_urls: list[str] = []
+            self.html = None
+            if job.html:
+                source, self.link_urls, self.dynamic_links = prepare_html(job.html)
+                self.html = html_env.from_string(source)
+        except jinja2.TemplateError as exc:
+            raise TemplateError(f"template does not compile: {exc}") from exc
+        if self.subject is None and self.text is None and self.html is None:
+            raise TemplateError("email without subject and body")
+        # Click token JSON minus the message id: {"k":"c",<common>,"i":n,"u":..,"h":..,"m":
+        self._link_prefix = []
+        for i, url in enumerate(self.link_urls):
+            rest = json.dumps({"i": i, "u": url, "h": tokens.url_hash(url)},
+                              separators=(",", ":"), ensure_ascii=False)[1:-1]
+            self._link_prefix.append(self._prefix("c") + rest + ',"m":')
+        self.boundary = f"=_herald_{secrets.token_hex(12)}"
+        b = self.boundary
+        if self.text is not None and self.html is not None:
+            self._mime = (f'MIME-Version: 1.0\r\nContent-Type: multipart/alternative;\r\n'
+                          f' boundary="{b}"')
+            self._text_head = (f"--{b}\r\nContent-Type: text/plain; charset=\"utf-8\"\r\n"
+                               "Content-Transfer-Encoding: quoted-printable\r\n\r\n").encode()
+            self._html_head = (f"--{b}\r\nContent-Type: text/html; charset=\"utf-8\"\r\n"
+                               "Content-Transfer-Encoding: quoted-printable\r\n\r\n").encode()
+            self._tail = f"--{b}--\r\n".encode()
+        else:
+            kind = "html" if self.html is not None else "plain"
+            self._mime = (f'MIME-Version: 1.0\r\nContent-Type: text/{kind}; charset="utf-8"\r\n'
+                          "Content-Transfer-Encoding: quoted-printable")
+            self._text_head = self._html_head = self._tail = b""
+
+    def _prefix(self, kind: str) -> str:
+        common = f"{self._common_json}," if self._common_json else ""
+        return f'{{"k":"{kind}",{common}'
+
+    # --- per recipient ------------------------------------------------------------
+    def _token(self, kind: str, message_id: str, extra: str = "") -> str:
+        return self.signer.sign_json(f"{self._prefix(kind)}{extra}\"m\":{json.dumps(message_id)}}}")
+
+    def unsubscribe_url(self, job: e.MessageJob) -> str:
+        extra = json.dumps({"a": job.to, "ct": job.contact_id} if job.contact_id else {"a": job.to},
+                           separators=(",", ":"), ensure_ascii=False)[1:-1] + ","
+        return f"{self.base_url}/u/{self._token(tokens.UNSUBSCRIBE, job.message_id, extra)}"
+
+    def click_urls(self, message_id: str) -> list[str]:
+        tail = json.dumps(message_id) + "}"
+        base = f"{self.base_url}/c/"
+        out = []
+        for prefix in self._link_prefix:
+            tok = self.signer.sign_json(prefix + tail)
+            # Too long for a request line: leave the link untracked rather than broken.
+            out.append(base + tok if len(tok) <= tokens.MAX_TOKEN else "")
+        return out
+
+    def compose(self, job: e.MessageJob, rcpt: str, mail_from: str, dkim: DkimSigner | None,
+                fallback_click: Callable[[int, str], str | None]) -> Composed:
+        mid = job.message_id
+        message_id_header = f"<{mid}@{self.domain}>"
+        unsub = self.unsubscribe_url(job)
+        ctx = context_for(job.fields, email=rcpt, unsubscribe_url=unsub, message_id=mid)
+        try:
+            subject = " ".join(self.subject.render(ctx).split()) if self.subject else ""
+            text = self.text.render(ctx) if self.text else ""
+            html = ""
+            if self.html is not None:
+                clicks = self.click_urls(mid)
+                ctx[LINKS_VAR] = [Markup(htmllib.escape(c or u, quote=True))
+                                  for c, u in zip(clicks, self.link_urls, strict=True)]
+                ctx[PIXEL_VAR] = Markup(htmllib.escape(
+                    f"{self.base_url}/o/{self._token(tokens.OPEN, mid)}.gif", quote=True))
+                html = self.html.render(ctx)
+                if self.dynamic_links:
+                    html, _ = links.rewrite_links(
+                        html, lambda i, u: fallback_click(len(self.link_urls) + i, u),
+                        skip=lambda u: u.startswith(self.base_url + "/"))
+        except jinja2.TemplateError as exc:  # includes the sandbox's SecurityError
+            raise TemplateError(f"template failed: {exc}") from exc
+        token = unsub.rsplit("/", 1)[1]
+        headers = [
+            ("Message-ID", message_id_header),
+            ("Date", date_header()),
+            ("From", self.from_header),
+            ("To", rcpt),
+            ("Subject", mime.encode_header(subject)),
+            # RFC 2369 + RFC 8058 one-click: the https URL takes the POST.
+            ("List-Unsubscribe",
+             f"<{unsub}>,\r\n <mailto:{self.mailbox}?subject=unsubscribe%20{token}>"),
+            ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+        ]
+        if self._tail:
+            body = b"".join((b"\r\n", self._text_head, _qp(text), self._html_head, _qp(html),
+                             self._tail))
+            headers.append(("MIME-Version", "1.0"))
+            headers.append(("Content-Type", f'multipart/alternative;\r\n boundary="{self.boundary}"'))
+        else:
+            body = b"\r\n" + _qp(html if self.html is not None else text)
+            headers.append(("MIME-Version", "1.0"))
+            kind = "html" if self.html is not None else "plain"
+            headers.append(("Content-Type", f'text/{kind}; charset="utf-8"'))
+            headers.append(("Content-Transfer-Encoding", "quoted-printable"))
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers)
+        if dkim is not None:
+            head = dkim.signature_header(headers, body[2:]) + head
+        return Composed(mail_from, rcpt, message_id_header, head.encode("utf-8") + body)
+
+
+class Skeletons:
+    """LRU of prepared campaign templates, keyed by a digest of everything they bake in."""
+
+    def __init__(self, signer: tokens.Signer, base_url: str, unsubscribe_mailto: str = "",
+                 size: int = 256) -> None:
+        self.envs = (SandboxedEnvironment(autoescape=True, undefined=jinja2.Undefined),
+                     SandboxedEnvironment(autoescape=False, undefined=jinja2.Undefined))
+        self.signer = signer
+        self.base_url = base_url
+        self.unsubscribe_mailto = unsubscribe_mailto
+        self.size = size
+        self.built = 0  # tests check that a campaign's template is prepared once
+        self._cache: OrderedDict[bytes, Skeleton] = OrderedDict()
+
+    def get(self, job: e.MessageJob) -> Skeleton:
+        h = hashlib.blake2b(digest_size=16)
+        for part in (job.campaign_id, job.workspace_id, job.variant, job.sender, job.subject,
+                     job.text, job.html):
+            h.update(part.encode("utf-8", "surrogatepass"))
+            h.update(b"\0")
+        key = h.digest()
+        sk = self._cache.get(key)
+        if sk is not None:
+            self._cache.move_to_end(key)
+            return sk
+        sk = Skeleton(job, self.envs, self.signer, self.base_url, self.unsubscribe_mailto)
+        self.built += 1
+        self._cache[key] = sk
+        if len(self._cache) > self.size:
+            self._cache.popitem(last=False)
+        return sk
