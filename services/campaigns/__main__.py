@@ -32,10 +32,14 @@ async def main() -> None:
     await bus.ensure_streams(js)
     channel = grpc.aio.insecure_channel(config.RECIPIENTS_ADDR.get())
     store = Store(engine)
-    scheduler = Scheduler(store, js, recipients_pb2_grpc.RecipientServiceStub(channel),
+    recipients = recipients_pb2_grpc.RecipientServiceStub(channel)
+    scheduler = Scheduler(store, js, recipients,
                           interval=settings.SCHEDULER_INTERVAL.get_float(),
-                          batch=settings.DISPATCH_BATCH.get_int(), job_ttl=settings.JOB_TTL.get_float())
-    servicer = CampaignServicer(store, on_cancel=scheduler.cancel_queued)
+                          batch=settings.DISPATCH_BATCH.get_int(), job_ttl=settings.JOB_TTL.get_float(),
+                          lease=settings.SCHEDULER_LEASE.get_float(),
+                          auto_pause=settings.AUTO_PAUSE_FAILURES.get_int())
+    servicer = CampaignServicer(store, on_cancel=scheduler.cancel_queued, recipients=recipients,
+                                js=js, on_trigger=scheduler.wake.set)
     rt.start_metrics()
     await rt.start_grpc([(campaigns_pb2_grpc.add_CampaignServiceServicer_to_server, servicer,
                           "herald.v1.CampaignService")])

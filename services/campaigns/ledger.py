@@ -68,6 +68,7 @@ STATUS_UPDATE = (
         sent_at=func.coalesce(messages.c.sent_at, bindparam("b_sent_at", type_=DateTime(timezone=True))),
         delivered_at=func.coalesce(bindparam("b_delivered_at", type_=DateTime(timezone=True)),
                                    messages.c.delivered_at),
+        updated_at=bindparam("b_at", type_=DateTime(timezone=True)),
     )
 )
 
@@ -81,6 +82,7 @@ def status_params(ev: e.MessageEvent, new: int, now: Any) -> dict[str, Any]:
         "b_attempt": ev.attempt,
         "b_sent_at": at if new in states.SENT else None,
         "b_delivered_at": at if new == S.MESSAGE_STATUS_DELIVERED else None,
+        "b_at": at,
     }
 
 

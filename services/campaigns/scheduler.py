@@ -1,9 +1,12 @@
-"""Scheduler and dispatcher: PENDING -> BUILDING -> SENDING -> DONE, all state in SQL.
+"""Scheduler and dispatcher: PENDING -> BUILDING -> SENDING <-> PAUSED -> DONE, all state
+in SQL, so a restarted process carries on where the last one stopped.
 
-Single-writer rule: run one campaigns replica per database for now; on PostgreSQL the
-campaign row is locked (FOR UPDATE) inside each transition, so a second replica can only
-lose a compare-and-set, never double-build. Message ids are deterministic (uuid5 of
-campaign, channel and address), so a build interrupted by a crash is simply redone.
+Several replicas: each tick a replica claims a lease (lease_owner/lease_until) on the
+campaigns it will act on; on PostgreSQL the claim selects with FOR UPDATE SKIP LOCKED, so
+two replicas never claim the same campaign and a dead replica's campaigns are taken over
+when its lease runs out. SQLite has a single writer by nature: run one replica on it.
+Every transition is also a compare-and-set on the status. Message ids are deterministic
+(uuid5 of campaign, channel and address), so a build interrupted by a crash is redone.
 """
 
 from __future__ import annotations
@@ -11,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
+import socket
 import uuid
-from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import grpc
@@ -29,6 +33,7 @@ from sqlalchemy import and_, delete, func, insert, or_, select, update
 from services.campaigns import lifecycle
 from services.campaigns.schema import campaign_targets, campaigns, messages
 from services.campaigns.store import Store
+from services.campaigns.window import Window
 from shared import auth, bus, states
 from shared.timeutil import Clock, aware, to_ts
 
@@ -73,7 +78,12 @@ def unsettled_condition() -> Any:
 class Scheduler:
     def __init__(self, store: Store, js: JetStreamContext, recipients: rgrpc.RecipientServiceStub,
                  clock: Clock | None = None, interval: float = 0.2, batch: int = 500,
-                 job_ttl: float = 86400.0) -> None:
+                 job_ttl: float = 86400.0, lease: float = 10.0, auto_pause: int = 5,
+                 owner: str | None = None) -> None:
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.lease = lease
+        self.auto_pause = auto_pause
+        self.buckets: dict[str, tuple[float, float]] = {}  # campaign -> (tokens, at)
         self.store = store
         self.js = js
         self.recipients = recipients
@@ -95,26 +105,109 @@ class Scheduler:
             for w in waiters:
                 w.cancel()
 
+    async def claim(self, now: datetime) -> list[Any]:
+        """Lease the campaigns this replica acts on in this tick."""
+        lease_until = now + timedelta(seconds=self.lease)
+        candidates = (
+            select(campaigns.c.id)
+            .where(campaigns.c.status.in_(list(lifecycle.ACTIVE)),
+                   or_(campaigns.c.lease_until.is_(None), campaigns.c.lease_until < now,
+                       campaigns.c.lease_owner == self.owner))
+            .order_by(campaigns.c.created_at)
+            .with_for_update(skip_locked=True)
+        )
+        async with self.store.engine.begin() as conn:
+            ids = [r[0] for r in await conn.execute(candidates)]
+            if not ids:
+                return []
+            await conn.execute(update(campaigns).where(campaigns.c.id.in_(ids)).values(
+                lease_owner=self.owner, lease_until=lease_until))
+            return list((await conn.execute(select(campaigns).where(campaigns.c.id.in_(ids))
+                                            .order_by(campaigns.c.created_at))).mappings().all())
+
     async def tick(self) -> None:
         now = self.clock.now()
+        rows = await self.claim(now)
         async with self.store.engine.connect() as conn:
-            rows = (await conn.execute(select(campaigns).where(
-                campaigns.c.status.in_([lifecycle.PENDING, lifecycle.BUILDING, lifecycle.SENDING]))
-                .order_by(campaigns.c.created_at))).mappings().all()
             counts = dict((await conn.execute(select(campaigns.c.status, func.count()).where(
                 campaigns.c.status.in_(list(lifecycle.ACTIVE))).group_by(campaigns.c.status))).all())
         for st in lifecycle.ACTIVE:
             ACTIVE.labels(st).set(counts.get(st, 0))
         for row in rows:
-            if row["status"] == lifecycle.PENDING:
-                start = aware(row["start_at"])
-                if start is None or start <= now:
-                    await self.build(row)
-            elif row["status"] == lifecycle.BUILDING:  # interrupted build: redo it
+            try:
+                await self.step(row, now)
+            except Exception:
+                log.exception("scheduler step failed", extra={"campaign_id": row["id"]})
+
+    async def step(self, row: Any, now: datetime) -> None:
+        status, cid = row["status"], row["id"]
+        end = aware(row["end_at"])
+        if end is not None and now >= end and status != lifecycle.BUILDING:
+            await self.end_reached(row)
+            return
+        window = Window.of(row)
+        if status == lifecycle.PENDING:
+            start = aware(row["start_at"])
+            if start is None or start <= now:
                 await self.build(row)
-            else:
-                await self.dispatch(row)
+        elif status == lifecycle.BUILDING:  # interrupted build: redo it
+            await self.build(row)
+        elif status == lifecycle.PAUSED:
+            if row["paused_by"] == "window" and window is not None and window.is_open(now):
+                await self.transition(cid, lifecycle.SENDING, "sending window opened", paused_by="")
+        elif status == lifecycle.SENDING:
+            if window is not None and not window.is_open(now):
+                nxt = window.next_opening(now).isoformat(timespec="minutes")
+                await self.transition(cid, lifecycle.PAUSED,
+                                      f"outside sending window (reopens {nxt})", paused_by="window")
+                return
+            if await self.too_many_failures(row):
+                return
+            await self.dispatch(row)
+            if row["mode"] != pb.CAMPAIGN_MODE_TRIGGER:
                 await self.maybe_complete(row)
+
+    async def end_reached(self, row: Any) -> None:
+        """end_at passed: a TRIGGER campaign is done; any other campaign expires if messages
+        were still waiting to be sent (they fail as EXPIRED), else it completes normally."""
+        cid, now = row["id"], self.clock.now()
+        if row["mode"] == pb.CAMPAIGN_MODE_TRIGGER and row["status"] != lifecycle.PENDING:
+            await self.fail_undispatched(row, "campaign ended before this message was sent")
+            await self.transition(cid, lifecycle.DONE, "trigger campaign reached its end",
+                                  completed_at=now)
+            return
+        async with self.store.engine.connect() as conn:
+            waiting = (await conn.execute(select(func.count()).select_from(messages).where(
+                messages.c.campaign_id == cid, messages.c.dispatched_at.is_(None),
+                messages.c.status == S.MESSAGE_STATUS_QUEUED))).scalar_one()
+        if row["status"] == lifecycle.PENDING or waiting:
+            await self.fail_undispatched(row, "campaign window ended before this message was sent")
+            await self.transition(cid, lifecycle.EXPIRED, "end time passed before completion",
+                                  completed_at=now)
+        elif row["status"] == lifecycle.SENDING:
+            await self.maybe_complete(row)
+
+    async def too_many_failures(self, row: Any) -> bool:
+        """Auto-pause after N consecutive failed messages (seed: 5): a broken route or an
+        expired account should not burn the whole audience."""
+        n = row["auto_pause_failures"] or self.auto_pause
+        if n <= 0:
+            return False
+        since = aware(row["failures_reset_at"]) or aware(row["started_at"])
+        q = (select(messages.c.status).where(
+            messages.c.campaign_id == row["id"], messages.c.dispatched_at.is_not(None),
+            messages.c.status_rank >= states.RANK[S.MESSAGE_STATUS_ASSUMED_DELIVERED],
+            messages.c.updated_at.is_not(None))
+            .order_by(messages.c.updated_at.desc()).limit(n))
+        if since is not None:
+            q = q.where(messages.c.updated_at > since)
+        async with self.store.engine.connect() as conn:
+            last = [r[0] for r in await conn.execute(q)]
+        if len(last) < n or any(st != S.MESSAGE_STATUS_FAILED for st in last):
+            return False
+        await self.transition(row["id"], lifecycle.PAUSED,
+                              f"auto-paused after {n} consecutive failures", paused_by="failures")
+        return True
 
     # --- build -----------------------------------------------------------------------------
     async def transition(self, campaign_id: str, target: str, reason: str, **values: Any) -> Any:
@@ -125,15 +218,18 @@ class Scheduler:
                 await Store.set_status(conn, row, target, reason, "scheduler", now, **values)
             row = await self.store.get_row(conn, campaign_id, None)
         CAMPAIGN_TRANSITIONS.labels(target).inc()
+        event_id = str(uuid.uuid4())
         await bus.publish(self.js, "events.campaign.status_changed", e.CampaignEvent(
-            event_id=f"{campaign_id}:{target}", kind=e.CAMPAIGN_EVENT_KIND_STATUS_CHANGED,
+            event_id=event_id, kind=e.CAMPAIGN_EVENT_KIND_STATUS_CHANGED,
             campaign_id=campaign_id, workspace_id=row["workspace_id"], status=target,
             reason=reason, occurred_at=to_ts(now), actor="scheduler",
-            total_messages=row["recipients_count"]), f"{campaign_id}:{target}")
+            total_messages=row["recipients_count"]), event_id)
         return row
 
     async def resolve(self, row: Any) -> list[rpb.AudienceMember]:
         targets = await self.store.load_targets(row["id"])
+        if not targets and not row["category_ids"]:
+            return []  # a TRIGGER campaign may start with no audience
         req = rpb.ResolveAudienceRequest(channel=row["channel"], category_ids=row["category_ids"] or [],
                                          inline=targets)
         md = auth.call_metadata(workspace=row["workspace_id"])
@@ -173,7 +269,7 @@ class Scheduler:
                 address=address or "", channel=row["channel"], status=status,
                 status_rank=states.RANK[status], failure_category=0 if m.accepted else m.rejection,
                 error_description="" if m.accepted else m.rejection_reason,
-                content_preview=preview(row), fields=dict(r.fields), created_at=now,
+                content_preview=preview(row), fields=dict(r.fields), created_at=now, updated_at=now,
             ))
             MESSAGES_BUILT.labels(states.status_name(status)).inc()
             base = dict(message_id=mid, campaign_id=cid, workspace_id=row["workspace_id"],
@@ -201,16 +297,31 @@ class Scheduler:
 
     # --- dispatch ----------------------------------------------------------------------------
     def allowance(self, row: Any, dispatched: int, total: int) -> int:
-        """How many more jobs the mode allows now. SPREAD paces evenly over start..end."""
-        if row["mode"] != pb.CAMPAIGN_MODE_SPREAD or not row["end_at"] or not row["start_at"]:
-            return self.batch
-        start, end = aware(row["start_at"]), aware(row["end_at"])
-        span = max((end - start).total_seconds(), 1.0)
-        elapsed = (self.clock.now() - start).total_seconds()
-        due = total if elapsed >= span else math.floor(total * elapsed / span)
-        return max(0, min(self.batch, due - dispatched))
+        """How many more jobs the mode and the rate cap allow now. SPREAD paces evenly over
+        start..end; max_rate is a token bucket (one second of burst)."""
+        n = self.batch
+        now = self.clock.now()
+        if row["mode"] == pb.CAMPAIGN_MODE_SPREAD and row["end_at"] and row["start_at"]:
+            start, end = aware(row["start_at"]), aware(row["end_at"])
+            span = max((end - start).total_seconds(), 1.0)
+            elapsed = (now - start).total_seconds()
+            due = total if elapsed >= span else math.floor(total * elapsed / span)
+            n = min(n, due - dispatched)
+        rate = row["max_rate"] or 0.0
+        if rate > 0:
+            t = now.timestamp()
+            tokens, at = self.buckets.get(row["id"], (min(rate, 1.0), t))
+            tokens = min(max(rate, 1.0), tokens + (t - at) * rate)
+            self.buckets[row["id"]] = (tokens, t)
+            n = min(n, math.floor(tokens))
+        return max(0, n)
 
-    async def dispatch(self, row: Any) -> None:
+    def spend(self, campaign_id: str, n: int) -> None:
+        if campaign_id in self.buckets:
+            tokens, at = self.buckets[campaign_id]
+            self.buckets[campaign_id] = (tokens - n, at)
+
+    async def dispatch(self, row: Any) -> int:
         cid = row["id"]
         async with self.store.engine.connect() as conn:
             total, dispatched = (await conn.execute(select(
@@ -218,13 +329,13 @@ class Scheduler:
                 messages.c.campaign_id == cid, messages.c.status_rank >= 0))).one()
             n = self.allowance(row, dispatched, total)
             if n <= 0:
-                return
+                return 0
             pending = (await conn.execute(select(messages).where(
                 messages.c.campaign_id == cid, messages.c.status == S.MESSAGE_STATUS_QUEUED,
                 messages.c.dispatched_at.is_(None)).order_by(messages.c.created_at, messages.c.id)
                 .limit(n))).mappings().all()
         if not pending:
-            return
+            return 0
         now = self.clock.now()
         expires = to_ts(now + timedelta(seconds=self.job_ttl))
         subject = channel_subject(row["channel"])
@@ -238,6 +349,7 @@ class Scheduler:
                 created_at=to_ts(aware(m["created_at"])), expires_at=expires)
             jobs.append((subject, job, f"{m['id']}:{m['attempt']}"))
         await bus.publish_many(self.js, jobs)
+        self.spend(cid, len(jobs))
         JOBS_PUBLISHED.labels(c.Channel.Name(row["channel"])).inc(len(jobs))
         ids = [m["id"] for m in pending]
         async with self.store.engine.begin() as conn:
@@ -246,6 +358,7 @@ class Scheduler:
             await conn.execute(update(messages).where(
                 messages.c.id.in_(ids), messages.c.status == S.MESSAGE_STATUS_QUEUED).values(
                 status=S.MESSAGE_STATUS_SENDING, status_rank=states.RANK[S.MESSAGE_STATUS_SENDING]))
+        return len(jobs)
 
     async def maybe_complete(self, row: Any) -> None:
         cid = row["id"]
@@ -259,23 +372,33 @@ class Scheduler:
 
     async def cancel_queued(self, campaign_id: str) -> None:
         """After a cancel: messages not yet handed to a gateway become CANCELLED."""
+        await self._finish_undispatched(campaign_id, S.MESSAGE_STATUS_CANCELLED,
+                                        e.MESSAGE_EVENT_KIND_CANCELLED, 0, "")
+
+    async def fail_undispatched(self, row: Any, reason: str) -> None:
+        await self._finish_undispatched(row["id"], S.MESSAGE_STATUS_FAILED, e.MESSAGE_EVENT_KIND_FAILED,
+                                        c.FAILURE_CATEGORY_EXPIRED, reason)
+
+    async def _finish_undispatched(self, campaign_id: str, status: int, kind: int, category: int,
+                                   reason: str) -> None:
         now = self.clock.now()
         async with self.store.engine.begin() as conn:
             ids = [r[0] for r in await conn.execute(select(messages.c.id).where(
-                messages.c.campaign_id == campaign_id,
-                or_(messages.c.status == S.MESSAGE_STATUS_QUEUED, messages.c.dispatched_at.is_(None)),
-                messages.c.status_rank < states.RANK[S.MESSAGE_STATUS_CANCELLED]))]
+                messages.c.campaign_id == campaign_id, messages.c.dispatched_at.is_(None),
+                messages.c.status == S.MESSAGE_STATUS_QUEUED))]
             row = await self.store.get_row(conn, campaign_id, None)
-            if ids:
-                await conn.execute(update(messages).where(messages.c.id.in_(ids)).values(
-                    status=S.MESSAGE_STATUS_CANCELLED,
-                    status_rank=states.RANK[S.MESSAGE_STATUS_CANCELLED]))
-        await bus.publish_many(self.js, list(self._events(ids, row, now)))
-
-    def _events(self, ids: Iterable[str], row: Any, now: Any) -> Iterable[tuple[str, e.MessageEvent, str]]:
+            for i in range(0, len(ids), 1000):
+                await conn.execute(update(messages).where(
+                    messages.c.id.in_(ids[i:i + 1000]), messages.c.status == S.MESSAGE_STATUS_QUEUED
+                ).values(status=status, status_rank=states.RANK[status], failure_category=category,
+                         error_description=reason, updated_at=now))
+        if row is None or not ids:
+            return
+        events = []
         for mid in ids:
-            ev = e.MessageEvent(event_id=f"{mid}:cancelled", kind=e.MESSAGE_EVENT_KIND_CANCELLED,
-                                message_id=mid, campaign_id=row["id"], workspace_id=row["workspace_id"],
-                                channel=row["channel"], status=S.MESSAGE_STATUS_CANCELLED,
-                                occurred_at=to_ts(now))
-            yield states.message_subject(ev.kind), ev, ev.event_id
+            ev = e.MessageEvent(event_id=f"{mid}:{states.kind_name(kind)}", kind=kind, message_id=mid,
+                                campaign_id=campaign_id, workspace_id=row["workspace_id"],
+                                channel=row["channel"], status=status, occurred_at=to_ts(now),
+                                failure_category=category, error_description=reason)
+            events.append((states.message_subject(kind), ev, ev.event_id))
+        await bus.publish_many(self.js, events)

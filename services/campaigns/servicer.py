@@ -2,27 +2,35 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import shlex
+import uuid
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 import grpc
 from herald.v1 import campaigns_pb2 as pb
 from herald.v1 import campaigns_pb2_grpc as pb_grpc
 from herald.v1 import common_pb2 as c
-from sqlalchemy import func, insert, select, update
+from herald.v1 import events_pb2 as e
+from herald.v1 import recipients_pb2 as rpb
+from herald.v1 import recipients_pb2_grpc as rgrpc
+from nats.js import JetStreamContext
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.campaigns import lifecycle
-from services.campaigns.schema import campaigns, messages
-from services.campaigns.store import (
-    Store,
-    decode_token,
-    encode_token,
-    message_status_filter,
-    new_id,
+from services.campaigns import lifecycle, window
+from services.campaigns.schema import (
+    audit_events,
+    campaign_targets,
+    campaigns,
+    messages,
+    state_history,
 )
-from shared import auth
+from services.campaigns.store import Store, decode_token, encode_token, new_id
+from shared import auth, bus, states
 from shared.errors import invalid, not_found, precondition
 from shared.timeutil import Clock, aware, from_ts, to_ts
 
@@ -43,33 +51,49 @@ def page_size(requested: int) -> int:
     return min(requested or DEFAULT_PAGE, MAX_PAGE)
 
 
-def validate_create(req: pb.CreateCampaignRequest) -> None:
-    cp = req.campaign
+MODERATED_FIELDS = {"sender", "content", "category_ids", "mode", "channel"}
+EDITABLE_FIELDS = {"name", "description", "sender", "content", "category_ids", "start_at", "end_at",
+                   "mode", "auto_start", "window", "max_rate", "auto_pause_failures"}
+
+
+def validate_campaign(cp: pb.Campaign, has_audience: bool, prefix: str = "campaign.") -> dict[str, str]:
     bad: dict[str, str] = {}
     if cp.channel not in (c.CHANNEL_SMS, c.CHANNEL_EMAIL):
-        bad["campaign.channel"] = "must be CHANNEL_SMS or CHANNEL_EMAIL"
+        bad[prefix + "channel"] = "must be CHANNEL_SMS or CHANNEL_EMAIL"
     mode = cp.mode or pb.CAMPAIGN_MODE_ON_DEMAND
     if mode not in MODES:
-        bad["campaign.mode"] = "unknown mode"
+        bad[prefix + "mode"] = "unknown mode"
     if not cp.sender.strip():
-        bad["campaign.sender"] = "required (SMS source address or email From)"
+        bad[prefix + "sender"] = "required (SMS source address or email From)"
     if cp.channel == c.CHANNEL_SMS and not cp.content.text.strip():
-        bad["campaign.content.text"] = "required for SMS"
+        bad[prefix + "content.text"] = "required for SMS"
     if cp.channel == c.CHANNEL_EMAIL:
         if not cp.content.subject.strip():
-            bad["campaign.content.subject"] = "required for email"
+            bad[prefix + "content.subject"] = "required for email"
         if not (cp.content.html.strip() or cp.content.text.strip()):
-            bad["campaign.content.html"] = "an HTML or text body is required for email"
-    start, end = from_ts(cp.start_at if cp.HasField("start_at") else None), from_ts(
-        cp.end_at if cp.HasField("end_at") else None)
+            bad[prefix + "content.html"] = "an HTML or text body is required for email"
+    start = from_ts(cp.start_at) if cp.HasField("start_at") else None
+    end = from_ts(cp.end_at) if cp.HasField("end_at") else None
     if mode in (pb.CAMPAIGN_MODE_ON_TIME, pb.CAMPAIGN_MODE_SPREAD) and start is None:
-        bad["campaign.start_at"] = "required for ON_TIME and SPREAD campaigns"
+        bad[prefix + "start_at"] = "required for ON_TIME and SPREAD campaigns"
     if mode == pb.CAMPAIGN_MODE_SPREAD and end is None:
-        bad["campaign.end_at"] = "required for SPREAD campaigns"
+        bad[prefix + "end_at"] = "required for SPREAD campaigns"
     if start and end and end <= start:
-        bad["campaign.end_at"] = "must be after start_at"
-    if not req.recipients and not cp.category_ids and mode != pb.CAMPAIGN_MODE_TRIGGER:
+        bad[prefix + "end_at"] = "must be after start_at"
+    if not has_audience and mode != pb.CAMPAIGN_MODE_TRIGGER:
         bad["recipients"] = "give inline recipients or campaign.category_ids"
+    if cp.max_rate < 0:
+        bad[prefix + "max_rate"] = "must not be negative"
+    if cp.auto_pause_failures < -1:
+        bad[prefix + "auto_pause_failures"] = "-1 (never), 0 (default) or a positive count"
+    if cp.HasField("window"):
+        bad.update({k.replace("campaign.", prefix, 1): v for k, v in window.validate(
+            cp.window.start, cp.window.end, cp.window.time_zone).items()})
+    return bad
+
+
+def validate_create(req: pb.CreateCampaignRequest) -> None:
+    bad = validate_campaign(req.campaign, bool(req.recipients or req.campaign.category_ids))
     for i, r in enumerate(req.recipients):
         if not (r.phone or r.email or r.contact_id):
             bad[f"recipients[{i}]"] = "needs a phone, an email or a contact_id"
@@ -77,12 +101,167 @@ def validate_create(req: pb.CreateCampaignRequest) -> None:
         raise invalid(bad)
 
 
+def column_values(cp: pb.Campaign, fields: set[str]) -> dict[str, Any]:
+    """SQL column values for the named Campaign fields."""
+    out: dict[str, Any] = {}
+    if "name" in fields:
+        out["name"] = cp.name
+    if "description" in fields:
+        out["description"] = cp.description
+    if "sender" in fields:
+        out["sender"] = cp.sender.strip()
+    if "content" in fields:
+        out.update(content_text=cp.content.text, content_subject=cp.content.subject,
+                   content_html=cp.content.html, template_name=cp.content.template_name)
+    if "category_ids" in fields:
+        out["category_ids"] = list(cp.category_ids)
+    if "start_at" in fields:
+        out["start_at"] = from_ts(cp.start_at) if cp.HasField("start_at") else None
+    if "end_at" in fields:
+        out["end_at"] = from_ts(cp.end_at) if cp.HasField("end_at") else None
+    if "mode" in fields:
+        out["mode"] = cp.mode or pb.CAMPAIGN_MODE_ON_DEMAND
+    if "auto_start" in fields:
+        out["auto_start"] = cp.auto_start
+    if "window" in fields:
+        w = cp.window if cp.HasField("window") else pb.SendingWindow()
+        out.update(window_start=w.start, window_end=w.end, window_tz=w.time_zone)
+    if "max_rate" in fields:
+        out["max_rate"] = cp.max_rate
+    if "auto_pause_failures" in fields:
+        out["auto_pause_failures"] = cp.auto_pause_failures
+    return out
+
+
+def jsonable(value: Any) -> str:
+    if isinstance(value, datetime):
+        return json.dumps(aware(value).isoformat())
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+PERIODS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7),
+           "30d": timedelta(days=30)}
+TRIGGER_NS = uuid.UUID("9d7e1c1a-3f0b-4a55-8b7e-2d7c5a1e0f42")
+
+
+def period_delta(period: str) -> timedelta:
+    if period not in PERIODS:
+        raise invalid({"period": f"{period!r}: use all, {', '.join(PERIODS)}"})
+    return PERIODS[period]
+
+
+def filter_terms(expr: str) -> list[tuple[str, list[str]]]:
+    """'status=SENDING,PAUSED AND search="Herald Demo"' -> [(key, [values])]."""
+    try:
+        words = shlex.split(expr.replace(" AND ", " "))
+    except ValueError as exc:
+        raise invalid({"filter": f"unbalanced quotes: {exc}"}) from exc
+    out = []
+    for term in words:
+        key, sep, val = term.partition("=")
+        vals = [v.strip() for v in val.split(",") if v.strip()]
+        if not sep or not vals:
+            raise invalid({"filter": f"term {term!r} is not key=value"})
+        out.append((key.strip(), vals))
+    return out
+
+
+def enum_values(enum: Any, prefix: str, vals: list[str], term: str) -> list[int]:
+    try:
+        return [enum.Value(prefix + v.upper()) for v in vals]
+    except ValueError as exc:
+        raise invalid({"filter": f"unknown value in {term}={','.join(vals)}"}) from exc
+
+
+def campaign_filter(expr: str, p: auth.Principal, now: datetime) -> list[Any]:
+    conds: list[Any] = []
+    workspace_given = False
+    for key, vals in filter_terms(expr):
+        if key == "status":
+            for v in vals:
+                try:
+                    lifecycle.value(v)
+                except ValueError as exc:
+                    raise invalid({"filter": f"unknown status {v!r}"}) from exc
+            conds.append(campaigns.c.status.in_([v.upper() for v in vals]))
+        elif key == "channel":
+            conds.append(campaigns.c.channel.in_(enum_values(c.Channel, "CHANNEL_", vals, key)))
+        elif key == "mode":
+            conds.append(campaigns.c.mode.in_(enum_values(pb.CampaignMode, "CAMPAIGN_MODE_", vals, key)))
+        elif key == "moderation":
+            conds.append(campaigns.c.moderation.in_(
+                enum_values(pb.ModerationState, "MODERATION_STATE_", vals, key)))
+        elif key == "period":
+            if vals[0] != "all":
+                conds.append(campaigns.c.created_at >= now - period_delta(vals[0]))
+        elif key == "search":
+            text = vals[0]
+            like = "%" + text.lower().replace("%", r"\%").replace("_", r"\_") + "%"
+            conds.append(or_(campaigns.c.id.like(text.lower().replace("%", "") + "%"),
+                             func.lower(campaigns.c.sender).like(like, escape="\\"),
+                             func.lower(campaigns.c.name).like(like, escape="\\")))
+        elif key == "workspace":
+            if not p.master:
+                raise invalid({"filter": "workspace= needs the master role"})
+            workspace_given = True
+            conds.append(campaigns.c.workspace_id.in_(vals))
+        else:
+            raise invalid({"filter": f"unknown field {key!r} (status, channel, mode, moderation, "
+                                     "period, search, workspace)"})
+    if not p.master and not workspace_given:
+        conds.append(campaigns.c.workspace_id == p.workspace)
+    return conds
+
+
+RESULTS = {
+    "delivered": [c.MESSAGE_STATUS_DELIVERED, c.MESSAGE_STATUS_ASSUMED_DELIVERED],
+    "failed": [c.MESSAGE_STATUS_FAILED],
+}
+
+
+def message_filter(expr: str) -> list[Any]:
+    conds: list[Any] = []
+    for key, vals in filter_terms(expr):
+        if key == "status":
+            conds.append(messages.c.status.in_(enum_values(c.MessageStatus, "MESSAGE_STATUS_", vals, key)))
+        elif key == "category":
+            conds.append(messages.c.failure_category.in_(
+                enum_values(c.FailureCategory, "FAILURE_CATEGORY_", vals, key)))
+        elif key == "carrier":
+            named = [v.upper() for v in vals if v.lower() != "null"]
+            alts = [messages.c.carrier_result.in_(named)] if named else []
+            if len(named) < len(vals):
+                alts.append(messages.c.carrier_result == "")
+            conds.append(or_(*alts))
+        elif key == "result":
+            if any(v not in ("delivered", "failed", "unknown") for v in vals):
+                raise invalid({"filter": "result= takes delivered, failed, unknown"})
+            known = RESULTS["delivered"] + RESULTS["failed"]
+            alts = [messages.c.status.in_(RESULTS[v]) for v in vals if v != "unknown"]
+            if "unknown" in vals:
+                alts.append(messages.c.status.not_in(known))
+            conds.append(or_(*alts))
+        elif key == "search":
+            like = "%" + vals[0].lower() + "%"
+            conds.append(or_(func.lower(messages.c.address).like(like),
+                             func.lower(messages.c.contact_name).like(like)))
+        else:
+            raise invalid({"filter": f"unknown field {key!r} (status, category, carrier, result, search)"})
+    return conds
+
+
 class CampaignServicer(pb_grpc.CampaignServiceServicer):
     def __init__(self, store: Store, clock: Clock | None = None,
-                 on_cancel: Callable[[str], Awaitable[None]] | None = None) -> None:
+                 on_cancel: Callable[[str], Awaitable[None]] | None = None,
+                 recipients: rgrpc.RecipientServiceStub | None = None,
+                 js: JetStreamContext | None = None,
+                 on_trigger: Callable[[], None] | None = None) -> None:
         self.store = store
         self.clock = clock or Clock()
         self.on_cancel = on_cancel
+        self.recipients = recipients
+        self.js = js
+        self.on_trigger = on_trigger
 
     # --- create / read -----------------------------------------------------------------
     async def CreateCampaign(self, request: pb.CreateCampaignRequest, context: Any) -> pb.Campaign:
@@ -95,21 +274,16 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
         cp, now, cid = request.campaign, self.clock.now(), new_id()
         status = lifecycle.DRAFT if request.draft else lifecycle.NEW
         values = dict(
-            id=cid, workspace_id=p.workspace, name=cp.name, channel=cp.channel, status=status,
-            mode=cp.mode or pb.CAMPAIGN_MODE_ON_DEMAND, sender=cp.sender.strip(), author=p.name,
-            content_text=cp.content.text, content_subject=cp.content.subject,
-            content_html=cp.content.html, template_name=cp.content.template_name,
-            category_ids=list(cp.category_ids),
-            start_at=from_ts(cp.start_at) if cp.HasField("start_at") else None,
-            end_at=from_ts(cp.end_at) if cp.HasField("end_at") else None,
-            auto_start=cp.auto_start, moderation=pb.MODERATION_STATE_PENDING,
-            recipients_count=len(request.recipients), created_at=now, updated_at=now,
+            id=cid, workspace_id=p.workspace, channel=cp.channel, status=status, author=p.name,
+            moderation=pb.MODERATION_STATE_PENDING, recipients_count=len(request.recipients),
+            created_at=now, updated_at=now, **column_values(cp, EDITABLE_FIELDS),
         )
         async with self.store.engine.begin() as conn:
             await conn.execute(insert(campaigns).values(**values))
             await self.store.save_targets(conn, cid, list(request.recipients))
             await self.store.add_history(conn, cid, status, "created", p.name, now)
             row = await self.store.get_row(conn, cid, p.workspace)
+            await Store.audit(conn, row, "created", p.name, now)
             result = self.store.to_proto(row, pb.Progress(), await self.store.history(conn, cid))
             await self.store.remember(conn, p.workspace, "CreateCampaign", request.request_id,
                                       result, now)
@@ -129,28 +303,11 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
     async def ListCampaigns(self, request: pb.ListCampaignsRequest, context: Any) -> pb.ListCampaignsResponse:
         p = auth.current()
         size, offset = page_size(request.page_size), decode_token(request.page_token)
-        conds = [] if p.master else [campaigns.c.workspace_id == p.workspace]
-        if not request.show_archived:
+        conds = campaign_filter(request.filter, p, self.clock.now())
+        if request.archived_only:
+            conds.append(campaigns.c.archived.is_(True))
+        elif not request.show_archived:
             conds.append(campaigns.c.archived.is_(False))
-        for term in filter(None, request.filter.replace(" AND ", " ").split()):
-            key, sep, val = term.partition("=")
-            vals = [v.strip().upper() for v in val.split(",") if v.strip()]
-            if not sep or not vals:
-                raise invalid({"filter": f"term {term!r} is not key=value"})
-            try:
-                if key == "status":
-                    for v in vals:
-                        lifecycle.value(v)
-                    conds.append(campaigns.c.status.in_(vals))
-                elif key == "channel":
-                    conds.append(campaigns.c.channel.in_([c.Channel.Value(f"CHANNEL_{v}") for v in vals]))
-                elif key == "mode":
-                    conds.append(campaigns.c.mode.in_(
-                        [pb.CampaignMode.Value(f"CAMPAIGN_MODE_{v}") for v in vals]))
-                else:
-                    raise invalid({"filter": f"unknown field {key!r} (status, channel, mode)"})
-            except ValueError as exc:
-                raise invalid({"filter": f"unknown value in {term!r}"}) from exc
         order = request.order_by.strip() or "created desc"
         parts = order.split()
         col = ORDERABLE.get(parts[0])
@@ -168,9 +325,52 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
             resp.next_page_token = encode_token(offset + len(rows))
         return resp
 
+    async def GetCampaignKpis(self, request: pb.GetCampaignKpisRequest, context: Any) -> pb.CampaignKpis:
+        p = auth.current()
+        conds = [campaigns.c.workspace_id == p.workspace]
+        if request.period and request.period != "all":
+            conds.append(campaigns.c.created_at >= self.clock.now() - period_delta(request.period))
+        async with self.store.engine.connect() as conn:
+            counts = dict((await conn.execute(select(campaigns.c.status, func.count()).where(*conds)
+                                              .group_by(campaigns.c.status))).all())
+            waiting = (await conn.execute(select(func.count()).select_from(campaigns).where(
+                *conds, campaigns.c.status == lifecycle.NEW,
+                campaigns.c.moderation == pb.MODERATION_STATE_PENDING))).scalar_one()
+            delivered = (await conn.execute(select(func.count()).select_from(messages).join(
+                campaigns, campaigns.c.id == messages.c.campaign_id).where(
+                *conds, messages.c.status == c.MESSAGE_STATUS_DELIVERED))).scalar_one()
+        return pb.CampaignKpis(
+            total_campaigns=sum(counts.values()),
+            active=sum(counts.get(s, 0) for s in lifecycle.ACTIVE),
+            completed=counts.get(lifecycle.DONE, 0), errors=counts.get(lifecycle.FAILED, 0),
+            messages_delivered=delivered, awaiting_moderation=waiting)
+
+    async def ListAuditEvents(self, request: pb.ListAuditEventsRequest, context: Any) -> pb.ListAuditEventsResponse:
+        p = auth.current()
+        if not request.campaign_id:
+            raise invalid({"campaign_id": "required"})
+        size, offset = page_size(request.page_size), decode_token(request.page_token)
+        conds = [audit_events.c.campaign_id == request.campaign_id]
+        if not p.master:
+            conds.append(audit_events.c.workspace_id == p.workspace)
+        async with self.store.engine.connect() as conn:
+            rows = (await conn.execute(select(audit_events).where(*conds).order_by(audit_events.c.id)
+                                       .limit(size + 1).offset(offset))).mappings().all()
+        if not rows and offset == 0:
+            raise not_found("campaign", request.campaign_id)
+        resp = pb.ListAuditEventsResponse()
+        for r in rows[:size]:
+            resp.events.append(pb.AuditEvent(
+                id=r["id"], campaign_id=r["campaign_id"], action=r["action"], actor=r["actor"],
+                note=r["note"], before=r["before"] or {}, after=r["after"] or {}, at=to_ts(aware(r["at"]))))
+        if len(rows) > size:
+            resp.next_page_token = encode_token(offset + size)
+        return resp
+
     # --- transitions -----------------------------------------------------------------------
     async def _act(self, request: pb.CampaignActionRequest, method: str, role: str,
-                   change: Callable[[AsyncConnection, Any, auth.Principal], Awaitable[None]]) -> pb.Campaign:
+                   change: Callable[[AsyncConnection, Any, auth.Principal], Awaitable[None]],
+                   action: str = "") -> pb.Campaign:
         p = auth.current()
         p.require(role)
         if not request.id:
@@ -181,8 +381,14 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
             row = await self.store.get_row(conn, request.id, p.workspace, for_update=True)
             if row is None:
                 raise not_found("campaign", request.id)
+            before = row
             await change(conn, row, p)
             row = await self.store.get_row(conn, request.id, p.workspace)
+            changed = {k for k in ("status", "moderation", "archived") if before[k] != row[k]}
+            await Store.audit(conn, row, action or method.removesuffix("Campaign").lower(), p.name,
+                              self.clock.now(), request.note,
+                              {k: jsonable(before[k]) for k in changed},
+                              {k: jsonable(row[k]) for k in changed})
             prog = (await self.store.progress(conn, [request.id]))[request.id]
             result = self.store.to_proto(row, prog, await self.store.history(conn, request.id))
             await self.store.remember(conn, p.workspace, method, request.request_id, result,
@@ -195,7 +401,7 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
         async def change(conn: AsyncConnection, row: Any, p: auth.Principal) -> None:
             await Store.set_status(conn, row, lifecycle.NEW, "submitted for moderation", p.name,
                                    self.clock.now())
-        return await self._act(request, "SubmitCampaign", "operator", change)
+        return await self._act(request, "SubmitCampaign", "operator", change, "submitted")
 
     async def ApproveCampaign(self, request: pb.CampaignActionRequest, context: Any) -> pb.Campaign:
         async def change(conn: AsyncConnection, row: Any, p: auth.Principal) -> None:
@@ -211,7 +417,7 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
                 await Store.set_status(conn, row, lifecycle.PENDING, "approved (auto-start)", p.name, now)
             else:
                 await Store.add_history(conn, row["id"], lifecycle.NEW, "approved", p.name, now)
-        return await self._act(request, "ApproveCampaign", "moderator", change)
+        return await self._act(request, "ApproveCampaign", "moderator", change, "approved")
 
     async def RejectCampaign(self, request: pb.CampaignActionRequest, context: Any) -> pb.Campaign:
         async def change(conn: AsyncConnection, row: Any, p: auth.Principal) -> None:
@@ -223,7 +429,7 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
             await Store.set_status(conn, row, lifecycle.CANCELLED,
                                    f"rejected: {request.note}" if request.note else "rejected",
                                    p.name, now, completed_at=now)
-        return await self._act(request, "RejectCampaign", "moderator", change)
+        return await self._act(request, "RejectCampaign", "moderator", change, "rejected")
 
     async def StartCampaign(self, request: pb.CampaignActionRequest, context: Any) -> pb.Campaign:
         async def change(conn: AsyncConnection, row: Any, p: auth.Principal) -> None:
@@ -231,29 +437,209 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
                 raise precondition(f"campaigns/{row['id']}", "MODERATION",
                                    f"campaign {row['id']} awaits moderation; approve it first")
             await Store.set_status(conn, row, lifecycle.PENDING, "started", p.name, self.clock.now())
-        return await self._act(request, "StartCampaign", "operator", change)
+        return await self._act(request, "StartCampaign", "operator", change, "started")
 
     async def PauseCampaign(self, request: pb.CampaignActionRequest, context: Any) -> pb.Campaign:
         async def change(conn: AsyncConnection, row: Any, p: auth.Principal) -> None:
             await Store.set_status(conn, row, lifecycle.PAUSED, request.note or "paused by operator",
-                                   p.name, self.clock.now())
-        return await self._act(request, "PauseCampaign", "operator", change)
+                                   p.name, self.clock.now(), paused_by="operator")
+        return await self._act(request, "PauseCampaign", "operator", change, "paused")
 
     async def ResumeCampaign(self, request: pb.CampaignActionRequest, context: Any) -> pb.Campaign:
         async def change(conn: AsyncConnection, row: Any, p: auth.Principal) -> None:
             if row["status"] != lifecycle.PAUSED:
                 raise lifecycle.illegal(row["id"], row["status"], lifecycle.SENDING)
-            await Store.set_status(conn, row, lifecycle.SENDING, "resumed", p.name, self.clock.now())
-        return await self._act(request, "ResumeCampaign", "operator", change)
+            now = self.clock.now()
+            # Consecutive failures count afresh after an operator resumes.
+            await Store.set_status(conn, row, lifecycle.SENDING, request.note or "resumed", p.name, now,
+                                   paused_by="", failures_reset_at=now)
+        return await self._act(request, "ResumeCampaign", "operator", change, "resumed")
 
     async def CancelCampaign(self, request: pb.CampaignActionRequest, context: Any) -> pb.Campaign:
         async def change(conn: AsyncConnection, row: Any, p: auth.Principal) -> None:
             now = self.clock.now()
             await Store.set_status(conn, row, lifecycle.CANCELLED, request.note or "cancelled",
                                    p.name, now, completed_at=now)
-        result = await self._act(request, "CancelCampaign", "operator", change)
+        result = await self._act(request, "CancelCampaign", "operator", change, "cancelled")
         if self.on_cancel is not None:
             await self.on_cancel(request.id)
+        return result
+
+    async def UpdateCampaign(self, request: pb.UpdateCampaignRequest, context: Any) -> pb.Campaign:
+        p = auth.current()
+        p.require("operator")
+        paths = set(request.update_mask.paths)
+        if not request.campaign.id:
+            raise invalid({"campaign.id": "required"})
+        if not paths:
+            raise invalid({"update_mask": f"name the fields to change: {sorted(EDITABLE_FIELDS)}"})
+        unknown = paths - EDITABLE_FIELDS
+        if unknown:
+            raise invalid({"update_mask": f"not editable: {sorted(unknown)}; editable: {sorted(EDITABLE_FIELDS)}"})
+        if (prev := await self.store.replay(p.workspace, "UpdateCampaign", request.request_id,
+                                            pb.Campaign)) is not None:
+            return prev
+        now = self.clock.now()
+        async with self.store.engine.begin() as conn:
+            row = await self.store.get_row(conn, request.campaign.id, p.workspace, for_update=True)
+            if row is None:
+                raise not_found("campaign", request.campaign.id)
+            if row["status"] not in lifecycle.EDITABLE:
+                raise precondition(f"campaigns/{row['id']}", "STATE",
+                                   f"campaign {row['id']} is {row['status']}; only "
+                                   f"{', '.join(sorted(lifecycle.EDITABLE))} campaigns can be edited")
+            merged = self.store.to_proto(row)
+            for path in paths:
+                merged.ClearField(path)
+                if path in ("start_at", "end_at", "window", "content"):
+                    if request.campaign.HasField(path):
+                        getattr(merged, path).CopyFrom(getattr(request.campaign, path))
+                elif path == "category_ids":
+                    merged.category_ids.extend(request.campaign.category_ids)
+                else:
+                    setattr(merged, path, getattr(request.campaign, path))
+            has_audience = bool(row["recipients_count"] or merged.category_ids)
+            bad = validate_campaign(merged, has_audience)
+            if bad:
+                raise invalid(bad)
+            values = column_values(merged, paths)
+            changed = {k: v for k, v in values.items() if jsonable(row[k]) != jsonable(v)}
+            extra: dict[str, Any] = {}
+            remoderate = bool(paths & MODERATED_FIELDS) and changed and (
+                row["moderation"] != pb.MODERATION_STATE_PENDING or row["status"] == lifecycle.PENDING)
+            if remoderate:
+                extra["moderation"] = pb.MODERATION_STATE_PENDING
+                if row["status"] == lifecycle.PENDING:
+                    await Store.set_status(conn, row, lifecycle.NEW, "edited: back to moderation", p.name, now)
+            await conn.execute(update(campaigns).where(campaigns.c.id == row["id"]).values(
+                updated_at=now, **changed, **extra))
+            await Store.audit(conn, row, "edited", p.name, now,
+                              "content changed after approval: moderation required" if remoderate else "",
+                              {k: jsonable(row[k]) for k in changed},
+                              {k: jsonable(v) for k, v in changed.items()})
+            row = await self.store.get_row(conn, row["id"], p.workspace)
+            prog = (await self.store.progress(conn, [row["id"]]))[row["id"]]
+            result = self.store.to_proto(row, prog, await self.store.history(conn, row["id"]))
+            await self.store.remember(conn, p.workspace, "UpdateCampaign", request.request_id, result, now)
+        return result
+
+    async def ArchiveCampaign(self, request: pb.CampaignActionRequest, context: Any) -> pb.Campaign:
+        async def change(conn: AsyncConnection, row: Any, p: auth.Principal) -> None:
+            if row["archived"] or row["status"] not in lifecycle.ARCHIVABLE:
+                raise precondition(f"campaigns/{row['id']}", "STATE",
+                                   f"campaign {row['id']} is {row['status']}"
+                                   f"{' and already archived' if row['archived'] else ''}; only "
+                                   f"{', '.join(sorted(lifecycle.ARCHIVABLE))} campaigns can be archived")
+            await conn.execute(update(campaigns).where(campaigns.c.id == row["id"]).values(
+                archived=True, updated_at=self.clock.now()))
+        return await self._act(request, "ArchiveCampaign", "operator", change, "archived")
+
+    async def RestoreCampaign(self, request: pb.CampaignActionRequest, context: Any) -> pb.Campaign:
+        async def change(conn: AsyncConnection, row: Any, p: auth.Principal) -> None:
+            if not row["archived"]:
+                raise precondition(f"campaigns/{row['id']}", "STATE",
+                                   f"campaign {row['id']} is not archived")
+            await conn.execute(update(campaigns).where(campaigns.c.id == row["id"]).values(
+                archived=False, updated_at=self.clock.now()))
+        return await self._act(request, "RestoreCampaign", "operator", change, "restored")
+
+    async def DeleteCampaign(self, request: pb.CampaignActionRequest, context: Any) -> pb.DeleteCampaignResponse:
+        p = auth.current()
+        p.require("operator")
+        if not request.id:
+            raise invalid({"id": "required"})
+        if (prev := await self.store.replay(p.workspace, "DeleteCampaign", request.request_id,
+                                            pb.DeleteCampaignResponse)) is not None:
+            return prev
+        now = self.clock.now()
+        async with self.store.engine.begin() as conn:
+            row = await self.store.get_row(conn, request.id, p.workspace, for_update=True)
+            if row is None:
+                raise not_found("campaign", request.id)
+            if row["status"] not in lifecycle.DELETABLE:
+                raise precondition(f"campaigns/{row['id']}", "STATE",
+                                   f"campaign {row['id']} is {row['status']}; only "
+                                   f"{', '.join(sorted(lifecycle.DELETABLE))} campaigns can be deleted "
+                                   "(cancel it first)")
+            for table in (messages, campaign_targets, state_history):
+                await conn.execute(delete(table).where(table.c.campaign_id == row["id"]))
+            await conn.execute(delete(campaigns).where(campaigns.c.id == row["id"]))
+            await Store.audit(conn, row, "deleted", p.name, now, request.note,
+                              {"status": jsonable(row["status"])}, {})
+            result = pb.DeleteCampaignResponse(id=row["id"])
+            await self.store.remember(conn, p.workspace, "DeleteCampaign", request.request_id, result, now)
+        log.info("campaign deleted", extra={"campaign_id": request.id, "actor": p.name})
+        return result
+
+    async def TriggerCampaign(self, request: pb.TriggerCampaignRequest, context: Any) -> pb.Message:
+        p = auth.current()
+        p.require("operator", "service")
+        bad = {}
+        if not request.campaign_id:
+            bad["campaign_id"] = "required"
+        r = request.recipient
+        if not (r.contact_id or r.phone or r.email):
+            bad["recipient"] = "needs a contact_id, a phone or an email"
+        if bad:
+            raise invalid(bad)
+        if (prev := await self.store.replay(p.workspace, "TriggerCampaign", request.request_id,
+                                            pb.Message)) is not None:
+            return prev
+        if self.recipients is None or self.js is None:
+            raise precondition("campaigns", "CONFIG", "triggering needs the recipients service and NATS")
+        async with self.store.engine.connect() as conn:
+            row = await self.store.get_row(conn, request.campaign_id, p.workspace)
+        if row is None:
+            raise not_found("campaign", request.campaign_id)
+        if row["mode"] != pb.CAMPAIGN_MODE_TRIGGER:
+            raise precondition(f"campaigns/{row['id']}", "MODE", f"campaign {row['id']} is not a TRIGGER campaign")
+        if row["status"] not in (lifecycle.SENDING, lifecycle.PAUSED):
+            raise precondition(f"campaigns/{row['id']}", "STATE",
+                               f"campaign {row['id']} is {row['status']}; triggers are accepted while "
+                               "SENDING (or PAUSED, sent on resume)")
+        req = rpb.ResolveAudienceRequest(channel=row["channel"], inline=[r])
+        members = [m async for m in self.recipients.ResolveAudience(
+            req, metadata=auth.call_metadata(workspace=p.workspace), timeout=30)]
+        if not members:
+            raise invalid({"recipient": "duplicate or unknown recipient"})
+        member = members[0]
+        key = request.request_id or str(uuid.uuid4())
+        mid = str(uuid.uuid5(TRIGGER_NS, f"{row['id']}:{key}"))
+        now = self.clock.now()
+        rec = member.recipient
+        address = rec.phone if row["channel"] == c.CHANNEL_SMS else rec.email
+        status, kind = c.MESSAGE_STATUS_QUEUED, e.MESSAGE_EVENT_KIND_QUEUED
+        if not member.accepted:
+            status, kind = ((c.MESSAGE_STATUS_OPTED_OUT, e.MESSAGE_EVENT_KIND_OPTED_OUT)
+                            if member.rejection == c.FAILURE_CATEGORY_UNSUBSCRIBED
+                            else (c.MESSAGE_STATUS_FAILED, e.MESSAGE_EVENT_KIND_FAILED))
+        values = dict(
+            id=mid, campaign_id=row["id"], workspace_id=row["workspace_id"], contact_id=rec.contact_id,
+            contact_name=" ".join(x for x in (rec.first_name, rec.last_name) if x), address=address or "",
+            channel=row["channel"], status=status, status_rank=states.RANK[status],
+            failure_category=0 if member.accepted else member.rejection,
+            error_description="" if member.accepted else member.rejection_reason,
+            content_preview=(row["content_text"] if row["channel"] == c.CHANNEL_SMS
+                             else row["content_subject"])[:100],
+            fields=dict(rec.fields), created_at=now, updated_at=now)
+        async with self.store.engine.begin() as conn:
+            await conn.execute(insert(messages).values(**values))
+            await conn.execute(update(campaigns).where(campaigns.c.id == row["id"]).values(
+                recipients_count=campaigns.c.recipients_count + 1))
+            saved = (await conn.execute(select(messages).where(messages.c.id == mid))).mappings().one()
+            result = message_proto(saved, p)
+            await self.store.remember(conn, p.workspace, "TriggerCampaign", request.request_id, result, now)
+        base = dict(message_id=mid, campaign_id=row["id"], workspace_id=row["workspace_id"],
+                    channel=row["channel"], occurred_at=to_ts(now), to=address or "")
+        evs = [e.MessageEvent(event_id=f"{mid}:queued", kind=e.MESSAGE_EVENT_KIND_QUEUED,
+                              status=c.MESSAGE_STATUS_QUEUED, **base)]
+        if not member.accepted:
+            evs.append(e.MessageEvent(event_id=f"{mid}:{states.kind_name(kind)}", kind=kind, status=status,
+                                      failure_category=member.rejection,
+                                      error_description=member.rejection_reason, **base))
+        await bus.publish_many(self.js, [(states.message_subject(ev.kind), ev, ev.event_id) for ev in evs])
+        if self.on_trigger is not None:
+            self.on_trigger()
         return result
 
     # --- ledger ------------------------------------------------------------------------------
@@ -262,21 +648,20 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
         if not request.campaign_id:
             raise invalid({"campaign_id": "required"})
         size, offset = page_size(request.page_size), decode_token(request.page_token)
-        statuses = message_status_filter(request.filter)
+        conds = [messages.c.campaign_id == request.campaign_id, *message_filter(request.filter)]
         order = request.order_by.strip() or "created"
-        if order not in ("created", "created_at", "created desc", "created_at desc"):
-            raise invalid({"order_by": "use created [desc]"})
-        desc = order.endswith("desc")
+        parts = order.split()
+        col = {"created": messages.c.created_at, "created_at": messages.c.created_at,
+               "sent": messages.c.sent_at, "sent_at": messages.c.sent_at}.get(parts[0])
+        if col is None or len(parts) > 2 or (len(parts) == 2 and parts[1] not in ("asc", "desc")):
+            raise invalid({"order_by": "use created|sent [asc|desc]"})
+        desc = parts[-1] == "desc"
+        ordering = [col.desc() if desc else col.asc(), messages.c.id.desc() if desc else messages.c.id]
         async with self.store.engine.connect() as conn:
             if await self.store.get_row(conn, request.campaign_id,
                                         None if p.master else p.workspace) is None:
                 raise not_found("campaign", request.campaign_id)
-            conds = [messages.c.campaign_id == request.campaign_id]
-            if statuses:
-                conds.append(messages.c.status.in_(statuses))
             total = (await conn.execute(select(func.count()).select_from(messages).where(*conds))).scalar_one()
-            ordering = ([messages.c.created_at.desc(), messages.c.id.desc()] if desc
-                        else [messages.c.created_at, messages.c.id])
             rows = (await conn.execute(select(messages).where(*conds).order_by(*ordering)
                                        .limit(size).offset(offset))).mappings().all()
         resp = pb.ListMessagesResponse(total_size=total)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from herald.v1 import campaigns_pb2 as pb
@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.campaigns import lifecycle
 from services.campaigns.schema import (
+    audit_events,
     campaign_targets,
     campaigns,
     idempotency,
@@ -143,9 +144,13 @@ class Store:
             category_ids=list(row["category_ids"] or []), auto_start=row["auto_start"],
             moderation=row["moderation"], moderation_note=row["moderation_note"],
             archived=row["archived"], status_reason=row["status_reason"],
-            recipients_count=row["recipients_count"],
+            recipients_count=row["recipients_count"], description=row["description"],
+            max_rate=row["max_rate"], auto_pause_failures=row["auto_pause_failures"],
         )
-        for fld in ("start_at", "end_at", "created_at", "started_at", "completed_at"):
+        if row["window_tz"]:
+            cp.window.CopyFrom(pb.SendingWindow(start=row["window_start"], end=row["window_end"],
+                                                time_zone=row["window_tz"]))
+        for fld in ("start_at", "end_at", "created_at", "started_at", "completed_at", "updated_at"):
             ts = to_ts(aware(row[fld]))
             if ts is not None:
                 getattr(cp, fld).CopyFrom(ts)
@@ -164,7 +169,37 @@ class Store:
                 return None
             prog = (await self.progress(conn, [campaign_id]))[campaign_id]
             hist = await self.history(conn, campaign_id)
-        return self.to_proto(row, prog, hist)
+            daily = await self.daily(conn, campaign_id)
+        cp = self.to_proto(row, prog, hist)
+        cp.daily.extend(daily)
+        return cp
+
+    async def daily(self, conn: AsyncConnection, campaign_id: str) -> list[pb.DailyActivity]:
+        """Messages handed off per UTC day, with how many of them were delivered / failed."""
+        rows = await conn.execute(select(messages.c.sent_at, messages.c.updated_at, messages.c.status)
+                                  .where(messages.c.campaign_id == campaign_id,
+                                         messages.c.dispatched_at.is_not(None)))
+        days: dict[str, pb.DailyActivity] = {}
+        for sent_at, updated_at, status in rows:
+            at = aware(sent_at or updated_at)
+            if at is None:
+                continue
+            key = at.astimezone(UTC).date().isoformat()
+            d = days.setdefault(key, pb.DailyActivity(date=key))
+            if sent_at is not None:
+                d.sent += 1
+            if status == S.MESSAGE_STATUS_DELIVERED:
+                d.delivered += 1
+            elif status == S.MESSAGE_STATUS_FAILED:
+                d.failed += 1
+        return [days[k] for k in sorted(days)]
+
+    @staticmethod
+    async def audit(conn: AsyncConnection, row: Any, action: str, actor: str, now: datetime,
+                    note: str = "", before: dict | None = None, after: dict | None = None) -> None:
+        await conn.execute(insert(audit_events).values(
+            campaign_id=row["id"], workspace_id=row["workspace_id"], action=action, actor=actor,
+            note=note, before=before or {}, after=after or {}, at=now))
 
     async def save_targets(self, conn: AsyncConnection, campaign_id: str, recipients: list) -> None:
         rows = [{"campaign_id": campaign_id, "idx": i, "recipient": r.SerializeToString()}
@@ -190,23 +225,6 @@ def outcome(p: pb.Progress) -> int:
     if p.errors >= p.total:
         return pb.CAMPAIGN_OUTCOME_ALL_FAILED
     return pb.CAMPAIGN_OUTCOME_PARTIAL
-
-
-def message_status_filter(expr: str) -> list[int]:
-    """'status=FAILED' or 'status=FAILED,DELIVERED' -> [MessageStatus values]."""
-    from shared.errors import invalid
-
-    out: list[int] = []
-    for term in filter(None, (t.strip() for t in expr.replace(" AND ", " ").split())):
-        key, sep, val = term.partition("=")
-        if not sep or key != "status":
-            raise invalid({"filter": f"unsupported term {term!r}; use status=<STATUS>[,<STATUS>]"})
-        for v in val.split(","):
-            try:
-                out.append(c.MessageStatus.Value(f"MESSAGE_STATUS_{v.strip().upper()}"))
-            except ValueError as exc:
-                raise invalid({"filter": f"unknown message status {v!r}"}) from exc
-    return out
 
 
 __all__ = ["Store", "and_", "outcome", "new_id", "encode_token", "decode_token"]
