@@ -55,7 +55,10 @@ async def main() -> None:
     await bus.ensure_streams(js)
     redis = cache.connect()
 
-    tracking = TrackingServer(js, signer, settings.TRACKING_TRUST_FORWARDED.get_bool())
+    tracking = TrackingServer(js, signer, settings.TRACKING_TRUST_FORWARDED.get_bool(),
+                              rate=settings.TRACKING_RATE.get_float(),
+                              burst=settings.TRACKING_BURST.get_float(),
+                              max_body=settings.TRACKING_MAX_BODY.get_int())
     tracking_port = await tracking.start(settings.TRACKING_ADDR.get())
     base_url = settings.TRACKING_BASE_URL.get() or f"http://{tracking.host}:{tracking_port}"
 

@@ -18,6 +18,10 @@ SEND_LATENCY = Histogram(
 TRACKING = Counter(
     "herald_tracking_requests_total",
     "Tracking HTTP requests, by kind (open, click, unsubscribe_page, unsubscribe) and result "
-    "(ok, invalid, error).",
+    "(ok, invalid, error, limited).",
     ["kind", "result"],
+)
+TRACKING_DROPPED = Counter(
+    "herald_tracking_events_dropped_total",
+    "Open/click events not published (queue full or publish retries exhausted).",
 )

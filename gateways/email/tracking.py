@@ -7,9 +7,13 @@ the query string, so the server is not an open redirect.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import html
 import ipaddress
 import logging
+import time
+from typing import Any
 
 from aiohttp import web
 from herald.v1 import common_pb2 as c
@@ -17,9 +21,10 @@ from herald.v1 import events_pb2 as e
 from nats.js import JetStreamContext
 
 from gateways.email import tokens
-from gateways.email.events import message_event, publish_message_event, stable_event_id
-from gateways.email.metrics import TRACKING
-from shared import bus
+from gateways.email.events import message_event, stable_event_id
+from gateways.email.metrics import TRACKING, TRACKING_DROPPED
+from shared import bus, states
+from shared.bus import BUS_PUBLISHED
 from shared.metrics import split_addr
 from shared.timeutil import now_ts
 
@@ -57,18 +62,119 @@ def _page(title: str, body: str, status: int = 200) -> web.Response:
     return web.Response(text=doc, status=status, content_type="text/html", headers=NO_CACHE)
 
 
+class EventQueue:
+    """Opens and clicks are published behind the response: the reader never waits for
+    JetStream. A bounded queue drained by one task with asynchronous publishes (many acks
+    in flight); a failed publish is retried, a full queue drops and counts."""
+
+    def __init__(self, js: JetStreamContext, max_items: int = 100_000, in_flight: int = 512) -> None:
+        self.js = js
+        self.queue: asyncio.Queue[tuple[str, bytes, str, int]] = asyncio.Queue(max_items)
+        self.in_flight = asyncio.Semaphore(in_flight)
+        self._task: asyncio.Task[None] | None = None
+        self._pending: set[asyncio.Future[Any]] = set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    def put(self, subject: str, data: bytes, msg_id: str) -> bool:
+        try:
+            self.queue.put_nowait((subject, data, msg_id, 0))
+        except asyncio.QueueFull:
+            TRACKING_DROPPED.inc()
+            return False
+        return True
+
+    async def _run(self) -> None:
+        while True:
+            item = await self.queue.get()
+            await self.in_flight.acquire()
+            try:
+                fut = await self.js.publish_async(item[0], item[1],
+                                                  headers={"Nats-Msg-Id": item[2]})
+            except Exception:
+                self.in_flight.release()
+                self._retry(item)
+                await asyncio.sleep(0.2)
+                continue
+            self._pending.add(fut)
+            fut.add_done_callback(lambda f, item=item: self._done(f, item))  # type: ignore[misc]
+
+    def _done(self, fut: asyncio.Future[Any], item: tuple[str, bytes, str, int]) -> None:
+        self._pending.discard(fut)
+        self.in_flight.release()
+        if fut.cancelled() or fut.exception() is not None:
+            self._retry(item)
+        else:
+            BUS_PUBLISHED.labels("events").inc()
+
+    def _retry(self, item: tuple[str, bytes, str, int]) -> None:
+        if item[3] >= 5:
+            log.error("tracking event dropped after retries", extra={"msg_id": item[2]})
+            TRACKING_DROPPED.inc()
+            return
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait((*item[:3], item[3] + 1))
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (not self.queue.empty() or self._pending) and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)  # drain what readers already triggered
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+class RateLimit:
+    """Token bucket per client IP; the table is reset when it grows past `max_clients`."""
+
+    def __init__(self, rate: float, burst: float, max_clients: int = 100_000) -> None:
+        self.rate = rate
+        self.burst = max(burst, 1.0)
+        self.max_clients = max_clients
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def allow(self, ip: str) -> bool:
+        if self.rate <= 0:
+            return True
+        now = time.monotonic()
+        tokens_, last = self._buckets.get(ip, (self.burst, now))
+        tokens_ = min(self.burst, tokens_ + (now - last) * self.rate)
+        if tokens_ < 1.0:
+            self._buckets[ip] = (tokens_, now)
+            return False
+        if len(self._buckets) >= self.max_clients and ip not in self._buckets:
+            self._buckets.clear()
+        self._buckets[ip] = (tokens_ - 1.0, now)
+        return True
+
+
 class TrackingServer:
     def __init__(self, js: JetStreamContext, signer: tokens.Signer,
-                 trust_forwarded: bool = False) -> None:
+                 trust_forwarded: bool = False, rate: float = 0.0, burst: float = 200.0,
+                 max_body: int = 16384) -> None:
         self.js = js
         self.signer = signer
         self.trust_forwarded = trust_forwarded
+        self.limit = RateLimit(rate, burst)
+        self.max_body = max_body
+        self.events = EventQueue(js)
         self._runner: web.AppRunner | None = None
         self.host = "127.0.0.1"
         self.port = 0
 
+    @web.middleware
+    async def _limits(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path != "/healthz" and not self.limit.allow(self._client(request)[0]):
+            TRACKING.labels("any", "limited").inc()
+            return web.Response(status=429, text="slow down\n", headers={"Retry-After": "1"})
+        return await handler(request)
+
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(client_max_size=self.max_body, middlewares=[self._limits],
+                              handler_args={"max_line_size": 8190, "max_field_size": 8190})
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/o/{token}", self.open)
         app.router.add_get("/c/{token}", self.click)
@@ -78,6 +184,7 @@ class TrackingServer:
 
     async def start(self, addr: str) -> int:
         host, port = split_addr(addr)
+        self.events.start()
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
@@ -89,6 +196,7 @@ class TrackingServer:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+        await self.events.stop()
 
     # --- helpers ------------------------------------------------------------------
     def _client(self, request: web.Request) -> tuple[str, str]:
@@ -105,18 +213,14 @@ class TrackingServer:
             raw = raw.removesuffix(".gif")
         return self.signer.verify(raw, kind)
 
-    async def _publish(self, kind: int, tok: tokens.Token, request: web.Request,
-                       **fields: object) -> bool:
+    def _publish(self, kind: int, tok: tokens.Token, request: web.Request,
+                 **fields: object) -> bool:
         ip, ua = self._client(request)
         ev = message_event(kind, message_id=tok.message_id, campaign_id=tok.campaign_id,
                            workspace_id=tok.workspace_id, variant=tok.variant, ip=ip,
                            user_agent=ua, **fields)
-        try:
-            await publish_message_event(self.js, ev, ev.event_id)  # every hit is a new fact
-        except Exception:
-            log.exception("could not publish tracking event", extra={"message_id": tok.message_id})
-            return False
-        return True
+        # every hit is a new fact: its own event id
+        return self.events.put(states.message_subject(kind), ev.SerializeToString(), ev.event_id)
 
     # --- handlers -----------------------------------------------------------------
     async def healthz(self, _request: web.Request) -> web.Response:
@@ -130,7 +234,7 @@ class TrackingServer:
         ok = True
         if request.method == "GET":  # HEAD probes are not opens
             ip, ua = self._client(request)
-            ok = await self._publish(K.MESSAGE_EVENT_KIND_OPENED, tok, request,
+            ok = self._publish(K.MESSAGE_EVENT_KIND_OPENED, tok, request,
                                      machine_open=is_machine_open(ua, ip))
         TRACKING.labels("open", "ok" if ok else "error").inc()
         # The reader gets the pixel even if the event could not be recorded.
@@ -143,7 +247,7 @@ class TrackingServer:
             raise web.HTTPNotFound()
         ok = True
         if request.method == "GET":  # link scanners probe with HEAD
-            ok = await self._publish(K.MESSAGE_EVENT_KIND_CLICKED, tok, request,
+            ok = self._publish(K.MESSAGE_EVENT_KIND_CLICKED, tok, request,
                                      link_index=tok.link_index, url=tok.url)
         TRACKING.labels("click", "ok" if ok else "error").inc()
         raise web.HTTPFound(tok.url, headers={**NO_CACHE, "Referrer-Policy": "no-referrer"})
