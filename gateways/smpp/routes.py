@@ -7,7 +7,8 @@ HERALD_SMPP_ROUTES (JSON, or @file) is a list (or {"routes": [...]}) of:
    "id_format": "auto" | "hex:decimal" | ...}
 A message goes to the route with the longest prefix matching its destination among the
 routes whose sender list is empty or holds its sender; routes without prefixes match any
-destination (prefix length 0); ties go to the earlier route. Without HERALD_SMPP_ROUTES
+destination (prefix length 0); at equal length a route naming the sender beats one that
+does not, then the earlier route wins. Without HERALD_SMPP_ROUTES
 there is one route, "default", from HERALD_SMPP_HOST/PORT/... (the devstack form).
 
 Receipt id mapping keys are per route, so two SMSCs may hand out the same id.
@@ -185,9 +186,12 @@ def load() -> list[RouteConfig]:
 
 
 def choose(routes: list[RouteConfig], sender: str, destination: str) -> RouteConfig | None:
-    best: tuple[int, RouteConfig] | None = None
+    best: tuple[tuple[int, int], RouteConfig] | None = None
     for r in routes:
-        score = r.match(sender, destination)
-        if score is not None and (best is None or score > best[0]):
+        length = r.match(sender, destination)
+        if length is None:
+            continue
+        score = (length, 1 if r.senders else 0)
+        if best is None or score > best[0]:
             best = (score, r)
     return best[1] if best else None

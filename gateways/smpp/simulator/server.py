@@ -49,6 +49,7 @@ class SimulatorConfig:
     receipt_delay: float = 0.5
     fail_pattern: str = ""
     fail_stat: str = "UNDELIV"
+    fail_part: int = 0  # with a multipart message to a fail_pattern match, fail only this part
     # (regex over destination_addr, stat, delay or None): first match decides the receipt
     receipt_rules: tuple[tuple[str, str, float | None], ...] = ()
     reject_pattern: str = ""
@@ -404,6 +405,10 @@ class SmscSimulator:
         st.submits_accepted += 1
         resp = pdu.encode_submit_sm_resp(seq, resp_id)
         stat, delay = self._outcome(dest)
+        if self.cfg.fail_part and stat == self.cfg.fail_stat:
+            _text, concat = encoding.strip_udh(sm.short_message, sm.esm_class)
+            if concat is not None and concat[2] != self.cfg.fail_part:
+                stat = "DELIVRD"
         wanted = sm.registered_delivery & 0x03
         if not (wanted == 1 or (wanted == 2 and stat != "DELIVRD")):
             conn.write(resp)
