@@ -72,4 +72,5 @@ class Renderer:
 def context_for(fields: Mapping[str, str], **extra: object) -> dict[str, object]:
     """Template variables: every contact field by name, plus `fields` and Herald's own
     values (email, unsubscribe_url, ...) which win over a field of the same name."""
-    return {**fields, "fields": dict(fields), **extra}
+    plain = fields if isinstance(fields, dict) else dict(fields)  # protobuf maps iterate slowly
+    return {**plain, "fields": plain, **extra}

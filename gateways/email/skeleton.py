@@ -8,10 +8,11 @@ Prepared once per (campaign, variant, sender, subject, text, html):
     rendering, the only case that scans the output;
   - the JSON of every click token minus the message id, so a click URL costs one
     string join, one base64 and one HMAC;
-  - the MIME frame: From, MIME-Version, Content-Type with a fixed boundary ("=_" never
-    occurs in quoted-printable output), part headers.
-Per recipient: render subject/text/HTML, sign the tokens, quoted-printable encode the
-two bodies (C), join bytes, and DKIM-sign when a key is configured.
+  - long source lines folded at spaces that mean the same as a newline (between
+    attributes), so rendered ASCII bodies go out as 7bit with no encoding pass (non-ASCII
+    bodies fall back to quoted-printable); the sender, a random multipart boundary.
+Per recipient: render subject/text/HTML, sign the tokens (one keyed BLAKE2b each), join
+bytes, and DKIM-sign when a key is configured.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import binascii
 import email.utils
 import hashlib
 import html as htmllib
-import json
 import re
 import secrets
 import time
@@ -31,7 +31,6 @@ from dataclasses import dataclass
 import jinja2
 from herald.v1 import events_pb2 as e
 from jinja2.sandbox import SandboxedEnvironment
-from markupsafe import Markup
 
 from gateways.email import links, mime, tokens
 from gateways.email.dkimsign import DkimSigner
@@ -55,6 +54,74 @@ class Composed:
     rcpt: str
     message_id_header: str
     data: bytes
+
+
+def fold_source(source: str, width: int = 200) -> str:
+    """Break long template lines where a newline means the same as the space it replaces:
+    between attributes inside a tag (outside quotes), or in text past 4x width. Never
+    inside a Jinja tag/expression. Rendered lines then stay far below SMTP's 998 octets,
+    so ASCII bodies go out as 7bit without per-message quoted-printable encoding."""
+    out = []
+    col = 0
+    in_tag = False
+    quote = ""
+    jinja = False
+    n = len(source)
+    i = 0
+    while i < n:
+        ch = source[i]
+        two = source[i:i + 2]
+        if jinja:
+            if two in ("}}", "%}", "#}"):
+                jinja = False
+                out.append(two)
+                i += 2
+                col += 2
+                continue
+        elif two in ("{{", "{%", "{#"):
+            jinja = True
+            out.append(two)
+            i += 2
+            col += 2
+            continue
+        elif in_tag:
+            if quote:
+                if ch == quote:
+                    quote = ""
+            elif ch in "\"'":
+                quote = ch
+            elif ch == ">":
+                in_tag = False
+            elif ch == " " and col >= width:
+                out.append("\n")
+                col = 0
+                i += 1
+                continue
+        elif ch == "<":
+            in_tag = True
+        elif ch == " " and col >= 4 * width:
+            out.append("\n")
+            col = 0
+            i += 1
+            continue
+        col = 0 if ch == "\n" else col + 1
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def encode_body(text: str) -> tuple[bytes, str]:
+    """(CRLF body, Content-Transfer-Encoding): 7bit when ASCII with lines <= 998 octets
+    (no per-message encoding pass), else quoted-printable."""
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not text.endswith("\n"):
+        text += "\n"
+    if text.isascii():
+        raw = text.encode("ascii").replace(b"\n", b"\r\n")
+        if max(map(len, raw.split(b"\r\n"))) <= 998 and not raw.startswith(b"From "):
+            return raw, "7bit"
+    return _qp(text), "quoted-printable"
 
 
 def _qp(text: str) -> bytes:
@@ -96,7 +163,7 @@ def prepare_html(source: str) -> tuple[str, list[str], bool]:
         urls.append(url)
         return f"{m.group(1)}{m.group(2)}{{{{ {LINKS_VAR}[{len(urls) - 1}] }}}}{m.group(2)}"
 
-    out = _HREF.sub(sub, source)
+    out = fold_source(_HREF.sub(sub, source))
     img = (f'<img src="{{{{ {PIXEL_VAR} }}}}" width="1" height="1" alt="" '
            'style="display:block;border:0;width:1px;height:1px" />')
     ends = list(_BODY_END.finditer(out))
@@ -116,9 +183,9 @@ class Skeleton:
         self.signer = signer
         self.base_url = base_url.rstrip("/")
         self.mailbox = unsubscribe_mailto or f"unsubscribe@{self.domain}"
-        common = {"c": job.campaign_id, "w": job.workspace_id, "v": job.variant}
-        self._common_json = json.dumps({k: v for k, v in common.items() if v},
-                                       separators=(",", ":"), ensure_ascii=False)[1:-1]
+        self._common = {k: v for k, v in (("c", job.campaign_id), ("w", job.workspace_id),
+                                          ("v", job.variant)) if v}
+        self._open_p = signer.part({"k": tokens.OPEN, **self._common})
         try:
             self.subject = plain_env.from_string(job.subject) if job.subject else None
             self.text = plain_env.from_string(job.text) if job.text else None
@@ -132,47 +199,23 @@ class Skeleton:
             raise TemplateError(f"template does not compile: {exc}") from exc
         if self.subject is None and self.text is None and self.html is None:
             raise TemplateError("email without subject and body")
-        # Click token JSON minus the message id: {"k":"c",<common>,"i":n,"u":..,"h":..,"m":
-        self._link_prefix = []
-        for i, url in enumerate(self.link_urls):
-            rest = json.dumps({"i": i, "u": url, "h": tokens.url_hash(url)},
-                              separators=(",", ":"), ensure_ascii=False)[1:-1]
-            self._link_prefix.append(self._prefix("c") + rest + ',"m":')
+        self._link_p = [signer.part({"k": tokens.CLICK, **self._common, "i": i, "u": url,
+                                     "h": tokens.url_hash(url)})
+                        for i, url in enumerate(self.link_urls)]
         self.boundary = f"=_herald_{secrets.token_hex(12)}"
-        b = self.boundary
-        if self.text is not None and self.html is not None:
-            self._mime = (f'MIME-Version: 1.0\r\nContent-Type: multipart/alternative;\r\n'
-                          f' boundary="{b}"')
-            self._text_head = (f"--{b}\r\nContent-Type: text/plain; charset=\"utf-8\"\r\n"
-                               "Content-Transfer-Encoding: quoted-printable\r\n\r\n").encode()
-            self._html_head = (f"--{b}\r\nContent-Type: text/html; charset=\"utf-8\"\r\n"
-                               "Content-Transfer-Encoding: quoted-printable\r\n\r\n").encode()
-            self._tail = f"--{b}--\r\n".encode()
-        else:
-            kind = "html" if self.html is not None else "plain"
-            self._mime = (f'MIME-Version: 1.0\r\nContent-Type: text/{kind}; charset="utf-8"\r\n'
-                          "Content-Transfer-Encoding: quoted-printable")
-            self._text_head = self._html_head = self._tail = b""
-
-    def _prefix(self, kind: str) -> str:
-        common = f"{self._common_json}," if self._common_json else ""
-        return f'{{"k":"{kind}",{common}'
 
     # --- per recipient ------------------------------------------------------------
-    def _token(self, kind: str, message_id: str, extra: str = "") -> str:
-        return self.signer.sign_json(f"{self._prefix(kind)}{extra}\"m\":{json.dumps(message_id)}}}")
+    def unsubscribe_url(self, job: e.MessageJob, m: str) -> str:
+        p = {"k": tokens.UNSUBSCRIBE, **self._common, "a": job.to}
+        if job.contact_id:
+            p["ct"] = job.contact_id
+        return f"{self.base_url}/u/{self.signer.sign_parts(self.signer.part(p), m)}"
 
-    def unsubscribe_url(self, job: e.MessageJob) -> str:
-        extra = json.dumps({"a": job.to, "ct": job.contact_id} if job.contact_id else {"a": job.to},
-                           separators=(",", ":"), ensure_ascii=False)[1:-1] + ","
-        return f"{self.base_url}/u/{self._token(tokens.UNSUBSCRIBE, job.message_id, extra)}"
-
-    def click_urls(self, message_id: str) -> list[str]:
-        tail = json.dumps(message_id) + "}"
+    def click_urls(self, m: str) -> list[str]:
         base = f"{self.base_url}/c/"
         out = []
-        for prefix in self._link_prefix:
-            tok = self.signer.sign_json(prefix + tail)
+        for p in self._link_p:
+            tok = self.signer.sign_parts(p, m)
             # Too long for a request line: leave the link untracked rather than broken.
             out.append(base + tok if len(tok) <= tokens.MAX_TOKEN else "")
         return out
@@ -181,18 +224,18 @@ class Skeleton:
                 fallback_click: Callable[[int, str], str | None]) -> Composed:
         mid = job.message_id
         message_id_header = f"<{mid}@{self.domain}>"
-        unsub = self.unsubscribe_url(job)
-        ctx = context_for(job.fields, email=rcpt, unsubscribe_url=unsub, message_id=mid)
+        m = self.signer.message_part(mid)
+        unsub = self.unsubscribe_url(job, m)
+        ctx = context_for(dict(job.fields), email=rcpt, unsubscribe_url=unsub, message_id=mid)
         try:
             subject = " ".join(self.subject.render(ctx).split()) if self.subject else ""
             text = self.text.render(ctx) if self.text else ""
             html = ""
             if self.html is not None:
-                clicks = self.click_urls(mid)
-                ctx[LINKS_VAR] = [Markup(htmllib.escape(c or u, quote=True))
-                                  for c, u in zip(clicks, self.link_urls, strict=True)]
-                ctx[PIXEL_VAR] = Markup(htmllib.escape(
-                    f"{self.base_url}/o/{self._token(tokens.OPEN, mid)}.gif", quote=True))
+                # plain str: autoescape escapes them (in C) like any other value
+                ctx[LINKS_VAR] = [c or u for c, u in zip(self.click_urls(m), self.link_urls,
+                                                         strict=True)]
+                ctx[PIXEL_VAR] = f"{self.base_url}/o/{self.signer.sign_parts(self._open_p, m)}.gif"
                 html = self.html.render(ctx)
                 if self.dynamic_links:
                     html, _ = links.rewrite_links(
@@ -212,17 +255,25 @@ class Skeleton:
              f"<{unsub}>,\r\n <mailto:{self.mailbox}?subject=unsubscribe%20{token}>"),
             ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
         ]
-        if self._tail:
-            body = b"".join((b"\r\n", self._text_head, _qp(text), self._html_head, _qp(html),
-                             self._tail))
+        if self.text is not None and self.html is not None:
+            t_body, t_cte = encode_body(text)
+            h_body, h_cte = encode_body(html)
+            b = self.boundary
+            body = b"".join((
+                f"\r\n--{b}\r\nContent-Type: text/plain; charset=\"utf-8\"\r\n"
+                f"Content-Transfer-Encoding: {t_cte}\r\n\r\n".encode(), t_body,
+                f"--{b}\r\nContent-Type: text/html; charset=\"utf-8\"\r\n"
+                f"Content-Transfer-Encoding: {h_cte}\r\n\r\n".encode(), h_body,
+                f"--{b}--\r\n".encode()))
             headers.append(("MIME-Version", "1.0"))
-            headers.append(("Content-Type", f'multipart/alternative;\r\n boundary="{self.boundary}"'))
+            headers.append(("Content-Type", f'multipart/alternative;\r\n boundary="{b}"'))
         else:
-            body = b"\r\n" + _qp(html if self.html is not None else text)
-            headers.append(("MIME-Version", "1.0"))
             kind = "html" if self.html is not None else "plain"
+            one, cte = encode_body(html if self.html is not None else text)
+            body = b"\r\n" + one
+            headers.append(("MIME-Version", "1.0"))
             headers.append(("Content-Type", f'text/{kind}; charset="utf-8"'))
-            headers.append(("Content-Transfer-Encoding", "quoted-printable"))
+            headers.append(("Content-Transfer-Encoding", cte))
         head = "".join(f"{k}: {v}\r\n" for k, v in headers)
         if dkim is not None:
             head = dkim.signature_header(headers, body[2:]) + head

@@ -364,8 +364,10 @@ async def test_tampered_or_foreign_tokens_are_404_and_record_nothing(
     mid = delivered["job"].message_id
     click = delivered["clicks"][1]
     prefix, token = click.rsplit("/", 1)
-    body, sig = token.split(".")
+    body, sig = token.rsplit(".", 1)
     tampered_body = body[:10] + ("A" if body[10] != "A" else "B") + body[11:]
+    # the same link signature on another message's id
+    other_mid = tokens.Signer.message_part(f"m-{uuid.uuid4()}")
     forged_mid = f"m-{uuid.uuid4()}"
     foreign = tokens.Signer([b"attacker-key"]).sign(
         tokens.Token(kind=tokens.CLICK, message_id=forged_mid, url="https://evil.example.net/"))
@@ -373,6 +375,7 @@ async def test_tampered_or_foreign_tokens_are_404_and_record_nothing(
     before = len(events.of(mid))
     async with aiohttp.ClientSession() as http:
         for url in [f"{prefix}/{tampered_body}.{sig}", f"{prefix}/{body}.{sig[:-3]}abc",
+                    f"{prefix}/{body.split('.')[0]}.{other_mid}.{sig}",
                     f"{base}/c/{foreign}", f"{base}/o/{foreign}.gif", f"{base}/c/nonsense",
                     # the right signature on the wrong kind of link
                     delivered["pixel"].replace("/o/", "/c/").removesuffix(".gif")]:

@@ -46,15 +46,19 @@ def test_rotation_first_key_signs_all_verify() -> None:
 def test_tampered_payload_or_signature_is_rejected() -> None:
     s = Signer([b"k1"])
     text = s.sign(click())
-    body, sig = text.split(".")
-    payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    p, m, sig = text.split(".")
+    body = f"{p}.{m}"
+    payload = json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
     payload["u"] = "https://evil.example.net/"
     payload["h"] = tokens.url_hash(payload["u"])
     forged = base64.urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=").decode()
-    assert s.verify(f"{forged}.{sig}", CLICK) is None
+    assert s.verify(f"{forged}.{m}.{sig}", CLICK) is None
+    # the link's signature does not carry over to another message
+    assert s.verify(f"{p}.{Signer.message_part('m-other')}.{sig}", CLICK) is None
     flipped = sig[:-2] + ("A" if sig[-2] != "A" else "B") + sig[-1]
     assert s.verify(f"{body}.{flipped}", CLICK) is None
-    for junk in ["", ".", "abc", "a.b.c", f"{body}.", f".{sig}", "%%%.%%%", "x" * 5000]:
+    for junk in ["", ".", "..", "abc", "a.b.c", "a.b", f"{body}.", f".{m}.{sig}", "%%%.%%%.%%%",
+                 "x" * 5000]:
         assert s.verify(junk, CLICK) is None
 
 

@@ -1,0 +1,396 @@
+"""email: one email gateway process against a local SMTP sink, and its tracking endpoint.
+
+1. --email-jobs jobs (a realistic ~8 KB HTML newsletter with a dozen links, text part,
+   personalised fields) pre-loaded on JetStream; the gateway is started afterwards and
+   the time from its ready line until the consumer is drained gives emails/s. The sink
+   is a minimal PIPELINING SMTP responder in its own process (aiosmtpd plus .eml files
+   is measured too, as a second figure: it, not the gateway, is then the limit).
+   Repeated with an RSA-2048 DKIM key when --email-dkim.
+2. Tracking: wrk (if installed; else a small aiohttp load generator in a separate
+   process) for --email-track-seconds against the open pixel and the click redirect;
+   requests/s and p99 latency.
+3. Where the time goes: per-stage CPU cost measured in this process (compose, DKIM,
+   SMTP transaction, Redis claim+record, event publish).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from herald.v1 import common_pb2 as c
+from herald.v1 import events_pb2 as e
+
+from cli import procs
+from shared import bus
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = "bench-tracking-key"
+
+
+# --- the fast sink ---------------------------------------------------------------------
+
+class FastSmtp(asyncio.Protocol):
+    """Just enough ESMTP with PIPELINING to accept mail as fast as a socket allows."""
+
+    count = 0
+
+    def connection_made(self, transport: Any) -> None:
+        self.t = transport
+        self.buf = b""
+        self.in_data = False
+        transport.write(b"220 bench-sink ESMTP\r\n")
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        out = []
+        while self.buf:
+            if self.in_data:
+                probe = b"\r\n" + self.buf
+                i = probe.find(b"\r\n.\r\n")
+                if i < 0:
+                    break
+                self.buf = probe[i + 5:]
+                self.in_data = False
+                FastSmtp.count += 1
+                out.append(b"250 2.0.0 OK queued\r\n")
+                continue
+            i = self.buf.find(b"\r\n")
+            if i < 0:
+                break
+            line, self.buf = self.buf[:i], self.buf[i + 2:]
+            verb = line[:4].upper()
+            if verb in (b"EHLO", b"HELO"):
+                out.append(b"250-bench-sink\r\n250-PIPELINING\r\n250-SIZE 52428800\r\n250 8BITMIME\r\n")
+            elif verb == b"DATA":
+                self.in_data = True
+                out.append(b"354 go ahead\r\n")
+            elif verb == b"QUIT":
+                out.append(b"221 bye\r\n")
+                self.t.write(b"".join(out))
+                self.t.close()
+                return
+            else:
+                out.append(b"250 2.1.0 OK\r\n")
+        if out:
+            self.t.write(b"".join(out))
+
+
+def serve_fast_sink(ready: str) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(FastSmtp, "127.0.0.1", 0)
+        Path(ready).write_text(str(server.sockets[0].getsockname()[1]))
+        await asyncio.Event().wait()
+
+    try:
+        import uvloop
+        uvloop.run(main())
+    except ImportError:
+        asyncio.run(main())
+
+
+def start_fast_sink(work: Path) -> tuple[subprocess.Popen[bytes], int]:
+    ready = work / "fast-sink.port"
+    p = subprocess.Popen([sys.executable, "-c",
+                          f"from bench.bench_email import serve_fast_sink; serve_fast_sink({str(ready)!r})"],
+                         cwd=ROOT)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if ready.exists() and ready.read_text():
+            return p, int(ready.read_text())
+        time.sleep(0.05)
+    p.kill()
+    raise RuntimeError("fast sink did not start")
+
+
+# --- the newsletter --------------------------------------------------------------------
+
+def newsletter() -> tuple[str, str, str]:
+    items = []
+    for i in range(10):
+        items.append(
+            f'<tr><td style="padding:12px 24px;font-family:Helvetica,Arial,sans-serif;font-size:15px;'
+            f'line-height:22px;color:#333333"><h2 style="margin:0 0 8px;font-size:18px;color:#111111">'
+            f'Story {i + 1}: what changed this week</h2><p style="margin:0 0 8px">Lorem ipsum dolor '
+            f'sit amet, consectetur adipiscing elit. Integer nec odio praesent libero, sed cursus ante '
+            f'dapibus diam. Sed nisi nulla quis sem at nibh elementum imperdiet.</p>'
+            f'<a href="https://www.example.com/news/{i + 1}?utm_source=herald&amp;utm_medium=email'
+            f'&amp;utm_campaign=weekly" style="color:#0066cc">Read more</a></td></tr>')
+    html = (
+        '<!doctype html><html><head><meta charset="utf-8"><title>Weekly</title></head>'
+        '<body style="margin:0;padding:0;background:#f4f4f4"><table width="100%" cellpadding="0" '
+        'cellspacing="0"><tr><td align="center"><table width="600" cellpadding="0" cellspacing="0" '
+        'style="background:#ffffff"><tr><td style="padding:24px;font-family:Helvetica,Arial,'
+        'sans-serif;font-size:22px">Hello {{ first_name }} {{ last_name }},</td></tr>'
+        + "".join(items)
+        + '<tr><td style="padding:24px;font-size:12px;color:#888888">You get this email as a '
+        'member of {{ company | default("our list") }} in {{ city }}. <a href="https://www.example.com/'
+        'preferences">Preferences</a> | <a href="{{ unsubscribe_url }}">Unsubscribe</a></td></tr>'
+        '</table></td></tr></table></body></html>')
+    text = ("Hello {{ first_name }},\n\nThis week's stories: https://www.example.com/news\n\n"
+            "Unsubscribe: {{ unsubscribe_url }}\n")
+    return "Weekly news for {{ first_name }}", text, html
+
+
+def job(i: int, campaign: str) -> e.MessageJob:
+    subject, text, html = newsletter()
+    return e.MessageJob(
+        message_id=str(uuid.uuid4()), campaign_id=campaign, workspace_id="ws-bench",
+        channel=c.CHANNEL_EMAIL, attempt=1, sender="Herald Weekly <news@example.com>",
+        to=f"reader{i:06d}@example.com", contact_id=f"ct-{i}", variant="A",
+        fields={"first_name": f"Reader{i}", "last_name": "Example", "city": "Leeds",
+                "company": "Example Ltd"},
+        subject=subject, text=text, html=html)
+
+
+async def preload(nats_url: str, n: int, campaign: str) -> None:
+    nc = await bus.connect(nats_url)
+    js = nc.jetstream()
+    await bus.ensure_streams(js)
+    items = []
+    for i in range(n):
+        j = job(i, campaign)
+        items.append((bus.SUBJECT_EMAIL_JOBS, j, f"{j.message_id}:1"))
+    for k in range(0, n, 2000):
+        await bus.publish_many(js, items[k:k + 2000], concurrency=256)
+    await nc.close()
+
+
+async def drained(nats_url: str, timeout: float) -> float:
+    nc = await bus.connect(nats_url)
+    js = nc.jetstream()
+    t0 = time.perf_counter()
+    try:
+        while time.perf_counter() - t0 < timeout:
+            try:
+                info = await js.consumer_info(bus.JOBS_STREAM, "email")
+                if info.num_pending == 0 and info.num_ack_pending == 0:
+                    return time.perf_counter() - t0
+            except Exception:
+                pass
+            await asyncio.sleep(0.1)
+        raise RuntimeError("email jobs not drained in time")
+    finally:
+        await nc.close()
+
+
+def sending_run(work: Path, nats_url: str, redis_url: str, n: int, smtp_port: int,
+                pool: int, extra: dict[str, str], label: str) -> tuple[float, Any]:
+    # a fresh durable per run: delete the consumer so the previous run's state is gone
+    asyncio.run(_reset_consumer(nats_url))
+    asyncio.run(preload(nats_url, n, f"c-bench-{label}"))
+    env = {"HERALD_NATS_URL": nats_url, "HERALD_REDIS_URL": redis_url,
+           "HERALD_SMTP_HOST": "127.0.0.1", "HERALD_SMTP_PORT": str(smtp_port),
+           "HERALD_SMTP_POOL_SIZE": str(pool), "HERALD_TRACKING_KEYS": KEY,
+           "HERALD_TRACKING_RATE": "0", "HERALD_LOG_LEVEL": "WARNING", **extra}
+    gw = procs.start_module(f"email-gateway-{label}", "gateways.email", work, env)
+    try:
+        took = asyncio.run(drained(nats_url, 600))
+    finally:
+        gw.stop()
+    return took, gw
+
+
+async def _reset_consumer(nats_url: str) -> None:
+    nc = await bus.connect(nats_url)
+    js = nc.jetstream()
+    await bus.ensure_streams(js)
+    try:
+        await js.delete_consumer(bus.JOBS_STREAM, "email")
+    except Exception:
+        pass
+    await js.purge_stream(bus.JOBS_STREAM)
+    await nc.close()
+
+
+# --- tracking load ---------------------------------------------------------------------
+
+def wrk(url: str, seconds: int, conns: int) -> tuple[float, str]:
+    out = subprocess.run(["wrk", "-t2", f"-c{conns}", f"-d{seconds}s", "--latency", url],
+                         capture_output=True, text=True, timeout=seconds + 30).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = re.search(r"\s50%\s+(\S+)", out)
+    p99 = re.search(r"\s99%\s+(\S+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    detail = f"p50 {p50.group(1) if p50 else '?'}, p99 {p99.group(1) if p99 else '?'}"
+    if non2xx:
+        detail += f", {non2xx.group(1)} non-2xx/3xx"
+    return rps, detail
+
+
+def tracking_runs(url: str, seconds: int, conns: int) -> list[tuple[str, str, str]]:
+    from gateways.email import tokens
+
+    signer = tokens.Signer([KEY.encode()])
+    mid = str(uuid.uuid4())
+    pixel = signer.sign(tokens.Token(kind=tokens.OPEN, message_id=mid, campaign_id="c-bench"))
+    click = signer.sign(tokens.Token(kind=tokens.CLICK, message_id=mid, link_index=0,
+                                     url="https://www.example.com/news/1"))
+    rows = []
+    if shutil.which("wrk") is None:
+        return [("tracking", "skipped", "wrk not installed (apt-get install wrk)")]
+    for name, target in (("open pixel", f"{url}/o/{pixel}.gif"), ("click redirect", f"{url}/c/{click}")):
+        rps, detail = wrk(target, seconds, conns)
+        rows.append((f"tracking {name} (wrk, {conns} conns, separate process)",
+                     f"{rps:,.0f} req/s", detail))
+    return rows
+
+
+# --- where the time goes ---------------------------------------------------------------
+
+async def stages(nats_url: str, redis_url: str, smtp_port: int, key_pem: bytes) -> list[tuple[str, str, str]]:
+    from gateways.email import dedup, tokens
+    from gateways.email.dkimsign import DkimSigner
+    from gateways.email.skeleton import Skeletons
+    from gateways.email.smtp_pool import SmtpConfig, SmtpPool
+    from gateways.email.worker import EmailWorker, WorkerConfig
+    from shared import cache
+
+    n = 2000
+    jobs = [job(i, "c-stages") for i in range(n)]
+    signer = tokens.Signer([KEY.encode()])
+    rows = []
+    pool = SmtpPool(SmtpConfig("127.0.0.1", smtp_port, timeout=10), 8)
+    nc = await bus.connect(nats_url)
+    js = nc.jetstream()
+    redis = cache.connect(redis_url)
+    markers = dedup.SendMarkers(redis, 3600)
+    w = EmailWorker(js, markers, pool, Skeletons(signer, "https://t.example.com"), WorkerConfig())
+    w.compose(jobs[0])
+    t = time.process_time()
+    composed = [w.compose(j) for j in jobs]
+    per = (time.process_time() - t) / n
+    rows.append(("  CPU: compose (render, 12 tracked links, QP, MIME)", f"{per * 1e6:,.0f} µs/msg",
+                 f"{len(composed[0].data):,} bytes per email"))
+    for label, pem in (("RSA-2048", key_pem), ("Ed25519", _ed25519_pem())):
+        w.dkim = DkimSigner("example.com", "bench", pem)
+        t = time.process_time()
+        for j in jobs[:300]:
+            w.compose(j)
+        rows.append((f"  CPU: compose + DKIM {label}", f"{(time.process_time() - t) / 300 * 1e6:,.0f} µs/msg", ""))
+    w.dkim = None
+    t = time.process_time()
+    wall = time.perf_counter()
+    await asyncio.gather(*(pool.send(x.mail_from, x.rcpt, x.data) for x in composed))
+    rows.append(("  CPU: SMTP transaction (pipelined, 8 connections)",
+                 f"{(time.process_time() - t) / n * 1e6:,.0f} µs/msg",
+                 f"{n / (time.perf_counter() - wall):,.0f} msg/s alone"))
+    await pool.close()
+    t = time.process_time()
+    for k in range(0, n, 128):
+        chunk = jobs[k:k + 128]
+        await markers.claim_many([(j.message_id, 1, {"to": j.to}) for j in chunk])
+        await markers.set_many([(j.message_id, 1, "submitted", {"p": "x"}) for j in chunk])
+    rows.append(("  CPU: Redis claim + record (batches of 128)",
+                 f"{(time.process_time() - t) / n * 1e6:,.0f} µs/msg", ""))
+    t = time.process_time()
+    futs = []
+    for j in jobs:
+        ev = w._event(j, __import__("gateways.email.outcomes", fromlist=["x"]).submitted("<x>"), j.message_id)
+        futs.append(await js.publish_async("events.message.submitted", ev.SerializeToString(),
+                                           headers={"Nats-Msg-Id": f"stage-{j.message_id}"}))
+    await asyncio.gather(*futs)
+    rows.append(("  CPU: outcome event publish (async, acks awaited together)",
+                 f"{(time.process_time() - t) / n * 1e6:,.0f} µs/msg", ""))
+    await redis.aclose()
+    await nc.close()
+    return rows
+
+
+def _ed25519_pem() -> bytes:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    return ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def _rsa_pem() -> bytes:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    return rsa.generate_private_key(65537, 2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+# --- entry point -----------------------------------------------------------------------
+
+def run(args: argparse.Namespace) -> list[tuple[str, str, str]]:
+    rows: list[tuple[str, str, str]] = []
+    n, pool = args.email_jobs, args.email_pool
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        nats = procs.start_nats(work / "nats")
+        redis = procs.start_redis(work / "redis")
+        sink, port = start_fast_sink(work)
+        try:
+            nats_url, redis_url = str(nats.info["url"]), str(redis.info["url"])
+            took, gw = sending_run(work, nats_url, redis_url, n, port, pool, {}, "plain")
+            rows.append((f"emails/s, one gateway -> fast sink ({n:,} jobs pre-loaded, pool {pool})",
+                         f"{n / took:,.0f} msg/s", f"{took:.1f} s; 8 KB HTML, 12 tracked links, VERP, no DKIM"))
+            key_pem = _rsa_pem()
+            if args.email_dkim:
+                key_file = work / "dkim.pem"
+                key_file.write_bytes(key_pem)
+                m = max(n // 4, 1000)
+                took, _ = sending_run(work, nats_url, redis_url, m, port, pool,
+                                      {"HERALD_DKIM_KEY_FILE": str(key_file)}, "dkim")
+                rows.append(("emails/s with DKIM RSA-2048", f"{m / took:,.0f} msg/s",
+                             f"{m:,} jobs; the private-key operation is ~1.1 ms of CPU"))
+                ed_file = work / "dkim-ed.pem"
+                ed_file.write_bytes(_ed25519_pem())
+                took, _ = sending_run(work, nats_url, redis_url, m, port, pool,
+                                      {"HERALD_DKIM_KEY_FILE": str(ed_file)}, "dkim-ed")
+                rows.append(("emails/s with DKIM Ed25519", f"{m / took:,.0f} msg/s", f"{m:,} jobs"))
+            if args.email_aiosmtpd:
+                m = max(n // 4, 1000)
+                aio = procs.start_module("email-sink", "gateways.email.sink", work,
+                                         {"HERALD_SINK_DIR": str(work / "mail")})
+                try:
+                    took, _ = sending_run(work, nats_url, redis_url, m, int(aio.info["smtp_port"]),
+                                          pool, {}, "aiosmtpd")
+                finally:
+                    aio.stop()
+                rows.append(("emails/s to the aiosmtpd dev sink (.eml files)", f"{m / took:,.0f} msg/s",
+                             f"{m:,} jobs; the sink process is the limit here"))
+            # tracking: a gateway with nothing to send
+            asyncio.run(_reset_consumer(nats_url))
+            gw = procs.start_module("email-gateway-tracking", "gateways.email", work, {
+                "HERALD_NATS_URL": nats_url, "HERALD_REDIS_URL": redis_url,
+                "HERALD_SMTP_HOST": "127.0.0.1", "HERALD_SMTP_PORT": str(port),
+                "HERALD_TRACKING_KEYS": KEY, "HERALD_TRACKING_RATE": "0",
+                "HERALD_LOG_LEVEL": "WARNING"})
+            try:
+                rows.extend(tracking_runs(str(gw.info["tracking_url"]), args.email_track_seconds,
+                                          args.email_track_conns))
+            finally:
+                gw.stop()
+            rows.extend(asyncio.run(stages(nats_url, redis_url, port, key_pem)))
+        finally:
+            sink.kill()
+            sink.wait()
+            redis.stop()
+            nats.stop()
+    rows.append(("machine", f"{len(os.sched_getaffinity(0))} cores",
+                 "gateway, sink, nats-server, redis and the load generator share them"))
+    return rows
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--email-jobs", type=int, default=20000, help="email: jobs pre-loaded")
+    ap.add_argument("--email-pool", type=int, default=16, help="email: SMTP connections")
+    ap.add_argument("--email-dkim", action=argparse.BooleanOptionalAction, default=True,
+                    help="email: also measure with DKIM (RSA-2048, Ed25519)")
+    ap.add_argument("--email-aiosmtpd", action=argparse.BooleanOptionalAction, default=True,
+                    help="email: also measure against the aiosmtpd dev sink")
+    ap.add_argument("--email-track-seconds", type=int, default=8, help="email: wrk duration")
+    ap.add_argument("--email-track-conns", type=int, default=64, help="email: wrk connections")
