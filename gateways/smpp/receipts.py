@@ -79,11 +79,12 @@ def normalise_stat(stat: str) -> str:
 
 def parse_date(value: str) -> datetime | None:
     """YYMMDDhhmm or YYMMDDhhmmss (Appendix B); the SMSC's clock, taken as UTC."""
-    fmt = {10: "%y%m%d%H%M", 12: "%y%m%d%H%M%S"}.get(len(value))
-    if fmt is None:
+    # By hand: strptime was a visible share of the receipt path's CPU.
+    if len(value) not in (10, 12) or not value.isdigit():
         return None
+    n = [int(value[i:i + 2]) for i in range(0, len(value), 2)]
     try:
-        return datetime.strptime(value, fmt).replace(tzinfo=UTC)
+        return datetime(2000 + n[0], n[1], n[2], n[3], n[4], n[5] if len(n) > 5 else 0, tzinfo=UTC)
     except ValueError:
         return None
 

@@ -1,0 +1,209 @@
+"""smpp: messages per second through one gateway process, with receipts, against the SMSC
+simulator (its own process), for several windows; and the same load through a plain
+blocking smpplib client for comparison.
+
+Per window: --smpp-messages MessageJobs are pre-loaded on JetStream, then a gateway process
+starts; the clock runs from its ready line until the simulator has had every receipt
+acknowledged (i.e. every DELIVERED event is stored on the bus). The gateway's CPU time
+(utime+stime from /proc) gives CPU per message. --smpp-profile records the window-100 run
+with py-spy and lists where the gateway's time goes (own time by function).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from herald.v1 import common_pb2 as c
+from herald.v1 import events_pb2 as e
+
+from cli import procs
+from shared import bus
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def _stats(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+async def _preload(nats_url: str, subject: str, n: int, run: str) -> None:
+    nc = await bus.connect(nats_url, name="bench-smpp")
+    js = nc.jetstream()
+    await bus.ensure_streams(js)
+    items = []
+    for i in range(n):
+        j = e.MessageJob(message_id=f"{run}-{i:06d}", campaign_id=f"{run}-c", workspace_id="ws-bench",
+                         channel=c.CHANNEL_SMS, attempt=1, sender="HERALD",
+                         to=f"+447700900{i % 1000:03d}", text=f"Your code is {i:06d} ({run})")
+        items.append((subject, j, f"{j.message_id}:1"))
+    await bus.publish_many(js, items, concurrency=512)
+    await nc.close()
+
+
+def _gateway_run(base: Path, nats_url: str, redis_url: str, sim_port: int, stats_file: Path,
+                 window: int, n: int, profile: Path | None) -> tuple[float, float]:
+    run = f"b{uuid.uuid4().hex[:8]}"
+    subject = f"jobs.sms.{run}"
+    asyncio.run(_preload(nats_url, subject, n, run))
+    before = _stats(stats_file).get("receipts_acked", 0)
+    gw = procs.start_module(f"gw-{run}", "gateways.smpp", base, {
+        "HERALD_NATS_URL": nats_url, "HERALD_REDIS_URL": redis_url,
+        "HERALD_SMPP_HOST": "127.0.0.1", "HERALD_SMPP_PORT": str(sim_port),
+        "HERALD_SMPP_WINDOW": str(window), "HERALD_SMPP_JOBS_SUBJECT": subject,
+        "HERALD_SMPP_CONSUMER": f"smpp-{run}", "HERALD_LOG_LEVEL": "WARNING",
+        "HERALD_GRPC_ADDR": "127.0.0.1:0", "HERALD_METRICS_ADDR": "127.0.0.1:0",
+    })
+    spy = None
+    try:
+        pid = gw.popen.pid
+        t0, cpu0 = time.perf_counter(), _cpu(pid)
+        if profile is not None and shutil.which("py-spy"):
+            spy = subprocess.Popen(["py-spy", "record", "--format", "raw", "-o", str(profile),
+                                    "-r", "200", "-p", str(pid)], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        deadline = t0 + max(120.0, n / 100)
+        while _stats(stats_file).get("receipts_acked", 0) - before < n:
+            if time.perf_counter() > deadline:
+                raise RuntimeError(f"window {window}: not done in time: {_stats(stats_file)}")
+            time.sleep(0.02)
+        dt, cpu = time.perf_counter() - t0, _cpu(pid) - cpu0
+    finally:
+        if spy is not None:
+            spy.send_signal(2)
+            spy.wait(30)
+        gw.stop()
+    return dt, cpu
+
+
+def _smpplib_run(sim_port: int, n: int) -> float:
+    """The same exchange through smpplib's own blocking client: one submit_sm, wait for its
+    response, handle receipts as they come (smpplib answers deliver_sm itself)."""
+    import smpplib.client
+    import smpplib.consts
+
+    state = {"sent": 0, "receipts": 0}
+    cl = smpplib.client.Client("127.0.0.1", sim_port, allow_unknown_opt_params=True)
+    cl.set_message_sent_handler(lambda pdu: state.__setitem__("sent", state["sent"] + 1))
+    cl.set_message_received_handler(lambda pdu: state.__setitem__("receipts", state["receipts"] + 1))
+    cl.connect()
+    cl.bind_transceiver(system_id="bench", password="")
+    t0 = time.time()
+    for i in range(n):
+        cl.send_message(source_addr_ton=5, source_addr="HERALD", dest_addr_ton=1, dest_addr_npi=1,
+                        destination_addr=f"447700900{i % 1000:03d}", short_message=f"Blocking code {i:06d} ({t0:.0f})".encode(),
+                        data_coding=0, registered_delivery=1)
+        while state["sent"] <= i:
+            cl.read_once()
+    while state["receipts"] < n:
+        cl.read_once()
+    dt = time.time() - t0
+    cl.unbind()
+    cl.disconnect()
+    return dt
+
+
+def _profile_summary(path: Path, top: int = 12) -> list[tuple[str, str, str]]:
+    """Own (leaf) time by function, and total time by area, from py-spy's raw output."""
+    own: collections.Counter[str] = collections.Counter()
+    area: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        k = int(count)
+        total += k
+        frames = stack.split(";")
+        leaf = frames[-1]
+        own[leaf.split(" (")[0] + " (" + leaf.split("(")[-1].split(":")[0].rsplit("/", 1)[-1]] += k
+        text = stack
+        if "select" in leaf or "epoll" in leaf:
+            area["idle (epoll wait)"] += k
+        elif "gateways/smpp/pdu.py" in text or "encoding.py" in text:
+            area["SMPP codec"] += k
+        elif "redis" in text:
+            area["redis-py"] += k
+        elif "nats" in text:
+            area["nats-py (fetch/publish/ack)"] += k
+        elif "protobuf" in text or "_pb2" in text or "smpp/events.py" in text:
+            area["protobuf events"] += k
+        elif "asyncio" in leaf or "base_events" in text:
+            area["asyncio loop / transports"] += k
+        else:
+            area["other gateway code"] += k
+    rows = [(f"  profile: {name}", f"{100 * k / total:.1f} %", "") for name, k in area.most_common()]
+    rows += [(f"  own time: {name}", f"{100 * k / total:.1f} %", "") for name, k in own.most_common(top)]
+    return rows
+
+
+def run(args: argparse.Namespace) -> list[tuple[str, str, str]]:
+    n = args.smpp_messages
+    windows = [int(w) for w in args.smpp_windows.split(",")]
+    rows: list[tuple[str, str, str]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        nats = procs.start_nats(base / "nats")
+        redis = procs.start_redis(base / "redis")
+        stats_file = base / "smsc.json"
+        sim = procs.start_module("smsc", "gateways.smpp.simulator", base, {
+            "HERALD_SMPP_SIM_RECEIPT_DELAY": str(args.smpp_receipt_delay),
+            "HERALD_SMPP_SIM_STATS_FILE": str(stats_file), "HERALD_LOG_LEVEL": "WARNING",
+            "HERALD_SMPP_SIM_ID_STYLE": "mixed",
+        })
+        try:
+            port = int(sim.info["smpp_port"])
+            best = 0.0
+            for w in windows:
+                count = n if w > 1 else min(n, 2000)
+                prof = base / "profile.txt" if args.smpp_profile and w == 100 else None
+                dt, cpu = _gateway_run(base, str(nats.info["url"]), str(redis.info["url"]), port,
+                                       stats_file, w, count, prof)
+                rate = count / dt
+                best = max(best, rate)
+                rows.append((f"gateway window {w}", f"{rate:,.0f} msg/s",
+                             f"{count} msgs with receipts in {dt:.2f} s; gateway CPU "
+                             f"{1000 * cpu / count:.3f} ms/msg"))
+                if prof is not None and prof.exists():
+                    rows += _profile_summary(prof)
+            m = min(n, args.smpp_blocking_messages)
+            dt = _smpplib_run(port, m)
+            blocking = m / dt
+            rows.append(("blocking smpplib client", f"{blocking:,.0f} msg/s",
+                         f"{m} msgs with receipts in {dt:.2f} s (SMPP only: no NATS, no Redis)"))
+            rows.append(("ratio best gateway / blocking smpplib", f"{best / blocking:.1f} x",
+                         "goal: gateway >= 5,000 msg/s"))
+            truth = _stats(stats_file)
+            rows.append(("simulator ground truth", f"{truth.get('duplicate_submits')} duplicates",
+                         f"{truth.get('submits_accepted')} accepted, {truth.get('receipts_acked')} receipts acked"))
+        finally:
+            sim.stop()
+            redis.stop()
+            nats.stop()
+    return rows
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--smpp-messages", type=int, default=20000, help="smpp: messages per window")
+    ap.add_argument("--smpp-windows", default="1,10,100,500", help="smpp: windows to measure")
+    ap.add_argument("--smpp-receipt-delay", type=float, default=0.01, help="smpp: simulator receipt delay")
+    ap.add_argument("--smpp-blocking-messages", type=int, default=5000,
+                    help="smpp: messages through the blocking smpplib client")
+    ap.add_argument("--smpp-profile", action="store_true", help="smpp: py-spy the window-100 run")
