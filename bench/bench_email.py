@@ -90,7 +90,7 @@ def serve_fast_sink(ready: str) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         server = await loop.create_server(FastSmtp, "127.0.0.1", 0)
-        Path(ready).write_text(str(server.sockets[0].getsockname()[1]))
+        Path(ready).write_text(str(server.sockets[0].getsockname()[1]))  # noqa: ASYNC240 (once, at start)
         await asyncio.Event().wait()
 
     try:
@@ -196,10 +196,19 @@ def sending_run(work: Path, nats_url: str, redis_url: str, n: int, smtp_port: in
            "HERALD_TRACKING_RATE": "0", "HERALD_LOG_LEVEL": "WARNING", **extra}
     gw = procs.start_module(f"email-gateway-{label}", "gateways.email", work, env)
     try:
+        cpu0 = _cpu(gw.popen.pid)
         took = asyncio.run(drained(nats_url, 600))
+        cpu = _cpu(gw.popen.pid) - cpu0
     finally:
         gw.stop()
-    return took, gw
+    return took, cpu
+
+
+def _cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process so far: what the gateway itself spent,
+    independent of what else runs on the machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _reset_consumer(nats_url: str) -> None:
@@ -271,7 +280,7 @@ async def stages(nats_url: str, redis_url: str, smtp_port: int, key_pem: bytes) 
     t = time.process_time()
     composed = [w.compose(j) for j in jobs]
     per = (time.process_time() - t) / n
-    rows.append(("  CPU: compose (render, 12 tracked links, QP, MIME)", f"{per * 1e6:,.0f} µs/msg",
+    rows.append(("  CPU: compose (render, 12 tracked links, MIME)", f"{per * 1e6:,.0f} µs/msg",
                  f"{len(composed[0].data):,} bytes per email"))
     for label, pem in (("RSA-2048", key_pem), ("Ed25519", _ed25519_pem())):
         w.dkim = DkimSigner("example.com", "bench", pem)
@@ -334,23 +343,26 @@ def run(args: argparse.Namespace) -> list[tuple[str, str, str]]:
         sink, port = start_fast_sink(work)
         try:
             nats_url, redis_url = str(nats.info["url"]), str(redis.info["url"])
-            took, gw = sending_run(work, nats_url, redis_url, n, port, pool, {}, "plain")
+            took, cpu = sending_run(work, nats_url, redis_url, n, port, pool, {}, "plain")
             rows.append((f"emails/s, one gateway -> fast sink ({n:,} jobs pre-loaded, pool {pool})",
                          f"{n / took:,.0f} msg/s", f"{took:.1f} s; 8 KB HTML, 12 tracked links, VERP, no DKIM"))
+            rows.append(("  gateway CPU per email (-> emails/s per fully used core)",
+                         f"{cpu / n * 1e6:,.0f} µs", f"{n / cpu:,.0f} msg/s per core"))
             key_pem = _rsa_pem()
             if args.email_dkim:
                 key_file = work / "dkim.pem"
                 key_file.write_bytes(key_pem)
                 m = max(n // 4, 1000)
-                took, _ = sending_run(work, nats_url, redis_url, m, port, pool,
-                                      {"HERALD_DKIM_KEY_FILE": str(key_file)}, "dkim")
+                took, cpu = sending_run(work, nats_url, redis_url, m, port, pool,
+                                        {"HERALD_DKIM_KEY_FILE": str(key_file)}, "dkim")
                 rows.append(("emails/s with DKIM RSA-2048", f"{m / took:,.0f} msg/s",
-                             f"{m:,} jobs; the private-key operation is ~1.1 ms of CPU"))
+                             f"{m:,} jobs; {m / cpu:,.0f} msg/s per core"))
                 ed_file = work / "dkim-ed.pem"
                 ed_file.write_bytes(_ed25519_pem())
-                took, _ = sending_run(work, nats_url, redis_url, m, port, pool,
-                                      {"HERALD_DKIM_KEY_FILE": str(ed_file)}, "dkim-ed")
-                rows.append(("emails/s with DKIM Ed25519", f"{m / took:,.0f} msg/s", f"{m:,} jobs"))
+                took, cpu = sending_run(work, nats_url, redis_url, m, port, pool,
+                                        {"HERALD_DKIM_KEY_FILE": str(ed_file)}, "dkim-ed")
+                rows.append(("emails/s with DKIM Ed25519", f"{m / took:,.0f} msg/s",
+                             f"{m:,} jobs; {m / cpu:,.0f} msg/s per core"))
             if args.email_aiosmtpd:
                 m = max(n // 4, 1000)
                 aio = procs.start_module("email-sink", "gateways.email.sink", work,
