@@ -96,3 +96,19 @@ async def redis_client(redis_url: str):  # type: ignore[no-untyped-def]
     client = cache.connect(redis_url)
     yield client
     await client.aclose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def fresh_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A brand-new empty database per test, on each backend (services must pass on both)."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
+        return
+    name = f"herald_fresh_{uuid.uuid4().hex[:10]}"
+    try:
+        _pg_admin(f'CREATE DATABASE "{name}"')
+    except Exception as exc:
+        pytest.fail(f"PostgreSQL not reachable at {PG_ADMIN_DSN}: {exc}")
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    yield f"{base}/{name}"
+    _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -125,7 +125,8 @@ class Scheduler:
             return list((await conn.execute(select(campaigns).where(campaigns.c.id.in_(ids))
                                             .order_by(campaigns.c.created_at))).mappings().all())
 
-    async def tick(self) -> None:
+    async def tick(self) -> int:
+        """One pass over the leased campaigns; returns how many jobs it dispatched."""
         now = self.clock.now()
         rows = await self.claim(now)
         async with self.store.engine.connect() as conn:
@@ -133,18 +134,20 @@ class Scheduler:
                 campaigns.c.status.in_(list(lifecycle.ACTIVE))).group_by(campaigns.c.status))).all())
         for st in lifecycle.ACTIVE:
             ACTIVE.labels(st).set(counts.get(st, 0))
+        dispatched = 0
         for row in rows:
             try:
-                await self.step(row, now)
+                dispatched += await self.step(row, now)
             except Exception:
                 log.exception("scheduler step failed", extra={"campaign_id": row["id"]})
+        return dispatched
 
-    async def step(self, row: Any, now: datetime) -> None:
+    async def step(self, row: Any, now: datetime) -> int:
         status, cid = row["status"], row["id"]
         end = aware(row["end_at"])
         if end is not None and now >= end and status != lifecycle.BUILDING:
             await self.end_reached(row)
-            return
+            return 0
         window = Window.of(row)
         if status == lifecycle.PENDING:
             start = aware(row["start_at"])
@@ -160,12 +163,14 @@ class Scheduler:
                 nxt = window.next_opening(now).isoformat(timespec="minutes")
                 await self.transition(cid, lifecycle.PAUSED,
                                       f"outside sending window (reopens {nxt})", paused_by="window")
-                return
+                return 0
             if await self.too_many_failures(row):
-                return
-            await self.dispatch(row)
+                return 0
+            n = await self.dispatch(row)
             if row["mode"] != pb.CAMPAIGN_MODE_TRIGGER:
                 await self.maybe_complete(row)
+            return n
+        return 0
 
     async def end_reached(self, row: Any) -> None:
         """end_at passed: a TRIGGER campaign is done; any other campaign expires if messages
@@ -303,9 +308,12 @@ class Scheduler:
         now = self.clock.now()
         if row["mode"] == pb.CAMPAIGN_MODE_SPREAD and row["end_at"] and row["start_at"]:
             start, end = aware(row["start_at"]), aware(row["end_at"])
+            # Message i is due at start + i * span / total, looked at one tick ahead so the
+            # last one leaves before end_at (which would expire the campaign) despite the
+            # tick granularity.
             span = max((end - start).total_seconds(), 1.0)
-            elapsed = (now - start).total_seconds()
-            due = total if elapsed >= span else math.floor(total * elapsed / span)
+            elapsed = (now - start).total_seconds() + self.interval
+            due = min(total, math.floor(total * elapsed / span) + 1) if elapsed >= 0 else 0
             n = min(n, due - dispatched)
         rate = row["max_rate"] or 0.0
         if rate > 0:

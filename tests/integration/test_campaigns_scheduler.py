@@ -1,0 +1,206 @@
+"""Scheduling with an injectable clock (no sleeps): ON_TIME start, SPREAD pacing, daily
+windows, expiry, TRIGGER, auto-pause, leases across replicas, restart. Real SQL (both
+backends), a private NATS, the real recipients service."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+from herald.v1 import campaigns_pb2 as pb
+from herald.v1 import common_pb2 as c
+from sqlalchemy import select, update
+
+from cli import procs
+from services.campaigns.scheduler import Scheduler
+from services.campaigns.schema import campaigns, messages
+from shared.timeutil import to_ts
+from tests.integration.campaigns_harness import Harness, sms, start_harness, start_recipients
+
+S = c.MessageStatus
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    work = tmp_path_factory.mktemp("sched")
+    nats = procs.start_nats(work / "nats")
+    rec = start_recipients(work, nats.info["url"])
+    yield nats.info["url"], f"127.0.0.1:{rec.info['grpc_port']}"
+    rec.stop()
+    nats.stop()
+
+
+@pytest.fixture
+async def h(fresh_db_url: str, servers: tuple[str, str]) -> AsyncIterator[Harness]:
+    harness = await start_harness(fresh_db_url, *servers)
+    yield harness
+    await harness.close()
+
+
+def md(ws: str) -> tuple:
+    return (("x-herald-workspace", ws),)
+
+
+async def approve(h: Harness, req: pb.CreateCampaignRequest, ws: str) -> str:
+    req.campaign.auto_start = True
+    cp = await h.stub.CreateCampaign(req, metadata=md(ws))
+    await h.stub.ApproveCampaign(pb.CampaignActionRequest(id=cp.id), metadata=md(ws))
+    return cp.id
+
+
+async def test_on_time_campaign_starts_within_a_second_of_start_at(h: Harness) -> None:
+    start_at = h.clock.now() + timedelta(minutes=5)
+    cid = await approve(h, sms(10, mode=pb.CAMPAIGN_MODE_ON_TIME, start_at=to_ts(start_at)), "w")
+    await h.ticks(1)
+    h.clock.set(start_at - timedelta(seconds=3))  # nothing happens in between: skip ahead
+    await h.ticks(2.6)  # 0.4 s before start_at: still waiting
+    assert (await h.status(cid, md("w"))).status == pb.CAMPAIGN_STATUS_PENDING
+    await h.ticks(1.2)
+    cp = await h.status(cid, md("w"))
+    assert cp.status == pb.CAMPAIGN_STATUS_SENDING
+    started = cp.started_at.ToDatetime(tzinfo=UTC)
+    assert timedelta(0) <= started - start_at < timedelta(seconds=1)
+    assert await h.dispatched() == 10
+
+
+async def test_spread_sends_evenly_per_ten_second_bucket(h: Harness) -> None:
+    t0 = h.clock.now() + timedelta(seconds=1)
+    cid = await approve(h, sms(600, mode=pb.CAMPAIGN_MODE_SPREAD, start_at=to_ts(t0),
+                               end_at=to_ts(t0 + timedelta(seconds=60))), "w")
+    sent = await h.ticks(62)
+    buckets = Counter(int((t - t0).total_seconds() // 10) for t, n in sent for _ in range(n))
+    assert sum(buckets.values()) == 600
+    for b in range(6):
+        assert 90 <= buckets[b] <= 110, (b, buckets)
+    assert (await h.status(cid, md("w"))).status == pb.CAMPAIGN_STATUS_SENDING
+
+
+async def test_window_closing_mid_send_pauses_and_reopens_next_morning(h: Harness) -> None:
+    # 19:59 in Paris (CET): one minute of window left, 1 message per second.
+    h.clock.set(datetime(2026, 1, 10, 18, 59, tzinfo=UTC))
+    cid = await approve(h, sms(200, max_rate=1.0, window=pb.SendingWindow(
+        start="09:00", end="20:00", time_zone="Europe/Paris")), "w")
+    await h.ticks(70)
+    cp = await h.status(cid, md("w"))
+    assert cp.status == pb.CAMPAIGN_STATUS_PAUSED and "outside sending window" in cp.status_reason
+    sent_before = await h.dispatched()
+    assert 55 <= sent_before <= 62  # about one per second until 20:00
+    h.clock.set(datetime(2026, 1, 11, 7, 59, 50, tzinfo=UTC))  # 08:59:50 Paris
+    await h.ticks(5)
+    assert (await h.status(cid, md("w"))).status == pb.CAMPAIGN_STATUS_PAUSED
+    assert await h.dispatched() == sent_before
+    await h.ticks(10)  # 09:00 passes
+    cp = await h.status(cid, md("w"))
+    assert cp.status == pb.CAMPAIGN_STATUS_SENDING and await h.dispatched() > sent_before
+    reasons = [x.reason for x in cp.history]
+    assert "sending window opened" in reasons
+
+
+async def test_manual_pause_does_not_resume_by_itself(h: Harness) -> None:
+    cid = await approve(h, sms(50, max_rate=1.0), "w")
+    await h.ticks(3)
+    await h.stub.PauseCampaign(pb.CampaignActionRequest(id=cid, note="checking"), metadata=md("w"))
+    n = await h.dispatched()
+    await h.ticks(30)
+    assert (await h.status(cid, md("w"))).status == pb.CAMPAIGN_STATUS_PAUSED
+    assert await h.dispatched() == n
+    await h.stub.ResumeCampaign(pb.CampaignActionRequest(id=cid), metadata=md("w"))
+    await h.ticks(5)
+    assert await h.dispatched() > n
+
+
+async def test_end_at_passing_before_completion_expires(h: Harness) -> None:
+    end = h.clock.now() + timedelta(seconds=20)
+    cid = await approve(h, sms(100, max_rate=2.0, end_at=to_ts(end)), "w")
+    await h.ticks(25)
+    cp = await h.status(cid, md("w"))
+    assert cp.status == pb.CAMPAIGN_STATUS_EXPIRED
+    async with h.engine.connect() as conn:
+        rows = (await conn.execute(select(messages.c.status, messages.c.failure_category).where(
+            messages.c.campaign_id == cid, messages.c.dispatched_at.is_(None)))).all()
+    assert rows and all(st == S.MESSAGE_STATUS_FAILED and cat == c.FAILURE_CATEGORY_EXPIRED
+                        for st, cat in rows)
+
+
+async def test_trigger_campaign_sends_one_message_per_call(h: Harness) -> None:
+    req = pb.CreateCampaignRequest(campaign=pb.Campaign(
+        channel=c.CHANNEL_SMS, sender="HERALD", mode=pb.CAMPAIGN_MODE_TRIGGER,
+        content=pb.Content(text="Your code is {{ code }}")))
+    cid = await approve(h, req, "w")
+    with pytest.raises(grpc.aio.AioRpcError) as err:  # not open yet
+        await h.stub.TriggerCampaign(pb.TriggerCampaignRequest(
+            campaign_id=cid, recipient=c.Recipient(phone="+447700900555")), metadata=md("w"))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    await h.ticks(1)
+    assert (await h.status(cid, md("w"))).status == pb.CAMPAIGN_STATUS_SENDING
+    m = await h.stub.TriggerCampaign(pb.TriggerCampaignRequest(
+        request_id="t-1", campaign_id=cid,
+        recipient=c.Recipient(phone="+447700900555", fields={"code": "4242"})), metadata=md("w"))
+    again = await h.stub.TriggerCampaign(pb.TriggerCampaignRequest(
+        request_id="t-1", campaign_id=cid,
+        recipient=c.Recipient(phone="+447700900555", fields={"code": "4242"})), metadata=md("w"))
+    assert again.id == m.id and m.status == S.MESSAGE_STATUS_QUEUED and m.fields["code"] == "4242"
+    bad = await h.stub.TriggerCampaign(pb.TriggerCampaignRequest(
+        campaign_id=cid, recipient=c.Recipient(phone="12")), metadata=md("w"))
+    assert bad.status == S.MESSAGE_STATUS_FAILED
+    assert bad.failure_category == c.FAILURE_CATEGORY_INVALID_ADDRESS
+    await h.ticks(1)
+    assert await h.dispatched() == 1
+    await h.ticks(5)  # stays open: trigger campaigns never complete by themselves
+    assert (await h.status(cid, md("w"))).status == pb.CAMPAIGN_STATUS_SENDING
+
+
+async def test_auto_pause_after_consecutive_failures(h: Harness) -> None:
+    cid = await approve(h, sms(20, max_rate=5.0, auto_pause_failures=5), "w")
+    await h.ticks(2)
+    async with h.engine.begin() as conn:
+        ids = [r[0] for r in await conn.execute(select(messages.c.id).where(
+            messages.c.campaign_id == cid, messages.c.dispatched_at.is_not(None)).limit(5))]
+        assert len(ids) == 5
+        for i, mid in enumerate(ids):
+            await conn.execute(update(messages).where(messages.c.id == mid).values(
+                status=S.MESSAGE_STATUS_FAILED, status_rank=5,
+                updated_at=h.clock.now() + timedelta(milliseconds=i)))
+    h.clock.advance(1)
+    await h.scheduler.tick()
+    cp = await h.status(cid, md("w"))
+    assert cp.status == pb.CAMPAIGN_STATUS_PAUSED and "5 consecutive failures" in cp.status_reason
+    await h.stub.ResumeCampaign(pb.CampaignActionRequest(id=cid), metadata=md("w"))
+    await h.ticks(2)  # the old failures no longer count
+    assert (await h.status(cid, md("w"))).status == pb.CAMPAIGN_STATUS_SENDING
+
+
+async def test_replicas_never_act_on_the_same_campaign(h: Harness) -> None:
+    cid = await approve(h, sms(30, max_rate=1.0), "w")
+    other = Scheduler(h.store, h.scheduler.js, h.scheduler.recipients, clock=h.clock, lease=10)
+    await h.scheduler.tick()  # replica A leases the campaign (and builds it)
+    assert await other.claim(h.clock.now()) == []
+    h.clock.advance(11)  # A is gone: its lease runs out and B takes over
+    claimed = await other.claim(h.clock.now())
+    assert [r["id"] for r in claimed] == [cid]
+    async with h.engine.connect() as conn:
+        owner = (await conn.execute(select(campaigns.c.lease_owner).where(campaigns.c.id == cid))).scalar_one()
+    assert owner == other.owner
+
+
+async def test_a_restarted_scheduler_carries_on(h: Harness) -> None:
+    cid = await approve(h, sms(40, max_rate=2.0), "w")
+    await h.ticks(5)
+    n = await h.dispatched()
+    assert 0 < n < 40
+    fresh = Scheduler(h.store, h.scheduler.js, h.scheduler.recipients, clock=h.clock, lease=10)
+    h.clock.advance(11)
+    for _ in range(150):
+        h.clock.advance(0.2)
+        await fresh.tick()
+    assert await h.dispatched() == 40
+    assert (await h.status(cid, md("w"))).status == pb.CAMPAIGN_STATUS_SENDING  # receipts pending
+
+
+def test_module_uses_its_own_servers(servers: tuple[str, str]) -> None:
+    assert servers[0].startswith("nats://127.0.0.1:")
+    assert Path  # keeps the import used by fixtures' type hints
