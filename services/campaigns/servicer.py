@@ -399,6 +399,8 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
 
     async def SubmitCampaign(self, request: pb.CampaignActionRequest, context: Any) -> pb.Campaign:
         async def change(conn: AsyncConnection, row: Any, p: auth.Principal) -> None:
+            if row["status"] != lifecycle.DRAFT:  # PENDING -> NEW exists only for re-moderation
+                raise lifecycle.illegal(row["id"], row["status"], lifecycle.NEW)
             await Store.set_status(conn, row, lifecycle.NEW, "submitted for moderation", p.name,
                                    self.clock.now())
         return await self._act(request, "SubmitCampaign", "operator", change, "submitted")

@@ -113,8 +113,9 @@ def start_recipients(workdir: Path, nats_url: str) -> procs.Proc:
         "HERALD_METRICS_ADDR": "127.0.0.1:0"})
 
 
-def sms(n: int, **campaign: object) -> pb.CreateCampaignRequest:
+def sms(n: int, request_id: str = "", draft: bool = False, **campaign: object) -> pb.CreateCampaignRequest:
     return pb.CreateCampaignRequest(
-        campaign=pb.Campaign(name="t", channel=c.CHANNEL_SMS, sender="HERALD",
-                             content=pb.Content(text="hello"), **campaign),
+        request_id=request_id, draft=draft,
+        campaign=pb.Campaign(**{"name": "t", "channel": c.CHANNEL_SMS, "sender": "HERALD",
+                                "content": pb.Content(text="hello"), **campaign}),
         recipients=[c.Recipient(phone=f"+447700900{i:03d}") for i in range(n)])

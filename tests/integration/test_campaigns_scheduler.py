@@ -5,9 +5,7 @@ backends), a private NATS, the real recipients service."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import grpc
 import pytest
@@ -15,30 +13,12 @@ from herald.v1 import campaigns_pb2 as pb
 from herald.v1 import common_pb2 as c
 from sqlalchemy import select, update
 
-from cli import procs
 from services.campaigns.scheduler import Scheduler
 from services.campaigns.schema import campaigns, messages
 from shared.timeutil import to_ts
-from tests.integration.campaigns_harness import Harness, sms, start_harness, start_recipients
+from tests.integration.campaigns_harness import Harness, sms
 
 S = c.MessageStatus
-
-
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    work = tmp_path_factory.mktemp("sched")
-    nats = procs.start_nats(work / "nats")
-    rec = start_recipients(work, nats.info["url"])
-    yield nats.info["url"], f"127.0.0.1:{rec.info['grpc_port']}"
-    rec.stop()
-    nats.stop()
-
-
-@pytest.fixture
-async def h(fresh_db_url: str, servers: tuple[str, str]) -> AsyncIterator[Harness]:
-    harness = await start_harness(fresh_db_url, *servers)
-    yield harness
-    await harness.close()
 
 
 def md(ws: str) -> tuple:
@@ -199,8 +179,3 @@ async def test_a_restarted_scheduler_carries_on(h: Harness) -> None:
         await fresh.tick()
     assert await h.dispatched() == 40
     assert (await h.status(cid, md("w"))).status == pb.CAMPAIGN_STATUS_SENDING  # receipts pending
-
-
-def test_module_uses_its_own_servers(servers: tuple[str, str]) -> None:
-    assert servers[0].startswith("nats://127.0.0.1:")
-    assert Path  # keeps the import used by fixtures' type hints
