@@ -92,7 +92,7 @@ class EmailWorker:
         if self.dkim is None or self.dkim_domain:
             return self.dkim
         signer = self._dkim_by_domain.get(domain)
-        if signer is None:  # d= follows the From domain (alignment); one key for all
+        if signer is None or signer.key is not self.dkim.key:  # d= follows the From domain
             signer = DkimSigner.__new__(DkimSigner)
             signer.__dict__.update(self.dkim.__dict__, domain=domain)
             self._dkim_by_domain[domain] = signer
