@@ -253,7 +253,9 @@ class Gateway:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._response_timeout = max(r.client.response_timeout for r in routes)
         windows = sum(r.client.window * r.binds for r in routes)
-        self.max_in_flight = self.cfg.max_in_flight or max(64, windows)
+        # More jobs than window slots: while the windows are full, other jobs are being
+        # claimed or recorded (their Redis/NATS batches), so the windows stay full.
+        self.max_in_flight = self.cfg.max_in_flight or max(64, 2 * windows)
 
     @property
     def client(self) -> SmppClient:

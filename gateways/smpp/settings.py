@@ -193,7 +193,7 @@ MO_LINK_TTL = setting(
 )
 MAX_IN_FLIGHT = setting(
     "HERALD_SMPP_MAX_IN_FLIGHT", "0",
-    "Jobs the gateway works on at once (0: the sum of the routes' windows, at least 64).", GW,
+    "Jobs the gateway works on at once (0: twice the sum of the routes' windows, at least 64).", GW,
 )
 SIM_RECEIPT_RULES = setting(
     "HERALD_SMPP_SIM_RECEIPT_RULES", "",
