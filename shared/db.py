@@ -58,3 +58,15 @@ async def migrate(migrations_dir: str, url: str) -> None:
     cfg = alembic_config(migrations_dir, url)
     await asyncio.to_thread(command.upgrade, cfg, "head")
     log.info("database at head", extra={"migrations": os.path.basename(os.path.dirname(migrations_dir))})
+
+
+def migrate_command(service: str, migrations_dir: str, argv: list[str]) -> bool:
+    """`python -m services.<name> migrate [REVISION]`: apply migrations and exit (for a
+    rollout step or an init container). Returns False when argv asks for something else."""
+    if not argv or argv[0] != "migrate":
+        return False
+    url = db_url(service)
+    target = argv[1] if len(argv) > 1 else "head"
+    command.upgrade(alembic_config(migrations_dir, url), target)
+    print(f"{service}: migrations applied up to {target} ({url.split('://', 1)[0]})")
+    return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 
 import grpc
 from herald.v1 import campaigns_pb2_grpc, recipients_pb2_grpc
@@ -56,4 +57,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    if not db.migrate_command("campaigns", MIGRATIONS, sys.argv[1:]):
+        asyncio.run(main())

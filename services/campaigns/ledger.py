@@ -17,7 +17,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
 from prometheus_client import Counter
-from sqlalchemy import DateTime, bindparam, case, func, update
+from sqlalchemy import DateTime, bindparam, case, func, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -54,7 +54,13 @@ def _keep_or(col: Any, param: str) -> Any:
 # each through aiosqlite, which made the ledger the pipeline's bottleneck.
 STATUS_UPDATE = (
     update(messages)
-    .where(messages.c.id == bindparam("b_id"), messages.c.status_rank < bindparam("b_rank"))
+    .where(
+        messages.c.id == bindparam("b_id"),
+        # A retry (RetryMessages) bumps attempt: events of older attempts are stale, and
+        # attempt 0 (not said) counts as the current one.
+        or_(bindparam("b_attempt") == 0, messages.c.attempt <= bindparam("b_attempt")),
+        or_(messages.c.status_rank < bindparam("b_rank"), messages.c.attempt < bindparam("b_attempt")),
+    )
     .values(
         status=bindparam("b_status"),
         status_rank=bindparam("b_rank"),

@@ -36,7 +36,7 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     BUILDING: frozenset({SENDING, FAILED, CANCELLED}),
     SENDING: frozenset({PAUSED, DONE, CANCELLED, FAILED, EXPIRED}),
     PAUSED: frozenset({SENDING, CANCELLED, EXPIRED}),
-    DONE: frozenset(),
+    DONE: frozenset({SENDING}),  # retrying failed messages (seed 001)
     CANCELLED: frozenset(),
     FAILED: frozenset(),
     EXPIRED: frozenset(),

@@ -219,6 +219,7 @@ class Scheduler:
         now = self.clock.now()
         async with self.store.engine.begin() as conn:
             row = await self.store.get_row(conn, campaign_id, None, for_update=True)
+            previous = row["status"]
             if row["status"] != target:
                 await Store.set_status(conn, row, target, reason, "scheduler", now, **values)
             row = await self.store.get_row(conn, campaign_id, None)
@@ -227,7 +228,7 @@ class Scheduler:
         await bus.publish(self.js, "events.campaign.status_changed", e.CampaignEvent(
             event_id=event_id, kind=e.CAMPAIGN_EVENT_KIND_STATUS_CHANGED,
             campaign_id=campaign_id, workspace_id=row["workspace_id"], status=target,
-            reason=reason, occurred_at=to_ts(now), actor="scheduler",
+            previous_status=previous, reason=reason, occurred_at=to_ts(now), actor="scheduler",
             total_messages=row["recipients_count"]), event_id)
         return row
 

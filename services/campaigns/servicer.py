@@ -395,7 +395,21 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
                                       self.clock.now())
         log.info("campaign %s", method, extra={"campaign_id": request.id, "actor": p.name,
                                                "status": row["status"]})
+        if before["status"] != row["status"]:
+            await self.announce(row, before["status"], p.name)
         return result
+
+    async def announce(self, row: Any, previous: str, actor: str) -> None:
+        """events.campaign.status_changed for operator-made transitions (the scheduler
+        announces its own)."""
+        if self.js is None:
+            return
+        event_id = str(uuid.uuid4())
+        await bus.publish(self.js, "events.campaign.status_changed", e.CampaignEvent(
+            event_id=event_id, kind=e.CAMPAIGN_EVENT_KIND_STATUS_CHANGED, campaign_id=row["id"],
+            workspace_id=row["workspace_id"], status=row["status"], previous_status=previous,
+            reason=row["status_reason"], total_messages=row["recipients_count"],
+            occurred_at=to_ts(self.clock.now()), actor=actor), event_id)
 
     async def SubmitCampaign(self, request: pb.CampaignActionRequest, context: Any) -> pb.Campaign:
         async def change(conn: AsyncConnection, row: Any, p: auth.Principal) -> None:
@@ -640,6 +654,69 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
                                       failure_category=member.rejection,
                                       error_description=member.rejection_reason, **base))
         await bus.publish_many(self.js, [(states.message_subject(ev.kind), ev, ev.event_id) for ev in evs])
+        if self.on_trigger is not None:
+            self.on_trigger()
+        return result
+
+    async def RetryMessages(self, request: pb.RetryMessagesRequest, context: Any) -> pb.RetryMessagesResponse:
+        p = auth.current()
+        p.require("operator")
+        if not request.campaign_id:
+            raise invalid({"campaign_id": "required"})
+        if (prev := await self.store.replay(p.workspace, "RetryMessages", request.request_id,
+                                            pb.RetryMessagesResponse)) is not None:
+            return prev
+        now = self.clock.now()
+        async with self.store.engine.begin() as conn:
+            row = await self.store.get_row(conn, request.campaign_id, p.workspace, for_update=True)
+            if row is None:
+                raise not_found("campaign", request.campaign_id)
+            if row["status"] not in (lifecycle.SENDING, lifecycle.PAUSED, lifecycle.DONE):
+                raise precondition(f"campaigns/{row['id']}", "STATE",
+                                   f"campaign {row['id']} is {row['status']}; messages can be retried "
+                                   "while SENDING, PAUSED or DONE")
+            busy = (await conn.execute(select(campaigns.c.id).where(
+                campaigns.c.workspace_id == p.workspace, campaigns.c.channel == row["channel"],
+                campaigns.c.status == lifecycle.SENDING, campaigns.c.id != row["id"]).limit(1))).first()
+            if busy is not None:
+                raise precondition(f"campaigns/{row['id']}", "BUSY",
+                                   f"campaign {busy[0]} of the same channel is sending; retry when it ends")
+            conds = [messages.c.campaign_id == row["id"]]
+            if request.message_ids:
+                conds.append(messages.c.id.in_(list(request.message_ids)))
+            conds.extend(message_filter(request.filter))
+            chosen = (await conn.execute(select(messages.c.id, messages.c.status, messages.c.failure_category,
+                                                messages.c.attempt, messages.c.address).where(*conds))).all()
+            retry = [r for r in chosen if r.status == c.MESSAGE_STATUS_FAILED
+                     and r.failure_category != c.FAILURE_CATEGORY_UNSUBSCRIBED]
+            for r in retry:
+                await conn.execute(update(messages).where(messages.c.id == r.id).values(
+                    attempt=r.attempt + 1, status=c.MESSAGE_STATUS_QUEUED, status_rank=0,
+                    dispatched_at=None, sent_at=None, delivered_at=None, carrier_result="",
+                    error_code="", error_description="", failure_category=0,
+                    provider_message_id="", updated_at=now))
+            if retry and row["status"] == lifecycle.DONE:
+                await Store.set_status(conn, row, lifecycle.SENDING, f"retrying {len(retry)} failed messages",
+                                       p.name, now, completed_at=None)
+            await Store.audit(conn, row, "retried", p.name, now, f"{len(retry)} messages",
+                              {}, {"messages": jsonable(len(retry))})
+            after = await self.store.get_row(conn, row["id"], p.workspace)
+            prog = (await self.store.progress(conn, [row["id"]]))[row["id"]]
+            result = pb.RetryMessagesResponse(retried=len(retry), skipped=len(chosen) - len(retry),
+                                              campaign=self.store.to_proto(after, prog))
+            await self.store.remember(conn, p.workspace, "RetryMessages", request.request_id, result, now)
+        if self.js is not None and retry:
+            evs = []
+            for r in retry:
+                ev = e.MessageEvent(
+                    event_id=f"{r.id}:queued:{r.attempt + 1}", kind=e.MESSAGE_EVENT_KIND_QUEUED,
+                    status=c.MESSAGE_STATUS_QUEUED, message_id=r.id, campaign_id=row["id"],
+                    workspace_id=row["workspace_id"], channel=row["channel"], attempt=r.attempt + 1,
+                    occurred_at=to_ts(now), to=r.address)
+                evs.append((states.message_subject(ev.kind), ev, ev.event_id))
+            await bus.publish_many(self.js, evs)
+        if row["status"] != after["status"]:
+            await self.announce(after, row["status"], p.name)
         if self.on_trigger is not None:
             self.on_trigger()
         return result

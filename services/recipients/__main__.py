@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sys
 
 from herald.v1 import recipients_pb2_grpc
 
@@ -48,4 +49,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    if not db.migrate_command(NAME, MIGRATIONS, sys.argv[1:]):
+        asyncio.run(main())

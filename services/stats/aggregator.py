@@ -4,7 +4,7 @@ Redis key layout (P = HERALD_STATS_PREFIX, default "herald:stats:"):
   P m:<message_id>            hash  st (MessageStatus int), c (campaign), w (workspace),
                                     ch (Channel int), va (variant), v/k/r (views, clicks,
                                     replies), snt/prc/o/ck (sent, processed, opened, clicked
-                                    flags); TTL HERALD_STATS_MESSAGE_TTL, refreshed per event
+                                    flags), at (attempt: a higher one restarts the message); TTL HERALD_STATS_MESSAGE_TTL, refreshed per event
   P e:<event_id>              string de-dup marker of an open/click/reply; TTL HERALD_STATS_EVENT_TTL
   P c:<campaign_id>           hash  counters (see COUNTERS) + ws (owning workspace, first wins)
   P w:<workspace_id>          hash  the same counters summed over the workspace
@@ -75,21 +75,27 @@ local NOT_PROCESSED = {_lua_table({s: True for s in NOT_PROCESSED})}
 -- KEYS[1] message hash, KEYS[2] event de-dup marker
 -- ARGV: 1 prefix, 2 op (status|open|click|reply), 3 new status, 4 campaign, 5 workspace,
 --       6 channel, 7 variant, 8 day (yyyymmdd), 9 machine open (0|1), 10 message ttl,
---       11 event ttl, 12 daily ttl
+--       11 event ttl, 12 daily ttl, 13 attempt (0 = not said)
 local P, op, new = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local mkey = KEYS[1]
+local upd = {}
 if op ~= 'status' then
   if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[11]) then return 'duplicate' end
 end
-local cur = redis.call('HMGET', mkey, 'st', 'c', 'w', 'va', 'ch', 'snt', 'prc', 'o', 'ck')
+local cur = redis.call('HMGET', mkey, 'st', 'c', 'w', 'va', 'ch', 'snt', 'prc', 'o', 'ck', 'at')
 local first = not cur[1]
 local old = tonumber(cur[1]) or 0
-if op == 'status' and not first and RANK[new] <= RANK[old] then
+-- A retry is a new attempt: it may restart a final message. Events of an older attempt
+-- are stale; attempt 0 means "not said" and counts as the current one.
+local attempt, stored_at = tonumber(ARGV[13]) or 0, tonumber(cur[10]) or 0
+local newer = op == 'status' and attempt > stored_at and stored_at > 0
+if op == 'status' and attempt > 0 and attempt < stored_at then return 'stale' end
+if op == 'status' and not first and not newer and RANK[new] <= RANK[old] then
   if new == old then return 'duplicate' end
   return 'stale'
 end
+if op == 'status' and attempt > stored_at then upd[#upd + 1] = 'at'; upd[#upd + 1] = attempt end
 
-local upd = {}
 local function put(f, v) upd[#upd + 1] = f; upd[#upd + 1] = v end
 local function pick(stored, given, field)
   stored = stored or ''
@@ -220,7 +226,7 @@ class Aggregator:
         keys = [self.message_key(ev.message_id), f"{self.prefix}e:{ev.event_id}"]
         args = [self.prefix, op, str(status), ev.campaign_id, ev.workspace_id, str(ev.channel),
                 ev.variant, day, "1" if ev.machine_open else "0", str(self.message_ttl),
-                str(self.event_ttl), str(self.daily_ttl)]
+                str(self.event_ttl), str(self.daily_ttl), str(ev.attempt)]
         return op, [*keys, *args]
 
     async def apply_batch(self, events: list[e.MessageEvent], now: datetime) -> list[str]:

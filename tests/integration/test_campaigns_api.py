@@ -15,9 +15,11 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from herald.v1 import campaigns_pb2 as pb
 from herald.v1 import campaigns_pb2_grpc as pb_grpc
 from herald.v1 import common_pb2 as c
-from sqlalchemy import insert, update
+from herald.v1 import events_pb2 as e
+from sqlalchemy import insert, select, update
 
 from services.campaigns import lifecycle
+from services.campaigns.ledger import apply_batch
 from services.campaigns.schema import campaigns, messages
 from services.campaigns.servicer import CampaignServicer
 from services.campaigns.store import Store
@@ -318,3 +320,50 @@ async def test_masking_follows_the_pii_permission(h: Harness, tmp_path: Path) ->
                                          metadata=(("authorization", "Bearer master-token"),))
         assert [(x.id, x.workspace_id) for x in every.campaigns] == [(cp.id, "wm")]
     await rt.shutdown(0)
+
+
+async def test_retry_failed_messages(h: Harness) -> None:
+    ws = md("wr")
+    req = sms(4)
+    req.campaign.auto_start = True
+    cp = await h.stub.CreateCampaign(req, metadata=ws)
+    await h.stub.ApproveCampaign(pb.CampaignActionRequest(id=cp.id), metadata=ws)
+    await h.ticks(0.6)
+    msgs = (await h.stub.ListMessages(pb.ListMessagesRequest(campaign_id=cp.id), metadata=ws)).messages
+    failed, opted, ok = msgs[0].id, msgs[1].id, [m.id for m in msgs[2:]]
+    async with h.engine.begin() as conn:
+        await conn.execute(update(messages).where(messages.c.id == failed).values(
+            status=S.MESSAGE_STATUS_FAILED, status_rank=5, error_code="0x00000058"))
+        await conn.execute(update(messages).where(messages.c.id == opted).values(
+            status=S.MESSAGE_STATUS_FAILED, status_rank=5, failure_category=c.FAILURE_CATEGORY_UNSUBSCRIBED))
+        await conn.execute(update(messages).where(messages.c.id.in_(ok)).values(
+            status=S.MESSAGE_STATUS_DELIVERED, status_rank=5))
+    await h.ticks(0.4)
+    assert (await h.status(cp.id, ws)).status == pb.CAMPAIGN_STATUS_DONE
+    other = await h.stub.CreateCampaign(sms(1), metadata=ws)
+    await force(h, other.id, "SENDING")
+    with pytest.raises(grpc.aio.AioRpcError) as err:  # seed rule: another SMS campaign is sending
+        await h.stub.RetryMessages(pb.RetryMessagesRequest(campaign_id=cp.id), metadata=ws)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and other.id in err.value.details()
+    await force(h, other.id, "DONE")
+    res = await h.stub.RetryMessages(pb.RetryMessagesRequest(
+        campaign_id=cp.id, filter="result=failed", request_id="rt-1"), metadata=ws)
+    assert (res.retried, res.skipped) == (1, 1)
+    assert res.campaign.status == pb.CAMPAIGN_STATUS_SENDING
+    again = await h.stub.RetryMessages(pb.RetryMessagesRequest(
+        campaign_id=cp.id, filter="result=failed", request_id="rt-1"), metadata=ws)
+    assert again == res
+    m = (await h.stub.ListMessages(pb.ListMessagesRequest(campaign_id=cp.id, filter="status=QUEUED"),
+                                   metadata=ws)).messages
+    assert [(x.id, x.attempt, x.error_code) for x in m] == [(failed, 2, "")]
+    # A late event of the first attempt changes nothing; the second attempt's does.
+    async with h.engine.begin() as conn:
+        await apply_batch(conn, [
+            e.MessageEvent(kind=e.MESSAGE_EVENT_KIND_FAILED, message_id=failed, attempt=1,
+                           status=S.MESSAGE_STATUS_FAILED),
+            e.MessageEvent(kind=e.MESSAGE_EVENT_KIND_SUBMITTED, message_id=failed, attempt=2,
+                           status=S.MESSAGE_STATUS_SUBMITTED)], h.clock.now())
+    async with h.engine.connect() as conn:
+        st = (await conn.execute(select(messages.c.status).where(messages.c.id == failed))).scalar_one()
+    assert st == S.MESSAGE_STATUS_SUBMITTED
+    assert await h.scheduler.tick() == 0  # a SUBMITTED row is not dispatched again

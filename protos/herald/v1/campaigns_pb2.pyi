@@ -409,6 +409,28 @@ class ListAuditEventsResponse(_message.Message):
     next_page_token: str
     def __init__(self, events: _Optional[_Iterable[_Union[AuditEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
+class RetryMessagesRequest(_message.Message):
+    __slots__ = ("request_id", "campaign_id", "message_ids", "filter")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_IDS_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    campaign_id: str
+    message_ids: _containers.RepeatedScalarFieldContainer[str]
+    filter: str
+    def __init__(self, request_id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., message_ids: _Optional[_Iterable[str]] = ..., filter: _Optional[str] = ...) -> None: ...
+
+class RetryMessagesResponse(_message.Message):
+    __slots__ = ("retried", "skipped", "campaign")
+    RETRIED_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    CAMPAIGN_FIELD_NUMBER: _ClassVar[int]
+    retried: int
+    skipped: int
+    campaign: Campaign
+    def __init__(self, retried: _Optional[int] = ..., skipped: _Optional[int] = ..., campaign: _Optional[_Union[Campaign, _Mapping]] = ...) -> None: ...
+
 class ListMessagesRequest(_message.Message):
     __slots__ = ("campaign_id", "page_size", "page_token", "filter", "order_by")
     CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]

@@ -125,6 +125,11 @@ class CampaignServiceStub:
                 request_serializer=herald_dot_v1_dot_campaigns__pb2.ListMessagesRequest.SerializeToString,
                 response_deserializer=herald_dot_v1_dot_campaigns__pb2.ListMessagesResponse.FromString,
                 _registered_method=True)
+        self.RetryMessages = channel.unary_unary(
+                '/herald.v1.CampaignService/RetryMessages',
+                request_serializer=herald_dot_v1_dot_campaigns__pb2.RetryMessagesRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_campaigns__pb2.RetryMessagesResponse.FromString,
+                _registered_method=True)
 
 
 class CampaignServiceServicer:
@@ -250,6 +255,15 @@ class CampaignServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RetryMessages(self, request, context):
+        """Retry FAILED messages, chosen by id or by a ListMessages filter. Opted-out recipients are
+        never retried; a DONE campaign goes back to SENDING. Refused while another campaign of
+        the same channel is sending in the workspace (seed 001 rule).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CampaignServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -342,6 +356,11 @@ def add_CampaignServiceServicer_to_server(servicer, server):
                     servicer.ListMessages,
                     request_deserializer=herald_dot_v1_dot_campaigns__pb2.ListMessagesRequest.FromString,
                     response_serializer=herald_dot_v1_dot_campaigns__pb2.ListMessagesResponse.SerializeToString,
+            ),
+            'RetryMessages': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryMessages,
+                    request_deserializer=herald_dot_v1_dot_campaigns__pb2.RetryMessagesRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_campaigns__pb2.RetryMessagesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -831,6 +850,33 @@ class CampaignService:
             '/herald.v1.CampaignService/ListMessages',
             herald_dot_v1_dot_campaigns__pb2.ListMessagesRequest.SerializeToString,
             herald_dot_v1_dot_campaigns__pb2.ListMessagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryMessages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.CampaignService/RetryMessages',
+            herald_dot_v1_dot_campaigns__pb2.RetryMessagesRequest.SerializeToString,
+            herald_dot_v1_dot_campaigns__pb2.RetryMessagesResponse.FromString,
             options,
             channel_credentials,
             insecure,
