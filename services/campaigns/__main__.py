@@ -38,7 +38,8 @@ async def main() -> None:
                           interval=settings.SCHEDULER_INTERVAL.get_float(),
                           batch=settings.DISPATCH_BATCH.get_int(), job_ttl=settings.JOB_TTL.get_float(),
                           lease=settings.SCHEDULER_LEASE.get_float(),
-                          auto_pause=settings.AUTO_PAUSE_FAILURES.get_int())
+                          auto_pause=settings.AUTO_PAUSE_FAILURES.get_int(),
+                          export_ttl=settings.EXPORT_TTL.get_float())
     servicer = CampaignServicer(store, on_cancel=scheduler.cancel_queued, recipients=recipients,
                                 js=js, on_trigger=scheduler.wake.set)
     rt.start_metrics()

@@ -17,11 +17,11 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
 from prometheus_client import Counter
-from sqlalchemy import DateTime, bindparam, case, func, or_, update
+from sqlalchemy import DateTime, bindparam, case, func, insert, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.campaigns.schema import messages, processed_events
+from services.campaigns.schema import clicks, messages, processed_events, replies
 from services.campaigns.store import Store
 from shared import bus, states
 from shared.timeutil import Clock, from_ts
@@ -121,6 +121,15 @@ async def apply_batch(conn: AsyncConnection, events: list[e.MessageEvent], now: 
             res = await conn.execute(update(messages).where(messages.c.id == ev.message_id)
                                      .values({col: col + 1}))
             count("applied" if res.rowcount else "unknown")
+            at = from_ts(ev.occurred_at) or now
+            if res.rowcount and ev.kind == K.MESSAGE_EVENT_KIND_REPLIED:
+                await conn.execute(insert(replies).values(
+                    event_id=ev.event_id, message_id=ev.message_id, campaign_id=ev.campaign_id,
+                    from_address=ev.reply_from, text=ev.reply_text, at=at))
+            elif res.rowcount and ev.kind == K.MESSAGE_EVENT_KIND_CLICKED:
+                await conn.execute(insert(clicks).values(
+                    event_id=ev.event_id, message_id=ev.message_id, campaign_id=ev.campaign_id,
+                    link_index=ev.link_index, url=ev.url, at=at))
             continue
         new = states.KIND_STATUS.get(ev.kind)
         if new is None:

@@ -30,8 +30,8 @@ from nats.js import JetStreamContext
 from prometheus_client import Counter, Gauge
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 
-from services.campaigns import lifecycle
-from services.campaigns.schema import campaign_targets, campaigns, messages
+from services.campaigns import exports, lifecycle
+from services.campaigns.schema import campaign_targets, campaigns, job_errors, messages
 from services.campaigns.store import Store
 from services.campaigns.window import Window
 from shared import auth, bus, states
@@ -79,10 +79,11 @@ class Scheduler:
     def __init__(self, store: Store, js: JetStreamContext, recipients: rgrpc.RecipientServiceStub,
                  clock: Clock | None = None, interval: float = 0.2, batch: int = 500,
                  job_ttl: float = 86400.0, lease: float = 10.0, auto_pause: int = 5,
-                 owner: str | None = None) -> None:
+                 owner: str | None = None, export_ttl: float = 3600.0) -> None:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.lease = lease
         self.auto_pause = auto_pause
+        self.export_ttl = export_ttl
         self.buckets: dict[str, tuple[float, float]] = {}  # campaign -> (tokens, at)
         self.store = store
         self.js = js
@@ -135,6 +136,10 @@ class Scheduler:
         for st in lifecycle.ACTIVE:
             ACTIVE.labels(st).set(counts.get(st, 0))
         dispatched = 0
+        try:
+            await exports.run_pending(self.store, self.clock, self.export_ttl)
+        except Exception:
+            log.exception("exports failed")
         for row in rows:
             try:
                 dispatched += await self.step(row, now)
@@ -232,6 +237,14 @@ class Scheduler:
             total_messages=row["recipients_count"]), event_id)
         return row
 
+    async def record_error(self, row: Any, stage: str, message: str) -> None:
+        """Errors tab, Job sub-tab. Repeats of the same error are not stored again."""
+        async with self.store.engine.begin() as conn:
+            last = (await conn.execute(select(job_errors.c.message).where(
+                job_errors.c.campaign_id == row["id"]).order_by(job_errors.c.id.desc()).limit(1))).first()
+            if last is None or last[0] != message:
+                await Store.job_error(conn, row, stage, message, self.clock.now())
+
     async def resolve(self, row: Any) -> list[rpb.AudienceMember]:
         targets = await self.store.load_targets(row["id"])
         if not targets and not row["category_ids"]:
@@ -249,7 +262,10 @@ class Scheduler:
         try:
             members = await self.resolve(row)
         except grpc.aio.AioRpcError as exc:
-            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            transient = exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+            await self.record_error(row, "build", f"recipients service: {exc.code().name}: {exc.details()}"
+                                    + (" (retrying)" if transient else ""))
+            if transient:
                 log.warning("recipients unavailable, build retried next tick",
                             extra={"campaign_id": cid, "code": exc.code().name})
                 return
@@ -357,7 +373,11 @@ class Scheduler:
                 text=row["content_text"], subject=row["content_subject"], html=row["content_html"],
                 created_at=to_ts(aware(m["created_at"])), expires_at=expires)
             jobs.append((subject, job, f"{m['id']}:{m['attempt']}"))
-        await bus.publish_many(self.js, jobs)
+        try:
+            await bus.publish_many(self.js, jobs)
+        except Exception as exc:  # NATS down: nothing marked dispatched, retried next tick
+            await self.record_error(row, "dispatch", f"publishing jobs failed: {exc!r}")
+            raise
         self.spend(cid, len(jobs))
         JOBS_PUBLISHED.labels(c.Channel.Name(row["channel"])).inc(len(jobs))
         ids = [m["id"] for m in pending]

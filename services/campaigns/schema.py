@@ -129,6 +129,56 @@ audit_events = Table(
     Column("at", DateTime(timezone=True), nullable=False),
 )
 
+exports = Table(
+    "exports", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("campaign_id", String(36), nullable=False, index=True),
+    Column("workspace_id", String(64), nullable=False),
+    Column("format", Integer, nullable=False),
+    Column("filter", Text, nullable=False, server_default=""),
+    Column("status", Integer, nullable=False),
+    Column("rows", Integer, nullable=False, server_default="0"),
+    Column("content", LargeBinary),
+    Column("error", Text, nullable=False, server_default=""),
+    Column("author", String(200), nullable=False, server_default=""),
+    Column("pii", Boolean, nullable=False, server_default="0"),  # the author's right at creation
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("expires_at", DateTime(timezone=True)),
+)
+
+# Workflow / infrastructure errors of a campaign (seed 003 Errors tab, "Job").
+job_errors = Table(
+    "job_errors", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("campaign_id", String(36), nullable=False, index=True),
+    Column("workspace_id", String(64), nullable=False),
+    Column("stage", String(32), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+
+# Inbound replies and click records, from the message events.
+replies = Table(
+    "replies", metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("message_id", String(36), nullable=False, index=True),
+    Column("campaign_id", String(36), nullable=False, index=True),
+    Column("from_address", String(320), nullable=False, server_default=""),
+    Column("text", Text, nullable=False, server_default=""),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+
+clicks = Table(
+    "clicks", metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("message_id", String(36), nullable=False, index=True),
+    Column("campaign_id", String(36), nullable=False, index=True),
+    Column("link_index", Integer, nullable=False, server_default="0"),
+    Column("url", Text, nullable=False, server_default=""),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+
 # request_id replay: the first response of a mutating RPC, returned again on retry.
 idempotency = Table(
     "idempotency", metadata,

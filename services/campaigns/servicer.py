@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-import shlex
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import grpc
@@ -18,15 +17,21 @@ from herald.v1 import events_pb2 as e
 from herald.v1 import recipients_pb2 as rpb
 from herald.v1 import recipients_pb2_grpc as rgrpc
 from nats.js import JetStreamContext
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.campaigns import exports as exports_mod
 from services.campaigns import lifecycle, window
+from services.campaigns.filters import campaign_filter, message_filter, period_delta
 from services.campaigns.schema import (
     audit_events,
     campaign_targets,
     campaigns,
+    clicks,
+    exports,
+    job_errors,
     messages,
+    replies,
     state_history,
 )
 from services.campaigns.store import Store, decode_token, encode_token, new_id
@@ -139,115 +144,7 @@ def jsonable(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-PERIODS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7),
-           "30d": timedelta(days=30)}
 TRIGGER_NS = uuid.UUID("9d7e1c1a-3f0b-4a55-8b7e-2d7c5a1e0f42")
-
-
-def period_delta(period: str) -> timedelta:
-    if period not in PERIODS:
-        raise invalid({"period": f"{period!r}: use all, {', '.join(PERIODS)}"})
-    return PERIODS[period]
-
-
-def filter_terms(expr: str) -> list[tuple[str, list[str]]]:
-    """'status=SENDING,PAUSED AND search="Herald Demo"' -> [(key, [values])]."""
-    try:
-        words = shlex.split(expr.replace(" AND ", " "))
-    except ValueError as exc:
-        raise invalid({"filter": f"unbalanced quotes: {exc}"}) from exc
-    out = []
-    for term in words:
-        key, sep, val = term.partition("=")
-        vals = [v.strip() for v in val.split(",") if v.strip()]
-        if not sep or not vals:
-            raise invalid({"filter": f"term {term!r} is not key=value"})
-        out.append((key.strip(), vals))
-    return out
-
-
-def enum_values(enum: Any, prefix: str, vals: list[str], term: str) -> list[int]:
-    try:
-        return [enum.Value(prefix + v.upper()) for v in vals]
-    except ValueError as exc:
-        raise invalid({"filter": f"unknown value in {term}={','.join(vals)}"}) from exc
-
-
-def campaign_filter(expr: str, p: auth.Principal, now: datetime) -> list[Any]:
-    conds: list[Any] = []
-    workspace_given = False
-    for key, vals in filter_terms(expr):
-        if key == "status":
-            for v in vals:
-                try:
-                    lifecycle.value(v)
-                except ValueError as exc:
-                    raise invalid({"filter": f"unknown status {v!r}"}) from exc
-            conds.append(campaigns.c.status.in_([v.upper() for v in vals]))
-        elif key == "channel":
-            conds.append(campaigns.c.channel.in_(enum_values(c.Channel, "CHANNEL_", vals, key)))
-        elif key == "mode":
-            conds.append(campaigns.c.mode.in_(enum_values(pb.CampaignMode, "CAMPAIGN_MODE_", vals, key)))
-        elif key == "moderation":
-            conds.append(campaigns.c.moderation.in_(
-                enum_values(pb.ModerationState, "MODERATION_STATE_", vals, key)))
-        elif key == "period":
-            if vals[0] != "all":
-                conds.append(campaigns.c.created_at >= now - period_delta(vals[0]))
-        elif key == "search":
-            text = vals[0]
-            like = "%" + text.lower().replace("%", r"\%").replace("_", r"\_") + "%"
-            conds.append(or_(campaigns.c.id.like(text.lower().replace("%", "") + "%"),
-                             func.lower(campaigns.c.sender).like(like, escape="\\"),
-                             func.lower(campaigns.c.name).like(like, escape="\\")))
-        elif key == "workspace":
-            if not p.master:
-                raise invalid({"filter": "workspace= needs the master role"})
-            workspace_given = True
-            conds.append(campaigns.c.workspace_id.in_(vals))
-        else:
-            raise invalid({"filter": f"unknown field {key!r} (status, channel, mode, moderation, "
-                                     "period, search, workspace)"})
-    if not p.master and not workspace_given:
-        conds.append(campaigns.c.workspace_id == p.workspace)
-    return conds
-
-
-RESULTS = {
-    "delivered": [c.MESSAGE_STATUS_DELIVERED, c.MESSAGE_STATUS_ASSUMED_DELIVERED],
-    "failed": [c.MESSAGE_STATUS_FAILED],
-}
-
-
-def message_filter(expr: str) -> list[Any]:
-    conds: list[Any] = []
-    for key, vals in filter_terms(expr):
-        if key == "status":
-            conds.append(messages.c.status.in_(enum_values(c.MessageStatus, "MESSAGE_STATUS_", vals, key)))
-        elif key == "category":
-            conds.append(messages.c.failure_category.in_(
-                enum_values(c.FailureCategory, "FAILURE_CATEGORY_", vals, key)))
-        elif key == "carrier":
-            named = [v.upper() for v in vals if v.lower() != "null"]
-            alts = [messages.c.carrier_result.in_(named)] if named else []
-            if len(named) < len(vals):
-                alts.append(messages.c.carrier_result == "")
-            conds.append(or_(*alts))
-        elif key == "result":
-            if any(v not in ("delivered", "failed", "unknown") for v in vals):
-                raise invalid({"filter": "result= takes delivered, failed, unknown"})
-            known = RESULTS["delivered"] + RESULTS["failed"]
-            alts = [messages.c.status.in_(RESULTS[v]) for v in vals if v != "unknown"]
-            if "unknown" in vals:
-                alts.append(messages.c.status.not_in(known))
-            conds.append(or_(*alts))
-        elif key == "search":
-            like = "%" + vals[0].lower() + "%"
-            conds.append(or_(func.lower(messages.c.address).like(like),
-                             func.lower(messages.c.contact_name).like(like)))
-        else:
-            raise invalid({"filter": f"unknown field {key!r} (status, category, carrier, result, search)"})
-    return conds
 
 
 class CampaignServicer(pb_grpc.CampaignServiceServicer):
@@ -721,6 +618,139 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
             self.on_trigger()
         return result
 
+    # --- exports, errors, replies, clicks -------------------------------------------------
+    async def _campaign_in_scope(self, conn: AsyncConnection, campaign_id: str, p: auth.Principal) -> Any:
+        if not campaign_id:
+            raise invalid({"campaign_id": "required"})
+        row = await self.store.get_row(conn, campaign_id, None if p.master else p.workspace)
+        if row is None:
+            raise not_found("campaign", campaign_id)
+        return row
+
+    async def CreateExport(self, request: pb.CreateExportRequest, context: Any) -> pb.Export:
+        p = auth.current()
+        if (prev := await self.store.replay(p.workspace, "CreateExport", request.request_id,
+                                            pb.Export)) is not None:
+            return prev
+        message_filter(request.filter)  # reject a bad filter now, not in the background
+        if request.format not in (pb.EXPORT_FORMAT_UNSPECIFIED, pb.EXPORT_FORMAT_CSV, pb.EXPORT_FORMAT_TXT):
+            raise invalid({"format": "CSV or TXT"})
+        now = self.clock.now()
+        async with self.store.engine.begin() as conn:
+            row = await self._campaign_in_scope(conn, request.campaign_id, p)
+            values = dict(id=new_id(), campaign_id=row["id"], workspace_id=row["workspace_id"],
+                          format=request.format or pb.EXPORT_FORMAT_CSV, filter=request.filter,
+                          status=pb.EXPORT_STATUS_QUEUED, author=p.name, pii=p.pii, created_at=now)
+            await conn.execute(insert(exports).values(**values))
+            saved = (await conn.execute(select(exports).where(exports.c.id == values["id"]))).mappings().one()
+            result = export_proto(saved, now)
+            await self.store.remember(conn, p.workspace, "CreateExport", request.request_id, result, now)
+        if self.on_trigger is not None:
+            self.on_trigger()  # the scheduler builds exports on its next tick
+        return result
+
+    async def _export_row(self, export_id: str, with_content: bool = False) -> Any:
+        p = auth.current()
+        if not export_id:
+            raise invalid({"id": "required"})
+        cols = [exports] if with_content else [col for col in exports.c if col.name != "content"] + [
+            func.length(exports.c.content).label("content_len")]
+        q = select(*cols).where(exports.c.id == export_id)
+        if not p.master:
+            q = q.where(exports.c.workspace_id == p.workspace)
+        async with self.store.engine.connect() as conn:
+            row = (await conn.execute(q)).mappings().first()
+        if row is None:
+            raise not_found("export", export_id)
+        return row
+
+    async def GetExport(self, request: pb.GetExportRequest, context: Any) -> pb.Export:
+        return export_proto(await self._export_row(request.id), self.clock.now())
+
+    async def ListExports(self, request: pb.ListExportsRequest, context: Any) -> pb.ListExportsResponse:
+        p = auth.current()
+        size, offset = page_size(request.page_size), decode_token(request.page_token)
+        async with self.store.engine.connect() as conn:
+            await self._campaign_in_scope(conn, request.campaign_id, p)
+            cols = [col for col in exports.c if col.name != "content"] + [
+                func.length(exports.c.content).label("content_len")]
+            rows = (await conn.execute(select(*cols).where(exports.c.campaign_id == request.campaign_id)
+                                       .order_by(exports.c.created_at.desc(), exports.c.id)
+                                       .limit(size + 1).offset(offset))).mappings().all()
+        now = self.clock.now()
+        resp = pb.ListExportsResponse(exports=[export_proto(r, now) for r in rows[:size]])
+        if len(rows) > size:
+            resp.next_page_token = encode_token(offset + size)
+        return resp
+
+    async def DownloadExport(self, request: pb.GetExportRequest, context: Any) -> Any:
+        row = await self._export_row(request.id, with_content=True)
+        ex = export_proto(row, self.clock.now())
+        if ex.status == pb.EXPORT_STATUS_EXPIRED:
+            raise precondition(f"exports/{ex.id}", "EXPIRED", f"export {ex.id} has expired; create a new one")
+        if ex.status != pb.EXPORT_STATUS_DONE or row["content"] is None:
+            raise precondition(f"exports/{ex.id}", "NOT_READY",
+                               f"export {ex.id} is {pb.ExportStatus.Name(ex.status).removeprefix('EXPORT_STATUS_')}")
+        data = bytes(row["content"])
+        for i in range(0, len(data), 64 * 1024):
+            yield pb.ExportChunk(data=data[i:i + 64 * 1024])
+
+    async def ListJobErrors(self, request: pb.ListJobErrorsRequest, context: Any) -> pb.ListJobErrorsResponse:
+        p = auth.current()
+        size, offset = page_size(request.page_size), decode_token(request.page_token)
+        async with self.store.engine.connect() as conn:
+            await self._campaign_in_scope(conn, request.campaign_id, p)
+            cond = job_errors.c.campaign_id == request.campaign_id
+            total = (await conn.execute(select(func.count()).select_from(job_errors).where(cond))).scalar_one()
+            rows = (await conn.execute(select(job_errors).where(cond).order_by(job_errors.c.id.desc())
+                                       .limit(size).offset(offset))).mappings().all()
+        resp = pb.ListJobErrorsResponse(total_size=total, errors=[pb.JobError(
+            id=r["id"], campaign_id=r["campaign_id"], stage=r["stage"], message=r["message"],
+            at=to_ts(aware(r["at"]))) for r in rows])
+        if offset + len(rows) < total:
+            resp.next_page_token = encode_token(offset + len(rows))
+        return resp
+
+    async def ListReplies(self, request: pb.ListRepliesRequest, context: Any) -> pb.ListRepliesResponse:
+        p = auth.current()
+        size, offset = page_size(request.page_size), decode_token(request.page_token)
+        async with self.store.engine.connect() as conn:
+            await self._campaign_in_scope(conn, request.campaign_id, p)
+            cond = replies.c.campaign_id == request.campaign_id
+            total = (await conn.execute(select(func.count()).select_from(replies).where(cond))).scalar_one()
+            rows = (await conn.execute(
+                select(replies, messages.c.contact_id, messages.c.contact_name)
+                .join(messages, messages.c.id == replies.c.message_id).where(cond)
+                .order_by(replies.c.at.desc(), replies.c.event_id).limit(size).offset(offset))).mappings().all()
+        resp = pb.ListRepliesResponse(total_size=total, replies=[pb.Reply(
+            message_id=r["message_id"], contact_id=r["contact_id"], contact_name=r["contact_name"],
+            text=r["text"], at=to_ts(aware(r["at"])), **{"from": auth.mask_phone(r["from_address"], p)})
+            for r in rows])
+        if offset + len(rows) < total:
+            resp.next_page_token = encode_token(offset + len(rows))
+        return resp
+
+    async def ListClicks(self, request: pb.ListClicksRequest, context: Any) -> pb.ListClicksResponse:
+        p = auth.current()
+        size, offset = page_size(request.page_size), decode_token(request.page_token)
+        async with self.store.engine.connect() as conn:
+            await self._campaign_in_scope(conn, request.campaign_id, p)
+            cond = clicks.c.campaign_id == request.campaign_id
+            total, unique = (await conn.execute(select(func.count(), func.count(clicks.c.message_id.distinct()))
+                                                .where(cond))).one()
+            rows = (await conn.execute(
+                select(clicks, messages.c.contact_id, messages.c.contact_name, messages.c.address,
+                       messages.c.channel)
+                .join(messages, messages.c.id == clicks.c.message_id).where(cond)
+                .order_by(clicks.c.at, clicks.c.event_id).limit(size).offset(offset))).mappings().all()
+        resp = pb.ListClicksResponse(total_size=total, unique_contacts=unique, clicks=[pb.Click(
+            message_id=r["message_id"], contact_id=r["contact_id"], contact_name=r["contact_name"],
+            address=auth.mask_phone(r["address"], p) if r["channel"] == c.CHANNEL_SMS else r["address"],
+            link_index=r["link_index"], url=r["url"], at=to_ts(aware(r["at"]))) for r in rows])
+        if offset + len(rows) < total:
+            resp.next_page_token = encode_token(offset + len(rows))
+        return resp
+
     # --- ledger ------------------------------------------------------------------------------
     async def ListMessages(self, request: pb.ListMessagesRequest, context: Any) -> pb.ListMessagesResponse:
         p = auth.current()
@@ -749,6 +779,13 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
         if offset + len(rows) < total:
             resp.next_page_token = encode_token(offset + len(rows))
         return resp
+
+
+def export_proto(r: Any, now: datetime) -> pb.Export:
+    out = exports_mod.to_proto({**r, "content": None}, now)
+    size = r.get("content_len") if "content_len" in r else (len(r["content"]) if r["content"] else 0)
+    out.size_bytes = size or 0
+    return out
 
 
 def message_proto(r: Any, p: auth.Principal) -> pb.Message:

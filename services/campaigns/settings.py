@@ -26,3 +26,9 @@ AUTO_PAUSE_FAILURES = setting(
     "Pause a sending campaign after this many consecutive failed messages (a campaign's own "
     "auto_pause_failures overrides it; 0 disables).", "campaigns",
 )
+
+EXPORT_TTL = setting(
+    "HERALD_EXPORT_TTL", "3600",
+    "Seconds an export stays downloadable after it is built; then it expires and its file "
+    "is dropped (create a new one).", "campaigns",
+)

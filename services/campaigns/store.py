@@ -18,6 +18,7 @@ from services.campaigns.schema import (
     campaign_targets,
     campaigns,
     idempotency,
+    job_errors,
     messages,
     state_history,
 )
@@ -193,6 +194,11 @@ class Store:
             elif status == S.MESSAGE_STATUS_FAILED:
                 d.failed += 1
         return [days[k] for k in sorted(days)]
+
+    @staticmethod
+    async def job_error(conn: AsyncConnection, row: Any, stage: str, message: str, now: datetime) -> None:
+        await conn.execute(insert(job_errors).values(
+            campaign_id=row["id"], workspace_id=row["workspace_id"], stage=stage, message=message, at=now))
 
     @staticmethod
     async def audit(conn: AsyncConnection, row: Any, action: str, actor: str, now: datetime,

@@ -47,6 +47,21 @@ class CampaignOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CAMPAIGN_OUTCOME_SENT: _ClassVar[CampaignOutcome]
     CAMPAIGN_OUTCOME_PARTIAL: _ClassVar[CampaignOutcome]
     CAMPAIGN_OUTCOME_ALL_FAILED: _ClassVar[CampaignOutcome]
+
+class ExportStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EXPORT_STATUS_UNSPECIFIED: _ClassVar[ExportStatus]
+    EXPORT_STATUS_QUEUED: _ClassVar[ExportStatus]
+    EXPORT_STATUS_RUNNING: _ClassVar[ExportStatus]
+    EXPORT_STATUS_DONE: _ClassVar[ExportStatus]
+    EXPORT_STATUS_FAILED: _ClassVar[ExportStatus]
+    EXPORT_STATUS_EXPIRED: _ClassVar[ExportStatus]
+
+class ExportFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EXPORT_FORMAT_UNSPECIFIED: _ClassVar[ExportFormat]
+    EXPORT_FORMAT_CSV: _ClassVar[ExportFormat]
+    EXPORT_FORMAT_TXT: _ClassVar[ExportFormat]
 CAMPAIGN_STATUS_UNSPECIFIED: CampaignStatus
 CAMPAIGN_STATUS_DRAFT: CampaignStatus
 CAMPAIGN_STATUS_NEW: CampaignStatus
@@ -71,6 +86,15 @@ CAMPAIGN_OUTCOME_UNSPECIFIED: CampaignOutcome
 CAMPAIGN_OUTCOME_SENT: CampaignOutcome
 CAMPAIGN_OUTCOME_PARTIAL: CampaignOutcome
 CAMPAIGN_OUTCOME_ALL_FAILED: CampaignOutcome
+EXPORT_STATUS_UNSPECIFIED: ExportStatus
+EXPORT_STATUS_QUEUED: ExportStatus
+EXPORT_STATUS_RUNNING: ExportStatus
+EXPORT_STATUS_DONE: ExportStatus
+EXPORT_STATUS_FAILED: ExportStatus
+EXPORT_STATUS_EXPIRED: ExportStatus
+EXPORT_FORMAT_UNSPECIFIED: ExportFormat
+EXPORT_FORMAT_CSV: ExportFormat
+EXPORT_FORMAT_TXT: ExportFormat
 
 class Content(_message.Message):
     __slots__ = ("text", "subject", "html", "template_name")
@@ -454,3 +478,184 @@ class ListMessagesResponse(_message.Message):
     next_page_token: str
     total_size: int
     def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
+
+class Export(_message.Message):
+    __slots__ = ("id", "campaign_id", "format", "filter", "status", "rows", "size_bytes", "error", "author", "created_at", "finished_at", "expires_at", "file_name")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    FILE_NAME_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    campaign_id: str
+    format: ExportFormat
+    filter: str
+    status: ExportStatus
+    rows: int
+    size_bytes: int
+    error: str
+    author: str
+    created_at: _timestamp_pb2.Timestamp
+    finished_at: _timestamp_pb2.Timestamp
+    expires_at: _timestamp_pb2.Timestamp
+    file_name: str
+    def __init__(self, id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., format: _Optional[_Union[ExportFormat, str]] = ..., filter: _Optional[str] = ..., status: _Optional[_Union[ExportStatus, str]] = ..., rows: _Optional[int] = ..., size_bytes: _Optional[int] = ..., error: _Optional[str] = ..., author: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., file_name: _Optional[str] = ...) -> None: ...
+
+class CreateExportRequest(_message.Message):
+    __slots__ = ("request_id", "campaign_id", "format", "filter")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    campaign_id: str
+    format: ExportFormat
+    filter: str
+    def __init__(self, request_id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., format: _Optional[_Union[ExportFormat, str]] = ..., filter: _Optional[str] = ...) -> None: ...
+
+class GetExportRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class ListExportsRequest(_message.Message):
+    __slots__ = ("campaign_id", "page_size", "page_token")
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, campaign_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListExportsResponse(_message.Message):
+    __slots__ = ("exports", "next_page_token")
+    EXPORTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    exports: _containers.RepeatedCompositeFieldContainer[Export]
+    next_page_token: str
+    def __init__(self, exports: _Optional[_Iterable[_Union[Export, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ExportChunk(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
+class JobError(_message.Message):
+    __slots__ = ("id", "campaign_id", "stage", "message", "at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    campaign_id: str
+    stage: str
+    message: str
+    at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[int] = ..., campaign_id: _Optional[str] = ..., stage: _Optional[str] = ..., message: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListJobErrorsRequest(_message.Message):
+    __slots__ = ("campaign_id", "page_size", "page_token")
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, campaign_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListJobErrorsResponse(_message.Message):
+    __slots__ = ("errors", "next_page_token", "total_size")
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    errors: _containers.RepeatedCompositeFieldContainer[JobError]
+    next_page_token: str
+    total_size: int
+    def __init__(self, errors: _Optional[_Iterable[_Union[JobError, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
+
+class Reply(_message.Message):
+    __slots__ = ("message_id", "contact_id", "contact_name", "text", "at")
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTACT_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTACT_NAME_FIELD_NUMBER: _ClassVar[int]
+    FROM_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    message_id: str
+    contact_id: str
+    contact_name: str
+    text: str
+    at: _timestamp_pb2.Timestamp
+    def __init__(self, message_id: _Optional[str] = ..., contact_id: _Optional[str] = ..., contact_name: _Optional[str] = ..., text: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., **kwargs) -> None: ...
+
+class ListRepliesRequest(_message.Message):
+    __slots__ = ("campaign_id", "page_size", "page_token")
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, campaign_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListRepliesResponse(_message.Message):
+    __slots__ = ("replies", "next_page_token", "total_size")
+    REPLIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    replies: _containers.RepeatedCompositeFieldContainer[Reply]
+    next_page_token: str
+    total_size: int
+    def __init__(self, replies: _Optional[_Iterable[_Union[Reply, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
+
+class Click(_message.Message):
+    __slots__ = ("message_id", "contact_id", "contact_name", "address", "link_index", "url", "at")
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTACT_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTACT_NAME_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    LINK_INDEX_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    message_id: str
+    contact_id: str
+    contact_name: str
+    address: str
+    link_index: int
+    url: str
+    at: _timestamp_pb2.Timestamp
+    def __init__(self, message_id: _Optional[str] = ..., contact_id: _Optional[str] = ..., contact_name: _Optional[str] = ..., address: _Optional[str] = ..., link_index: _Optional[int] = ..., url: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListClicksRequest(_message.Message):
+    __slots__ = ("campaign_id", "page_size", "page_token")
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, campaign_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListClicksResponse(_message.Message):
+    __slots__ = ("clicks", "next_page_token", "total_size", "unique_contacts")
+    CLICKS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    UNIQUE_CONTACTS_FIELD_NUMBER: _ClassVar[int]
+    clicks: _containers.RepeatedCompositeFieldContainer[Click]
+    next_page_token: str
+    total_size: int
+    unique_contacts: int
+    def __init__(self, clicks: _Optional[_Iterable[_Union[Click, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ..., unique_contacts: _Optional[int] = ...) -> None: ...

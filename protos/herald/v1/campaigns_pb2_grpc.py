@@ -130,6 +130,41 @@ class CampaignServiceStub:
                 request_serializer=herald_dot_v1_dot_campaigns__pb2.RetryMessagesRequest.SerializeToString,
                 response_deserializer=herald_dot_v1_dot_campaigns__pb2.RetryMessagesResponse.FromString,
                 _registered_method=True)
+        self.CreateExport = channel.unary_unary(
+                '/herald.v1.CampaignService/CreateExport',
+                request_serializer=herald_dot_v1_dot_campaigns__pb2.CreateExportRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_campaigns__pb2.Export.FromString,
+                _registered_method=True)
+        self.GetExport = channel.unary_unary(
+                '/herald.v1.CampaignService/GetExport',
+                request_serializer=herald_dot_v1_dot_campaigns__pb2.GetExportRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_campaigns__pb2.Export.FromString,
+                _registered_method=True)
+        self.ListExports = channel.unary_unary(
+                '/herald.v1.CampaignService/ListExports',
+                request_serializer=herald_dot_v1_dot_campaigns__pb2.ListExportsRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_campaigns__pb2.ListExportsResponse.FromString,
+                _registered_method=True)
+        self.DownloadExport = channel.unary_stream(
+                '/herald.v1.CampaignService/DownloadExport',
+                request_serializer=herald_dot_v1_dot_campaigns__pb2.GetExportRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_campaigns__pb2.ExportChunk.FromString,
+                _registered_method=True)
+        self.ListJobErrors = channel.unary_unary(
+                '/herald.v1.CampaignService/ListJobErrors',
+                request_serializer=herald_dot_v1_dot_campaigns__pb2.ListJobErrorsRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_campaigns__pb2.ListJobErrorsResponse.FromString,
+                _registered_method=True)
+        self.ListReplies = channel.unary_unary(
+                '/herald.v1.CampaignService/ListReplies',
+                request_serializer=herald_dot_v1_dot_campaigns__pb2.ListRepliesRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_campaigns__pb2.ListRepliesResponse.FromString,
+                _registered_method=True)
+        self.ListClicks = channel.unary_unary(
+                '/herald.v1.CampaignService/ListClicks',
+                request_serializer=herald_dot_v1_dot_campaigns__pb2.ListClicksRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_campaigns__pb2.ListClicksResponse.FromString,
+                _registered_method=True)
 
 
 class CampaignServiceServicer:
@@ -264,6 +299,53 @@ class CampaignServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateExport(self, request, context):
+        """Exports of the send detail (CSV or TXT): created QUEUED, built in the background
+        (RUNNING -> DONE), downloadable until they expire.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetExport(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListExports(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownloadExport(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobErrors(self, request, context):
+        """Errors tab, "Job" sub-tab: workflow / infrastructure errors of a campaign.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListReplies(self, request, context):
+        """Replies tab: inbound messages from the campaign's recipients.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListClicks(self, request, context):
+        """Link metrics: per-contact click records (who clicked what and when).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CampaignServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -361,6 +443,41 @@ def add_CampaignServiceServicer_to_server(servicer, server):
                     servicer.RetryMessages,
                     request_deserializer=herald_dot_v1_dot_campaigns__pb2.RetryMessagesRequest.FromString,
                     response_serializer=herald_dot_v1_dot_campaigns__pb2.RetryMessagesResponse.SerializeToString,
+            ),
+            'CreateExport': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateExport,
+                    request_deserializer=herald_dot_v1_dot_campaigns__pb2.CreateExportRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_campaigns__pb2.Export.SerializeToString,
+            ),
+            'GetExport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetExport,
+                    request_deserializer=herald_dot_v1_dot_campaigns__pb2.GetExportRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_campaigns__pb2.Export.SerializeToString,
+            ),
+            'ListExports': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListExports,
+                    request_deserializer=herald_dot_v1_dot_campaigns__pb2.ListExportsRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_campaigns__pb2.ListExportsResponse.SerializeToString,
+            ),
+            'DownloadExport': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadExport,
+                    request_deserializer=herald_dot_v1_dot_campaigns__pb2.GetExportRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_campaigns__pb2.ExportChunk.SerializeToString,
+            ),
+            'ListJobErrors': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobErrors,
+                    request_deserializer=herald_dot_v1_dot_campaigns__pb2.ListJobErrorsRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_campaigns__pb2.ListJobErrorsResponse.SerializeToString,
+            ),
+            'ListReplies': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReplies,
+                    request_deserializer=herald_dot_v1_dot_campaigns__pb2.ListRepliesRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_campaigns__pb2.ListRepliesResponse.SerializeToString,
+            ),
+            'ListClicks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListClicks,
+                    request_deserializer=herald_dot_v1_dot_campaigns__pb2.ListClicksRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_campaigns__pb2.ListClicksResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -877,6 +994,195 @@ class CampaignService:
             '/herald.v1.CampaignService/RetryMessages',
             herald_dot_v1_dot_campaigns__pb2.RetryMessagesRequest.SerializeToString,
             herald_dot_v1_dot_campaigns__pb2.RetryMessagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateExport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.CampaignService/CreateExport',
+            herald_dot_v1_dot_campaigns__pb2.CreateExportRequest.SerializeToString,
+            herald_dot_v1_dot_campaigns__pb2.Export.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetExport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.CampaignService/GetExport',
+            herald_dot_v1_dot_campaigns__pb2.GetExportRequest.SerializeToString,
+            herald_dot_v1_dot_campaigns__pb2.Export.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListExports(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.CampaignService/ListExports',
+            herald_dot_v1_dot_campaigns__pb2.ListExportsRequest.SerializeToString,
+            herald_dot_v1_dot_campaigns__pb2.ListExportsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadExport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/herald.v1.CampaignService/DownloadExport',
+            herald_dot_v1_dot_campaigns__pb2.GetExportRequest.SerializeToString,
+            herald_dot_v1_dot_campaigns__pb2.ExportChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobErrors(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.CampaignService/ListJobErrors',
+            herald_dot_v1_dot_campaigns__pb2.ListJobErrorsRequest.SerializeToString,
+            herald_dot_v1_dot_campaigns__pb2.ListJobErrorsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReplies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.CampaignService/ListReplies',
+            herald_dot_v1_dot_campaigns__pb2.ListRepliesRequest.SerializeToString,
+            herald_dot_v1_dot_campaigns__pb2.ListRepliesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListClicks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.CampaignService/ListClicks',
+            herald_dot_v1_dot_campaigns__pb2.ListClicksRequest.SerializeToString,
+            herald_dot_v1_dot_campaigns__pb2.ListClicksResponse.FromString,
             options,
             channel_credentials,
             insecure,
