@@ -57,6 +57,29 @@ def message_id(campaign_id: str, channel: int, address: str) -> str:
     return str(uuid.uuid5(NS, f"{campaign_id}:{channel}:{address}"))
 
 
+def variant_assigner(variants: list[dict], test_percent: int, accepted: int) -> Any:
+    """Deterministic A/B assignment in audience order: the first test_percent of the accepted
+    audience is split by split_percent, interleaved so every prefix of the send order is split
+    fairly (smooth weighted round robin); the rest is held for the winner."""
+    if not variants:
+        return lambda: ("", False)
+    test_n = accepted if not test_percent else round(accepted * test_percent / 100)
+    quotas = [test_n * v["split_percent"] // 100 for v in variants]
+    for i in range(test_n - sum(quotas)):
+        quotas[i % len(quotas)] += 1
+    used = [0] * len(variants)
+
+    def next_one() -> tuple[str, bool]:
+        open_ = [i for i, q in enumerate(quotas) if used[i] < q]
+        if not open_:
+            return "", True
+        i = min(open_, key=lambda j: ((used[j] + 1) / quotas[j], j))
+        used[i] += 1
+        return variants[i]["name"], False
+
+    return next_one
+
+
 def channel_subject(channel: int) -> str:
     return bus.SUBJECT_SMS_JOBS if channel == c.CHANNEL_SMS else bus.SUBJECT_EMAIL_JOBS
 
@@ -273,6 +296,8 @@ class Scheduler:
                                   completed_at=self.clock.now())
             return
         now, seen, rows, events = self.clock.now(), set(), [], []
+        accepted = sum(1 for m in members if m.accepted)
+        assign = variant_assigner(row["variants"] or [], row["test_percent"], accepted)
         for m in members:
             r = m.recipient
             address = r.phone if row["channel"] == c.CHANNEL_SMS else r.email
@@ -285,7 +310,9 @@ class Scheduler:
             if not m.accepted:
                 status, kind = REJECT_STATUS.get(m.rejection, (S.MESSAGE_STATUS_FAILED,
                                                                e.MESSAGE_EVENT_KIND_FAILED))
+            variant, held = assign() if m.accepted else ("", False)
             rows.append(dict(
+                variant=variant, held=held,
                 id=mid, campaign_id=cid, workspace_id=row["workspace_id"], contact_id=r.contact_id,
                 contact_name=" ".join(x for x in (r.first_name, r.last_name) if x),
                 address=address or "", channel=row["channel"], status=status,
@@ -294,8 +321,11 @@ class Scheduler:
                 content_preview=preview(row), fields=dict(r.fields), created_at=now, updated_at=now,
             ))
             MESSAGES_BUILT.labels(states.status_name(status)).inc()
+            if held:  # announced when the winner is promoted, with its variant label
+                continue
             base = dict(message_id=mid, campaign_id=cid, workspace_id=row["workspace_id"],
-                        channel=row["channel"], occurred_at=to_ts(now), to=address or "")
+                        channel=row["channel"], occurred_at=to_ts(now), to=address or "",
+                        variant=variant)
             events.append(e.MessageEvent(event_id=f"{mid}:queued", kind=e.MESSAGE_EVENT_KIND_QUEUED,
                                          status=S.MESSAGE_STATUS_QUEUED, **base))
             if not m.accepted:
@@ -357,7 +387,8 @@ class Scheduler:
                 return 0
             pending = (await conn.execute(select(messages).where(
                 messages.c.campaign_id == cid, messages.c.status == S.MESSAGE_STATUS_QUEUED,
-                messages.c.dispatched_at.is_(None)).order_by(messages.c.created_at, messages.c.id)
+                messages.c.dispatched_at.is_(None), messages.c.held.is_(False))
+                .order_by(messages.c.created_at, messages.c.id)
                 .limit(n))).mappings().all()
         if not pending:
             return 0
@@ -365,12 +396,15 @@ class Scheduler:
         expires = to_ts(now + timedelta(seconds=self.job_ttl))
         subject = channel_subject(row["channel"])
         jobs = []
+        contents = {v["name"]: v["content"] for v in row["variants"] or []}
         for m in pending:
+            ct = contents.get(m["variant"].split(":", 1)[0]) or {
+                "text": row["content_text"], "subject": row["content_subject"], "html": row["content_html"]}
             job = e.MessageJob(
                 message_id=m["id"], campaign_id=cid, workspace_id=row["workspace_id"],
                 channel=row["channel"], attempt=m["attempt"], sender=row["sender"], to=m["address"],
                 contact_id=m["contact_id"], variant=m["variant"], fields=m["fields"] or {},
-                text=row["content_text"], subject=row["content_subject"], html=row["content_html"],
+                text=ct.get("text", ""), subject=ct.get("subject", ""), html=ct.get("html", ""),
                 created_at=to_ts(aware(m["created_at"])), expires_at=expires)
             jobs.append((subject, job, f"{m['id']}:{m['attempt']}"))
         try:

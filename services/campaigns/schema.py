@@ -60,6 +60,10 @@ campaigns = Table(
     # Scheduler lease: the replica acting on this campaign until lease_until.
     Column("lease_owner", String(64), nullable=False, server_default=""),
     Column("lease_until", DateTime(timezone=True)),
+    # A/B: [{"name", "split_percent", "content": {text, subject, html, template_name}}]
+    Column("variants", JSON),
+    Column("test_percent", Integer, nullable=False, server_default="0"),
+    Column("winner", String(64), nullable=False, server_default=""),
     Index("ix_campaigns_ws_created", "workspace_id", "created_at"),
     Index("ix_campaigns_status", "status"),
 )
@@ -111,6 +115,7 @@ messages = Table(
     Column("sent_at", DateTime(timezone=True)),
     Column("delivered_at", DateTime(timezone=True)),
     Column("updated_at", DateTime(timezone=True)),  # time of the last status change
+    Column("held", Boolean, nullable=False, server_default="0"),  # A/B: waits for the winner
     Index("ix_messages_campaign_status", "campaign_id", "status"),
     Index("ix_messages_dispatch", "campaign_id", "dispatched_at"),
 )

@@ -56,9 +56,10 @@ def page_size(requested: int) -> int:
     return min(requested or DEFAULT_PAGE, MAX_PAGE)
 
 
-MODERATED_FIELDS = {"sender", "content", "category_ids", "mode", "channel"}
+MODERATED_FIELDS = {"sender", "content", "category_ids", "mode", "channel", "variants"}
 EDITABLE_FIELDS = {"name", "description", "sender", "content", "category_ids", "start_at", "end_at",
-                   "mode", "auto_start", "window", "max_rate", "auto_pause_failures"}
+                   "mode", "auto_start", "window", "max_rate", "auto_pause_failures", "variants",
+                   "test_percent"}
 
 
 def validate_campaign(cp: pb.Campaign, has_audience: bool, prefix: str = "campaign.") -> dict[str, str]:
@@ -70,9 +71,9 @@ def validate_campaign(cp: pb.Campaign, has_audience: bool, prefix: str = "campai
         bad[prefix + "mode"] = "unknown mode"
     if not cp.sender.strip():
         bad[prefix + "sender"] = "required (SMS source address or email From)"
-    if cp.channel == c.CHANNEL_SMS and not cp.content.text.strip():
+    if cp.channel == c.CHANNEL_SMS and not cp.content.text.strip() and not cp.variants:
         bad[prefix + "content.text"] = "required for SMS"
-    if cp.channel == c.CHANNEL_EMAIL:
+    if cp.channel == c.CHANNEL_EMAIL and not cp.variants:
         if not cp.content.subject.strip():
             bad[prefix + "content.subject"] = "required for email"
         if not (cp.content.html.strip() or cp.content.text.strip()):
@@ -91,9 +92,34 @@ def validate_campaign(cp: pb.Campaign, has_audience: bool, prefix: str = "campai
         bad[prefix + "max_rate"] = "must not be negative"
     if cp.auto_pause_failures < -1:
         bad[prefix + "auto_pause_failures"] = "-1 (never), 0 (default) or a positive count"
+    bad.update(validate_variants(cp, prefix))
     if cp.HasField("window"):
         bad.update({k.replace("campaign.", prefix, 1): v for k, v in window.validate(
             cp.window.start, cp.window.end, cp.window.time_zone).items()})
+    return bad
+
+
+def validate_variants(cp: pb.Campaign, prefix: str) -> dict[str, str]:
+    bad: dict[str, str] = {}
+    if not cp.variants:
+        if cp.test_percent:
+            bad[prefix + "test_percent"] = "only with variants"
+        return bad
+    if len(cp.variants) < 2:
+        bad[prefix + "variants"] = "an A/B test needs at least two variants"
+    names = [v.name.strip() for v in cp.variants]
+    if any(not n or ":" in n or len(n) > 32 for n in names) or len(set(names)) != len(names):
+        bad[prefix + "variants"] = "names must be unique, 1-32 characters, without ':'"
+    if sum(v.split_percent for v in cp.variants) != 100 or any(v.split_percent <= 0 for v in cp.variants):
+        bad[prefix + "variants"] = "split_percent values must be positive and add up to 100"
+    if not 0 <= cp.test_percent <= 100:
+        bad[prefix + "test_percent"] = "0 (everyone) to 100"
+    for i, v in enumerate(cp.variants):
+        if cp.channel == c.CHANNEL_SMS and not v.content.text.strip():
+            bad[f"{prefix}variants[{i}].content.text"] = "required for SMS"
+        if cp.channel == c.CHANNEL_EMAIL and not (v.content.subject.strip() and
+                                                 (v.content.html.strip() or v.content.text.strip())):
+            bad[f"{prefix}variants[{i}].content"] = "subject and an HTML or text body are required"
     return bad
 
 
@@ -135,6 +161,13 @@ def column_values(cp: pb.Campaign, fields: set[str]) -> dict[str, Any]:
         out["max_rate"] = cp.max_rate
     if "auto_pause_failures" in fields:
         out["auto_pause_failures"] = cp.auto_pause_failures
+    if "variants" in fields:
+        out["variants"] = [{"name": v.name.strip(), "split_percent": v.split_percent,
+                            "content": {"text": v.content.text, "subject": v.content.subject,
+                                        "html": v.content.html, "template_name": v.content.template_name}}
+                           for v in cp.variants] or None
+    if "test_percent" in fields:
+        out["test_percent"] = cp.test_percent
     return out
 
 
@@ -409,6 +442,8 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
                         getattr(merged, path).CopyFrom(getattr(request.campaign, path))
                 elif path == "category_ids":
                     merged.category_ids.extend(request.campaign.category_ids)
+                elif path == "variants":
+                    merged.variants.extend(request.campaign.variants)
                 else:
                     setattr(merged, path, getattr(request.campaign, path))
             has_audience = bool(row["recipients_count"] or merged.category_ids)
@@ -614,6 +649,54 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
             await bus.publish_many(self.js, evs)
         if row["status"] != after["status"]:
             await self.announce(after, row["status"], p.name)
+        if self.on_trigger is not None:
+            self.on_trigger()
+        return result
+
+    async def PromoteVariant(self, request: pb.PromoteVariantRequest, context: Any) -> pb.Campaign:
+        p = auth.current()
+        p.require("operator")
+        if not request.campaign_id or not request.variant:
+            raise invalid({k: "required" for k in ("campaign_id", "variant") if not getattr(request, k)})
+        if (prev := await self.store.replay(p.workspace, "PromoteVariant", request.request_id,
+                                            pb.Campaign)) is not None:
+            return prev
+        now = self.clock.now()
+        async with self.store.engine.begin() as conn:
+            row = await self.store.get_row(conn, request.campaign_id, p.workspace, for_update=True)
+            if row is None:
+                raise not_found("campaign", request.campaign_id)
+            names = [v["name"] for v in row["variants"] or []]
+            if request.variant not in names:
+                raise invalid({"variant": f"not a variant of this campaign ({', '.join(names) or 'none'})"})
+            if row["winner"]:
+                raise precondition(f"campaigns/{row['id']}", "WINNER", f"variant {row['winner']} already won")
+            if row["status"] not in (lifecycle.SENDING, lifecycle.PAUSED):
+                raise precondition(f"campaigns/{row['id']}", "STATE",
+                                   f"campaign {row['id']} is {row['status']}; promote while SENDING or PAUSED")
+            label = f"{request.variant}:rollout"
+            held = [(r.id, r.address) for r in await conn.execute(select(messages.c.id, messages.c.address).where(
+                messages.c.campaign_id == row["id"], messages.c.held.is_(True)))]
+            await conn.execute(update(messages).where(
+                messages.c.campaign_id == row["id"], messages.c.held.is_(True)).values(
+                held=False, variant=label, updated_at=now))
+            await conn.execute(update(campaigns).where(campaigns.c.id == row["id"]).values(
+                winner=request.variant, updated_at=now))
+            await Store.audit(conn, row, "promoted", p.name, now, f"variant {request.variant} to {len(held)} held",
+                              {"winner": jsonable("")}, {"winner": jsonable(request.variant)})
+            after = await self.store.get_row(conn, row["id"], p.workspace)
+            prog = (await self.store.progress(conn, [row["id"]]))[row["id"]]
+            result = self.store.to_proto(after, prog)
+            await self.store.remember(conn, p.workspace, "PromoteVariant", request.request_id, result, now)
+        if self.js is not None and held:
+            evs = []
+            for mid, address in held:
+                ev = e.MessageEvent(event_id=f"{mid}:queued", kind=e.MESSAGE_EVENT_KIND_QUEUED,
+                                    status=c.MESSAGE_STATUS_QUEUED, message_id=mid, campaign_id=row["id"],
+                                    workspace_id=row["workspace_id"], channel=row["channel"], variant=label,
+                                    occurred_at=to_ts(now), to=address)
+                evs.append((states.message_subject(ev.kind), ev, ev.event_id))
+            await bus.publish_many(self.js, evs)
         if self.on_trigger is not None:
             self.on_trigger()
         return result

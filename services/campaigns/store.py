@@ -148,6 +148,12 @@ class Store:
             recipients_count=row["recipients_count"], description=row["description"],
             max_rate=row["max_rate"], auto_pause_failures=row["auto_pause_failures"],
         )
+        for v in row["variants"] or []:
+            ct = v.get("content", {})
+            cp.variants.append(pb.Variant(name=v["name"], split_percent=v["split_percent"], content=pb.Content(
+                text=ct.get("text", ""), subject=ct.get("subject", ""), html=ct.get("html", ""),
+                template_name=ct.get("template_name", ""))))
+        cp.test_percent, cp.winner = row["test_percent"], row["winner"]
         if row["window_tz"]:
             cp.window.CopyFrom(pb.SendingWindow(start=row["window_start"], end=row["window_end"],
                                                 time_zone=row["window_tz"]))
@@ -171,8 +177,11 @@ class Store:
             prog = (await self.progress(conn, [campaign_id]))[campaign_id]
             hist = await self.history(conn, campaign_id)
             daily = await self.daily(conn, campaign_id)
+            held = (await conn.execute(select(func.count()).select_from(messages).where(
+                messages.c.campaign_id == campaign_id, messages.c.held.is_(True)))).scalar_one()
         cp = self.to_proto(row, prog, hist)
         cp.daily.extend(daily)
+        cp.held = held
         return cp
 
     async def daily(self, conn: AsyncConnection, campaign_id: str) -> list[pb.DailyActivity]:

@@ -9,6 +9,7 @@ Redis key layout (P = HERALD_STATS_PREFIX, default "herald:stats:"):
   P c:<campaign_id>           hash  counters (see COUNTERS) + ws (owning workspace, first wins)
   P w:<workspace_id>          hash  the same counters summed over the workspace
   P v:<campaign_id>:<variant> hash  the same counters per A/B variant
+  P vs:<campaign_id>          set   the variants seen for the campaign
   P d:<campaign_id>:<yyyymmdd> hash flow counters of that UTC day (entries into a status,
                                     total, sent, processed, views, viewed, clicks, ...)
   P ds:<campaign_id>          set   the days that have a d: hash; d:/ds: TTL HERALD_STATS_DAILY_TTL
@@ -112,7 +113,11 @@ local dkey = false
 if camp ~= '' then
   targets[#targets + 1] = P .. 'c:' .. camp
   dkey = P .. 'd:' .. camp .. ':' .. ARGV[8]
-  if va ~= '' then targets[#targets + 1] = P .. 'v:' .. camp .. ':' .. va end
+  if va ~= '' then
+    targets[#targets + 1] = P .. 'v:' .. camp .. ':' .. va
+    redis.call('SADD', P .. 'vs:' .. camp, va)
+    redis.call('EXPIRE', P .. 'vs:' .. camp, ARGV[12])
+  end
   if ws ~= '' then redis.call('HSETNX', P .. 'c:' .. camp, 'ws', ws) end
 end
 if ws ~= '' then targets[#targets + 1] = P .. 'w:' .. ws end
@@ -278,6 +283,14 @@ class Aggregator:
 
     async def variant(self, campaign_id: str, variant: str) -> dict[str, int]:
         return self._counters(await self.redis.hgetall(self.variant_key(campaign_id, variant)))
+
+    async def variants(self, campaign_id: str) -> dict[str, dict[str, int]]:
+        names = sorted(v.decode() for v in await self.redis.smembers(f"{self.prefix}vs:{campaign_id}"))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for n in names:
+                pipe.hgetall(self.variant_key(campaign_id, n))
+            rows = await pipe.execute()
+        return {n: self._counters(r) for n, r in zip(names, rows, strict=True)}
 
     async def daily(self, campaign_id: str) -> dict[str, dict[str, int]]:
         """Per-day flow counters of a campaign, keyed by yyyymmdd."""

@@ -60,7 +60,14 @@ class StatsServicer(pb_grpc.StatsServiceServicer):
         counters, owner = await self.agg.campaign(campaign_id)
         if not _visible(owner):
             raise not_found("campaign", campaign_id)
-        return campaign_stats(campaign_id, counters)
+        st = campaign_stats(campaign_id, counters)
+        for name, v in (await self.agg.variants(campaign_id)).items():
+            st.variants.append(pb.VariantStats(
+                variant=name, total=v["total"], sent=v["sent"], delivered=v["delivered"],
+                failed=v["failed"], replies=v["replies"], viewed=v["viewed"], clicked=v["clicked"],
+                delivery_rate=_rate(v["delivered"], v["sent"]), reply_rate=_rate(v["replies"], v["sent"]),
+                click_rate=_rate(v["clicked"], v["sent"]), open_rate=_rate(v["viewed"], v["sent"])))
+        return st
 
     async def GetCampaignStats(self, request: pb.GetCampaignStatsRequest,
                                context: grpc.aio.ServicerContext) -> pb.CampaignStats:

@@ -146,6 +146,16 @@ class SendingWindow(_message.Message):
     time_zone: str
     def __init__(self, start: _Optional[str] = ..., end: _Optional[str] = ..., time_zone: _Optional[str] = ...) -> None: ...
 
+class Variant(_message.Message):
+    __slots__ = ("name", "content", "split_percent")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    content: Content
+    split_percent: int
+    def __init__(self, name: _Optional[str] = ..., content: _Optional[_Union[Content, _Mapping]] = ..., split_percent: _Optional[int] = ...) -> None: ...
+
 class DailyActivity(_message.Message):
     __slots__ = ("date", "sent", "delivered", "failed")
     DATE_FIELD_NUMBER: _ClassVar[int]
@@ -159,7 +169,7 @@ class DailyActivity(_message.Message):
     def __init__(self, date: _Optional[str] = ..., sent: _Optional[int] = ..., delivered: _Optional[int] = ..., failed: _Optional[int] = ...) -> None: ...
 
 class Campaign(_message.Message):
-    __slots__ = ("id", "workspace_id", "name", "channel", "status", "mode", "sender", "author", "content", "category_ids", "start_at", "end_at", "auto_start", "moderation", "moderation_note", "progress", "outcome", "archived", "created_at", "started_at", "completed_at", "history", "status_reason", "recipients_count", "window", "max_rate", "auto_pause_failures", "daily", "updated_at", "description")
+    __slots__ = ("id", "workspace_id", "name", "channel", "status", "mode", "sender", "author", "content", "category_ids", "start_at", "end_at", "auto_start", "moderation", "moderation_note", "progress", "outcome", "archived", "created_at", "started_at", "completed_at", "history", "status_reason", "recipients_count", "window", "max_rate", "auto_pause_failures", "daily", "updated_at", "description", "variants", "test_percent", "winner", "held")
     ID_FIELD_NUMBER: _ClassVar[int]
     WORKSPACE_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -190,6 +200,10 @@ class Campaign(_message.Message):
     DAILY_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    VARIANTS_FIELD_NUMBER: _ClassVar[int]
+    TEST_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    WINNER_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
     id: str
     workspace_id: str
     name: str
@@ -220,7 +234,11 @@ class Campaign(_message.Message):
     daily: _containers.RepeatedCompositeFieldContainer[DailyActivity]
     updated_at: _timestamp_pb2.Timestamp
     description: str
-    def __init__(self, id: _Optional[str] = ..., workspace_id: _Optional[str] = ..., name: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., status: _Optional[_Union[CampaignStatus, str]] = ..., mode: _Optional[_Union[CampaignMode, str]] = ..., sender: _Optional[str] = ..., author: _Optional[str] = ..., content: _Optional[_Union[Content, _Mapping]] = ..., category_ids: _Optional[_Iterable[str]] = ..., start_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., auto_start: _Optional[bool] = ..., moderation: _Optional[_Union[ModerationState, str]] = ..., moderation_note: _Optional[str] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., outcome: _Optional[_Union[CampaignOutcome, str]] = ..., archived: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., history: _Optional[_Iterable[_Union[StateChange, _Mapping]]] = ..., status_reason: _Optional[str] = ..., recipients_count: _Optional[int] = ..., window: _Optional[_Union[SendingWindow, _Mapping]] = ..., max_rate: _Optional[float] = ..., auto_pause_failures: _Optional[int] = ..., daily: _Optional[_Iterable[_Union[DailyActivity, _Mapping]]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., description: _Optional[str] = ...) -> None: ...
+    variants: _containers.RepeatedCompositeFieldContainer[Variant]
+    test_percent: int
+    winner: str
+    held: int
+    def __init__(self, id: _Optional[str] = ..., workspace_id: _Optional[str] = ..., name: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., status: _Optional[_Union[CampaignStatus, str]] = ..., mode: _Optional[_Union[CampaignMode, str]] = ..., sender: _Optional[str] = ..., author: _Optional[str] = ..., content: _Optional[_Union[Content, _Mapping]] = ..., category_ids: _Optional[_Iterable[str]] = ..., start_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., auto_start: _Optional[bool] = ..., moderation: _Optional[_Union[ModerationState, str]] = ..., moderation_note: _Optional[str] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., outcome: _Optional[_Union[CampaignOutcome, str]] = ..., archived: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., history: _Optional[_Iterable[_Union[StateChange, _Mapping]]] = ..., status_reason: _Optional[str] = ..., recipients_count: _Optional[int] = ..., window: _Optional[_Union[SendingWindow, _Mapping]] = ..., max_rate: _Optional[float] = ..., auto_pause_failures: _Optional[int] = ..., daily: _Optional[_Iterable[_Union[DailyActivity, _Mapping]]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., description: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[Variant, _Mapping]]] = ..., test_percent: _Optional[int] = ..., winner: _Optional[str] = ..., held: _Optional[int] = ...) -> None: ...
 
 class CreateCampaignRequest(_message.Message):
     __slots__ = ("request_id", "campaign", "recipients", "draft")
@@ -342,6 +360,16 @@ class UpdateCampaignRequest(_message.Message):
     campaign: Campaign
     update_mask: _field_mask_pb2.FieldMask
     def __init__(self, request_id: _Optional[str] = ..., campaign: _Optional[_Union[Campaign, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+
+class PromoteVariantRequest(_message.Message):
+    __slots__ = ("request_id", "campaign_id", "variant")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    campaign_id: str
+    variant: str
+    def __init__(self, request_id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., variant: _Optional[str] = ...) -> None: ...
 
 class DeleteCampaignResponse(_message.Message):
     __slots__ = ("id",)

@@ -165,6 +165,11 @@ class CampaignServiceStub:
                 request_serializer=herald_dot_v1_dot_campaigns__pb2.ListClicksRequest.SerializeToString,
                 response_deserializer=herald_dot_v1_dot_campaigns__pb2.ListClicksResponse.FromString,
                 _registered_method=True)
+        self.PromoteVariant = channel.unary_unary(
+                '/herald.v1.CampaignService/PromoteVariant',
+                request_serializer=herald_dot_v1_dot_campaigns__pb2.PromoteVariantRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_campaigns__pb2.Campaign.FromString,
+                _registered_method=True)
 
 
 class CampaignServiceServicer:
@@ -346,6 +351,13 @@ class CampaignServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PromoteVariant(self, request, context):
+        """A/B: send the winning variant to the audience held back from the test.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CampaignServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -478,6 +490,11 @@ def add_CampaignServiceServicer_to_server(servicer, server):
                     servicer.ListClicks,
                     request_deserializer=herald_dot_v1_dot_campaigns__pb2.ListClicksRequest.FromString,
                     response_serializer=herald_dot_v1_dot_campaigns__pb2.ListClicksResponse.SerializeToString,
+            ),
+            'PromoteVariant': grpc.unary_unary_rpc_method_handler(
+                    servicer.PromoteVariant,
+                    request_deserializer=herald_dot_v1_dot_campaigns__pb2.PromoteVariantRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_campaigns__pb2.Campaign.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1183,6 +1200,33 @@ class CampaignService:
             '/herald.v1.CampaignService/ListClicks',
             herald_dot_v1_dot_campaigns__pb2.ListClicksRequest.SerializeToString,
             herald_dot_v1_dot_campaigns__pb2.ListClicksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PromoteVariant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.CampaignService/PromoteVariant',
+            herald_dot_v1_dot_campaigns__pb2.PromoteVariantRequest.SerializeToString,
+            herald_dot_v1_dot_campaigns__pb2.Campaign.FromString,
             options,
             channel_credentials,
             insecure,

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CampaignStats(_message.Message):
-    __slots__ = ("campaign_id", "total", "sent", "delivered", "failed", "viewed", "clicked", "views", "clicks", "machine_opens", "replies", "opted_out", "assumed_delivered", "deferred", "sending", "queued", "submitted", "cancelled", "processed", "delivery_rate", "reply_rate", "click_rate", "open_rate")
+    __slots__ = ("campaign_id", "total", "sent", "delivered", "failed", "viewed", "clicked", "views", "clicks", "machine_opens", "replies", "opted_out", "assumed_delivered", "deferred", "sending", "queued", "submitted", "cancelled", "processed", "delivery_rate", "reply_rate", "click_rate", "open_rate", "variants")
     CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     SENT_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +32,7 @@ class CampaignStats(_message.Message):
     REPLY_RATE_FIELD_NUMBER: _ClassVar[int]
     CLICK_RATE_FIELD_NUMBER: _ClassVar[int]
     OPEN_RATE_FIELD_NUMBER: _ClassVar[int]
+    VARIANTS_FIELD_NUMBER: _ClassVar[int]
     campaign_id: str
     total: int
     sent: int
@@ -55,7 +56,36 @@ class CampaignStats(_message.Message):
     reply_rate: float
     click_rate: float
     open_rate: float
-    def __init__(self, campaign_id: _Optional[str] = ..., total: _Optional[int] = ..., sent: _Optional[int] = ..., delivered: _Optional[int] = ..., failed: _Optional[int] = ..., viewed: _Optional[int] = ..., clicked: _Optional[int] = ..., views: _Optional[int] = ..., clicks: _Optional[int] = ..., machine_opens: _Optional[int] = ..., replies: _Optional[int] = ..., opted_out: _Optional[int] = ..., assumed_delivered: _Optional[int] = ..., deferred: _Optional[int] = ..., sending: _Optional[int] = ..., queued: _Optional[int] = ..., submitted: _Optional[int] = ..., cancelled: _Optional[int] = ..., processed: _Optional[int] = ..., delivery_rate: _Optional[float] = ..., reply_rate: _Optional[float] = ..., click_rate: _Optional[float] = ..., open_rate: _Optional[float] = ...) -> None: ...
+    variants: _containers.RepeatedCompositeFieldContainer[VariantStats]
+    def __init__(self, campaign_id: _Optional[str] = ..., total: _Optional[int] = ..., sent: _Optional[int] = ..., delivered: _Optional[int] = ..., failed: _Optional[int] = ..., viewed: _Optional[int] = ..., clicked: _Optional[int] = ..., views: _Optional[int] = ..., clicks: _Optional[int] = ..., machine_opens: _Optional[int] = ..., replies: _Optional[int] = ..., opted_out: _Optional[int] = ..., assumed_delivered: _Optional[int] = ..., deferred: _Optional[int] = ..., sending: _Optional[int] = ..., queued: _Optional[int] = ..., submitted: _Optional[int] = ..., cancelled: _Optional[int] = ..., processed: _Optional[int] = ..., delivery_rate: _Optional[float] = ..., reply_rate: _Optional[float] = ..., click_rate: _Optional[float] = ..., open_rate: _Optional[float] = ..., variants: _Optional[_Iterable[_Union[VariantStats, _Mapping]]] = ...) -> None: ...
+
+class VariantStats(_message.Message):
+    __slots__ = ("variant", "total", "sent", "delivered", "failed", "replies", "viewed", "clicked", "delivery_rate", "reply_rate", "click_rate", "open_rate")
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    SENT_FIELD_NUMBER: _ClassVar[int]
+    DELIVERED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    REPLIES_FIELD_NUMBER: _ClassVar[int]
+    VIEWED_FIELD_NUMBER: _ClassVar[int]
+    CLICKED_FIELD_NUMBER: _ClassVar[int]
+    DELIVERY_RATE_FIELD_NUMBER: _ClassVar[int]
+    REPLY_RATE_FIELD_NUMBER: _ClassVar[int]
+    CLICK_RATE_FIELD_NUMBER: _ClassVar[int]
+    OPEN_RATE_FIELD_NUMBER: _ClassVar[int]
+    variant: str
+    total: int
+    sent: int
+    delivered: int
+    failed: int
+    replies: int
+    viewed: int
+    clicked: int
+    delivery_rate: float
+    reply_rate: float
+    click_rate: float
+    open_rate: float
+    def __init__(self, variant: _Optional[str] = ..., total: _Optional[int] = ..., sent: _Optional[int] = ..., delivered: _Optional[int] = ..., failed: _Optional[int] = ..., replies: _Optional[int] = ..., viewed: _Optional[int] = ..., clicked: _Optional[int] = ..., delivery_rate: _Optional[float] = ..., reply_rate: _Optional[float] = ..., click_rate: _Optional[float] = ..., open_rate: _Optional[float] = ...) -> None: ...
 
 class GetCampaignStatsRequest(_message.Message):
     __slots__ = ("campaign_id",)
