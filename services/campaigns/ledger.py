@@ -68,6 +68,7 @@ STATUS_UPDATE = (
         error_code=_keep_or(messages.c.error_code, "b_code"),
         error_description=_keep_or(messages.c.error_description, "b_desc"),
         provider_message_id=_keep_or(messages.c.provider_message_id, "b_provider"),
+        route=_keep_or(messages.c.route, "b_route"),
         failure_category=case((bindparam("b_category") == 0, messages.c.failure_category),
                               else_=bindparam("b_category")),
         attempt=case((bindparam("b_attempt") == 0, messages.c.attempt), else_=bindparam("b_attempt")),
@@ -84,7 +85,7 @@ def status_params(ev: e.MessageEvent, new: int, now: Any) -> dict[str, Any]:
     return {
         "b_id": ev.message_id, "b_rank": states.RANK[new], "b_status": new,
         "b_carrier": ev.carrier_result, "b_code": ev.error_code, "b_desc": ev.error_description,
-        "b_provider": ev.provider_message_id, "b_category": ev.failure_category,
+        "b_provider": ev.provider_message_id, "b_category": ev.failure_category, "b_route": ev.route,
         "b_attempt": ev.attempt,
         "b_sent_at": at if new in states.SENT else None,
         "b_delivered_at": at if new == S.MESSAGE_STATUS_DELIVERED else None,

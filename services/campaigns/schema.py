@@ -116,6 +116,7 @@ messages = Table(
     Column("delivered_at", DateTime(timezone=True)),
     Column("updated_at", DateTime(timezone=True)),  # time of the last status change
     Column("held", Boolean, nullable=False, server_default="0"),  # A/B: waits for the winner
+    Column("route", String(64), nullable=False, server_default=""),
     Index("ix_messages_campaign_status", "campaign_id", "status"),
     Index("ix_messages_dispatch", "campaign_id", "dispatched_at"),
 )

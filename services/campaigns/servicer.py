@@ -200,6 +200,8 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
         if (prev := await self.store.replay(p.workspace, "CreateCampaign", request.request_id,
                                             pb.Campaign)) is not None:
             return prev
+        if request.source_campaign_id:
+            request = await self.with_source_recipients(request, p)
         validate_create(request)
         cp, now, cid = request.campaign, self.clock.now(), new_id()
         status = lifecycle.DRAFT if request.draft else lifecycle.NEW
@@ -220,6 +222,34 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
         log.info("campaign created", extra={"campaign_id": cid, "workspace": p.workspace,
                                             "recipients": len(request.recipients)})
         return result
+
+    async def with_source_recipients(self, request: pb.CreateCampaignRequest,
+                                     p: auth.Principal) -> pb.CreateCampaignRequest:
+        """Add the recipients of another campaign (by default its failed ones) inline."""
+        flt = request.source_filter or "result=failed"
+        conds = message_filter(flt)
+        async with self.store.engine.connect() as conn:
+            src = await self.store.get_row(conn, request.source_campaign_id, p.workspace)
+            if src is None:
+                raise invalid({"source_campaign_id": f"campaign {request.source_campaign_id} not found"})
+            rows = (await conn.execute(select(messages).where(
+                messages.c.campaign_id == src["id"], *conds).order_by(messages.c.created_at))).mappings().all()
+        out = pb.CreateCampaignRequest()
+        out.CopyFrom(request)
+        channel = request.campaign.channel or src["channel"]
+        if channel != src["channel"]:
+            raise invalid({"source_campaign_id": "the source campaign is on another channel"})
+        for r in rows:
+            first, _, last = r["contact_name"].partition(" ")
+            rec = c.Recipient(contact_id=r["contact_id"], first_name=first, last_name=last,
+                              fields=r["fields"] or {})
+            if channel == c.CHANNEL_SMS:
+                rec.phone = r["address"]
+            else:
+                rec.email = r["address"]
+            if r["address"]:
+                out.recipients.append(rec)
+        return out
 
     async def GetCampaign(self, request: pb.GetCampaignRequest, context: Any) -> pb.Campaign:
         p = auth.current()
@@ -879,7 +909,7 @@ def message_proto(r: Any, p: auth.Principal) -> pb.Message:
         error_description=r["error_description"], failure_category=r["failure_category"],
         views=r["views"], clicks=r["clicks"], replies=r["replies"], variant=r["variant"],
         content_preview=r["content_preview"], provider_message_id=r["provider_message_id"],
-        attempt=r["attempt"], fields=r["fields"] or {},
+        attempt=r["attempt"], fields=r["fields"] or {}, route=r["route"], held=r["held"],
     )
     if r["channel"] == c.CHANNEL_SMS:
         m.phone = auth.mask_phone(r["address"], p)

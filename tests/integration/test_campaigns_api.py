@@ -367,3 +367,23 @@ async def test_retry_failed_messages(h: Harness) -> None:
         st = (await conn.execute(select(messages.c.status).where(messages.c.id == failed))).scalar_one()
     assert st == S.MESSAGE_STATUS_SUBMITTED
     assert await h.scheduler.tick() == 0  # a SUBMITTED row is not dispatched again
+
+
+async def test_new_campaign_from_the_failed_recipients_of_another(h: Harness) -> None:
+    ws = md("wsrc")
+    src = await h.stub.CreateCampaign(sms(1), metadata=ws)
+    now = h.clock.now()
+    async with h.engine.begin() as conn:
+        for i, st in enumerate((S.MESSAGE_STATUS_FAILED, S.MESSAGE_STATUS_DELIVERED, S.MESSAGE_STATUS_FAILED)):
+            await conn.execute(insert(messages).values(
+                id=f"{src.id[:8]}-{i}", campaign_id=src.id, workspace_id="wsrc",
+                address=f"+44770090030{i}", contact_name="Ann Lee", channel=c.CHANNEL_SMS, status=st,
+                status_rank=5, fields={"plan": "gold"}, created_at=now))
+    req = pb.CreateCampaignRequest(source_campaign_id=src.id, campaign=pb.Campaign(
+        channel=c.CHANNEL_SMS, sender="HERALD", content=pb.Content(text="Second try")))
+    cp = await h.stub.CreateCampaign(req, metadata=ws)
+    assert cp.recipients_count == 2
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await h.stub.CreateCampaign(pb.CreateCampaignRequest(source_campaign_id=src.id, campaign=req.campaign),
+                                    metadata=md("someone-else"))
+    assert "source_campaign_id" in field_violations(err.value)

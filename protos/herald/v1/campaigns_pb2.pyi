@@ -241,16 +241,20 @@ class Campaign(_message.Message):
     def __init__(self, id: _Optional[str] = ..., workspace_id: _Optional[str] = ..., name: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., status: _Optional[_Union[CampaignStatus, str]] = ..., mode: _Optional[_Union[CampaignMode, str]] = ..., sender: _Optional[str] = ..., author: _Optional[str] = ..., content: _Optional[_Union[Content, _Mapping]] = ..., category_ids: _Optional[_Iterable[str]] = ..., start_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., auto_start: _Optional[bool] = ..., moderation: _Optional[_Union[ModerationState, str]] = ..., moderation_note: _Optional[str] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., outcome: _Optional[_Union[CampaignOutcome, str]] = ..., archived: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., history: _Optional[_Iterable[_Union[StateChange, _Mapping]]] = ..., status_reason: _Optional[str] = ..., recipients_count: _Optional[int] = ..., window: _Optional[_Union[SendingWindow, _Mapping]] = ..., max_rate: _Optional[float] = ..., auto_pause_failures: _Optional[int] = ..., daily: _Optional[_Iterable[_Union[DailyActivity, _Mapping]]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., description: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[Variant, _Mapping]]] = ..., test_percent: _Optional[int] = ..., winner: _Optional[str] = ..., held: _Optional[int] = ...) -> None: ...
 
 class CreateCampaignRequest(_message.Message):
-    __slots__ = ("request_id", "campaign", "recipients", "draft")
+    __slots__ = ("request_id", "campaign", "recipients", "draft", "source_campaign_id", "source_filter")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CAMPAIGN_FIELD_NUMBER: _ClassVar[int]
     RECIPIENTS_FIELD_NUMBER: _ClassVar[int]
     DRAFT_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FILTER_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     campaign: Campaign
     recipients: _containers.RepeatedCompositeFieldContainer[_common_pb2.Recipient]
     draft: bool
-    def __init__(self, request_id: _Optional[str] = ..., campaign: _Optional[_Union[Campaign, _Mapping]] = ..., recipients: _Optional[_Iterable[_Union[_common_pb2.Recipient, _Mapping]]] = ..., draft: _Optional[bool] = ...) -> None: ...
+    source_campaign_id: str
+    source_filter: str
+    def __init__(self, request_id: _Optional[str] = ..., campaign: _Optional[_Union[Campaign, _Mapping]] = ..., recipients: _Optional[_Iterable[_Union[_common_pb2.Recipient, _Mapping]]] = ..., draft: _Optional[bool] = ..., source_campaign_id: _Optional[str] = ..., source_filter: _Optional[str] = ...) -> None: ...
 
 class GetCampaignRequest(_message.Message):
     __slots__ = ("id",)
@@ -295,7 +299,7 @@ class ListCampaignsResponse(_message.Message):
     def __init__(self, campaigns: _Optional[_Iterable[_Union[Campaign, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
 
 class Message(_message.Message):
-    __slots__ = ("id", "campaign_id", "contact_id", "contact_name", "phone", "email", "channel", "status", "carrier_result", "error_code", "error_description", "failure_category", "created_at", "sent_at", "delivered_at", "views", "clicks", "replies", "variant", "content_preview", "provider_message_id", "attempt", "fields")
+    __slots__ = ("id", "campaign_id", "contact_id", "contact_name", "phone", "email", "channel", "status", "carrier_result", "error_code", "error_description", "failure_category", "created_at", "sent_at", "delivered_at", "views", "clicks", "replies", "variant", "content_preview", "provider_message_id", "attempt", "fields", "route", "held")
     class FieldsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -326,6 +330,8 @@ class Message(_message.Message):
     PROVIDER_MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     FIELDS_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
     id: str
     campaign_id: str
     contact_id: str
@@ -349,7 +355,9 @@ class Message(_message.Message):
     provider_message_id: str
     attempt: int
     fields: _containers.ScalarMap[str, str]
-    def __init__(self, id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., contact_id: _Optional[str] = ..., contact_name: _Optional[str] = ..., phone: _Optional[str] = ..., email: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., status: _Optional[_Union[_common_pb2.MessageStatus, str]] = ..., carrier_result: _Optional[str] = ..., error_code: _Optional[str] = ..., error_description: _Optional[str] = ..., failure_category: _Optional[_Union[_common_pb2.FailureCategory, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delivered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., views: _Optional[int] = ..., clicks: _Optional[int] = ..., replies: _Optional[int] = ..., variant: _Optional[str] = ..., content_preview: _Optional[str] = ..., provider_message_id: _Optional[str] = ..., attempt: _Optional[int] = ..., fields: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    route: str
+    held: bool
+    def __init__(self, id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., contact_id: _Optional[str] = ..., contact_name: _Optional[str] = ..., phone: _Optional[str] = ..., email: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., status: _Optional[_Union[_common_pb2.MessageStatus, str]] = ..., carrier_result: _Optional[str] = ..., error_code: _Optional[str] = ..., error_description: _Optional[str] = ..., failure_category: _Optional[_Union[_common_pb2.FailureCategory, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delivered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., views: _Optional[int] = ..., clicks: _Optional[int] = ..., replies: _Optional[int] = ..., variant: _Optional[str] = ..., content_preview: _Optional[str] = ..., provider_message_id: _Optional[str] = ..., attempt: _Optional[int] = ..., fields: _Optional[_Mapping[str, str]] = ..., route: _Optional[str] = ..., held: _Optional[bool] = ...) -> None: ...
 
 class UpdateCampaignRequest(_message.Message):
     __slots__ = ("request_id", "campaign", "update_mask")

@@ -104,7 +104,7 @@ class MessageJob(_message.Message):
     def __init__(self, message_id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., workspace_id: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., attempt: _Optional[int] = ..., sender: _Optional[str] = ..., to: _Optional[str] = ..., contact_id: _Optional[str] = ..., variant: _Optional[str] = ..., fields: _Optional[_Mapping[str, str]] = ..., text: _Optional[str] = ..., subject: _Optional[str] = ..., html: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class MessageEvent(_message.Message):
-    __slots__ = ("event_id", "kind", "message_id", "campaign_id", "workspace_id", "channel", "status", "occurred_at", "carrier_result", "error_code", "error_description", "failure_category", "provider_message_id", "parts", "variant", "to", "attempt", "link_index", "url", "ip", "user_agent", "machine_open", "reply_text", "reply_from")
+    __slots__ = ("event_id", "kind", "message_id", "campaign_id", "workspace_id", "channel", "status", "occurred_at", "carrier_result", "error_code", "error_description", "failure_category", "provider_message_id", "parts", "variant", "to", "attempt", "link_index", "url", "ip", "user_agent", "machine_open", "reply_text", "reply_from", "route")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -129,6 +129,7 @@ class MessageEvent(_message.Message):
     MACHINE_OPEN_FIELD_NUMBER: _ClassVar[int]
     REPLY_TEXT_FIELD_NUMBER: _ClassVar[int]
     REPLY_FROM_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     kind: MessageEventKind
     message_id: str
@@ -153,7 +154,8 @@ class MessageEvent(_message.Message):
     machine_open: bool
     reply_text: str
     reply_from: str
-    def __init__(self, event_id: _Optional[str] = ..., kind: _Optional[_Union[MessageEventKind, str]] = ..., message_id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., workspace_id: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., status: _Optional[_Union[_common_pb2.MessageStatus, str]] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., carrier_result: _Optional[str] = ..., error_code: _Optional[str] = ..., error_description: _Optional[str] = ..., failure_category: _Optional[_Union[_common_pb2.FailureCategory, str]] = ..., provider_message_id: _Optional[str] = ..., parts: _Optional[int] = ..., variant: _Optional[str] = ..., to: _Optional[str] = ..., attempt: _Optional[int] = ..., link_index: _Optional[int] = ..., url: _Optional[str] = ..., ip: _Optional[str] = ..., user_agent: _Optional[str] = ..., machine_open: _Optional[bool] = ..., reply_text: _Optional[str] = ..., reply_from: _Optional[str] = ...) -> None: ...
+    route: str
+    def __init__(self, event_id: _Optional[str] = ..., kind: _Optional[_Union[MessageEventKind, str]] = ..., message_id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., workspace_id: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., status: _Optional[_Union[_common_pb2.MessageStatus, str]] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., carrier_result: _Optional[str] = ..., error_code: _Optional[str] = ..., error_description: _Optional[str] = ..., failure_category: _Optional[_Union[_common_pb2.FailureCategory, str]] = ..., provider_message_id: _Optional[str] = ..., parts: _Optional[int] = ..., variant: _Optional[str] = ..., to: _Optional[str] = ..., attempt: _Optional[int] = ..., link_index: _Optional[int] = ..., url: _Optional[str] = ..., ip: _Optional[str] = ..., user_agent: _Optional[str] = ..., machine_open: _Optional[bool] = ..., reply_text: _Optional[str] = ..., reply_from: _Optional[str] = ..., route: _Optional[str] = ...) -> None: ...
 
 class CampaignEvent(_message.Message):
     __slots__ = ("event_id", "kind", "campaign_id", "workspace_id", "status", "previous_status", "reason", "total_messages", "occurred_at", "actor")
