@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -25,7 +26,7 @@ from shared import auth, config
 console = Console()
 ACTIONS = {"submit": "SubmitCampaign", "approve": "ApproveCampaign", "reject": "RejectCampaign",
            "start": "StartCampaign", "pause": "PauseCampaign", "resume": "ResumeCampaign",
-           "cancel": "CancelCampaign"}
+           "cancel": "CancelCampaign", "archive": "ArchiveCampaign", "restore": "RestoreCampaign"}
 
 
 def short(enum_name: str, prefix: str) -> str:
@@ -56,6 +57,83 @@ async def run(args: argparse.Namespace) -> int:
                               f"{p.processed}/{p.total} ({p.errors} err)", cp.sender,
                               ts(cp.created_at), cp.author)
             console.print(table)
+        elif args.cmd == "queue":
+            resp = await camp.ListCampaigns(cpb.ListCampaignsRequest(
+                filter="status=NEW moderation=PENDING", order_by="created asc", page_size=args.limit),
+                metadata=md)
+            table = Table(title=f"moderation queue ({resp.total_size})")
+            for col in ("id", "channel", "sender", "recipients", "content", "author", "created"):
+                table.add_column(col)
+            for cp in resp.campaigns:
+                table.add_row(cp.id, short(c.Channel.Name(cp.channel), "CHANNEL_"), cp.sender,
+                              str(cp.recipients_count), (cp.content.subject or cp.content.text)[:40],
+                              cp.author, ts(cp.created_at))
+            console.print(table)
+        elif args.cmd == "kpis":
+            k = await camp.GetCampaignKpis(cpb.GetCampaignKpisRequest(period=args.period), metadata=md)
+            table = Table(title="workspace KPIs")
+            for col in ("total", "active", "completed", "errors", "delivered", "awaiting moderation"):
+                table.add_column(col, justify="right")
+            table.add_row(*(str(x) for x in (k.total_campaigns, k.active, k.completed, k.errors,
+                                              k.messages_delivered, k.awaiting_moderation)))
+            console.print(table)
+        elif args.cmd == "delete":
+            r = await camp.DeleteCampaign(cpb.CampaignActionRequest(id=args.id, note=args.note,
+                                                                    request_id=args.request_id), metadata=md)
+            console.print(f"deleted {r.id}")
+        elif args.cmd == "audit":
+            resp = await camp.ListAuditEvents(cpb.ListAuditEventsRequest(campaign_id=args.id, page_size=200),
+                                              metadata=md)
+            table = Table(title=f"audit {args.id}")
+            for col in ("at", "action", "actor", "note", "changes"):
+                table.add_column(col)
+            for ev in resp.events:
+                changes = ", ".join(f"{k}: {ev.before.get(k, '')} -> {ev.after.get(k, '')}"
+                                    for k in sorted(set(ev.before) | set(ev.after)))
+                table.add_row(ts(ev.at), ev.action, ev.actor, ev.note, changes)
+            console.print(table)
+        elif args.cmd == "retry":
+            r = await camp.RetryMessages(cpb.RetryMessagesRequest(
+                campaign_id=args.id, message_ids=args.message, filter=args.filter,
+                request_id=args.request_id), metadata=md)
+            console.print(f"retried {r.retried}, skipped {r.skipped}; campaign "
+                          f"{short(cpb.CampaignStatus.Name(r.campaign.status), 'CAMPAIGN_STATUS_')}")
+        elif args.cmd == "promote":
+            cp = await camp.PromoteVariant(cpb.PromoteVariantRequest(
+                campaign_id=args.id, variant=args.variant, request_id=args.request_id), metadata=md)
+            console.print(f"{cp.id}: winner {cp.winner}")
+        elif args.cmd == "errors":
+            resp = await camp.ListJobErrors(cpb.ListJobErrorsRequest(campaign_id=args.id), metadata=md)
+            table = Table(title=f"job errors ({resp.total_size})")
+            for col in ("at", "stage", "message"):
+                table.add_column(col)
+            for er in resp.errors:
+                table.add_row(ts(er.at), er.stage, er.message)
+            console.print(table)
+        elif args.cmd == "export":
+            ex = await camp.CreateExport(cpb.CreateExportRequest(
+                campaign_id=args.id, filter=args.filter,
+                format=cpb.EXPORT_FORMAT_TXT if args.txt else cpb.EXPORT_FORMAT_CSV), metadata=md)
+            for _ in range(600):
+                ex = await camp.GetExport(cpb.GetExportRequest(id=ex.id), metadata=md)
+                if ex.status not in (cpb.EXPORT_STATUS_QUEUED, cpb.EXPORT_STATUS_RUNNING):
+                    break
+                await asyncio.sleep(0.2)
+            if ex.status != cpb.EXPORT_STATUS_DONE:
+                console.print(f"[red]export {short(cpb.ExportStatus.Name(ex.status), 'EXPORT_STATUS_')}[/]: {ex.error}")
+                return 1
+            path = args.output or ex.file_name
+            data = b"".join([chunk.data async for chunk in camp.DownloadExport(
+                cpb.GetExportRequest(id=ex.id), metadata=md)])
+            await asyncio.to_thread(Path(path).write_bytes, data)
+            console.print(f"{ex.rows} rows -> {path}")
+        elif args.cmd == "trigger":
+            rec = c.Recipient(phone=args.phone, email=args.email, contact_id=args.contact,
+                              fields=dict(f.split("=", 1) for f in args.field))
+            m = await camp.TriggerCampaign(cpb.TriggerCampaignRequest(
+                campaign_id=args.id, recipient=rec, request_id=args.request_id), metadata=md)
+            console.print(f"message {m.id}: {short(c.MessageStatus.Name(m.status), 'MESSAGE_STATUS_')} "
+                          f"{m.error_description}")
         elif args.cmd == "get":
             cp = await camp.GetCampaign(cpb.GetCampaignRequest(id=args.id), metadata=md)
             console.print(cp)
@@ -102,6 +180,36 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("id")
         p.add_argument("--note", default="")
         p.add_argument("--request-id", default="")
+    sub.add_parser("queue", help="campaigns awaiting moderation").add_argument("--limit", type=int, default=50)
+    kp = sub.add_parser("kpis", help="workspace KPI tiles")
+    kp.add_argument("--period", default="all", help="all, 1h, 24h, 7d, 30d")
+    dl = sub.add_parser("delete", help="delete a DRAFT, NEW or finished campaign")
+    dl.add_argument("id")
+    dl.add_argument("--note", default="")
+    dl.add_argument("--request-id", default="")
+    sub.add_parser("audit", help="who did what to a campaign").add_argument("id")
+    sub.add_parser("errors", help="job errors of a campaign").add_argument("id")
+    rt = sub.add_parser("retry", help="retry failed messages")
+    rt.add_argument("id")
+    rt.add_argument("--message", action="append", default=[], help="message id (repeatable)")
+    rt.add_argument("--filter", default="", help="e.g. category=THROTTLED")
+    rt.add_argument("--request-id", default="")
+    pr = sub.add_parser("promote", help="A/B: send the winning variant to the held audience")
+    pr.add_argument("id")
+    pr.add_argument("variant")
+    pr.add_argument("--request-id", default="")
+    ex = sub.add_parser("export", help="export the send detail to a CSV (or TXT) file")
+    ex.add_argument("id")
+    ex.add_argument("--filter", default="")
+    ex.add_argument("--txt", action="store_true")
+    ex.add_argument("-o", "--output", default="")
+    tr = sub.add_parser("trigger", help="TRIGGER campaigns: send one message")
+    tr.add_argument("id")
+    tr.add_argument("--phone", default="")
+    tr.add_argument("--email", default="")
+    tr.add_argument("--contact", default="")
+    tr.add_argument("--field", action="append", default=[], help="name=value (repeatable)")
+    tr.add_argument("--request-id", default="")
     msgs = sub.add_parser("messages", help="the send detail of a campaign")
     msgs.add_argument("id")
     msgs.add_argument("--filter", default="", help="e.g. status=FAILED")

@@ -137,3 +137,32 @@ async def test_every_process_is_healthy_reflectable_and_measured(stack: Stack) -
         moved = [ln for ln in text.splitlines()
                  if ln.startswith("herald_") and "_total" in ln and not ln.endswith(" 0.0")]
         assert moved, f"{name}: no herald_ counter moved"
+
+
+def test_operator_cli_against_the_stack(stack: Stack, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HERALD_CAMPAIGNS_ADDR": stack.addr("campaigns"),
+           "HERALD_STATS_ADDR": stack.addr("stats"), "COLUMNS": "200"}
+
+    def herald(*args: str) -> str:
+        out = subprocess.run([sys.executable, "-m", "cli.main", "--workspace", "demo", *args],
+                             env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stdout + out.stderr
+        return out.stdout
+
+    listing = herald("list", "--filter", "status=DONE")
+    assert "DONE" in listing and "SMS" in listing
+    kpis = herald("kpis")
+    assert "awaiting moderation" in kpis
+    campaign_id = next(line.split()[1] for line in listing.splitlines()
+                       if line.startswith("│") and "SMS" in line)
+    herald("stats", campaign_id)
+    target = tmp_path / "export.csv"
+    assert "rows ->" in herald("export", campaign_id, "-o", str(target))
+    assert target.read_text().startswith("message_id,recipient")
+    bad = subprocess.run([sys.executable, "-m", "cli.main", "--workspace", "other", "get", campaign_id],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "NOT_FOUND" in bad.stdout
