@@ -196,12 +196,33 @@ def sending_run(work: Path, nats_url: str, redis_url: str, n: int, smtp_port: in
            "HERALD_TRACKING_RATE": "0", "HERALD_LOG_LEVEL": "WARNING", **extra}
     gw = procs.start_module(f"email-gateway-{label}", "gateways.email", work, env)
     try:
-        cpu0 = _cpu(gw.popen.pid)
+        cpu0, m0 = _cpu(gw.popen.pid), _machine()
         took = asyncio.run(drained(nats_url, 600))
-        cpu = _cpu(gw.popen.pid) - cpu0
+        cpu, m1 = _cpu(gw.popen.pid) - cpu0, _machine()
     finally:
         gw.stop()
+    LOAD[label] = _load_text(m0, m1, took, cpu)
     return took, cpu
+
+
+LOAD: dict[str, str] = {}
+
+
+def _machine() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far (/proc/stat)."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = f[3] + f[4]
+    return (sum(f) - idle) / tick, sum(f) / tick
+
+
+def _load_text(m0: tuple[float, float], m1: tuple[float, float], wall: float, gw_cpu: float) -> str:
+    """Machine load while measuring: everything else on the machine competes for the
+    same cores, so a figure is only comparable with the load it was taken under."""
+    busy = m1[0] - m0[0]
+    cores = len(os.sched_getaffinity(0))
+    return (f"machine {busy / wall:.2f} of {cores} cores busy (gateway {gw_cpu / wall:.2f}, "
+            f"rest {(busy - gw_cpu) / wall:.2f}); loadavg {os.getloadavg()[0]:.2f}")
 
 
 def _cpu(pid: int) -> float:
@@ -238,7 +259,7 @@ def wrk(url: str, seconds: int, conns: int) -> tuple[float, str]:
     return rps, detail
 
 
-def tracking_runs(url: str, seconds: int, conns: int) -> list[tuple[str, str, str]]:
+def tracking_runs(url: str, seconds: int, conns: int, gw_pid: int) -> list[tuple[str, str, str]]:
     from gateways.email import tokens
 
     signer = tokens.Signer([KEY.encode()])
@@ -250,9 +271,13 @@ def tracking_runs(url: str, seconds: int, conns: int) -> list[tuple[str, str, st
     if shutil.which("wrk") is None:
         return [("tracking", "skipped", "wrk not installed (apt-get install wrk)")]
     for name, target in (("open pixel", f"{url}/o/{pixel}.gif"), ("click redirect", f"{url}/c/{click}")):
+        c0, m0, t0 = _cpu(gw_pid), _machine(), time.perf_counter()
         rps, detail = wrk(target, seconds, conns)
+        wall = time.perf_counter() - t0
         rows.append((f"tracking {name} (wrk, {conns} conns, separate process)",
                      f"{rps:,.0f} req/s", detail))
+        rows.append(("  load while measuring", "", _load_text(m0, _machine(), wall,
+                                                              _cpu(gw_pid) - c0)))
     return rows
 
 
@@ -349,6 +374,7 @@ def run(args: argparse.Namespace) -> list[tuple[str, str, str]]:
                          f"{n / took:,.0f} msg/s", f"{took:.1f} s; 8 KB HTML, 12 tracked links, VERP, no DKIM"))
             rows.append(("  gateway CPU per email (-> emails/s per fully used core)",
                          f"{cpu / n * 1e6:,.0f} µs", f"{n / cpu:,.0f} msg/s per core"))
+            rows.append(("  load while sending", "", LOAD["plain"]))
             key_pem = _rsa_pem()
             if args.email_dkim:
                 key_file = work / "dkim.pem"
@@ -384,7 +410,7 @@ def run(args: argparse.Namespace) -> list[tuple[str, str, str]]:
                 "HERALD_LOG_LEVEL": "WARNING"})
             try:
                 rows.extend(tracking_runs(str(gw.info["tracking_url"]), args.email_track_seconds,
-                                          args.email_track_conns))
+                                          args.email_track_conns, gw.popen.pid))
             finally:
                 gw.stop()
             rows.extend(asyncio.run(stages(nats_url, redis_url, port, key_pem)))

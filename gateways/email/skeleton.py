@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import binascii
 import email.utils
-import hashlib
 import html as htmllib
 import re
 import secrets
@@ -31,9 +30,11 @@ from dataclasses import dataclass
 import jinja2
 from herald.v1 import events_pb2 as e
 from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import escape
 
 from gateways.email import links, mime, tokens
 from gateways.email.dkimsign import DkimSigner
+from gateways.email.plaintpl import compile_plain
 from gateways.email.render import TemplateError, context_for
 
 _HREF = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(.*?)\2""", re.IGNORECASE | re.DOTALL)
@@ -171,6 +172,14 @@ def prepare_html(source: str) -> tuple[str, list[str], bool]:
     return out, urls, dynamic
 
 
+def _fast(env: SandboxedEnvironment, source: str,
+          tpl: jinja2.Template | None) -> Callable[[dict[str, object]], str] | None:
+    if tpl is None:
+        return None
+    plain = compile_plain(env, source)
+    return plain.render if plain is not None else tpl.render
+
+
 class Skeleton:
     def __init__(self, job: e.MessageJob, envs: tuple[SandboxedEnvironment, SandboxedEnvironment],
                  signer: tokens.Signer, base_url: str, unsubscribe_mailto: str) -> None:
@@ -199,10 +208,27 @@ class Skeleton:
             raise TemplateError(f"template does not compile: {exc}") from exc
         if self.subject is None and self.text is None and self.html is None:
             raise TemplateError("email without subject and body")
+        # Plain-lookup templates skip Jinja's per-render machinery (same output).
+        self._render_subject = _fast(plain_env, job.subject, self.subject)
+        self._render_text = _fast(plain_env, job.text, self.text)
+        self._render_html = self.html.render if self.html is not None else None
+        # Tracking URLs are HTML-safe (base URL checked, tokens are base64url and dots):
+        # the fast path inserts them without escaping; the rare untracked fallback URL is
+        # escaped once here.
+        self._html_plain = None
+        if self.html is not None and str(escape(self.base_url)) == self.base_url:
+            self._html_plain = compile_plain(html_env, source, frozenset({LINKS_VAR, PIXEL_VAR}))
+            if self._html_plain is not None:
+                self._render_html = self._html_plain.render
+        self._safe_urls = [str(escape(u)) for u in self.link_urls]
         self._link_p = [signer.part({"k": tokens.CLICK, **self._common, "i": i, "u": url,
                                      "h": tokens.url_hash(url)})
                         for i, url in enumerate(self.link_urls)]
+        self._link_sign = [signer.prepared(p) for p in self._link_p]
+        self._open_sign = signer.prepared(self._open_p)
         self.boundary = f"=_herald_{secrets.token_hex(12)}"
+        self.source_text = job.text
+        self.source_html = job.html
 
     # --- per recipient ------------------------------------------------------------
     def unsubscribe_url(self, job: e.MessageJob, m: str) -> str:
@@ -214,8 +240,8 @@ class Skeleton:
     def click_urls(self, m: str) -> list[str]:
         base = f"{self.base_url}/c/"
         out = []
-        for p in self._link_p:
-            tok = self.signer.sign_parts(p, m)
+        for sign in self._link_sign:
+            tok = sign(m)
             # Too long for a request line: leave the link untracked rather than broken.
             out.append(base + tok if len(tok) <= tokens.MAX_TOKEN else "")
         return out
@@ -228,15 +254,17 @@ class Skeleton:
         unsub = self.unsubscribe_url(job, m)
         ctx = context_for(dict(job.fields), email=rcpt, unsubscribe_url=unsub, message_id=mid)
         try:
-            subject = " ".join(self.subject.render(ctx).split()) if self.subject else ""
-            text = self.text.render(ctx) if self.text else ""
+            subject = " ".join(self._render_subject(ctx).split()) if self._render_subject else ""
+            text = self._render_text(ctx) if self._render_text else ""
             html = ""
             if self.html is not None:
-                # plain str: autoescape escapes them (in C) like any other value
-                ctx[LINKS_VAR] = [c or u for c, u in zip(self.click_urls(m), self.link_urls,
+                # Jinja escapes them like any other value; the fast path takes them as
+                # they are (HTML-safe), so there the untracked fallback is pre-escaped.
+                plain_urls = self.link_urls if self._html_plain is None else self._safe_urls
+                ctx[LINKS_VAR] = [c or u for c, u in zip(self.click_urls(m), plain_urls,
                                                          strict=True)]
-                ctx[PIXEL_VAR] = f"{self.base_url}/o/{self.signer.sign_parts(self._open_p, m)}.gif"
-                html = self.html.render(ctx)
+                ctx[PIXEL_VAR] = f"{self.base_url}/o/{self._open_sign(m)}.gif"
+                html = self._render_html(ctx)  # type: ignore[misc]
                 if self.dynamic_links:
                     html, _ = links.rewrite_links(
                         html, lambda i, u: fallback_click(len(self.link_urls) + i, u),
@@ -292,22 +320,22 @@ class Skeletons:
         self.unsubscribe_mailto = unsubscribe_mailto
         self.size = size
         self.built = 0  # tests check that a campaign's template is prepared once
-        self._cache: OrderedDict[bytes, Skeleton] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, ...], Skeleton] = OrderedDict()
 
     def get(self, job: e.MessageJob) -> Skeleton:
-        h = hashlib.blake2b(digest_size=16)
-        for part in (job.campaign_id, job.workspace_id, job.variant, job.sender, job.subject,
-                     job.text, job.html):
-            h.update(part.encode("utf-8", "surrogatepass"))
-            h.update(b"\0")
-        key = h.digest()
+        # Keyed by the short fields; the two long sources are compared rather than hashed
+        # (an equal-length memcmp costs far less than digesting 8 KB per job).
+        key = (job.campaign_id, job.workspace_id, job.variant, job.sender, job.subject)
+        text, html = job.text, job.html
         sk = self._cache.get(key)
-        if sk is not None:
+        if sk is not None and sk.source_text == text and sk.source_html == html:
             self._cache.move_to_end(key)
             return sk
         sk = Skeleton(job, self.envs, self.signer, self.base_url, self.unsubscribe_mailto)
+        sk.source_text, sk.source_html = text, html
         self.built += 1
         self._cache[key] = sk
+        self._cache.move_to_end(key)
         if len(self._cache) > self.size:
             self._cache.popitem(last=False)
         return sk

@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 OPEN = "o"
@@ -66,6 +67,9 @@ class Token:
         return out
 
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 def _b64e(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
@@ -103,6 +107,21 @@ class Signer:
     def sign_parts(self, p: str, m: str) -> str:
         signed = f"{p}.{m}"
         return f"{signed}.{_b64e(self._mac(self._mac_keys[0], signed))}"
+
+    def prepared(self, p: str) -> Callable[[str], str]:
+        """sign_parts(p, m) for a fixed P: the MAC state after the key and P is computed
+        once and copied per message (half the cost of a fresh keyed BLAKE2b)."""
+        state = hashlib.blake2b(_DOMAIN + p.encode("ascii") + b".", key=self._mac_keys[0],
+                                digest_size=16)
+        head = p + "."
+        b2a, tr = binascii.b2a_base64, _URLSAFE
+
+        def sign(m: str) -> str:
+            h = state.copy()
+            h.update(m.encode("ascii"))
+            return f"{head}{m}.{b2a(h.digest(), newline=False)[:22].translate(tr).decode('ascii')}"
+
+        return sign
 
     def sign(self, token: Token) -> str:
         if token.kind not in KINDS:
@@ -167,9 +186,16 @@ def _unpack_id(text: str) -> str:
     raise ValueError("unknown id packing")
 
 
+_verp_states: dict[bytes, hmac.HMAC] = {}
+
+
 def _verp_mac(key: bytes, packed: str, attempt: int) -> str:
-    return hmac.digest(key, _VERP_DOMAIN + f"{packed}-{attempt}".encode("ascii"),
-                       "sha256")[:8].hex()
+    state = _verp_states.get(key)
+    if state is None:  # HMAC state after the key and the domain prefix, copied per use
+        state = _verp_states[key] = hmac.new(key, _VERP_DOMAIN, "sha256")
+    h = state.copy()
+    h.update(f"{packed}-{attempt}".encode("ascii"))
+    return h.digest()[:8].hex()
 
 
 def verp_local(signer: Signer, message_id: str, attempt: int) -> str:

@@ -176,14 +176,17 @@ class EmailWorker:
         # The same job twice in one batch (a redelivery next to the original) goes in a
         # later round, so it finds the first copy's recorded outcome, not a busy marker.
         rounds: list[list[_Item]] = []
+        seen: list[set[tuple[str, int]]] = []
         for it in items:
             key = (it.job.message_id, it.job.attempt)
-            for group in rounds:
-                if all((x.job.message_id, x.job.attempt) != key for x in group):
+            for group, keys in zip(rounds, seen, strict=True):
+                if key not in keys:
                     group.append(it)
+                    keys.add(key)
                     break
             else:
                 rounds.append([it])
+                seen.append({key})
         for group in rounds:
             try:
                 await self._process(group)

@@ -1,0 +1,80 @@
+import jinja2
+import pytest
+from jinja2.sandbox import SandboxedEnvironment
+
+from gateways.email.plaintpl import compile_plain
+
+HTML = SandboxedEnvironment(autoescape=True, undefined=jinja2.Undefined)
+PLAIN = SandboxedEnvironment(autoescape=False, undefined=jinja2.Undefined)
+
+SOURCES = [
+    "Hello {{ first_name }} {{ last_name }},",
+    "<b>{{ x }}</b> and {{ company | default(\"our <list>\") }} / {{ nope|d('n&a') }}",
+    "a {{- x -}} b\n  {{ x }}\n",  # whitespace control and the dropped trailing newline
+    "{# a comment #}line one\nline two {{ links[1] }} {{ links[7] }}\n\n",
+    "{{ unsubscribe_url }}",
+    "no variables at all",
+    "",
+]
+CONTEXTS = [
+    {"first_name": "Ann", "last_name": "O'Neil", "x": "<script>&\"", "company": "",
+     "links": ["l0", "https://e.example.com/?a=1&b=2"], "unsubscribe_url": "https://t/u/a.b.c"},
+    {"x": "plain", "links": []},
+]
+
+
+@pytest.mark.parametrize("env", [HTML, PLAIN], ids=["html", "plain"])
+@pytest.mark.parametrize("source", SOURCES)
+def test_same_output_as_jinja(env: SandboxedEnvironment, source: str) -> None:
+    fast = compile_plain(env, source)
+    assert fast is not None
+    for ctx in CONTEXTS:
+        if "links[" in source and "links" not in ctx:
+            continue
+        assert fast.render(ctx) == env.from_string(source).render(ctx)
+
+
+def test_subscript_of_missing_name_fails_like_jinja() -> None:
+    fast = compile_plain(HTML, "{{ links[0] }}")
+    assert fast is not None
+    with pytest.raises(jinja2.UndefinedError):
+        HTML.from_string("{{ links[0] }}").render({})
+    with pytest.raises(jinja2.UndefinedError):
+        fast.render({})
+
+
+@pytest.mark.parametrize("source", [
+    "{% if x %}y{% endif %}", "{% for i in x %}{{ i }}{% endfor %}", "{{ x.upper() }}",
+    "{{ x | upper }}", "{{ fields.city }}", "{{ fields }}", "{{ range }}", "{{ 'lit' }}",
+    "{{ x ~ y }}", "{{ x[y] }}", "{{ x | default(y) }}", "{{ ''.__class__ }}", "{% set a = 1 %}",
+    "{{ x[-1] }}", "{{ x | default('a', true) }}", "{{ x", "{% raw %}{{ x }}{% endraw %}{{ y.z }}",
+])
+def test_anything_else_goes_to_jinja(source: str) -> None:
+    assert compile_plain(HTML, source) is None
+
+
+def test_raw_names_are_not_escaped() -> None:
+    fast = compile_plain(HTML, '<a href="{{ l[0] }}">{{ x }}</a>', raw=frozenset({"l"}))
+    assert fast is not None
+    assert fast.render({"l": ["https://t.example.com/c/a.b.c"], "x": "<"}) == \
+        '<a href="https://t.example.com/c/a.b.c">&lt;</a>'
+
+
+def test_skeleton_fast_path_composes_the_same_bytes_as_jinja(monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+
+    from bench.bench_email import job
+    from gateways.email import skeleton, tokens
+
+    signer = tokens.Signer([b"k"])
+    j = job(1, "c-1")
+    j.fields["city"] = "Leeds & <York>"
+    fast = skeleton.Skeletons(signer, "https://t.example.com").get(j)
+    monkeypatch.setattr(skeleton, "compile_plain", lambda *a, **k: None)
+    slow = skeleton.Skeletons(signer, "https://t.example.com").get(j)
+    assert fast._html_plain is not None and slow._html_plain is None
+    slow.boundary = fast.boundary
+    outs = [sk.compose(j, j.to, "b@example.com", None, lambda i, u: None).data for sk in (fast, slow)]
+    outs = [re.sub(rb"\r\nDate: [^\r]*", b"", o) for o in outs]
+    assert b"Leeds &amp; &lt;York&gt;" in outs[0]
+    assert outs[0] == outs[1]
