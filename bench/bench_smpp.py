@@ -58,8 +58,18 @@ async def _preload(nats_url: str, subject: str, n: int, run: str) -> None:
     await nc.close()
 
 
+def _cpus(pids: dict[str, int]) -> dict[str, float]:
+    return {name: _cpu(pid) for name, pid in pids.items()}
+
+
+def _cpu_detail(cpu: dict[str, float], n: int) -> str:
+    """CPU ms per message of each process (they all share the machine's cores)."""
+    return ", ".join(f"{name} {1000 * t / n:.3f}" for name, t in cpu.items()) + " ms CPU/msg"
+
+
 def _gateway_run(base: Path, nats_url: str, redis_url: str, sim_port: int, stats_file: Path,
-                 window: int, n: int, profile: Path | None) -> tuple[float, float]:
+                 window: int, n: int, profile: Path | None,
+                 others: dict[str, int]) -> tuple[float, dict[str, float]]:
     run = f"b{uuid.uuid4().hex[:8]}"
     subject = f"jobs.sms.{run}"
     asyncio.run(_preload(nats_url, subject, n, run))
@@ -74,7 +84,8 @@ def _gateway_run(base: Path, nats_url: str, redis_url: str, sim_port: int, stats
     spy = None
     try:
         pid = gw.popen.pid
-        t0, cpu0 = time.perf_counter(), _cpu(pid)
+        pids = {"gateway": pid, **others}
+        t0, cpu0 = time.perf_counter(), _cpus(pids)
         if profile is not None and shutil.which("py-spy"):
             spy = subprocess.Popen(["py-spy", "record", "--format", "raw", "-o", str(profile),
                                     "-r", "200", "-p", str(pid)], stdout=subprocess.DEVNULL,
@@ -84,7 +95,8 @@ def _gateway_run(base: Path, nats_url: str, redis_url: str, sim_port: int, stats
             if time.perf_counter() > deadline:
                 raise RuntimeError(f"window {window}: not done in time: {_stats(stats_file)}")
             time.sleep(0.02)
-        dt, cpu = time.perf_counter() - t0, _cpu(pid) - cpu0
+        dt, cpu1 = time.perf_counter() - t0, _cpus(pids)
+        cpu = {k: cpu1[k] - cpu0[k] for k in pids}
     finally:
         if spy is not None:
             spy.send_signal(2)
@@ -170,24 +182,28 @@ def run(args: argparse.Namespace) -> list[tuple[str, str, str]]:
         })
         try:
             port = int(sim.info["smpp_port"])
+            others = {"simulator": sim.popen.pid, "nats": nats.popen.pid, "redis": redis.popen.pid}
             best = 0.0
             for w in windows:
                 count = n if w > 1 else min(n, 2000)
                 prof = base / "profile.txt" if args.smpp_profile and w == 100 else None
                 dt, cpu = _gateway_run(base, str(nats.info["url"]), str(redis.info["url"]), port,
-                                       stats_file, w, count, prof)
+                                       stats_file, w, count, prof, others)
                 rate = count / dt
                 best = max(best, rate)
                 rows.append((f"gateway window {w}", f"{rate:,.0f} msg/s",
-                             f"{count} msgs with receipts in {dt:.2f} s; gateway CPU "
-                             f"{1000 * cpu / count:.3f} ms/msg"))
+                             f"{count} msgs with receipts in {dt:.2f} s; {_cpu_detail(cpu, count)}"))
                 if prof is not None and prof.exists():
                     rows += _profile_summary(prof)
             m = min(n, args.smpp_blocking_messages)
+            pids = {"client": os.getpid(), "simulator": sim.popen.pid}
+            cpu0 = _cpus(pids)
             dt = _smpplib_run(port, m)
+            cpu1 = _cpus(pids)
             blocking = m / dt
             rows.append(("blocking smpplib client", f"{blocking:,.0f} msg/s",
-                         f"{m} msgs with receipts in {dt:.2f} s (SMPP only: no NATS, no Redis)"))
+                         f"{m} msgs with receipts in {dt:.2f} s (SMPP only: no NATS, no Redis); "
+                         + _cpu_detail({k: cpu1[k] - cpu0[k] for k in pids}, m)))
             rows.append(("ratio best gateway / blocking smpplib", f"{best / blocking:.1f} x",
                          "goal: gateway >= 5,000 msg/s"))
             truth = _stats(stats_file)

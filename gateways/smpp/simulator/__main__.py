@@ -54,4 +54,9 @@ async def main(cfg: SimulatorConfig) -> None:
 if __name__ == "__main__":
     config = parse_args()
     log.setup(NAME)
-    asyncio.run(main(config))
+    try:  # a project dependency; the plain loop is the fallback
+        import uvloop
+    except ImportError:
+        asyncio.run(main(config))
+    else:
+        uvloop.run(main(config))
