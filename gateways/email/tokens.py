@@ -92,6 +92,11 @@ class Signer:
         self.keys = keys
         # BLAKE2b keys are at most 64 bytes: MAC with a digest of the configured key.
         self._mac_keys = [hashlib.sha256(b"herald.tracking-key." + k).digest() for k in keys]
+        # keyed MAC states after the domain prefix, copied per verification
+        self._mac_states = [hashlib.blake2b(_DOMAIN, key=k, digest_size=16) for k in self._mac_keys]
+        # P part -> its fields and whether a click's URL matches its hash. Filled only
+        # after a MAC verified, so it holds signed payloads only; P is per campaign link.
+        self._parts: dict[str, tuple[dict[str, object], bool] | None] = {}
 
     def _mac(self, key: bytes, signed: str) -> bytes:
         return hashlib.blake2b(_DOMAIN + signed.encode("ascii"), key=key, digest_size=16).digest()
@@ -142,20 +147,42 @@ class Signer:
             signed.encode("ascii")
         except (binascii.Error, ValueError):
             return None
-        if not any(hmac.compare_digest(sig, self._mac(k, signed)) for k in self._mac_keys):
+        for state in self._mac_states:
+            h = state.copy()
+            h.update(signed.encode("ascii"))
+            if hmac.compare_digest(sig, h.digest()):
+                break
+        else:
             return None
         p, m = signed.split(".")
+        part = self._parts.get(p, False)
+        if part is False:
+            part = self._parse_part(p)
+            if len(self._parts) >= 10_000:
+                self._parts.clear()
+            self._parts[p] = part
+        if part is None:
+            return None
+        fields, url_ok = part
         try:
-            raw = json.loads(_b64d(p))
-            fields = {_KEYS[k]: v for k, v in raw.items() if k in _KEYS and k != "m"}
-            token = Token(message_id=_b64d(m).decode("utf-8"), **fields)
-        except (ValueError, TypeError, binascii.Error, AttributeError):
+            token = Token(message_id=_b64d(m).decode("utf-8"), **fields)  # type: ignore[arg-type]
+        except (ValueError, TypeError, binascii.Error):
             return None
         if token.kind != kind or not token.message_id:
             return None
-        if kind == CLICK and (not token.url or token.url_hash != url_hash(token.url)):
+        if kind == CLICK and not url_ok:
             return None
         return token
+
+    @staticmethod
+    def _parse_part(p: str) -> tuple[dict[str, object], bool] | None:
+        try:
+            raw = json.loads(_b64d(p))
+            fields = {_KEYS[k]: v for k, v in raw.items() if k in _KEYS and k != "m"}
+            probe = Token(message_id="-", **fields)
+        except (ValueError, TypeError, binascii.Error, AttributeError):
+            return None
+        return fields, bool(probe.url) and probe.url_hash == url_hash(probe.url)
 
 
 # --- VERP return paths ------------------------------------------------------------------
