@@ -258,7 +258,28 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
         cp = await self.store.load(request.id, None if p.master else p.workspace)
         if cp is None:
             raise not_found("campaign", request.id)
+        cp.category_names.extend(await self.category_names(cp))
         return cp
+
+    async def category_names(self, cp: pb.Campaign) -> list[str]:
+        """Best effort: the recipients service names the categories; ids stand in for names
+        when it cannot answer quickly (the page must not fail for a label)."""
+        if not cp.category_ids or self.recipients is None:
+            return list(cp.category_ids)
+        names: dict[str, str] = {}
+        token = ""
+        try:
+            for _ in range(50):
+                page = await self.recipients.ListCategories(
+                    rpb.ListCategoriesRequest(page_size=1000, page_token=token),
+                    metadata=auth.call_metadata(workspace=cp.workspace_id), timeout=2)
+                names.update({cat.id: cat.name for cat in page.categories})
+                token = page.next_page_token
+                if not token or all(i in names for i in cp.category_ids):
+                    break
+        except grpc.aio.AioRpcError as exc:
+            log.warning("category names unavailable", extra={"code": exc.code().name})
+        return [names.get(i, i) for i in cp.category_ids]
 
     async def ListCampaigns(self, request: pb.ListCampaignsRequest, context: Any) -> pb.ListCampaignsResponse:
         p = auth.current()

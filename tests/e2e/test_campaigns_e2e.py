@@ -100,6 +100,7 @@ async def test_sms_campaign_end_to_end(clients: demo.Clients) -> None:
 async def test_email_campaign_end_to_end(clients: demo.Clients, stack: Stack) -> None:
     cid = await demo.email_campaign(clients, 40)
     done = await demo.wait_terminal(clients, cid, timeout=120)
+    assert done.category_names[0].startswith("newsletter-")  # named by the recipients service
     assert done.status == cpb.CAMPAIGN_STATUS_DONE and done.progress.sent == 40
     urls = await demo.wait_mail(stack.sink_dir, 40)
     assert len(urls) == 40
