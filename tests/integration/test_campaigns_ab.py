@@ -68,6 +68,9 @@ async def test_ab_split_hold_and_promote(h: Harness) -> None:
     promoted = await h.stub.PromoteVariant(pb.PromoteVariantRequest(
         campaign_id=cp.id, variant="B", request_id="p-1"), metadata=WS)
     assert promoted.winner == "B"
+    replay = await h.stub.PromoteVariant(pb.PromoteVariantRequest(
+        campaign_id=cp.id, variant="B", request_id="p-1"), metadata=WS)
+    assert replay == promoted  # the first answer, not "already won"
     await h.ticks(1)
     rest = await jobs_of(h, cp.id)
     assert Counter((j.variant, j.text) for j in rest) == {("B:rollout", "Offer B: free delivery"): 80}

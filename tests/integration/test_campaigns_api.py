@@ -154,11 +154,27 @@ async def test_every_rpc_is_scoped_to_the_callers_workspace(h: Harness) -> None:
                                                      recipient=c.Recipient(phone="+447700900001")),
         **{rpc: pb.CampaignActionRequest(id=mine.id) for rpc in RPC_LEGAL},
         "RestoreCampaign": pb.CampaignActionRequest(id=mine.id),
+        "RetryMessages": pb.RetryMessagesRequest(campaign_id=mine.id),
+        "PromoteVariant": pb.PromoteVariantRequest(campaign_id=mine.id, variant="A"),
+        "CreateExport": pb.CreateExportRequest(campaign_id=mine.id),
+        "ListExports": pb.ListExportsRequest(campaign_id=mine.id),
+        "ListJobErrors": pb.ListJobErrorsRequest(campaign_id=mine.id),
+        "ListReplies": pb.ListRepliesRequest(campaign_id=mine.id),
+        "ListClicks": pb.ListClicksRequest(campaign_id=mine.id),
     }
+    mine_export = await h.stub.CreateExport(pb.CreateExportRequest(campaign_id=mine.id), metadata=md("ws-a"))
+    calls["GetExport"] = pb.GetExportRequest(id=mine_export.id)
     for rpc, req in calls.items():
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await getattr(h.stub, rpc)(req, metadata=theirs)
         assert err.value.code() == grpc.StatusCode.NOT_FOUND, rpc
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        async for _ in h.stub.DownloadExport(pb.GetExportRequest(id=mine_export.id), metadata=theirs):
+            pass
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    served = {m.name for m in pb.DESCRIPTOR.services_by_name["CampaignService"].methods}
+    covered = set(calls) | {"DownloadExport", "ListCampaigns", "GetCampaignKpis", "CreateCampaign"}
+    assert served <= covered, served - covered  # a new RPC must be added to this test
     listing = await h.stub.ListCampaigns(pb.ListCampaignsRequest(), metadata=theirs)
     assert listing.total_size == 0
     kpis = await h.stub.GetCampaignKpis(pb.GetCampaignKpisRequest(), metadata=theirs)
