@@ -348,20 +348,31 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
             resp.next_page_token = encode_token(offset + size)
         return resp
 
+    # --- shared prologue of mutating RPCs -------------------------------------------------
+    async def _begin(self, method: str, request_id: str, cls: type, field: str, value: str,
+                     *roles: str) -> tuple[auth.Principal, Any]:
+        """Role check, required id, and the first answer when request_id is a retry."""
+        p = auth.current()
+        p.require(*roles)
+        if not value:
+            raise invalid({field: "required"})
+        return p, await self.store.replay(p.workspace, method, request_id, cls)
+
+    async def _locked(self, conn: AsyncConnection, campaign_id: str, p: auth.Principal) -> Any:
+        row = await self.store.get_row(conn, campaign_id, p.workspace, for_update=True)
+        if row is None:
+            raise not_found("campaign", campaign_id)
+        return row
+
     # --- transitions -----------------------------------------------------------------------
     async def _act(self, request: pb.CampaignActionRequest, method: str, role: str,
                    change: Callable[[AsyncConnection, Any, auth.Principal], Awaitable[None]],
                    action: str = "") -> pb.Campaign:
-        p = auth.current()
-        p.require(role)
-        if not request.id:
-            raise invalid({"id": "required"})
-        if (prev := await self.store.replay(p.workspace, method, request.request_id, pb.Campaign)) is not None:
+        p, prev = await self._begin(method, request.request_id, pb.Campaign, "id", request.id, role)
+        if prev is not None:
             return prev
         async with self.store.engine.begin() as conn:
-            row = await self.store.get_row(conn, request.id, p.workspace, for_update=True)
-            if row is None:
-                raise not_found("campaign", request.id)
+            row = await self._locked(conn, request.id, p)
             before = row
             await change(conn, row, p)
             row = await self.store.get_row(conn, request.id, p.workspace)
@@ -478,9 +489,7 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
             return prev
         now = self.clock.now()
         async with self.store.engine.begin() as conn:
-            row = await self.store.get_row(conn, request.campaign.id, p.workspace, for_update=True)
-            if row is None:
-                raise not_found("campaign", request.campaign.id)
+            row = await self._locked(conn, request.campaign.id, p)
             if row["status"] not in lifecycle.EDITABLE:
                 raise precondition(f"campaigns/{row['id']}", "STATE",
                                    f"campaign {row['id']} is {row['status']}; only "
@@ -543,18 +552,13 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
         return await self._act(request, "RestoreCampaign", "operator", change, "restored")
 
     async def DeleteCampaign(self, request: pb.CampaignActionRequest, context: Any) -> pb.DeleteCampaignResponse:
-        p = auth.current()
-        p.require("operator")
-        if not request.id:
-            raise invalid({"id": "required"})
-        if (prev := await self.store.replay(p.workspace, "DeleteCampaign", request.request_id,
-                                            pb.DeleteCampaignResponse)) is not None:
+        p, prev = await self._begin("DeleteCampaign", request.request_id, pb.DeleteCampaignResponse,
+                                    "id", request.id, "operator")
+        if prev is not None:
             return prev
         now = self.clock.now()
         async with self.store.engine.begin() as conn:
-            row = await self.store.get_row(conn, request.id, p.workspace, for_update=True)
-            if row is None:
-                raise not_found("campaign", request.id)
+            row = await self._locked(conn, request.id, p)
             if row["status"] not in lifecycle.DELETABLE:
                 raise precondition(f"campaigns/{row['id']}", "STATE",
                                    f"campaign {row['id']} is {row['status']}; only "
@@ -642,18 +646,13 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
         return result
 
     async def RetryMessages(self, request: pb.RetryMessagesRequest, context: Any) -> pb.RetryMessagesResponse:
-        p = auth.current()
-        p.require("operator")
-        if not request.campaign_id:
-            raise invalid({"campaign_id": "required"})
-        if (prev := await self.store.replay(p.workspace, "RetryMessages", request.request_id,
-                                            pb.RetryMessagesResponse)) is not None:
+        p, prev = await self._begin("RetryMessages", request.request_id, pb.RetryMessagesResponse,
+                                    "campaign_id", request.campaign_id, "operator")
+        if prev is not None:
             return prev
         now = self.clock.now()
         async with self.store.engine.begin() as conn:
-            row = await self.store.get_row(conn, request.campaign_id, p.workspace, for_update=True)
-            if row is None:
-                raise not_found("campaign", request.campaign_id)
+            row = await self._locked(conn, request.campaign_id, p)
             if row["status"] not in (lifecycle.SENDING, lifecycle.PAUSED, lifecycle.DONE):
                 raise precondition(f"campaigns/{row['id']}", "STATE",
                                    f"campaign {row['id']} is {row['status']}; messages can be retried "
@@ -705,18 +704,15 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
         return result
 
     async def PromoteVariant(self, request: pb.PromoteVariantRequest, context: Any) -> pb.Campaign:
-        p = auth.current()
-        p.require("operator")
-        if not request.campaign_id or not request.variant:
-            raise invalid({k: "required" for k in ("campaign_id", "variant") if not getattr(request, k)})
-        if (prev := await self.store.replay(p.workspace, "PromoteVariant", request.request_id,
-                                            pb.Campaign)) is not None:
+        if not request.variant:
+            raise invalid({"variant": "required"})
+        p, prev = await self._begin("PromoteVariant", request.request_id, pb.Campaign,
+                                    "campaign_id", request.campaign_id, "operator")
+        if prev is not None:
             return prev
         now = self.clock.now()
         async with self.store.engine.begin() as conn:
-            row = await self.store.get_row(conn, request.campaign_id, p.workspace, for_update=True)
-            if row is None:
-                raise not_found("campaign", request.campaign_id)
+            row = await self._locked(conn, request.campaign_id, p)
             names = [v["name"] for v in row["variants"] or []]
             if request.variant not in names:
                 raise invalid({"variant": f"not a variant of this campaign ({', '.join(names) or 'none'})"})
