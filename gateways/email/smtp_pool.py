@@ -20,6 +20,7 @@ import logging
 import socket
 import ssl
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 log = logging.getLogger("herald.email.smtp")
@@ -101,6 +102,24 @@ class RateLimiter:
         self._next = slot + self.interval
         if slot > now:
             await asyncio.sleep(slot - now)
+
+
+class QueuedMail:
+    """One message of SmtpPool.send_many: result is the reply text or an SmtpError."""
+
+    __slots__ = ("mail_from", "rcpt", "data", "result", "started", "took")
+
+    def __init__(self, mail_from: str, rcpt: str, data: bytes) -> None:
+        self.mail_from = mail_from
+        self.rcpt = rcpt
+        self.data = data
+        self.result: str | BaseException | None = None
+        self.started = 0.0
+        self.took = 0.0
+
+    @property
+    def body(self) -> bytes:
+        return dot_stuff(self.data)
 
 
 class SmtpConnection:
@@ -254,6 +273,99 @@ class SmtpConnection:
             raise SmtpReplyError(code, text, "data")
         return text
 
+    def _envelope(self, job: QueuedMail) -> bytes:
+        size = f" SIZE={len(job.body)}" if "SIZE" in self.extensions else ""
+        return f"MAIL FROM:<{job.mail_from}>{size}\r\nRCPT TO:<{job.rcpt}>\r\nDATA\r\n".encode("ascii")
+
+    async def run_queue(self, queue: deque[QueuedMail], limiter: RateLimiter, cap: int) -> None:
+        """Send mail taken from `queue` until it is empty (or `cap` is reached), setting
+        each job's result. With PIPELINING the next envelope rides in the same write as
+        the previous body: RFC 2920 lets message content open a command group and DATA
+        close it, so a message costs one write and one wait instead of two of each.
+        A queued job whose envelope went out but got no reply before the connection
+        failed is put back: the relay never had its body."""
+        if "PIPELINING" not in self.extensions:
+            while queue and self.is_connected and not (cap and self.sent >= cap):
+                job = queue.popleft()
+                await limiter.acquire()
+                job.started = time.perf_counter()
+                try:
+                    job.result = await self.send(job.mail_from, job.rcpt, job.data)
+                except SmtpError as exc:
+                    job.result = exc
+                    if isinstance(exc, SmtpReplyError) and exc.code == 421:
+                        self.close()
+                job.took = time.perf_counter() - job.started
+            return
+        assert self.writer is not None
+        write = self.writer.write
+        read = self._read_reply
+        loop = asyncio.get_running_loop()
+        timeout = self.cfg.timeout
+        job: QueuedMail | None = None
+        primed: QueuedMail | None = None
+        try:
+            async with asyncio.timeout(None) as deadline:
+                while True:
+                    if primed is None:
+                        if not queue or (cap and self.sent >= cap):
+                            break
+                        job = queue.popleft()
+                        await limiter.acquire()
+                        job.started = time.perf_counter()
+                        write(self._envelope(job))
+                    else:
+                        job, primed = primed, None
+                    deadline.reschedule(loop.time() + timeout)
+                    r_mail = await read()
+                    r_rcpt = await read()
+                    r_data = await read()
+                    if r_mail[0] != 250 or r_rcpt[0] not in (250, 251) or r_data[0] != 354:
+                        if r_data[0] == 354:  # DATA taken despite a refused envelope
+                            write(b".\r\n")
+                            await read()
+                        await self._rset()
+                        if r_mail[0] != 250:
+                            job.result = SmtpReplyError(r_mail[0], r_mail[1], "mail")
+                        elif r_rcpt[0] not in (250, 251):
+                            job.result = SmtpReplyError(r_rcpt[0], r_rcpt[1], "rcpt")
+                        else:
+                            job.result = SmtpReplyError(r_data[0], r_data[1], "data")
+                        job.took = time.perf_counter() - job.started
+                        if 421 in (r_mail[0], r_rcpt[0], r_data[0]):
+                            self.close()
+                            break
+                        continue
+                    if queue and not (cap and self.sent + 1 >= cap):
+                        primed = queue.popleft()
+                        await limiter.acquire()
+                        primed.started = time.perf_counter()
+                        write(job.body + self._envelope(primed))
+                    else:
+                        write(job.body)
+                    code, text = await read()
+                    self.sent += 1
+                    job.took = time.perf_counter() - job.started
+                    job.result = text if code == 250 else SmtpReplyError(code, text, "data")
+                    if code == 421:
+                        self.close()
+                        break
+        except (OSError, TimeoutError, SmtpConnectionError, asyncio.CancelledError) as exc:
+            self.close()
+            err = exc if isinstance(exc, SmtpConnectionError) else SmtpConnectionError(
+                f"{type(exc).__name__}: {exc}")
+            if job is not None and job.result is None:
+                job.result = err
+                job.took = time.perf_counter() - job.started
+            if isinstance(exc, asyncio.CancelledError):
+                if primed is not None:
+                    primed.result = err
+                raise
+        finally:
+            self.last_used = time.monotonic()
+        if primed is not None and primed.result is None:
+            queue.appendleft(primed)  # its envelope got no answer; another session sends it
+
     async def _rset(self) -> None:
         code, _ = await self._command("RSET")
         if code != 250:
@@ -332,6 +444,34 @@ class SmtpPool:
             raise
         finally:
             self._idle.put_nowait(conn)
+
+    async def send_many(self, mails: list[QueuedMail]) -> None:
+        """Submit a batch: as many connections as it needs drain one queue, each
+        pipelining envelope and previous body (SmtpConnection.run_queue). Every mail's
+        result is set (reply text or SmtpError); nothing raises but cancellation."""
+        queue = deque(mails)
+
+        async def drain() -> None:
+            conn = await self._idle.get()
+            try:
+                while queue:
+                    try:
+                        await self._ready(conn)
+                    except (SmtpError, OSError) as exc:
+                        if isinstance(exc, SmtpConfigError):
+                            conn.close()
+                        if queue:  # like send(): the message that needed the session fails
+                            queue.popleft().result = exc
+                        continue
+                    await conn.run_queue(queue, self.limiter, self.cfg.max_per_connection)
+                    if conn.is_connected and self.cfg.max_per_connection and \
+                            conn.sent >= self.cfg.max_per_connection:
+                        continue  # _ready() starts a fresh session
+            finally:
+                self._idle.put_nowait(conn)
+
+        await asyncio.gather(*(drain() for _ in range(min(self.size, len(mails)))))
+        self.stats.sent += sum(1 for m in mails if isinstance(m.result, str))
 
     async def close(self) -> None:
         conns = []

@@ -32,7 +32,7 @@ from gateways.email.dkimsign import DkimSigner
 from gateways.email.events import message_event, stable_event_id
 from gateways.email.metrics import SEND_LATENCY, SENDS
 from gateways.email.skeleton import Composed, SenderError, Skeletons
-from gateways.email.smtp_pool import SmtpPool
+from gateways.email.smtp_pool import QueuedMail, SmtpPool
 from shared import bus, states
 from shared.timeutil import from_ts
 
@@ -226,7 +226,7 @@ class EmailWorker:
             else:
                 sending.append(it)
         if sending:
-            await asyncio.gather(*(self._send(it) for it in sending))
+            await self._send_all(sending)
 
         writes: list[tuple[str, int, str, dict[str, Any]]] = []
         for it in items:
@@ -290,20 +290,27 @@ class EmailWorker:
                 await it.msg.ack()
                 bus.BUS_MESSAGES.labels(DURABLE, "ack").inc()
 
-    async def _send(self, it: _Item) -> None:
-        assert it.composed is not None
-        comp = it.composed
-        start = time.perf_counter()
+    async def _send_all(self, items: list[_Item]) -> None:
+        mails = []
+        for it in items:
+            comp = it.composed
+            assert comp is not None
+            mails.append(QueuedMail(comp.mail_from, comp.rcpt, comp.data))
         try:
-            reply = await self.pool.send(comp.mail_from, comp.rcpt, comp.data)
-            it.outcome = outcomes.submitted(comp.message_id_header, reply)
-        except Exception as exc:
-            it.outcome = outcomes.from_exception(exc)
-            if it.outcome.kind == K.MESSAGE_EVENT_KIND_DEFERRED and not it.outcome.code:
-                log.warning("smtp connection trouble", extra={
-                    "message_id": it.job.message_id, "reason": it.outcome.description})
+            await self.pool.send_many(mails)
         finally:
-            SEND_LATENCY.observe(time.perf_counter() - start)
+            for it, mail in zip(items, mails, strict=True):
+                if mail.result is None:  # cancelled before its turn: never sent
+                    continue
+                SEND_LATENCY.observe(mail.took)
+                if isinstance(mail.result, str):
+                    it.outcome = outcomes.submitted(it.composed.message_id_header,  # type: ignore[union-attr]
+                                                    mail.result)
+                    continue
+                it.outcome = outcomes.from_exception(mail.result)
+                if it.outcome.kind == K.MESSAGE_EVENT_KIND_DEFERRED and not it.outcome.code:
+                    log.warning("smtp connection trouble", extra={
+                        "message_id": it.job.message_id, "reason": it.outcome.description})
 
     def retry_delay(self, delivery: int) -> float:
         return float(min(self.cfg.retry_base * 2 ** (delivery - 1), self.cfg.retry_max))
