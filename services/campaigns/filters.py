@@ -125,3 +125,14 @@ def message_filter(expr: str) -> list[Any]:
     return conds
 
 
+MAX_PAGE = 1000
+DEFAULT_PAGE = 50
+ORDERABLE = {"created": campaigns.c.created_at, "created_at": campaigns.c.created_at,
+             "start": campaigns.c.start_at, "start_at": campaigns.c.start_at,
+             "sender": campaigns.c.sender}
+
+
+def page_size(requested: int) -> int:
+    if requested < 0:
+        raise invalid({"page_size": "must not be negative"})
+    return min(requested or DEFAULT_PAGE, MAX_PAGE)
