@@ -203,6 +203,9 @@ def run(args: argparse.Namespace) -> list[tuple[str, str, str]]:
                              f"{count} msgs with receipts in {dt:.2f} s; {_cpu_detail(cpu, count)}"))
                 if prof is not None and prof.exists():
                     rows += _profile_summary(prof)
+                    keep = Path(__file__).resolve().parent / "results" / f"smpp-profile-{int(time.time())}.txt"
+                    keep.parent.mkdir(exist_ok=True)
+                    shutil.copy(prof, keep)  # raw py-spy stacks, for a closer look
             m = min(n, args.smpp_blocking_messages)
             pids = {"client": os.getpid(), "simulator": sim.popen.pid}
             blocking = 0.0

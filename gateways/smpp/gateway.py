@@ -517,20 +517,17 @@ class Gateway:
                 delay = min(delay * 2, 2.0)
 
     async def _record_many(self, outcomes: list[Outcome]) -> list[None]:
-        """Markers (one pipeline) -> events (acks awaited together) -> mappings (one pipeline)."""
-        pipe = self.store.redis.pipeline(transaction=False)
+        """Markers (one script call) -> events (acks awaited together) -> mappings (one script call)."""
+        w = self.store.writes()
         for o in outcomes:
-            self.store.pipe_mark(pipe, o.ident.message_id, o.ident.attempt, *o.marker)
-        await pipe.execute()
+            self.store.add_mark(w, o.ident.message_id, o.ident.attempt, *o.marker)
+        await self.store.apply(w)
         await events.publish_many(self.js, [o.event for o in outcomes if o.event is not None])
-        pipe = self.store.redis.pipeline(transaction=False)
-        n = 0
+        w = self.store.writes()
         for o in outcomes:
             if o.parts:
-                self.store.pipe_mappings(pipe, o.parts, o.await_until)
-                n += 1
-        if n:
-            await pipe.execute()
+                self.store.add_mappings(w, o.parts, o.await_until)
+        await self.store.apply(w)
         return [None] * len(outcomes)
 
     async def _replay(self, ident: Mapping, marker: Marker) -> None:

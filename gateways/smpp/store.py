@@ -23,13 +23,72 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import redis.asyncio as aioredis
 
 PREFIX = "herald:smpp:"
 AWAIT_KEY = PREFIX + "await"
 AWAIT_INFO = PREFIX + "await:info"
+
+# One EVALSHA per batch instead of a pipeline of one command per key: redis-py spends
+# ~10 us packing and parsing each pipelined command, which was the largest share of the
+# gateway's CPU per message. Keys are passed as KEYS; both scripts only touch those keys.
+_CLAIM_LUA = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('SET', key, ARGV[2], 'NX', 'EX', ARGV[1]) then
+    out[i] = ''
+  else
+    out[i] = redis.call('GET', key) or ''
+  end
+end
+return out
+"""
+# KEYS[i] with ARGV[2i-1], ARGV[2i]: op and value (see Writes); then the TTLs ops refer to.
+_WRITE_LUA = """
+local n = #KEYS
+local ttls = {ARGV[2 * n + 1], ARGV[2 * n + 2], ARGV[2 * n + 3]}
+for i, key in ipairs(KEYS) do
+  local op, value = ARGV[2 * i - 1], ARGV[2 * i]
+  local c = string.byte(op, 1)
+  if c == 83 then      -- 'S<ttl index>': SET key value EX ttl
+    redis.call('SET', key, value, 'EX', ttls[tonumber(string.sub(op, 2))])
+  elseif c == 78 then  -- 'N<ttl index>': SET key value EX ttl NX
+    redis.call('SET', key, value, 'EX', ttls[tonumber(string.sub(op, 2))], 'NX')
+  elseif c == 90 then  -- 'Z<score>': ZADD key score value
+    redis.call('ZADD', key, string.sub(op, 2), value)
+  elseif c == 72 then  -- 'H<field>': HSET key field value
+    redis.call('HSET', key, string.sub(op, 2), value)
+  end
+end
+return n
+"""
+
+
+class Writes:
+    """Writes collected for one _WRITE_LUA call (order kept)."""
+
+    def __init__(self, ttls: list[int]) -> None:
+        self.ttls = ttls
+        self.keys: list[str] = []
+        self.args: list[str | bytes] = []
+
+    def set(self, key: str, value: str | bytes, ttl_index: int, nx: bool = False) -> None:
+        self.keys.append(key)
+        self.args += ("N" if nx else "S") + str(ttl_index), value
+
+    def zadd(self, key: str, member: str, score: float) -> None:
+        self.keys.append(key)
+        self.args += f"Z{score!r}", member
+
+    def hset(self, key: str, field: str, value: str | bytes) -> None:
+        self.keys.append(key)
+        self.args += "H" + field, value
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -170,6 +229,8 @@ class Store:
         self.dedup_ttl = dedup_ttl
         self.mo_link_ttl = mo_link_ttl
         self.claims: Batcher[tuple[str, int], Marker | None] = Batcher(self._claim_many)
+        self._claim_script = redis.register_script(_CLAIM_LUA)
+        self._write_script = redis.register_script(_WRITE_LUA)
         self.lookups: Batcher[str, bytes | None] = Batcher(self._get_many)
 
     # --- send markers -------------------------------------------------------------------
@@ -182,26 +243,10 @@ class Store:
         return await self.claims.submit((message_id, attempt))
 
     async def _claim_many(self, jobs: list[tuple[str, int]]) -> list[Marker | None]:
-        pending = f"pending:{time.time():.3f}"
-        pipe = self.redis.pipeline(transaction=False)
-        for mid, att in jobs:
-            pipe.set(job_key(mid, att), pending, nx=True, ex=self.dedup_ttl)
-        won = await pipe.execute()
-        out: list[Marker | None] = [None] * len(jobs)
-        lost = [i for i, ok in enumerate(won) if not ok]
-        if lost:
-            values = await self.redis.mget([job_key(*jobs[i]) for i in lost])
-            for i, raw in zip(lost, values, strict=True):
-                # Expired between the two calls: nobody holds it; claim it alone.
-                out[i] = Marker.parse(raw) if raw is not None else await self._claim_one(*jobs[i])
-        return out
-
-    async def _claim_one(self, message_id: str, attempt: int) -> Marker | None:
-        key = job_key(message_id, attempt)
-        if await self.redis.set(key, f"pending:{time.time():.3f}", nx=True, ex=self.dedup_ttl):
-            return None
-        raw = await self.redis.get(key)
-        return Marker.parse(raw) if raw is not None else None
+        # SET NX and, where it fails, GET in one atomic script: no gap between the two.
+        found = await self._claim_script(keys=[job_key(mid, att) for mid, att in jobs],
+                                         args=[self.dedup_ttl, f"pending:{time.time():.3f}"])
+        return [Marker.parse(raw) if raw else None for raw in found]
 
     async def mark(self, message_id: str, attempt: int, state: str, value: str) -> None:
         await self.redis.set(job_key(message_id, attempt), f"{state}:{value}", ex=self.dedup_ttl)
@@ -210,32 +255,45 @@ class Store:
         """The SMSC definitely did not take the message: let a redelivery submit it."""
         await self.redis.delete(job_key(message_id, attempt))
 
-    def pipe_mark(self, pipe: Any, message_id: str, attempt: int, state: str, value: str) -> None:
-        pipe.set(job_key(message_id, attempt), f"{state}:{value}", ex=self.dedup_ttl)
+    def writes(self) -> Writes:
+        """A batch of writes for `apply`; ttl indexes: 1 dedup, 2 mapping, 3 reply link."""
+        return Writes([self.dedup_ttl, self.mapping_ttl, self.mo_link_ttl])
 
-    # --- id mappings and follow-up state ------------------------------------------------
-    def pipe_mappings(self, pipe: Any, parts: list[tuple[Mapping, list[str]]],
-                      await_until: float | None) -> None:
+    async def apply(self, w: Writes) -> None:
+        if w.keys:
+            await self._write_script(keys=w.keys, args=[*w.args, *w.ttls])
+
+    @staticmethod
+    def add_mark(w: Writes, message_id: str, attempt: int, state: str, value: str) -> None:
+        w.set(job_key(message_id, attempt), f"{state}:{value}", 1)
+
+    @staticmethod
+    def add_mappings(w: Writes, parts: list[tuple[Mapping, list[str]]], await_until: float | None) -> None:
         """Mappings of every part (the id as given with SET, its other readings with SET NX
         so a real id never loses its entry to another id's reinterpretation), the reply
         link, and the assumed-delivery deadline."""
+        first_value = b""
         for m, keys in parts:
             value = m.dumps()
-            pipe.set(id_key(m.route, keys[0]), value, ex=self.mapping_ttl)
+            first_value = first_value or value
+            w.set(id_key(m.route, keys[0]), value, 2)
             for alt in keys[1:]:
-                pipe.set(id_key(m.route, alt), value, ex=self.mapping_ttl, nx=True)
+                w.set(id_key(m.route, alt), value, 2, nx=True)
         first = parts[0][0]
+        # parts[0] is part 1 with smsc_id == provider_id: its JSON serves the link and the
+        # assumed-delivery record too (dumped once).
+        if first.part != 1 or first.smsc_id != first.provider_id:
+            first_value = first.for_part(1, first.provider_id).dumps()
         if first.sender and first.to:
-            pipe.set(last_key(first.sender, _digits(first.to)), first.for_part(1, first.provider_id).dumps(),
-                     ex=self.mo_link_ttl)
+            w.set(last_key(first.sender, _digits(first.to)), first_value, 3)
         if await_until is not None:
-            pipe.zadd(AWAIT_KEY, {first.job: await_until})
-            pipe.hset(AWAIT_INFO, first.job, first.dumps())
+            w.zadd(AWAIT_KEY, first.job, await_until)
+            w.hset(AWAIT_INFO, first.job, first_value)
 
     async def save_mapping(self, mapping: Mapping, keys: list[str]) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        self.pipe_mappings(pipe, [(mapping, keys)], None)
-        await pipe.execute()
+        w = self.writes()
+        self.add_mappings(w, [(mapping, keys)], None)
+        await self.apply(w)
 
     async def _get_many(self, keys: list[str]) -> list[bytes | None]:
         return list(await self.redis.mget(keys))
