@@ -22,7 +22,7 @@ from multidict import CIMultiDict
 from nats.js import JetStreamContext
 
 from gateways.email import tokens
-from gateways.email.events import message_event, stable_event_id
+from gateways.email.events import AckedPublisher, message_event, stable_event_id
 from gateways.email.metrics import TRACKING, TRACKING_DROPPED
 from shared import bus, states
 from shared.bus import BUS_PUBLISHED
@@ -78,6 +78,7 @@ class EventQueue:
 
     def __init__(self, js: JetStreamContext, max_items: int = 100_000, in_flight: int = 512) -> None:
         self.js = js
+        self.publisher = AckedPublisher(js._nc)  # the JetStream context's connection
         self.queue: asyncio.Queue[tuple[str, bytes, str, int]] = asyncio.Queue(max_items)
         self.in_flight = asyncio.Semaphore(in_flight)
         self._task: asyncio.Task[None] | None = None
@@ -99,8 +100,7 @@ class EventQueue:
             item = await self.queue.get()
             await self.in_flight.acquire()
             try:
-                fut = await self.js.publish_async(item[0], item[1],
-                                                  headers={"Nats-Msg-Id": item[2]})
+                fut = await self.publisher.publish(item[0], item[1], item[2])
             except Exception:
                 self.in_flight.release()
                 self._retry(item)

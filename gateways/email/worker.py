@@ -29,7 +29,7 @@ from nats.js.api import ConsumerConfig
 
 from gateways.email import dedup, links, mime, outcomes, render, tokens
 from gateways.email.dkimsign import DkimSigner
-from gateways.email.events import message_event, stable_event_id
+from gateways.email.events import AckedPublisher, message_event, stable_event_id
 from gateways.email.metrics import SEND_LATENCY, SENDS
 from gateways.email.skeleton import Composed, SenderError, Skeletons
 from gateways.email.smtp_pool import QueuedMail, SmtpPool
@@ -77,6 +77,7 @@ class EmailWorker:
                  skeletons: Skeletons, cfg: WorkerConfig, dkim: DkimSigner | None = None,
                  dkim_domain: str = "") -> None:
         self.js = js
+        self.publisher = AckedPublisher(js._nc)  # the JetStream context's connection
         self.markers = markers
         self.pool = pool
         self.skeletons = skeletons
@@ -261,9 +262,8 @@ class EmailWorker:
         futures: list[tuple[_Item, asyncio.Future[Any]]] = []
         for it in items:
             for ev, msg_id in it.events:
-                fut = await self.js.publish_async(states.message_subject(ev.kind),
-                                                  ev.SerializeToString(),
-                                                  headers={"Nats-Msg-Id": msg_id})
+                fut = await self.publisher.publish(states.message_subject(ev.kind),
+                                                   ev.SerializeToString(), msg_id)
                 futures.append((it, fut))
         failed: set[int] = set()
         if futures:
