@@ -256,6 +256,12 @@ class Gateway:
         # More jobs than window slots: while the windows are full, other jobs are being
         # claimed or recorded (their Redis/NATS batches), so the windows stay full.
         self.max_in_flight = self.cfg.max_in_flight or max(64, 2 * windows)
+        # Metric children of the per-message path, looked up once.
+        self._acked = bus.BUS_MESSAGES.labels(self.cfg.consumer, "ack")
+        self._submits_ok = metrics.SUBMITS.labels("ok")
+        self._jobs_submitted = metrics.JOBS.labels("submitted")
+        self._receipt_counters = {stat: metrics.RECEIPTS.labels(stat)
+                                  for stat in (*receipts.KNOWN_STATS, "OTHER")}
 
     @property
     def client(self) -> SmppClient:
@@ -341,7 +347,7 @@ class Gateway:
             log.exception("job handler failed, redelivering")
             await _quietly(msg.nak(delay=1.0))
             return
-        bus.BUS_MESSAGES.labels(durable, "ack").inc()
+        self._acked.inc()
         await _quietly(msg.ack())
 
     # --- jobs ---------------------------------------------------------------------------
@@ -398,7 +404,10 @@ class Gateway:
                     await self._record_outcome(self._unknown(ident, reason, ids))
                     return
                 status = resp.status
-                metrics.SUBMITS.labels("ok" if status == pdu.ESME_ROK else pdu.status_name(status)).inc()
+                if status == pdu.ESME_ROK:
+                    self._submits_ok.inc()
+                else:
+                    metrics.SUBMITS.labels(pdu.status_name(status)).inc()
                 if status == pdu.ESME_ROK:
                     ids.append(pdu.resp_message_id(resp.raw))
                     break
@@ -500,7 +509,7 @@ class Gateway:
         # SMSC ids (the marker would still say pending and the job would end as abandoned).
         await self._record(lambda: self.recorder.submit(outcome))
         if outcome.marker[0] == "ok":
-            metrics.JOBS.labels("submitted").inc()
+            self._jobs_submitted.inc()
 
     async def _record(self, step: Callable[[], Awaitable[Any]]) -> None:
         deadline = time.monotonic() + self.cfg.record_retry_for
@@ -606,8 +615,8 @@ class Gateway:
         now = time.time()
         for it, m in found:
             r = it.receipt
-            stat_label = r.stat if r.stat in receipts.KNOWN_STATS else "OTHER"
-            metrics.RECEIPTS.labels(stat_label).inc()
+            counters = self._receipt_counters
+            (counters.get(r.stat) or counters["OTHER"]).inc()
             replies.append(it)
             final = r.final
             if final is None:  # ENROUTE, ACCEPTD, ...: nothing to record yet

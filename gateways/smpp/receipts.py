@@ -89,9 +89,20 @@ def parse_date(value: str) -> datetime | None:
         return None
 
 
+# The canonical Appendix-B layout in one match (most SMSCs); anything else takes the
+# field-by-field path below, which gives the same result for this layout.
+_CANONICAL = re.compile(
+    r"id:(\S+) sub:(\S+) dlvrd:(\S+) submit date:(\d+) done date:(\d+) stat:([A-Za-z_]+) err:(\S+)"
+    r"(?: text:(.*))?", re.I | re.S)
+_CANONICAL_KEYS = ("id", "sub", "dlvrd", "submit_date", "done_date", "stat", "err", "text")
+
+
 def parse_text(text: str) -> dict[str, str]:
     """Appendix-B fields of a receipt's short_message; keys present only when found.
     Everything after `text:` is the message excerpt, so it is never searched for fields."""
+    c = _CANONICAL.fullmatch(text)
+    if c is not None and "text:" not in c.group(1).lower():
+        return {k: v for k, v in zip(_CANONICAL_KEYS, c.groups(), strict=True) if v is not None}
     m = _TEXT_RE.search(text)
     head, excerpt = (text[:m.start()], text[m.end():]) if m else (text, None)
     out = {k: mm.group(1) for k, rx in _FIELD_RES.items() if (mm := rx.search(head))}

@@ -386,6 +386,7 @@ class SmppClient:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._label = cfg.name or "default"
+        self._window_gauge = metrics.WINDOW_IN_USE.labels(self._label)
 
     def start(self) -> asyncio.Task[None]:
         """Start connecting (idempotent)."""
@@ -469,7 +470,7 @@ class SmppClient:
         ConnectionLost (sent, outcome unknown); any command_status is returned."""
         async with self.window:
             self.in_use += 1
-            metrics.WINDOW_IN_USE.labels(self._label).inc()
+            self._window_gauge.inc()
             try:
                 pause = self.paused_until - time.monotonic()
                 if pause > 0:
@@ -488,7 +489,7 @@ class SmppClient:
                 return resp
             finally:
                 self.in_use -= 1
-                metrics.WINDOW_IN_USE.labels(self._label).dec()
+                self._window_gauge.dec()
 
     async def submit(self, **fields: Any) -> pdu.Frame:
         return await self.submit_pdu(lambda seq: pdu.encode_submit_sm(seq, **fields))

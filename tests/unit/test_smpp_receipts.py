@@ -93,3 +93,35 @@ def test_format_text_round_trips() -> None:
                     "stat:UNDELIV err:001 text:hello there, this is")
     r = receipts.parse(text.encode(), {})
     assert r is not None and (r.message_id, r.stat, r.submit_date) == ("0000ABCD", "UNDELIV", when)
+
+
+def test_canonical_fast_path_matches_field_by_field_parsing() -> None:
+    from datetime import UTC, datetime
+
+    def by_field(text: str) -> dict[str, str]:
+        m = receipts._TEXT_RE.search(text)  # noqa: SLF001
+        head, excerpt = (text[:m.start()], text[m.end():]) if m else (text, None)
+        out = {k: mm.group(1) for k, rx in receipts._FIELD_RES.items() if (mm := rx.search(head))}  # noqa: SLF001
+        if excerpt is not None:
+            out["text"] = excerpt
+        return out
+
+    now = datetime(2024, 1, 2, 3, 4, tzinfo=UTC)
+    samples = [
+        receipts.format_text("0972660181", "DELIVRD", "000", now, now, "Your code is 12"),
+        receipts.format_text("39F99DD5", "UNDELIV", "001", now, now, ""),
+        "id:1 sub:001 dlvrd:001 submit date:2401011200 done date:2401011201 stat:DELIVRD err:000",
+        "ID:1 SUB:001 DLVRD:001 SUBMIT DATE:2401011200 DONE DATE:2401011201 STAT:DELIVRD ERR:000 TEXT:stat:x",
+        "id:1 sub:001 dlvrd:001 submit date:240101120000 done date:240101120100 stat:EXPIRED err:0 text:a\nb",
+    ]
+    for text in samples:
+        assert receipts._CANONICAL.fullmatch(text), text  # noqa: SLF001
+        assert receipts.parse_text(text) == by_field(text)
+
+
+def test_event_id_is_uuid5_of_the_key() -> None:
+    import uuid
+
+    from gateways.smpp import events
+    for key in ("m-1:submitted:1", "m-2:dlr:3", "é" * 40, ""):
+        assert events.event_id(key) == str(uuid.uuid5(events._NAMESPACE, key))  # noqa: SLF001
