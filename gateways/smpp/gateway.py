@@ -355,17 +355,15 @@ class Gateway:
         job: e.MessageJob = bus.parse(msg, e.MessageJob)
         if not job.message_id:
             raise bus.PermanentError("MessageJob without message_id")
-        ident = Mapping(job.message_id, job.campaign_id, job.workspace_id, job.attempt,
-                        smsc_id="", to=job.to, variant=job.variant)
         if job.HasField("expires_at") and job.expires_at.seconds <= time.time():
-            await self._failed_now(ident, "EXPIRED", "job expired before it could be submitted",
+            await self._failed_now(self._bare_ident(job), "EXPIRED", "job expired before it could be submitted",
                                    FC.FAILURE_CATEGORY_EXPIRED)
             metrics.JOBS.labels("expired").inc()
             return
         try:
             route, sender, parts, build = self._prepare(job)
         except JobRejected as exc:
-            await self._failed_now(ident, exc.code, str(exc), exc.category)
+            await self._failed_now(self._bare_ident(job), exc.code, str(exc), exc.category)
             metrics.JOBS.labels("failed").inc()
             return
         ident = Mapping(job.message_id, job.campaign_id, job.workspace_id, job.attempt, "",
@@ -428,6 +426,11 @@ class Gateway:
                 return
         await self._record_outcome(self._accepted(ident, route, ids))
 
+    @staticmethod
+    def _bare_ident(job: e.MessageJob) -> Mapping:
+        return Mapping(job.message_id, job.campaign_id, job.workspace_id, job.attempt,
+                       smsc_id="", to=job.to, variant=job.variant)
+
     def _prepare(self, job: e.MessageJob) -> tuple[Route, str, list[bytes], Callable[[bytes], Callable[[int], bytes]]]:
         dest, dton, dnpi = destination_address(job.to)
         sender_raw = job.sender or self.cfg.default_sender
@@ -459,7 +462,8 @@ class Gateway:
         first = Mapping(ident.message_id, ident.campaign_id, ident.workspace_id, ident.attempt,
                         ids[0], ident.to, ident.variant, 1, len(ids), route.name, ids[0], now,
                         ident.sender)
-        parts = [(first.for_part(i, smsc_id), route.id_format.store_keys(smsc_id))
+        # Part 1 is `first` itself (no dataclasses.replace on the per-message path).
+        parts = [(first if i == 1 else first.for_part(i, smsc_id), route.id_format.store_keys(smsc_id))
                  for i, smsc_id in enumerate(ids, 1) if smsc_id]
         if len(parts) < len(ids):
             log.warning("submit_sm_resp without message_id: its receipt cannot be matched",
