@@ -20,6 +20,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -193,15 +194,13 @@ class Signer:
 _VERP_DOMAIN = b"herald.verp1."
 
 
+# Exactly the strings str(uuid.UUID(x)) produces (canonical, lower case): those pack to hex.
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def _pack_id(message_id: str) -> str:
-    if len(message_id) == 36 and message_id.count("-") == 4:
-        packed = message_id.replace("-", "")
-        if packed.isalnum() and packed.islower() or packed.isdigit():
-            try:
-                if str(uuid.UUID(packed)) == message_id:
-                    return "u" + packed
-            except ValueError:
-                pass
+    if _CANONICAL_UUID.fullmatch(message_id):
+        return "u" + message_id.replace("-", "")
     return "r" + message_id.encode("utf-8").hex()
 
 
