@@ -55,6 +55,7 @@ class Composed:
     rcpt: str
     message_id_header: str
     data: bytes
+    dot_free: bool = False  # no line starts with "." (the SMTP client need not stuff)
 
 
 def fold_source(source: str, width: int = 200) -> str:
@@ -111,16 +112,19 @@ def fold_source(source: str, width: int = 200) -> str:
     return "".join(out)
 
 
-def encode_body(text: str) -> tuple[bytes, str]:
+def encode_body(text: str, longest: int = -1) -> tuple[bytes, str]:
     """(CRLF body, Content-Transfer-Encoding): 7bit when ASCII with lines <= 998 octets
-    (no per-message encoding pass), else quoted-printable."""
+    (no per-message encoding pass), else quoted-printable. `longest`: the longest line
+    when the caller knows it (PlainTemplate.render_lines), else the body is scanned."""
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     if not text.endswith("\n"):
         text += "\n"
     if text.isascii():
         raw = text.encode("ascii").replace(b"\n", b"\r\n")
-        if max(map(len, raw.split(b"\r\n"))) <= 998 and not raw.startswith(b"From "):
+        if longest < 0:
+            longest = max(map(len, raw.split(b"\r\n")))
+        if longest <= 998 and not raw.startswith(b"From "):
             return raw, "7bit"
     return _qp(text), "quoted-printable"
 
@@ -210,7 +214,9 @@ class Skeleton:
             raise TemplateError("email without subject and body")
         # Plain-lookup templates skip Jinja's per-render machinery (same output).
         self._render_subject = _fast(plain_env, job.subject, self.subject)
-        self._render_text = _fast(plain_env, job.text, self.text)
+        self._text_plain = compile_plain(plain_env, job.text) if self.text is not None else None
+        self._render_text = (self._text_plain.render if self._text_plain is not None
+                             else self.text.render if self.text is not None else None)
         self._render_html = self.html.render if self.html is not None else None
         # Tracking URLs are HTML-safe (base URL checked, tokens are base64url and dots):
         # the fast path inserts them without escaping; the rare untracked fallback URL is
@@ -255,7 +261,12 @@ class Skeleton:
         ctx = context_for(dict(job.fields), email=rcpt, unsubscribe_url=unsub, message_id=mid)
         try:
             subject = " ".join(self._render_subject(ctx).split()) if self._render_subject else ""
-            text = self._render_text(ctx) if self._render_text else ""
+            # line facts (longest line, a line starting with "."): -1/True = unknown
+            t_long, t_dot, h_long, h_dot = -1, True, -1, True
+            if self._text_plain is not None:
+                text, t_long, t_dot = self._text_plain.render_lines(ctx)
+            else:
+                text = self._render_text(ctx) if self._render_text else ""
             html = ""
             if self.html is not None:
                 # Jinja escapes them like any other value; the fast path takes them as
@@ -264,8 +275,12 @@ class Skeleton:
                 ctx[LINKS_VAR] = [c or u for c, u in zip(self.click_urls(m), plain_urls,
                                                          strict=True)]
                 ctx[PIXEL_VAR] = f"{self.base_url}/o/{self._open_sign(m)}.gif"
-                html = self._render_html(ctx)  # type: ignore[misc]
+                if self._html_plain is not None:
+                    html, h_long, h_dot = self._html_plain.render_lines(ctx)
+                else:
+                    html = self._render_html(ctx)  # type: ignore[misc]
                 if self.dynamic_links:
+                    h_long, h_dot = -1, True
                     html, _ = links.rewrite_links(
                         html, lambda i, u: fallback_click(len(self.link_urls) + i, u),
                         skip=lambda u: u.startswith(self.base_url + "/"))
@@ -284,8 +299,11 @@ class Skeleton:
             ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
         ]
         if self.text is not None and self.html is not None:
-            t_body, t_cte = encode_body(text)
-            h_body, h_cte = encode_body(html)
+            t_body, t_cte = encode_body(text, t_long)
+            h_body, h_cte = encode_body(html, h_long)
+            # 7bit parts whose lines are known not to start with "." need no dot-stuffing
+            # (headers and boundary lines never do): the SMTP client skips its scan.
+            dot_free = t_cte == h_cte == "7bit" and not t_dot and not h_dot
             b = self.boundary
             body = b"".join((
                 f"\r\n--{b}\r\nContent-Type: text/plain; charset=\"utf-8\"\r\n"
@@ -297,7 +315,9 @@ class Skeleton:
             headers.append(("Content-Type", f'multipart/alternative;\r\n boundary="{b}"'))
         else:
             kind = "html" if self.html is not None else "plain"
-            one, cte = encode_body(html if self.html is not None else text)
+            is_html = self.html is not None
+            one, cte = encode_body(html if is_html else text, h_long if is_html else t_long)
+            dot_free = cte == "7bit" and not (h_dot if is_html else t_dot)
             body = b"\r\n" + one
             headers.append(("MIME-Version", "1.0"))
             headers.append(("Content-Type", f'text/{kind}; charset="utf-8"'))
@@ -305,7 +325,7 @@ class Skeleton:
         head = "".join(f"{k}: {v}\r\n" for k, v in headers)
         if dkim is not None:
             head = dkim.signature_header(headers, body[2:]) + head
-        return Composed(mail_from, rcpt, message_id_header, head.encode("utf-8") + body)
+        return Composed(mail_from, rcpt, message_id_header, head.encode("utf-8") + body, dot_free)
 
 
 class Skeletons:

@@ -107,18 +107,21 @@ class RateLimiter:
 class QueuedMail:
     """One message of SmtpPool.send_many: result is the reply text or an SmtpError."""
 
-    __slots__ = ("mail_from", "rcpt", "data", "result", "started", "took")
+    __slots__ = ("mail_from", "rcpt", "data", "dot_free", "result", "started", "took")
 
-    def __init__(self, mail_from: str, rcpt: str, data: bytes) -> None:
+    def __init__(self, mail_from: str, rcpt: str, data: bytes, dot_free: bool = False) -> None:
         self.mail_from = mail_from
         self.rcpt = rcpt
         self.data = data
+        self.dot_free = dot_free  # the composer knows no line starts with "."
         self.result: str | BaseException | None = None
         self.started = 0.0
         self.took = 0.0
 
     @property
     def body(self) -> bytes:
+        if self.dot_free:  # skip the ~10 us scan of a 10 KB message
+            return self.data + (b".\r\n" if self.data.endswith(b"\r\n") else b"\r\n.\r\n")
         return dot_stuff(self.data)
 
 

@@ -295,7 +295,7 @@ class EmailWorker:
         for it in items:
             comp = it.composed
             assert comp is not None
-            mails.append(QueuedMail(comp.mail_from, comp.rcpt, comp.data))
+            mails.append(QueuedMail(comp.mail_from, comp.rcpt, comp.data, comp.dot_free))
         try:
             await self.pool.send_many(mails)
         finally:

@@ -78,3 +78,43 @@ def test_skeleton_fast_path_composes_the_same_bytes_as_jinja(monkeypatch: pytest
     outs = [re.sub(rb"\r\nDate: [^\r]*", b"", o) for o in outs]
     assert b"Leeds &amp; &lt;York&gt;" in outs[0]
     assert outs[0] == outs[1]
+
+
+@pytest.mark.parametrize("source", SOURCES + [
+    ".dot first {{ x }}\n.dot line\nplain {{ y }}", "{{ x }}\n{{ y }} tail", "a\n\n{{ x }}{{ y }}\n",
+    "{{ y }}" + "z" * 990 + "{{ x }}\nshort", "x\n" + "w" * 1200 + "\n{{ x }}",
+])
+@pytest.mark.parametrize("values", [
+    {"x": "Ann", "y": "Bo"}, {"x": ".dot", "y": ""}, {"x": "", "y": ".y"}, {"x": "a" * 30, "y": "b"},
+    {"x": "two\nlines", "y": "b"}, {"x": "Jörg", "y": "b"},
+])
+def test_line_facts_match_the_output(source: str, values: dict[str, str]) -> None:
+    fast = compile_plain(PLAIN, source)
+    assert fast is not None
+    ctx = {**CONTEXTS[0], **values}
+    text, longest, dot = fast.render_lines(ctx)
+    assert text == PLAIN.from_string(source).render(ctx)
+    lines = text.split("\n")
+    if longest < 0:  # unknown: only for values with line breaks or non-ASCII
+        assert any("\n" in v or not v.isascii() for v in values.values())
+        return
+    assert longest == max(len(x) for x in lines)
+    assert dot == any(x.startswith(".") for x in lines)
+
+
+def test_composed_mail_says_when_it_needs_no_dot_stuffing() -> None:
+    from bench.bench_email import job
+    from gateways.email import skeleton, tokens
+    from gateways.email.smtp_pool import QueuedMail, dot_stuff
+
+    sks = skeleton.Skeletons(tokens.Signer([b"k"]), "https://t.example.com")
+    j = job(1, "c-1")
+    c = sks.get(j).compose(j, j.to, "b@example.com", None, lambda i, u: None)
+    assert c.dot_free and b"\r\n." not in c.data
+    assert QueuedMail("a", "b", c.data, c.dot_free).body == dot_stuff(c.data)
+    j.text = "{{ first_name }}\nbye\n"
+    j.fields["first_name"] = ".starts with a dot"
+    c = sks.get(j).compose(j, j.to, "b@example.com", None, lambda i, u: None)
+    assert not c.dot_free and b"\r\n.starts" in c.data
+    assert QueuedMail("a", "b", c.data, c.dot_free).body == dot_stuff(c.data)
+    assert b"\r\n..starts" in dot_stuff(c.data)
