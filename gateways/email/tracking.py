@@ -185,11 +185,12 @@ class TrackingServer:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.max_body,
                               handler_args={"max_line_size": 8190, "max_field_size": 8190})
-        app.router.add_get("/healthz", self.healthz)
+        # resolved in this order: the hot routes first
         app.router.add_get("/o/{token}", self.open)
         app.router.add_get("/c/{token}", self.click)
         app.router.add_get("/u/{token}", self.unsubscribe_page)
         app.router.add_post("/u/{token}", self.unsubscribe)
+        app.router.add_get("/healthz", self.healthz)
         app.router.add_route("*", "/{tail:.*}", self.not_found)  # limited like the rest
         return app
 
