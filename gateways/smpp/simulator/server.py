@@ -121,6 +121,9 @@ class SimStats:
     submits_rejected: int = 0
     submits_throttled: int = 0
     submits_queue_full: int = 0
+    # Which destinations the every-Nth refusals hit (the order of submits varies, so tests
+    # need this to know a destination's expected attempt count).
+    queue_full_by_dest: Counter = field(default_factory=Counter)
     submits_syserr: int = 0
     submits_dropped: int = 0
     disconnects: int = 0          # forced with disconnect_after
@@ -437,6 +440,7 @@ class SmscSimulator:
             return pdu.ESME_RTHROTTLED
         if cfg.queue_full_every and n % cfg.queue_full_every == 0:
             st.submits_queue_full += 1
+            st.queue_full_by_dest[dest] += 1
             return pdu.ESME_RMSGQFUL
         if self._throttle and self._throttle.search(dest) and dest not in self._throttled:
             self._throttled.add(dest)
