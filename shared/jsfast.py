@@ -1,0 +1,316 @@
+"""A lean JetStream pull consumer for the gateways' hot paths.
+
+nats-py's `PullSubscription.fetch` sends a pull request per call, then waits for every
+message with its own `asyncio.wait_for` (a task and timer each), and its messages parse
+their metadata into dataclasses. Here pull requests go to the stream's
+`$JS.API.CONSUMER.MSG.NEXT.<stream>.<durable>` API with {"batch", "expires"} on ONE
+wildcard reply subscription whose callback only buffers; requests are kept ahead of the
+reader (prefetch) so the next batch is already on the socket when the last is handled.
+
+Per message the cost is one buffered object and one raw ack publish (+ACK, -NAK with an
+optional {"delay": ns}, +TERM: the same bytes nats-py's Msg.ack/nak/term send).
+
+Status replies end a request: 404 (no messages, no_wait), 408 (request expired), 409
+(server-side limit, consumer deleted, leadership change), 503 (no responders: JetStream
+not there yet). 100 is an idle heartbeat that keeps a request alive. A request whose
+server reply never comes (lost to a disconnect) is dropped after its expiry plus a grace
+period; a reconnect drops all of them at once and the pull is re-issued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import deque
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from nats.js.api import ConsumerConfig
+from nats.js.errors import NotFoundError
+
+log = logging.getLogger("herald.jsfast")
+
+_ACK = b"+ACK"
+_NAK = b"-NAK"
+_TERM = b"+TERM"
+_WPI = b"+WPI"
+_GRACE = 1.0  # seconds past a request's expiry before it counts as lost
+
+
+class Metadata:
+    """The ack subject's fields, parsed once on demand:
+    $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending> or the v2 form
+    $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>...
+    """
+
+    __slots__ = ("stream", "consumer", "num_delivered", "stream_seq", "consumer_seq",
+                 "timestamp_ns", "num_pending")
+
+    def __init__(self, reply: str) -> None:
+        t = reply.split(".")
+        if len(t) == 9:
+            t = t[2:]
+        elif len(t) >= 11:
+            t = t[4:11]
+        else:
+            raise ValueError(f"not a JetStream ack subject: {reply!r}")
+        self.stream, self.consumer = t[0], t[1]
+        self.num_delivered, self.stream_seq, self.consumer_seq = int(t[2]), int(t[3]), int(t[4])
+        self.timestamp_ns, self.num_pending = int(t[5]), int(t[6])
+
+
+class JsMsg:
+    """A delivered JetStream message with explicit, raw acks."""
+
+    __slots__ = ("_nc", "subject", "reply", "data", "headers", "_meta", "_acked")
+
+    def __init__(self, nc: NATS, subject: str, reply: str, data: bytes,
+                 headers: dict[str, str] | None) -> None:
+        self._nc = nc
+        self.subject = subject
+        self.reply = reply
+        self.data = data
+        self.headers = headers
+        self._meta: Metadata | None = None
+        self._acked = False
+
+    @property
+    def metadata(self) -> Metadata:
+        if self._meta is None:
+            self._meta = Metadata(self.reply)
+        return self._meta
+
+    @property
+    def num_delivered(self) -> int:
+        return self.metadata.num_delivered
+
+    async def _settle(self, payload: bytes) -> None:
+        if self._acked:  # a second settlement would only confuse the server's count
+            return
+        self._acked = True
+        await self._nc.publish(self.reply, payload)
+
+    async def ack(self) -> None:
+        await self._settle(_ACK)
+
+    async def nak(self, delay: float | None = None) -> None:
+        if delay:
+            await self._settle(b'-NAK {"delay": %d}' % int(delay * 1_000_000_000))
+        else:
+            await self._settle(_NAK)
+
+    async def term(self) -> None:
+        await self._settle(_TERM)
+
+    async def in_progress(self) -> None:
+        """Reset the ack_wait timer; may be sent many times before the final ack."""
+        if not self._acked:
+            await self._nc.publish(self.reply, _WPI)
+
+
+class _Request:
+    __slots__ = ("remaining", "deadline")
+
+    def __init__(self, remaining: int, deadline: float) -> None:
+        self.remaining = remaining
+        self.deadline = deadline
+
+
+class PullConsumer:
+    """Durable pull consumer: `await start()`, then `await fetch(n, timeout)` in a loop.
+
+    Up to `batch * prefetch` messages are requested ahead of the reader; they are
+    delivered (their ack_wait runs) while buffered, so keep that well below what the
+    reader handles within ack_wait.
+    """
+
+    def __init__(self, nc: NATS, stream: str, durable: str, *,
+                 config: ConsumerConfig | None = None, batch: int = 128, prefetch: int = 2,
+                 expires: float = 2.0, heartbeat: float = 0.0) -> None:
+        if heartbeat and heartbeat * 2 > expires:
+            raise ValueError("heartbeat must be at most half of expires")
+        self.nc = nc
+        self.stream = stream
+        self.durable = durable
+        self.config = config
+        self.batch = max(int(batch), 1)
+        self.prefetch = max(int(prefetch), 1)
+        self.expires = expires
+        self.heartbeat = heartbeat
+        self._api = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
+        self._buf: deque[JsMsg] = deque()
+        self._reqs: dict[str, _Request] = {}
+        self._credit = 0  # messages requested and not yet delivered or expired
+        self._next = 0
+        self._prefix = ""
+        self._sub: Any = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._reconnects = 0
+        self._ensure = False  # the consumer went away: create it again before pulling
+        self._backoff_until = 0.0
+        self.stats = {"requests": 0, "delivered": 0, "statuses": 0, "lost": 0}
+
+    # --- setup --------------------------------------------------------------------
+    async def start(self) -> None:
+        await self._ensure_consumer()
+        inbox = self.nc.new_inbox()
+        self._prefix = inbox + "."
+        self._sub = await self.nc.subscribe(inbox + ".*", cb=self._on_msg)
+        self._reconnects = self.nc.stats["reconnects"]
+        await self._pull()
+
+    async def _ensure_consumer(self) -> None:
+        js = self.nc.jetstream()
+        try:
+            await js.consumer_info(self.stream, self.durable)
+            return
+        except NotFoundError:
+            pass
+        cfg = self.config or ConsumerConfig()
+        cfg.durable_name = self.durable
+        try:
+            await js.add_consumer(self.stream, cfg)
+        except Exception:  # another process created it between our two calls
+            await js.consumer_info(self.stream, self.durable)
+
+    async def close(self) -> None:
+        """Stop receiving; buffered, unacked messages are redelivered after ack_wait."""
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+        self._reqs.clear()
+        self._credit = 0
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    # --- pulling ------------------------------------------------------------------
+    async def _pull(self) -> None:
+        """Keep batch * prefetch messages buffered or requested."""
+        if self._sub is None or self._ensure or self.nc.is_closed:
+            return
+        need = self.batch * self.prefetch - len(self._buf) - self._credit
+        if need <= 0 or (need < self.batch and self._reqs):
+            return  # top up in whole batches: fewer, larger requests
+        if time.monotonic() < self._backoff_until:
+            return
+        self._next += 1
+        token = str(self._next)
+        req: dict[str, int] = {"batch": need, "expires": int(self.expires * 1_000_000_000)}
+        if self.heartbeat:
+            req["idle_heartbeat"] = int(self.heartbeat * 1_000_000_000)
+        self._reqs[token] = _Request(need, time.monotonic() + self.expires + _GRACE)
+        self._credit += need
+        self.stats["requests"] += 1
+        try:
+            await self.nc.publish(self._api, json.dumps(req).encode(), reply=self._prefix + token)
+        except Exception as exc:  # closed or draining connection: housekeeping retries
+            log.warning("pull request failed: %s", exc, extra={"consumer": self.durable})
+            self._end(token)
+
+    def _end(self, token: str) -> None:
+        req = self._reqs.pop(token, None)
+        if req is not None:
+            self._credit -= req.remaining
+
+    async def _on_msg(self, msg: Any) -> None:
+        token = msg.subject[len(self._prefix):]
+        if msg.reply:  # a message: its reply subject is the ack subject
+            self._buf.append(JsMsg(self.nc, msg.subject, msg.reply, msg.data, msg.headers))
+            self.stats["delivered"] += 1
+            req = self._reqs.get(token)
+            if req is not None:
+                req.remaining -= 1
+                self._credit -= 1
+                if req.remaining <= 0:
+                    del self._reqs[token]
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+            return
+        # Status messages carry no payload; nats-py puts the status line in headers.
+        hdrs = msg.headers or {}
+        status = hdrs.get("Status", "")
+        self.stats["statuses"] += 1
+        if status == "100":  # idle heartbeat: the request is still alive server-side
+            req = self._reqs.get(token)
+            if req is not None:
+                req.deadline = time.monotonic() + max(self.heartbeat * 2, _GRACE)
+            return
+        self._end(token)
+        if status in ("404", "408"):
+            pass  # nothing (more) for this request
+        elif status == "409":
+            desc = hdrs.get("Description", "")
+            if "deleted" in desc.lower():
+                self._ensure = True
+            if "Leadership" not in desc:
+                log.warning("pull request refused: %s", desc, extra={"consumer": self.durable})
+            self._backoff_until = time.monotonic() + 0.25
+        elif status == "503":  # no JetStream responders (server starting, stream moving)
+            self._backoff_until = time.monotonic() + 0.5
+        else:
+            log.warning("unexpected pull status %s %s", status, hdrs.get("Description", ""),
+                        extra={"consumer": self.durable})
+        if status != "409" or not self._ensure:
+            await self._pull()
+        waiter = self._waiter  # wake the reader so it re-checks (consumer deleted, back-off)
+        if self._ensure and waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _housekeeping(self) -> None:
+        reconnects = self.nc.stats["reconnects"]
+        if reconnects != self._reconnects:
+            # Requests made on the old connection may be gone with it: ask again.
+            self._reconnects = reconnects
+            self.stats["lost"] += len(self._reqs)
+            self._reqs.clear()
+            self._credit = 0
+        elif self._reqs:
+            now = time.monotonic()
+            for token in [t for t, r in self._reqs.items() if r.deadline < now]:
+                self.stats["lost"] += 1
+                self._end(token)
+        if self._ensure and self.nc.is_connected:
+            try:
+                await self._ensure_consumer()
+                self._ensure = False
+            except Exception as exc:
+                log.warning("consumer %s not ready: %s", self.durable, exc)
+                self._backoff_until = time.monotonic() + 0.5
+        await self._pull()
+
+    async def fetch(self, max_msgs: int | None = None, timeout: float = 0.5) -> list[JsMsg]:
+        """Up to max_msgs (default: batch) buffered messages; waits at most `timeout`
+        for the first one and returns [] if none came (no exception when idle)."""
+        n = max_msgs or self.batch
+        if not self._buf:
+            await self._housekeeping()
+        if not self._buf and self._sub is not None:
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(timeout, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+        buf = self._buf
+        if len(buf) <= n:
+            out = list(buf)
+            buf.clear()
+        else:
+            out = [buf.popleft() for _ in range(n)]
+        if out:
+            await self._pull()
+        else:
+            await self._housekeeping()
+        return out
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
