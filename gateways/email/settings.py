@@ -47,6 +47,12 @@ EMAIL_BATCH = setting(
     "Jobs fetched per batch (three batches in flight); lowered automatically under "
     "HERALD_SMTP_RATE so a batch finishes well within the 30 s ack wait.", GW,
 )
+EMAIL_CONSUMER = setting(
+    "HERALD_EMAIL_CONSUMER", "jsfast",
+    "How jobs are pulled from JetStream: jsfast (shared.jsfast: batched pull requests on "
+    "one reply subscription, prefetched; less client CPU per job) or nats (nats-py's "
+    "pull_subscribe/fetch).", GW,
+)
 VERP = setting(
     "HERALD_EMAIL_VERP", "true",
     "Per-message VERP return path b-<message>-<attempt>-<signature>@<HERALD_VERP_DOMAIN>, so "
@@ -77,12 +83,14 @@ BOUNCE_ADDR = setting(
 BOUNCE_MAX_SIZE = setting(
     "HERALD_BOUNCE_MAX_SIZE", "10485760", "Largest inbound bounce/complaint message in bytes.", GW
 )
+# Generous per-IP limits: image proxies (GoogleImageProxy) and corporate NATs fetch the
+# pixels of many recipients from a few addresses; the limit only stops a single abuser.
 TRACKING_RATE = setting(
-    "HERALD_TRACKING_RATE", "50",
+    "HERALD_TRACKING_RATE", "1000",
     "Tracking requests per second per client IP before 429 (0 = no limit).", GW,
 )
 TRACKING_BURST = setting(
-    "HERALD_TRACKING_BURST", "200", "Requests one client IP may burst above HERALD_TRACKING_RATE.", GW
+    "HERALD_TRACKING_BURST", "2000", "Requests one client IP may burst above HERALD_TRACKING_RATE.", GW
 )
 TRACKING_MAX_BODY = setting(
     "HERALD_TRACKING_MAX_BODY", "16384", "Largest request body the tracking server reads (bytes).", GW

@@ -71,6 +71,7 @@ def accept_stack(tmp_path_factory: pytest.TempPathFactory, nats_url: str,
             "HERALD_SMTP_POOL_SIZE": "2", "HERALD_SMTP_MAX_ATTEMPTS": "3",
             "HERALD_SMTP_RETRY_BASE": "0.2", "HERALD_TRACKING_KEYS": "it-key-new,it-key-old",
             "HERALD_TRACKING_TRUST_FORWARDED": "true", "HERALD_TRACKING_RATE": "5",
+            "HERALD_TRACKING_BURST": "200",
             "HERALD_DKIM_KEY_FILE": str(work / "dkim.pem"), "HERALD_DKIM_SELECTOR": "it",
             "HERALD_VERP_DOMAIN": "bounces.example.com"})
         started.append(gateway)
