@@ -217,21 +217,26 @@ class PullConsumer:
             self._credit -= req.remaining
 
     async def _on_msg(self, msg: Any) -> None:
-        token = msg.subject[len(self._prefix):]
         if msg.reply:  # a message: its reply subject is the ack subject
             self._buf.append(JsMsg(self.nc, msg.subject, msg.reply, msg.data, msg.headers))
             self.stats["delivered"] += 1
-            req = self._reqs.get(token)
-            if req is not None:
+            # A message arrives under its own subject, not the request's inbox token; the
+            # server serves one client's waiting requests in order, so it counts against
+            # the oldest (a wrong guess only lasts until that request's deadline).
+            if self._reqs:
+                first = next(iter(self._reqs))
+                req = self._reqs[first]
                 req.remaining -= 1
                 self._credit -= 1
                 if req.remaining <= 0:
-                    del self._reqs[token]
+                    del self._reqs[first]
             waiter = self._waiter
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
             return
-        # Status messages carry no payload; nats-py puts the status line in headers.
+        # Status messages come on the request's inbox token, without a payload; nats-py
+        # puts the status line in the headers.
+        token = msg.subject[len(self._prefix):]
         hdrs = msg.headers or {}
         status = hdrs.get("Status", "")
         self.stats["statuses"] += 1

@@ -81,6 +81,7 @@ async def test_batches_every_message_once_and_acks(env: _Env) -> None:
         assert all(m.num_delivered == 1 for m in got)
         assert got[0].headers and got[0].headers.get("Nats-Msg-Id", "").startswith(env.stream)
         assert c.stats["requests"] < 100  # batched, not one request per message
+        assert c.stats["lost"] == 0  # requests were settled by count, not by deadline
         for m in got:
             await m.ack()
         await env.nc.flush()
