@@ -129,7 +129,7 @@ class PullConsumer:
 
     def __init__(self, nc: NATS, stream: str, durable: str, *,
                  config: ConsumerConfig | None = None, batch: int = 128, prefetch: int = 2,
-                 expires: float = 2.0, heartbeat: float = 0.0) -> None:
+                 expires: float = 2.0, heartbeat: float = 0.0, linger: float = 0.005) -> None:
         if heartbeat and heartbeat * 2 > expires:
             raise ValueError("heartbeat must be at most half of expires")
         self.nc = nc
@@ -140,6 +140,7 @@ class PullConsumer:
         self.prefetch = max(int(prefetch), 1)
         self.expires = expires
         self.heartbeat = heartbeat
+        self.linger = linger  # wait this long for the rest of a partly arrived batch
         self._api = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
         self._buf: deque[JsMsg] = deque()
         self._reqs: dict[str, _Request] = {}
@@ -148,6 +149,7 @@ class PullConsumer:
         self._prefix = ""
         self._sub: Any = None
         self._waiter: asyncio.Future[None] | None = None
+        self._want = 1  # buffered messages that wake the reader
         self._reconnects = 0
         self._ensure = False  # the consumer went away: create it again before pulling
         self._backoff_until = 0.0
@@ -231,7 +233,8 @@ class PullConsumer:
                 if req.remaining <= 0:
                     del self._reqs[first]
             waiter = self._waiter
-            if waiter is not None and not waiter.done():
+            if waiter is not None and not waiter.done() and (
+                    len(self._buf) >= self._want or not self._reqs):
                 waiter.set_result(None)
             return
         # Status messages come on the request's inbox token, without a payload; nats-py
@@ -289,30 +292,43 @@ class PullConsumer:
         await self._pull()
 
     async def fetch(self, max_msgs: int | None = None, timeout: float = 0.5) -> list[JsMsg]:
-        """Up to max_msgs (default: batch) buffered messages; waits at most `timeout`
-        for the first one and returns [] if none came (no exception when idle)."""
+        """Up to max_msgs (default: batch) messages, like nats-py's fetch: waits at most
+        `timeout`, returning early once max_msgs are buffered or no request is waiting
+        server-side (a partial batch); [] if none came (no exception when idle)."""
         n = max_msgs or self.batch
         if not self._buf:
             await self._housekeeping()
         if not self._buf and self._sub is not None:
-            loop = asyncio.get_running_loop()
-            waiter = self._waiter = loop.create_future()
-            timer = loop.call_later(timeout, _wake, waiter)
-            try:
-                await waiter
-            finally:
-                timer.cancel()
-                self._waiter = None
+            await self._wait(1, timeout)
+        if self._buf and len(self._buf) < n and self._reqs and self.linger > 0:
+            # The rest of a batch is usually a moment behind its first message; full
+            # batches amortise the reader's per-batch work (e.g. Redis round trips).
+            await self._wait(n, self.linger)
+        if not self._buf:
+            await self._housekeeping()
+            return []
+        out = self._take(n)
+        await self._pull()
+        return out
+
+    async def _wait(self, want: int, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        self._want = want
+        timer = loop.call_later(timeout, _wake, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+    def _take(self, n: int) -> list[JsMsg]:
         buf = self._buf
         if len(buf) <= n:
             out = list(buf)
             buf.clear()
         else:
             out = [buf.popleft() for _ in range(n)]
-        if out:
-            await self._pull()
-        else:
-            await self._housekeeping()
         return out
 
 

@@ -87,6 +87,7 @@ async def main() -> None:
             verp=settings.VERP.get_bool(),
             verp_domain=settings.VERP_DOMAIN.get(),
             batch=settings.EMAIL_BATCH.get_int(),
+            consumer=settings.EMAIL_CONSUMER.get(),
         ),
         dkim=dkim, dkim_domain=settings.DKIM_DOMAIN.get(),
     )

@@ -33,7 +33,7 @@ from gateways.email.events import AckedPublisher, message_event, stable_event_id
 from gateways.email.metrics import SEND_LATENCY, SENDS
 from gateways.email.skeleton import Composed, SenderError, Skeletons
 from gateways.email.smtp_pool import QueuedMail, SmtpPool
-from shared import bus, states
+from shared import bus, jsfast, states
 from shared.timeutil import from_ts
 
 log = logging.getLogger("herald.email.worker")
@@ -57,11 +57,12 @@ class WorkerConfig:
     verp_domain: str = ""  # empty: the sender's domain
     batch: int = 128
     batches_in_flight: int = 3
+    consumer: str = "jsfast"  # or "nats": nats-py's pull_subscribe/fetch
 
 
 @dataclass
 class _Item:
-    msg: Msg
+    msg: Msg | jsfast.JsMsg
     job: e.MessageJob
     delivery: int
     outcome: outcomes.Outcome | None = None
@@ -123,8 +124,14 @@ class EmailWorker:
     async def run(self, stop: asyncio.Event) -> None:
         cfg = ConsumerConfig(durable_name=DURABLE, filter_subject=bus.SUBJECT_EMAIL_JOBS,
                              ack_wait=30.0, max_ack_pending=10000)
-        sub = await self.js.pull_subscribe(bus.SUBJECT_EMAIL_JOBS, durable=DURABLE,
-                                           stream=bus.JOBS_STREAM, config=cfg)
+        sub: Any
+        if self.cfg.consumer == "nats":
+            sub = await self.js.pull_subscribe(bus.SUBJECT_EMAIL_JOBS, durable=DURABLE,
+                                               stream=bus.JOBS_STREAM, config=cfg)
+        else:  # one batch prefetched beyond the ones in flight
+            sub = jsfast.PullConsumer(self.js._nc, bus.JOBS_STREAM, DURABLE, config=cfg,
+                                      batch=self.batch_size(), prefetch=1)
+            await sub.start()
         slots = asyncio.Semaphore(max(self.cfg.batches_in_flight, 1))
         tasks: set[asyncio.Task[None]] = set()
         size = self.batch_size()
@@ -143,6 +150,9 @@ class EmailWorker:
                 log.warning("fetch failed: %s", exc)
                 await asyncio.sleep(0.5)
                 continue
+            if not msgs:  # jsfast: an idle consumer returns [] instead of raising
+                slots.release()
+                continue
             task = asyncio.create_task(self.handle_batch(msgs))
             tasks.add(task)
 
@@ -154,13 +164,13 @@ class EmailWorker:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(Exception):
-            await sub.unsubscribe()
+            await (sub.close() if isinstance(sub, jsfast.PullConsumer) else sub.unsubscribe())
 
     async def handle(self, msg: Msg) -> None:
         """One job (tests, bus.pull_loop compatibility): acks/naks it itself."""
         await self.handle_batch([msg])
 
-    async def handle_batch(self, msgs: Sequence[Msg]) -> None:
+    async def handle_batch(self, msgs: Sequence[Msg | jsfast.JsMsg]) -> None:
         items: list[_Item] = []
         for msg in msgs:
             try:
