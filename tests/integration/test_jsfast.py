@@ -189,3 +189,38 @@ async def test_survives_nats_server_restart(tmp_path: Path) -> None:
     finally:
         await nc.close()
         server.stop()
+
+
+async def test_settle_many_acks_and_naks_in_one_write(env: _Env) -> None:
+    await env.put(6)
+    c = env.consumer(ack_wait=1.0)
+    await c.start()
+    try:
+        got = sorted(await _drain(c, 6, 10), key=lambda m: int(m.data))
+        await jsfast.settle_many(got[:4])                                   # acked
+        await jsfast.settle_many(got[4:], jsfast.nak_payload(0.2))          # back soon
+        await jsfast.settle_many(got[:4], jsfast.nak_payload(None))         # already settled: ignored
+        again = sorted(await _drain(c, 2, 10), key=lambda m: int(m.data))
+        assert [(int(m.data), m.num_delivered) for m in again] == [(4, 2), (5, 2)]
+        await jsfast.settle_many(again)
+        assert await c.fetch(10, timeout=1.5) == []  # nothing left, nothing redelivered
+    finally:
+        await c.close()
+
+
+async def test_publisher_waits_for_every_ack_and_dedups_by_id(env: _Env) -> None:
+    pub = await jsfast.Publisher(env.nc, timeout=5.0).start()
+    try:
+        items = [(env.subject, f"p{i}".encode(), f"pub-{i}") for i in range(300)]
+        await pub.publish_many(items)
+        assert (await env.js.stream_info(env.stream)).state.messages == 300
+        await pub.publish_many(items[:50])  # the same ids again: stored once
+        assert (await env.js.stream_info(env.stream)).state.messages == 300
+        with pytest.raises(jsfast.PublishError, match="1 of 2 not stored"):
+            await pub.publish_many([(env.subject, b"ok", "pub-new"),
+                                    ("no.stream.here", b"lost", "pub-x")])
+        assert (await env.js.stream_info(env.stream)).state.messages == 301
+        with pytest.raises(ValueError):
+            await pub.publish_many([(env.subject, b"x", "bad\r\nPUB evil 1")])
+    finally:
+        await pub.close()
