@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -187,7 +188,8 @@ async def drained(nats_url: str, timeout: float) -> float:
 
 
 def sending_run(work: Path, nats_url: str, redis_url: str, n: int, smtp_port: int,
-                pool: int, extra: dict[str, str], label: str) -> tuple[float, Any]:
+                pool: int, extra: dict[str, str], label: str,
+                profile: Path | None = None, tree: str | None = None) -> tuple[float, Any]:
     # a fresh durable per run: delete the consumer so the previous run's state is gone
     asyncio.run(_reset_consumer(nats_url))
     asyncio.run(preload(nats_url, n, f"c-bench-{label}"))
@@ -195,18 +197,104 @@ def sending_run(work: Path, nats_url: str, redis_url: str, n: int, smtp_port: in
            "HERALD_SMTP_HOST": "127.0.0.1", "HERALD_SMTP_PORT": str(smtp_port),
            "HERALD_SMTP_POOL_SIZE": str(pool), "HERALD_TRACKING_KEYS": KEY,
            "HERALD_TRACKING_RATE": "0", "HERALD_LOG_LEVEL": "WARNING", **extra}
-    gw = procs.start_module(f"email-gateway-{label}", "gateways.email", work, env)
+    gw = start_gateway(f"email-gateway-{label}", work, env, tree)
+    spy = _spy(gw.popen.pid, profile)
     try:
-        cpu0, m0 = _cpu(gw.popen.pid), _machine()
+        cpu0, sys0, m0 = _cpu(gw.popen.pid), _cpu(gw.popen.pid, system=True), _machine()
         took = asyncio.run(drained(nats_url, 600))
         cpu, m1 = _cpu(gw.popen.pid) - cpu0, _machine()
+        kernel = _cpu(gw.popen.pid, system=True) - sys0
     finally:
+        _unspy(spy)
         gw.stop()
-    LOAD[label] = _load_text(m0, m1, took, cpu)
+    LOAD[label] = (_load_text(m0, m1, took, cpu)
+                   + f"; gateway kernel (system) time {kernel / n * 1e6:,.0f} µs/email")
     return took, cpu
 
 
 LOAD: dict[str, str] = {}
+
+
+def start_gateway(name: str, work: Path, env: dict[str, str], tree: str | None = None) -> procs.Proc:
+    """The gateway from this checkout, or from another one (--email-ab-tree: e.g. a git
+    worktree of the commit to compare with, gateway and shared both from there)."""
+    if tree is None:
+        return procs.start_module(name, "gateways.email", work, env)
+    ready = work / f"{name}.ready"
+    ready.unlink(missing_ok=True)
+    log_path = work / f"{name}.log"
+    code = (f"import sys, runpy; sys.path.insert(0, {tree!r}); "
+            "runpy.run_module('gateways.email', run_name='__main__', alter_sys=True)")
+    with open(log_path, "wb") as fh:
+        popen = subprocess.Popen([sys.executable, "-c", code], stdout=fh, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, cwd=tree, start_new_session=True,
+                                 env={**os.environ, **env, "HERALD_READY_FILE": str(ready)})
+    proc = procs.Proc(name, popen, log_path)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if ready.exists() and ready.read_text().strip():
+            proc.info = json.loads(ready.read_text().strip().splitlines()[-1])
+            return proc
+        if not proc.alive():
+            raise RuntimeError(f"{name} exited early:\n{proc.log_tail()}")
+        time.sleep(0.05)
+    proc.stop()
+    raise RuntimeError(f"{name} not ready:\n{proc.log_tail()}")
+
+
+def _spy(pid: int, profile: Path | None) -> subprocess.Popen[bytes] | None:
+    """py-spy on the gateway (it samples from outside, but pauses the process for each
+    sample: figures of a profiled run are a little lower)."""
+    spy_bin = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if profile is None or not spy_bin:
+        return None
+    return subprocess.Popen([spy_bin, "record", "--format", "raw", "-o", str(profile), "-r", "200",
+                             "-p", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _unspy(spy: subprocess.Popen[bytes] | None) -> None:
+    if spy is not None:
+        spy.send_signal(2)
+        spy.wait(30)
+
+
+def profile_summary(path: Path, top: int = 25) -> list[tuple[str, str, str]]:
+    """Total time by area and own (leaf) time by function, from py-spy's raw output."""
+    import collections
+
+    own: collections.Counter[str] = collections.Counter()
+    area: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        k = int(count)
+        total += k
+        leaf = stack.split(";")[-1]
+        own[leaf.split(" (")[0] + " (" + leaf.split("(")[-1].split(":")[0].rsplit("/", 1)[-1]] += k
+        if "select" in leaf or "epoll" in leaf or "run_once" in leaf and "uvloop" in stack:
+            area["idle (epoll wait)"] += k
+        elif "redis" in stack:
+            area["redis-py"] += k
+        elif "skeleton.py" in stack or "plaintpl.py" in stack or "links.py" in stack \
+                or "tokens.py" in stack:
+            area["compose"] += k
+        elif "smtp_pool.py" in stack:
+            area["SMTP client"] += k
+        elif "aiohttp" in stack or "tracking.py" in stack:
+            area["tracking HTTP"] += k
+        elif "jsfast" in stack or "nats" in stack:
+            area["NATS (fetch/publish/ack)"] += k
+        elif "protobuf" in stack or "_pb2" in stack or "events.py" in stack:
+            area["protobuf events"] += k
+        elif "prometheus" in stack:
+            area["metrics"] += k
+        else:
+            area["other"] += k
+    rows = [(f"  profile: {name}", f"{100 * k / total:.1f} %", "") for name, k in area.most_common()]
+    rows += [(f"  own time: {name}", f"{100 * k / total:.1f} %", "") for name, k in own.most_common(top)]
+    return rows
 
 
 def _machine() -> tuple[float, float]:
@@ -226,10 +314,12 @@ def _load_text(m0: tuple[float, float], m1: tuple[float, float], wall: float, gw
             f"rest {(busy - gw_cpu) / wall:.2f}); loadavg {os.getloadavg()[0]:.2f}")
 
 
-def _cpu(pid: int) -> float:
-    """CPU seconds (user + system) of a process so far: what the gateway itself spent,
-    independent of what else runs on the machine."""
+def _cpu(pid: int, system: bool = False) -> float:
+    """CPU seconds (user + system; system only: the kernel's share) of a process so far:
+    what the gateway itself spent, independent of what else runs on the machine."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    if system:
+        return int(fields[12]) / os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -260,8 +350,9 @@ def wrk(url: str, seconds: int, conns: int) -> tuple[float, str]:
     return rps, detail
 
 
-def tracking_runs(url: str, seconds: int, conns: int, gw_pid: int,
-                  repeat: int = 1) -> list[tuple[str, str, str]]:
+def tracking_runs(gateways: list[tuple[str, str, int]], seconds: int, conns: int,
+                  repeat: int = 1, profile: Path | None = None) -> list[tuple[str, str, str]]:
+    """gateways: (name, tracking url, pid); with several (A/B), runs alternate."""
     from gateways.email import tokens
 
     signer = tokens.Signer([KEY.encode()])
@@ -272,23 +363,36 @@ def tracking_runs(url: str, seconds: int, conns: int, gw_pid: int,
     rows = []
     if shutil.which("wrk") is None:
         return [("tracking", "skipped", "wrk not installed (apt-get install wrk)")]
-    for name, target in (("open pixel", f"{url}/o/{pixel}.gif"), ("click redirect", f"{url}/c/{click}")):
-        runs = []
-        for _ in range(max(repeat, 1)):
-            c0, m0, t0 = _cpu(gw_pid), _machine(), time.perf_counter()
-            rps, detail = wrk(target, seconds, conns)
-            wall = time.perf_counter() - t0
-            cpu = _cpu(gw_pid) - c0
-            runs.append((rps, detail, cpu / max(rps * seconds, 1),
-                         _load_text(m0, _machine(), wall, cpu)))
-        runs.sort(key=lambda r: r[0])
-        mid = runs[len(runs) // 2]
-        rows.append((f"tracking {name} (wrk, {conns} conns, separate process)",
-                     f"{mid[0]:,.0f} req/s", f"median of {len(runs)}: {mid[1]}; gateway CPU "
-                     f"{mid[2] * 1e6:,.0f} µs/request ({1 / mid[2]:,.0f} req/s per core)"))
-        for r in runs:
-            rows.append(("  load while measuring", f"{r[0]:,.0f} req/s", f"{r[1]}; {r[3]}"))
-    return rows
+    prof_rows: list[tuple[str, str, str]] = []
+    for route, path in (("open pixel", f"/o/{pixel}.gif"), ("click redirect", f"/c/{click}")):
+        runs: dict[str, list[tuple[float, str, float, str]]] = {g[0]: [] for g in gateways}
+        for k in range(max(repeat, 1)):
+            for name, url, pid in gateways:
+                spy = None
+                if profile is not None and k == 0 and name == gateways[-1][0]:
+                    spy = _spy(pid, profile.with_suffix(f".{route.split()[0]}.txt"))
+                c0, m0, t0 = _cpu(pid), _machine(), time.perf_counter()
+                rps, detail = wrk(url + path, seconds, conns)
+                wall = time.perf_counter() - t0
+                cpu = _cpu(pid) - c0
+                _unspy(spy)
+                if spy is not None:
+                    prof = profile.with_suffix(f".{route.split()[0]}.txt")  # type: ignore[union-attr]
+                    prof_rows.append((f"tracking {route} profiled (py-spy)", f"{rps:,.0f} req/s", ""))
+                    prof_rows += profile_summary(prof, 15)
+                    continue  # a profiled run is slower: not one of the figures
+                runs[name].append((rps, detail, cpu / max(rps * seconds, 1),
+                                   _load_text(m0, _machine(), wall, cpu)))
+        for name, rs in runs.items():
+            rs.sort(key=lambda r: r[0])
+            med = rs[len(rs) // 2]
+            label = f", {name}" if len(gateways) > 1 else ""
+            rows.append((f"tracking {route} (wrk, {conns} conns, separate process{label})",
+                         f"{med[0]:,.0f} req/s", f"median of {len(rs)}: {med[1]}; gateway CPU "
+                         f"{med[2] * 1e6:,.0f} µs/request ({1 / med[2]:,.0f} req/s per core)"))
+            for r in rs:
+                rows.append(("  load while measuring", f"{r[0]:,.0f} req/s", f"{r[1]}; {r[3]}"))
+    return rows + prof_rows
 
 
 # --- where the time goes ---------------------------------------------------------------
@@ -340,14 +444,15 @@ async def stages(nats_url: str, redis_url: str, smtp_port: int, key_pem: bytes) 
     rows.append(("  CPU: Redis claim + record (batches of 128)",
                  f"{(time.process_time() - t) / n * 1e6:,.0f} µs/msg", ""))
     await w.publisher.start()
+    from gateways.email import outcomes
     t = time.process_time()
-    futs = []
-    for j in jobs:  # as the worker does: build the event, publish, await the acks together
-        ev = w._event(j, __import__("gateways.email.outcomes", fromlist=["x"]).submitted("<x>"), j.message_id)
-        futs.append(await w.publisher.publish("events.message.submitted", ev.SerializeToString(),
-                                              f"stage-{j.message_id}"))
-    await asyncio.gather(*futs)
-    rows.append(("  CPU: outcome event build + publish (acks awaited together)",
+    for k in range(0, n, 128):  # as the worker does: build the events, publish a batch
+        evs = []
+        for j in jobs[k:k + 128]:
+            ev = w._event(j, outcomes.submitted("<x>"), j.message_id)
+            evs.append(("events.message.submitted", ev.SerializeToString(), f"stage-{j.message_id}"))
+        await w.publisher.publish_many(evs)
+    rows.append(("  CPU: outcome event build + publish (batches of 128, one future each)",
                  f"{(time.process_time() - t) / n * 1e6:,.0f} µs/msg", ""))
     await redis.aclose()
     await nc.close()
@@ -381,23 +486,41 @@ def run(args: argparse.Namespace) -> list[tuple[str, str, str]]:
         try:
             nats_url, redis_url = str(nats.info["url"]), str(redis.info["url"])
             # Repeated: other work on the machine moves single runs by +-30 %; the median
-            # is reported with the spread and the load of every run.
-            # --email-consumer both: the two JetStream consumers in alternating runs, so
-            # each sees the same machine conditions.
-            kinds = ["nats", "jsfast"] if args.email_consumer == "both" else [args.email_consumer]
-            all_runs: dict[str, list[tuple[float, float, str]]] = {k: [] for k in kinds}
-            for k in range(max(args.email_repeat, 1)):
-                for kind in kinds:
-                    label = f"plain-{kind}{k}"
-                    took, cpu = sending_run(work, nats_url, redis_url, n, port, pool,
-                                            {"HERALD_EMAIL_CONSUMER": kind}, label)
-                    all_runs[kind].append((n / took, cpu / n, LOAD[label]))
-            for kind, runs in all_runs.items():
+            # is reported with the spread and the load of every run. Variants (--email-consumer
+            # both, --email-ab-tree) run alternately, so each sees the same machine conditions.
+            variants: list[tuple[str, dict[str, str], str | None]] = [
+                (f"consumer {kind}", {"HERALD_EMAIL_CONSUMER": kind}, None)
+                for kind in (["nats", "jsfast"] if args.email_consumer == "both"
+                             else [args.email_consumer])]
+            if args.email_ab_tree:
+                variants = [(f"{name}, {tree_name}", env, tree)
+                            for name, env, _ in variants
+                            for tree_name, tree in ((f"tree {args.email_ab_tree}", args.email_ab_tree),
+                                                    ("this tree", None))]
+            all_runs: dict[str, list[tuple[float, float, str]]] = {v[0]: [] for v in variants}
+            profiled = False
+            for k in range(max(args.email_repeat, 1) if "send" in args.email_parts else 0):
+                for vi, (name, env, tree) in enumerate(variants):
+                    label = f"plain-{vi}-{k}"
+                    prof = None
+                    if args.email_profile and not profiled and tree is None:
+                        prof, profiled = work / "send-profile.txt", True
+                    took, cpu = sending_run(work, nats_url, redis_url, n, port, pool, env, label,
+                                            prof, tree)
+                    all_runs[name].append((n / took, cpu / n, LOAD[label]))
+                    if prof is not None and prof.exists():
+                        keep = ROOT / "bench" / "results" / f"email-send-profile-{int(time.time())}.txt"
+                        keep.parent.mkdir(exist_ok=True)
+                        shutil.copy(prof, keep)
+                        profile_rows = [("send run profiled (py-spy, that run's figure is lower)",
+                                         f"{n / took:,.0f} msg/s", str(keep.relative_to(ROOT)))]
+                        profile_rows += profile_summary(prof)
+            for name, runs in all_runs.items():
                 rates = sorted(r[0] for r in runs)
                 cpus = sorted(r[1] for r in runs)
                 rate, per = statistics.median(rates), statistics.median(cpus)
                 rows.append((f"emails/s, one gateway -> fast sink ({n:,} jobs pre-loaded, pool {pool}, "
-                             f"consumer {kind})",
+                             f"{name})",
                              f"{rate:,.0f} msg/s",
                              f"median of {len(runs)} (runs {', '.join(f'{r:,.0f}' for r in rates)}); "
                              "8 KB HTML, 12 tracked links, VERP, no DKIM"))
@@ -406,8 +529,10 @@ def run(args: argparse.Namespace) -> list[tuple[str, str, str]]:
                              f"{', '.join(f'{c * 1e6:,.0f}' for c in cpus)} µs)"))
                 for r in runs:
                     rows.append(("  load while sending", f"{r[0]:,.0f} msg/s", r[2]))
+            if profiled:
+                rows.extend(profile_rows)
             key_pem = _rsa_pem()
-            if args.email_dkim:
+            if args.email_dkim and "send" in args.email_parts:
                 key_file = work / "dkim.pem"
                 key_file.write_bytes(key_pem)
                 m = max(n // 4, 1000)
@@ -421,7 +546,7 @@ def run(args: argparse.Namespace) -> list[tuple[str, str, str]]:
                                         {"HERALD_DKIM_KEY_FILE": str(ed_file)}, "dkim-ed")
                 rows.append(("emails/s with DKIM Ed25519", f"{m / took:,.0f} msg/s",
                              f"{m:,} jobs; {m / cpu:,.0f} msg/s per core"))
-            if args.email_aiosmtpd:
+            if args.email_aiosmtpd and "send" in args.email_parts:
                 m = max(n // 4, 1000)
                 aio = procs.start_module("email-sink", "gateways.email.sink", work,
                                          {"HERALD_SINK_DIR": str(work / "mail")})
@@ -432,20 +557,30 @@ def run(args: argparse.Namespace) -> list[tuple[str, str, str]]:
                     aio.stop()
                 rows.append(("emails/s to the aiosmtpd dev sink (.eml files)", f"{m / took:,.0f} msg/s",
                              f"{m:,} jobs; the sink process is the limit here"))
-            # tracking: a gateway with nothing to send
-            asyncio.run(_reset_consumer(nats_url))
-            gw = procs.start_module("email-gateway-tracking", "gateways.email", work, {
-                "HERALD_NATS_URL": nats_url, "HERALD_REDIS_URL": redis_url,
-                "HERALD_SMTP_HOST": "127.0.0.1", "HERALD_SMTP_PORT": str(port),
-                "HERALD_TRACKING_KEYS": KEY, "HERALD_TRACKING_RATE": "0",
-                "HERALD_LOG_LEVEL": "WARNING"})
-            try:
-                rows.extend(tracking_runs(str(gw.info["tracking_url"]), args.email_track_seconds,
-                                          args.email_track_conns, gw.popen.pid,
-                                          args.email_repeat))
-            finally:
-                gw.stop()
-            rows.extend(asyncio.run(stages(nats_url, redis_url, port, key_pem)))
+            # tracking: gateways with nothing to send (with --email-ab-tree one per tree)
+            if "track" in args.email_parts:
+                asyncio.run(_reset_consumer(nats_url))
+                trees: list[tuple[str, str | None]] = [("this tree", None)]
+                if args.email_ab_tree:
+                    trees.insert(0, (f"tree {args.email_ab_tree}", args.email_ab_tree))
+                gws = []
+                try:
+                    for ti, (tname, tree) in enumerate(trees):
+                        gw = start_gateway(f"email-gateway-tracking{ti}", work, {
+                            "HERALD_NATS_URL": nats_url, "HERALD_REDIS_URL": redis_url,
+                            "HERALD_SMTP_HOST": "127.0.0.1", "HERALD_SMTP_PORT": str(port),
+                            "HERALD_TRACKING_KEYS": KEY, "HERALD_TRACKING_RATE": "0",
+                            "HERALD_LOG_LEVEL": "WARNING"}, tree)
+                        gws.append((tname, gw))
+                    rows.extend(tracking_runs(
+                        [(tname, str(gw.info["tracking_url"]), gw.popen.pid) for tname, gw in gws],
+                        args.email_track_seconds, args.email_track_conns, args.email_repeat,
+                        work / "track-profile.txt" if args.email_profile else None))
+                finally:
+                    for _, gw in gws:
+                        gw.stop()
+            if "stages" in args.email_parts:
+                rows.extend(asyncio.run(stages(nats_url, redis_url, port, key_pem)))
         finally:
             sink.kill()
             sink.wait()
@@ -469,3 +604,11 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="email: JetStream consumer of the gateway (both: alternating runs)")
     ap.add_argument("--email-track-seconds", type=int, default=8, help="email: wrk duration")
     ap.add_argument("--email-track-conns", type=int, default=64, help="email: wrk connections")
+    ap.add_argument("--email-parts", type=lambda v: set(v.split(",")), default={"send", "track", "stages"},
+                    help="email: comma-separated parts to run: send,track,stages (default all)")
+    ap.add_argument("--email-profile", action="store_true",
+                    help="email: py-spy one send run and one run per tracking route (summary "
+                         "rows; raw stacks of the send run kept in bench/results)")
+    ap.add_argument("--email-ab-tree", default="",
+                    help="email: another checkout (e.g. `git worktree add /tmp/base HEAD~1`) whose "
+                         "gateway runs alternately with this tree's, same machine conditions")
