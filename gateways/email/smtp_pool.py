@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 log = logging.getLogger("herald.email.smtp")
 
 IDLE_PROBE_AFTER = 20.0
+MAX_REPLY = 1 << 20  # bytes of an unfinished reply before the session is given up
 
 
 class SmtpError(Exception):
@@ -124,6 +125,14 @@ class QueuedMail:
             return self.data + (b".\r\n" if self.data.endswith(b"\r\n") else b"\r\n.\r\n")
         return dot_stuff(self.data)
 
+    def body_parts(self) -> tuple[bytes, bytes, int]:
+        """(data, terminator, size): the body without copying a dot-free message."""
+        if self.dot_free:
+            end = b".\r\n" if self.data.endswith(b"\r\n") else b"\r\n.\r\n"
+            return self.data, end, len(self.data) + len(end)
+        body = dot_stuff(self.data)
+        return body, b"", len(body)
+
 
 class SmtpConnection:
     """One SMTP session. Not safe for concurrent use: the pool hands it to one sender."""
@@ -133,6 +142,8 @@ class SmtpConnection:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.extensions: dict[str, str] = {}
+        self._rbuf = b""
+        self._size_ext = False
         self.sent = 0
         self.last_used = time.monotonic()
 
@@ -140,18 +151,47 @@ class SmtpConnection:
     def is_connected(self) -> bool:
         return self.writer is not None and not self.writer.is_closing()
 
-    async def _read_reply(self) -> tuple[int, str]:
-        assert self.reader is not None
+    # Replies are read in bulk (whatever the socket has) and parsed from a local buffer:
+    # with pipelining four replies arrive together, and four StreamReader.readline calls
+    # per message cost ~10 us more than one read() and a few finds (measured, fast sink).
+    def _next_reply(self) -> tuple[int, str] | None:
+        """A complete reply from the buffer, or None when more bytes are needed."""
+        buf = self._rbuf
+        i = buf.find(b"\n")
+        if i < 0:
+            return None
+        line = buf[:i]
+        if line[3:4] != b"-":  # single-line reply: the common case
+            if len(line) < 3 or not line[:3].isdigit():
+                raise SmtpConnectionError(f"malformed reply {line[:80]!r}")
+            self._rbuf = buf[i + 1:]
+            return int(line[:3]), line[4:].rstrip(b"\r").decode("utf-8", "replace")
         lines: list[str] = []
-        while True:
-            line = await self.reader.readline()
-            if not line:
-                raise SmtpConnectionError("relay closed the connection")
+        start = 0
+        while i >= 0:
+            line = buf[start:i]
             if len(line) < 4 or not line[:3].isdigit():
                 raise SmtpConnectionError(f"malformed reply {line[:80]!r}")
-            lines.append(line[4:].decode("utf-8", "replace").rstrip("\r\n"))
+            lines.append(line[4:].rstrip(b"\r").decode("utf-8", "replace"))
+            start = i + 1
             if line[3:4] != b"-":
+                self._rbuf = buf[start:]
                 return int(line[:3]), "\n".join(lines)
+            i = buf.find(b"\n", start)
+        return None
+
+    async def _read_reply(self) -> tuple[int, str]:
+        while True:
+            reply = self._next_reply()
+            if reply is not None:
+                return reply
+            if len(self._rbuf) > MAX_REPLY:
+                raise SmtpConnectionError("reply too long")
+            assert self.reader is not None
+            data = await self.reader.read(65536)
+            if not data:
+                raise SmtpConnectionError("relay closed the connection")
+            self._rbuf += data
 
     async def _command(self, line: str) -> tuple[int, str]:
         assert self.writer is not None
@@ -166,18 +206,21 @@ class SmtpConnection:
             if code != 250:
                 raise SmtpReplyError(code, text, "ehlo")
             self.extensions = {}
+            self._size_ext = False
             return
         ext: dict[str, str] = {}
         for line in text.split("\n")[1:]:
             word, _, rest = line.partition(" ")
             ext[word.upper()] = rest
         self.extensions = ext
+        self._size_ext = "SIZE" in ext
 
     async def connect(self) -> None:
         cfg = self.cfg
         try:
             async with asyncio.timeout(cfg.timeout):
                 ctx = _tls_context(cfg.verify_tls) if cfg.tls else None
+                self._rbuf = b""
                 self.reader, self.writer = await asyncio.open_connection(
                     cfg.host, cfg.port, ssl=ctx, server_hostname=cfg.host if ctx else None)
                 code, text = await self._read_reply()
@@ -193,6 +236,8 @@ class SmtpConnection:
                     if code != 220:
                         raise SmtpReplyError(code, text, "starttls")
                     assert self.writer is not None
+                    if self._rbuf:  # RFC 3207: nothing may follow the 220 before TLS
+                        raise SmtpConnectionError("data after the STARTTLS reply")
                     await self.writer.start_tls(_tls_context(cfg.verify_tls),
                                                 server_hostname=cfg.host)
                     await self._ehlo()
@@ -276,9 +321,9 @@ class SmtpConnection:
             raise SmtpReplyError(code, text, "data")
         return text
 
-    def _envelope(self, job: QueuedMail) -> bytes:
-        size = f" SIZE={len(job.body)}" if "SIZE" in self.extensions else ""
-        return f"MAIL FROM:<{job.mail_from}>{size}\r\nRCPT TO:<{job.rcpt}>\r\nDATA\r\n".encode("ascii")
+    def _envelope(self, job: QueuedMail, size: int) -> bytes:
+        size_arg = f" SIZE={size}" if self._size_ext else ""
+        return f"MAIL FROM:<{job.mail_from}>{size_arg}\r\nRCPT TO:<{job.rcpt}>\r\nDATA\r\n".encode("ascii")
 
     async def run_queue(self, queue: deque[QueuedMail], limiter: RateLimiter, cap: int) -> None:
         """Send mail taken from `queue` until it is empty (or `cap` is reached), setting
@@ -303,10 +348,15 @@ class SmtpConnection:
         assert self.writer is not None
         write = self.writer.write
         read = self._read_reply
+        parsed = self._next_reply  # replies already buffered need no await
+        limited = bool(limiter.interval)
         loop = asyncio.get_running_loop()
         timeout = self.cfg.timeout
+        rescheduled = 0.0
         job: QueuedMail | None = None
         primed: QueuedMail | None = None
+        parts: tuple[bytes, bytes, int] = (b"", b"", 0)
+        primed_parts = parts
         try:
             async with asyncio.timeout(None) as deadline:
                 while True:
@@ -314,15 +364,22 @@ class SmtpConnection:
                         if not queue or (cap and self.sent >= cap):
                             break
                         job = queue.popleft()
-                        await limiter.acquire()
+                        if limited:
+                            await limiter.acquire()
                         job.started = time.perf_counter()
-                        write(self._envelope(job))
+                        parts = job.body_parts()
+                        write(self._envelope(job, parts[2]))
                     else:
-                        job, primed = primed, None
-                    deadline.reschedule(loop.time() + timeout)
-                    r_mail = await read()
-                    r_rcpt = await read()
-                    r_data = await read()
+                        job, primed, parts = primed, None, primed_parts
+                    # The deadline moves at most once a second (a reschedule per message
+                    # cost ~3 us): a reply may take between timeout and timeout + 1 s.
+                    now = loop.time()
+                    if now - rescheduled >= 1.0:
+                        deadline.reschedule(now + timeout + 1.0)
+                        rescheduled = now
+                    r_mail = parsed() or await read()
+                    r_rcpt = parsed() or await read()
+                    r_data = parsed() or await read()
                     if r_mail[0] != 250 or r_rcpt[0] not in (250, 251) or r_data[0] != 354:
                         if r_data[0] == 354:  # DATA taken despite a refused envelope
                             write(b".\r\n")
@@ -341,12 +398,15 @@ class SmtpConnection:
                         continue
                     if queue and not (cap and self.sent + 1 >= cap):
                         primed = queue.popleft()
-                        await limiter.acquire()
+                        if limited:
+                            await limiter.acquire()
                         primed.started = time.perf_counter()
-                        write(job.body + self._envelope(primed))
+                        primed_parts = primed.body_parts()
+                        write(b"".join((parts[0], parts[1],
+                                        self._envelope(primed, primed_parts[2]))))
                     else:
-                        write(job.body)
-                    code, text = await read()
+                        write(parts[0] + parts[1])
+                    code, text = parsed() or await read()
                     self.sent += 1
                     job.took = time.perf_counter() - job.started
                     job.result = text if code == 250 else SmtpReplyError(code, text, "data")
@@ -396,6 +456,7 @@ class SmtpConnection:
             with contextlib.suppress(Exception):
                 self.writer.close()
         self.reader = self.writer = None
+        self._rbuf = b""
 
 
 @dataclass
