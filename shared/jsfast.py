@@ -178,8 +178,14 @@ class PullConsumer:
         except Exception:  # another process created it between our two calls
             await js.consumer_info(self.stream, self.durable)
 
-    async def close(self) -> None:
-        """Stop receiving; buffered, unacked messages are redelivered after ack_wait."""
+    async def close(self, nak_buffered: bool = False) -> None:
+        """Stop receiving; buffered messages are redelivered after ack_wait, or at once
+        with nak_buffered (they were delivered to us but never handed out)."""
+        if nak_buffered and self._buf:
+            left = list(self._buf)
+            self._buf.clear()
+            with contextlib.suppress(Exception):
+                await settle_many(left, _NAK)
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()

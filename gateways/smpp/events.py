@@ -5,28 +5,27 @@ again) gets the same Nats-Msg-Id and the same event_id every time: JetStream dro
 copy inside its duplicate window, and consumers that de-duplicate on event_id drop it
 after that.
 
-`publish_many` sends a batch with JetStream's asynchronous publish (one ack future per
-message, all awaited together) instead of one request/response round trip each; it
-returns only when every ack is in, so callers still act only on stored events.
+`publish_many` sends a batch through shared.jsfast.Publisher (one write, one future for
+the batch's acks) instead of one request/response round trip each; it returns only when
+every ack is in, so callers still act only on stored events.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
 import uuid
 
 from google.protobuf.message import Message as PbMessage
-from google.protobuf.timestamp_pb2 import Timestamp
 from herald.v1 import common_pb2 as c
 from herald.v1 import events_pb2 as e
-from nats.js import JetStreamContext
 
 from gateways.smpp.store import Mapping
-from shared import bus, states, timeutil
+from shared import bus, jsfast, states, timeutil
 
-K = e.MessageEventKind
+# The generated modules' top-level enum constants: EnumTypeWrapper attribute access
+# (e.MessageEventKind.X) looks the name up on every use, ~3 µs each (measured).
+K = e
 _NAMESPACE = uuid.UUID("6f1c2b1e-8a5e-4e0b-9d7c-5d1f3a8b2c40")
 PUBLISH_TIMEOUT = 10.0
 
@@ -50,11 +49,6 @@ def event_id(key: str) -> str:
     return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
-def _now() -> Timestamp:
-    ns = time.time_ns()
-    return Timestamp(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
-
-
 def build(kind: int, ident: Mapping, key: str, **fields: object) -> e.MessageEvent:
     ev = e.MessageEvent(
         event_id=event_id(key),
@@ -67,14 +61,24 @@ def build(kind: int, ident: Mapping, key: str, **fields: object) -> e.MessageEve
         to=ident.to,
         variant=ident.variant,
         attempt=ident.attempt,
-        occurred_at=_now(),
         **fields,  # type: ignore[arg-type]
     )
+    # Set in place: a Timestamp object passed as a keyword is built, then copied (~2 µs).
+    ns = time.time_ns()
+    ts = ev.occurred_at
+    ts.seconds = ns // 1_000_000_000
+    ts.nanos = ns % 1_000_000_000
     return ev
 
 
+_SUBJECTS: dict[int, str] = {}
+
+
 def message(kind: int, ident: Mapping, key: str, **fields: object) -> Outgoing:
-    return states.message_subject(kind), build(kind, ident, key, **fields), key
+    subject = _SUBJECTS.get(kind)
+    if subject is None:
+        subject = _SUBJECTS[kind] = states.message_subject(kind)
+    return subject, build(kind, ident, key, **fields), key
 
 
 def opted_out(ident: Mapping, address: str, keyword: str, key: str) -> Outgoing:
@@ -87,20 +91,8 @@ def opted_out(ident: Mapping, address: str, keyword: str, key: str) -> Outgoing:
     return "events.contact.opted_out", ev, key
 
 
-async def publish_many(js: JetStreamContext, items: list[Outgoing]) -> None:
+async def publish_many(pub: jsfast.Publisher, items: list[Outgoing]) -> None:
     if not items:
         return
-    futs = [await js.publish_async(subject, pb.SerializeToString(), headers={"Nats-Msg-Id": key})
-            for subject, pb, key in items]
-    try:
-        async with asyncio.timeout(PUBLISH_TIMEOUT):
-            await asyncio.gather(*futs)
-    finally:
-        for f in futs:
-            if not f.done():
-                f.cancel()
+    await pub.publish_many([(subject, pb.SerializeToString(), key) for subject, pb, key in items])
     bus.BUS_PUBLISHED.labels("events").inc(len(items))
-
-
-async def publish(js: JetStreamContext, kind: int, ident: Mapping, key: str, **fields: object) -> None:
-    await publish_many(js, [message(kind, ident, key, **fields)])

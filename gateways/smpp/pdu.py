@@ -239,26 +239,38 @@ def _cstr(value: str | bytes) -> bytes:
     return raw + b"\0"
 
 
-def encode_submit_sm(sequence: int, *, source_addr: str, destination_addr: str,
-                     short_message: bytes, source_addr_ton: int = 0, source_addr_npi: int = 0,
-                     dest_addr_ton: int = 0, dest_addr_npi: int = 0, esm_class: int = 0,
-                     protocol_id: int = 0, priority_flag: int = 0, registered_delivery: int = 0,
-                     data_coding: int = 0, service_type: str = "",
-                     command_id: int = SUBMIT_SM, tlvs: bytes = b"") -> bytes:
-    """submit_sm (or, with command_id=DELIVER_SM, a deliver_sm: same body layout).
-    schedule_delivery_time/validity_period empty, replace_if_present 0, sm_default_msg_id 0."""
-    if len(short_message) > 254:
-        raise ValueError("short_message longer than 254 octets (use message_payload)")
-    body = b"".join((
+def submit_sm_head(*, source_addr: str, destination_addr: str, source_addr_ton: int = 0,
+                   source_addr_npi: int = 0, dest_addr_ton: int = 0, dest_addr_npi: int = 0,
+                   esm_class: int = 0, protocol_id: int = 0, priority_flag: int = 0,
+                   registered_delivery: int = 0, data_coding: int = 0,
+                   service_type: str = "") -> bytes:
+    """The body of a submit_sm up to sm_default_msg_id: the same for every part of a
+    message, so it is built once per message. schedule_delivery_time/validity_period
+    empty, replace_if_present 0, sm_default_msg_id 0."""
+    return b"".join((
         _cstr(service_type),
         bytes((source_addr_ton, source_addr_npi)), _cstr(source_addr),
         bytes((dest_addr_ton, dest_addr_npi)), _cstr(destination_addr),
         bytes((esm_class, protocol_id, priority_flag)),
         b"\0\0",  # schedule_delivery_time, validity_period
-        bytes((registered_delivery, 0, data_coding, 0, len(short_message))),
-        short_message, tlvs,
+        bytes((registered_delivery, 0, data_coding, 0)),
     ))
-    return HEADER.pack(16 + len(body), command_id, ESME_ROK, sequence) + body
+
+
+def submit_sm_with_head(sequence: int, head: bytes, short_message: bytes, tlvs: bytes = b"",
+                        command_id: int = SUBMIT_SM) -> bytes:
+    if len(short_message) > 254:
+        raise ValueError("short_message longer than 254 octets (use message_payload)")
+    length = 17 + len(head) + len(short_message) + len(tlvs)
+    return b"".join((HEADER.pack(length, command_id, ESME_ROK, sequence), head,
+                     _B.pack(len(short_message)), short_message, tlvs))
+
+
+def encode_submit_sm(sequence: int, *, short_message: bytes, command_id: int = SUBMIT_SM,
+                     tlvs: bytes = b"", **fields: Any) -> bytes:
+    """submit_sm (or, with command_id=DELIVER_SM, a deliver_sm: same body layout); fields
+    as for submit_sm_head."""
+    return submit_sm_with_head(sequence, submit_sm_head(**fields), short_message, tlvs, command_id)
 
 
 def encode_tlv(tag: int, value: bytes) -> bytes:

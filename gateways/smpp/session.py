@@ -1,11 +1,15 @@
 """ESME side of SMPP over asyncio.
 
 `Session`: one bound TCP connection. An asyncio.Protocol frames PDUs straight out of the
-receive buffer (no per-PDU awaits), responses resolve the future of their sequence number,
-and a sweeper fails requests whose response is late (ResponseTimeout).
+receive buffer (no per-PDU awaits), a response is handed to the callback registered for its
+sequence number (a future for the awaitable API), and a sweeper fails requests whose
+response is late (ResponseTimeout). Writes made in one loop iteration go out in one
+syscall.
 `SmppClient`: one bind of a route -- a transceiver session, or a transmitter+receiver pair
--- kept up with reconnects (exponential backoff with jitter), a window of outstanding
-submit_sm, a token bucket (msg/s) and a pause after the SMSC throttles us.
+-- kept up with reconnects (exponential backoff with jitter). Submits wait in a FIFO and
+are written while the window has room, the token bucket (msg/s) allows and no throttling
+pause runs; each result (response frame or error) goes to the item's `on_result`, so the
+gateway drives thousands of messages without a task or future per message.
 
 Inbound deliver_sm go to a `DeliverSink(frame, reply)`: the sink calls `reply(status)`
 exactly once when it is done (the deliver_sm_resp is written then), so receipts can be
@@ -21,9 +25,11 @@ import inspect
 import logging
 import random
 import time
+import weakref
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from gateways.smpp import metrics, pdu, settings
 
@@ -176,7 +182,9 @@ class Session:
         self.close_reason = ""
         self.bound = False
         self._seq = 0
-        self._pending: dict[int, tuple[asyncio.Future[pdu.Frame], float]] = {}
+        # seq -> (callback, its argument, deadline): callback(arg, Frame | SmppError)
+        self._pending: dict[int, tuple[Callable[[Any, Any], None], Any, float]] = {}
+        self._out: list[bytes] = []
         self._can_write = asyncio.Event()
         self._can_write.set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -215,20 +223,32 @@ class Session:
     def _write(self, data: bytes) -> None:
         if self.closed.is_set() or self.transport is None:
             raise NotBound(f"session closed: {self.close_reason}")
-        self.transport.write(data)
+        out = self._out
+        out.append(data)
+        if len(out) == 1:  # first write of this loop iteration: flush at its end
+            asyncio.get_running_loop().call_soon(self._flush)
 
-    def send(self, build: Callable[[int], bytes],
-             timeout: float | None = None) -> asyncio.Future[pdu.Frame]:
-        """Write a request now; the future gets its response, or ResponseTimeout /
+    def _flush(self) -> None:
+        out, self._out = self._out, []
+        if out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(out) if len(out) > 1 else out[0])
+
+    def send_cb(self, build: Callable[[int], bytes], cb: Callable[[Any, Any], None], arg: Any,
+                timeout: float | None = None) -> None:
+        """Write a request; `cb(arg, result)` gets its response frame, or ResponseTimeout /
         ConnectionLost (sent, outcome unknown). NotBound is raised when nothing was sent."""
         if self.closed.is_set():
             raise NotBound(f"session closed: {self.close_reason}")
         self._seq = seq = pdu.next_sequence(self._seq)
         data = build(seq)
-        fut: asyncio.Future[pdu.Frame] = asyncio.get_running_loop().create_future()
-        deadline = time.monotonic() + (timeout or self.cfg.response_timeout)
-        self._pending[seq] = (fut, deadline)
+        self._pending[seq] = (cb, arg, time.monotonic() + (timeout or self.cfg.response_timeout))
         self._write(data)
+
+    def send(self, build: Callable[[int], bytes],
+             timeout: float | None = None) -> asyncio.Future[pdu.Frame]:
+        """send_cb with a future for the result."""
+        fut: asyncio.Future[pdu.Frame] = asyncio.get_running_loop().create_future()
+        self.send_cb(build, _resolve, fut, timeout)
         return fut
 
     async def request_pdu(self, build: Callable[[int], bytes], timeout: float | None = None) -> pdu.Frame:
@@ -253,8 +273,8 @@ class Session:
         frame = pdu.Frame(command_id, status, seq, raw)
         if command_id & pdu.RESPONSE_BIT:
             entry = self._pending.pop(seq, None)
-            if entry is not None and not entry[0].done():
-                entry[0].set_result(frame)
+            if entry is not None:
+                entry[0](entry[1], frame)
             elif command_id != pdu.GENERIC_NACK or seq:
                 log.info("response without a request (late?)",
                          extra={"command": frame.name, "sequence": seq})
@@ -295,11 +315,10 @@ class Session:
         while not self.closed.is_set():
             await asyncio.sleep(step)
             now = time.monotonic()
-            late = [seq for seq, (_f, deadline) in self._pending.items() if deadline <= now]
+            late = [seq for seq, entry in self._pending.items() if entry[2] <= now]
             for seq in late:
-                fut, _ = self._pending.pop(seq)
-                if not fut.done():
-                    fut.set_exception(ResponseTimeout(f"no response to #{seq} in time"))
+                cb, arg, _ = self._pending.pop(seq)
+                cb(arg, ResponseTimeout(f"no response to #{seq} in time"))
 
     async def _keepalive(self) -> None:
         while not self.closed.is_set():
@@ -320,12 +339,13 @@ class Session:
         self.bound = False
         self.closed.set()
         self._can_write.set()
-        for seq, (fut, _) in list(self._pending.items()):
-            if not fut.done():
-                fut.set_exception(ConnectionLost(f"#{seq}: {reason}"))
-        self._pending.clear()
+        pending, self._pending = self._pending, {}
         if self.transport is not None:
+            # What was written this iteration goes out first (e.g. an unbind_resp).
+            self._flush()
             self.transport.close()
+        for seq, (cb, arg, _) in pending.items():
+            cb(arg, ConnectionLost(f"#{seq}: {reason}"))
         current = asyncio.current_task()
         for task in (self._keepalive_task, self._timer_task):
             if task is not None and task is not current:
@@ -344,6 +364,15 @@ class Session:
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+
+def _resolve(fut: asyncio.Future[pdu.Frame], result: Any) -> None:
+    if fut.done():
+        return
+    if isinstance(result, BaseException):
+        fut.set_exception(result)
+    else:
+        fut.set_result(result)
 
 
 def sink_from_handler(handler: DeliverHandler | DeliverSink) -> DeliverSink:
@@ -368,30 +397,74 @@ def sink_from_handler(handler: DeliverHandler | DeliverSink) -> DeliverSink:
     return sink
 
 
+class SubmitItem(Protocol):
+    """What SmppClient.enqueue takes: builds its PDU for a sequence number and gets its
+    result (the response frame, or NotBound / ResponseTimeout / ConnectionLost)."""
+
+    queued_at: float
+    sent_at: float
+
+    def build_pdu(self, sequence: int) -> bytes: ...
+
+    def on_result(self, result: Any) -> None: ...
+
+
+class _FutureItem:
+    __slots__ = ("build_pdu", "fut", "queued_at", "sent_at")
+
+    def __init__(self, build: Callable[[int], bytes], fut: asyncio.Future[pdu.Frame]) -> None:
+        self.build_pdu = build
+        self.fut = fut
+        self.queued_at = self.sent_at = 0.0
+
+    def on_result(self, result: Any) -> None:
+        _resolve(self.fut, result)
+
+
+_CLIENTS: dict[str, weakref.WeakSet[SmppClient]] = {}
+
+
+def _window_gauge(label: str, client: SmppClient) -> None:
+    """herald_smpp_window_in_use{route} sums the binds' counters when scraped (no gauge
+    update per PDU)."""
+    clients = _CLIENTS.get(label)
+    if clients is None:
+        clients = _CLIENTS[label] = weakref.WeakSet()
+        metrics.WINDOW_IN_USE.labels(label).set_function(lambda: sum(c.in_use for c in clients))
+    clients.add(client)
+
+
 class SmppClient:
-    """One bind: keeps its session(s) bound and submits within the window, the token
-    bucket and any throttling pause."""
+    """One bind: keeps its session(s) bound and writes queued submits while the window has
+    room, the token bucket allows and no throttling pause runs. Items queued while no
+    session is bound wait for the next bind, at most response_timeout (then NotBound:
+    nothing was sent)."""
 
     def __init__(self, cfg: ClientConfig, on_deliver: DeliverHandler | DeliverSink) -> None:
         self.cfg = cfg
         self.on_deliver = sink_from_handler(on_deliver)
-        self.window = asyncio.Semaphore(cfg.window)
-        self.in_use = 0
+        self.window_size = cfg.window
+        self.in_use = 0  # submits written and awaiting their response (or their bucket slot)
         self.bucket = TokenBucket(cfg.throughput)
         self.session: Session | None = None     # submits go here (trx or tx)
         self.receiver: Session | None = None    # rx of a pair
         self.bound = asyncio.Event()
         self.binds = 0  # successful binds so far (tests and logs)
         self.paused_until = 0.0
+        self._queue: deque[SubmitItem] = deque()
+        self._timer: asyncio.TimerHandle | None = None  # a pause or a bucket slot to wait for
+        self._held: SubmitItem | None = None  # popped, its bucket slot reserved
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._expiry: asyncio.Task[None] | None = None
         self._label = cfg.name or "default"
-        self._window_gauge = metrics.WINDOW_IN_USE.labels(self._label)
+        _window_gauge(self._label, self)
 
     def start(self) -> asyncio.Task[None]:
         """Start connecting (idempotent)."""
         if self._task is None:
             self._task = asyncio.create_task(self._run())
+            self._expiry = asyncio.create_task(self._expire_unbound())
         return self._task
 
     async def _open(self) -> list[Session]:
@@ -423,6 +496,7 @@ class SmppClient:
                 self.receiver = sessions[1] if len(sessions) > 1 else None
                 self.binds += 1
                 self.bound.set()
+                self._pump()  # submits queued while unbound
                 metrics.BINDS_UP.labels(self._label).inc()
                 delay = self.cfg.reconnect_min
                 waits = [asyncio.create_task(self._stop.wait()),
@@ -457,7 +531,12 @@ class SmppClient:
 
     @property
     def free(self) -> int:
-        return self.cfg.window - self.in_use
+        """Window slots not taken by written or queued submits (negative when queued)."""
+        return self.window_size - self.in_use - len(self._queue)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue) + (self._held is not None)
 
     def throttled(self, delay: float) -> None:
         """The SMSC said ESME_RTHROTTLED / ESME_RMSGQFUL: pause this bind and slow it down."""
@@ -465,31 +544,111 @@ class SmppClient:
         self.bucket.slow_down()
         metrics.THROTTLING.labels(self._label).inc()
 
+    # --- the submit queue -----------------------------------------------------------
+    def enqueue(self, item: SubmitItem) -> None:
+        """Submit `item` as soon as the window, bucket and pause allow; its on_result is
+        called exactly once."""
+        item.queued_at = time.monotonic()
+        self._queue.append(item)
+        if self._timer is None:
+            self._pump()
+
+    def _pump(self) -> None:
+        q = self._queue
+        session = self.session
+        if not q or session is None or not session.bound or session.closed.is_set():
+            return
+        if self.paused_until:
+            wait = self.paused_until - time.monotonic()
+            if wait > 0:
+                self._schedule(wait)
+                return
+            self.paused_until = 0.0
+        cap = self.window_size
+        bucket = self.bucket if self.bucket.rate > 0 else None
+        while q and self.in_use < cap:
+            item = q.popleft()
+            if bucket is not None:
+                wait = bucket.reserve()
+                if wait > 0:  # the slot is reserved for this item: send it then
+                    self._held = item
+                    self.in_use += 1
+                    self._schedule(wait)
+                    return
+            if not self._send(session, item):
+                return
+
+    def _send(self, session: Session, item: SubmitItem) -> bool:
+        self.in_use += 1
+        item.sent_at = time.perf_counter()
+        try:
+            session.send_cb(item.build_pdu, self._done, item)
+        except NotBound:  # the session just closed: wait for the next one
+            self.in_use -= 1
+            self._queue.appendleft(item)
+            return False
+        return True
+
+    def _schedule(self, wait: float) -> None:
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(wait, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        item, self._held = self._held, None
+        if item is not None:
+            self.in_use -= 1
+            session = self.session
+            if session is None or not session.bound or not self._send(session, item):
+                self._queue.appendleft(item)
+        self._pump()
+
+    def _done(self, item: SubmitItem, result: Any) -> None:
+        self.in_use -= 1
+        if isinstance(result, pdu.Frame):
+            metrics.SUBMIT_LATENCY.observe(time.perf_counter() - item.sent_at)
+            if result.status == pdu.ESME_ROK and self.bucket.factor < 1.0:
+                self.bucket.recover()
+        try:
+            item.on_result(result)
+        except Exception:
+            log.exception("submit result handler failed")
+        if self._queue and self._timer is None:
+            self._pump()
+
+    def _fail_queued(self, older_than: float, reason: str) -> None:
+        """Fail queued items (nothing was sent for them) waiting since before `older_than`."""
+        q = self._queue
+        keep: deque[SubmitItem] = deque()
+        failed: list[SubmitItem] = []
+        for item in q:
+            (failed if item.queued_at <= older_than else keep).append(item)
+        self._queue = keep
+        if self._held is not None and self._held.queued_at <= older_than:
+            failed.append(self._held)
+            self._held = None
+            self.in_use -= 1
+        for item in failed:
+            try:
+                item.on_result(NotBound(reason))
+            except Exception:
+                log.exception("submit result handler failed")
+
+    async def _expire_unbound(self) -> None:
+        """Queued items do not wait for a bind longer than response_timeout."""
+        step = max(0.01, min(0.25, self.cfg.response_timeout / 4))
+        while True:
+            await asyncio.sleep(step)
+            if self._queue and not self.bound.is_set():
+                self._fail_queued(time.monotonic() - self.cfg.response_timeout,
+                                  "no bound SMPP session")
+
     async def submit_pdu(self, build: Callable[[int], bytes]) -> pdu.Frame:
         """submit_sm within the window. Raises NotBound (nothing sent) or ResponseTimeout /
         ConnectionLost (sent, outcome unknown); any command_status is returned."""
-        async with self.window:
-            self.in_use += 1
-            self._window_gauge.inc()
-            try:
-                pause = self.paused_until - time.monotonic()
-                if pause > 0:
-                    await asyncio.sleep(pause)
-                await self.bucket.acquire()
-                session = self.session
-                if session is None or not session.bound:
-                    if not await self.wait_bound(self.cfg.response_timeout) or self.session is None:
-                        raise NotBound("no bound SMPP session")
-                    session = self.session
-                start = time.perf_counter()
-                resp = await session.request_pdu(build)
-                metrics.SUBMIT_LATENCY.observe(time.perf_counter() - start)
-                if resp.status == pdu.ESME_ROK:
-                    self.bucket.recover()
-                return resp
-            finally:
-                self.in_use -= 1
-                self._window_gauge.dec()
+        fut: asyncio.Future[pdu.Frame] = asyncio.get_running_loop().create_future()
+        self.enqueue(_FutureItem(build, fut))
+        return await fut
 
     async def submit(self, **fields: Any) -> pdu.Frame:
         return await self.submit_pdu(lambda seq: pdu.encode_submit_sm(seq, **fields))
@@ -498,3 +657,9 @@ class SmppClient:
         self._stop.set()
         if self._task is not None:
             await self._task
+        if self._expiry is not None:
+            self._expiry.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._fail_queued(float("inf"), "the SMPP client is closing")

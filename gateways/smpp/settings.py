@@ -195,6 +195,11 @@ MAX_IN_FLIGHT = setting(
     "HERALD_SMPP_MAX_IN_FLIGHT", "0",
     "Jobs the gateway works on at once (0: twice the sum of the routes' windows, at least 64).", GW,
 )
+FETCH_BATCH = setting(
+    "HERALD_SMPP_FETCH_BATCH", "256",
+    "Jobs pulled from JetStream per request (two requests are kept ahead of the gateway); "
+    "each batch is claimed in Redis with one call.", GW,
+)
 SIM_RECEIPT_RULES = setting(
     "HERALD_SMPP_SIM_RECEIPT_RULES", "",
     "Receipt outcome and delay by destination: 'regex=STAT[@seconds];...' (first match wins; "

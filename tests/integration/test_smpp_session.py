@@ -54,7 +54,7 @@ async def test_window_fills_and_a_silent_smsc_times_out() -> None:
         )
         assert all(isinstance(r, pdu.Frame) and r.status == 0 for r in results[:40])
         assert isinstance(results[40], ResponseTimeout)
-        assert client.window._value == 8  # every slot came back, the timed-out one included
+        assert client.in_use == 0 and client.free == 8  # every slot came back, the timed-out one included
         assert sim.stats.submits_accepted == 40 and sim.stats.submits_dropped == 1
 
 
