@@ -20,6 +20,7 @@ from __future__ import annotations
 import binascii
 import email.utils
 import html as htmllib
+import json
 import re
 import secrets
 import time
@@ -41,6 +42,7 @@ _HREF = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(.*?)\2""", re.IGNORECASE 
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 _UNSUB_HREF = re.compile(r"^\{\{-?\s*unsubscribe_url\s*-?\}\}$")
 
+_json_str = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) does to a str
 LINKS_VAR = "_herald_links"
 PIXEL_VAR = "_herald_pixel"
 
@@ -199,6 +201,7 @@ class Skeleton:
         self._common = {k: v for k, v in (("c", job.campaign_id), ("w", job.workspace_id),
                                           ("v", job.variant)) if v}
         self._open_p = signer.part({"k": tokens.OPEN, **self._common})
+        self._unsub_json = tokens.compact_json({"k": tokens.UNSUBSCRIBE, **self._common})[:-1] + ',"a":'
         try:
             self.subject = plain_env.from_string(job.subject) if job.subject else None
             self.text = plain_env.from_string(job.text) if job.text else None
@@ -238,10 +241,14 @@ class Skeleton:
 
     # --- per recipient ------------------------------------------------------------
     def unsubscribe_url(self, job: e.MessageJob, m: str) -> str:
-        p = {"k": tokens.UNSUBSCRIBE, **self._common, "a": job.to}
+        # The JSON of signer.part({"k": "u", **common, "a": to, "ct": contact}) joined
+        # from a prefix made once: json.dumps with separators= cost ~3.7 us per call
+        # here (a new encoder each time), the join ~0.4 us. Same bytes (checked in tests).
+        raw = self._unsub_json + _json_str(job.to)
         if job.contact_id:
-            p["ct"] = job.contact_id
-        return f"{self.base_url}/u/{self.signer.sign_parts(self.signer.part(p), m)}"
+            raw += ',"ct":' + _json_str(job.contact_id)
+        p = tokens.b64e((raw + "}").encode("utf-8"))
+        return f"{self.base_url}/u/{self.signer.sign_parts(p, m)}"
 
     def click_urls(self, m: str) -> list[str]:
         base = f"{self.base_url}/c/"

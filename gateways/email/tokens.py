@@ -75,6 +75,11 @@ def _b64e(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
+b64e = _b64e
+# json.dumps(separators=..., ensure_ascii=False) builds an encoder per call; this is bound once
+compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def _b64d(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
@@ -104,7 +109,7 @@ class Signer:
 
     def part(self, payload: dict[str, object]) -> str:
         """The P part of a token: everything but the message id (prepared once per link)."""
-        return _b64e(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+        return _b64e(compact_json(payload).encode("utf-8"))
 
     @staticmethod
     def message_part(message_id: str) -> str:

@@ -139,3 +139,32 @@ def test_overlong_link_stays_untracked() -> None:
     out, targets = links.rewrite_links(html, lambda i, u: t.click_url(job, i, u))
     assert targets == ["https://example.com/a", "https://example.com/c"]
     assert f'href="{long_url}"' in out and out.count("https://t.example.com/c/") == 2
+
+
+@pytest.mark.parametrize("to,contact", [("a@example.com", "ct-1"), ("ä\"\\x@example.com", ""),
+                                        ("b@example.com", "ct-\u2028é")])
+def test_unsubscribe_token_payload_is_the_signer_part(to: str, contact: str) -> None:
+    from jinja2.sandbox import SandboxedEnvironment
+
+    from gateways.email.skeleton import Skeleton
+
+    signer = tokens.Signer([b"k"])
+    job = e.MessageJob(message_id="m-1", campaign_id="c\"1", workspace_id="w", variant="B", to=to,
+                       contact_id=contact, sender="News <news@example.com>", subject="Hi", text="x")
+    sk = Skeleton(job, (SandboxedEnvironment(), SandboxedEnvironment()), signer, "https://t.example.com", "")
+    p = {"k": tokens.UNSUBSCRIBE, "c": "c\"1", "w": "w", "v": "B", "a": to}
+    if contact:
+        p["ct"] = contact
+    m = signer.message_part("m-1")
+    assert sk.unsubscribe_url(job, m) == f"https://t.example.com/u/{signer.sign_parts(signer.part(p), m)}"
+    tok = signer.verify(sk.unsubscribe_url(job, m).rsplit("/", 1)[1], tokens.UNSUBSCRIBE)
+    assert tok is not None and tok.address == to and tok.contact_id == contact
+
+
+def test_stable_event_id_is_uuid5() -> None:
+    import uuid
+
+    from gateways.email.events import _NS, stable_event_id
+
+    for name in ("m-1:submitted:1", "ä:failed:2", ""):
+        assert stable_event_id(name) == str(uuid.uuid5(_NS, name))

@@ -80,3 +80,14 @@ def test_parse_keys() -> None:
     assert tokens.parse_keys(" new , old ,") == [b"new", b"old"]
     with pytest.raises(ValueError):
         tokens.parse_keys(" , ")
+
+
+def test_marker_json_is_json_dumps() -> None:
+    import json
+
+    from gateways.email.dedup import marker_json
+
+    for data in ({"k": 3, "code": "250", "d": "2.0.0 ok \"q\" é\n", "cat": 0, "p": "<m@example.com>"},
+                 {}, {"x": True, "y": None, "z": 1.5, "n": [1]}, {"s": "other"}):
+        got = marker_json("submitted", 1700000000.123456, data)
+        assert json.loads(got) == json.loads(json.dumps({"s": "submitted", "t": 1700000000.123456, **data}))
