@@ -366,10 +366,12 @@ def tracking_runs(gateways: list[tuple[str, str, int]], seconds: int, conns: int
     prof_rows: list[tuple[str, str, str]] = []
     for route, path in (("open pixel", f"/o/{pixel}.gif"), ("click redirect", f"/c/{click}")):
         runs: dict[str, list[tuple[float, str, float, str]]] = {g[0]: [] for g in gateways}
-        for k in range(max(repeat, 1)):
+        for k in range(max(repeat, 1) + (profile is not None)):  # a profiled run is extra
             for name, url, pid in gateways:
                 spy = None
-                if profile is not None and k == 0 and name == gateways[-1][0]:
+                if profile is not None and k == 0:
+                    if name != gateways[-1][0]:
+                        continue
                     spy = _spy(pid, profile.with_suffix(f".{route.split()[0]}.txt"))
                 c0, m0, t0 = _cpu(pid), _machine(), time.perf_counter()
                 rps, detail = wrk(url + path, seconds, conns)
@@ -516,6 +518,8 @@ def run(args: argparse.Namespace) -> list[tuple[str, str, str]]:
                                          f"{n / took:,.0f} msg/s", str(keep.relative_to(ROOT)))]
                         profile_rows += profile_summary(prof)
             for name, runs in all_runs.items():
+                if not runs:
+                    continue
                 rates = sorted(r[0] for r in runs)
                 cpus = sorted(r[1] for r in runs)
                 rate, per = statistics.median(rates), statistics.median(cpus)

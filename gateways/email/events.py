@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
+import os
 import time
 import uuid
 from datetime import datetime
-from typing import Any
 
 from herald.v1 import common_pb2 as c
 from herald.v1 import events_pb2 as e
 from nats.js import JetStreamContext
-from nats.js.errors import NoStreamResponseError
 
 from shared import bus, states
 from shared.timeutil import to_ts
@@ -37,11 +35,23 @@ def stable_event_id(nats_msg_id: str) -> str:
     return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
+_urandom = os.urandom
+
+
+def random_event_id() -> str:
+    """str(uuid.uuid4()) without the UUID object (~5 -> ~1.5 us per tracking hit here)."""
+    d = bytearray(_urandom(16))
+    d[6] = (d[6] & 0x0F) | 0x40
+    d[8] = (d[8] & 0x3F) | 0x80
+    x = d.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+
+
 def message_event(kind: int, *, message_id: str, campaign_id: str = "", workspace_id: str = "",
                   event_id: str | None = None, occurred_at: datetime | None = None,
                   **fields: object) -> e.MessageEvent:
     ev = e.MessageEvent(
-        event_id=event_id or str(uuid.uuid4()), kind=kind, message_id=message_id,  # type: ignore[arg-type]
+        event_id=event_id or random_event_id(), kind=kind, message_id=message_id,  # type: ignore[arg-type]
         campaign_id=campaign_id, workspace_id=workspace_id, channel=c.CHANNEL_EMAIL,
         status=states.KIND_STATUS.get(kind, c.MESSAGE_STATUS_UNSPECIFIED),  # type: ignore[arg-type]
         **fields,  # type: ignore[arg-type]
@@ -56,53 +66,3 @@ def message_event(kind: int, *, message_id: str, campaign_id: str = "", workspac
 
 async def publish_message_event(js: JetStreamContext, ev: e.MessageEvent, msg_id: str) -> None:
     await bus.publish(js, states.message_subject(ev.kind), ev, msg_id)
-
-
-class AckedPublisher:
-    """JetStream publishes whose acks are collected as futures, with less per-message
-    work than nats-py's publish_async (client CPU per event, 5,000 publishes on this
-    2-core machine: 32-39 -> 20-21 us): no asyncio.wait_for task per call for its stall
-    semaphore (callers bound their own batches), and the PubAck is checked for an error
-    rather than parsed into a dataclass. The stream still acknowledges every message; a
-    future fails on an API error or no responders, and callers time out the rest."""
-
-    def __init__(self, nc: Any) -> None:
-        self.nc = nc
-        self._prefix = ""
-        self._next = 0
-        self._futures: dict[str, asyncio.Future[None]] = {}
-        self._sub: Any = None
-
-    async def start(self) -> None:
-        if self._sub is None:
-            base = self.nc.new_inbox()
-            self._prefix = base + "."
-            self._sub = await self.nc.subscribe(base + ".*", cb=self._reply)
-
-    async def _reply(self, msg: Any) -> None:
-        fut = self._futures.pop(msg.subject[len(self._prefix):], None)
-        if fut is None or fut.done():
-            return
-        if msg.headers and msg.headers.get("Status") == "503":
-            fut.set_exception(NoStreamResponseError())
-        elif b'"error"' in msg.data:
-            fut.set_exception(PublishError(msg.data[:300].decode("utf-8", "replace")))
-        else:
-            fut.set_result(None)
-
-    async def publish(self, subject: str, payload: bytes, msg_id: str) -> asyncio.Future[None]:
-        if self._sub is None:
-            await self.start()
-        self._next += 1
-        token = str(self._next)
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if len(self._futures) > 200_000:  # replies lost to a reconnect: forget them
-            self._futures = {k: f for k, f in self._futures.items() if not f.done()}
-        self._futures[token] = fut
-        await self.nc.publish(subject, payload, reply=self._prefix + token,
-                              headers={"Nats-Msg-Id": msg_id})
-        return fut
-
-
-class PublishError(Exception):
-    """JetStream refused a publish (its API error text)."""

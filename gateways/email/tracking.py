@@ -13,7 +13,6 @@ import html
 import ipaddress
 import logging
 import time
-from typing import Any
 
 from aiohttp import web
 from herald.v1 import common_pb2 as c
@@ -22,9 +21,9 @@ from multidict import CIMultiDict
 from nats.js import JetStreamContext
 
 from gateways.email import tokens
-from gateways.email.events import AckedPublisher, message_event, stable_event_id
+from gateways.email.events import message_event, stable_event_id
 from gateways.email.metrics import TRACKING, TRACKING_DROPPED
-from shared import bus, states
+from shared import bus, jsfast, states
 from shared.bus import BUS_PUBLISHED
 from shared.metrics import split_addr
 from shared.timeutil import now_ts
@@ -73,62 +72,88 @@ def _page(title: str, body: str, status: int = 200) -> web.Response:
 
 class EventQueue:
     """Opens and clicks are published behind the response: the reader never waits for
-    JetStream. A bounded queue drained by one task with asynchronous publishes (many acks
-    in flight); a failed publish is retried, a full queue drops and counts."""
+    JetStream. Guarantee: a hit that got its response is in this process's bounded
+    queue; it is published with Nats-Msg-Id = its event id and retried until the stream
+    acknowledges it (5 tries), so it is lost only if the process dies first or the queue
+    is full (dropped and counted in herald_tracking_events_dropped_total, logged).
+    Whatever queued up while a publish was in flight goes out as one batch: one write and
+    one future (shared.jsfast.Publisher.publish_many) instead of a publish and a future
+    per hit (measured: 179-183 us of gateway CPU per pixel request before, of which ~25 us
+    publishing)."""
 
-    def __init__(self, js: JetStreamContext, max_items: int = 100_000, in_flight: int = 512) -> None:
+    def __init__(self, js: JetStreamContext, max_items: int = 100_000, in_flight: int = 8,
+                 batch: int = 512) -> None:
         self.js = js
-        self.publisher = AckedPublisher(js._nc)  # the JetStream context's connection
-        self.queue: asyncio.Queue[tuple[str, bytes, str, int]] = asyncio.Queue(max_items)
-        self.in_flight = asyncio.Semaphore(in_flight)
+        self.publisher = jsfast.Publisher(js._nc, timeout=10.0)  # the context's connection
+        self.max_items = max_items
+        self.batch = batch
+        self._buf: list[tuple[str, bytes, str, int]] = []
+        self._wake = asyncio.Event()
+        self.in_flight = asyncio.Semaphore(in_flight)  # batches awaiting their acks
         self._task: asyncio.Task[None] | None = None
-        self._pending: set[asyncio.Future[Any]] = set()
+        self._pending: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
 
     def put(self, subject: str, data: bytes, msg_id: str) -> bool:
-        try:
-            self.queue.put_nowait((subject, data, msg_id, 0))
-        except asyncio.QueueFull:
+        if len(self._buf) >= self.max_items:
             TRACKING_DROPPED.inc()
             return False
+        self._buf.append((subject, data, msg_id, 0))
+        self._wake.set()
         return True
 
     async def _run(self) -> None:
-        while True:
-            item = await self.queue.get()
-            await self.in_flight.acquire()
+        while True:  # the reply subscription, once (NATS may still be reconnecting)
             try:
-                fut = await self.publisher.publish(item[0], item[1], item[2])
-            except Exception:
+                await self.publisher.start()
+                break
+            except Exception as exc:
+                log.warning("tracking publisher not started: %s", exc)
+                await asyncio.sleep(0.5)
+        while True:
+            await self._wake.wait()
+            await self.in_flight.acquire()
+            batch, self._buf = self._buf[:self.batch], self._buf[self.batch:]
+            if not self._buf:
+                self._wake.clear()
+            if not batch:
                 self.in_flight.release()
-                self._retry(item)
-                await asyncio.sleep(0.2)
                 continue
-            self._pending.add(fut)
-            fut.add_done_callback(lambda f, item=item: self._done(f, item))  # type: ignore[misc]
+            task = asyncio.create_task(self._publish(batch))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
 
-    def _done(self, fut: asyncio.Future[Any], item: tuple[str, bytes, str, int]) -> None:
-        self._pending.discard(fut)
-        self.in_flight.release()
-        if fut.cancelled() or fut.exception() is not None:
-            self._retry(item)
+    async def _publish(self, batch: list[tuple[str, bytes, str, int]]) -> None:
+        try:
+            await self.publisher.publish_many([item[:3] for item in batch])  # type: ignore[misc]
+        except Exception as exc:  # not stored (or not known to be): again, same ids
+            log.warning("tracking events not published, retrying",
+                        extra={"reason": f"{type(exc).__name__}: {exc}", "events": len(batch)})
+            await asyncio.sleep(0.2)
+            for item in batch:
+                self._retry(item)
         else:
-            BUS_PUBLISHED.labels("events").inc()
+            BUS_PUBLISHED.labels("events").inc(len(batch))
+        finally:
+            self.in_flight.release()
 
     def _retry(self, item: tuple[str, bytes, str, int]) -> None:
         if item[3] >= 5:
             log.error("tracking event dropped after retries", extra={"msg_id": item[2]})
             TRACKING_DROPPED.inc()
             return
-        with contextlib.suppress(asyncio.QueueFull):
-            self.queue.put_nowait((*item[:3], item[3] + 1))
+        if len(self._buf) >= self.max_items:
+            TRACKING_DROPPED.inc()
+            return
+        self._buf.append((*item[:3], item[3] + 1))
+        self._wake.set()
 
     async def stop(self, timeout: float = 5.0) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while (not self.queue.empty() or self._pending) and loop.time() < deadline:  # noqa: ASYNC110
+        while (self._buf or self._pending) and loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.02)  # drain what readers already triggered
         if self._task is not None:
             self._task.cancel()
