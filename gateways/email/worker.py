@@ -291,13 +291,16 @@ class EmailWorker:
             return
         acks: list[Msg | jsfast.JsMsg] = []
         naks: dict[float, list[Msg | jsfast.JsMsg]] = {}
+        results: dict[str, int] = {}
         for it in items:
             if it.result:
-                SENDS.labels(it.result).inc()
+                results[it.result] = results.get(it.result, 0) + 1
             if it.retry is not None:
                 naks.setdefault(it.retry, []).append(it.msg)
             else:
                 acks.append(it.msg)
+        for result, n in results.items():  # one labels() lookup per result and batch
+            SENDS.labels(result).inc(n)
         await self._settle(acks, None)
         bus.BUS_MESSAGES.labels(DURABLE, "ack").inc(len(acks))
         for delay, group in naks.items():

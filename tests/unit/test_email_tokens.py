@@ -91,3 +91,12 @@ def test_marker_json_is_json_dumps() -> None:
                  {}, {"x": True, "y": None, "z": 1.5, "n": [1]}, {"s": "other"}):
         got = marker_json("submitted", 1700000000.123456, data)
         assert json.loads(got) == json.loads(json.dumps({"s": "submitted", "t": 1700000000.123456, **data}))
+
+
+def test_flat_json_is_json_dumps() -> None:
+    import json
+
+    from gateways.email.dedup import flat_json
+
+    for data in ({"to": "a\"é@example.com", "c": "c-1", "w": "", "ct": "ct\n1", "v": "A"}, {"n": 3}):
+        assert json.loads(flat_json(data)) == data
