@@ -6,9 +6,9 @@
    is a minimal PIPELINING SMTP responder in its own process (aiosmtpd plus .eml files
    is measured too, as a second figure: it, not the gateway, is then the limit).
    Repeated with an RSA-2048 DKIM key when --email-dkim.
-2. Tracking: wrk (if installed; else a small aiohttp load generator in a separate
-   process) for --email-track-seconds against the open pixel and the click redirect;
-   requests/s and p99 latency.
+2. Tracking: wrk (`apt-get install wrk`; skipped when absent) in a separate process for
+   --email-track-seconds against the open pixel and the click redirect; requests/s, p99
+   latency, gateway CPU per request.
 3. Where the time goes: per-stage CPU cost measured in this process (compose, DKIM,
    SMTP transaction, Redis claim+record, event publish).
 """

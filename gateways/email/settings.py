@@ -53,12 +53,6 @@ EMAIL_CONSUMER = setting(
     "one reply subscription, prefetched; less client CPU per job) or nats (nats-py's "
     "pull_subscribe/fetch).", GW,
 )
-EMAIL_CONSUMER = setting(
-    "HERALD_EMAIL_CONSUMER", "jsfast",
-    "How jobs are pulled from JetStream: jsfast (shared.jsfast: batched pull requests on "
-    "one reply subscription, prefetched; less client CPU per job) or nats (nats-py's "
-    "pull_subscribe/fetch).", GW,
-)
 VERP = setting(
     "HERALD_EMAIL_VERP", "true",
     "Per-message VERP return path b-<message>-<attempt>-<signature>@<HERALD_VERP_DOMAIN>, so "
