@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 from redis.connection import HIREDIS_AVAILABLE, HiredisRespSerializer
@@ -20,7 +21,16 @@ class _HiredisPacking:
     _serializer = HiredisRespSerializer()
 
     def pack_command(self, *args: Any) -> list[bytes]:
-        return self._serializer.pack(*args)
+        first = args[0]
+        if isinstance(first, str):
+            if " " in first:  # 'SCRIPT LOAD' -> two arguments, as redis-py does
+                args = (*first.split(), *args[1:])
+        elif b" " in first:
+            args = (*first.split(), *args[1:])
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError:  # bytearray, or a type redis-py refuses (DataError from here)
+            return self._serializer.pack(*args)
 
 
 class HiredisConnection(_HiredisPacking, Connection):

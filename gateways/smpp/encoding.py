@@ -9,6 +9,7 @@ octet, as SMPP data_coding 0 expects.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 
 DC_GSM7 = 0x00
@@ -46,6 +47,14 @@ class TextTooLong(ValueError):
 def gsm7_encode(text: str) -> bytes | None:
     """Unpacked GSM-7 septets (escape pairs for the extension table), or None if a
     character is outside the alphabet."""
+    # C-speed path (a character-class match, then str.translate): the loop below took
+    # ~15 µs for a 30-character SMS, the largest single cost of preparing a job.
+    if _GSM_RE.fullmatch(text) is not None:
+        return text.translate(_TRANSLATE).encode("latin-1")
+    return _gsm7_encode_slow(text)
+
+
+def _gsm7_encode_slow(text: str) -> bytes | None:
     out = bytearray()
     for ch in text:
         code = _BASIC.get(ch)
@@ -57,6 +66,11 @@ def gsm7_encode(text: str) -> bytes | None:
             return None
         out += bytes((ESCAPE, ext))
     return bytes(out)
+
+
+_TRANSLATE = {ord(ch): chr(code) for ch, code in _BASIC.items()}
+_TRANSLATE.update({ord(ch): chr(ESCAPE) + chr(ext) for ch, ext in GSM7_EXTENSION.items()})
+_GSM_RE = re.compile("[" + "".join(re.escape(ch) for ch in (*_BASIC, *GSM7_EXTENSION)) + "]*")
 
 
 def gsm7_decode(data: bytes) -> str:

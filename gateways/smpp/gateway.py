@@ -97,9 +97,14 @@ class JobRejected(Exception):
         self.category = category
 
 
+_NUMBER_PUNCTUATION = str.maketrans("", "", " -().")
+
+
 def destination_address(to: str) -> tuple[str, int, int]:
     """E.164 '+447700900123' -> ('447700900123', TON international, NPI ISDN)."""
-    s = "".join(ch for ch in to.strip() if ch not in " -().")
+    if to[:1] == "+" and to.isascii() and to[1:].isdigit() and 4 <= len(to) <= 21:  # usual E.164
+        return to[1:], 1, 1
+    s = to.strip().translate(_NUMBER_PUNCTUATION)
     ton = 1
     if s.startswith("+"):
         s = s[1:]
@@ -107,7 +112,7 @@ def destination_address(to: str) -> tuple[str, int, int]:
         s = s[2:]
     else:
         ton = 0  # unknown: let the SMSC interpret it
-    if not s.isdigit() or not 3 <= len(s) <= 20:
+    if not (s.isascii() and s.isdigit()) or not 3 <= len(s) <= 20:
         raise JobRejected("INVALID_ADDRESS", f"destination {to!r} is not a phone number",
                           FC.FAILURE_CATEGORY_INVALID_ADDRESS)
     return s, ton, 1
@@ -310,6 +315,7 @@ class _Recorder:
             gw._acked.inc(len(msgs))
             gw._jobs_submitted.inc(sum(1 for o in batch if o.marker is not None and o.marker[0] == "ok"))
         finally:
+            gw._flush_counters()
             for o in batch:
                 gw._recorded(o)
             gw._jobs_done(sum(1 for o in batch if o.msg is not None))
@@ -347,6 +353,7 @@ class Gateway:
         # Metric children of the per-message path, looked up once.
         self._acked = bus.BUS_MESSAGES.labels(self.cfg.consumer, "ack")
         self._submits_ok = metrics.SUBMITS.labels("ok")
+        self._ok_submits = 0
         self._jobs_submitted = metrics.JOBS.labels("submitted")
         self._receipt_counters = {stat: metrics.RECEIPTS.labels(stat)
                                   for stat in (*receipts.KNOWN_STATS, "OTHER")}
@@ -382,6 +389,7 @@ class Gateway:
                 await sweeper
             await asyncio.gather(*(r.close() for r in self.routes.values()))
             await self.publisher.close()
+            self._flush_counters()
 
     async def _pull(self, stop: asyncio.Event) -> None:
         ack_wait = max(30.0, 4 * self._response_timeout)
@@ -412,6 +420,11 @@ class Gateway:
                 self._room.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._room.wait(), 0.5)
+
+    def _flush_counters(self) -> None:
+        n, self._ok_submits = self._ok_submits, 0
+        if n:
+            self._submits_ok.inc(n)
 
     def _jobs_done(self, n: int) -> None:
         self._in_flight -= n
@@ -472,7 +485,7 @@ class Gateway:
         if isinstance(result, pdu.Frame):
             status = result.status
             if status == pdu.ESME_ROK:
-                self._submits_ok.inc()
+                self._ok_submits += 1  # added to the counter per recorded batch
                 job.ids.append(pdu.resp_message_id(result.raw))
                 job.index += 1
                 if job.index < len(job.parts):
@@ -758,10 +771,10 @@ class Gateway:
         replies: list[_Receipt] = []
         settled: list[str] = []
         now = time.time()
+        stats: dict[str, int] = {}
         for it, m in found:
             r = it.receipt
-            counters = self._receipt_counters
-            (counters.get(r.stat) or counters["OTHER"]).inc()
+            stats[r.stat] = stats.get(r.stat, 0) + 1
             replies.append(it)
             final = r.final
             if final is None:  # ENROUTE, ACCEPTD, ...: nothing to record yet
@@ -794,6 +807,9 @@ class Gateway:
                 fields.update(error_code=r.err, error_description=detail, failure_category=category)
             out.append(events.message(kind, ident, key, **fields))
             settled.append(m.job)
+        counters = self._receipt_counters
+        for stat, n in stats.items():
+            (counters.get(stat) or counters["OTHER"]).inc(n)
         await events.publish_many(self.publisher, out)
         for it in replies:
             it.reply(pdu.ESME_ROK)

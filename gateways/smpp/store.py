@@ -362,4 +362,6 @@ class Store:
 
 
 def _digits(number: str) -> str:
+    if number[:1] == "+" and number.isascii() and number[1:].isdigit():
+        return number[1:]
     return "".join(ch for ch in number if ch.isdigit())

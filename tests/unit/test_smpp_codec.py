@@ -88,12 +88,23 @@ def test_split_never_breaks_escape_or_surrogate_pairs() -> None:
     assert "".join(p[6:].decode("utf-16-be") for p in uc.parts) == text
 
 
+def test_gsm7_fast_path_matches_the_table_walk() -> None:
+    import random
+    rng = random.Random(7)
+    chars = [*encoding.GSM7_BASIC, *encoding.GSM7_EXTENSION, "é", "ü", "€", "中", "😀", "\r"]
+    for _ in range(3000):
+        text = "".join(rng.choice(chars) for _ in range(rng.randint(0, 50)))
+        assert encoding.gsm7_encode(text) == encoding._gsm7_encode_slow(text), text  # noqa: SLF001
+
+
 def test_addresses() -> None:
     assert destination_address("+44 7700 900123") == ("447700900123", 1, 1)
     assert destination_address("00447700900123") == ("447700900123", 1, 1)
     assert destination_address("07700900123") == ("07700900123", 0, 1)
-    with pytest.raises(JobRejected):
-        destination_address("+44 7700 9x")
+    assert destination_address("+447700900123") == ("447700900123", 1, 1)
+    for bad in ("+44 7700 9x", "+４４７７００９００１２３", "+12", "+" + "1" * 21):
+        with pytest.raises(JobRejected):
+            destination_address(bad)
     assert source_address("HERALD") == ("HERALD", 5, 0)
     assert source_address("+447700900999") == ("447700900999", 1, 1)
     assert source_address("12345") == ("12345", 3, 0)
