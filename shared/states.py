@@ -6,6 +6,8 @@ so a late `submitted` never overwrites `delivered`, and redelivered events chang
 
 from __future__ import annotations
 
+import functools
+
 from herald.v1 import common_pb2 as c
 from herald.v1 import events_pb2 as e
 
@@ -51,11 +53,15 @@ KIND_STATUS: dict[int, int] = {
 }
 
 
+# Enum names are looked up through the descriptor on every call (a few µs); these run
+# per published event, so the answers are kept.
+@functools.cache
 def kind_name(kind: int) -> str:
     """MESSAGE_EVENT_KIND_DELIVERED -> 'delivered' (the subject suffix)."""
     return e.MessageEventKind.Name(kind).removeprefix("MESSAGE_EVENT_KIND_").lower()
 
 
+@functools.cache
 def message_subject(kind: int) -> str:
     return f"events.message.{kind_name(kind)}"
 
