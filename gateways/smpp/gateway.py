@@ -239,6 +239,7 @@ class _Receipt:
     receipt: receipts.Receipt
     reply: Callable[[int], None]
     tries: int = 0
+    mapping: Mapping | None = None  # known already (it waited for its submit's recording)
 
 
 class _Job:
@@ -300,8 +301,10 @@ class _Recorder:
 
     async def _run(self, batch: list[Outcome]) -> None:
         gw = self.gw
+        stored = False
         try:
             await gw._record(lambda: self.flush(batch))
+            stored = True
         except Exception as exc:
             # Redis/NATS gone for longer than record_retry_for: the jobs come back later and
             # their markers say what was done (replayed, never resubmitted).
@@ -317,7 +320,7 @@ class _Recorder:
         finally:
             gw._flush_counters()
             for o in batch:
-                gw._recorded(o)
+                gw._recorded(o, stored)
             gw._jobs_done(sum(1 for o in batch if o.msg is not None))
             self._running -= 1
             if self._items:
@@ -346,7 +349,8 @@ class Gateway:
         self.max_in_flight = self.cfg.max_in_flight or max(64, 2 * windows)
         self._in_flight = 0  # jobs fetched and not yet acked/naked
         self._room = asyncio.Event()
-        self._recording: dict[str, Outcome] = {}  # id key -> outcome whose mappings are being written
+        # id key -> (outcome whose mappings are being written, the part's mapping)
+        self._recording: dict[str, tuple[Outcome, Mapping]] = {}
         # Sender/destination parsing and route choice per (sender, number prefix): the
         # same few senders repeat across a campaign.
         self._senders: dict[str, tuple[str, int, int]] = {}
@@ -610,15 +614,20 @@ class Gateway:
             for k in keys:
                 key = id_key(m.route, k)
                 outcome.keys.append(key)
-                recording[key] = outcome
+                recording[key] = (outcome, m)
         return outcome
 
-    def _recorded(self, outcome: Outcome) -> None:
-        """The outcome's flush ended (stored, or given up): early receipts look again."""
+    def _recorded(self, outcome: Outcome, stored: bool) -> None:
+        """The outcome's flush ended: early receipts go on with the mapping they waited
+        for, or (not stored) look it up again like any other receipt."""
+        recording = self._recording
         for key in outcome.keys:
-            if self._recording.get(key) is outcome:
-                del self._recording[key]
+            entry = recording.get(key)
+            if entry is not None and entry[0] is outcome:
+                del recording[key]
         for it in outcome.parked:
+            if not stored:
+                it.mapping = None
             self._queue_receipt(it)
         outcome.parked.clear()
 
@@ -737,33 +746,34 @@ class Gateway:
         fut.add_done_callback(done)
 
     async def _receipts_many(self, items: list[_Receipt]) -> list[None]:
-        keys = [id_key(it.route.name, it.route.id_format.lookup_key(it.receipt.message_id)) for it in items]
-        recording = self._recording
-        if recording:
-            # A receipt for a submit whose mapping is being stored right now waits for it
-            # (requeued by _recorded) instead of missing in Redis and polling.
-            todo: list[_Receipt] = []
-            todo_keys: list[str] = []
-            for it, key in zip(items, keys, strict=True):
-                outcome = recording.get(key)
-                if outcome is not None:
-                    outcome.parked.append(it)
-                else:
-                    todo.append(it)
-                    todo_keys.append(key)
-            waiting = len(items) - len(todo)
-            items, keys = todo, todo_keys
-            if not items:
-                return [None] * waiting
-        else:
-            waiting = 0
-        raws = await self.store.redis.mget(keys)
+        total = len(items)
         found: list[tuple[_Receipt, Mapping]] = []
-        for it, raw in zip(items, raws, strict=True):
-            if raw is None:
-                self._unmatched(it)
+        todo: list[_Receipt] = []
+        keys: list[str] = []
+        recording = self._recording
+        for it in items:
+            if it.mapping is not None:
+                found.append((it, it.mapping))
+                continue
+            key = id_key(it.route.name, it.route.id_format.lookup_key(it.receipt.message_id))
+            entry = recording.get(key)
+            if entry is not None:
+                # Its submit's mapping is being stored right now: wait for that (see
+                # _recorded) instead of missing in Redis and polling.
+                it.mapping = entry[1]
+                entry[0].parked.append(it)
             else:
-                found.append((it, Mapping.loads(raw)))
+                todo.append(it)
+                keys.append(key)
+        if keys:
+            raws = await self.store.redis.mget(keys)
+            for it, raw in zip(todo, raws, strict=True):
+                if raw is None:
+                    self._unmatched(it)
+                else:
+                    found.append((it, Mapping.loads(raw)))
+        if not found:
+            return [None] * total
         multipart = [(m, it.receipt.stat) for it, m in found
                      if m.parts > 1 and it.receipt.final is not None]
         part_states = iter(await self.store.record_parts(multipart) if multipart else [])
@@ -814,7 +824,7 @@ class Gateway:
         for it in replies:
             it.reply(pdu.ESME_ROK)
         await self.store.settled(settled)
-        return [None] * (len(items) + waiting)
+        return [None] * total
 
     def _unmatched(self, it: _Receipt) -> None:
         """No mapping (yet): the submit may still be being recorded. Look again a few times
