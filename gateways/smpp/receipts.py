@@ -124,6 +124,14 @@ def parse_text(text: str) -> dict[str, str]:
 def parse(short_message: bytes, tlvs: dict[int, bytes]) -> Receipt | None:
     """Combine the receipt TLVs (authoritative when present) with the Appendix-B text.
     None when no SMSC message id can be found."""
+    if not tlvs and short_message:
+        # The usual receipt: Appendix-B text only, canonical layout (no dict in between).
+        text = short_message.decode("latin-1")
+        c = _CANONICAL.fullmatch(text)
+        if c is not None and "text:" not in c.group(1).lower():
+            mid, sub, dlvrd, submit_raw, done_raw, stat, err, excerpt = c.groups()
+            return Receipt(mid.strip(), normalise_stat(stat), err, sub, dlvrd, submit_raw,
+                           done_raw, excerpt or "", "")
     fields = parse_text(short_message.decode("latin-1")) if short_message else {}
     message_id = pdu.tlv_str(tlvs.get(pdu.TAG_RECEIPTED_MESSAGE_ID)) or fields.get("id", "")
     if not message_id:

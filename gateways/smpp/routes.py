@@ -186,6 +186,8 @@ def load() -> list[RouteConfig]:
 
 
 def choose(routes: list[RouteConfig], sender: str, destination: str) -> RouteConfig | None:
+    if len(routes) == 1 and not routes[0].senders and not routes[0].prefixes:
+        return routes[0]  # a single catch-all route (the common set-up)
     best: tuple[tuple[int, int], RouteConfig] | None = None
     for r in routes:
         length = r.match(sender, destination)

@@ -117,6 +117,9 @@ def test_canonical_fast_path_matches_field_by_field_parsing() -> None:
     for text in samples:
         assert receipts._CANONICAL.fullmatch(text), text  # noqa: SLF001
         assert receipts.parse_text(text) == by_field(text)
+        # parse() without TLVs takes a shortcut; an unknown TLV forces the general path
+        raw = text.encode("latin-1")
+        assert receipts.parse(raw, {}) == receipts.parse(raw, {0x1403: b"vendor"}), text
 
 
 def test_event_id_is_uuid5_of_the_key() -> None:
