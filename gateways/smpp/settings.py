@@ -193,7 +193,7 @@ MO_LINK_TTL = setting(
 )
 MAX_IN_FLIGHT = setting(
     "HERALD_SMPP_MAX_IN_FLIGHT", "0",
-    "Jobs the gateway works on at once (0: twice the sum of the routes' windows, at least 64).", GW,
+    "Jobs the gateway works on at once, from fetch to ack (0: four times the sum of the routes' windows, at least 64).", GW,
 )
 FETCH_BATCH = setting(
     "HERALD_SMPP_FETCH_BATCH", "256",
