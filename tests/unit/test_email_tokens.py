@@ -100,3 +100,26 @@ def test_flat_json_is_json_dumps() -> None:
 
     for data in ({"to": "a\"é@example.com", "c": "c-1", "w": "", "ct": "ct\n1", "v": "A"}, {"n": 3}):
         assert json.loads(flat_json(data)) == data
+
+
+def test_claim_ref_json_is_flat_json() -> None:
+    from herald.v1 import events_pb2 as e
+
+    from gateways.email.dedup import flat_json
+    from gateways.email.worker import ref_json
+
+    for job in (e.MessageJob(to="a\"é@example.com", campaign_id="c-1", contact_id="ct\n1", variant="A"),
+                e.MessageJob()):
+        assert ref_json(job) == flat_json({"to": job.to, "c": job.campaign_id, "w": job.workspace_id,
+                                           "ct": job.contact_id, "v": job.variant})
+
+
+def test_prepared_many_signs_like_sign_parts() -> None:
+    signer = tokens.Signer([b"k2", b"k1"])
+    ps = [signer.part({"k": "c", "i": i, "u": f"https://e.example.com/{i}" * i}) for i in range(13)]
+    for m in (signer.message_part("m-1"), signer.message_part("x" * 70), ""):
+        assert signer.prepared_many(ps)(m) == [signer.sign_parts(p, m) for p in ps]
+        assert all(signer.verify(t, "c") is None or t for t in signer.prepared_many(ps)(m))
+    assert signer.prepared_many([])("m") == []
+    assert signer.prepared_many(ps, "https://t/c/")("m") == ["https://t/c/" + signer.sign_parts(p, "m")
+                                                             for p in ps]
