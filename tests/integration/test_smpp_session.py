@@ -7,6 +7,8 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+import pytest
+
 from gateways.smpp import pdu, receipts
 from gateways.smpp.session import ClientConfig, ResponseTimeout, SmppClient
 from gateways.smpp.simulator import SimulatorConfig, SmscSimulator
@@ -98,3 +100,36 @@ async def test_receipt_is_resent_until_the_esme_accepts_it() -> None:
         assert seen[0].message_id == f"{int(smsc_id, 16):010d}"
         assert receipts.normalise_id(seen[0].message_id) in receipts.id_keys(smsc_id)
         assert seen[0].stat == "DELIVRD" and seen[0].text == "test"
+
+
+async def test_throughput_limit_is_never_exceeded() -> None:
+    """A bind limited to 50 submit_sm/s spreads 26 submits over at least 0.5 s (the
+    bucket's first slot is free, then one every 20 ms); all are answered."""
+    async with running(SimulatorConfig(), throughput=50.0) as (sim, client):
+        assert await client.wait_bound(5)
+        t0 = asyncio.get_running_loop().time()
+        results = await asyncio.gather(
+            *(client.submit(destination_addr=f"4477009001{i:02d}", **SUBMIT) for i in range(26)))
+        elapsed = asyncio.get_running_loop().time() - t0
+        assert all(r.status == 0 for r in results)
+        assert elapsed >= 0.5 * 0.98, elapsed
+        assert client.in_use == 0 and client.queued == 0
+        assert sim.stats.submits_accepted == 26
+
+
+async def test_submits_queued_without_a_bind_fail_as_not_sent() -> None:
+    """No SMSC to bind to: a queued submit fails with NotBound (nothing was sent, so the
+    gateway may hand the job back) after response_timeout, instead of waiting forever."""
+    from cli import procs
+    from gateways.smpp.session import NotBound
+
+    cfg = ClientConfig("127.0.0.1", procs.free_port(), "herald", response_timeout=0.3,
+                       reconnect_min=0.05, reconnect_max=0.1)
+    client = SmppClient(cfg, ok)
+    client.start()
+    try:
+        with pytest.raises(NotBound):
+            await asyncio.wait_for(client.submit(destination_addr="447700900001", **SUBMIT), 5)
+        assert client.queued == 0 and client.in_use == 0
+    finally:
+        await client.close()
