@@ -352,6 +352,7 @@ class Gateway:
         self.max_in_flight = self.cfg.max_in_flight or max(64, 4 * windows)
         self._in_flight = 0  # jobs fetched and not yet acked/naked
         self._room = asyncio.Event()
+        self._dispatched: set[int] = set()  # jobs of batches being started that went on their way
         # id key -> (outcome whose mappings are being written, the part's mapping)
         self._recording: dict[str, tuple[Outcome, Mapping]] = {}
         # Sender/destination parsing and route choice per (sender, number prefix): the
@@ -421,12 +422,16 @@ class Gateway:
                     self._in_flight += len(msgs)
                     self._spawn(self._start(msgs))
         finally:
-            # Buffered jobs go back at once; the ones in hand finish (windows drain).
+            # Buffered jobs go back at once; the ones in hand finish (windows drain), for
+            # at most as long as a submit, its retries and its recording can take.
             await sub.close(nak_buffered=True)
-            while self._in_flight > 0:
+            limit = time.monotonic() + 3 * self._response_timeout + self.cfg.record_retry_for + 5
+            while self._in_flight > 0 and time.monotonic() < limit:
                 self._room.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._room.wait(), 0.5)
+            if self._in_flight > 0:
+                log.error("stopping with %d jobs unfinished; JetStream redelivers them", self._in_flight)
 
     def _flush_counters(self) -> None:
         n, self._ok_submits = self._ok_submits, 0
@@ -442,6 +447,18 @@ class Gateway:
     async def _start(self, msgs: list[jsfast.JsMsg]) -> None:
         """Parse and check a batch of jobs, claim them with one Redis call, queue them on
         their binds."""
+        try:
+            await self._start_batch(msgs)
+        except Exception:  # a bug, not a bad job: hand back what was not dispatched
+            left = [m for m in msgs if not m._acked and id(m) not in self._dispatched]  # noqa: SLF001
+            log.exception("starting a batch of %d jobs failed; %d handed back", len(msgs), len(left))
+            await _quietly(jsfast.settle_many(left, jsfast.nak_payload(self.cfg.throttle_delay)))
+            self._jobs_done(len(left))
+        finally:
+            for m in msgs:
+                self._dispatched.discard(id(m))
+
+    async def _start_batch(self, msgs: list[jsfast.JsMsg]) -> None:
         jobs: list[_Job] = []
         now = time.time()
         bad: list[jsfast.JsMsg] = []
@@ -457,6 +474,7 @@ class Gateway:
                 bad.append(msg)
                 continue
             if job.HasField("expires_at") and job.expires_at.seconds <= now:
+                self._dispatched.add(id(msg))
                 metrics.JOBS.labels("expired").inc()
                 self._failed_now(msg, job, "EXPIRED", "job expired before it could be submitted",
                                  FC.FAILURE_CATEGORY_EXPIRED)
@@ -464,6 +482,7 @@ class Gateway:
             try:
                 jobs.append(self._prepare(msg, job))
             except JobRejected as exc:
+                self._dispatched.add(id(msg))
                 metrics.JOBS.labels("failed").inc()
                 self._failed_now(msg, job, exc.code, str(exc), exc.category)
         if bad:
@@ -481,6 +500,7 @@ class Gateway:
             self._jobs_done(len(jobs))
             return
         for job, marker in zip(jobs, markers, strict=True):
+            self._dispatched.add(id(job.msg))
             if marker is None:
                 job.client = client = job.route.pick()
                 client.enqueue(job)
