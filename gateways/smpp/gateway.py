@@ -48,7 +48,7 @@ from gateways.smpp.session import (
     ResponseTimeout,
     SmppClient,
 )
-from gateways.smpp.store import Batcher, Mapping, Marker, Store, id_key
+from gateways.smpp.store import Flusher, Mapping, Marker, Store, id_key
 from shared import bus, jsfast
 
 log = logging.getLogger("herald.smpp.gateway")
@@ -341,7 +341,8 @@ class Gateway:
         self.publisher = jsfast.Publisher(js._nc, timeout=events.PUBLISH_TIMEOUT)  # noqa: SLF001
         self.recorder = _Recorder(self, self._record_many)
         # Four flushes at once: each waits on JetStream acks and Redis, not on our CPU.
-        self.receipts: Batcher[_Receipt, None] = Batcher(self._receipts_many, concurrency=4)
+        self.receipts: Flusher[_Receipt] = Flusher(self._receipts_many, self._receipts_failed,
+                                                   concurrency=4)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._response_timeout = max(r.client.response_timeout for r in routes)
         windows = sum(r.client.window * r.binds for r in routes)
@@ -759,17 +760,15 @@ class Gateway:
         self._queue_receipt(item)
 
     def _queue_receipt(self, item: _Receipt) -> None:
-        fut = self.receipts.submit(item)
+        self.receipts.add(item)
 
-        def done(f: asyncio.Future[None]) -> None:
-            if f.cancelled() or f.exception() is not None:
-                if not f.cancelled():
-                    log.warning("receipt batch failed, asking the SMSC to resend: %s", f.exception())
-                item.reply(pdu.ESME_RX_T_APPN)
-        fut.add_done_callback(done)
+    @staticmethod
+    def _receipts_failed(items: list[_Receipt], exc: Exception) -> None:
+        log.warning("receipt batch failed, asking the SMSC to resend %d: %s", len(items), exc)
+        for it in items:
+            it.reply(pdu.ESME_RX_T_APPN)  # no-op for those already answered
 
-    async def _receipts_many(self, items: list[_Receipt]) -> list[None]:
-        total = len(items)
+    async def _receipts_many(self, items: list[_Receipt]) -> None:
         found: list[tuple[_Receipt, Mapping]] = []
         todo: list[_Receipt] = []
         keys: list[str] = []
@@ -796,7 +795,7 @@ class Gateway:
                 else:
                     found.append((it, Mapping.loads(raw)))
         if not found:
-            return [None] * total
+            return
         multipart = [(m, it.receipt.stat) for it, m in found
                      if m.parts > 1 and it.receipt.final is not None]
         part_states = iter(await self.store.record_parts(multipart) if multipart else [])
@@ -847,7 +846,6 @@ class Gateway:
         for it in replies:
             it.reply(pdu.ESME_ROK)
         await self.store.settled(settled)
-        return [None] * total
 
     def _unmatched(self, it: _Receipt) -> None:
         """No mapping (yet): the submit may still be being recorded. Look again a few times

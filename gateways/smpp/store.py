@@ -239,6 +239,48 @@ class Batcher(Generic[T, R]):
                 self._kick()
 
 
+class Flusher(Generic[T]):
+    """Group commit like Batcher, without a future per item: `flush(items)` takes a batch;
+    if it raises, `on_error(items, exc)` decides what happens to them."""
+
+    def __init__(self, flush: Callable[[list[T]], Awaitable[object]],
+                 on_error: Callable[[list[T], Exception], None], max_size: int = 512,
+                 concurrency: int = 4) -> None:
+        self.flush = flush
+        self.on_error = on_error
+        self.max_size = max_size
+        self.concurrency = concurrency
+        self._items: list[T] = []
+        self._running = 0
+        self._scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def add(self, item: T) -> None:
+        self._items.append(item)
+        if not self._scheduled and self._running < self.concurrency:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._kick)
+
+    def _kick(self) -> None:
+        self._scheduled = False
+        while self._items and self._running < self.concurrency:
+            batch, self._items = self._items[:self.max_size], self._items[self.max_size:]
+            self._running += 1
+            task = asyncio.create_task(self._run(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, batch: list[T]) -> None:
+        try:
+            await self.flush(batch)
+        except Exception as exc:
+            self.on_error(batch, exc)
+        finally:
+            self._running -= 1
+            if self._items:
+                self._kick()
+
+
 class Store:
     def __init__(self, redis: aioredis.Redis, mapping_ttl: int, dedup_ttl: int,
                  mo_link_ttl: int = 604800) -> None:
