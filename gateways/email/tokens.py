@@ -86,6 +86,14 @@ def _b64d(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+
+
+def _b64d_fast(text: str) -> bytes:
+    """_b64d without base64's Python wrapper (the same non-strict decoding)."""
+    return binascii.a2b_base64(text.encode("ascii").translate(_FROM_URLSAFE) + b"=" * (-len(text) % 4))
+
+
 def parse_keys(raw: str) -> list[bytes]:
     keys = [k.strip().encode("utf-8") for k in raw.split(",") if k.strip()]
     if not keys:
@@ -176,14 +184,18 @@ class Signer:
             return None
         signed, _, sig_text = text.rpartition(".")
         try:
-            sig = _b64d(sig_text)
-            signed.encode("ascii")
-        except (binascii.Error, ValueError):
+            raw = signed.encode("ascii")
+            sig = sig_text.encode("ascii")
+        except UnicodeEncodeError:
             return None
+        # The MAC's base64url text compared with the token's: only the canonical text we
+        # issue verifies (no decoding of the signature; base64.urlsafe_b64decode's Python
+        # wrapper cost ~3 us of a ~12 us verification, twice per token).
+        b2a, tr = binascii.b2a_base64, _URLSAFE
         for state in self._mac_states:
             h = state.copy()
-            h.update(signed.encode("ascii"))
-            if hmac.compare_digest(sig, h.digest()):
+            h.update(raw)
+            if hmac.compare_digest(sig, b2a(h.digest(), newline=False)[:22].translate(tr)):
                 break
         else:
             return None
@@ -198,7 +210,7 @@ class Signer:
             return None
         fields, url_ok = part
         try:
-            token = Token(message_id=_b64d(m).decode("utf-8"), **fields)  # type: ignore[arg-type]
+            token = Token(message_id=_b64d_fast(m).decode("utf-8"), **fields)  # type: ignore[arg-type]
         except (ValueError, TypeError, binascii.Error):
             return None
         if token.kind != kind or not token.message_id:

@@ -118,3 +118,26 @@ def test_composed_mail_says_when_it_needs_no_dot_stuffing() -> None:
     assert not c.dot_free and b"\r\n.starts" in c.data
     assert QueuedMail("a", "b", c.data, c.dot_free).body == dot_stuff(c.data)
     assert b"\r\n..starts" in dot_stuff(c.data)
+
+
+@pytest.mark.parametrize("env", [HTML, PLAIN], ids=["html", "plain"])
+@pytest.mark.parametrize("source", SOURCES + [
+    ".dot first {{ x }}\n.dot line\nplain {{ y }}", "{{ x }}\n{{ y }} tail", "a\n\n{{ x }}{{ y }}\n",
+    "{{ y }}" + "z" * 990 + "{{ x }}\nshort", "x\n" + "w" * 1200 + "\n{{ x }}",
+    "{{ x }}{{ y }}.z\n{{ y }}{{ x }}", "\n{{ x }}.{{ y }}", "{{ x | d('.d') }}{{ links[0] }}\n",
+    "{{ links[5] }}{{ nope }}{{ x }}", "{{ x }}\n\n{{ x }}{{ x | default('<&>') }}",
+])
+@pytest.mark.parametrize("values", [
+    {"x": "Ann", "y": "Bo"}, {"x": ".dot", "y": ""}, {"x": "", "y": ".y"}, {"x": "a" * 30, "y": "b"},
+    {"x": "two\nlines", "y": "b"}, {"x": "Jörg", "y": "b"}, {"x": "", "y": ""}, {"y": ".<"},
+    {"x": 7, "y": ".", "links": [".l0", 3]}, {"x": "cr\r", "y": "b"},
+])
+def test_generated_code_equals_the_generic_loop(env: SandboxedEnvironment, source: str,
+                                                values: dict[str, object]) -> None:
+    fast = compile_plain(env, source)
+    assert fast is not None
+    ctx = {**CONTEXTS[0], **values}
+    if "x" not in values:
+        del ctx["x"]
+    assert fast.render_lines(ctx) == fast.render_lines_generic(ctx)
+    assert fast.render(ctx) == env.from_string(source).render(ctx)

@@ -181,3 +181,16 @@ def test_random_event_id_is_uuid4_text() -> None:
         x = random_event_id()
         u = uuid.UUID(x)
         assert str(u) == x and u.version == 4 and u.variant == uuid.RFC_4122
+
+
+def test_machine_open_rules() -> None:
+    from gateways.email.tracking import is_machine_open
+
+    assert is_machine_open("Mozilla/5.0 (via ggpht.com GoogleImageProxy)", "66.249.1.1")
+    assert is_machine_open("YahooMailProxy; https://help.yahoo.com", "98.1.1.1")
+    assert is_machine_open("  ", "203.0.113.1") and is_machine_open("Mozilla/5.0", "203.0.113.1")
+    assert is_machine_open("Mozilla/5.0 (Macintosh) AppleWebKit", "17.58.1.2")
+    assert not is_machine_open("Mozilla/5.0 (Macintosh) AppleWebKit", "170.58.1.2")
+    assert not is_machine_open("Mozilla/5.0 (Macintosh) AppleWebKit", "17.bad")
+    assert not is_machine_open("Mozilla/5.0 (Windows NT 10.0) Firefox/120.0", "2001:db8::1")
+    assert is_machine_open("Mimecast scanner", "2001:db8::1")
