@@ -87,10 +87,17 @@ def gsm7_decode(data: bytes) -> str:
     return "".join(out)
 
 
+# Septet -> character for text without escapes (bytes.translate + latin-1 decode, then
+# str.translate): the simulator decodes every submitted text for its receipts.
+_DECODE_TRANSLATE = {i: _BASIC_REVERSE.get(i & 0x7F, "?") for i in range(256)}
+
+
 def decode(data: bytes, data_coding: int) -> str:
     if data_coding == DC_UCS2:
         return data.decode("utf-16-be", errors="replace")
     if data_coding == DC_GSM7:
+        if ESCAPE not in data:
+            return data.decode("latin-1").translate(_DECODE_TRANSLATE)
         return gsm7_decode(data)
     return data.decode("latin-1")
 

@@ -160,12 +160,17 @@ def is_receipt(esm_class: int, tlvs: dict[int, bytes]) -> bool:
     return bool(esm_class & pdu.ESM_RECEIPT_MASK) or pdu.TAG_RECEIPTED_MESSAGE_ID in tlvs
 
 
-def format_text(message_id: str, stat: str, err: str, submitted: datetime, done: datetime,
-                text: str = "") -> str:
-    """Appendix-B receipt text (used by the simulator and the tests)."""
+def format_text(message_id: str, stat: str, err: str, submitted: datetime | str,
+                done: datetime | str, text: str = "") -> str:
+    """Appendix-B receipt text (used by the simulator and the tests); dates as datetimes
+    or already formatted YYMMDDhhmm."""
     delivered = "001" if stat == "DELIVRD" else "000"
-    return (f"id:{message_id} sub:001 dlvrd:{delivered} submit date:{submitted:%y%m%d%H%M} "
-            f"done date:{done:%y%m%d%H%M} stat:{stat} err:{err} text:{text[:20]}")
+    if not isinstance(submitted, str):
+        submitted = f"{submitted:%y%m%d%H%M}"
+    if not isinstance(done, str):
+        done = f"{done:%y%m%d%H%M}"
+    return (f"id:{message_id} sub:001 dlvrd:{delivered} submit date:{submitted} "
+            f"done date:{done} stat:{stat} err:{err} text:{text[:20]}")
 
 
 def normalise_id(smsc_id: str) -> str:

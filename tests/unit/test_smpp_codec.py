@@ -97,6 +97,14 @@ def test_gsm7_fast_path_matches_the_table_walk() -> None:
         assert encoding.gsm7_encode(text) == encoding._gsm7_encode_slow(text), text  # noqa: SLF001
 
 
+def test_gsm7_decode_fast_path_matches_the_table_walk() -> None:
+    import random
+    rng = random.Random(11)
+    for _ in range(3000):
+        data = bytes(rng.randrange(256) for _ in range(rng.randint(0, 40)))
+        assert encoding.decode(data, encoding.DC_GSM7) == encoding.gsm7_decode(data), data
+
+
 def test_addresses() -> None:
     assert destination_address("+44 7700 900123") == ("447700900123", 1, 1)
     assert destination_address("00447700900123") == ("447700900123", 1, 1)

@@ -349,6 +349,8 @@ class SmscSimulator:
         if self.cfg.id_style not in ID_STYLES:
             raise ValueError(f"id_style must be one of {ID_STYLES}, not {self.cfg.id_style!r}")
         self.stats = SimStats()
+        self._stamp_minute = -1
+        self._stamp_text = ""
         self._written: dict[str, Any] = {}
         self.port = 0
         self._fail = _pattern(self.cfg.fail_pattern)
@@ -516,14 +518,22 @@ class SmscSimulator:
             return self.cfg.fail_stat, self.cfg.receipt_delay
         return "DELIVRD", self.cfg.receipt_delay
 
+    def _stamp(self) -> str:
+        """Now as YYMMDDhhmm, formatted once a minute (strftime was ~15 % of the simulator)."""
+        minute = int(time.time() // 60)
+        if minute != self._stamp_minute:
+            self._stamp_minute = minute
+            self._stamp_text = f"{datetime.fromtimestamp(minute * 60, UTC):%y%m%d%H%M}"
+        return self._stamp_text
+
     def _receipt_body(self, sm: pdu.ShortMessage, receipt_id: str, stat: str) -> bytes:
         short, _concat = encoding.strip_udh(sm.short_message, sm.esm_class)
         excerpt = encoding.decode(short, sm.data_coding)
         excerpt = excerpt.encode("ascii", "replace").decode()[:20]
-        now = datetime.now(UTC)
         err = "000" if stat == "DELIVRD" else "001"
         mode = self.cfg.receipt_mode
-        text = b"" if mode == "tlv" else receipts.format_text(receipt_id, stat, err, now, now, excerpt).encode()
+        stamp = self._stamp()
+        text = b"" if mode == "tlv" else receipts.format_text(receipt_id, stat, err, stamp, stamp, excerpt).encode()
         tlvs = b""
         if mode != "text":
             tlvs = (pdu.encode_tlv(pdu.TAG_RECEIPTED_MESSAGE_ID, receipt_id.encode() + b"\0")
