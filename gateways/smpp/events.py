@@ -40,13 +40,14 @@ def event_key(message_id: str, fact: str, attempt: int) -> str:
 _NS = _NAMESPACE.bytes
 
 
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+
+
 def event_id(key: str) -> str:
     """str(uuid.uuid5(_NAMESPACE, key)) without the UUID object (on the per-message path)."""
-    h = bytearray(hashlib.sha1(_NS + key.encode()).digest()[:16])
-    h[6] = (h[6] & 0x0F) | 0x50  # version 5
-    h[8] = (h[8] & 0x3F) | 0x80  # RFC 4122 variant
-    x = h.hex()
-    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+    h = hashlib.sha1(_NS + key.encode()).hexdigest()
+    # version 5 in the 13th hex digit, RFC 4122 variant in the 17th
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 def build(kind: int, ident: Mapping, key: str, **fields: object) -> e.MessageEvent:

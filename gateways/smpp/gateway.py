@@ -258,10 +258,9 @@ class _Job:
         self.client: SmppClient | None = None
         self.parts = parts
         self.head = head
-        self.index = 0
+        self.index = self.retries = 0
         self.ids: list[str] = []
-        self.retries = 0
-        self.queued_at = self.sent_at = 0.0
+        # queued_at / sent_at are set by SmppClient.enqueue / _send
 
     def build_pdu(self, sequence: int) -> bytes:
         return pdu.submit_sm_with_head(sequence, self.head, self.parts[self.index])

@@ -52,7 +52,6 @@ _FIELD_RES = {
 }
 _TEXT_RE = re.compile(r"\btext:", re.I)
 _HEX = re.compile(r"[0-9a-f]+")
-_DEC = re.compile(r"[0-9]+")
 MAX_NUMERIC_ID_DIGITS = 20  # longer ids are opaque strings, not numbers
 
 
@@ -183,10 +182,12 @@ def id_keys(smsc_id: str) -> list[str]:
     also as decimal, a decimal-looking one also as hex (and, being valid hex, as hex read
     to decimal). The first entry is the id itself."""
     n = normalise_id(smsc_id)
-    keys = [n]
-    if len(n) <= MAX_NUMERIC_ID_DIGITS:
-        if _DEC.fullmatch(n):
-            keys.append(format(int(n), "x"))
-        if _HEX.fullmatch(n):
-            keys.append(str(int(n, 16)))
+    if len(n) > MAX_NUMERIC_ID_DIGITS or not n.isascii():
+        return [n]
+    if n.isdigit():
+        keys = [n, format(int(n), "x"), str(int(n, 16))]
+    elif _HEX.fullmatch(n):
+        keys = [n, str(int(n, 16))]
+    else:
+        return [n]
     return list(dict.fromkeys(keys))
