@@ -144,13 +144,18 @@ def _smpplib_run(sim_port: int, n: int, nodelay: bool = False) -> float:
 
 
 def _profile_summary(path: Path, top: int = 12) -> list[tuple[str, str, str]]:
-    """Own (leaf) time by function, and total time by area, from py-spy's raw output."""
+    """Own (leaf) time by function, and total time by area, of the main thread (the event
+    loop) from py-spy's raw output."""
     own: collections.Counter[str] = collections.Counter()
     area: collections.Counter[str] = collections.Counter()
     total = 0
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not count.isdigit():
+            continue
+        if "Thread._bootstrap" in stack:
+            # The metrics HTTP server and gRPC threads: py-spy counts them as active while
+            # they sit in select(); /proc shows they use no CPU during the run.
             continue
         k = int(count)
         total += k
@@ -197,18 +202,25 @@ def run(args: argparse.Namespace) -> list[tuple[str, str, str]]:
             best = 0.0
             for w in windows:
                 count = n if w > 1 else min(n, 2000)
-                prof = base / "profile.txt" if args.smpp_profile and w == 100 else None
-                dt, cpu = _gateway_run(base, str(nats.info["url"]), str(redis.info["url"]), port,
-                                       stats_file, w, count, prof, others)
-                rate = count / dt
+                runs = []
+                profiled = base / "profile.txt" if args.smpp_profile and w == 100 else None
+                for k in range(max(1, args.smpp_repeat)):
+                    prof = profiled if k == 0 else None  # py-spy slows its run: one of the runs
+                    dt, cpu = _gateway_run(base, str(nats.info["url"]), str(redis.info["url"]), port,
+                                           stats_file, w, count, prof, others)
+                    runs.append((count / dt, dt, cpu))
+                runs.sort(key=lambda r: r[0])
+                rate, dt, cpu = runs[len(runs) // 2]  # the median run
                 best = max(best, rate)
+                each = ", ".join(f"{r[0]:,.0f}" for r in runs)
                 rows.append((f"gateway window {w}", f"{rate:,.0f} msg/s",
-                             f"{count} msgs with receipts in {dt:.2f} s; {_cpu_detail(cpu, count)}"))
-                if prof is not None and prof.exists():
-                    rows += _profile_summary(prof)
+                             f"median of {len(runs)} (runs {each}); {count} msgs with receipts in "
+                             f"{dt:.2f} s; {_cpu_detail(cpu, count)}"))
+                if profiled is not None and profiled.exists():
+                    rows += _profile_summary(profiled)
                     keep = Path(__file__).resolve().parent / "results" / f"smpp-profile-{int(time.time())}.txt"
                     keep.parent.mkdir(exist_ok=True)
-                    shutil.copy(prof, keep)  # raw py-spy stacks, for a closer look
+                    shutil.copy(profiled, keep)  # raw py-spy stacks, for a closer look
             m = min(n, args.smpp_blocking_messages)
             pids = {"client": os.getpid(), "simulator": sim.popen.pid}
             blocking = 0.0
@@ -242,3 +254,5 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--smpp-blocking-messages", type=int, default=5000,
                     help="smpp: messages through the blocking smpplib client")
     ap.add_argument("--smpp-profile", action="store_true", help="smpp: py-spy the window-100 run")
+    ap.add_argument("--smpp-repeat", type=int, default=3,
+                    help="smpp: runs per window (the median is reported; the machine is shared)")
