@@ -279,26 +279,17 @@ class _Recorder:
                  max_size: int = 1024, concurrency: int = 4) -> None:
         self.gw = gw
         self.flush = flush
-        self.max_size = max_size
-        self.concurrency = concurrency
-        self._items: list[Outcome] = []
-        self._running = 0
-        self._scheduled = False
+        self._flusher: Flusher[Outcome] = Flusher(self._commit, self._commit_failed, max_size,
+                                                  concurrency)
 
     def add(self, outcome: Outcome) -> None:
-        self._items.append(outcome)
-        if not self._scheduled and self._running < self.concurrency:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._kick)
+        self._flusher.add(outcome)
 
-    def _kick(self) -> None:
-        self._scheduled = False
-        while self._items and self._running < self.concurrency:
-            batch, self._items = self._items[:self.max_size], self._items[self.max_size:]
-            self._running += 1
-            self.gw._spawn(self._run(batch))
+    @staticmethod
+    def _commit_failed(batch: list[Outcome], exc: Exception) -> None:
+        log.exception("committing %d outcomes failed", len(batch), exc_info=exc)
 
-    async def _run(self, batch: list[Outcome]) -> None:
+    async def _commit(self, batch: list[Outcome]) -> None:
         gw = self.gw
         stored = False
         try:
@@ -321,9 +312,6 @@ class _Recorder:
             for o in batch:
                 gw._recorded(o, stored)
             gw._jobs_done(sum(1 for o in batch if o.msg is not None))
-            self._running -= 1
-            if self._items:
-                self._kick()
 
 
 class Gateway:

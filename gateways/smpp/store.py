@@ -189,59 +189,10 @@ def last_key(sender: str, digits: str) -> str:
     return f"{PREFIX}last:{sender.lower()}:{digits}"
 
 
-class Batcher(Generic[T, R]):
-    """Group commit: items submitted while a flush is running (or in the same loop
-    iteration) go together into the next call of `flush(items) -> results`. At most
-    `concurrency` flushes run at once. A failed flush fails every item of its batch."""
-
-    def __init__(self, flush: Callable[[list[T]], Awaitable[list[R]]], max_size: int = 512,
-                 concurrency: int = 2) -> None:
-        self.flush = flush
-        self.max_size = max_size
-        self.concurrency = concurrency
-        self._items: list[tuple[T, asyncio.Future[R]]] = []
-        self._running = 0
-        self._scheduled = False
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def submit(self, item: T) -> asyncio.Future[R]:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[R] = loop.create_future()
-        self._items.append((item, fut))
-        if not self._scheduled and self._running < self.concurrency:
-            self._scheduled = True
-            loop.call_soon(self._kick)
-        return fut
-
-    def _kick(self) -> None:
-        self._scheduled = False
-        while self._items and self._running < self.concurrency:
-            batch, self._items = self._items[:self.max_size], self._items[self.max_size:]
-            self._running += 1
-            task = asyncio.create_task(self._run(batch))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _run(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
-        try:
-            results = await self.flush([item for item, _ in batch])
-        except Exception as exc:
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(exc)
-        else:
-            for (_, fut), res in zip(batch, results, strict=True):
-                if not fut.done():
-                    fut.set_result(res)
-        finally:
-            self._running -= 1
-            if self._items:
-                self._kick()
-
-
 class Flusher(Generic[T]):
-    """Group commit like Batcher, without a future per item: `flush(items)` takes a batch;
-    if it raises, `on_error(items, exc)` decides what happens to them."""
+    """Group commit: items added while a flush is running (or in the same loop iteration)
+    go together into the next `flush(items)`, at most `concurrency` at once; if a flush
+    raises, `on_error(items, exc)` decides what happens to its items."""
 
     def __init__(self, flush: Callable[[list[T]], Awaitable[object]],
                  on_error: Callable[[list[T], Exception], None], max_size: int = 512,
@@ -279,6 +230,35 @@ class Flusher(Generic[T]):
             self._running -= 1
             if self._items:
                 self._kick()
+
+
+class Batcher(Generic[T, R]):
+    """Group commit: items submitted while a flush is running (or in the same loop
+    iteration) go together into the next call of `flush(items) -> results`. At most
+    `concurrency` flushes run at once. A failed flush fails every item of its batch."""
+
+    def __init__(self, flush: Callable[[list[T]], Awaitable[list[R]]], max_size: int = 512,
+                 concurrency: int = 2) -> None:
+        self.flush = flush
+        self._flusher: Flusher[tuple[T, asyncio.Future[R]]] = Flusher(
+            self._flush_pairs, self._fail, max_size, concurrency)
+
+    def submit(self, item: T) -> asyncio.Future[R]:
+        fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._flusher.add((item, fut))
+        return fut
+
+    async def _flush_pairs(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        results = await self.flush([item for item, _ in batch])
+        for (_, fut), res in zip(batch, results, strict=True):
+            if not fut.done():
+                fut.set_result(res)
+
+    @staticmethod
+    def _fail(batch: list[tuple[T, asyncio.Future[R]]], exc: Exception) -> None:
+        for _, fut in batch:
+            if not fut.done():
+                fut.set_exception(exc)
 
 
 class Store:
