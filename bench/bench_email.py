@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import re
 import shutil
@@ -33,6 +32,7 @@ from typing import Any
 from herald.v1 import common_pb2 as c
 from herald.v1 import events_pb2 as e
 
+from bench import pyspy
 from cli import procs
 from shared import bus
 
@@ -229,17 +229,7 @@ def start_gateway(name: str, work: Path, env: dict[str, str], tree: str | None =
         popen = subprocess.Popen([sys.executable, "-c", code], stdout=fh, stderr=subprocess.STDOUT,
                                  stdin=subprocess.DEVNULL, cwd=tree, start_new_session=True,
                                  env={**os.environ, **env, "HERALD_READY_FILE": str(ready)})
-    proc = procs.Proc(name, popen, log_path)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if ready.exists() and ready.read_text().strip():
-            proc.info = json.loads(ready.read_text().strip().splitlines()[-1])
-            return proc
-        if not proc.alive():
-            raise RuntimeError(f"{name} exited early:\n{proc.log_tail()}")
-        time.sleep(0.05)
-    proc.stop()
-    raise RuntimeError(f"{name} not ready:\n{proc.log_tail()}")
+    return procs.wait_ready(procs.Proc(name, popen, log_path), ready, 60.0)
 
 
 def _spy(pid: int, profile: Path | None) -> subprocess.Popen[bytes] | None:
@@ -258,43 +248,20 @@ def _unspy(spy: subprocess.Popen[bytes] | None) -> None:
         spy.wait(30)
 
 
+_AREAS = [
+    ("redis-py", ("redis",)),
+    ("compose", ("skeleton.py", "plaintpl.py", "links.py", "tokens.py")),
+    ("SMTP client", ("smtp_pool.py",)),
+    ("tracking HTTP", ("aiohttp", "tracking.py")),
+    ("NATS (fetch/publish/ack)", ("jsfast", "nats")),
+    ("protobuf events", ("protobuf", "_pb2", "events.py")),
+    ("metrics", ("prometheus",)),
+]
+
+
 def profile_summary(path: Path, top: int = 25) -> list[tuple[str, str, str]]:
     """Total time by area and own (leaf) time by function, from py-spy's raw output."""
-    import collections
-
-    own: collections.Counter[str] = collections.Counter()
-    area: collections.Counter[str] = collections.Counter()
-    total = 0
-    for line in path.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not count.isdigit():
-            continue
-        k = int(count)
-        total += k
-        leaf = stack.split(";")[-1]
-        own[leaf.split(" (")[0] + " (" + leaf.split("(")[-1].split(":")[0].rsplit("/", 1)[-1]] += k
-        if "select" in leaf or "epoll" in leaf or "run_once" in leaf and "uvloop" in stack:
-            area["idle (epoll wait)"] += k
-        elif "redis" in stack:
-            area["redis-py"] += k
-        elif "skeleton.py" in stack or "plaintpl.py" in stack or "links.py" in stack \
-                or "tokens.py" in stack:
-            area["compose"] += k
-        elif "smtp_pool.py" in stack:
-            area["SMTP client"] += k
-        elif "aiohttp" in stack or "tracking.py" in stack:
-            area["tracking HTTP"] += k
-        elif "jsfast" in stack or "nats" in stack:
-            area["NATS (fetch/publish/ack)"] += k
-        elif "protobuf" in stack or "_pb2" in stack or "events.py" in stack:
-            area["protobuf events"] += k
-        elif "prometheus" in stack:
-            area["metrics"] += k
-        else:
-            area["other"] += k
-    rows = [(f"  profile: {name}", f"{100 * k / total:.1f} %", "") for name, k in area.most_common()]
-    rows += [(f"  own time: {name}", f"{100 * k / total:.1f} %", "") for name, k in own.most_common(top)]
-    return rows
+    return pyspy.summarise(path, _AREAS, "other", top)
 
 
 def _machine() -> tuple[float, float]:

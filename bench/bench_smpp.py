@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import json
 import os
 import shutil
@@ -30,6 +29,7 @@ from pathlib import Path
 from herald.v1 import common_pb2 as c
 from herald.v1 import events_pb2 as e
 
+from bench import pyspy
 from cli import procs
 from shared import bus
 
@@ -143,43 +143,17 @@ def _smpplib_run(sim_port: int, n: int, nodelay: bool = False) -> float:
     return dt
 
 
+_AREAS = [
+    ("SMPP codec", ("gateways/smpp/pdu.py", "encoding.py")),
+    ("redis-py", ("redis",)),
+    ("nats-py (fetch/publish/ack)", ("nats",)),
+    ("protobuf events", ("protobuf", "_pb2", "smpp/events.py")),
+    ("asyncio loop / transports", ("leaf:asyncio", "base_events")),
+]
+
+
 def _profile_summary(path: Path, top: int = 12) -> list[tuple[str, str, str]]:
-    """Own (leaf) time by function, and total time by area, of the main thread (the event
-    loop) from py-spy's raw output."""
-    own: collections.Counter[str] = collections.Counter()
-    area: collections.Counter[str] = collections.Counter()
-    total = 0
-    for line in path.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not count.isdigit():
-            continue
-        if "Thread._bootstrap" in stack:
-            # The metrics HTTP server and gRPC threads: py-spy counts them as active while
-            # they sit in select(); /proc shows they use no CPU during the run.
-            continue
-        k = int(count)
-        total += k
-        frames = stack.split(";")
-        leaf = frames[-1]
-        own[leaf.split(" (")[0] + " (" + leaf.split("(")[-1].split(":")[0].rsplit("/", 1)[-1]] += k
-        text = stack
-        if "select" in leaf or "epoll" in leaf:
-            area["idle (epoll wait)"] += k
-        elif "gateways/smpp/pdu.py" in text or "encoding.py" in text:
-            area["SMPP codec"] += k
-        elif "redis" in text:
-            area["redis-py"] += k
-        elif "nats" in text:
-            area["nats-py (fetch/publish/ack)"] += k
-        elif "protobuf" in text or "_pb2" in text or "smpp/events.py" in text:
-            area["protobuf events"] += k
-        elif "asyncio" in leaf or "base_events" in text:
-            area["asyncio loop / transports"] += k
-        else:
-            area["other gateway code"] += k
-    rows = [(f"  profile: {name}", f"{100 * k / total:.1f} %", "") for name, k in area.most_common()]
-    rows += [(f"  own time: {name}", f"{100 * k / total:.1f} %", "") for name, k in own.most_common(top)]
-    return rows
+    return pyspy.summarise(path, _AREAS, "other gateway code", top)
 
 
 def run(args: argparse.Namespace) -> list[tuple[str, str, str]]:

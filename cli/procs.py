@@ -109,6 +109,12 @@ def start_module(name: str, module: str, workdir: Path, env: dict[str, str],
     ready.unlink(missing_ok=True)
     proc = _spawn(name, [sys.executable, "-m", module, *(args or [])], workdir,
                   {**env, "HERALD_READY_FILE": str(ready)})
+    return wait_ready(proc, ready, timeout)
+
+
+def wait_ready(proc: Proc, ready: Path, timeout: float) -> Proc:
+    """Wait until `proc` appends its ready line (JSON) to `ready`; its fields become proc.info."""
+    name = proc.name
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if ready.exists() and ready.read_text().strip():
