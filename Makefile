@@ -43,6 +43,7 @@ test-unit: venv
 	$(VPY) -m pytest -q tests/unit
 
 bench: deps
+	bash deploy/local/ensure-deps.sh --bench
 	$(VPY) -m bench
 
 clean:

@@ -5,6 +5,10 @@ need=()
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
 have nats-server || need+=(nats-server)
 have redis-server || need+=(redis-server)
+# make bench: wrk is the load generator of the tracking endpoint figures
+if [ "${1:-}" = "--bench" ]; then
+  have wrk || need+=(wrk)
+fi
 if [ "${HERALD_TEST_NEEDS_PG:-}" = 1 ] || [ "${1:-}" = "--pg" ]; then
   have pg_ctl || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
 fi
