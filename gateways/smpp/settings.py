@@ -193,7 +193,8 @@ MO_LINK_TTL = setting(
 )
 MAX_IN_FLIGHT = setting(
     "HERALD_SMPP_MAX_IN_FLIGHT", "0",
-    "Jobs the gateway works on at once, from fetch to ack (0: four times the sum of the routes' windows, at least 64).", GW,
+    "Jobs the gateway works on at once, from fetch to ack (0: four times the sum of the routes' windows, at least 64; "
+    "when every route has a throughput limit, at most a quarter of the jobs' ack wait at that rate).", GW,
 )
 FETCH_BATCH = setting(
     "HERALD_SMPP_FETCH_BATCH", "256",

@@ -96,3 +96,20 @@ def test_udh_8_and_16_bit_never_split_escapes_or_surrogates() -> None:
     assert all(c is not None and c[0] == 0x1234 for _b, c in parts16)
     assert all(len(p) <= 140 for p in enc16.parts)
     assert "".join(b.decode("utf-16-be") for b, _ in parts16) == "😀" * 100
+
+
+def test_in_flight_cap_follows_windows_and_rate_limits() -> None:
+    from gateways.smpp.gateway import in_flight_cap, job_ack_wait
+    from gateways.smpp.routes import RouteConfig
+
+    def r(window: int, binds: int = 1, rate: float = 0.0) -> RouteConfig:
+        return RouteConfig(name=f"r{window}-{rate}", binds=binds,
+                           client=ClientConfig("127.0.0.1", 1, "x", window=window, throughput=rate))
+
+    assert in_flight_cap([r(100, binds=2), r(50)]) == 4 * 250
+    assert in_flight_cap([r(1)]) == 64
+    # 10 msg/s with 40 s of ack_wait: at most 100 jobs wait their turn (~10 s of work)
+    assert job_ack_wait(10.0) == 40.0
+    assert in_flight_cap([r(100, rate=10.0)]) == 100
+    # one unlimited route: windows decide
+    assert in_flight_cap([r(100, rate=10.0), r(100)]) == 800
