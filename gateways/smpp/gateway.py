@@ -1,14 +1,17 @@
 """The SMPP gateway worker: SMS jobs from JetStream -> submit_sm on a route's binds;
 receipts and replies -> events.
 
-Job path (many jobs in flight so every window fills):
-  send marker SET NX (never submit a job twice) -> submit_sm per part, in order, on one
-  bind -> marker ok:<route>|<ids> -> publish SUBMITTED -> store the id mappings -> ack.
+Job path (many jobs in flight so every window fills), batch-shaped: jobs are pulled with
+  shared.jsfast, a fetched batch is claimed with one Redis call (send marker SET NX: never
+  submit a job twice), each job waits in its bind's FIFO and goes out as submit_sm per part,
+  in order, on one bind (results come back through _Job.on_result, no task per message),
+  then finished jobs are group-committed (_Recorder): markers ok:<route>|<ids> -> publish
+  SUBMITTED -> store the id mappings -> ack, one Redis call / one publish burst / one ack
+  write per batch, in that order for every job.
   Mappings are written after SUBMITTED so a receipt's event can never overtake it on the
-  bus: a receipt arriving earlier finds no mapping, is looked up again a moment later and
-  otherwise answered ESME_RX_T_APPN, which makes the SMSC send it again.
-  The Redis and NATS steps are batched across jobs (store.Batcher: one pipeline and one
-  burst of async publishes per batch) but keep that order for every job.
+  bus: a receipt arriving earlier waits for the recording in memory (same process) or
+  finds no mapping, is looked up again a moment later and otherwise answered
+  ESME_RX_T_APPN, which makes the SMSC send it again.
 Refusals: ESME_RTHROTTLED / ESME_RMSGQFUL pause and slow the bind and nak the job with a
   delay (later parts of a multipart message are retried in place instead: earlier parts
   are out); ESME_RSYSERR is retried in place with exponential backoff up to a limit;
