@@ -12,7 +12,6 @@ every ack is in, so callers still act only on stored events.
 
 from __future__ import annotations
 
-import hashlib
 import time
 import uuid
 
@@ -21,7 +20,7 @@ from herald.v1 import common_pb2 as c
 from herald.v1 import events_pb2 as e
 
 from gateways.smpp.store import Mapping
-from shared import bus, jsfast, states, timeutil
+from shared import bus, ids, jsfast, states, timeutil
 
 # The generated modules' top-level enum constants: EnumTypeWrapper attribute access
 # (e.MessageEventKind.X) looks the name up on every use, ~3 µs each (measured).
@@ -37,17 +36,7 @@ def event_key(message_id: str, fact: str, attempt: int) -> str:
     return f"{message_id}:{fact}:{attempt}"
 
 
-_NS = _NAMESPACE.bytes
-
-
-_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
-
-
-def event_id(key: str) -> str:
-    """str(uuid.uuid5(_NAMESPACE, key)) without the UUID object (on the per-message path)."""
-    h = hashlib.sha1(_NS + key.encode()).hexdigest()
-    # version 5 in the 13th hex digit, RFC 4122 variant in the 17th
-    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+event_id = ids.uuid5_text(_NAMESPACE)  # str(uuid.uuid5(_NAMESPACE, key))
 
 
 def build(kind: int, ident: Mapping, key: str, **fields: object) -> e.MessageEvent:
@@ -72,14 +61,8 @@ def build(kind: int, ident: Mapping, key: str, **fields: object) -> e.MessageEve
     return ev
 
 
-_SUBJECTS: dict[int, str] = {}
-
-
 def message(kind: int, ident: Mapping, key: str, **fields: object) -> Outgoing:
-    subject = _SUBJECTS.get(kind)
-    if subject is None:
-        subject = _SUBJECTS[kind] = states.message_subject(kind)
-    return subject, build(kind, ident, key, **fields), key
+    return states.message_subject(kind), build(kind, ident, key, **fields), key
 
 
 def opted_out(ident: Mapping, address: str, keyword: str, key: str) -> Outgoing:

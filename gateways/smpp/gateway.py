@@ -312,6 +312,7 @@ class _Recorder:
 
     async def _commit(self, batch: list[Outcome]) -> None:
         gw = self.gw
+        msgs = [o.msg for o in batch if o.msg is not None]
         stored = False
         try:
             await gw._record(lambda: self.flush(batch))
@@ -320,11 +321,9 @@ class _Recorder:
             # Redis/NATS gone for longer than record_retry_for: the jobs come back later and
             # their markers say what was done (replayed, never resubmitted).
             log.error("recording %d outcomes failed, redelivering their jobs: %s", len(batch), exc)
-            msgs = [o.msg for o in batch if o.msg is not None]
             await _quietly(jsfast.settle_many(msgs, jsfast.nak_payload(1.0)))
             bus.BUS_MESSAGES.labels(gw.cfg.consumer, "nak").inc(len(msgs))
         else:
-            msgs = [o.msg for o in batch if o.msg is not None]
             await _quietly(jsfast.settle_many(msgs))
             gw._acked.inc(len(msgs))
             gw._jobs_submitted.inc(sum(1 for o in batch if o.marker is not None and o.marker[0] == "ok"))
@@ -332,7 +331,7 @@ class _Recorder:
             gw._flush_counters()
             for o in batch:
                 gw._recorded(o, stored)
-            gw._jobs_done(sum(1 for o in batch if o.msg is not None))
+            gw._jobs_done(len(msgs))
 
 
 class Gateway:

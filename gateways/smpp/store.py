@@ -1,5 +1,5 @@
 """The gateway's Redis state; everything on the per-message path goes through batches
-(one pipeline per batch, see `Batcher`).
+(one script call or pipeline per batch, see `Flusher`).
 
 Send marker `herald:smpp:job:<message_id>:<attempt>` (SET NX before any submit_sm):
   pending:<unix time>           a submit is in flight (or the process died while it was)
@@ -91,7 +91,6 @@ class Writes:
 
 
 T = TypeVar("T")
-R = TypeVar("R")
 
 
 _SEP = "\x1f"  # ASCII unit separator: never in ids, numbers, routes or sender names
@@ -232,35 +231,6 @@ class Flusher(Generic[T]):
                 self._kick()
 
 
-class Batcher(Generic[T, R]):
-    """Group commit: items submitted while a flush is running (or in the same loop
-    iteration) go together into the next call of `flush(items) -> results`. At most
-    `concurrency` flushes run at once. A failed flush fails every item of its batch."""
-
-    def __init__(self, flush: Callable[[list[T]], Awaitable[list[R]]], max_size: int = 512,
-                 concurrency: int = 2) -> None:
-        self.flush = flush
-        self._flusher: Flusher[tuple[T, asyncio.Future[R]]] = Flusher(
-            self._flush_pairs, self._fail, max_size, concurrency)
-
-    def submit(self, item: T) -> asyncio.Future[R]:
-        fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._flusher.add((item, fut))
-        return fut
-
-    async def _flush_pairs(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
-        results = await self.flush([item for item, _ in batch])
-        for (_, fut), res in zip(batch, results, strict=True):
-            if not fut.done():
-                fut.set_result(res)
-
-    @staticmethod
-    def _fail(batch: list[tuple[T, asyncio.Future[R]]], exc: Exception) -> None:
-        for _, fut in batch:
-            if not fut.done():
-                fut.set_exception(exc)
-
-
 class Store:
     def __init__(self, redis: aioredis.Redis, mapping_ttl: int, dedup_ttl: int,
                  mo_link_ttl: int = 604800) -> None:
@@ -268,19 +238,13 @@ class Store:
         self.mapping_ttl = mapping_ttl
         self.dedup_ttl = dedup_ttl
         self.mo_link_ttl = mo_link_ttl
-        self.claims: Batcher[tuple[str, int], Marker | None] = Batcher(self.claim_many)
         self._claim_script = redis.register_script(_CLAIM_LUA)
         self._write_script = redis.register_script(_WRITE_LUA)
-        self.lookups: Batcher[str, bytes | None] = Batcher(self._get_many)
 
     # --- send markers -------------------------------------------------------------------
     @staticmethod
     def job_key(message_id: str, attempt: int) -> str:
         return job_key(message_id, attempt)
-
-    async def claim(self, message_id: str, attempt: int) -> Marker | None:
-        """Write a pending marker; None if we own the job now, else the existing marker."""
-        return await self.claims.submit((message_id, attempt))
 
     async def claim_many(self, jobs: list[tuple[str, int]]) -> list[Marker | None]:
         """Write a pending marker for each job; None where we own it now, else its marker."""
@@ -288,9 +252,6 @@ class Store:
         found = await self._claim_script(keys=[job_key(mid, att) for mid, att in jobs],
                                          args=[self.dedup_ttl, f"pending:{time.time():.3f}"])
         return [Marker.parse(raw) if raw else None for raw in found]
-
-    async def mark(self, message_id: str, attempt: int, state: str, value: str) -> None:
-        await self.redis.set(job_key(message_id, attempt), f"{state}:{value}", ex=self.dedup_ttl)
 
     async def release(self, message_id: str, attempt: int) -> None:
         """The SMSC definitely did not take the message: let a redelivery submit it."""
@@ -330,18 +291,6 @@ class Store:
         if await_until is not None:
             w.zadd(AWAIT_KEY, first.job, await_until)
             w.hset(AWAIT_INFO, first.job, first_value)
-
-    async def save_mapping(self, mapping: Mapping, keys: list[str]) -> None:
-        w = self.writes()
-        self.add_mappings(w, [(mapping, keys)], None)
-        await self.apply(w)
-
-    async def _get_many(self, keys: list[str]) -> list[bytes | None]:
-        return list(await self.redis.mget(keys))
-
-    async def lookup(self, route: str, key: str) -> Mapping | None:
-        raw = await self.lookups.submit(id_key(route, key))
-        return Mapping.loads(raw) if raw is not None else None
 
     async def record_parts(self, items: list[tuple[Mapping, str]]) -> list[dict[int, str]]:
         """Record the final stat of parts of multipart messages; the states of every part
