@@ -78,6 +78,12 @@ SERVICE_TOKEN = setting(
     "Bearer token this process presents when it calls another Herald service.",
     "campaigns",
 )
+DEV_MODE = setting(
+    "HERALD_DEV_MODE", "0",
+    "1 = development mode (what `make run` sets): the gateways accept the built-in development "
+    "signing keys and senders are registered to the first workspace that uses them. Outside "
+    "development mode a gateway without configured signing keys refuses to start.",
+)
 READY_FILE = setting(
     "HERALD_READY_FILE", "",
     "If set, the process writes a JSON line with its bound addresses here once serving "

@@ -9,6 +9,7 @@ import json
 import logging
 import signal
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -52,6 +53,14 @@ class HeraldInterceptor(grpc.aio.ServerInterceptor):
                 await context.abort_with_status(exc.to_status())
             raise exc
 
+        async def internal(context: grpc.aio.ServicerContext) -> None:
+            # The client gets an id to quote, never the exception's text (it can carry SQL,
+            # parameters or addresses); the log line under that id has the whole trace.
+            error_id = uuid.uuid4().hex[:12]
+            log.exception("unhandled error", extra={"method": method, "error_id": error_id})
+            GRPC_REQUESTS.labels(method, "INTERNAL").inc()
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error (error id {error_id})")
+
         if handler.unary_unary:
             inner = handler.unary_unary
 
@@ -64,10 +73,8 @@ class HeraldInterceptor(grpc.aio.ServerInterceptor):
                     await fail(context, exc)
                 except (asyncio.CancelledError, grpc.aio.AbortError):
                     raise
-                except Exception as exc:
-                    log.exception("unhandled error", extra={"method": method})
-                    GRPC_REQUESTS.labels(method, "INTERNAL").inc()
-                    await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {exc}")
+                except Exception:
+                    await internal(context)
                 finally:
                     GRPC_LATENCY.labels(method).observe(time.perf_counter() - start)
                 GRPC_REQUESTS.labels(method, "OK").inc()
@@ -86,6 +93,10 @@ class HeraldInterceptor(grpc.aio.ServerInterceptor):
                         yield item
                 except HeraldError as exc:
                     await fail(context, exc)
+                except (asyncio.CancelledError, grpc.aio.AbortError):
+                    raise
+                except Exception:
+                    await internal(context)
                 GRPC_REQUESTS.labels(method, "OK").inc()
 
             return grpc.unary_stream_rpc_method_handler(

@@ -48,6 +48,21 @@ class CampaignOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CAMPAIGN_OUTCOME_PARTIAL: _ClassVar[CampaignOutcome]
     CAMPAIGN_OUTCOME_ALL_FAILED: _ClassVar[CampaignOutcome]
 
+class MessageStage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MESSAGE_STAGE_UNSPECIFIED: _ClassVar[MessageStage]
+    MESSAGE_STAGE_NEW: _ClassVar[MessageStage]
+    MESSAGE_STAGE_SENDING: _ClassVar[MessageStage]
+    MESSAGE_STAGE_SUBMITTED: _ClassVar[MessageStage]
+    MESSAGE_STAGE_NOT_SENT: _ClassVar[MessageStage]
+
+class DeliveryResult(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DELIVERY_RESULT_UNSPECIFIED: _ClassVar[DeliveryResult]
+    DELIVERY_RESULT_UNKNOWN: _ClassVar[DeliveryResult]
+    DELIVERY_RESULT_DELIVERED: _ClassVar[DeliveryResult]
+    DELIVERY_RESULT_FAILED: _ClassVar[DeliveryResult]
+
 class ExportStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     EXPORT_STATUS_UNSPECIFIED: _ClassVar[ExportStatus]
@@ -86,6 +101,15 @@ CAMPAIGN_OUTCOME_UNSPECIFIED: CampaignOutcome
 CAMPAIGN_OUTCOME_SENT: CampaignOutcome
 CAMPAIGN_OUTCOME_PARTIAL: CampaignOutcome
 CAMPAIGN_OUTCOME_ALL_FAILED: CampaignOutcome
+MESSAGE_STAGE_UNSPECIFIED: MessageStage
+MESSAGE_STAGE_NEW: MessageStage
+MESSAGE_STAGE_SENDING: MessageStage
+MESSAGE_STAGE_SUBMITTED: MessageStage
+MESSAGE_STAGE_NOT_SENT: MessageStage
+DELIVERY_RESULT_UNSPECIFIED: DeliveryResult
+DELIVERY_RESULT_UNKNOWN: DeliveryResult
+DELIVERY_RESULT_DELIVERED: DeliveryResult
+DELIVERY_RESULT_FAILED: DeliveryResult
 EXPORT_STATUS_UNSPECIFIED: ExportStatus
 EXPORT_STATUS_QUEUED: ExportStatus
 EXPORT_STATUS_RUNNING: ExportStatus
@@ -121,20 +145,32 @@ class StateChange(_message.Message):
     def __init__(self, status: _Optional[_Union[CampaignStatus, str]] = ..., reason: _Optional[str] = ..., actor: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Progress(_message.Message):
-    __slots__ = ("total", "processed", "sent", "delivered", "errors", "opted_out")
+    __slots__ = ("total", "processed", "sent", "delivered", "errors", "opted_out", "queued", "sending", "submitted", "assumed_delivered", "deferred", "cancelled")
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     PROCESSED_FIELD_NUMBER: _ClassVar[int]
     SENT_FIELD_NUMBER: _ClassVar[int]
     DELIVERED_FIELD_NUMBER: _ClassVar[int]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
     OPTED_OUT_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    SENDING_FIELD_NUMBER: _ClassVar[int]
+    SUBMITTED_FIELD_NUMBER: _ClassVar[int]
+    ASSUMED_DELIVERED_FIELD_NUMBER: _ClassVar[int]
+    DEFERRED_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
     total: int
     processed: int
     sent: int
     delivered: int
     errors: int
     opted_out: int
-    def __init__(self, total: _Optional[int] = ..., processed: _Optional[int] = ..., sent: _Optional[int] = ..., delivered: _Optional[int] = ..., errors: _Optional[int] = ..., opted_out: _Optional[int] = ...) -> None: ...
+    queued: int
+    sending: int
+    submitted: int
+    assumed_delivered: int
+    deferred: int
+    cancelled: int
+    def __init__(self, total: _Optional[int] = ..., processed: _Optional[int] = ..., sent: _Optional[int] = ..., delivered: _Optional[int] = ..., errors: _Optional[int] = ..., opted_out: _Optional[int] = ..., queued: _Optional[int] = ..., sending: _Optional[int] = ..., submitted: _Optional[int] = ..., assumed_delivered: _Optional[int] = ..., deferred: _Optional[int] = ..., cancelled: _Optional[int] = ...) -> None: ...
 
 class SendingWindow(_message.Message):
     __slots__ = ("start", "end", "time_zone")
@@ -275,20 +311,24 @@ class CampaignActionRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., request_id: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
 
 class ListCampaignsRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "filter", "order_by", "show_archived", "archived_only")
+    __slots__ = ("page_size", "page_token", "filter", "order_by", "show_archived", "archived_only", "moderation_queue", "show_all")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     ORDER_BY_FIELD_NUMBER: _ClassVar[int]
     SHOW_ARCHIVED_FIELD_NUMBER: _ClassVar[int]
     ARCHIVED_ONLY_FIELD_NUMBER: _ClassVar[int]
+    MODERATION_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    SHOW_ALL_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     filter: str
     order_by: str
     show_archived: bool
     archived_only: bool
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., filter: _Optional[str] = ..., order_by: _Optional[str] = ..., show_archived: _Optional[bool] = ..., archived_only: _Optional[bool] = ...) -> None: ...
+    moderation_queue: bool
+    show_all: bool
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., filter: _Optional[str] = ..., order_by: _Optional[str] = ..., show_archived: _Optional[bool] = ..., archived_only: _Optional[bool] = ..., moderation_queue: _Optional[bool] = ..., show_all: _Optional[bool] = ...) -> None: ...
 
 class ListCampaignsResponse(_message.Message):
     __slots__ = ("campaigns", "next_page_token", "total_size")
@@ -301,7 +341,7 @@ class ListCampaignsResponse(_message.Message):
     def __init__(self, campaigns: _Optional[_Iterable[_Union[Campaign, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
 
 class Message(_message.Message):
-    __slots__ = ("id", "campaign_id", "contact_id", "contact_name", "phone", "email", "channel", "status", "carrier_result", "error_code", "error_description", "failure_category", "created_at", "sent_at", "delivered_at", "views", "clicks", "replies", "variant", "content_preview", "provider_message_id", "attempt", "fields", "route", "held")
+    __slots__ = ("id", "campaign_id", "contact_id", "contact_name", "phone", "email", "channel", "status", "carrier_result", "error_code", "error_description", "failure_category", "created_at", "sent_at", "delivered_at", "views", "clicks", "replies", "variant", "content_preview", "provider_message_id", "attempt", "fields", "route", "held", "stage", "result")
     class FieldsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -334,6 +374,8 @@ class Message(_message.Message):
     FIELDS_FIELD_NUMBER: _ClassVar[int]
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     HELD_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
     id: str
     campaign_id: str
     contact_id: str
@@ -359,7 +401,43 @@ class Message(_message.Message):
     fields: _containers.ScalarMap[str, str]
     route: str
     held: bool
-    def __init__(self, id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., contact_id: _Optional[str] = ..., contact_name: _Optional[str] = ..., phone: _Optional[str] = ..., email: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., status: _Optional[_Union[_common_pb2.MessageStatus, str]] = ..., carrier_result: _Optional[str] = ..., error_code: _Optional[str] = ..., error_description: _Optional[str] = ..., failure_category: _Optional[_Union[_common_pb2.FailureCategory, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delivered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., views: _Optional[int] = ..., clicks: _Optional[int] = ..., replies: _Optional[int] = ..., variant: _Optional[str] = ..., content_preview: _Optional[str] = ..., provider_message_id: _Optional[str] = ..., attempt: _Optional[int] = ..., fields: _Optional[_Mapping[str, str]] = ..., route: _Optional[str] = ..., held: _Optional[bool] = ...) -> None: ...
+    stage: MessageStage
+    result: DeliveryResult
+    def __init__(self, id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., contact_id: _Optional[str] = ..., contact_name: _Optional[str] = ..., phone: _Optional[str] = ..., email: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., status: _Optional[_Union[_common_pb2.MessageStatus, str]] = ..., carrier_result: _Optional[str] = ..., error_code: _Optional[str] = ..., error_description: _Optional[str] = ..., failure_category: _Optional[_Union[_common_pb2.FailureCategory, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delivered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., views: _Optional[int] = ..., clicks: _Optional[int] = ..., replies: _Optional[int] = ..., variant: _Optional[str] = ..., content_preview: _Optional[str] = ..., provider_message_id: _Optional[str] = ..., attempt: _Optional[int] = ..., fields: _Optional[_Mapping[str, str]] = ..., route: _Optional[str] = ..., held: _Optional[bool] = ..., stage: _Optional[_Union[MessageStage, str]] = ..., result: _Optional[_Union[DeliveryResult, str]] = ...) -> None: ...
+
+class PreviewContentRequest(_message.Message):
+    __slots__ = ("campaign_id", "variant", "content", "channel", "contact_id", "sample")
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    CONTACT_ID_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    variant: str
+    content: Content
+    channel: _common_pb2.Channel
+    contact_id: str
+    sample: _common_pb2.Recipient
+    def __init__(self, campaign_id: _Optional[str] = ..., variant: _Optional[str] = ..., content: _Optional[_Union[Content, _Mapping]] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., contact_id: _Optional[str] = ..., sample: _Optional[_Union[_common_pb2.Recipient, _Mapping]] = ...) -> None: ...
+
+class PreviewContentResponse(_message.Message):
+    __slots__ = ("text", "subject", "html", "sms_encoding", "sms_parts", "characters", "variables")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    HTML_FIELD_NUMBER: _ClassVar[int]
+    SMS_ENCODING_FIELD_NUMBER: _ClassVar[int]
+    SMS_PARTS_FIELD_NUMBER: _ClassVar[int]
+    CHARACTERS_FIELD_NUMBER: _ClassVar[int]
+    VARIABLES_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    subject: str
+    html: str
+    sms_encoding: str
+    sms_parts: int
+    characters: int
+    variables: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, text: _Optional[str] = ..., subject: _Optional[str] = ..., html: _Optional[str] = ..., sms_encoding: _Optional[str] = ..., sms_parts: _Optional[int] = ..., characters: _Optional[int] = ..., variables: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class UpdateCampaignRequest(_message.Message):
     __slots__ = ("request_id", "campaign", "update_mask")
@@ -484,14 +562,26 @@ class RetryMessagesRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., message_ids: _Optional[_Iterable[str]] = ..., filter: _Optional[str] = ...) -> None: ...
 
 class RetryMessagesResponse(_message.Message):
-    __slots__ = ("retried", "skipped", "campaign")
+    __slots__ = ("retried", "skipped", "campaign", "excluded")
     RETRIED_FIELD_NUMBER: _ClassVar[int]
     SKIPPED_FIELD_NUMBER: _ClassVar[int]
     CAMPAIGN_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDED_FIELD_NUMBER: _ClassVar[int]
     retried: int
     skipped: int
     campaign: Campaign
-    def __init__(self, retried: _Optional[int] = ..., skipped: _Optional[int] = ..., campaign: _Optional[_Union[Campaign, _Mapping]] = ...) -> None: ...
+    excluded: _containers.RepeatedCompositeFieldContainer[RetryExclusion]
+    def __init__(self, retried: _Optional[int] = ..., skipped: _Optional[int] = ..., campaign: _Optional[_Union[Campaign, _Mapping]] = ..., excluded: _Optional[_Iterable[_Union[RetryExclusion, _Mapping]]] = ...) -> None: ...
+
+class RetryExclusion(_message.Message):
+    __slots__ = ("message_id", "category", "reason")
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    message_id: str
+    category: _common_pb2.FailureCategory
+    reason: str
+    def __init__(self, message_id: _Optional[str] = ..., category: _Optional[_Union[_common_pb2.FailureCategory, str]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ListMessagesRequest(_message.Message):
     __slots__ = ("campaign_id", "page_size", "page_token", "filter", "order_by")

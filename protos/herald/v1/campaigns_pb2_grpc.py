@@ -27,6 +27,29 @@ if _version_not_supported:
 
 class CampaignServiceStub:
     """Campaign lifecycle, moderation, the message ledger of record.
+
+    Roles (bearer token -> principal; see docs/): viewer reads; operator creates, edits,
+    starts, pauses, resumes, cancels, archives, deletes, retries, exports and triggers;
+    moderator approves and rejects; admin and master may do everything (master also reads
+    across workspaces); service may trigger. A caller without the role gets PERMISSION_DENIED.
+    Every call is scoped to the caller's workspace: another workspace's campaign is NOT_FOUND.
+    Phone numbers (in phone, addresses, descriptions, replies, clicks, exports, audit values
+    and replays) are masked to their last 3 digits unless the caller's token has pii.
+
+    Errors every RPC may return: INVALID_ARGUMENT with a BadRequest naming each bad field
+    (malformed ids, out-of-range timestamps, non-finite numbers, over-long strings, bad page
+    tokens, filters or order_by); NOT_FOUND; FAILED_PRECONDITION for illegal transitions (the
+    message names the current state and the allowed ones); PERMISSION_DENIED; INTERNAL carries
+    only an error id (the detail is in the service's log under that id).
+
+    Idempotency (AIP-155): every mutating RPC takes a request_id (at most 128 characters). A
+    retry with the same request_id, method, target and body returns the first answer (re-masked
+    for the caller); the same request_id with another method, target or body is refused with
+    INVALID_ARGUMENT naming request_id.
+
+    Paging (AIP-158): page tokens are opaque and bound to the list, its parent and its filter
+    and order; a token used on another query is INVALID_ARGUMENT. page_size <= 0 means the
+    default (50); at most 1000.
     """
 
     def __init__(self, channel):
@@ -49,6 +72,11 @@ class CampaignServiceStub:
                 '/herald.v1.CampaignService/ListCampaigns',
                 request_serializer=herald_dot_v1_dot_campaigns__pb2.ListCampaignsRequest.SerializeToString,
                 response_deserializer=herald_dot_v1_dot_campaigns__pb2.ListCampaignsResponse.FromString,
+                _registered_method=True)
+        self.PreviewContent = channel.unary_unary(
+                '/herald.v1.CampaignService/PreviewContent',
+                request_serializer=herald_dot_v1_dot_campaigns__pb2.PreviewContentRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_campaigns__pb2.PreviewContentResponse.FromString,
                 _registered_method=True)
         self.SubmitCampaign = channel.unary_unary(
                 '/herald.v1.CampaignService/SubmitCampaign',
@@ -174,10 +202,39 @@ class CampaignServiceStub:
 
 class CampaignServiceServicer:
     """Campaign lifecycle, moderation, the message ledger of record.
+
+    Roles (bearer token -> principal; see docs/): viewer reads; operator creates, edits,
+    starts, pauses, resumes, cancels, archives, deletes, retries, exports and triggers;
+    moderator approves and rejects; admin and master may do everything (master also reads
+    across workspaces); service may trigger. A caller without the role gets PERMISSION_DENIED.
+    Every call is scoped to the caller's workspace: another workspace's campaign is NOT_FOUND.
+    Phone numbers (in phone, addresses, descriptions, replies, clicks, exports, audit values
+    and replays) are masked to their last 3 digits unless the caller's token has pii.
+
+    Errors every RPC may return: INVALID_ARGUMENT with a BadRequest naming each bad field
+    (malformed ids, out-of-range timestamps, non-finite numbers, over-long strings, bad page
+    tokens, filters or order_by); NOT_FOUND; FAILED_PRECONDITION for illegal transitions (the
+    message names the current state and the allowed ones); PERMISSION_DENIED; INTERNAL carries
+    only an error id (the detail is in the service's log under that id).
+
+    Idempotency (AIP-155): every mutating RPC takes a request_id (at most 128 characters). A
+    retry with the same request_id, method, target and body returns the first answer (re-masked
+    for the caller); the same request_id with another method, target or body is refused with
+    INVALID_ARGUMENT naming request_id.
+
+    Paging (AIP-158): page tokens are opaque and bound to the list, its parent and its filter
+    and order; a token used on another query is INVALID_ARGUMENT. page_size <= 0 means the
+    default (50); at most 1000.
     """
 
     def CreateCampaign(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Creates a campaign (NEW, or DRAFT when draft). Refused with INVALID_ARGUMENT, before
+        anything is stored, when: a template does not parse or uses an unknown variable (the
+        violation names the field and line); the content is over the channel's size limit; an
+        inline address is not valid for the channel; a category or contact id is unknown in the
+        workspace; the sender is not one of the workspace's senders; start_at/end_at are in the
+        past, out of range or in the wrong order; max_rate is not finite.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -189,7 +246,18 @@ class CampaignServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListCampaigns(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The campaigns list. NEW campaigns (awaiting moderation) are in the moderation queue
+        (moderation_queue = true), not in the main list, unless show_all or the filter names
+        status=NEW.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PreviewContent(self, request, context):
+        """Renders a campaign's content (or content given inline) for one contact or a sample
+        recipient: the template preview and summary. Same engine and variables as the sends.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -296,9 +364,11 @@ class CampaignServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RetryMessages(self, request, context):
-        """Retry FAILED messages, chosen by id or by a ListMessages filter. Opted-out recipients are
-        never retried; a DONE campaign goes back to SENDING. Refused while another campaign of
-        the same channel is sending in the workspace (seed 001 rule).
+        """Retry FAILED messages, chosen by id or by a ListMessages filter. Suppression and address
+        validation are applied again at retry time: an address that opted out, bounced or is
+        invalid is not retried and is reported in excluded with its reason. A DONE campaign goes
+        back to SENDING. Refused (FAILED_PRECONDITION) while another non-TRIGGER campaign of the
+        same channel is SENDING in the workspace.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -306,7 +376,8 @@ class CampaignServiceServicer:
 
     def CreateExport(self, request, context):
         """Exports of the send detail (CSV or TXT): created QUEUED, built in the background
-        (RUNNING -> DONE), downloadable until they expire.
+        (RUNNING -> DONE), downloadable until they expire. CreateExport needs the operator role.
+        DownloadExport masks phone numbers unless the downloader has pii, whoever created it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -375,6 +446,11 @@ def add_CampaignServiceServicer_to_server(servicer, server):
                     servicer.ListCampaigns,
                     request_deserializer=herald_dot_v1_dot_campaigns__pb2.ListCampaignsRequest.FromString,
                     response_serializer=herald_dot_v1_dot_campaigns__pb2.ListCampaignsResponse.SerializeToString,
+            ),
+            'PreviewContent': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewContent,
+                    request_deserializer=herald_dot_v1_dot_campaigns__pb2.PreviewContentRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_campaigns__pb2.PreviewContentResponse.SerializeToString,
             ),
             'SubmitCampaign': grpc.unary_unary_rpc_method_handler(
                     servicer.SubmitCampaign,
@@ -506,6 +582,29 @@ def add_CampaignServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class CampaignService:
     """Campaign lifecycle, moderation, the message ledger of record.
+
+    Roles (bearer token -> principal; see docs/): viewer reads; operator creates, edits,
+    starts, pauses, resumes, cancels, archives, deletes, retries, exports and triggers;
+    moderator approves and rejects; admin and master may do everything (master also reads
+    across workspaces); service may trigger. A caller without the role gets PERMISSION_DENIED.
+    Every call is scoped to the caller's workspace: another workspace's campaign is NOT_FOUND.
+    Phone numbers (in phone, addresses, descriptions, replies, clicks, exports, audit values
+    and replays) are masked to their last 3 digits unless the caller's token has pii.
+
+    Errors every RPC may return: INVALID_ARGUMENT with a BadRequest naming each bad field
+    (malformed ids, out-of-range timestamps, non-finite numbers, over-long strings, bad page
+    tokens, filters or order_by); NOT_FOUND; FAILED_PRECONDITION for illegal transitions (the
+    message names the current state and the allowed ones); PERMISSION_DENIED; INTERNAL carries
+    only an error id (the detail is in the service's log under that id).
+
+    Idempotency (AIP-155): every mutating RPC takes a request_id (at most 128 characters). A
+    retry with the same request_id, method, target and body returns the first answer (re-masked
+    for the caller); the same request_id with another method, target or body is refused with
+    INVALID_ARGUMENT naming request_id.
+
+    Paging (AIP-158): page tokens are opaque and bound to the list, its parent and its filter
+    and order; a token used on another query is INVALID_ARGUMENT. page_size <= 0 means the
+    default (50); at most 1000.
     """
 
     @staticmethod
@@ -579,6 +678,33 @@ class CampaignService:
             '/herald.v1.CampaignService/ListCampaigns',
             herald_dot_v1_dot_campaigns__pb2.ListCampaignsRequest.SerializeToString,
             herald_dot_v1_dot_campaigns__pb2.ListCampaignsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreviewContent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.CampaignService/PreviewContent',
+            herald_dot_v1_dot_campaigns__pb2.PreviewContentRequest.SerializeToString,
+            herald_dot_v1_dot_campaigns__pb2.PreviewContentResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -61,7 +61,7 @@ FAILURE_CATEGORY_EXPIRED: FailureCategory
 FAILURE_CATEGORY_UNKNOWN: FailureCategory
 
 class Recipient(_message.Message):
-    __slots__ = ("contact_id", "phone", "email", "first_name", "last_name", "fields")
+    __slots__ = ("contact_id", "phone", "email", "first_name", "last_name", "fields", "external_id", "language")
     class FieldsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -75,10 +75,14 @@ class Recipient(_message.Message):
     FIRST_NAME_FIELD_NUMBER: _ClassVar[int]
     LAST_NAME_FIELD_NUMBER: _ClassVar[int]
     FIELDS_FIELD_NUMBER: _ClassVar[int]
+    EXTERNAL_ID_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     contact_id: str
     phone: str
     email: str
     first_name: str
     last_name: str
     fields: _containers.ScalarMap[str, str]
-    def __init__(self, contact_id: _Optional[str] = ..., phone: _Optional[str] = ..., email: _Optional[str] = ..., first_name: _Optional[str] = ..., last_name: _Optional[str] = ..., fields: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    external_id: str
+    language: str
+    def __init__(self, contact_id: _Optional[str] = ..., phone: _Optional[str] = ..., email: _Optional[str] = ..., first_name: _Optional[str] = ..., last_name: _Optional[str] = ..., fields: _Optional[_Mapping[str, str]] = ..., external_id: _Optional[str] = ..., language: _Optional[str] = ...) -> None: ...

@@ -10,8 +10,92 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class Sender(_message.Message):
+    __slots__ = ("workspace_id", "channel", "address", "created_at")
+    WORKSPACE_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    workspace_id: str
+    channel: _common_pb2.Channel
+    address: str
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, workspace_id: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., address: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class RegisterSenderRequest(_message.Message):
+    __slots__ = ("request_id", "channel", "address")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    channel: _common_pb2.Channel
+    address: str
+    def __init__(self, request_id: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., address: _Optional[str] = ...) -> None: ...
+
+class ListSendersRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "filter")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    filter: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., filter: _Optional[str] = ...) -> None: ...
+
+class ListSendersResponse(_message.Message):
+    __slots__ = ("senders", "next_page_token")
+    SENDERS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    senders: _containers.RepeatedCompositeFieldContainer[Sender]
+    next_page_token: str
+    def __init__(self, senders: _Optional[_Iterable[_Union[Sender, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class DeleteSenderRequest(_message.Message):
+    __slots__ = ("request_id", "channel", "address")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    channel: _common_pb2.Channel
+    address: str
+    def __init__(self, request_id: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., address: _Optional[str] = ...) -> None: ...
+
+class ValidateTargetsRequest(_message.Message):
+    __slots__ = ("channel", "sender", "category_ids", "inline", "categories_field", "inline_field", "sender_field")
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_IDS_FIELD_NUMBER: _ClassVar[int]
+    INLINE_FIELD_NUMBER: _ClassVar[int]
+    CATEGORIES_FIELD_FIELD_NUMBER: _ClassVar[int]
+    INLINE_FIELD_FIELD_NUMBER: _ClassVar[int]
+    SENDER_FIELD_FIELD_NUMBER: _ClassVar[int]
+    channel: _common_pb2.Channel
+    sender: str
+    category_ids: _containers.RepeatedScalarFieldContainer[str]
+    inline: _containers.RepeatedCompositeFieldContainer[_common_pb2.Recipient]
+    categories_field: str
+    inline_field: str
+    sender_field: str
+    def __init__(self, channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., sender: _Optional[str] = ..., category_ids: _Optional[_Iterable[str]] = ..., inline: _Optional[_Iterable[_Union[_common_pb2.Recipient, _Mapping]]] = ..., categories_field: _Optional[str] = ..., inline_field: _Optional[str] = ..., sender_field: _Optional[str] = ...) -> None: ...
+
+class FieldViolation(_message.Message):
+    __slots__ = ("field", "description")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    description: str
+    def __init__(self, field: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+
+class ValidateTargetsResponse(_message.Message):
+    __slots__ = ("violations", "field_names")
+    VIOLATIONS_FIELD_NUMBER: _ClassVar[int]
+    FIELD_NAMES_FIELD_NUMBER: _ClassVar[int]
+    violations: _containers.RepeatedCompositeFieldContainer[FieldViolation]
+    field_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, violations: _Optional[_Iterable[_Union[FieldViolation, _Mapping]]] = ..., field_names: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class Contact(_message.Message):
-    __slots__ = ("id", "workspace_id", "phone", "email", "first_name", "last_name", "fields", "category_ids", "external_id", "created_at")
+    __slots__ = ("id", "workspace_id", "phone", "email", "first_name", "last_name", "fields", "category_ids", "external_id", "created_at", "language")
     class FieldsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +113,7 @@ class Contact(_message.Message):
     CATEGORY_IDS_FIELD_NUMBER: _ClassVar[int]
     EXTERNAL_ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     id: str
     workspace_id: str
     phone: str
@@ -39,7 +124,8 @@ class Contact(_message.Message):
     category_ids: _containers.RepeatedScalarFieldContainer[str]
     external_id: str
     created_at: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., workspace_id: _Optional[str] = ..., phone: _Optional[str] = ..., email: _Optional[str] = ..., first_name: _Optional[str] = ..., last_name: _Optional[str] = ..., fields: _Optional[_Mapping[str, str]] = ..., category_ids: _Optional[_Iterable[str]] = ..., external_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    language: str
+    def __init__(self, id: _Optional[str] = ..., workspace_id: _Optional[str] = ..., phone: _Optional[str] = ..., email: _Optional[str] = ..., first_name: _Optional[str] = ..., last_name: _Optional[str] = ..., fields: _Optional[_Mapping[str, str]] = ..., category_ids: _Optional[_Iterable[str]] = ..., external_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., language: _Optional[str] = ...) -> None: ...
 
 class UpsertContactsRequest(_message.Message):
     __slots__ = ("request_id", "contacts")

@@ -75,6 +75,26 @@ class RecipientServiceStub:
                 request_serializer=herald_dot_v1_dot_recipients__pb2.ListSuppressionsRequest.SerializeToString,
                 response_deserializer=herald_dot_v1_dot_recipients__pb2.ListSuppressionsResponse.FromString,
                 _registered_method=True)
+        self.ValidateTargets = channel.unary_unary(
+                '/herald.v1.RecipientService/ValidateTargets',
+                request_serializer=herald_dot_v1_dot_recipients__pb2.ValidateTargetsRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_recipients__pb2.ValidateTargetsResponse.FromString,
+                _registered_method=True)
+        self.RegisterSender = channel.unary_unary(
+                '/herald.v1.RecipientService/RegisterSender',
+                request_serializer=herald_dot_v1_dot_recipients__pb2.RegisterSenderRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_recipients__pb2.Sender.FromString,
+                _registered_method=True)
+        self.ListSenders = channel.unary_unary(
+                '/herald.v1.RecipientService/ListSenders',
+                request_serializer=herald_dot_v1_dot_recipients__pb2.ListSendersRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_recipients__pb2.ListSendersResponse.FromString,
+                _registered_method=True)
+        self.DeleteSender = channel.unary_unary(
+                '/herald.v1.RecipientService/DeleteSender',
+                request_serializer=herald_dot_v1_dot_recipients__pb2.DeleteSenderRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_recipients__pb2.Sender.FromString,
+                _registered_method=True)
 
 
 class RecipientServiceServicer:
@@ -131,6 +151,37 @@ class RecipientServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ValidateTargets(self, request, context):
+        """Checks a campaign's targets and sender before it is stored: every category and contact
+        id exists in the workspace, every inline address is valid for the channel, the sender
+        belongs to the workspace. Answers the violations (empty = all good); never stores.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RegisterSender(self, request, context):
+        """Senders: SMS source addresses and email From domains belong to one workspace, so replies,
+        STOP keywords and bounces reach only the workspace whose message they answer. Registering
+        an address another workspace holds is ALREADY_EXISTS. Needs the admin role. In development
+        mode (HERALD_DEV_MODE) a sender is registered to the first workspace that uses it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSenders(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSender(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecipientServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -173,6 +224,26 @@ def add_RecipientServiceServicer_to_server(servicer, server):
                     servicer.ListSuppressions,
                     request_deserializer=herald_dot_v1_dot_recipients__pb2.ListSuppressionsRequest.FromString,
                     response_serializer=herald_dot_v1_dot_recipients__pb2.ListSuppressionsResponse.SerializeToString,
+            ),
+            'ValidateTargets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ValidateTargets,
+                    request_deserializer=herald_dot_v1_dot_recipients__pb2.ValidateTargetsRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_recipients__pb2.ValidateTargetsResponse.SerializeToString,
+            ),
+            'RegisterSender': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterSender,
+                    request_deserializer=herald_dot_v1_dot_recipients__pb2.RegisterSenderRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_recipients__pb2.Sender.SerializeToString,
+            ),
+            'ListSenders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSenders,
+                    request_deserializer=herald_dot_v1_dot_recipients__pb2.ListSendersRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_recipients__pb2.ListSendersResponse.SerializeToString,
+            ),
+            'DeleteSender': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSender,
+                    request_deserializer=herald_dot_v1_dot_recipients__pb2.DeleteSenderRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_recipients__pb2.Sender.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -392,6 +463,114 @@ class RecipientService:
             '/herald.v1.RecipientService/ListSuppressions',
             herald_dot_v1_dot_recipients__pb2.ListSuppressionsRequest.SerializeToString,
             herald_dot_v1_dot_recipients__pb2.ListSuppressionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ValidateTargets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.RecipientService/ValidateTargets',
+            herald_dot_v1_dot_recipients__pb2.ValidateTargetsRequest.SerializeToString,
+            herald_dot_v1_dot_recipients__pb2.ValidateTargetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterSender(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.RecipientService/RegisterSender',
+            herald_dot_v1_dot_recipients__pb2.RegisterSenderRequest.SerializeToString,
+            herald_dot_v1_dot_recipients__pb2.Sender.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSenders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.RecipientService/ListSenders',
+            herald_dot_v1_dot_recipients__pb2.ListSendersRequest.SerializeToString,
+            herald_dot_v1_dot_recipients__pb2.ListSendersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSender(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.RecipientService/DeleteSender',
+            herald_dot_v1_dot_recipients__pb2.DeleteSenderRequest.SerializeToString,
+            herald_dot_v1_dot_recipients__pb2.Sender.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,6 +27,8 @@ if _version_not_supported:
 
 class StatsServiceStub:
     """Idempotent aggregation of message events (Redis).
+    Counters mean the same as CampaignService's Progress (which reads the ledger). A campaign
+    unknown in the caller's workspace is NOT_FOUND; a malformed id is INVALID_ARGUMENT.
     """
 
     def __init__(self, channel):
@@ -59,6 +61,8 @@ class StatsServiceStub:
 
 class StatsServiceServicer:
     """Idempotent aggregation of message events (Redis).
+    Counters mean the same as CampaignService's Progress (which reads the ledger). A campaign
+    unknown in the caller's workspace is NOT_FOUND; a malformed id is INVALID_ARGUMENT.
     """
 
     def GetCampaignStats(self, request, context):
@@ -120,6 +124,8 @@ def add_StatsServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class StatsService:
     """Idempotent aggregation of message events (Redis).
+    Counters mean the same as CampaignService's Progress (which reads the ledger). A campaign
+    unknown in the caller's workspace is NOT_FOUND; a malformed id is INVALID_ARGUMENT.
     """
 
     @staticmethod
