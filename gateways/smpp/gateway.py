@@ -43,7 +43,7 @@ from herald.v1 import events_pb2 as e
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
 
-from gateways.smpp import encoding, events, metrics, pdu, receipts, settings
+from gateways.smpp import events, metrics, pdu, receipts, settings
 from gateways.smpp.routes import IdFormat, RouteConfig, choose
 from gateways.smpp.session import (
     ClientConfig,
@@ -53,6 +53,7 @@ from gateways.smpp.session import (
 )
 from gateways.smpp.store import Flusher, Mapping, Marker, Store, id_key
 from shared import bus, jsfast
+from shared import smstext as encoding
 
 log = logging.getLogger("herald.smpp.gateway")
 

@@ -2,8 +2,9 @@ import struct
 
 import pytest
 
-from gateways.smpp import encoding, pdu
+from gateways.smpp import pdu
 from gateways.smpp.gateway import JobRejected, destination_address, source_address
+from shared import smstext as encoding
 
 
 def test_submit_sm_round_trip_keeps_sequence_and_fields() -> None:

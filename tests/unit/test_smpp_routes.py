@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from gateways.smpp import encoding, pdu
+from gateways.smpp import pdu
 from gateways.smpp.routes import IdFormat, RouteConfigError, choose, parse_routes
 from gateways.smpp.session import ClientConfig, TokenBucket
+from shared import smstext as encoding
 
 BASE = ClientConfig("127.0.0.1", 2775, "herald")
 

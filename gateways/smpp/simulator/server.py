@@ -23,7 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateways.smpp import encoding, pdu, receipts, settings
+from gateways.smpp import pdu, receipts, settings
+from shared import smstext as encoding
 from shared.metrics import split_addr
 
 log = logging.getLogger("herald.smpp.simulator")

@@ -1,4 +1,5 @@
-"""SMS text encoding: GSM 03.38 default alphabet (data_coding 0) when every character fits,
+"""SMS text encoding (shared: the SMPP gateway encodes with it, campaigns count parts for
+validation and previews): GSM 03.38 default alphabet (data_coding 0) when every character fits,
 else UCS-2 (data_coding 8); splitting into concatenated parts with a UDH.
 
 Our own table because smpplib's has '`' where the alphabet has '§' and its splitter can cut
