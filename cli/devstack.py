@@ -28,10 +28,12 @@ PIDFILE = ROOT / "var/run/pids.json"
 class Stack:
     """Every process of a local Herald, each on a free loopback port."""
 
-    def __init__(self, workdir: Path, db_url: str | None = None, extra_env: dict | None = None) -> None:
+    def __init__(self, workdir: Path, db_url: str | None = None, extra_env: dict | None = None,
+                 module_env: dict[str, dict[str, str]] | None = None) -> None:
         self.workdir = workdir
         self.db_url = db_url or f"sqlite+aiosqlite:///{workdir}/herald-{{service}}.db"
         self.extra_env = extra_env or {}
+        self.module_env = module_env or {}  # per process name, e.g. {"smsc-simulator": {...}}
         self.procs: dict[str, procs.Proc] = {}
         self.sink_dir = workdir / "mail"
 
@@ -43,11 +45,14 @@ class Stack:
             "HERALD_GRPC_ADDR": "127.0.0.1:0",
             "HERALD_METRICS_ADDR": "127.0.0.1:0",
             "HERALD_LOG_FORMAT": "json",
+            # A local stack is a development stack: built-in signing keys are allowed.
+            "HERALD_DEV_MODE": "1",
             **self.extra_env,
         }
 
     def _module(self, name: str, module: str, **env: str) -> procs.Proc:
-        proc = procs.start_module(name, module, self.workdir, {**self.env(), **env})
+        proc = procs.start_module(name, module, self.workdir,
+                                  {**self.env(), **env, **self.module_env.get(name, {})})
         self.procs[name] = proc
         return proc
 
@@ -59,9 +64,11 @@ class Stack:
             smsc = self._module("smsc-simulator", "gateways.smpp.simulator")
             sink = self._module("smtp-sink", "gateways.email.sink", HERALD_SINK_DIR=str(self.sink_dir))
             rec = self._module("recipients", "services.recipients")
-            self._module("stats", "services.stats")
-            self._module("campaigns", "services.campaigns",
-                         HERALD_RECIPIENTS_ADDR=f"127.0.0.1:{rec.info['grpc_port']}")
+            camp = self._module("campaigns", "services.campaigns",
+                                HERALD_RECIPIENTS_ADDR=f"127.0.0.1:{rec.info['grpc_port']}")
+            # Stats asks campaigns whether a campaign it has no events for exists.
+            self._module("stats", "services.stats",
+                         HERALD_CAMPAIGNS_ADDR=f"127.0.0.1:{camp.info['grpc_port']}")
             self._module("smpp-gateway", "gateways.smpp", HERALD_SMPP_HOST="127.0.0.1",
                          HERALD_SMPP_PORT=str(smsc.info["smpp_port"]))
             self._module("email-gateway", "gateways.email", HERALD_SMTP_HOST="127.0.0.1",
