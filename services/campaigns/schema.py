@@ -193,6 +193,8 @@ idempotency = Table(
     Column("request_id", String(128), primary_key=True),
     Column("response", LargeBinary, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # shared.idempotency.fingerprint of the first call; NULL for rows older than the column.
+    Column("fingerprint", String(64), nullable=True),
 )
 
 # Event ids already counted (opens/clicks/replies are counters, not states).

@@ -23,6 +23,7 @@ from services.campaigns.schema import (
     state_history,
 )
 from shared import states
+from shared.idempotency import mismatch
 from shared.timeutil import aware, to_ts
 
 S = c.MessageStatus
@@ -55,26 +56,34 @@ class Store:
         self.engine = engine
 
     # --- idempotency ------------------------------------------------------------
-    async def replay(self, workspace: str, method: str, request_id: str, cls: type) -> Any:
+    async def replay(self, workspace: str, method: str, request_id: str, cls: type,
+                     fingerprint: str = "") -> Any:
+        """The first answer to this request_id, or None. AIP-155: a request_id is bound to its
+        call, so a stored fingerprint that differs from this call's is refused (rows written
+        before fingerprints existed have none and replay as before)."""
         if not request_id:
             return None
         async with self.engine.connect() as conn:
-            row = (await conn.execute(select(idempotency.c.response).where(
+            row = (await conn.execute(select(idempotency.c.response, idempotency.c.fingerprint).where(
                 idempotency.c.workspace_id == workspace, idempotency.c.method == method,
                 idempotency.c.request_id == request_id))).first()
         if row is None:
             return None
+        if fingerprint and row[1] and row[1] != fingerprint:
+            raise mismatch(request_id)
         out = cls()
         out.ParseFromString(row[0])
         return out
 
     @staticmethod
     async def remember(conn: AsyncConnection, workspace: str, method: str, request_id: str,
-                       response: Any, now: datetime) -> None:
+                       response: Any, now: datetime, fingerprint: str = "") -> None:
+        """Store the unmasked first answer; callers mask it for whoever asks (also on replay)."""
         if request_id:
             await conn.execute(insert(idempotency).values(
                 workspace_id=workspace, method=method, request_id=request_id,
-                response=response.SerializeToString(), created_at=now))
+                response=response.SerializeToString(), created_at=now,
+                fingerprint=fingerprint or None))
 
     # --- campaigns -------------------------------------------------------------------
     @staticmethod
