@@ -25,8 +25,15 @@ def period_delta(period: str) -> timedelta:
     return PERIODS[period]
 
 
+MAX_FILTER = 2000
+
+
 def filter_terms(expr: str) -> list[tuple[str, list[str]]]:
     """'status=SENDING,PAUSED AND search="Herald Demo"' -> [(key, [values])]."""
+    if len(expr) > MAX_FILTER:
+        raise invalid({"filter": f"at most {MAX_FILTER} characters"})
+    if "\x00" in expr:  # PostgreSQL text cannot hold NUL: refuse it rather than fail the query
+        raise invalid({"filter": "must not contain NUL characters"})
     try:
         words = shlex.split(expr.replace(" AND ", " "))
     except ValueError as exc:
@@ -46,6 +53,13 @@ def enum_values(enum: Any, prefix: str, vals: list[str], term: str) -> list[int]
         return [enum.Value(prefix + v.upper()) for v in vals]
     except ValueError as exc:
         raise invalid({"filter": f"unknown value in {term}={','.join(vals)}"}) from exc
+
+
+def names_status(expr: str, status: str) -> bool:
+    """Whether the filter asks for this status by name (status=NEW shows the moderation
+    queue's campaigns in the main list)."""
+    return any(key == "status" and status in (v.upper() for v in vals)
+               for key, vals in filter_terms(expr))
 
 
 def campaign_filter(expr: str, p: auth.Principal, now: datetime) -> list[Any]:
@@ -133,6 +147,5 @@ ORDERABLE = {"created": campaigns.c.created_at, "created_at": campaigns.c.create
 
 
 def page_size(requested: int) -> int:
-    if requested < 0:
-        raise invalid({"page_size": "must not be negative"})
-    return min(requested or DEFAULT_PAGE, MAX_PAGE)
+    """AIP-158: 0 or less means the default; more than the maximum is capped."""
+    return DEFAULT_PAGE if requested <= 0 else min(requested, MAX_PAGE)

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 from herald.v1 import campaigns_pb2 as pb
 from herald.v1 import campaigns_pb2_grpc as pb_grpc
 from herald.v1 import common_pb2 as c
@@ -18,11 +19,12 @@ from nats.js import JetStreamContext
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.campaigns import lifecycle
+from services.campaigns import lifecycle, preview
 from services.campaigns.filters import (
     ORDERABLE,
     campaign_filter,
     message_filter,
+    names_status,
     page_size,
     period_delta,
 )
@@ -35,20 +37,30 @@ from services.campaigns.schema import (
     state_history,
 )
 from services.campaigns.sending import SendingMixin
-from services.campaigns.store import Store, decode_token, encode_token, new_id
+from services.campaigns.store import Store, mask_campaign, new_id
 from services.campaigns.validation import (
     EDITABLE_FIELDS,
+    MAX_NOTE,
     MODERATED_FIELDS,
+    check_targets,
     column_values,
+    content_issues,
+    inline_field_names,
     jsonable,
+    required_uuid,
     validate_campaign,
     validate_create,
 )
-from shared import auth, bus
+from shared import auth, bus, pagetoken, validate
 from shared.errors import invalid, not_found, precondition
+from shared.idempotency import fingerprint
+from shared.masking import mask_text
 from shared.timeutil import Clock, aware, to_ts
 
 log = logging.getLogger("herald.campaigns")
+
+# Edits that change what is sent or to whom: checked again by the recipients service.
+TARGETED_FIELDS = {"sender", "content", "category_ids", "variants", "mode"}
 
 
 class CampaignServicer(SendingMixin, ReportsMixin, pb_grpc.CampaignServiceServicer):
@@ -68,31 +80,45 @@ class CampaignServicer(SendingMixin, ReportsMixin, pb_grpc.CampaignServiceServic
     async def CreateCampaign(self, request: pb.CreateCampaignRequest, context: Any) -> pb.Campaign:
         p = auth.current()
         p.require("operator")
+        bad = {f: why for f, why in (("request_id", validate.request_id(request.request_id)),
+                                     ("source_campaign_id", request.source_campaign_id and
+                                      validate.uuid_text(request.source_campaign_id))) if why}
+        if bad:
+            raise invalid(bad)
+        fp = fingerprint("CreateCampaign", request)
         if (prev := await self.store.replay(p.workspace, "CreateCampaign", request.request_id,
-                                            pb.Campaign)) is not None:
-            return prev
+                                            pb.Campaign, fp)) is not None:
+            return mask_campaign(prev, p)
         if request.source_campaign_id:
             request = await self.with_source_recipients(request, p)
-        validate_create(request)
-        cp, now, cid = request.campaign, self.clock.now(), new_id()
+        now = self.clock.now()
+        validate_create(request, now)
+        cp, cid = request.campaign, new_id()
+        inline = list(request.recipients)
+        bad, field_names = await check_targets(self.recipients, p, cp, inline)
+        bad.update(content_issues(cp, field_names, inline))
+        if bad:
+            raise invalid(bad)
         status = lifecycle.DRAFT if request.draft else lifecycle.NEW
         values = dict(
             id=cid, workspace_id=p.workspace, channel=cp.channel, status=status, author=p.name,
-            moderation=pb.MODERATION_STATE_PENDING, recipients_count=len(request.recipients),
+            moderation=pb.MODERATION_STATE_PENDING, recipients_count=len(inline),
             created_at=now, updated_at=now, **column_values(cp, EDITABLE_FIELDS),
         )
         async with self.store.engine.begin() as conn:
             await conn.execute(insert(campaigns).values(**values))
-            await self.store.save_targets(conn, cid, list(request.recipients))
+            await self.store.save_targets(conn, cid, inline)
             await self.store.add_history(conn, cid, status, "created", p.name, now)
             row = await self.store.get_row(conn, cid, p.workspace)
             await Store.audit(conn, row, "created", p.name, now)
             result = self.store.to_proto(row, pb.Progress(), await self.store.history(conn, cid))
             await self.store.remember(conn, p.workspace, "CreateCampaign", request.request_id,
-                                      result, now)
+                                      result, now, fp)
         log.info("campaign created", extra={"campaign_id": cid, "workspace": p.workspace,
-                                            "recipients": len(request.recipients)})
-        return result
+                                            "recipients": len(inline)})
+        # The stats service learns the campaign's workspace from this first event.
+        await self.announce(row, "", p.name)
+        return mask_campaign(result, p)
 
     async def with_source_recipients(self, request: pb.CreateCampaignRequest,
                                      p: auth.Principal) -> pb.CreateCampaignRequest:
@@ -124,13 +150,13 @@ class CampaignServicer(SendingMixin, ReportsMixin, pb_grpc.CampaignServiceServic
 
     async def GetCampaign(self, request: pb.GetCampaignRequest, context: Any) -> pb.Campaign:
         p = auth.current()
-        if not request.id:
-            raise invalid({"id": "required"})
+        if why := required_uuid(request.id):
+            raise invalid({"id": why})
         cp = await self.store.load(request.id, None if p.master else p.workspace)
         if cp is None:
             raise not_found("campaign", request.id)
         cp.category_names.extend(await self.category_names(cp))
-        return cp
+        return mask_campaign(cp, p)
 
     async def category_names(self, cp: pb.Campaign) -> list[str]:
         """Best effort: the recipients service names the categories; ids stand in for names
@@ -154,13 +180,24 @@ class CampaignServicer(SendingMixin, ReportsMixin, pb_grpc.CampaignServiceServic
 
     async def ListCampaigns(self, request: pb.ListCampaignsRequest, context: Any) -> pb.ListCampaignsResponse:
         p = auth.current()
-        size, offset = page_size(request.page_size), decode_token(request.page_token)
+        bound = pagetoken.binding("ListCampaigns", p.workspace, request.filter, request.order_by,
+                                  request.show_archived, request.archived_only,
+                                  request.moderation_queue, request.show_all)
+        size, offset = page_size(request.page_size), pagetoken.decode(request.page_token, bound)
         conds = campaign_filter(request.filter, p, self.clock.now())
+        # NEW campaigns belong to the moderation queue; the main list shows them only when
+        # asked for every status or for status=NEW by name.
+        if request.moderation_queue:
+            conds.append(campaigns.c.status == lifecycle.NEW)
+        elif not request.show_all and not names_status(request.filter, lifecycle.NEW):
+            conds.append(campaigns.c.status != lifecycle.NEW)
         if request.archived_only:
             conds.append(campaigns.c.archived.is_(True))
         elif not request.show_archived:
             conds.append(campaigns.c.archived.is_(False))
         order = request.order_by.strip() or "created desc"
+        if len(order) > 100:
+            raise invalid({"order_by": "at most 100 characters"})
         parts = order.split()
         col = ORDERABLE.get(parts[0])
         if col is None or len(parts) > 2 or (len(parts) == 2 and parts[1] not in ("asc", "desc")):
@@ -172,9 +209,9 @@ class CampaignServicer(SendingMixin, ReportsMixin, pb_grpc.CampaignServiceServic
                                        .limit(size).offset(offset))).mappings().all()
             prog = await self.store.progress(conn, [r["id"] for r in rows])
         resp = pb.ListCampaignsResponse(total_size=total)
-        resp.campaigns.extend(self.store.to_proto(r, prog[r["id"]]) for r in rows)
+        resp.campaigns.extend(mask_campaign(self.store.to_proto(r, prog[r["id"]]), p) for r in rows)
         if offset + len(rows) < total:
-            resp.next_page_token = encode_token(offset + len(rows))
+            resp.next_page_token = pagetoken.encode(offset + len(rows), bound)
         return resp
 
     async def GetCampaignKpis(self, request: pb.GetCampaignKpisRequest, context: Any) -> pb.CampaignKpis:
@@ -199,9 +236,10 @@ class CampaignServicer(SendingMixin, ReportsMixin, pb_grpc.CampaignServiceServic
 
     async def ListAuditEvents(self, request: pb.ListAuditEventsRequest, context: Any) -> pb.ListAuditEventsResponse:
         p = auth.current()
-        if not request.campaign_id:
-            raise invalid({"campaign_id": "required"})
-        size, offset = page_size(request.page_size), decode_token(request.page_token)
+        if why := required_uuid(request.campaign_id):
+            raise invalid({"campaign_id": why})
+        bound = pagetoken.binding("ListAuditEvents", p.workspace, request.campaign_id)
+        size, offset = page_size(request.page_size), pagetoken.decode(request.page_token, bound)
         conds = [audit_events.c.campaign_id == request.campaign_id]
         if not p.master:
             conds.append(audit_events.c.workspace_id == p.workspace)
@@ -214,20 +252,25 @@ class CampaignServicer(SendingMixin, ReportsMixin, pb_grpc.CampaignServiceServic
         for r in rows[:size]:
             resp.events.append(pb.AuditEvent(
                 id=r["id"], campaign_id=r["campaign_id"], action=r["action"], actor=r["actor"],
-                note=r["note"], before=r["before"] or {}, after=r["after"] or {}, at=to_ts(aware(r["at"]))))
+                note=mask_text(r["note"], p), before=_masked(r["before"], p),
+                after=_masked(r["after"], p), at=to_ts(aware(r["at"]))))
         if len(rows) > size:
-            resp.next_page_token = encode_token(offset + size)
+            resp.next_page_token = pagetoken.encode(offset + size, bound)
         return resp
 
     # --- shared prologue of mutating RPCs -------------------------------------------------
     async def _begin(self, method: str, request_id: str, cls: type, field: str, value: str,
-                     *roles: str) -> tuple[auth.Principal, Any]:
-        """Role check, required id, and the first answer when request_id is a retry."""
+                     *roles: str, request: Message | None = None) -> tuple[auth.Principal, Any]:
+        """Role check, required id, and the first answer when request_id is a retry of the
+        same call (pass request= so a reuse on another call is refused)."""
         p = auth.current()
         p.require(*roles)
-        if not value:
-            raise invalid({field: "required"})
-        return p, await self.store.replay(p.workspace, method, request_id, cls)
+        bad = {field: why for field, why in ((field, required_uuid(value)),
+                                               ("request_id", validate.request_id(request_id))) if why}
+        if bad:
+            raise invalid(bad)
+        fp = fingerprint(method, request) if request is not None else ""
+        return p, await self.store.replay(p.workspace, method, request_id, cls, fp)
 
     async def _locked(self, conn: AsyncConnection, campaign_id: str, p: auth.Principal) -> Any:
         row = await self.store.get_row(conn, campaign_id, p.workspace, for_update=True)
@@ -239,9 +282,12 @@ class CampaignServicer(SendingMixin, ReportsMixin, pb_grpc.CampaignServiceServic
     async def _act(self, request: pb.CampaignActionRequest, method: str, role: str,
                    change: Callable[[AsyncConnection, Any, auth.Principal], Awaitable[None]],
                    action: str = "") -> pb.Campaign:
-        p, prev = await self._begin(method, request.request_id, pb.Campaign, "id", request.id, role)
+        p, prev = await self._begin(method, request.request_id, pb.Campaign, "id", request.id, role,
+                                    request=request)
         if prev is not None:
-            return prev
+            return mask_campaign(prev, p)
+        if why := validate.length(request.note, MAX_NOTE):
+            raise invalid({"note": why})
         async with self.store.engine.begin() as conn:
             row = await self._locked(conn, request.id, p)
             before = row
@@ -255,12 +301,12 @@ class CampaignServicer(SendingMixin, ReportsMixin, pb_grpc.CampaignServiceServic
             prog = (await self.store.progress(conn, [request.id]))[request.id]
             result = self.store.to_proto(row, prog, await self.store.history(conn, request.id))
             await self.store.remember(conn, p.workspace, method, request.request_id, result,
-                                      self.clock.now())
+                                      self.clock.now(), fingerprint(method, request))
         log.info("campaign %s", method, extra={"campaign_id": request.id, "actor": p.name,
                                                "status": row["status"]})
         if before["status"] != row["status"]:
             await self.announce(row, before["status"], p.name)
-        return result
+        return mask_campaign(result, p)
 
     async def announce(self, row: Any, previous: str, actor: str) -> None:
         """events.campaign.status_changed for operator-made transitions (the scheduler
@@ -348,16 +394,19 @@ class CampaignServicer(SendingMixin, ReportsMixin, pb_grpc.CampaignServiceServic
         p = auth.current()
         p.require("operator")
         paths = set(request.update_mask.paths)
-        if not request.campaign.id:
-            raise invalid({"campaign.id": "required"})
+        bad = {f: why for f, why in (("campaign.id", required_uuid(request.campaign.id)),
+                                     ("request_id", validate.request_id(request.request_id))) if why}
+        if bad:
+            raise invalid(bad)
         if not paths:
             raise invalid({"update_mask": f"name the fields to change: {sorted(EDITABLE_FIELDS)}"})
         unknown = paths - EDITABLE_FIELDS
         if unknown:
             raise invalid({"update_mask": f"not editable: {sorted(unknown)}; editable: {sorted(EDITABLE_FIELDS)}"})
+        fp = fingerprint("UpdateCampaign", request)
         if (prev := await self.store.replay(p.workspace, "UpdateCampaign", request.request_id,
-                                            pb.Campaign)) is not None:
-            return prev
+                                            pb.Campaign, fp)) is not None:
+            return mask_campaign(prev, p)
         now = self.clock.now()
         async with self.store.engine.begin() as conn:
             row = await self._locked(conn, request.campaign.id, p)
@@ -378,9 +427,16 @@ class CampaignServicer(SendingMixin, ReportsMixin, pb_grpc.CampaignServiceServic
                 else:
                     setattr(merged, path, getattr(request.campaign, path))
             has_audience = bool(row["recipients_count"] or merged.category_ids)
-            bad = validate_campaign(merged, has_audience)
+            schedule_edited = bool(paths & {"start_at", "end_at", "mode"})
+            bad = validate_campaign(merged, has_audience, now=now if schedule_edited else None)
             if bad:
                 raise invalid(bad)
+            if paths & TARGETED_FIELDS:
+                bad, field_names = await check_targets(self.recipients, p, merged, [])
+                stored = await self.store.load_targets(row["id"]) if row["recipients_count"] else []
+                bad.update(content_issues(merged, [*field_names, *inline_field_names(stored)], stored))
+                if bad:
+                    raise invalid(bad)
             values = column_values(merged, paths)
             changed = {k: v for k, v in values.items() if jsonable(row[k]) != jsonable(v)}
             extra: dict[str, Any] = {}
@@ -399,8 +455,9 @@ class CampaignServicer(SendingMixin, ReportsMixin, pb_grpc.CampaignServiceServic
             row = await self.store.get_row(conn, row["id"], p.workspace)
             prog = (await self.store.progress(conn, [row["id"]]))[row["id"]]
             result = self.store.to_proto(row, prog, await self.store.history(conn, row["id"]))
-            await self.store.remember(conn, p.workspace, "UpdateCampaign", request.request_id, result, now)
-        return result
+            await self.store.remember(conn, p.workspace, "UpdateCampaign", request.request_id,
+                                      result, now, fp)
+        return mask_campaign(result, p)
 
     async def ArchiveCampaign(self, request: pb.CampaignActionRequest, context: Any) -> pb.Campaign:
         async def change(conn: AsyncConnection, row: Any, p: auth.Principal) -> None:
@@ -424,7 +481,7 @@ class CampaignServicer(SendingMixin, ReportsMixin, pb_grpc.CampaignServiceServic
 
     async def DeleteCampaign(self, request: pb.CampaignActionRequest, context: Any) -> pb.DeleteCampaignResponse:
         p, prev = await self._begin("DeleteCampaign", request.request_id, pb.DeleteCampaignResponse,
-                                    "id", request.id, "operator")
+                                    "id", request.id, "operator", request=request)
         if prev is not None:
             return prev
         now = self.clock.now()
@@ -441,6 +498,15 @@ class CampaignServicer(SendingMixin, ReportsMixin, pb_grpc.CampaignServiceServic
             await Store.audit(conn, row, "deleted", p.name, now, request.note,
                               {"status": jsonable(row["status"])}, {})
             result = pb.DeleteCampaignResponse(id=row["id"])
-            await self.store.remember(conn, p.workspace, "DeleteCampaign", request.request_id, result, now)
+            await self.store.remember(conn, p.workspace, "DeleteCampaign", request.request_id, result,
+                                      now, fingerprint("DeleteCampaign", request))
         log.info("campaign deleted", extra={"campaign_id": request.id, "actor": p.name})
         return result
+
+    async def PreviewContent(self, request: pb.PreviewContentRequest, context: Any) -> pb.PreviewContentResponse:
+        return await preview.preview_content(self.store, self.recipients, auth.current(), request)
+
+
+def _masked(values: dict | None, p: auth.Principal) -> dict[str, str]:
+    """Audit before/after values may hold phone numbers (a description, a note)."""
+    return {k: mask_text(v, p) for k, v in (values or {}).items()}

@@ -32,3 +32,15 @@ EXPORT_TTL = setting(
     "Seconds an export stays downloadable after it is built; then it expires and its file "
     "is dropped (create a new one).", "campaigns",
 )
+
+SMS_MAX_PARTS = setting(
+    "HERALD_SMS_MAX_PARTS", "10",
+    "Most parts an SMS campaign's text may take once rendered with sample values (GSM-7: 153 "
+    "characters a part, UCS-2: 67); longer content is refused at create/update.", "campaigns",
+)
+
+EMAIL_MAX_BYTES = setting(
+    "HERALD_EMAIL_MAX_BYTES", str(512 * 1024),
+    "Most UTF-8 bytes of an email campaign's subject + text + html (each variant counted on "
+    "its own); kept below the bus payload limit so every job can be published.", "campaigns",
+)

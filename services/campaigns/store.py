@@ -9,7 +9,7 @@ from typing import Any
 
 from herald.v1 import campaigns_pb2 as pb
 from herald.v1 import common_pb2 as c
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, case, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.campaigns import lifecycle
@@ -22,8 +22,8 @@ from services.campaigns.schema import (
     messages,
     state_history,
 )
-from shared import states
 from shared.idempotency import mismatch
+from shared.masking import HasPii, mask_text
 from shared.timeutil import aware, to_ts
 
 S = c.MessageStatus
@@ -114,26 +114,27 @@ class Store:
         await Store.add_history(conn, row["id"], target, reason, actor, now)
 
     async def progress(self, conn: AsyncConnection, campaign_ids: list[str]) -> dict[str, pb.Progress]:
+        """Progress as the contract defines it (StatsService uses the same definitions): one
+        counter per current status, processed = left QUEUED/SENDING, and sent = handed to the
+        carrier in the current attempt (sent_at is set on SUBMITTED and kept when the carrier
+        fails the message afterwards)."""
         out = {cid: pb.Progress() for cid in campaign_ids}
         if not campaign_ids:
             return out
+        handed = case((messages.c.sent_at.is_not(None), 1), else_=0)
         rows = await conn.execute(
-            select(messages.c.campaign_id, messages.c.status, messages.c.channel, func.count())
+            select(messages.c.campaign_id, messages.c.status, func.count(), func.sum(handed))
             .where(messages.c.campaign_id.in_(campaign_ids))
-            .group_by(messages.c.campaign_id, messages.c.status, messages.c.channel))
-        for cid, status, _channel, n in rows:
+            .group_by(messages.c.campaign_id, messages.c.status))
+        for cid, status, n, sent in rows:
             p = out[cid]
             p.total += n
+            p.sent += int(sent or 0)
             if status not in (S.MESSAGE_STATUS_QUEUED, S.MESSAGE_STATUS_SENDING):
                 p.processed += n
-            if status in states.SENT:
-                p.sent += n
-            if status == S.MESSAGE_STATUS_DELIVERED:
-                p.delivered += n
-            elif status == S.MESSAGE_STATUS_FAILED:
-                p.errors += n
-            elif status == S.MESSAGE_STATUS_OPTED_OUT:
-                p.opted_out += n
+            name = _PROGRESS_FIELD.get(status)
+            if name:
+                setattr(p, name, getattr(p, name) + n)
         return out
 
     async def history(self, conn: AsyncConnection, campaign_id: str) -> list[pb.StateChange]:
@@ -243,6 +244,28 @@ class Store:
         return out
 
 
+_PROGRESS_FIELD = {
+    S.MESSAGE_STATUS_QUEUED: "queued", S.MESSAGE_STATUS_SENDING: "sending",
+    S.MESSAGE_STATUS_SUBMITTED: "submitted", S.MESSAGE_STATUS_DELIVERED: "delivered",
+    S.MESSAGE_STATUS_ASSUMED_DELIVERED: "assumed_delivered", S.MESSAGE_STATUS_DEFERRED: "deferred",
+    S.MESSAGE_STATUS_FAILED: "errors", S.MESSAGE_STATUS_OPTED_OUT: "opted_out",
+    S.MESSAGE_STATUS_CANCELLED: "cancelled",
+}
+
+
+def mask_campaign(cp: pb.Campaign, principal: HasPii | None) -> pb.Campaign:
+    """Phone numbers in a campaign's free text (description, notes, reasons) for a caller
+    without pii; answers are stored unmasked so a replay is masked for whoever asks."""
+    if principal is not None and principal.pii:
+        return cp
+    cp.description = mask_text(cp.description, principal)
+    cp.moderation_note = mask_text(cp.moderation_note, principal)
+    cp.status_reason = mask_text(cp.status_reason, principal)
+    for h in cp.history:
+        h.reason = mask_text(h.reason, principal)
+    return cp
+
+
 def outcome(p: pb.Progress) -> int:
     if p.errors == 0:
         return pb.CAMPAIGN_OUTCOME_SENT
@@ -251,4 +274,6 @@ def outcome(p: pb.Progress) -> int:
     return pb.CAMPAIGN_OUTCOME_PARTIAL
 
 
-__all__ = ["Store", "and_", "outcome", "new_id", "encode_token", "decode_token"]
+# encode_token/decode_token: legacy offset tokens, kept only until every list RPC uses
+# shared.pagetoken (bound to its query).
+__all__ = ["Store", "and_", "outcome", "new_id", "mask_campaign", "encode_token", "decode_token"]

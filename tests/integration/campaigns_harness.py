@@ -3,6 +3,7 @@ a private NATS and the real recipients service as a process; time is a FakeClock
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -110,12 +111,23 @@ def start_recipients(workdir: Path, nats_url: str) -> procs.Proc:
     return procs.start_module("recipients", "services.recipients", workdir, {
         "HERALD_DB_URL": f"sqlite+aiosqlite:///{workdir}/recipients.db",
         "HERALD_NATS_URL": nats_url, "HERALD_GRPC_ADDR": "127.0.0.1:0",
-        "HERALD_METRICS_ADDR": "127.0.0.1:0"})
+        "HERALD_METRICS_ADDR": "127.0.0.1:0",
+        # Development mode: a sender is registered to the first workspace that uses it.
+        "HERALD_DEV_MODE": "1"})
+
+
+_senders = itertools.count(1)
+
+
+def new_sender() -> str:
+    """A sender no other workspace holds yet (senders belong to the first workspace that uses
+    them in development mode, and the recipients process lives for the whole session)."""
+    return f"H{next(_senders):07d}"
 
 
 def sms(n: int, request_id: str = "", draft: bool = False, **campaign: object) -> pb.CreateCampaignRequest:
     return pb.CreateCampaignRequest(
         request_id=request_id, draft=draft,
-        campaign=pb.Campaign(**{"name": "t", "channel": c.CHANNEL_SMS, "sender": "HERALD",
+        campaign=pb.Campaign(**{"name": "t", "channel": c.CHANNEL_SMS, "sender": new_sender(),
                                 "content": pb.Content(text="hello"), **campaign}),
         recipients=[c.Recipient(phone=f"+447700900{i:03d}") for i in range(n)])
