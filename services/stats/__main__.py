@@ -9,8 +9,9 @@ from herald.v1 import stats_pb2_grpc
 from services.stats import settings
 from services.stats.aggregator import Aggregator
 from services.stats.consumer import Consumer
+from services.stats.directory import CampaignDirectory
 from services.stats.servicer import StatsServicer
-from shared import bus, cache
+from shared import bus, cache, config
 from shared.grpc_server import ServiceRuntime
 from shared.log import setup
 
@@ -28,7 +29,9 @@ async def main() -> None:
     await bus.ensure_streams(js)
     consumer = Consumer(agg, js, durable=settings.DURABLE.get(), batch=settings.BATCH.get_int())
     rt.start_metrics()
-    servicer = StatsServicer(agg, rt.stop_event)
+    # Asked about campaigns stats has no events for yet (exists? whose?).
+    directory = CampaignDirectory(agg, config.CAMPAIGNS_ADDR.get())
+    servicer = StatsServicer(agg, directory, rt.stop_event)
     await rt.start_grpc([(stats_pb2_grpc.add_StatsServiceServicer_to_server, servicer,
                           "herald.v1.StatsService")])
     task = asyncio.create_task(consumer.run(rt.stop_event), name="stats-consumer")
@@ -46,6 +49,7 @@ async def main() -> None:
     await rt.shutdown()
     await asyncio.wait([task], timeout=5)
     await nc.drain()
+    await directory.close()
     await redis.aclose()
     if task.done() and not task.cancelled() and task.exception() is not None:
         raise SystemExit(1)

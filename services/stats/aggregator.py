@@ -14,11 +14,23 @@ Redis key layout (P = HERALD_STATS_PREFIX, default "herald:stats:"):
                                     total, sent, processed, views, viewed, clicks, ...)
   P ds:<campaign_id>          set   the days that have a d: hash; d:/ds: TTL HERALD_STATS_DAILY_TTL
 
-Status counters (queued ... cancelled) count messages *now* in that status: an applied
-transition decrements the old one and increments the new one. total, sent and processed
-count each message once (flags in the message hash). The script derives the campaign,
-workspace and variant keys from the message hash (first values win), so it needs a
-standalone Redis, not Redis Cluster.
+Counters mean what CampaignService's Progress means (one definition, two readers):
+  total      messages queued (each message once, whatever its attempts)
+  processed  messages whose current attempt left QUEUED/SENDING, whatever the result
+  sent       messages whose current attempt was handed to the carrier/MTA (SUBMITTED,
+             DELIVERED or ASSUMED_DELIVERED at some point of that attempt; a carrier failure
+             after submission still counts, a failure before submission does not)
+  queued ... cancelled  messages *now* in that status: an applied transition decrements the
+             old one and increments the new one.
+Attempts (RetryMessages republishes QUEUED with attempt+1): state is monotonic within an
+attempt; an event of a higher attempt starts the message afresh (its sent/processed flags are
+cleared, so both counters describe the current attempt, as the ledger's sent_at does); an
+event of a lower attempt is stale. Attempt 0 in an event means "not said": the current
+attempt, and a message that never said one is on its first (the ledger's rule).
+The c: hash's ws field is the campaign -> workspace record the service checks reads
+against; it is rebuilt from message and campaign events (and cached CampaignService
+answers). The script derives the campaign, workspace and variant keys from the message hash
+(first values win), so it needs a standalone Redis, not Redis Cluster.
 """
 
 from __future__ import annotations
@@ -86,16 +98,23 @@ end
 local cur = redis.call('HMGET', mkey, 'st', 'c', 'w', 'va', 'ch', 'snt', 'prc', 'o', 'ck', 'at')
 local first = not cur[1]
 local old = tonumber(cur[1]) or 0
--- A retry is a new attempt: it may restart a final message. Events of an older attempt
--- are stale; attempt 0 means "not said" and counts as the current one.
-local attempt, stored_at = tonumber(ARGV[13]) or 0, tonumber(cur[10]) or 0
-local newer = op == 'status' and attempt > stored_at and stored_at > 0
-if op == 'status' and attempt > 0 and attempt < stored_at then return 'stale' end
-if op == 'status' and not first and not newer and RANK[new] <= RANK[old] then
-  if new == old then return 'duplicate' end
-  return 'stale'
+-- Attempts: 0 in an event means "not said", i.e. the message's current attempt; a message
+-- that never said its attempt is on its first. A higher attempt starts the message afresh,
+-- a lower one is stale; within one attempt the state only moves up the ranks.
+local stored_at = tonumber(cur[10]) or 0
+local current = math.max(stored_at, 1)
+local given = tonumber(ARGV[13]) or 0
+local attempt = given > 0 and given or current
+local restart = false
+if op == 'status' and not first then
+  if attempt < current then return 'stale' end
+  restart = attempt > current
+  if not restart and RANK[new] <= RANK[old] then
+    if new == old then return 'duplicate' end
+    return 'stale'
+  end
 end
-if op == 'status' and attempt > stored_at then upd[#upd + 1] = 'at'; upd[#upd + 1] = attempt end
+if op == 'status' and given > stored_at then upd[#upd + 1] = 'at'; upd[#upd + 1] = given end
 
 local function put(f, v) upd[#upd + 1] = f; upd[#upd + 1] = v end
 local function pick(stored, given, field)
@@ -132,10 +151,17 @@ if first then
   if op ~= 'status' then put('st', 0) end
 end
 if op == 'status' then
+  local snt, prc = cur[6], cur[7]
+  if restart then
+    -- sent and processed describe the current attempt: the new one has done neither yet.
+    if snt then bump('sent', -1, false); snt = false end
+    if prc then bump('processed', -1, false); prc = false end
+    redis.call('HDEL', mkey, 'snt', 'prc')
+  end
   if old ~= 0 then bump(NAME[old], -1, false) end
   bump(NAME[new], 1, true)
-  if SENT[new] and not cur[6] then put('snt', 1); bump('sent', 1, true) end
-  if not NOT_PROCESSED[new] and not cur[7] then put('prc', 1); bump('processed', 1, true) end
+  if SENT[new] and not snt then put('snt', 1); bump('sent', 1, true) end
+  if not NOT_PROCESSED[new] and not prc then put('prc', 1); bump('processed', 1, true) end
   put('st', new)
 elseif op == 'open' then
   redis.call('HINCRBY', mkey, 'v', 1)
@@ -272,7 +298,16 @@ class Aggregator:
             pending = retry
         return results
 
+    async def record_owner(self, campaign_id: str, workspace_id: str) -> None:
+        """Remember which workspace owns a campaign (first record wins, like the script)."""
+        if campaign_id and workspace_id:
+            await self.redis.hsetnx(self.campaign_key(campaign_id), "ws", workspace_id)
+
     # --- reads -----------------------------------------------------------------
+    async def owner(self, campaign_id: str) -> str:
+        """The workspace recorded for a campaign ('' when stats has no record of it)."""
+        return _str(await self.redis.hget(self.campaign_key(campaign_id), "ws"))
+
     async def campaign(self, campaign_id: str) -> tuple[dict[str, int], str]:
         """Counters of a campaign and its owning workspace ('' when never seen)."""
         raw = await self.redis.hgetall(self.campaign_key(campaign_id))

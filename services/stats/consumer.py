@@ -1,6 +1,7 @@
-"""Durable pull consumer "stats" on EVENTS (events.message.>): one pipelined Redis round
-trip per fetched batch, then the batch is acked. Every event is idempotent, so a batch
-that fails half way is simply redelivered."""
+"""Durable pull consumers on EVENTS: "<durable>" on events.message.> (one pipelined Redis
+round trip per fetched batch, then the batch is acked; every event is idempotent, so a batch
+that fails half way is simply redelivered) and "<durable>-campaigns" on events.campaign.>
+(records which workspace owns each campaign, so reads can tell unknown campaigns apart)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import logging
 import time
 
 from herald.v1 import events_pb2 as e
+from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
@@ -20,6 +22,7 @@ from shared.timeutil import Clock
 
 log = logging.getLogger("herald.stats.consumer")
 SUBJECT = "events.message.>"
+CAMPAIGN_SUBJECT = "events.campaign.>"
 
 
 class Consumer:
@@ -31,7 +34,33 @@ class Consumer:
         self.batch = batch
         self.clock = clock or Clock()
 
+    @property
+    def campaigns_durable(self) -> str:
+        return f"{self.durable}-campaigns"
+
     async def run(self, stop: asyncio.Event) -> None:
+        """Both consumers until stop is set; either one failing ends the other."""
+        tasks = [asyncio.create_task(self.run_messages(stop), name="stats-messages"),
+                 asyncio.create_task(self.run_campaigns(stop), name="stats-campaigns")]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for t in done:
+                t.result()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def run_campaigns(self, stop: asyncio.Event) -> None:
+        await bus.pull_loop(self.js, stream=bus.EVENTS_STREAM, durable=self.campaigns_durable,
+                            subject=CAMPAIGN_SUBJECT, handler=self.handle_campaign, stop=stop,
+                            batch=self.batch)
+
+    async def handle_campaign(self, msg: Msg) -> None:
+        ev = bus.parse(msg, e.CampaignEvent)
+        await self.agg.record_owner(ev.campaign_id, ev.workspace_id)
+
+    async def run_messages(self, stop: asyncio.Event) -> None:
         sub = await self.js.pull_subscribe(
             SUBJECT, durable=self.durable, stream=bus.EVENTS_STREAM,
             config=ConsumerConfig(durable_name=self.durable, filter_subject=SUBJECT,

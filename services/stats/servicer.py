@@ -1,4 +1,6 @@
-"""StatsService: reads the Redis aggregates, scoped to the caller's workspace."""
+"""StatsService: reads the Redis aggregates, scoped to the caller's workspace. A campaign
+is answered only once its owner is known (events or CampaignService): unknown or another
+workspace's is NOT_FOUND, never zeros."""
 
 from __future__ import annotations
 
@@ -10,13 +12,16 @@ from herald.v1 import stats_pb2 as pb
 from herald.v1 import stats_pb2_grpc as pb_grpc
 
 from services.stats.aggregator import Aggregator
+from services.stats.directory import CampaignDirectory
 from services.stats.metrics import WATCHERS
-from shared import auth
+from shared import auth, validate
 from shared.errors import invalid, not_found
 
 MAX_BATCH_IDS = 1000
+MAX_REPORTED = 20  # field violations listed for one bad batch (the first ones)
 DEFAULT_INTERVAL_MS = 1000
-MIN_INTERVAL_MS = 100
+MIN_INTERVAL_MS = 100  # shorter intervals are raised to this (the stream is "at most every")
+MAX_INTERVAL_MS = 3_600_000
 
 _COUNTER_FIELDS = (
     "total", "sent", "delivered", "failed", "viewed", "clicked", "views", "clicks",
@@ -38,27 +43,67 @@ def campaign_stats(campaign_id: str, counters: dict[str, int]) -> pb.CampaignSta
     return st
 
 
-def _visible(owner: str) -> bool:
-    """Unknown campaigns/messages (no owner yet) read as zeros; others' are invisible."""
-    p = auth.current()
-    return not owner or p.master or owner == p.workspace
-
-
 def _owns(owner: str) -> bool:
-    """A message is visible only to its own workspace (or master), never when ownerless."""
+    """A campaign or message is visible to its own workspace (or master), never when ownerless."""
     p = auth.current()
     return p.master or (bool(owner) and owner == p.workspace)
 
 
+def _campaign_id(value: str) -> str:
+    if not value:
+        raise invalid({"campaign_id": "required"})
+    bad = validate.uuid_text(value)
+    if bad:
+        raise invalid({"campaign_id": bad})
+    return value.lower()  # ids are stored in canonical (lower-case) form
+
+
+def _caller_token(context: grpc.aio.ServicerContext) -> str | None:
+    """A master's own bearer token, forwarded so CampaignService also lets it read across
+    workspaces; everyone else is looked up with the service token in their workspace."""
+    if not auth.current().master:
+        return None
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization" and isinstance(value, str) and value.lower().startswith("bearer "):
+            return value[7:].strip()
+    return None
+
+
+def _interval(ms: int) -> float:
+    if ms < 0:
+        raise invalid({"interval_ms": "must not be negative"})
+    if ms > MAX_INTERVAL_MS:
+        raise invalid({"interval_ms": f"at most {MAX_INTERVAL_MS}"})
+    return max(ms or DEFAULT_INTERVAL_MS, MIN_INTERVAL_MS) / 1000
+
+
+def _message_ids(ids: list[str]) -> list[str]:
+    if len(ids) > MAX_BATCH_IDS:
+        raise invalid({"message_ids": f"at most {MAX_BATCH_IDS} ids per call (got {len(ids)})"})
+    bad: dict[str, str] = {}
+    for i, mid in enumerate(ids):
+        why = validate.uuid_text(mid)
+        if why and len(bad) < MAX_REPORTED:
+            bad[f"message_ids[{i}]"] = why
+    if bad:
+        raise invalid(bad)
+    return list(dict.fromkeys(m.lower() for m in ids))
+
+
 class StatsServicer(pb_grpc.StatsServiceServicer):
-    def __init__(self, agg: Aggregator, stop: asyncio.Event | None = None) -> None:
+    def __init__(self, agg: Aggregator, directory: CampaignDirectory,
+                 stop: asyncio.Event | None = None) -> None:
         self.agg = agg
+        self.directory = directory
         # Set on shutdown: open watch streams end cleanly instead of holding the grace period.
         self.stop = stop or asyncio.Event()
 
-    async def _campaign(self, campaign_id: str) -> pb.CampaignStats:
+    async def _campaign(self, campaign_id: str, context: grpc.aio.ServicerContext) -> pb.CampaignStats:
         counters, owner = await self.agg.campaign(campaign_id)
-        if not _visible(owner):
+        if not owner:
+            owner = await self.directory.owner(campaign_id, token=_caller_token(context),
+                                               deadline=context.time_remaining())
+        if not _owns(owner):
             raise not_found("campaign", campaign_id)
         st = campaign_stats(campaign_id, counters)
         for name, v in (await self.agg.variants(campaign_id)).items():
@@ -71,23 +116,17 @@ class StatsServicer(pb_grpc.StatsServiceServicer):
 
     async def GetCampaignStats(self, request: pb.GetCampaignStatsRequest,
                                context: grpc.aio.ServicerContext) -> pb.CampaignStats:
-        if not request.campaign_id:
-            raise invalid({"campaign_id": "required"})
-        return await self._campaign(request.campaign_id)
+        return await self._campaign(_campaign_id(request.campaign_id), context)
 
     async def WatchCampaignStats(self, request: pb.WatchCampaignStatsRequest,
                                  context: grpc.aio.ServicerContext) -> AsyncIterator[pb.CampaignStats]:
-        if not request.campaign_id:
-            raise invalid({"campaign_id": "required"})
-        if request.interval_ms < 0:
-            raise invalid({"interval_ms": "must not be negative"})
-        interval = max(request.interval_ms or DEFAULT_INTERVAL_MS, MIN_INTERVAL_MS) / 1000
+        campaign_id = _campaign_id(request.campaign_id)
+        interval = _interval(request.interval_ms)
         last: pb.CampaignStats | None = None
         # Runs until the client cancels (CancelledError) or the server shuts down. The
-        # ownership check repeats on every poll: a campaign unknown at the start may turn
-        # out to belong to another workspace once its first event arrives.
+        # ownership check repeats on every poll (it reads the same Redis hash as the counters).
         while not self.stop.is_set():
-            st = await self._campaign(request.campaign_id)
+            st = await self._campaign(campaign_id, context)
             if st != last:
                 last = st
                 WATCHERS.inc()
@@ -108,10 +147,7 @@ class StatsServicer(pb_grpc.StatsServiceServicer):
     async def BatchGetMessageStates(self, request: pb.BatchGetMessageStatesRequest,
                                     context: grpc.aio.ServicerContext
                                     ) -> pb.BatchGetMessageStatesResponse:
-        if len(request.message_ids) > MAX_BATCH_IDS:
-            raise invalid({"message_ids": f"at most {MAX_BATCH_IDS} ids per call "
-                                          f"(got {len(request.message_ids)})"})
-        ids = list(dict.fromkeys(m for m in request.message_ids if m))
+        ids = _message_ids(list(request.message_ids))
         found = await self.agg.message_states(ids)
         return pb.BatchGetMessageStatesResponse(states=[
             pb.MessageState(message_id=s.message_id, status=s.status, views=s.views,

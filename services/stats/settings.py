@@ -1,4 +1,6 @@
-"""HERALD_* settings read by the stats service (documented in shared.config.REGISTRY)."""
+"""HERALD_* settings read by the stats service (documented in shared.config.REGISTRY).
+It also reads shared.config.CAMPAIGNS_ADDR (HERALD_CAMPAIGNS_ADDR): CampaignService, asked
+whether a campaign the stats have no events for exists in the caller's workspace."""
 
 from __future__ import annotations
 

@@ -29,11 +29,11 @@ async def agg(redis_client) -> Aggregator:  # type: ignore[no-untyped-def]
 
 def ev(kind: int, mid: str = "m1", *, cid: str = "c1", ws: str = "ws1",
        event_id: str | None = None, machine: bool = False, variant: str = "",
-       at: datetime | None = None) -> e.MessageEvent:
+       at: datetime | None = None, attempt: int = 0) -> e.MessageEvent:
     return e.MessageEvent(
         event_id=event_id or uuid.uuid4().hex, kind=kind, message_id=mid, campaign_id=cid,
         workspace_id=ws, channel=c.CHANNEL_EMAIL, status=states.KIND_STATUS.get(kind, 0),
-        occurred_at=to_ts(at or NOW), machine_open=machine, variant=variant)
+        occurred_at=to_ts(at or NOW), machine_open=machine, variant=variant, attempt=attempt)
 
 
 async def apply(agg: Aggregator, *events: e.MessageEvent) -> list[str]:
@@ -197,3 +197,91 @@ async def test_message_ttl_and_script_reload(agg: Aggregator, redis_client) -> N
     assert await apply(agg, ev(K.MESSAGE_EVENT_KIND_DELIVERED)) == ["applied"]
     counters, _ = await agg.campaign("c1")
     assert counters["delivered"] == 1
+
+
+# --- attempts: RetryMessages republishes QUEUED with attempt+1 ----------------------------
+
+async def test_retry_after_build_failure_starts_the_message_afresh(agg: Aggregator) -> None:
+    # As campaigns publishes them: the build's events say no attempt, the retry says 2.
+    await apply(agg, ev(K.MESSAGE_EVENT_KIND_QUEUED, event_id="m1:queued"),
+                ev(K.MESSAGE_EVENT_KIND_FAILED, event_id="m1:failed"))
+    counters, _ = await agg.campaign("c1")
+    assert nonzero(counters) == {"total": 1, "processed": 1, "failed": 1}
+    res = await apply(agg, ev(K.MESSAGE_EVENT_KIND_QUEUED, event_id="m1:queued:2", attempt=2))
+    assert res == ["applied"]
+    counters, _ = await agg.campaign("c1")
+    # The ledger now says QUEUED, attempt 2: so do the counters.
+    assert nonzero(counters) == {"total": 1, "queued": 1}
+    assert nonzero(await agg.workspace("ws1")) == {"total": 1, "queued": 1}
+    # A late event of the first attempt is stale; the second attempt moves on.
+    assert await apply(agg, ev(K.MESSAGE_EVENT_KIND_SUBMITTED, attempt=1)) == ["stale"]
+    assert await apply(agg, ev(K.MESSAGE_EVENT_KIND_SENDING, event_id="m1:sending:2", attempt=2),
+                       ev(K.MESSAGE_EVENT_KIND_SUBMITTED, attempt=2)) == ["applied", "applied"]
+    counters, _ = await agg.campaign("c1")
+    assert nonzero(counters) == {"total": 1, "sent": 1, "processed": 1, "submitted": 1}
+    [st] = await agg.message_states(["m1"])
+    assert st.status == S.MESSAGE_STATUS_SUBMITTED
+
+
+async def test_sent_describes_the_current_attempt(agg: Aggregator) -> None:
+    # Handed over, then failed by the carrier: sent (and processed).
+    await apply(agg, ev(K.MESSAGE_EVENT_KIND_QUEUED), ev(K.MESSAGE_EVENT_KIND_SUBMITTED, attempt=1),
+                ev(K.MESSAGE_EVENT_KIND_FAILED, attempt=1))
+    counters, _ = await agg.campaign("c1")
+    assert nonzero(counters) == {"total": 1, "sent": 1, "processed": 1, "failed": 1}
+    # Retried: the new attempt has not been handed over yet (the ledger resets sent_at).
+    await apply(agg, ev(K.MESSAGE_EVENT_KIND_QUEUED, attempt=2))
+    counters, _ = await agg.campaign("c1")
+    assert nonzero(counters) == {"total": 1, "queued": 1}
+    # Failed before submission this time: processed, not sent.
+    await apply(agg, ev(K.MESSAGE_EVENT_KIND_FAILED, attempt=2))
+    counters, _ = await agg.campaign("c1")
+    assert nonzero(counters) == {"total": 1, "processed": 1, "failed": 1}
+    # An event that names no attempt belongs to the current one.
+    assert await apply(agg, ev(K.MESSAGE_EVENT_KIND_QUEUED)) == ["stale"]
+    # Attempt 3 goes through: counted sent once, not once per attempt.
+    await apply(agg, ev(K.MESSAGE_EVENT_KIND_QUEUED, attempt=3),
+                ev(K.MESSAGE_EVENT_KIND_SUBMITTED, attempt=3), ev(K.MESSAGE_EVENT_KIND_DELIVERED))
+    counters, _ = await agg.campaign("c1")
+    assert nonzero(counters) == {"total": 1, "sent": 1, "processed": 1, "delivered": 1}
+    # The day's flow counters count entries and never go down.
+    [day] = (await agg.daily("c1")).values()
+    assert (day["total"], day["sent"], day["processed"], day["queued"]) == (1, 2, 3, 3)
+
+
+async def test_higher_attempt_overtaking_its_queued_event(agg: Aggregator) -> None:
+    await apply(agg, ev(K.MESSAGE_EVENT_KIND_QUEUED), ev(K.MESSAGE_EVENT_KIND_FAILED))
+    # The new attempt's SUBMITTED arrives before its QUEUED: the QUEUED is then stale.
+    res = await apply(agg, ev(K.MESSAGE_EVENT_KIND_SUBMITTED, attempt=2),
+                      ev(K.MESSAGE_EVENT_KIND_QUEUED, attempt=2))
+    assert res == ["applied", "stale"]
+    counters, _ = await agg.campaign("c1")
+    assert nonzero(counters) == {"total": 1, "sent": 1, "processed": 1, "submitted": 1}
+
+
+async def test_sending_is_a_live_state(agg: Aggregator) -> None:
+    # The dispatcher's event: kind SENDING, event_id "<message_id>:sending:<attempt>".
+    await apply(agg, ev(K.MESSAGE_EVENT_KIND_QUEUED, "a", event_id="a:queued"),
+                ev(K.MESSAGE_EVENT_KIND_QUEUED, "b", event_id="b:queued"),
+                ev(K.MESSAGE_EVENT_KIND_SENDING, "a", event_id="a:sending:1", attempt=1),
+                ev(K.MESSAGE_EVENT_KIND_SENDING, "b", event_id="b:sending:1", attempt=1))
+    counters, _ = await agg.campaign("c1")
+    assert nonzero(counters) == {"total": 2, "sending": 2}
+    # The gateway's outcome can overtake the dispatcher's event: SENDING never goes back.
+    res = await apply(agg, ev(K.MESSAGE_EVENT_KIND_SUBMITTED, "a", attempt=1),
+                      ev(K.MESSAGE_EVENT_KIND_DELIVERED, "b", attempt=1),
+                      ev(K.MESSAGE_EVENT_KIND_SENDING, "a", event_id="a:sending:1", attempt=1),
+                      ev(K.MESSAGE_EVENT_KIND_SENDING, "b", event_id="b:sending:1", attempt=1))
+    assert res == ["applied", "applied", "stale", "stale"]
+    counters, _ = await agg.campaign("c1")
+    assert nonzero(counters) == {"total": 2, "sent": 2, "processed": 2, "submitted": 1,
+                                 "delivered": 1}
+
+
+async def test_campaign_owner_record(agg: Aggregator) -> None:
+    assert await agg.owner("c7") == ""
+    await agg.record_owner("c7", "ws-x")
+    await agg.record_owner("c7", "ws-y")  # the first record wins
+    assert await agg.owner("c7") == "ws-x"
+    counters, owner = await agg.campaign("c7")
+    assert owner == "ws-x" and not nonzero(counters)
