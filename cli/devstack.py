@@ -29,10 +29,20 @@ class Stack:
     """Every process of a local Herald, each on a free loopback port."""
 
     def __init__(self, workdir: Path, db_url: str | None = None, extra_env: dict | None = None,
-                 module_env: dict[str, dict[str, str]] | None = None) -> None:
+                 module_env: dict[str, dict[str, str]] | None = None,
+                 tokens_file: Path | None = None, service_token: str = "",
+                 smsc_port: int | None = None) -> None:
         self.workdir = workdir
         self.db_url = db_url or f"sqlite+aiosqlite:///{workdir}/herald-{{service}}.db"
         self.extra_env = extra_env or {}
+        if tokens_file is not None:
+            # Real bearer tokens instead of development auth; the services call each other
+            # with service_token (a token of role "service").
+            self.extra_env = {"HERALD_TOKENS_FILE": str(tokens_file),
+                              "HERALD_SERVICE_TOKEN": service_token, **self.extra_env}
+        # An SMSC already listening (e.g. a test's in-process simulator it can inject MO
+        # through and read submits from) instead of the simulator process.
+        self.smsc_port = smsc_port
         self.module_env = module_env or {}  # per process name, e.g. {"smsc-simulator": {...}}
         self.procs: dict[str, procs.Proc] = {}
         self.sink_dir = workdir / "mail"
@@ -61,7 +71,10 @@ class Stack:
         try:
             self.procs["nats"] = procs.start_nats(self.workdir / "nats")
             self.procs["redis"] = procs.start_redis(self.workdir / "redis")
-            smsc = self._module("smsc-simulator", "gateways.smpp.simulator")
+            if self.smsc_port is None:
+                smsc_port = self._module("smsc-simulator", "gateways.smpp.simulator").info["smpp_port"]
+            else:
+                smsc_port = self.smsc_port
             sink = self._module("smtp-sink", "gateways.email.sink", HERALD_SINK_DIR=str(self.sink_dir))
             rec = self._module("recipients", "services.recipients")
             camp = self._module("campaigns", "services.campaigns",
@@ -70,7 +83,7 @@ class Stack:
             self._module("stats", "services.stats",
                          HERALD_CAMPAIGNS_ADDR=f"127.0.0.1:{camp.info['grpc_port']}")
             self._module("smpp-gateway", "gateways.smpp", HERALD_SMPP_HOST="127.0.0.1",
-                         HERALD_SMPP_PORT=str(smsc.info["smpp_port"]))
+                         HERALD_SMPP_PORT=str(smsc_port))
             self._module("email-gateway", "gateways.email", HERALD_SMTP_HOST="127.0.0.1",
                          HERALD_SMTP_PORT=str(sink.info["smtp_port"]))
         except Exception:
