@@ -51,6 +51,7 @@ def build(kind: int, ident: Mapping, key: str, **fields: object) -> e.MessageEve
         to=ident.to,
         variant=ident.variant,
         attempt=ident.attempt,
+        route=ident.route,  # the SMPP route (ESME account) that carried it; "" if none did
         **fields,  # type: ignore[arg-type]
     )
     # Set in place: a Timestamp object passed as a keyword is built, then copied (~2 µs).

@@ -9,17 +9,22 @@ Job path (many jobs in flight so every window fills), batch-shaped: jobs are pul
   SUBMITTED -> store the id mappings -> ack, one Redis call / one publish burst / one ack
   write per batch, in that order for every job.
   Mappings are written after SUBMITTED so a receipt's event can never overtake it on the
-  bus: a receipt arriving earlier waits for the recording in memory (same process) or
-  finds no mapping, is looked up again a moment later and otherwise answered
-  ESME_RX_T_APPN, which makes the SMSC send it again.
+  bus: a receipt arriving earlier waits for the recording in memory (same process). The
+  parts of a multipart message are mapped as each one's submit_sm_resp arrives (memory and
+  Redis), not after the last part: under throttling the first parts' receipts come first.
+  A receipt whose mapping is not visible yet waits in memory for it (woken when this
+  process maps the id, Redis looked up again meanwhile) for HERALD_SMPP_RECEIPT_MATCH_WAIT;
+  nothing relies on the SMSC resending a refused receipt (many never do).
 Refusals: ESME_RTHROTTLED / ESME_RMSGQFUL pause and slow the bind and nak the job with a
   delay (later parts of a multipart message are retried in place instead: earlier parts
   are out); ESME_RSYSERR is retried in place with exponential backoff up to a limit;
   anything else is FAILED with the SMPP code, its description and a failure category.
   No response (timeout, connection lost): FAILED as unknown, never resubmitted.
-Receipt path: parse (TLVs + Appendix B) -> mapping by the route's id format -> per-part
-  state -> publish DELIVERED (every part delivered) / FAILED (any part failed) -> only then
-  deliver_sm_resp OK. Replies: events.message.replied linked to the last message sent to
+Receipt path: parse (TLVs + Appendix B) -> mapping by the route's id format whose
+  destination is the receipt's source address (ids an SMSC reissued after a restart are
+  never credited to an older message) -> per-part state -> publish DELIVERED (every part
+  delivered) / FAILED (any part failed) -> only then deliver_sm_resp OK. Receipts credited
+  to no message are counted by reason and logged, rate-limited. Replies: events.message.replied linked to the last message sent to
   that number from that sender; opt-out keywords -> events.contact.opted_out too.
 No final receipt after HERALD_SMPP_ASSUMED_DELIVERED_AFTER: ASSUMED_DELIVERED (a later
   receipt still wins: it ranks higher).
@@ -43,7 +48,7 @@ from herald.v1 import events_pb2 as e
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
 
-from gateways.smpp import events, metrics, pdu, receipts, settings
+from gateways.smpp import events, metrics, pdu, ratelog, receipts, settings
 from gateways.smpp.routes import IdFormat, RouteConfig, choose
 from gateways.smpp.session import (
     ClientConfig,
@@ -52,8 +57,9 @@ from gateways.smpp.session import (
     SmppClient,
 )
 from gateways.smpp.store import Flusher, Mapping, Marker, Store, id_key
-from shared import bus, jsfast
+from shared import bus, jsfast, templating
 from shared import smstext as encoding
+from shared.masking import mask_phone
 
 log = logging.getLogger("herald.smpp.gateway")
 
@@ -85,7 +91,10 @@ _CATEGORY_BY_STATUS = {
 }
 
 MAX_ALPHANUMERIC_SENDER = 11  # GSM limit for alphanumeric originators
-UNMATCHED_RECHECKS = (0.05, 0.2, 0.5)  # local re-lookups before asking the SMSC to resend
+# Redis re-lookups of a receipt waiting for its mapping (another replica may be storing it;
+# one of ours wakes it at once); the last delay repeats until receipt_match_wait is over.
+RECEIPT_RECHECKS = (0.05, 0.2, 0.5, 1.0, 2.0)
+MAX_WAITING_RECEIPTS = 20000  # receipts held for their mapping at once (memory bound)
 
 
 def failure_category(status: int) -> int:
@@ -153,6 +162,22 @@ def in_flight_cap(routes: list[RouteConfig]) -> int:
     return cap
 
 
+def render_text(job: e.MessageJob) -> str:
+    """The SMS text of this recipient: job.text rendered with job.fields (plain text, the
+    bulk case, skips Jinja). Raises JobRejected, never sends an unrendered template."""
+    text = job.text
+    if templating.is_template(text):
+        try:
+            text = templating.render(text, templating.context(dict(job.fields)))
+        except templating.TemplateError as exc:
+            raise JobRejected("TEMPLATE_ERROR", f"the SMS text template could not be rendered: {exc}",
+                              FC.FAILURE_CATEGORY_CONTENT_REJECTED) from exc
+    if not text or text.isspace():
+        raise JobRejected("EMPTY_TEXT", "the SMS text is empty" + (" once rendered" if job.text else ""),
+                          FC.FAILURE_CATEGORY_CONTENT_REJECTED)
+    return text
+
+
 def _fold(word: str) -> str:
     """'Arrêt' -> 'ARRET': keywords match in any case and with or without accents."""
     nfkd = unicodedata.normalize("NFKD", word)
@@ -176,6 +201,7 @@ class GatewayConfig:
     mo_link_ttl: int = 604800
     max_in_flight: int = 0
     fetch_batch: int = 256
+    receipt_match_wait: float = 10.0
 
     @classmethod
     def from_settings(cls) -> GatewayConfig:
@@ -196,6 +222,7 @@ class GatewayConfig:
             mo_link_ttl=settings.MO_LINK_TTL.get_int(),
             max_in_flight=settings.MAX_IN_FLIGHT.get_int(),
             fetch_batch=settings.FETCH_BATCH.get_int(),
+            receipt_match_wait=settings.RECEIPT_MATCH_WAIT.get_float(),
         )
 
 
@@ -260,8 +287,17 @@ class _Receipt:
     route: Route
     receipt: receipts.Receipt
     reply: Callable[[int], None]
+    source: str = ""  # the deliver_sm's source_addr: the handset the message went to
     tries: int = 0
     mapping: Mapping | None = None  # known already (it waited for its submit's recording)
+    key: str = ""            # id key it is looked up by
+    deadline: float = 0.0    # while waiting for its mapping: when to give up
+    waiting: bool = False    # in Gateway._waiting (woken by a timer or by its mapping)
+    mismatch: bool = False   # a mapping for its id exists, but for another number
+
+
+def _noop(_status: int) -> None:
+    """Reply of a receipt already answered."""
 
 
 class _Job:
@@ -269,7 +305,7 @@ class _Job:
     part after the other (results arrive through on_result, no task per message)."""
 
     __slots__ = ("gw", "msg", "ident", "route", "client", "parts", "head", "index", "ids",
-                 "retries", "queued_at", "sent_at")
+                 "retries", "queued_at", "sent_at", "keys", "parked")
 
     def __init__(self, gw: Gateway, msg: jsfast.JsMsg, ident: Mapping, route: Route,
                  parts: list[bytes], head: bytes) -> None:
@@ -282,6 +318,10 @@ class _Job:
         self.head = head
         self.index = self.retries = 0
         self.ids: list[str] = []
+        # Parts accepted while later ones are still to go: their id keys in
+        # Gateway._recording, and receipts that came for them meanwhile.
+        self.keys: list[str] = []
+        self.parked: list[_Receipt] = []
         # queued_at / sent_at are set by SmppClient.enqueue / _send
 
     def build_pdu(self, sequence: int) -> bytes:
@@ -357,8 +397,18 @@ class Gateway:
         self._in_flight = 0  # jobs fetched and not yet acked/naked
         self._room = asyncio.Event()
         self._dispatched: set[int] = set()  # jobs of batches being started that went on their way
-        # id key -> (outcome whose mappings are being written, the part's mapping)
-        self._recording: dict[str, tuple[Outcome, Mapping]] = {}
+        # id key -> (job still sending later parts, or outcome whose mappings are being
+        # written; the part's mapping): receipts that find their id here wait in memory
+        self._recording: dict[str, tuple[_Job | Outcome, Mapping]] = {}
+        # id key -> receipts whose mapping is not visible yet (see _wait_for_mapping)
+        self._waiting: dict[str, list[_Receipt]] = {}
+        self._n_waiting = 0
+        # Mappings of parts accepted while later parts are still to go, stored at once
+        # (other replicas may receive their receipts).
+        self._part_writes: Flusher[tuple[Mapping, list[str]]] = Flusher(
+            self._write_parts, self._write_parts_failed, concurrency=2)
+        self._unmatched_log = ratelog.RateLimitedLog(log)
+        self._mo_log = ratelog.RateLimitedLog(log)
         # Sender/destination parsing and route choice per (sender, number prefix): the
         # same few senders repeat across a campaign.
         self._senders: dict[str, tuple[str, int, int]] = {}
@@ -400,6 +450,7 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
             await asyncio.gather(*(r.close() for r in self.routes.values()))
+            self._drop_waiting()
             await self.publisher.close()
             self._flush_counters()
 
@@ -517,9 +568,12 @@ class Gateway:
             status = result.status
             if status == pdu.ESME_ROK:
                 self._ok_submits += 1  # added to the counter per recorded batch
-                job.ids.append(pdu.resp_message_id(result.raw))
+                smsc_id = pdu.resp_message_id(result.raw)
+                job.ids.append(smsc_id)
                 job.index += 1
                 if job.index < len(job.parts):
+                    if smsc_id:
+                        self._part_accepted(job, smsc_id)
                     job.client.enqueue(job)  # type: ignore[union-attr]
                 else:
                     self._complete(job, self._accepted(job.ident, job.route, job.ids))
@@ -553,8 +607,54 @@ class Gateway:
         metrics.SUBMITS.labels(reason).inc()
         self._complete(job, self._unknown(job.ident, reason, job.ids))
 
+    def _part_accepted(self, job: _Job, smsc_id: str) -> None:
+        """A part accepted while later ones are still to go (they may wait seconds behind
+        throttling): its mapping becomes visible now, in memory for this process's receipts
+        and in Redis for the other replicas', instead of after the whole message."""
+        ident, ids = job.ident, job.ids
+        m = Mapping(ident.message_id, ident.campaign_id, ident.workspace_id, ident.attempt,
+                    smsc_id, ident.to, ident.variant, len(ids), len(job.parts), job.route.name,
+                    ids[0], time.time(), ident.sender)
+        keys = job.route.id_format.store_keys(smsc_id)
+        for k in keys:
+            key = id_key(m.route, k)
+            job.keys.append(key)
+            self._register(key, job, m)
+        self._part_writes.add((m, keys))
+
+    async def _write_parts(self, items: list[tuple[Mapping, list[str]]]) -> None:
+        w = self.store.writes()
+        for m, keys in items:
+            self.store.add_part_mapping(w, m, keys)
+        await self.store.apply(w)
+
+    @staticmethod
+    def _write_parts_failed(items: list[tuple[Mapping, list[str]]], exc: Exception) -> None:
+        # Not fatal: the message's recording writes every part's mapping again.
+        log.warning("storing %d part mappings ahead of their message failed: %s", len(items), exc)
+
+    def _register(self, key: str, holder: _Job | Outcome, m: Mapping) -> None:
+        """An id's mapping is known in this process: receipts waiting for it go on now."""
+        self._recording[key] = (holder, m)
+        if self._waiting:
+            waiting = self._waiting.pop(key, None)
+            if waiting:
+                for it in waiting:
+                    self._wake(it)
+
     def _complete(self, job: _Job, outcome: Outcome) -> None:
         outcome.msg = job.msg
+        if job.keys or job.parked:
+            # Parts mapped ahead of the message: their receipts now wait for its recording.
+            recording = self._recording
+            for key in job.keys:
+                entry = recording.get(key)
+                if entry is not None and entry[0] is job:
+                    recording[key] = (outcome, entry[1])
+                    outcome.keys.append(key)
+            outcome.parked.extend(job.parked)
+            job.keys.clear()
+            job.parked.clear()
         self.recorder.add(outcome)
 
     def _retry_later(self, job: _Job, reason: str, delay: float | None = None,
@@ -580,7 +680,7 @@ class Gateway:
                     category: int) -> None:
         """A job that cannot be sent as given: FAILED, no claim (nothing to protect)."""
         ident = Mapping(job.message_id, job.campaign_id, job.workspace_id, job.attempt,
-                        smsc_id="", to=job.to, variant=job.variant)
+                        smsc_id="", to=job.to, variant=job.variant, route="")  # sent on no route
         self.recorder.add(Outcome(ident, None, self._failed_event(ident, code, description, category),
                                   msg=msg))
 
@@ -596,14 +696,13 @@ class Gateway:
         dest, dton, dnpi = destination_address(job.to)
         sender_raw = job.sender or self.cfg.default_sender
         src, ston, snpi = self._sender(sender_raw)
-        if not job.text:
-            raise JobRejected("EMPTY_TEXT", "the SMS text is empty", FC.FAILURE_CATEGORY_CONTENT_REJECTED)
+        text = render_text(job)
         rc = choose(self.route_cfgs, sender_raw, job.to)
         if rc is None:
             raise JobRejected("NO_ROUTE", f"no SMPP route for sender {sender_raw!r} to {job.to[:4]}...",
                               FC.FAILURE_CATEGORY_CONFIG_ERROR)
         try:
-            enc = encoding.encode_text(job.text, max_parts=self.cfg.max_parts, udh16=self.cfg.udh16)
+            enc = encoding.encode_text(text, max_parts=self.cfg.max_parts, udh16=self.cfg.udh16)
         except encoding.TextTooLong as exc:
             raise JobRejected("TEXT_TOO_LONG", str(exc), FC.FAILURE_CATEGORY_CONTENT_REJECTED) from exc
         head = pdu.submit_sm_head(
@@ -636,12 +735,11 @@ class Gateway:
         )
         # Receipts for these ids that come before the mappings are stored wait for them
         # here instead of polling Redis (see _receipts_many).
-        recording = self._recording
         for m, keys in parts:
             for k in keys:
                 key = id_key(m.route, k)
                 outcome.keys.append(key)
-                recording[key] = (outcome, m)
+                self._register(key, outcome, m)
         return outcome
 
     def _recorded(self, outcome: Outcome, stored: bool) -> None:
@@ -759,7 +857,7 @@ class Gateway:
             log.error("receipt without a message id dropped", extra={"text": sm.payload[:200]})
             reply(pdu.ESME_ROK)
             return
-        item = _Receipt(route, receipt, reply)
+        item = _Receipt(route, receipt, reply, sm.source_addr)
         self._queue_receipt(item)
 
     def _queue_receipt(self, item: _Receipt) -> None:
@@ -771,32 +869,168 @@ class Gateway:
         for it in items:
             it.reply(pdu.ESME_RX_T_APPN)  # no-op for those already answered
 
-    async def _receipts_many(self, items: list[_Receipt]) -> None:
+    async def _resolve(self, items: list[_Receipt]) -> list[tuple[_Receipt, Mapping]]:
+        """The mapping each receipt is credited to: the one under its id key (this process's
+        memory first, then Redis) whose destination is the receipt's source address; with an
+        `auto` id format, failing that, one under another reading of the id (an SMSC that
+        reissued ids after a restart: the key the receipt's reading finds may hold an older
+        message's mapping). A receipt that finds a mapping still being recorded here parks on
+        it (_park); one that finds none waits for it (_wait_for_mapping)."""
         found: list[tuple[_Receipt, Mapping]] = []
+        parked: list[tuple[_Receipt, _Job | Outcome, Mapping]] = []
         todo: list[_Receipt] = []
-        keys: list[str] = []
         recording = self._recording
+        same = receipts.same_number
         for it in items:
             if it.mapping is not None:
                 found.append((it, it.mapping))
                 continue
-            key = id_key(it.route.name, it.route.id_format.lookup_key(it.receipt.message_id))
-            entry = recording.get(key)
+            if not it.key:
+                it.key = id_key(it.route.name, it.route.id_format.lookup_key(it.receipt.message_id))
+            entry = recording.get(it.key)
             if entry is not None:
-                # Its submit's mapping is being stored right now: wait for that (see
-                # _recorded) instead of missing in Redis and polling.
-                it.mapping = entry[1]
-                entry[0].parked.append(it)
-            else:
-                todo.append(it)
-                keys.append(key)
-        if keys:
-            raws = await self.store.redis.mget(keys)
+                if same(it.source, entry[1].to):
+                    parked.append((it, *entry))
+                    continue
+                it.mismatch = True
+            todo.append(it)
+        if todo:
+            others: list[_Receipt] = []
+            raws = await self.store.redis.mget([it.key for it in todo])
             for it, raw in zip(todo, raws, strict=True):
-                if raw is None:
-                    self._unmatched(it)
+                if raw is not None:
+                    m = Mapping.loads(raw)
+                    if same(it.source, m.to):
+                        found.append((it, m))
+                        continue
+                    it.mismatch = True
+                if it.mismatch and it.route.id_format.auto:
+                    others.append(it)
                 else:
-                    found.append((it, Mapping.loads(raw)))
+                    self._wait_for_mapping(it)
+            if others:
+                await self._resolve_other_readings(others, found, parked)
+        if parked:
+            await self._park(parked)
+        return found
+
+    async def _resolve_other_readings(self, items: list[_Receipt], found: list[tuple[_Receipt, Mapping]],
+                                      parked: list[tuple[_Receipt, _Job | Outcome, Mapping]]) -> None:
+        recording = self._recording
+        same = receipts.same_number
+        lookups: list[tuple[_Receipt, list[str]]] = []
+        for it in items:
+            route = it.route.name
+            keys = [id_key(route, k) for k in receipts.id_keys(it.receipt.message_id)[1:]]
+            hit = next((entry for k in keys if (entry := recording.get(k)) is not None
+                        and same(it.source, entry[1].to)), None)
+            if hit is not None:
+                parked.append((it, *hit))
+            elif keys:
+                lookups.append((it, keys))
+            else:
+                self._wait_for_mapping(it)
+        if not lookups:
+            return
+        raws = await self.store.redis.mget([k for _it, keys in lookups for k in keys])
+        pos = 0
+        for it, keys in lookups:
+            chosen = None
+            for raw in raws[pos:pos + len(keys)]:
+                if raw is not None and same(it.source, (m := Mapping.loads(raw)).to):
+                    chosen = m
+                    break
+            pos += len(keys)
+            if chosen is None:
+                self._wait_for_mapping(it)
+            else:
+                found.append((it, chosen))
+
+    async def _park(self, parked: list[tuple[_Receipt, _Job | Outcome, Mapping]]) -> None:
+        """Receipts for ids whose message is still being sent or recorded: handled once its
+        SUBMITTED event is out (_recorded), so no receipt's event overtakes it. A part of a
+        multipart message (whose later parts may wait seconds behind throttling) and an
+        intermediate receipt are answered now, their final stat stored first: many SMSCs
+        never resend a receipt that was refused or not answered in time."""
+        early: list[_Receipt] = []
+        for it, holder, m in parked:
+            it.mapping = m
+            holder.parked.append(it)
+            if m.parts > 1 or it.receipt.final is None:
+                early.append(it)
+        if not early:
+            return
+        finals = [(it.mapping, it.receipt.stat) for it in early
+                  if it.mapping is not None and it.receipt.final is not None]
+        if finals:
+            await self.store.record_parts(finals)
+        for it in early:
+            it.reply(pdu.ESME_ROK)
+            it.reply = _noop
+
+    def _wait_for_mapping(self, it: _Receipt) -> None:
+        """No mapping for this receipt yet (its submit_sm_resp may still be on its way, or
+        another replica may be storing it): it waits in memory, woken as soon as this
+        process maps the id (_register) or by a timer to look in Redis again, for at most
+        receipt_match_wait. Only then is it given up (_unmatched): refusing it at once would
+        lose it with the many SMSCs that never resend a refused receipt."""
+        now = time.monotonic()
+        if not it.deadline:
+            it.deadline = now + self.cfg.receipt_match_wait
+        if now >= it.deadline:
+            self._unmatched(it, "address_mismatch" if it.mismatch else "unknown_id")
+            return
+        if self._n_waiting >= MAX_WAITING_RECEIPTS:
+            self._unmatched(it, "backlog")
+            return
+        delay = min(RECEIPT_RECHECKS[min(it.tries, len(RECEIPT_RECHECKS) - 1)], it.deadline - now)
+        it.tries += 1
+        it.waiting = True
+        self._n_waiting += 1
+        self._waiting.setdefault(it.key, []).append(it)
+        asyncio.get_running_loop().call_later(delay, self._recheck, it)
+
+    def _recheck(self, it: _Receipt) -> None:
+        if not it.waiting:
+            return  # woken by its mapping already
+        waiting = self._waiting.get(it.key)
+        if waiting is not None:
+            with contextlib.suppress(ValueError):
+                waiting.remove(it)
+            if not waiting:
+                del self._waiting[it.key]
+        self._wake(it)
+
+    def _wake(self, it: _Receipt) -> None:
+        if it.waiting:
+            it.waiting = False
+            self._n_waiting -= 1
+            self._queue_receipt(it)
+
+    def _drop_waiting(self) -> None:
+        """Stopping: receipts still waiting for a mapping are refused (their SMSC may resend
+        them to another replica)."""
+        waiting, self._waiting = self._waiting, {}
+        for items in waiting.values():
+            for it in items:
+                it.waiting = False
+                it.reply(pdu.ESME_RX_T_APPN)
+        self._n_waiting = 0
+
+    def _unmatched(self, it: _Receipt, reason: str) -> None:
+        """A receipt credited to no message: counted by reason and logged (rate-limited).
+        One whose id maps only to messages for other numbers is acknowledged (a resend would
+        find the same); one with an unknown id is refused, so an SMSC that resends gives it
+        another chance should its mapping still be stored late."""
+        metrics.RECEIPTS_UNMATCHED.labels(reason).inc()
+        r = it.receipt
+        self._unmatched_log.info(
+            reason, f"delivery receipt matched no message ({reason})", reason=reason,
+            route=it.route.name, smsc_id=r.message_id, stat=r.stat, source=mask_phone(it.source))
+        it.reply(pdu.ESME_ROK if reason == "address_mismatch" else pdu.ESME_RX_T_APPN)
+
+    async def _receipts_many(self, items: list[_Receipt]) -> None:
+        found = await self._resolve(items)
         if not found:
             return
         multipart = [(m, it.receipt.stat) for it, m in found
@@ -850,19 +1084,6 @@ class Gateway:
             it.reply(pdu.ESME_ROK)
         await self.store.settled(settled)
 
-    def _unmatched(self, it: _Receipt) -> None:
-        """No mapping (yet): the submit may still be being recorded. Look again a few times
-        before asking the SMSC to resend (ESME_RX_T_APPN); never drop it."""
-        if it.tries < len(UNMATCHED_RECHECKS):
-            delay = UNMATCHED_RECHECKS[it.tries]
-            it.tries += 1
-            asyncio.get_running_loop().call_later(delay, self._queue_receipt, it)
-            return
-        metrics.RECEIPTS.labels("unmatched").inc()
-        log.debug("receipt for an unknown id, asking for a resend",
-                  extra={"smsc_id": it.receipt.message_id, "stat": it.receipt.stat})
-        it.reply(pdu.ESME_RX_T_APPN)
-
     async def _mo(self, sm: pdu.ShortMessage, reply: Callable[[int], None]) -> None:
         try:
             status = await self.handle_mo(sm)
@@ -877,11 +1098,15 @@ class Gateway:
         body, _concat = encoding.strip_udh(sm.payload, sm.esm_class)
         text = encoding.decode(body, sm.data_coding)
         phone = "".join(ch for ch in sm.source_addr if ch.isdigit())
+        if phone.startswith("00"):
+            phone = phone[2:]
+        # (our sender, their number) -> the last message: senders belong to one workspace,
+        # so the reply and any opt-out go to that message's workspace and no other.
         link = await self.store.last_sent(sm.destination_addr, phone)
-        if link is None:
+        if link is None:  # no message to answer: published to no workspace at all
             metrics.MO_MESSAGES.labels("unlinked").inc()
-            log.info("reply with no message to link it to",
-                     extra={"from": "***" + phone[-3:], "to": sm.destination_addr})
+            self._mo_log.info("unlinked", "reply with no message from that sender to that number: not published",
+                              **{"from": mask_phone(phone), "to": sm.destination_addr})
             return pdu.ESME_ROK
         address = ("+" + phone) if sm.source_addr_ton == 1 or not sm.source_addr.startswith("0") else sm.source_addr
         digest = hashlib.sha256(sm.source_addr.encode() + b"\0" + sm.destination_addr.encode()

@@ -32,10 +32,23 @@ THROTTLING = Counter(
 )
 RECEIPTS = Counter(
     "herald_smpp_receipts_total",
-    "Delivery receipts received (one per part), by stat (DELIVRD, UNDELIV, ...; unmatched = "
-    "no id mapping yet, answered ESME_RX_T_APPN; invalid = unparseable; OTHER = unknown stat).",
+    "Delivery receipts credited to a message (one per part), by stat (DELIVRD, UNDELIV, ...; "
+    "invalid = unparseable; OTHER = unknown stat). Receipts credited to no message are in "
+    "herald_smpp_receipts_unmatched_total.",
     ["stat"],
 )
+UNMATCHED_REASONS = ("unknown_id", "address_mismatch", "backlog")
+RECEIPTS_UNMATCHED = Counter(
+    "herald_smpp_receipts_unmatched_total",
+    "Delivery receipts credited to no message, by reason: unknown_id = no mapping for the "
+    "SMSC id within HERALD_SMPP_RECEIPT_MATCH_WAIT (answered ESME_RX_T_APPN); address_mismatch "
+    "= mappings for the id exist but none is for the receipt's source address (an SMSC that "
+    "reissued ids; acknowledged, never credited); backlog = too many receipts already waiting "
+    "for their mapping (answered ESME_RX_T_APPN at once).",
+    ["reason"],
+)
+for _reason in UNMATCHED_REASONS:  # exported at 0 from the start, for rate() alerts
+    RECEIPTS_UNMATCHED.labels(_reason)
 RECEIPT_LAG = Histogram(
     "herald_smpp_receipt_lag_seconds",
     "Time from the submit_sm_resp of a part to its final receipt.",
@@ -44,7 +57,8 @@ RECEIPT_LAG = Histogram(
 MO_MESSAGES = Counter(
     "herald_smpp_mo_messages_total",
     "Mobile-originated deliver_sm, by outcome (replied = linked to a message we sent, "
-    "opted_out = opt-out keyword, unlinked = no message to link it to).",
+    "opted_out = opt-out keyword, unlinked = no message from that sender to that number: "
+    "published to no workspace).",
     ["outcome"],
 )
 ASSUMED_DELIVERED = Counter(

@@ -191,3 +191,33 @@ def id_keys(smsc_id: str) -> list[str]:
     else:
         return [n]
     return list(dict.fromkeys(keys))
+
+
+MIN_SUFFIX_DIGITS = 7  # a national form must still share this many digits with the E.164 one
+
+
+def number_digits(address: str) -> str:
+    """'+44 7700 900123' / '0044...' / '447700900123' -> '447700900123'; '07700900123' ->
+    '7700900123' (a national number without its trunk prefix). Not a number: ''."""
+    s = address.strip()
+    if s[:1] == "+":
+        s = s[1:]
+    digits = "".join(ch for ch in s if ch.isdigit())
+    if not digits or len(digits) < len(s) - s.count(" ") - s.count("-"):
+        return ""  # letters in it: an alphanumeric address
+    return digits.lstrip("0")
+
+
+def same_number(receipt_source: str, destination: str) -> bool:
+    """Whether a receipt's source address is the number a message was sent to, whatever its
+    form: E.164 with or without '+', '00' or a national trunk '0', as TON/NPI variants give
+    it. The same length must be the same digits; otherwise the shorter must end the longer
+    (national vs international) with at least MIN_SUFFIX_DIGITS digits. A receipt without a
+    numeric source address, or a message without a destination, cannot be checked: True."""
+    a, b = number_digits(receipt_source), number_digits(destination)
+    if not a or not b:
+        return True
+    if len(a) == len(b):
+        return a == b
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    return len(short) >= MIN_SUFFIX_DIGITS and long_.endswith(short)

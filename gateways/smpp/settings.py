@@ -191,6 +191,12 @@ MO_LINK_TTL = setting(
     "HERALD_SMPP_MO_LINK_TTL", "604800",
     "Seconds a (sender, recipient) -> last message link is kept for attributing replies.", GW,
 )
+RECEIPT_MATCH_WAIT = setting(
+    "HERALD_SMPP_RECEIPT_MATCH_WAIT", "10",
+    "Seconds a delivery receipt whose id mapping is not visible yet (its submit_sm_resp still "
+    "on its way, or another replica storing it) waits in memory for it before it is counted "
+    "unmatched (herald_smpp_receipts_unmatched_total) and refused with ESME_RX_T_APPN.", GW,
+)
 MAX_IN_FLIGHT = setting(
     "HERALD_SMPP_MAX_IN_FLIGHT", "0",
     "Jobs the gateway works on at once, from fetch to ack (0: four times the sum of the routes' windows, at least 64; "
@@ -223,4 +229,28 @@ SIM_RECEIPT_MODE = setting(
 SIM_DISCONNECT_AFTER = setting(
     "HERALD_SMPP_SIM_DISCONNECT_AFTER", "0",
     "Drop every connection (no unbind) once, on the Nth submit_sm, leaving it unanswered (0: never).", SIM,
+)
+SIM_RESEND_RECEIPTS = setting(
+    "HERALD_SMPP_SIM_RESEND_RECEIPTS", "true",
+    "true: a receipt the ESME refuses (non-zero deliver_sm_resp) or does not answer in time is "
+    "sent again (up to HERALD_SMPP_SIM_RECEIPT_MAX_ATTEMPTS); false: it is never sent again, as "
+    "many real SMSCs do (counted as refused and dropped). Receipts are always retried while no "
+    "receiver is bound.", SIM,
+)
+SIM_ID_START = setting(
+    "HERALD_SMPP_SIM_ID_START", "0",
+    "First message id the simulator hands out (0: a random start). A fixed start makes a "
+    "restarted simulator reissue the ids of its previous run for new messages, as an SMSC "
+    "that restarts its id counter does.", SIM,
+)
+SIM_THROTTLE_PART = setting(
+    "HERALD_SMPP_SIM_THROTTLE_PART", "0",
+    "With HERALD_SMPP_SIM_THROTTLE_PATTERN: throttle the first submit_sm of this part number of "
+    "a multipart message only (e.g. 2: part 1 is accepted and its receipt sent while part 2 "
+    "waits; 0: whichever submit comes first).", SIM,
+)
+SIM_KEEP_TEXTS = setting(
+    "HERALD_SMPP_SIM_KEEP_TEXTS", "false",
+    "Keep the decoded text of every accepted message per destination (multipart messages "
+    "reassembled) in the ground truth (`texts` in the stats file).", SIM,
 )

@@ -185,7 +185,17 @@ def parts_key(message_id: str, attempt: int) -> str:
 
 
 def last_key(sender: str, digits: str) -> str:
-    return f"{PREFIX}last:{sender.lower()}:{digits}"
+    """Reply link of (our sender, the recipient's number): a numeric sender in any form
+    ('+44...', '0044...', '44...') gives one key, an alphanumeric one is case-folded."""
+    return f"{PREFIX}last:{sender_key(sender)}:{digits}"
+
+
+def sender_key(sender: str) -> str:
+    s = sender.strip()
+    digits = s[1:] if s[:1] == "+" else s
+    if digits.isdigit():
+        return digits[2:] if digits.startswith("00") else digits
+    return s.lower()
 
 
 class Flusher(Generic[T]):
@@ -276,11 +286,8 @@ class Store:
         link, and the assumed-delivery deadline."""
         first_value = b""
         for m, keys in parts:
-            value = m.dumps()
+            value = Store.add_part_mapping(w, m, keys)
             first_value = first_value or value
-            w.set(id_key(m.route, keys[0]), value, 2)
-            for alt in keys[1:]:
-                w.set(id_key(m.route, alt), value, 2, nx=True)
         first = parts[0][0]
         # parts[0] is part 1 with smsc_id == provider_id: its JSON serves the link and the
         # assumed-delivery record too (dumped once).
@@ -291,6 +298,17 @@ class Store:
         if await_until is not None:
             w.zadd(AWAIT_KEY, first.job, await_until)
             w.hset(AWAIT_INFO, first.job, first_value)
+
+    @staticmethod
+    def add_part_mapping(w: Writes, m: Mapping, keys: list[str]) -> bytes:
+        """One part's mapping: the id as given with SET, its other readings with SET NX (so a
+        real id never loses its entry to another id's reinterpretation; a receipt that meets
+        another message's mapping there is told apart by its source address)."""
+        value = m.dumps()
+        w.set(id_key(m.route, keys[0]), value, 2)
+        for alt in keys[1:]:
+            w.set(id_key(m.route, alt), value, 2, nx=True)
+        return value
 
     async def record_parts(self, items: list[tuple[Mapping, str]]) -> list[dict[int, str]]:
         """Record the final stat of parts of multipart messages; the states of every part

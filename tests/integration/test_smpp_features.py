@@ -194,7 +194,8 @@ async def test_command_status_handling(js: JetStreamContext, redis_client) -> No
 async def test_receipts_early_unknown_duplicate_and_assumed_delivery(
         js: JetStreamContext, redis_client) -> None:  # type: ignore[no-untyped-def]
     """A late receipt turns ASSUMED_DELIVERED into DELIVERED; a receipt whose mapping never
-    appears is answered ESME_RX_T_APPN (resent, not dropped); duplicates change nothing."""
+    appears within receipt_match_wait is answered ESME_RX_T_APPN (not silently dropped);
+    duplicates change nothing."""
     sim = SmscSimulator(SimulatorConfig(receipt_delay=0.02, receipt_rules=(("900001$", "DELIVRD", 1.5),),
                                         duplicate_receipts=True, receipt_retry_delay=0.05,
                                         receipt_max_attempts=4))
@@ -204,7 +205,8 @@ async def test_receipts_early_unknown_duplicate_and_assumed_delivery(
     ids = {j.message_id for j in jobs}
     try:
         async with gateway_on(js, redis_client, [route("default", port)],
-                              assumed_delivered_after=0.4) as (gw, subject), EventLog(js, ids) as log:
+                              assumed_delivered_after=0.4, receipt_match_wait=0.3) as (gw, subject), \
+                EventLog(js, ids) as log:
             await publish_jobs(js, subject, jobs)
             await log.until(lambda by: D in kinds(by.get(jobs[0].message_id, []))
                             and D in kinds(by.get(jobs[1].message_id, [])))

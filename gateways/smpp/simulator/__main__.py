@@ -32,6 +32,15 @@ def parse_args(argv: list[str] | None = None) -> SimulatorConfig:
                     help="send receipts before their submit_sm_resp")
     ap.add_argument("--duplicate-receipts", action="store_true", default=None,
                     help="send every receipt twice")
+    ap.add_argument("--no-resend-receipts", dest="resend_receipts", action="store_false", default=None,
+                    help="never send a refused or unanswered receipt again (as many SMSCs)")
+    ap.add_argument("--id-start", type=int,
+                    help="first message id (fixed: a restart reissues the previous run's ids)")
+    ap.add_argument("--throttle-pattern", help="regex over destination_addr -> first submit throttled")
+    ap.add_argument("--throttle-part", type=int,
+                    help="with --throttle-pattern: throttle only this part of a multipart message")
+    ap.add_argument("--keep-texts", action="store_true", default=None,
+                    help="keep each destination's message texts in the ground truth")
     ap.add_argument("--stats-file", help="JSON file of the ground-truth counters")
     args = ap.parse_args(argv)
     cfg = SimulatorConfig.from_env()

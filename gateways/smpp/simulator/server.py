@@ -2,9 +2,13 @@
 then a delivery receipt (deliver_sm, esm_class 0x04, Appendix-B text plus
 receipted_message_id and message_state TLVs) after a delay; enquire_link, unbind.
 
-Outcomes are chosen by regexes over destination_addr; every receipt is retried while the
-ESME answers a non-zero deliver_sm_resp (e.g. ESME_RX_T_APPN), times out, or no receiver is
-bound. `stats` is the ground truth the tests compare the gateway's events with.
+Outcomes are chosen by regexes over destination_addr. A receipt is retried while no
+receiver is bound; one the ESME refuses (non-zero deliver_sm_resp, e.g. ESME_RX_T_APPN) or
+does not answer in time is sent again (resend_receipts, the default) or, like many real
+SMSCs, never again (resend_receipts=False: counted in receipts_refused and receipts_dropped).
+id_start fixes where message ids start, so a restarted simulator reissues the ids of its
+previous run (an SMSC that restarts its id counter). `stats` is the ground truth the tests
+compare the gateway's events with (with keep_texts, also the text each destination got).
 """
 
 from __future__ import annotations
@@ -42,6 +46,12 @@ def _pattern(value: str) -> re.Pattern[str] | None:
     return re.compile(value) if value else None
 
 
+def _part_of(sm: pdu.ShortMessage) -> int:
+    """Part number of a concatenated submit_sm (1 for a single-part message)."""
+    _body, concat = encoding.strip_udh(sm.short_message, sm.esm_class)
+    return 1 if concat is None else concat[2]
+
+
 @dataclass
 class SimulatorConfig:
     host: str = "127.0.0.1"
@@ -52,6 +62,7 @@ class SimulatorConfig:
     fail_pattern: str = ""
     fail_stat: str = "UNDELIV"
     fail_part: int = 0  # with a multipart message to a fail_pattern match, fail only this part
+    throttle_part: int = 0  # with throttle_pattern: throttle the first submit of this part only
     # (regex over destination_addr, stat, delay or None): first match decides the receipt
     receipt_rules: tuple[tuple[str, str, float | None], ...] = ()
     reject_pattern: str = ""
@@ -69,6 +80,9 @@ class SimulatorConfig:
     disconnect_after: int = 0    # drop every connection once, on the Nth submit_sm (unanswered)
     receipt_retry_delay: float = 0.2
     receipt_max_attempts: int = 50
+    resend_receipts: bool = True  # False: a refused / unanswered receipt is never sent again
+    id_start: int = 0             # first message id (0: random, so runs do not collide)
+    keep_texts: bool = False      # record each accepted message's text per destination
     response_timeout: float = 5.0
     stats_file: str = ""
 
@@ -97,6 +111,10 @@ class SimulatorConfig:
             disconnect_after=settings.SIM_DISCONNECT_AFTER.get_int(),
             receipt_retry_delay=settings.SIM_RECEIPT_RETRY_DELAY.get_float(),
             receipt_max_attempts=settings.SIM_RECEIPT_MAX_ATTEMPTS.get_int(),
+            resend_receipts=settings.SIM_RESEND_RECEIPTS.get_bool(),
+            id_start=settings.SIM_ID_START.get_int(),
+            keep_texts=settings.SIM_KEEP_TEXTS.get_bool(),
+            throttle_part=settings.SIM_THROTTLE_PART.get_int(),
             stats_file=settings.SIM_STATS_FILE.get(),
         )
 
@@ -131,6 +149,7 @@ class SimStats:
     receipts_sent: int = 0        # deliver_sm written, retries included
     receipts_acked: int = 0       # receipts answered ESME_ROK (duplicates not counted)
     receipts_retried: int = 0     # non-zero deliver_sm_resp, timeout or no receiver
+    receipts_refused: int = 0     # non-zero deliver_sm_resp or no answer in time
     receipts_dropped: int = 0     # given up after receipt_max_attempts
     receipts_duplicated: int = 0  # extra copies sent with duplicate_receipts
     receipts_pending: int = 0     # scheduled, not yet acked or dropped
@@ -142,6 +161,8 @@ class SimStats:
     connections: int = 0
 
     duplicate_submits: int = 0    # accepted submits of a (destination, text) seen before
+    # destination -> texts of the messages accepted for it, multipart reassembled (keep_texts)
+    texts: dict[str, list[str]] = field(default_factory=dict)
 
     def accept(self, dest: str, key: str) -> None:
         self.accepted[dest] += 1
@@ -157,6 +178,8 @@ class SimStats:
         d["accepted"] = dict(self.accepted)
         d["attempts"] = dict(self.attempts)
         d["accepted_distinct"] = len(self.accepted_messages)
+        if self.texts:
+            d["texts"] = {k: list(v) for k, v in self.texts.items()}
         return d
 
 
@@ -363,7 +386,9 @@ class SmscSimulator:
         self._syserrs: Counter[str] = Counter()
         self._rules = [(re.compile(p), stat, d) for p, stat, d in self.cfg.receipt_rules]
         # Random base: ids from different runs against one Redis must not collide.
-        self._next_id = random.randrange(0x10000000, 0x70000000)
+        self._next_id = self.cfg.id_start or random.randrange(0x10000000, 0x70000000)
+        # (destination, concat reference) -> part number -> text, until all parts are in
+        self._partial: dict[tuple[str, int], dict[int, str]] = {}
         self._server: asyncio.Server | None = None
         self._stopped = False
         self._conns: set[_Connection] = set()
@@ -431,7 +456,7 @@ class SmscSimulator:
         return {"hex": (hex_id, hex_id), "decimal": (dec_id, dec_id),
                 "mixed": (hex_id, dec_id)}[self.cfg.id_style]
 
-    def _refuse(self, dest: str) -> int | None:
+    def _refuse(self, dest: str, sm: pdu.ShortMessage) -> int | None:
         """command_status of a submit the simulator refuses (or None to accept it)."""
         st, cfg = self.stats, self.cfg
         n = st.submits_total
@@ -445,7 +470,8 @@ class SmscSimulator:
             st.submits_queue_full += 1
             st.queue_full_by_dest[dest] += 1
             return pdu.ESME_RMSGQFUL
-        if self._throttle and self._throttle.search(dest) and dest not in self._throttled:
+        if self._throttle and self._throttle.search(dest) and dest not in self._throttled \
+                and (not cfg.throttle_part or _part_of(sm) == cfg.throttle_part):
             self._throttled.add(dest)
             st.submits_throttled += 1
             return pdu.ESME_RTHROTTLED
@@ -471,12 +497,14 @@ class SmscSimulator:
         if self._drop and self._drop.search(dest):
             st.submits_dropped += 1
             return
-        status = self._refuse(dest)
+        status = self._refuse(dest, sm)
         if status is not None:
             conn.write(pdu.encode_submit_sm_resp(seq, "", status))
             return
         resp_id, receipt_id = self._ids()
         st.accept(dest, f"{dest}|{sm.short_message.hex()}")
+        if self.cfg.keep_texts:
+            self._keep_text(dest, sm)
         resp = pdu.encode_submit_sm_resp(seq, resp_id)
         stat, delay = self._outcome(dest)
         if self.cfg.fail_part and stat == self.cfg.fail_stat:
@@ -496,6 +524,19 @@ class SmscSimulator:
         else:
             conn.write(resp)
             self._later(delay, out)
+
+    def _keep_text(self, dest: str, sm: pdu.ShortMessage) -> None:
+        body, concat = encoding.strip_udh(sm.short_message, sm.esm_class)
+        text = encoding.decode(body, sm.data_coding)
+        if concat is None:
+            self.stats.texts.setdefault(dest, []).append(text)
+            return
+        ref, total, seq = concat
+        parts = self._partial.setdefault((dest, ref), {})
+        parts[seq] = text
+        if len(parts) >= total:
+            del self._partial[(dest, ref)]
+            self.stats.texts.setdefault(dest, []).append("".join(parts[i] for i in sorted(parts)))
 
     def _later(self, delay: float, out: _Outbound) -> None:
         batch = self._due.get(delay)
@@ -580,7 +621,12 @@ class SmscSimulator:
     def _answered(self, out: _Outbound, ok: bool) -> None:
         if ok:
             self._outbound_done(out, True)
+        elif out.receipt and not self.cfg.resend_receipts:
+            self.stats.receipts_refused += 1
+            self._outbound_done(out, False)  # like many SMSCs: a refused receipt is gone
         else:
+            if out.receipt:
+                self.stats.receipts_refused += 1
             self._retry_outbound(out)
 
     def _retry_outbound(self, out: _Outbound) -> None:
@@ -608,7 +654,7 @@ class SmscSimulator:
         st.receipts_pending -= 1
         if not ok:
             st.receipts_dropped += 1
-            log.warning("receipt dropped after %d attempts", self.cfg.receipt_max_attempts)
+            log.warning("receipt dropped after %d attempts", out.attempts)
             return
         st.receipts_acked += 1
         if self.cfg.duplicate_receipts:
@@ -630,6 +676,19 @@ class SmscSimulator:
             data_coding=enc.data_coding, short_message=enc.parts[0])
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         out = _Outbound(raw[16:], system_id, None, done, receipt=False)
+        self._send_outbound(out)
+        return done
+
+    def inject_receipt(self, message_id: str, stat: str, source_addr: str,
+                       destination_addr: str = "HERALD", system_id: str = "") -> asyncio.Future[bool]:
+        """Send a receipt of the simulator's making (any id, any handset) like the SMSC's own
+        (retried or not per resend_receipts); the future says whether it was acknowledged."""
+        raw = pdu.encode_submit_sm(0, source_addr=destination_addr, destination_addr=source_addr,
+                                   short_message=b"", registered_delivery=1)
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        out = _Outbound(self._receipt_body(pdu.parse_sm(raw), message_id, receipts.normalise_stat(stat)),
+                        system_id, None, done)
+        self.stats.receipts_pending += 1
         self._send_outbound(out)
         return done
 
