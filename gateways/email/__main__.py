@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+from pathlib import Path
 
-from gateways.email import dedup, settings, tokens
+from gateways.email import dedup, keys, settings, tokens
 from gateways.email.bounces import BounceServer
 from gateways.email.dkimsign import DkimSigner
 from gateways.email.skeleton import Skeletons
 from gateways.email.smtp_pool import SmtpConfig, SmtpPool
 from gateways.email.tracking import TrackingServer
 from gateways.email.worker import EmailWorker, WorkerConfig
-from shared import bus, cache
+from shared import bus, cache, config
 from shared import log as shared_log
 from shared.grpc_server import ServiceRuntime
 
@@ -38,17 +40,28 @@ def load_dkim() -> DkimSigner | None:
     return DkimSigner(settings.DKIM_DOMAIN.get() or "invalid", settings.DKIM_SELECTOR.get(), pem)
 
 
-async def main() -> None:
+def signing_keys(log: logging.Logger) -> list[bytes]:
+    """The tracking/VERP keys, or exit 2 with one line naming the setting to fix."""
+    try:
+        found, source = keys.tracking_keys(settings.TRACKING_KEYS.get(), config.DEV_MODE.get_bool(),
+                                           Path(settings.TRACKING_DEV_KEY_FILE.get()))
+    except (keys.KeyConfigError, ValueError, OSError) as exc:
+        log.error(str(exc))
+        raise SystemExit(2) from None
+    if source != settings.TRACKING_KEYS.name:
+        log.warning("development mode: tracking links are signed with the local random key "
+                    "in %s (set HERALD_TRACKING_KEYS in production)", source)
+    return found
+
+
+async def main(signing: list[bytes]) -> None:
     log = shared_log.setup(NAME)
     rt = ServiceRuntime(NAME)
     rt.install_signal_handlers()
     rt.start_metrics()
     await rt.start_grpc([])
 
-    signer = tokens.Signer(tokens.parse_keys(settings.TRACKING_KEYS.get()))
-    if settings.DEV_TRACKING_KEY.encode() in signer.keys:
-        log.warning("HERALD_TRACKING_KEYS holds the public development key: tracking links "
-                    "can be forged; set a secret key in production")
+    signer = tokens.Signer(signing)
 
     nc = await bus.connect(name=NAME)
     js = nc.jetstream()
@@ -124,15 +137,17 @@ async def main() -> None:
 
 
 def run() -> None:
+    # Checked before anything binds or connects: a gateway without a secret key never serves.
+    signing = signing_keys(shared_log.setup(NAME))
     if settings.UVLOOP.get_bool():
         try:
             import uvloop
         except ImportError:
             uvloop = None  # type: ignore[assignment]
         if uvloop is not None:
-            uvloop.run(main())
+            uvloop.run(main(signing))
             return
-    asyncio.run(main())
+    asyncio.run(main(signing))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@ complaints, turned into events.
 
 - DSN (RFC 3464, multipart/report; report-type=delivery-status): per recipient block
   Action, Status, Diagnostic-Code. Status 5.x.x -> hard bounce: events.message.bounced
-  (status FAILED, reply code, enhanced status + diagnostic, failure category) and
+  (status FAILED, reply code, "bounced: <enhanced status> <diagnostic>", failure category
+  from the status: INVALID_ADDRESS for a bad mailbox, never UNSUBSCRIBED) and
   events.contact.bounced (the recipients service suppresses the address). 4.x.x (or
   Action: delayed) -> events.message.deferred. Action delivered/relayed/expanded: ignored.
 - ARF (RFC 5965, report-type=feedback-report) -> events.contact.complained (opt-out).
@@ -227,7 +228,10 @@ class BounceHandler:
         description = text if text.startswith(status) else f"{status} {text}".strip()
         category = c.FAILURE_CATEGORY_UNSPECIFIED
         if kind == K.MESSAGE_EVENT_KIND_BOUNCED:
+            # What the receiving side said about the address or content, never an opt-out:
+            # the reader sees "bounced: 5.1.1 ...".
             category = outcomes.category(int(code or 550), description, "rcpt")
+            description = f"bounced: {description}"
         return message_event(
             kind, message_id=message_id, campaign_id=ref.get("c", ""),
             workspace_id=ref.get("w", ""), event_id=stable_event_id(msg_id), error_code=code,

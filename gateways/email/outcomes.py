@@ -24,6 +24,7 @@ class Outcome:
     description: str = ""  # enhanced status code + text
     category: int = F.FAILURE_CATEGORY_UNSPECIFIED
     provider_id: str = ""  # our Message-ID once the relay accepted it
+    route: str = ""  # the relay (host:port) that answered or was tried; "" = never reached
 
     @property
     def enhanced(self) -> str:
@@ -31,8 +32,9 @@ class Outcome:
         return ".".join(m.groups()) if m else ""
 
 
-def submitted(message_id_header: str, reply: str = "") -> Outcome:
-    return Outcome(K.MESSAGE_EVENT_KIND_SUBMITTED, "250", reply.strip()[:500], provider_id=message_id_header)
+def submitted(message_id_header: str, reply: str = "", route: str = "") -> Outcome:
+    return Outcome(K.MESSAGE_EVENT_KIND_SUBMITTED, "250", reply.strip()[:500],
+                   provider_id=message_id_header, route=route)
 
 
 def failed(description: str, category: int, code: str = "") -> Outcome:
@@ -91,4 +93,5 @@ def exhausted(last: Outcome, attempts: int) -> Outcome:
     if last.enhanced.startswith("4.7.") or last.code in {"421", "450"}:
         cat = F.FAILURE_CATEGORY_THROTTLED
     return Outcome(K.MESSAGE_EVENT_KIND_FAILED, last.code,
-                   f"{last.description[:450]} (gave up after {attempts} attempts)", cat)
+                   f"{last.description[:450]} (gave up after {attempts} attempts)", cat,
+                   route=last.route)

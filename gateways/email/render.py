@@ -1,76 +1,86 @@
-"""Jinja2 templates of a job (subject, text, HTML) rendered per recipient.
+"""The email parts (subject, text, HTML) of a job, rendered per recipient with the one
+template engine (shared.templating: the Jinja sandbox, its compiled-template cache).
 
-Each distinct template source is compiled once (cache keyed by its SHA-256) and then
-only rendered with the contact's fields. Templates come from campaign authors, so they
-run in Jinja's sandbox; HTML autoescapes field values, subject and text do not.
+The gateway adds only what is email's own: HTML autoescapes values, a subject is one
+header line, and a template made of text and plain lookups gets the generated fast path
+(gateways.email.plaintpl), whose output equals Jinja's. Any failure, at compile or at
+render, is a TemplateError: the message fails (CONTENT_REJECTED), nothing unrendered
+ever goes out.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections import OrderedDict
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 
 import jinja2
-from jinja2.sandbox import SandboxedEnvironment
+
+from gateways.email.plaintpl import PlainTemplate, compile_plain
+from shared import templating
+
+TemplateError = templating.TemplateError
+
+# (output, longest line or -1 if unknown, whether a line may start with ".")
+Lines = tuple[str, int, bool]
 
 
-class TemplateError(Exception):
-    """The template does not compile or breaks the sandbox: the job can never succeed."""
+def context(fields: Mapping[str, str], **own: object) -> dict[str, object]:
+    """The render context: every job variable by name (the contact's own fields and the
+    custom/per-trigger ones, MessageJob.fields), `fields`, and the gateway's own values
+    (email, unsubscribe_url, ...), which win over a variable of the same name."""
+    return templating.context(fields, **own)
 
 
-@dataclass(frozen=True)
-class Rendered:
-    subject: str
-    text: str
-    html: str
+context_for = context  # the name earlier callers used
 
 
-class Renderer:
-    def __init__(self, cache_size: int = 512) -> None:
-        self._html_env = SandboxedEnvironment(autoescape=True, undefined=jinja2.Undefined)
-        self._plain_env = SandboxedEnvironment(autoescape=False, undefined=jinja2.Undefined)
-        self._cache: OrderedDict[tuple[bool, str], jinja2.Template] = OrderedDict()
-        self._cache_size = cache_size
-        self.compiled = 0  # how many templates were compiled (tests check the cache)
+class Part:
+    """One compiled part. `render` and `render_lines` raise TemplateError only."""
 
-    def template(self, source: str, html: bool) -> jinja2.Template:
-        key = (html, hashlib.sha256(source.encode("utf-8")).hexdigest())
-        tpl = self._cache.get(key)
-        if tpl is not None:
-            self._cache.move_to_end(key)
-            return tpl
-        env = self._html_env if html else self._plain_env
+    __slots__ = ("plain", "_render")
+
+    def __init__(self, source: str, html: bool, raw: frozenset[str] = frozenset(),
+                 fast: bool = True) -> None:
         try:
-            tpl = env.from_string(source)
-        except jinja2.TemplateError as exc:
+            tpl = templating.template(source, html)
+        except TemplateError as exc:
             raise TemplateError(f"template does not compile: {exc}") from exc
-        self.compiled += 1
-        self._cache[key] = tpl
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
-        return tpl
+        # The shared engine's environment: the fast path parses with the same rules.
+        self.plain: PlainTemplate | None = (
+            compile_plain(tpl.environment, source, raw) if fast else None)
+        self._render: Callable[[Mapping[str, object]], str] = (
+            self.plain.render if self.plain is not None else tpl.render)
 
-    def _render(self, source: str, html: bool, context: Mapping[str, object]) -> str:
-        if not source:
-            return ""
+    def render(self, ctx: Mapping[str, object]) -> str:
         try:
-            return self.template(source, html).render(context)
-        except TemplateError:
-            raise
-        except jinja2.TemplateError as exc:  # includes the sandbox's SecurityError
-            raise TemplateError(f"template failed: {exc}") from exc
+            return self._render(ctx)
+        except Exception as exc:  # the sandbox's SecurityError, UndefinedError, int('x')...
+            raise _failed(exc) from exc
 
-    def render(self, subject: str, text: str, html: str,
-               context: Mapping[str, object]) -> Rendered:
-        # A subject is one header line: a field value must not be able to add headers.
-        subj = " ".join(self._render(subject, False, context).split())
-        return Rendered(subj, self._render(text, False, context), self._render(html, True, context))
+    def render_lines(self, ctx: Mapping[str, object]) -> Lines:
+        if self.plain is None:
+            return self.render(ctx), -1, True
+        try:
+            return self.plain.render_lines(ctx)
+        except Exception as exc:
+            raise _failed(exc) from exc
 
 
-def context_for(fields: Mapping[str, str], **extra: object) -> dict[str, object]:
-    """Template variables: every contact field by name, plus `fields` and Herald's own
-    values (email, unsubscribe_url, ...) which win over a field of the same name."""
-    plain = fields if isinstance(fields, dict) else dict(fields)  # protobuf maps iterate slowly
-    return {**plain, "fields": plain, **extra}
+def _failed(exc: Exception) -> TemplateError:
+    if isinstance(exc, TemplateError):
+        return exc
+    detail = str(exc) if isinstance(exc, jinja2.TemplateError) \
+        else f"{type(exc).__name__}: {exc}"
+    return TemplateError(f"template failed: {detail}")
+
+
+def one_line(subject: str) -> str:
+    """A subject is one header line: a value must not be able to add headers."""
+    return " ".join(subject.split())
+
+
+def render_all(subject: str, text: str, html: str,
+               ctx: Mapping[str, object]) -> tuple[str, str, str]:
+    """(subject, text, HTML) of one recipient, for callers without a prepared skeleton."""
+    return (one_line(Part(subject, False).render(ctx)) if subject else "",
+            Part(text, False).render(ctx) if text else "",
+            Part(html, True).render(ctx) if html else "")

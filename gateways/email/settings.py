@@ -7,10 +7,6 @@ from shared.config import setting
 GW = "email gateway"
 SINK = "email sink"
 
-# Development-only default: anyone who knows it can forge tracking links. The gateway
-# logs a warning when it runs with this key; production sets HERALD_TRACKING_KEYS.
-DEV_TRACKING_KEY = "herald-dev-tracking-key-not-secret"
-
 SMTP_HOST = setting("HERALD_SMTP_HOST", "127.0.0.1", "SMTP relay the email gateway submits to.", GW)
 SMTP_PORT = setting("HERALD_SMTP_PORT", "25", "Port of the SMTP relay.", GW)
 SMTP_POOL_SIZE = setting(
@@ -120,10 +116,18 @@ UNSUBSCRIBE_MAILTO = setting(
     "Mailbox of the List-Unsubscribe mailto: URI (empty = unsubscribe@<sender's domain>).", GW,
 )
 TRACKING_KEYS = setting(
-    "HERALD_TRACKING_KEYS", DEV_TRACKING_KEY,
-    "Comma-separated HMAC-SHA256 keys for tracking/unsubscribe tokens: the first signs, all "
-    "verify (rotate by prepending a new key, drop the old one after the links age out). The "
-    "default is a public development key: set your own secret in production.", GW,
+    "HERALD_TRACKING_KEYS", "",
+    "Comma-separated secret keys for the tracking/unsubscribe link tokens and VERP bounce "
+    "addresses: the first signs, all verify (rotate by prepending a new key, drop the old "
+    "one after the links age out). Required: without it (or with a key published in "
+    "Herald's sources) the gateway refuses to start, except in development mode "
+    "(HERALD_DEV_MODE=1), where a random key kept in HERALD_TRACKING_DEV_KEY_FILE is used.", GW,
+)
+TRACKING_DEV_KEY_FILE = setting(
+    "HERALD_TRACKING_DEV_KEY_FILE", "var/email-tracking-dev.key",
+    "Development mode without HERALD_TRACKING_KEYS only: file holding a random signing key, "
+    "made on the first start and reused after, so links in mails already sent keep working "
+    "across restarts of the local stack (relative to the working directory).", GW,
 )
 TRACKING_ADDR = setting(
     "HERALD_TRACKING_ADDR", "127.0.0.1:0",

@@ -1,7 +1,8 @@
 """A campaign template prepared once, then per recipient only the variable parts filled in.
 
 Prepared once per (campaign, variant, sender, subject, text, html):
-  - the Jinja2 templates compiled (sandboxed);
+  - the templates compiled by the one engine (shared.templating, sandboxed; the fast
+    path of gateways.email.plaintpl for plain lookups);
   - every static http(s) <a href> of the HTML source replaced by `{{ _herald_links[i] }}`
     and the open pixel put before </body>, so per recipient Jinja writes the signed URLs
     directly (no HTML scan); hrefs that are themselves templated are rewritten after
@@ -28,15 +29,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import NamedTuple
 
-import jinja2
 from herald.v1 import events_pb2 as e
-from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import escape
 
-from gateways.email import links, mime, tokens
+from gateways.email import links, mime, render, tokens
 from gateways.email.dkimsign import DkimSigner
-from gateways.email.plaintpl import compile_plain
-from gateways.email.render import TemplateError
+from gateways.email.render import TemplateError, context, one_line
 
 _HREF = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(.*?)\2""", re.IGNORECASE | re.DOTALL)
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
@@ -180,18 +178,9 @@ def prepare_html(source: str) -> tuple[str, list[str], bool]:
     return out, urls, dynamic
 
 
-def _fast(env: SandboxedEnvironment, source: str,
-          tpl: jinja2.Template | None) -> Callable[[dict[str, object]], str] | None:
-    if tpl is None:
-        return None
-    plain = compile_plain(env, source)
-    return plain.render if plain is not None else tpl.render
-
-
 class Skeleton:
-    def __init__(self, job: e.MessageJob, envs: tuple[SandboxedEnvironment, SandboxedEnvironment],
-                 signer: tokens.Signer, base_url: str, unsubscribe_mailto: str) -> None:
-        html_env, plain_env = envs
+    def __init__(self, job: e.MessageJob, signer: tokens.Signer, base_url: str,
+                 unsubscribe_mailto: str) -> None:
         try:
             self.from_header, self.sender = mime.parse_sender(job.sender)
         except mime.AddressError as exc:
@@ -204,33 +193,23 @@ class Skeleton:
                                           ("v", job.variant)) if v}
         self._open_p = signer.part({"k": tokens.OPEN, **self._common})
         self._unsub_json = tokens.compact_json({"k": tokens.UNSUBSCRIBE, **self._common})[:-1] + ',"a":'
-        try:
-            self.subject = plain_env.from_string(job.subject) if job.subject else None
-            self.text = plain_env.from_string(job.text) if job.text else None
-            self.dynamic_links = False
-            self.link_urls: list[str] = []
-            self.html = None
-            if job.html:
-                source, self.link_urls, self.dynamic_links = prepare_html(job.html)
-                self.html = html_env.from_string(source)
-        except jinja2.TemplateError as exc:
-            raise TemplateError(f"template does not compile: {exc}") from exc
+        # Compiled by the one engine (shared.templating); plain-lookup templates get the
+        # generated fast path (same output as Jinja).
+        self.subject = render.Part(job.subject, False) if job.subject else None
+        self.text = render.Part(job.text, False) if job.text else None
+        self.dynamic_links = False
+        self.link_urls: list[str] = []
+        self.html = None
+        if job.html:
+            source, self.link_urls, self.dynamic_links = prepare_html(job.html)
+            # Tracking URLs are HTML-safe (base URL checked, tokens are base64url and
+            # dots): the fast path inserts them without escaping; the rare untracked
+            # fallback URL is escaped once here. Jinja escapes them like any value.
+            self.html = render.Part(source, True, frozenset({LINKS_VAR, PIXEL_VAR}),
+                                    fast=str(escape(self.base_url)) == self.base_url)
         if self.subject is None and self.text is None and self.html is None:
             raise TemplateError("email without subject and body")
-        # Plain-lookup templates skip Jinja's per-render machinery (same output).
-        self._render_subject = _fast(plain_env, job.subject, self.subject)
-        self._text_plain = compile_plain(plain_env, job.text) if self.text is not None else None
-        self._render_text = (self._text_plain.render if self._text_plain is not None
-                             else self.text.render if self.text is not None else None)
-        self._render_html = self.html.render if self.html is not None else None
-        # Tracking URLs are HTML-safe (base URL checked, tokens are base64url and dots):
-        # the fast path inserts them without escaping; the rare untracked fallback URL is
-        # escaped once here.
-        self._html_plain = None
-        if self.html is not None and str(escape(self.base_url)) == self.base_url:
-            self._html_plain = compile_plain(html_env, source, frozenset({LINKS_VAR, PIXEL_VAR}))
-            if self._html_plain is not None:
-                self._render_html = self._html_plain.render
+        self._html_plain = self.html is not None and self.html.plain is not None
         self._safe_urls = [str(escape(u)) for u in self.link_urls]
         self._link_p = [signer.part({"k": tokens.CLICK, **self._common, "i": i, "u": url,
                                      "h": tokens.url_hash(url)})
@@ -274,37 +253,28 @@ class Skeleton:
         message_id_header = f"<{mid}@{self.domain}>"
         m = self.signer.message_part(mid)
         unsub = self.unsubscribe_url(job, m)
-        # render.context_for inlined (the same dict; its kwargs call and two merges were
-        # ~2 us of the ~4 us): every field, `fields`, then Herald's own values win.
-        fields = dict(job.fields)
-        ctx: dict[str, object] = {**fields, "fields": fields, "email": rcpt,
-                                  "unsubscribe_url": unsub, "message_id": mid}
-        try:
-            subject = " ".join(self._render_subject(ctx).split()) if self._render_subject else ""
-            # line facts (longest line, a line starting with "."): -1/True = unknown
-            t_long, t_dot, h_long, h_dot = -1, True, -1, True
-            if self._text_plain is not None:
-                text, t_long, t_dot = self._text_plain.render_lines(ctx)
-            else:
-                text = self._render_text(ctx) if self._render_text else ""
-            html = ""
-            if self.html is not None:
-                # Jinja escapes them like any other value; the fast path takes them as
-                # they are (HTML-safe), so there the untracked fallback is pre-escaped.
-                ctx[LINKS_VAR] = self._links(
-                    m, self.link_urls if self._html_plain is None else self._safe_urls)
-                ctx[PIXEL_VAR] = f"{self.base_url}/o/{self._open_sign(m)}.gif"
-                if self._html_plain is not None:
-                    html, h_long, h_dot = self._html_plain.render_lines(ctx)
-                else:
-                    html = self._render_html(ctx)  # type: ignore[misc]
-                if self.dynamic_links:
-                    h_long, h_dot = -1, True
-                    html, _ = links.rewrite_links(
-                        html, lambda i, u: fallback_click(len(self.link_urls) + i, u),
-                        skip=lambda u: u.startswith(self.base_url + "/"))
-        except jinja2.TemplateError as exc:  # includes the sandbox's SecurityError
-            raise TemplateError(f"template failed: {exc}") from exc
+        # shared.templating.context: every job variable (the contact's own fields and the
+        # custom ones), `fields`, then the gateway's own values, which win.
+        ctx = context(job.fields, email=rcpt, unsubscribe_url=unsub, message_id=mid)
+        # Each part raises TemplateError only: the message fails, nothing unrendered goes.
+        subject = one_line(self.subject.render(ctx)) if self.subject is not None else ""
+        # line facts (longest line, a line starting with "."): -1/True = unknown
+        t_long, t_dot, h_long, h_dot = -1, True, -1, True
+        text = ""
+        if self.text is not None:
+            text, t_long, t_dot = self.text.render_lines(ctx)
+        html = ""
+        if self.html is not None:
+            # Jinja escapes them like any other value; the fast path takes them as they
+            # are (HTML-safe), so there the untracked fallback is pre-escaped.
+            ctx[LINKS_VAR] = self._links(m, self._safe_urls if self._html_plain else self.link_urls)
+            ctx[PIXEL_VAR] = f"{self.base_url}/o/{self._open_sign(m)}.gif"
+            html, h_long, h_dot = self.html.render_lines(ctx)
+            if self.dynamic_links:
+                h_long, h_dot = -1, True
+                html, _ = links.rewrite_links(
+                    html, lambda i, u: fallback_click(len(self.link_urls) + i, u),
+                    skip=lambda u: u.startswith(self.base_url + "/"))
         token = unsub.rsplit("/", 1)[1]
         headers = [
             ("Message-ID", message_id_header),
@@ -352,8 +322,6 @@ class Skeletons:
 
     def __init__(self, signer: tokens.Signer, base_url: str, unsubscribe_mailto: str = "",
                  size: int = 256) -> None:
-        self.envs = (SandboxedEnvironment(autoescape=True, undefined=jinja2.Undefined),
-                     SandboxedEnvironment(autoescape=False, undefined=jinja2.Undefined))
         self.signer = signer
         self.base_url = base_url
         self.unsubscribe_mailto = unsubscribe_mailto
@@ -370,7 +338,7 @@ class Skeletons:
         if sk is not None and sk.source_text == text and sk.source_html == html:
             self._cache.move_to_end(key)
             return sk
-        sk = Skeleton(job, self.envs, self.signer, self.base_url, self.unsubscribe_mailto)
+        sk = Skeleton(job, self.signer, self.base_url, self.unsubscribe_mailto)
         sk.source_text, sk.source_html = text, html
         self.built += 1
         self._cache[key] = sk

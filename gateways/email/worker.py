@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -58,6 +59,7 @@ class WorkerConfig:
     batch: int = 128
     batches_in_flight: int = 3
     consumer: str = "jsfast"  # or "nats": nats-py's pull_subscribe/fetch
+    route: str = ""  # the relay's name on outcome events; "" = its host:port
 
 
 @dataclass
@@ -94,6 +96,8 @@ class EmailWorker:
         self.signer = skeletons.signer
         self.tracker = links.Tracker(skeletons.signer, skeletons.base_url)
         self.cfg = cfg
+        # MessageEvent.route of every outcome that went to the relay (the ledger's route)
+        self.route = cfg.route or f"{pool.cfg.host}:{pool.cfg.port}"
         self.dkim = dkim
         self.dkim_domain = dkim_domain
         self._dkim_by_domain: dict[str, DkimSigner] = {}
@@ -240,8 +244,8 @@ class EmailWorker:
                 it.outcome = outcomes.failed(f"bad sender: {exc}", F.FAILURE_CATEGORY_CONFIG_ERROR)
             except mime.AddressError as exc:
                 it.outcome = outcomes.failed(str(exc), F.FAILURE_CATEGORY_INVALID_ADDRESS)
-            except render.TemplateError as exc:
-                it.outcome = outcomes.failed(str(exc), F.FAILURE_CATEGORY_CONFIG_ERROR)
+            except render.TemplateError as exc:  # the content itself cannot be rendered
+                it.outcome = outcomes.failed(str(exc), F.FAILURE_CATEGORY_CONTENT_REJECTED)
             else:
                 sending.append(it)
         if sending:
@@ -267,7 +271,7 @@ class EmailWorker:
             if it.replay_of is None:
                 writes.append((job.message_id, job.attempt, state, {
                     "k": o.kind, "code": o.code, "d": o.description, "cat": o.category,
-                    "p": o.provider_id}))
+                    "p": o.provider_id, "r": o.route}))
             it.result = it.result or state
             msg_id = f"{job.message_id}:{states.kind_name(o.kind)}:{job.attempt}"
             it.events.append(self._event_item(job, o, msg_id, it.replay_of))
@@ -342,9 +346,10 @@ class EmailWorker:
                 SEND_LATENCY.observe(mail.took)
                 if isinstance(mail.result, str):
                     it.outcome = outcomes.submitted(it.composed.message_id_header,  # type: ignore[union-attr]
-                                                    mail.result)
+                                                    mail.result, self.route)
                     continue
-                it.outcome = outcomes.from_exception(mail.result)
+                it.outcome = dataclasses.replace(outcomes.from_exception(mail.result),
+                                                 route=self.route)
                 if it.outcome.kind == K.MESSAGE_EVENT_KIND_DEFERRED and not it.outcome.code:
                     log.warning("smtp connection trouble", extra={
                         "message_id": it.job.message_id, "reason": it.outcome.description})
@@ -358,7 +363,8 @@ class EmailWorker:
         if state in {dedup.SUBMITTED, dedup.FAILED}:
             it.outcome = outcomes.Outcome(int(previous.get("k", K.MESSAGE_EVENT_KIND_FAILED)),
                                           str(previous.get("code", "")), str(previous.get("d", "")),
-                                          int(previous.get("cat", 0)), str(previous.get("p", "")))
+                                          int(previous.get("cat", 0)), str(previous.get("p", "")),
+                                          str(previous.get("r", "")))
             it.result, it.replay_of = "duplicate", at
             return
         age = time.time() - float(previous.get("t", 0))
@@ -380,6 +386,7 @@ class EmailWorker:
 
     def _event(self, job: e.MessageJob, outcome: outcomes.Outcome, msg_id: str,
                occurred_at: datetime | None = None) -> e.MessageEvent:
+        # A submission clears what an earlier deferral said: no stale 451 text on it.
         ok = outcome.kind == K.MESSAGE_EVENT_KIND_SUBMITTED
         return message_event(
             outcome.kind, message_id=job.message_id, campaign_id=job.campaign_id,
@@ -387,5 +394,5 @@ class EmailWorker:
             occurred_at=occurred_at, error_code="" if ok else outcome.code,
             error_description="" if ok else outcome.description,
             failure_category=outcome.category, provider_message_id=outcome.provider_id,
-            variant=job.variant, to=job.to, attempt=job.attempt,
+            variant=job.variant, to=job.to, attempt=job.attempt, route=outcome.route,
         )

@@ -186,7 +186,7 @@ async def test_dsn_5_1_1_fails_the_message_and_suppresses_the_address(
                                           f"550 5.1.1 <{to}>: Recipient address rejected"))
     [ev] = await events.wait(lambda: events.of(job.message_id, K.MESSAGE_EVENT_KIND_BOUNCED))
     assert ev.status == c.MESSAGE_STATUS_FAILED and ev.error_code == "550"
-    assert ev.error_description.startswith("5.1.1 ")
+    assert ev.error_description.startswith("bounced: 5.1.1 ")
     assert ev.failure_category == F.FAILURE_CATEGORY_INVALID_ADDRESS and ev.to == to
     [ce] = await events.wait(lambda: events.contact(job.message_id))
     assert ce.kind == e.CONTACT_EVENT_KIND_BOUNCED and ce.address == to and ce.reason == "5.1.1"
@@ -232,7 +232,7 @@ async def test_soft_bounce_complaint_and_junk(
 
 async def test_pixel_five_hits_one_unique_opener_and_machine_open_in_stats(
         accept_stack: dict[str, Any], events: Events, js: Any) -> None:
-    campaign = f"c-acc-{uuid.uuid4().hex[:8]}"
+    campaign = str(uuid.uuid4())  # the stats API takes UUID campaign ids
     job, raw = await sent(accept_stack, events, js, "opener@example.com", campaign)
     _msg, html = html_of(raw)
     pixel = re.search(r'<img src="([^"]*/o/[^"]+\.gif)"', html).group(1)  # type: ignore[union-attr]

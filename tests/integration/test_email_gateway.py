@@ -192,6 +192,7 @@ async def test_submitted_with_rendered_body_tracking_and_unsubscribe_headers(
     assert ev.provider_message_id == f"<{job.message_id}@example.com>"
     assert (ev.campaign_id, ev.workspace_id, ev.to, ev.attempt, ev.variant) == (
         "c-email-it", "ws-it", "ada@example.com", 1, "A")
+    assert ev.route == f"127.0.0.1:{stack['sink'].info['smtp_port']}"  # the relay that took it
     assert msg["Subject"] == "Hello Ada" and msg["To"] == "ada@example.com"
     assert msg["Delivered-To"] == "ada@example.com"
     # VERP: the bounce address names this message, signed
@@ -220,6 +221,8 @@ async def test_550_is_failed_with_enhanced_code(js: Any, events: Events, stack: 
     assert ev.error_code == "550"
     assert ev.error_description.startswith("5.1.1 ")
     assert ev.failure_category == F.FAILURE_CATEGORY_INVALID_ADDRESS
+    assert "unsubscribed" not in ev.error_description
+    assert ev.route == f"127.0.0.1:{stack['sink'].info['smtp_port']}"
     assert await asyncio.to_thread(_read_eml, stack["sink_dir"], job.message_id) == []
 
 
@@ -232,6 +235,11 @@ async def test_451_once_is_deferred_then_submitted(js: Any, events: Events, stac
     deferred = events.of(job.message_id, K.MESSAGE_EVENT_KIND_DEFERRED)[0]
     assert deferred.status == S.MESSAGE_STATUS_DEFERRED
     assert deferred.error_code == "451" and deferred.error_description.startswith("4.7.1 ")
+    # the acceptance does not repeat the deferral's text: the ledger shows no stale 451
+    [submitted] = events.of(job.message_id, K.MESSAGE_EVENT_KIND_SUBMITTED)
+    assert (submitted.error_code, submitted.error_description, submitted.failure_category) == (
+        "", "", F.FAILURE_CATEGORY_UNSPECIFIED)
+    assert submitted.route == deferred.route == f"127.0.0.1:{stack['sink'].info['smtp_port']}"
     assert len(await eml(stack["sink_dir"], job.message_id)) == 1
 
 
@@ -274,12 +282,17 @@ async def test_redelivered_job_is_sent_once(js: Any, events: Events, stack: dict
 async def test_unsendable_jobs_fail_without_smtp(js: Any, events: Events, stack: dict[str, Any]) -> None:
     past = Timestamp(seconds=1_000_000_000)  # 2001
     cases = {
-        "bad template": (make_job("fay@example.com"), F.FAILURE_CATEGORY_CONFIG_ERROR),
+        "bad template": (make_job("fay@example.com"), F.FAILURE_CATEGORY_CONTENT_REJECTED),
+        "failing filter": (make_job("fay2@example.com"), F.FAILURE_CATEGORY_CONTENT_REJECTED),
+        "broken subject": (make_job("fay3@example.com"), F.FAILURE_CATEGORY_CONTENT_REJECTED),
         "bad address": (make_job("not-an-address"), F.FAILURE_CATEGORY_INVALID_ADDRESS),
         "bad sender": (make_job("gus@example.com"), F.FAILURE_CATEGORY_CONFIG_ERROR),
         "expired": (make_job("hal@example.com", expires_at=past), F.FAILURE_CATEGORY_EXPIRED),
     }
     cases["bad template"][0].html = "{{ ''.__class__.__mro__[1].__subclasses__() }}"
+    # a filter on a bad value raises inside Jinja (TypeError): the message fails alone
+    cases["failing filter"][0].text = "{{ first_name | int + 'x' }}"
+    cases["broken subject"][0].subject = "Hello {{ first_name "
     cases["bad sender"][0].sender = "nobody"
     for job, _ in cases.values():
         await publish(js, job)
@@ -287,6 +300,7 @@ async def test_unsendable_jobs_fail_without_smtp(js: Any, events: Events, stack:
         [ev] = await events.wait(lambda j=job: events.of(j.message_id, K.MESSAGE_EVENT_KIND_FAILED))
         assert ev.failure_category == category, name
         assert ev.error_description, name
+        assert ev.route == "", name  # never reached the relay
         assert await asyncio.to_thread(_read_eml, stack["sink_dir"], job.message_id) == [], name
 
 

@@ -3,6 +3,7 @@ import pytest
 from jinja2.sandbox import SandboxedEnvironment
 
 from gateways.email.plaintpl import compile_plain
+from shared.templating import context, recipient_variables
 
 HTML = SandboxedEnvironment(autoescape=True, undefined=jinja2.Undefined)
 PLAIN = SandboxedEnvironment(autoescape=False, undefined=jinja2.Undefined)
@@ -32,6 +33,27 @@ def test_same_output_as_jinja(env: SandboxedEnvironment, source: str) -> None:
         if "links[" in source and "links" not in ctx:
             continue
         assert fast.render(ctx) == env.from_string(source).render(ctx)
+
+
+# What a job carries now (shared.templating.recipient_variables) plus the gateway's own.
+RECIPIENT = recipient_variables(
+    first_name="Zoë", last_name="O'Brien <&>", phone="+447700900123", email="zoe@example.com",
+    external_id="ext-\"1\"", language="", contact_id="ct-1", fields={"city": "Leeds & York"})
+FULL = ("Hi {{ first_name }} {{ last_name }} ({{ full_name }}), {{ phone }} {{ email }}\n"
+        "{{ external_id }}|{{ language | default('en') }}|{{ contact_id }}|{{ city }}|"
+        "{{ unsubscribe_url }}|{{ nickname | d('friend') }}")
+
+
+@pytest.mark.parametrize("env", [HTML, PLAIN], ids=["html", "plain"])
+def test_recipient_variables_render_as_jinja(env: SandboxedEnvironment) -> None:
+    fast = compile_plain(env, FULL)
+    assert fast is not None
+    ctx = context(RECIPIENT, email="zoe@example.com", unsubscribe_url="https://t/u/a.b.c")
+    out = fast.render(ctx)
+    assert out == env.from_string(FULL).render(ctx)
+    assert "Hi Zoë" in out and "|ct-1|" in out and "friend" in out
+    # an empty contact field renders empty: `default` applies only to a missing name
+    assert "||ct-1" in out
 
 
 def test_subscript_of_missing_name_fails_like_jinja() -> None:
@@ -64,15 +86,15 @@ def test_skeleton_fast_path_composes_the_same_bytes_as_jinja(monkeypatch: pytest
     import re
 
     from bench.bench_email import job
-    from gateways.email import skeleton, tokens
+    from gateways.email import render, skeleton, tokens
 
     signer = tokens.Signer([b"k"])
     j = job(1, "c-1")
     j.fields["city"] = "Leeds & <York>"
     fast = skeleton.Skeletons(signer, "https://t.example.com").get(j)
-    monkeypatch.setattr(skeleton, "compile_plain", lambda *a, **k: None)
+    monkeypatch.setattr(render, "compile_plain", lambda *a, **k: None)
     slow = skeleton.Skeletons(signer, "https://t.example.com").get(j)
-    assert fast._html_plain is not None and slow._html_plain is None
+    assert fast._html_plain and not slow._html_plain
     slow.boundary = fast.boundary
     outs = [sk.compose(j, j.to, "b@example.com", None, lambda i, u: None).data for sk in (fast, slow)]
     outs = [re.sub(rb"\r\nDate: [^\r]*", b"", o) for o in outs]

@@ -12,41 +12,76 @@ F = c.FailureCategory
 K = e.MessageEventKind
 
 
-def test_template_compiled_once_and_substituted_per_recipient() -> None:
-    r = render.Renderer()
-    src = "<p>Hi {{ first_name }}</p>"
-    out = [r.render("Hello {{ first_name }}", "Hi {{ first_name }}", src,
-                    render.context_for({"first_name": n})) for n in ("Ann", "Bob", "Cy")]
-    assert [o.html for o in out] == ["<p>Hi Ann</p>", "<p>Hi Bob</p>", "<p>Hi Cy</p>"]
-    assert out[1].subject == "Hello Bob" and out[2].text == "Hi Cy"
-    assert r.compiled == 3  # subject, text, html: each once for three recipients
+def test_template_compiled_once_by_the_shared_engine_and_substituted_per_recipient(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared import templating
+
+    compiled: list[str] = []
+    real = templating._env
+
+    def counting(html: bool):  # type: ignore[no-untyped-def]
+        env = real(html)
+
+        class Env:
+            def from_string(self, source: str):  # type: ignore[no-untyped-def]
+                compiled.append(source)
+                return env.from_string(source)
+        return Env()
+
+    monkeypatch.setattr(templating, "_cache", type(templating._cache)())
+    monkeypatch.setattr(templating, "_env", counting)
+    src = "<p>Hi {{ first_name }} {{ fields.city }}</p>"
+    out = [render.render_all("Hello {{ first_name }}", "Hi {{ first_name }}", src,
+                             render.context({"first_name": n, "city": "Leeds"}))
+           for n in ("Ann", "Bob", "Cy")]
+    assert [o[2] for o in out] == ["<p>Hi Ann Leeds</p>", "<p>Hi Bob Leeds</p>", "<p>Hi Cy Leeds</p>"]
+    assert out[1][0] == "Hello Bob" and out[2][1] == "Hi Cy"
+    assert len(compiled) == 3  # subject, text, html: each once for three recipients
+
+
+def test_contact_fields_render_in_every_part() -> None:
+    from shared import templating
+
+    fields = templating.recipient_variables(
+        first_name="Ada", last_name="Lovelace", phone="+447700900123", email="ada@example.com",
+        external_id="x-1", language="en", contact_id="ct-1", fields={"city": "Leeds"})
+    ctx = render.context(fields, email="ada@example.com", unsubscribe_url="https://t/u/x")
+    src = "{{ first_name }}|{{ last_name }}|{{ full_name }}|{{ phone }}|{{ email }}|" \
+          "{{ external_id }}|{{ language }}|{{ contact_id }}|{{ city }}|{{ fields.city }}"
+    want = "Ada|Lovelace|Ada Lovelace|+447700900123|ada@example.com|x-1|en|ct-1|Leeds|Leeds"
+    assert render.render_all(src, src, src, ctx) == (want, want, want)
+    # the same dict the shared engine builds
+    assert ctx == templating.context(fields, email="ada@example.com", unsubscribe_url="https://t/u/x")
 
 
 def test_html_autoescapes_fields_text_does_not() -> None:
-    r = render.Renderer()
-    out = r.render("", "{{ x }}", "<b>{{ x }}</b>", render.context_for({"x": "<script>&"}))
-    assert out.html == "<b>&lt;script&gt;&amp;</b>"
-    assert out.text == "<script>&"
+    out = render.render_all("", "{{ x }}", "<b>{{ x }}</b>", render.context({"x": "<script>&"}))
+    assert out[2] == "<b>&lt;script&gt;&amp;</b>"
+    assert out[1] == "<script>&"
 
 
 def test_subject_cannot_inject_headers() -> None:
-    out = render.Renderer().render("Hi {{ n }}", "", "", render.context_for({"n": "x\r\nBcc: a@example.com"}))
-    assert "\n" not in out.subject and "\r" not in out.subject
+    subject, _, _ = render.render_all("Hi {{ n }}", "", "", render.context({"n": "x\r\nBcc: a@example.com"}))
+    assert "\n" not in subject and "\r" not in subject
 
 
-def test_sandbox_blocks_unsafe_access() -> None:
-    r = render.Renderer()
-    with pytest.raises(render.TemplateError):
-        r.render("", "{{ ''.__class__.__mro__[1].__subclasses__() }}", "", {})
-    with pytest.raises(render.TemplateError):
-        r.render("{% if %}", "", "", {})
+@pytest.mark.parametrize("source", [
+    "{{ ''.__class__.__mro__[1].__subclasses__() }}",  # the sandbox
+    "{% if %}",  # does not compile
+    "{{ first_name | int + 'x' }}",  # a filter on a bad value: TypeError inside Jinja
+    "{{ nope[0] }}",  # subscript of a missing name (fast path)
+])
+def test_any_template_failure_is_a_template_error(source: str) -> None:
+    for part in ("subject", "text", "html"):
+        args = {"subject": "", "text": "", "html": "", part: source}
+        with pytest.raises(render.TemplateError):
+            render.render_all(args["subject"], args["text"], args["html"], {"first_name": "Ada"})
 
 
 def test_missing_field_renders_empty_and_herald_values_win() -> None:
-    r = render.Renderer()
-    ctx = render.context_for({"email": "spoof", "city": "Leeds"}, email="a@example.com")
-    out = r.render("", "{{ email }} {{ nope }}{{ fields.city }}", "", ctx)
-    assert out.text == "a@example.com Leeds"
+    ctx = render.context({"email": "spoof", "city": "Leeds"}, email="a@example.com")
+    _, text, _ = render.render_all("", "{{ email }} {{ nope }}{{ fields.city }}", "", ctx)
+    assert text == "a@example.com Leeds"
 
 
 def test_rewrite_links_only_http_and_keeps_order() -> None:
@@ -144,14 +179,12 @@ def test_overlong_link_stays_untracked() -> None:
 @pytest.mark.parametrize("to,contact", [("a@example.com", "ct-1"), ("ä\"\\x@example.com", ""),
                                         ("b@example.com", "ct-\u2028é")])
 def test_unsubscribe_token_payload_is_the_signer_part(to: str, contact: str) -> None:
-    from jinja2.sandbox import SandboxedEnvironment
-
     from gateways.email.skeleton import Skeleton
 
     signer = tokens.Signer([b"k"])
     job = e.MessageJob(message_id="m-1", campaign_id="c\"1", workspace_id="w", variant="B", to=to,
                        contact_id=contact, sender="News <news@example.com>", subject="Hi", text="x")
-    sk = Skeleton(job, (SandboxedEnvironment(), SandboxedEnvironment()), signer, "https://t.example.com", "")
+    sk = Skeleton(job, signer, "https://t.example.com", "")
     p = {"k": tokens.UNSUBSCRIBE, "c": "c\"1", "w": "w", "v": "B", "a": to}
     if contact:
         p["ct"] = contact
