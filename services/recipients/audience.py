@@ -14,6 +14,8 @@ from services.recipients.metrics import AUDIENCE_MEMBERS
 from services.recipients.normalize import BadAddress, address_noun, match_key, normalise
 from services.recipients.store import Store, chunks
 from shared.auth import mask_phone
+from shared.masking import mask_text
+from shared.validate import uuid_text
 
 INVALID = c.FAILURE_CATEGORY_INVALID_ADDRESS
 UNSUBSCRIBED = c.FAILURE_CATEGORY_UNSUBSCRIBED
@@ -22,6 +24,33 @@ UNSUBSCRIBED = c.FAILURE_CATEGORY_UNSUBSCRIBED
 ACCEPTED_TOTAL = AUDIENCE_MEMBERS.labels("accepted")
 INVALID_TOTAL = AUDIENCE_MEMBERS.labels("invalid_address")
 UNSUBSCRIBED_TOTAL = AUDIENCE_MEMBERS.labels("unsubscribed")
+BOUNCED_TOTAL = AUDIENCE_MEMBERS.labels("bounced")
+MAX_DETAIL = 200  # characters of a suppression's stored reason quoted in a rejection
+
+
+def suppression_rejection(noun: str, shown: str, kind: str, reason: str,
+                          show_pii: bool) -> tuple[int, str]:
+    """(category, wording) of a suppressed address, by why it is on the list.
+
+    Opt-outs (STOP, one-click unsubscribe) "have unsubscribed" and spam complaints "reported
+    spam": both UNSUBSCRIBED (the ledger shows them OPTED_OUT). A hard bounce "bounced" with
+    the server's code: INVALID_ADDRESS (FAILED), as the mailbox does not exist; the recipient
+    did not ask for anything. An entry added by hand (AddSuppression) "is on the suppression
+    list" with its reason: UNSUBSCRIBED, the operator stopped messages to it."""
+    detail = reason.split(": ", 1)[1] if reason.startswith(kind + ": ") else reason
+    if kind == reason:
+        detail = ""
+    detail = detail[:MAX_DETAIL]
+    if not show_pii:
+        detail = mask_text(detail)
+    suffix = f" ({detail})" if detail else ""
+    if kind == "opted_out":
+        return UNSUBSCRIBED, f"The {noun} {shown} has unsubscribed"
+    if kind == "bounced":
+        return INVALID, f"The {noun} {shown} bounced{suffix}"
+    if kind == "complained":
+        return UNSUBSCRIBED, f"The {noun} {shown} reported spam"
+    return UNSUBSCRIBED, f"The {noun} {shown} is on the suppression list{suffix}"
 
 
 @dataclass
@@ -37,7 +66,8 @@ def recipient_of(rec: dict[str, Any]) -> c.Recipient:
     return c.Recipient(
         contact_id=rec["id"], phone=rec["phone"] or "", email=rec["email"] or "",
         first_name=rec["first_name"] or "", last_name=rec["last_name"] or "",
-        fields={str(k): str(v) for k, v in (rec["fields"] or {}).items()})
+        fields={str(k): str(v) for k, v in (rec["fields"] or {}).items()},
+        external_id=rec["external_id"] or "", language=rec.get("language") or "")
 
 
 class Resolver:
@@ -76,10 +106,10 @@ class Resolver:
             rec = known.get(r.contact_id)
             if rec is None:
                 return Candidate(c.Recipient(contact_id=r.contact_id), f"contact:{r.contact_id}",
-                                 reason=f"Contact {r.contact_id} not found")
+                                 reason=f"Contact {r.contact_id[:100]} not found")
             merged = recipient_of(rec)
             # The caller's inline values win over the stored contact's.
-            for name in ("phone", "email", "first_name", "last_name"):
+            for name in ("phone", "email", "first_name", "last_name", "external_id", "language"):
                 if getattr(r, name):
                     setattr(merged, name, getattr(r, name))
             merged.fields.update(r.fields)
@@ -92,7 +122,8 @@ class Resolver:
                 return self._valid(r, address)
         else:
             r = c.Recipient(phone=r.phone, email=r.email, first_name=r.first_name,
-                            last_name=r.last_name, fields=r.fields)
+                            last_name=r.last_name, fields=r.fields, external_id=r.external_id,
+                            language=r.language)
         if not raw:
             return Candidate(r, None, reason=f"The recipient has no {self.noun}")
         try:
@@ -114,7 +145,7 @@ class Resolver:
         blocked = await self.store.suppressed(self.ws, self.channel,
                                               [x.match for x in fresh if x.match])
         out: list[pb.AudienceMember] = []
-        accepted = invalid = unsubscribed = 0
+        accepted = invalid = unsubscribed = bounced = 0
         for cand in fresh:
             r = cand.recipient
             if not self.show_pii and r.phone:
@@ -124,23 +155,30 @@ class Resolver:
                 out.append(pb.AudienceMember(recipient=r, accepted=False, rejection=INVALID,
                                              rejection_reason=cand.reason))
             elif cand.match in blocked:
-                unsubscribed += 1
-                out.append(pb.AudienceMember(
-                    recipient=r, accepted=False, rejection=UNSUBSCRIBED,
-                    rejection_reason=f"The {self.noun} {self._shown(cand.address)} has unsubscribed"))
+                kind, reason = blocked[cand.match]
+                category, text = suppression_rejection(
+                    self.noun, self._shown(cand.address), kind, reason, self.show_pii)
+                if kind == "bounced":
+                    bounced += 1
+                else:
+                    unsubscribed += 1
+                out.append(pb.AudienceMember(recipient=r, accepted=False, rejection=category,
+                                             rejection_reason=text))
             else:
                 accepted += 1
                 out.append(pb.AudienceMember(recipient=r, accepted=True))
         ACCEPTED_TOTAL.inc(accepted)
         INVALID_TOTAL.inc(invalid)
         UNSUBSCRIBED_TOTAL.inc(unsubscribed)
+        BOUNCED_TOTAL.inc(bounced)
         return out
 
     async def resolve(self, category_ids: Sequence[str], inline: Sequence[c.Recipient],
                       chunk: int) -> AsyncIterator[pb.AudienceMember]:
         """Inline recipients first (the caller's own data for this campaign wins over a
         stored contact with the same address), then category members in id order."""
-        ids = [r.contact_id for r in inline if r.contact_id]
+        # Only well-formed ids reach SQL; any other is simply "not found" below.
+        ids = [r.contact_id for r in inline if r.contact_id and uuid_text(r.contact_id) is None]
         known = await self.store.contacts_by_ids(self.ws, ids) if ids else {}
         for part in chunks(list(inline), chunk):
             for m in await self.finish([self.from_inline(r, known) for r in part]):

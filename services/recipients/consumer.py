@@ -1,5 +1,9 @@
 """Suppression list fed by the bus: opt-outs, hard bounces and complaints on
-events.contact.> (durable consumer "recipients" on EVENTS)."""
+events.contact.> (durable consumer "recipients" on EVENTS).
+
+An event suppresses the address in its own workspace_id only: the gateway sets it from the
+message the STOP, reply or bounce answers, so one workspace's opt-out never blocks another
+workspace's messages to the same person."""
 
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ from shared import bus
 
 log = logging.getLogger("herald.recipients.consumer")
 
+MAX_WORKSPACE = 64
+MAX_REASON = 500
 DURABLE = "recipients"
 SUBJECT = "events.contact.>"
 SUPPRESSING = {
@@ -46,6 +52,8 @@ class ContactEventConsumer:
             return
         if not ev.workspace_id or ev.channel not in (c.CHANNEL_SMS, c.CHANNEL_EMAIL) or not ev.address:
             raise bus.PermanentError(f"contact event {ev.event_id} lacks workspace, channel or address")
+        if len(ev.workspace_id) > MAX_WORKSPACE or "\x00" in ev.workspace_id:
+            raise bus.PermanentError(f"contact event {ev.event_id} has a malformed workspace id")
         try:
             address = event_address(ev.channel, ev.address)
         except BadAddress as exc:
@@ -53,10 +61,12 @@ class ContactEventConsumer:
             log.warning("contact event with an invalid address ignored",
                         extra={"event_id": ev.event_id, "reason": str(exc)})
             return
-        reason = f"{kind}: {ev.reason}" if ev.reason else kind
+        detail = ev.reason.replace("\x00", "")[:MAX_REASON]
+        reason = f"{kind}: {detail}" if detail else kind
         async with self.store.write() as conn:
             _, added = await self.store.add_suppression(
-                conn, ev.workspace_id, ev.channel, match_key(ev.channel, address), reason, "event")
+                conn, ev.workspace_id, ev.channel, match_key(ev.channel, address), reason, "event",
+                kind)
         if added:
             SUPPRESSIONS_ADDED.labels("event").inc()
             log.info("suppression added", extra={"workspace": ev.workspace_id, "kind": kind,

@@ -12,7 +12,8 @@ CONTACTS_UPSERTED = Counter(
 AUDIENCE_MEMBERS = Counter(
     "herald_recipients_audience_members_total",
     "Audience members streamed by ResolveAudience, by result "
-    "(accepted, invalid_address, unsubscribed).",
+    "(accepted, invalid_address, unsubscribed = opted out, complained or suppressed by hand, "
+    "bounced = a hard bounce on the suppression list).",
     ["result"],
 )
 SUPPRESSIONS_ADDED = Counter(

@@ -14,6 +14,9 @@ from herald.v1 import common_pb2 as c
 from services.recipients import settings
 
 
+MAX_INPUT = 320  # longer than any address (RFC 5321 paths are at most 256 octets)
+
+
 class BadAddress(ValueError):
     pass
 
@@ -28,10 +31,14 @@ def normalise_phone(raw: str, region: str | None = None, test_numbers: str | Non
     if not text:
         raise BadAddress("is empty")
     region = (region if region is not None else settings.DEFAULT_REGION.get()).upper() or None
+    if len(text) > MAX_INPUT:
+        raise BadAddress(f"is longer than {MAX_INPUT} characters")
     try:
         num = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException as exc:
         raise BadAddress(f"{text!r} is not a phone number ({exc._msg})") from exc
+    except Exception as exc:  # any input must come back as a reason, never an INTERNAL
+        raise BadAddress(f"{text!r} is not a phone number") from exc
     e164 = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
     if phonenumbers.is_valid_number(num):
         return e164
@@ -45,11 +52,15 @@ def normalise_email(raw: str) -> str:
     text = raw.strip()
     if not text:
         raise BadAddress("is empty")
+    if len(text) > MAX_INPUT:
+        raise BadAddress(f"is longer than {MAX_INPUT} characters")
     try:
         # Keeps the local part as written (it may be case-sensitive) and lower-cases the domain.
         return str(validate_email(text, check_deliverability=False).normalized)
     except EmailNotValidError as exc:
         raise BadAddress(f"{text!r} is not a valid email address ({exc})") from exc
+    except Exception as exc:  # any input must come back as a reason, never an INTERNAL
+        raise BadAddress(f"{text!r} is not a valid email address") from exc
 
 
 def normalise(channel: int, raw: str) -> str:

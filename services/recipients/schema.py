@@ -36,6 +36,7 @@ contacts = Table(
     Column("fields", JSON, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("language", String(35), nullable=False, server_default=""),  # BCP 47 tag
     UniqueConstraint("workspace_id", "external_id", name="uq_contacts_ws_external"),
     Index("ix_contacts_ws_phone", "workspace_id", "phone"),
     Index("ix_contacts_ws_email", "workspace_id", "email"),
@@ -72,7 +73,33 @@ suppressions = Table(
     Column("reason", Text, nullable=False, server_default=""),
     Column("source", String(16), nullable=False, server_default="api"),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Why the address is suppressed (opted_out, bounced, complained, manual): the audience's
+    # rejection wording and category follow it.
+    Column("kind", String(16), nullable=False, server_default="manual"),
     PrimaryKeyConstraint("workspace_id", "channel", "address"),
+)
+
+# Sender ids belong to one workspace: the primary key is the address alone (per channel), so
+# two workspaces can never hold the same one.
+senders = Table(
+    "senders",
+    metadata,
+    Column("channel", Integer, nullable=False),
+    Column("address", String(320), nullable=False),  # SMS source address / email From domain
+    Column("workspace_id", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("channel", "address"),
+    Index("ix_senders_ws", "workspace_id", "channel", "address"),
+)
+
+# Custom field names ever carried by a workspace's contacts, kept at UpsertContacts: the
+# template variables ValidateTargets reports, without scanning JSON columns.
+contact_field_names = Table(
+    "contact_field_names",
+    metadata,
+    Column("workspace_id", String(64), nullable=False),
+    Column("name", String(128), nullable=False),
+    PrimaryKeyConstraint("workspace_id", "name"),
 )
 
 idempotency = Table(
@@ -83,5 +110,7 @@ idempotency = Table(
     Column("request_id", String(128), nullable=False),
     Column("response", LargeBinary, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # shared.idempotency.fingerprint of the first call: a reuse with another body is refused.
+    Column("fingerprint", String(64), nullable=True),
     PrimaryKeyConstraint("workspace_id", "method", "request_id"),
 )

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
@@ -14,7 +13,7 @@ from herald.v1 import recipients_pb2 as pb
 from herald.v1 import recipients_pb2_grpc as pb_grpc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.recipients import settings
+from services.recipients import boundary, settings
 from services.recipients.audience import Resolver
 from services.recipients.metrics import CONTACTS_UPSERTED, SUPPRESSIONS_ADDED
 from services.recipients.normalize import (
@@ -24,48 +23,22 @@ from services.recipients.normalize import (
     normalise_email,
     normalise_phone,
 )
+from services.recipients.senders import sender_address
 from services.recipients.store import ContactRow, Store
+from services.recipients.targets import TargetChecker
 from shared import auth
-from shared.errors import invalid, not_found
+from shared.errors import HeraldError, invalid, not_found
+from shared.masking import mask_text
 from shared.timeutil import aware, to_ts
+from shared.validate import uuid_text
 
 log = logging.getLogger("herald.recipients")
 
-DEFAULT_PAGE = 100
-MAX_PAGE = 1000
-MAX_REQUEST_ID = 128
-MAX_TEXT = 200
-MAX_FIELDS = 100
 WRITERS = ("operator", "service")
-CHANNELS = {"SMS": c.CHANNEL_SMS, "CHANNEL_SMS": c.CHANNEL_SMS,
-            "EMAIL": c.CHANNEL_EMAIL, "CHANNEL_EMAIL": c.CHANNEL_EMAIL}
-_FILTER = re.compile(r'\s*(\w+)\s*=\s*"?([^"\s]*)"?\s*')
-
-
-def page_size(requested: int) -> int:
-    if requested < 0:
-        raise invalid({"page_size": "must not be negative"})
-    return min(requested or DEFAULT_PAGE, MAX_PAGE)
-
-
-def parse_filter(text: str, allowed: str, example: str) -> str | None:
-    """One `name=value` term (AIP-160 subset); returns the value or None if no filter."""
-    if not text.strip():
-        return None
-    m = _FILTER.fullmatch(text)
-    if m is None or m.group(1) != allowed or not m.group(2):
-        raise invalid({"filter": f"supported filter: {example}"})
-    return m.group(2)
-
-
-def check_request_id(request_id: str) -> None:
-    if len(request_id) > MAX_REQUEST_ID:
-        raise invalid({"request_id": f"at most {MAX_REQUEST_ID} characters"})
-
-
-def check_channel(channel: int, name: str = "channel") -> None:
-    if channel not in (c.CHANNEL_SMS, c.CHANNEL_EMAIL):
-        raise invalid({name: "must be CHANNEL_SMS or CHANNEL_EMAIL"})
+MAX_CATEGORY_IDS = 1000
+MAX_INLINE = 100_000
+MAX_REASON = 500
+MAX_FIELD_PREFIX = 200
 
 
 def validate_contact(ct: pb.Contact, index: int, region: str) -> ContactRow | str:
@@ -86,19 +59,25 @@ def validate_contact(ct: pb.Contact, index: int, region: str) -> ContactRow | st
     if not (ct.phone.strip() or ct.email.strip() or external_id):
         errors.append("phone: a contact needs a phone, an email or an external_id")
     for name in ("external_id", "first_name", "last_name"):
-        if len(getattr(ct, name)) > MAX_TEXT:
-            errors.append(f"{name}: longer than {MAX_TEXT} characters")
-    if len(ct.fields) > MAX_FIELDS:
-        errors.append(f"fields: more than {MAX_FIELDS} custom fields")
-    if any(not k.strip() for k in ct.fields):
-        errors.append("fields: a custom field needs a name")
-    if any(not x.strip() for x in ct.category_ids):
-        errors.append("category_ids: empty category id")
+        bad = boundary.text(getattr(ct, name), boundary.MAX_TEXT)
+        if bad:
+            errors.append(f"{name}: {bad}")
+    for name, bad in (("fields", boundary.fields(ct.fields)),
+                      ("language", boundary.language(ct.language.strip()))):
+        if bad:
+            errors.append(f"{name}: {bad}")
+    if len(ct.category_ids) > MAX_CATEGORY_IDS:
+        errors.append(f"category_ids: at most {MAX_CATEGORY_IDS}")
+    else:
+        malformed = [x for x in ct.category_ids if uuid_text(x) is not None]
+        if malformed:
+            errors.append(f"category_ids: unknown category {malformed[0][:100]!r}")
     if errors:
         return "; ".join(errors)
     return ContactRow(index=index, external_id=external_id, phone=phone, email=email,
                       first_name=ct.first_name.strip(), last_name=ct.last_name.strip(),
-                      fields=dict(ct.fields), category_ids=list(dict.fromkeys(ct.category_ids)))
+                      fields=dict(ct.fields), category_ids=list(dict.fromkeys(ct.category_ids)),
+                      language=ct.language.strip())
 
 
 def contact_pb(rec: dict[str, Any], principal: auth.Principal) -> pb.Contact:
@@ -108,7 +87,7 @@ def contact_pb(rec: dict[str, Any], principal: auth.Principal) -> pb.Contact:
         first_name=rec["first_name"] or "", last_name=rec["last_name"] or "",
         fields={str(k): str(v) for k, v in (rec["fields"] or {}).items()},
         category_ids=rec.get("category_ids", []), external_id=rec["external_id"] or "",
-        created_at=to_ts(aware(rec["created_at"])))
+        created_at=to_ts(aware(rec["created_at"])), language=rec.get("language") or "")
 
 
 def suppression_pb(rec: dict[str, Any], principal: auth.Principal) -> pb.Suppression:
@@ -116,20 +95,50 @@ def suppression_pb(rec: dict[str, Any], principal: auth.Principal) -> pb.Suppres
     if rec["channel"] == c.CHANNEL_SMS:
         address = auth.mask_phone(address, principal)
     return pb.Suppression(workspace_id=rec["workspace_id"], channel=rec["channel"],
-                          address=address, reason=rec["reason"],
+                          address=address, reason=mask_text(rec["reason"], principal),
                           created_at=to_ts(aware(rec["created_at"])))
 
 
+def sender_pb(rec: dict[str, Any]) -> pb.Sender:
+    return pb.Sender(workspace_id=rec["workspace_id"], channel=rec["channel"],
+                     address=rec["address"], created_at=to_ts(aware(rec["created_at"])))
+
+
+def inline_ids(recipients: Sequence[c.Recipient], limit: int, field: str) -> None:
+    if len(recipients) > limit:
+        raise invalid({field: f"at most {limit} recipients per call"})
+
+
 class RecipientServicer(pb_grpc.RecipientServiceServicer):
+    """RecipientService.
+
+    Roles: any member reads (GetContact, ListContacts, ListCategories, ListSuppressions,
+    ListSenders, ResolveAudience, ValidateTargets); operator and service write contacts,
+    categories and suppressions; admin registers and deletes senders. Phone numbers are masked
+    unless the caller has pii (ResolveAudience shows them to services, which send to them).
+
+    Suppressed addresses come out of ResolveAudience rejected, worded by why they are on the
+    list: an opt-out "has unsubscribed" and a spam complaint "reported spam" (both
+    FAILURE_CATEGORY_UNSUBSCRIBED, so the ledger shows OPTED_OUT); a hard bounce "bounced" with
+    the server's reason (FAILURE_CATEGORY_INVALID_ADDRESS: the mailbox does not exist, the
+    message FAILED); an entry added with AddSuppression "is on the suppression list" with its
+    reason (UNSUBSCRIBED). rejection_reason carries the full address to services and pii
+    callers (the campaigns ledger masks it at read time), masked phone numbers to others.
+
+    Every request_id (UpsertContacts, CreateCategory, AddSuppression, RegisterSender,
+    DeleteSender) follows AIP-155: at most 128 characters; a retry with the same body gets the
+    first answer; the same request_id with another body is INVALID_ARGUMENT naming request_id.
+    Page tokens are bound to their list, workspace, filter and order."""
+
     def __init__(self, store: Store) -> None:
         self.store = store
 
     # --- contacts -----------------------------------------------------------------
     async def UpsertContacts(self, request: pb.UpsertContactsRequest,
                              context: grpc.aio.ServicerContext) -> pb.UpsertContactsResponse:
-        p = auth.current()
+        p = boundary.principal()
         p.require(*WRITERS)
-        check_request_id(request.request_id)
+        fp = boundary.request_id("UpsertContacts", request)
         limit = settings.MAX_UPSERT.get_int()
         if not request.contacts:
             raise invalid({"contacts": "at least one contact is required"})
@@ -161,7 +170,8 @@ class RecipientServicer(pb_grpc.RecipientServiceServicer):
             return resp
 
         resp, replayed = await self.store.mutate(p.workspace, "UpsertContacts",
-                                                 request.request_id, pb.UpsertContactsResponse, work)
+                                                 request.request_id, pb.UpsertContactsResponse,
+                                                 work, fp)
         if not replayed:
             self.store.note_imported(resp.created + resp.updated)
             for result, n in (("created", resp.created), ("updated", resp.updated),
@@ -175,9 +185,10 @@ class RecipientServicer(pb_grpc.RecipientServiceServicer):
 
     async def GetContact(self, request: pb.GetContactRequest,
                          context: grpc.aio.ServicerContext) -> pb.Contact:
-        p = auth.current()
+        p = boundary.principal()
         if not request.id:
             raise invalid({"id": "required"})
+        boundary.require({"id": uuid_text(request.id)})
         rec = await self.store.get_contact(p.workspace, request.id)
         if rec is None:  # another workspace's contact looks exactly like a missing one
             raise not_found("contact", request.id)
@@ -185,57 +196,69 @@ class RecipientServicer(pb_grpc.RecipientServiceServicer):
 
     async def ListContacts(self, request: pb.ListContactsRequest,
                            context: grpc.aio.ServicerContext) -> pb.ListContactsResponse:
-        p = auth.current()
-        size = page_size(request.page_size)
-        category = parse_filter(request.filter, "category_id", "category_id=<id>")
+        p = boundary.principal()
+        size = boundary.page_size(request.page_size)
+        category = boundary.parse_filter(request.filter, "category_id", "category_id=<id>")
+        if category is not None and uuid_text(category) is not None:
+            raise invalid({"filter": "category_id must be a category id (a UUID)"})
         order = " ".join(request.order_by.lower().split())
         if order not in ("", "created_at", "created_at asc", "created_at desc"):
             raise invalid({"order_by": "supported: created_at, created_at desc"})
-        recs, nxt, total = await self.store.list_contacts(
-            p.workspace, size, request.page_token, category, order == "created_at desc")
+        descending = order == "created_at desc"
+        query = ("ListContacts", p.workspace, category or "", descending)
+        offset = boundary.page_offset(request.page_token, *query)
+        recs, more, total = await self.store.list_contacts(p.workspace, size, offset, category,
+                                                           descending)
         return pb.ListContactsResponse(contacts=[contact_pb(r, p) for r in recs],
-                                       next_page_token=nxt, total_size=total)
+                                       next_page_token=boundary.next_token(more, offset, size, *query),
+                                       total_size=min(total, 2**31 - 1))
 
     # --- categories ---------------------------------------------------------------
     async def CreateCategory(self, request: pb.CreateCategoryRequest,
                              context: grpc.aio.ServicerContext) -> pb.Category:
-        p = auth.current()
+        p = boundary.principal()
         p.require(*WRITERS)
-        check_request_id(request.request_id)
+        fp = boundary.request_id("CreateCategory", request)
         name = request.name.strip()
         if not name:
             raise invalid({"name": "required"})
-        if len(name) > MAX_TEXT:
-            raise invalid({"name": f"at most {MAX_TEXT} characters"})
+        boundary.require({"name": boundary.text(name, boundary.MAX_TEXT)})
 
         async def work(conn: AsyncConnection) -> pb.Category:
             rec = await self.store.create_category(conn, p.workspace, name)
             return pb.Category(id=rec["id"], workspace_id=p.workspace, name=name)
 
         cat, _ = await self.store.mutate(p.workspace, "CreateCategory", request.request_id,
-                                         pb.Category, work)
+                                         pb.Category, work, fp)
         return cat
 
     async def ListCategories(self, request: pb.ListCategoriesRequest,
                              context: grpc.aio.ServicerContext) -> pb.ListCategoriesResponse:
-        p = auth.current()
-        recs, nxt = await self.store.list_categories(p.workspace, page_size(request.page_size),
-                                                     request.page_token)
+        p = boundary.principal()
+        size = boundary.page_size(request.page_size)
+        query = ("ListCategories", p.workspace)
+        offset = boundary.page_offset(request.page_token, *query)
+        recs, more = await self.store.list_categories(p.workspace, size, offset)
         return pb.ListCategoriesResponse(categories=[pb.Category(
             id=r["id"], workspace_id=r["workspace_id"], name=r["name"],
-            contacts_count=int(r["contacts_count"])) for r in recs], next_page_token=nxt)
+            contacts_count=int(r["contacts_count"])) for r in recs],
+            next_page_token=boundary.next_token(more, offset, size, *query))
 
     # --- audience -----------------------------------------------------------------
     async def ResolveAudience(self, request: pb.ResolveAudienceRequest,
                               context: grpc.aio.ServicerContext) -> AsyncIterator[pb.AudienceMember]:
-        p = auth.current()
-        check_channel(request.channel)
+        p = boundary.principal()
+        boundary.channel(request.channel)
+        if len(request.category_ids) > MAX_CATEGORY_IDS:
+            raise invalid({"category_ids": f"at most {MAX_CATEGORY_IDS}"})
+        inline_ids(request.inline, MAX_INLINE, "inline")
         category_ids = list(dict.fromkeys(request.category_ids))
+        boundary.require({f"category_ids[{i}]": uuid_text(x) and "not a category id (a UUID)"
+                          for i, x in enumerate(request.category_ids)})
         if category_ids:
             known = await self.store.existing_categories(p.workspace, category_ids)
-            missing = [x for x in category_ids if x not in known]
-            if missing:
-                raise invalid({"category_ids": f"unknown category {missing[0]}"})
+            boundary.require({f"category_ids[{i}]": f"unknown category {x}"
+                              for i, x in enumerate(request.category_ids) if x not in known})
         # Services resolve audiences to send to, so they see real numbers.
         resolver = Resolver(self.store, p.workspace, request.channel,
                             show_pii=p.pii or "service" in p.roles)
@@ -243,17 +266,39 @@ class RecipientServicer(pb_grpc.RecipientServiceServicer):
                                              settings.AUDIENCE_CHUNK.get_int()):
             yield member
 
+    async def ValidateTargets(self, request: pb.ValidateTargetsRequest,
+                              context: grpc.aio.ServicerContext) -> pb.ValidateTargetsResponse:
+        """Violations of a campaign's targets (empty = all good) and the custom field names a
+        template may use: those of every contact of the workspace (kept at UpsertContacts) and
+        of the inline recipients. Field paths start with the request's prefixes (defaults
+        "campaign.category_ids", "recipients", "campaign.sender"). An empty sender is not
+        checked (the gateway's default source / From). At most 100 violations are listed."""
+        p = boundary.principal()
+        boundary.channel(request.channel)
+        boundary.require({name: boundary.text(getattr(request, name), MAX_FIELD_PREFIX)
+                          for name in ("categories_field", "inline_field", "sender_field")})
+        if len(request.category_ids) > MAX_CATEGORY_IDS:
+            raise invalid({"category_ids": f"at most {MAX_CATEGORY_IDS}"})
+        inline_ids(request.inline, MAX_INLINE, "inline")
+        checker = TargetChecker(self.store, p.workspace, p.pii, request.channel)
+        await checker.categories(request.category_ids,
+                                 request.categories_field or "campaign.category_ids")
+        await checker.inline(request.inline, request.inline_field or "recipients")
+        await checker.sender(request.sender, request.sender_field or "campaign.sender")
+        return checker.answer(await checker.field_names(request.inline))
+
     # --- suppressions -------------------------------------------------------------
     async def AddSuppression(self, request: pb.AddSuppressionRequest,
                              context: grpc.aio.ServicerContext) -> pb.Suppression:
-        p = auth.current()
+        p = boundary.principal()
         p.require(*WRITERS)
-        check_request_id(request.request_id)
-        check_channel(request.channel)
+        fp = boundary.request_id("AddSuppression", request)
+        boundary.channel(request.channel)
+        boundary.require({"reason": boundary.text(request.reason, MAX_REASON)})
         try:
             address = normalise(request.channel, request.address)
         except BadAddress as exc:
-            raise invalid({"address": str(exc)}) from exc
+            raise invalid({"address": mask_text(str(exc), p)}) from exc
         reason = request.reason.strip() or f"added by {p.name}"
         added = False
 
@@ -265,24 +310,83 @@ class RecipientServicer(pb_grpc.RecipientServiceServicer):
             return suppression_pb(rec, auth.Principal("store", p.workspace, pii=True))
 
         resp, _ = await self.store.mutate(p.workspace, "AddSuppression", request.request_id,
-                                          pb.Suppression, work)
+                                          pb.Suppression, work, fp)
         if added:
             SUPPRESSIONS_ADDED.labels("api").inc()
         if resp.channel == c.CHANNEL_SMS:
             resp.address = auth.mask_phone(resp.address, p)
+        resp.reason = mask_text(resp.reason, p)
         return resp
 
     async def ListSuppressions(self, request: pb.ListSuppressionsRequest,
                                context: grpc.aio.ServicerContext) -> pb.ListSuppressionsResponse:
-        p = auth.current()
-        size = page_size(request.page_size)
-        value = parse_filter(request.filter, "channel", "channel=SMS or channel=EMAIL")
-        channel = None
-        if value is not None:
-            channel = CHANNELS.get(value.upper())
-            if channel is None:
-                raise invalid({"filter": "channel must be SMS or EMAIL"})
-        recs, nxt = await self.store.list_suppressions(p.workspace, size, request.page_token,
-                                                       channel)
+        p = boundary.principal()
+        size = boundary.page_size(request.page_size)
+        channel = boundary.channel_filter(request.filter)
+        query = ("ListSuppressions", p.workspace, channel or 0)
+        offset = boundary.page_offset(request.page_token, *query)
+        recs, more = await self.store.list_suppressions(p.workspace, size, offset, channel)
         return pb.ListSuppressionsResponse(
-            suppressions=[suppression_pb(r, p) for r in recs], next_page_token=nxt)
+            suppressions=[suppression_pb(r, p) for r in recs],
+            next_page_token=boundary.next_token(more, offset, size, *query))
+
+    # --- senders ------------------------------------------------------------------
+    def _sender(self, channel: int, raw: str) -> str:
+        boundary.channel(channel)
+        try:
+            return sender_address(channel, raw)
+        except BadAddress as exc:
+            raise invalid({"address": str(exc)}) from exc
+
+    async def RegisterSender(self, request: pb.RegisterSenderRequest,
+                             context: grpc.aio.ServicerContext) -> pb.Sender:
+        """Registers an SMS source address or an email From domain ("Name <a@domain>", an
+        address or the bare domain) to the caller's workspace. Registering one the workspace
+        already holds answers it again; one another workspace holds is ALREADY_EXISTS."""
+        p = boundary.principal()
+        p.require("admin")
+        fp = boundary.request_id("RegisterSender", request)
+        address = self._sender(request.channel, request.address)
+
+        async def work(conn: AsyncConnection) -> pb.Sender:
+            rec = await self.store.claim_sender(conn, p.workspace, request.channel, address)
+            if rec["workspace_id"] != p.workspace:
+                raise HeraldError(grpc.StatusCode.ALREADY_EXISTS,
+                                  f"sender {address} belongs to another workspace")
+            return sender_pb(rec)
+
+        sender, replayed = await self.store.mutate(p.workspace, "RegisterSender",
+                                                   request.request_id, pb.Sender, work, fp)
+        if not replayed:
+            log.info("sender registered", extra={"workspace": p.workspace, "sender": address})
+        return sender
+
+    async def ListSenders(self, request: pb.ListSendersRequest,
+                          context: grpc.aio.ServicerContext) -> pb.ListSendersResponse:
+        p = boundary.principal()
+        size = boundary.page_size(request.page_size)
+        channel = boundary.channel_filter(request.filter)
+        query = ("ListSenders", p.workspace, channel or 0)
+        offset = boundary.page_offset(request.page_token, *query)
+        recs, more = await self.store.list_senders(p.workspace, size, offset, channel)
+        return pb.ListSendersResponse(senders=[sender_pb(r) for r in recs],
+                                      next_page_token=boundary.next_token(more, offset, size,
+                                                                          *query))
+
+    async def DeleteSender(self, request: pb.DeleteSenderRequest,
+                           context: grpc.aio.ServicerContext) -> pb.Sender:
+        """Releases one of the workspace's senders (another workspace's is NOT_FOUND)."""
+        p = boundary.principal()
+        p.require("admin")
+        fp = boundary.request_id("DeleteSender", request)
+        address = self._sender(request.channel, request.address)
+
+        async def work(conn: AsyncConnection) -> pb.Sender:
+            rec = await self.store.delete_sender(conn, p.workspace, request.channel, address)
+            if rec is None:
+                raise not_found("sender", address)
+            return sender_pb(rec)
+
+        sender, _ = await self.store.mutate(p.workspace, "DeleteSender", request.request_id,
+                                            pb.Sender, work, fp)
+        return sender

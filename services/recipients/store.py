@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -17,13 +15,11 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import Message as PbMessage
 from sqlalchemy import (
-    and_,
     bindparam,
     event,
     exists,
     func,
     insert,
-    or_,
     select,
     text,
     tuple_,
@@ -33,16 +29,18 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.sql import Select
 
 from services.recipients.schema import (
     categories,
     contact_categories,
+    contact_field_names,
     contacts,
     idempotency,
+    senders,
     suppressions,
 )
-from shared.errors import HeraldError, invalid
+from shared.errors import HeraldError
+from shared.idempotency import mismatch
 from shared.timeutil import Clock, aware
 
 M = TypeVar("M", bound=PbMessage)
@@ -61,22 +59,6 @@ def new_id() -> str:
 def chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterable[Sequence[Any]]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
-
-
-def encode_token(*key: Any) -> str:
-    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode()
-
-
-def decode_token(token: str, length: int) -> list[Any] | None:
-    if not token:
-        return None
-    try:
-        key = json.loads(base64.urlsafe_b64decode(token.encode()))
-        if not isinstance(key, list) or len(key) != length:
-            raise ValueError(key)
-        return key
-    except Exception as exc:
-        raise invalid({"page_token": "not a token this service issued"}) from exc
 
 
 def insert_ignore(conn: AsyncConnection, table: Any, keys: list[str]) -> Any:
@@ -125,6 +107,7 @@ class ContactRow:
     last_name: str
     fields: dict[str, str]
     category_ids: list[str]
+    language: str = ""
 
 
 @dataclass
@@ -180,24 +163,32 @@ class Store:
             yield conn
 
     # --- request_id replay --------------------------------------------------------
-    async def replay(self, workspace: str, method: str, request_id: str, cls: type[M]) -> M | None:
+    async def replay(self, workspace: str, method: str, request_id: str, cls: type[M],
+                     fingerprint: str = "") -> M | None:
+        """The first answer to this request_id, or None. The same request_id with another
+        body (a different fingerprint) is INVALID_ARGUMENT (AIP-155)."""
         async with self.engine.connect() as conn:
-            row = (await conn.execute(select(idempotency.c.response).where(
-                idempotency.c.workspace_id == workspace, idempotency.c.method == method,
-                idempotency.c.request_id == request_id))).first()
+            row = (await conn.execute(select(idempotency.c.response, idempotency.c.fingerprint)
+                                      .where(idempotency.c.workspace_id == workspace,
+                                             idempotency.c.method == method,
+                                             idempotency.c.request_id == request_id))).first()
         if row is None:
             return None
+        # Rows written before fingerprints were kept have none: they replay as before.
+        if row.fingerprint and fingerprint and row.fingerprint != fingerprint:
+            raise mismatch(request_id)
         msg = cls()
         msg.ParseFromString(row.response)
         return msg
 
     async def mutate(self, workspace: str, method: str, request_id: str, cls: type[M],
-                     work: Callable[[AsyncConnection], Awaitable[M]]) -> tuple[M, bool]:
+                     work: Callable[[AsyncConnection], Awaitable[M]],
+                     fingerprint: str = "") -> tuple[M, bool]:
         """Run `work` in one write transaction that also records its response under
         request_id, so a retry gets the first response and changes nothing.
         Returns (response, replayed)."""
         if request_id:
-            prior = await self.replay(workspace, method, request_id, cls)
+            prior = await self.replay(workspace, method, request_id, cls, fingerprint)
             if prior is not None:
                 return prior, True
         try:
@@ -206,15 +197,16 @@ class Store:
                 if request_id:
                     await conn.execute(insert(idempotency).values(
                         workspace_id=workspace, method=method, request_id=request_id,
-                        response=resp.SerializeToString(), created_at=self.clock.now()))
+                        response=resp.SerializeToString(), created_at=self.clock.now(),
+                        fingerprint=fingerprint or None))
         except IntegrityError as exc:
             # A concurrent call with the same request_id won: answer like it did.
             if request_id:
-                prior = await self.replay(workspace, method, request_id, cls)
+                prior = await self.replay(workspace, method, request_id, cls, fingerprint)
                 if prior is not None:
                     return prior, True
             raise HeraldError(grpc.StatusCode.ABORTED,
-                              f"concurrent change, retry: {exc.orig}") from exc
+                              "concurrent change, retry") from exc
         return resp, False
 
     # --- contacts -----------------------------------------------------------------
@@ -276,11 +268,13 @@ class Store:
                 pending[cid] = _Pending(dict(
                     id=cid, workspace_id=ws, external_id=row.external_id, phone=row.phone,
                     email=row.email, first_name=row.first_name, last_name=row.last_name,
-                    fields=dict(row.fields), created_at=now, updated_at=now), new=True)
+                    fields=dict(row.fields), language=row.language, created_at=now,
+                    updated_at=now), new=True)
                 res.created = True
             else:
                 v = pending[cid].values
-                for key in ("phone", "email", "first_name", "last_name", "external_id"):
+                for key in ("phone", "email", "first_name", "last_name", "external_id",
+                            "language"):
                     if getattr(row, key):
                         v[key] = getattr(row, key)
                 v["fields"] = {**(v["fields"] or {}), **row.fields}
@@ -300,10 +294,14 @@ class Store:
                 external_id=bindparam("b_external_id"), phone=bindparam("b_phone"),
                 email=bindparam("b_email"), first_name=bindparam("b_first_name"),
                 last_name=bindparam("b_last_name"), fields=bindparam("b_fields"),
-                updated_at=bindparam("b_updated_at"))
+                language=bindparam("b_language"), updated_at=bindparam("b_updated_at"))
             await conn.execute(stmt, [{f"b_{k}": v[k] for k in (
                 "id", "external_id", "phone", "email", "first_name", "last_name", "fields",
-                "updated_at")} for v in old_rows])
+                "language", "updated_at")} for v in old_rows])
+        names = sorted({k for r, o in zip(rows, out, strict=True) if not o.error for k in r.fields})
+        for part in chunks(names):
+            await conn.execute(insert_ignore(conn, contact_field_names, ["workspace_id", "name"]),
+                               [{"workspace_id": ws, "name": n} for n in part])
         links = [{"contact_id": c, "category_id": cat} for c in touched
                  for cat in sorted(pending[c].categories)]
         if links:
@@ -332,25 +330,18 @@ class Store:
                 out.setdefault(cid, []).append(cat)
         return out
 
-    async def list_contacts(self, ws: str, size: int, token: str, category_id: str | None,
-                            descending: bool) -> tuple[list[dict[str, Any]], str, int]:
-        key = decode_token(token, 2)
-        base = contacts.c.workspace_id == ws
-        conds = [base]
+    async def list_contacts(self, ws: str, size: int, offset: int, category_id: str | None,
+                            descending: bool) -> tuple[list[dict[str, Any]], bool, int]:
+        """One page at offset (bound page tokens carry offsets); returns (rows, more, total)."""
+        conds = [contacts.c.workspace_id == ws]
         if category_id is not None:
             conds.append(exists().where(contact_categories.c.contact_id == contacts.c.id,
                                         contact_categories.c.category_id == category_id))
-        q: Select[Any] = select(contacts).where(*conds)
-        if key is not None:
-            at = datetime.fromisoformat(key[0])
-            # Row values let SQLite and PostgreSQL seek in ix_contacts_ws_created.
-            pos = tuple_(contacts.c.created_at, contacts.c.id)
-            q = q.where(pos < tuple_(at, key[1]) if descending else pos > tuple_(at, key[1]))
         order = ([contacts.c.created_at.desc(), contacts.c.id.desc()] if descending
                  else [contacts.c.created_at, contacts.c.id])
+        q = select(contacts).where(*conds).order_by(*order).offset(offset).limit(size + 1)
         async with self.engine.connect() as conn:
-            recs = [dict(r) for r in (await conn.execute(
-                q.order_by(*order).limit(size + 1))).mappings()]
+            recs = [dict(r) for r in (await conn.execute(q)).mappings()]
             total = (await conn.execute(select(func.count()).select_from(contacts).where(
                 *conds))).scalar_one()
             more = len(recs) > size
@@ -358,11 +349,7 @@ class Store:
             cats = await self.category_ids_of(conn, [r["id"] for r in recs])
         for r in recs:
             r["category_ids"] = cats.get(r["id"], [])
-        nxt = ""
-        if more:
-            last = recs[-1]
-            nxt = encode_token(aware(last["created_at"]).isoformat(), last["id"])  # type: ignore[union-attr]
-        return recs, nxt, int(total)
+        return recs, more, int(total)
 
     async def contacts_by_ids(self, ws: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
@@ -415,61 +402,100 @@ class Store:
         return found
 
     async def list_categories(self, ws: str, size: int,
-                              token: str) -> tuple[list[dict[str, Any]], str]:
-        key = decode_token(token, 2)
+                              offset: int) -> tuple[list[dict[str, Any]], bool]:
         count = func.count(contact_categories.c.contact_id).label("contacts_count")
         q = select(categories.c.id, categories.c.workspace_id, categories.c.name, count).select_from(
             categories.outerjoin(contact_categories,
                                  contact_categories.c.category_id == categories.c.id)).where(
             categories.c.workspace_id == ws).group_by(
             categories.c.id, categories.c.workspace_id, categories.c.name)
-        if key is not None:
-            q = q.where(or_(categories.c.name > key[0],
-                            and_(categories.c.name == key[0], categories.c.id > key[1])))
         async with self.engine.connect() as conn:
             recs = [dict(r) for r in (await conn.execute(q.order_by(
-                categories.c.name, categories.c.id).limit(size + 1))).mappings()]
-        nxt = encode_token(recs[size - 1]["name"], recs[size - 1]["id"]) if len(recs) > size else ""
-        return recs[:size], nxt
+                categories.c.name, categories.c.id).offset(offset).limit(size + 1))).mappings()]
+        return recs[:size], len(recs) > size
+
+    async def field_names(self, ws: str, limit: int) -> list[str]:
+        """Custom field names the workspace's contacts carry (kept at upsert), by name."""
+        async with self.engine.connect() as conn:
+            return list((await conn.execute(select(contact_field_names.c.name).where(
+                contact_field_names.c.workspace_id == ws).order_by(
+                contact_field_names.c.name).limit(limit))).scalars())
 
     # --- suppressions -------------------------------------------------------------
     async def add_suppression(self, conn: AsyncConnection, ws: str, channel: int, address: str,
-                              reason: str, source: str) -> tuple[dict[str, Any], bool]:
-        """Idempotent: an address already on the list keeps its first reason and time.
+                              reason: str, source: str,
+                              kind: str = "manual") -> tuple[dict[str, Any], bool]:
+        """Idempotent: an address already on the list keeps its first reason, kind and time.
         Returns (row, added)."""
         added = (await conn.execute(insert_ignore(conn, suppressions, [
             "workspace_id", "channel", "address"]).values(
             workspace_id=ws, channel=channel, address=address, reason=reason, source=source,
-            created_at=self.clock.now()).returning(suppressions.c.address))).first() is not None
+            kind=kind, created_at=self.clock.now()).returning(suppressions.c.address))
+                 ).first() is not None
         rec = (await conn.execute(select(suppressions).where(
             suppressions.c.workspace_id == ws, suppressions.c.channel == channel,
             suppressions.c.address == address))).mappings().one()
         return dict(rec), added
 
-    async def suppressed(self, ws: str, channel: int, keys: Iterable[str]) -> set[str]:
+    async def suppressed(self, ws: str, channel: int,
+                         keys: Iterable[str]) -> dict[str, tuple[str, str]]:
+        """{address key: (kind, reason)} of the keys on the workspace's suppression list."""
         wanted = sorted(set(keys))
-        found: set[str] = set()
+        found: dict[str, tuple[str, str]] = {}
         if not wanted:
             return found
         async with self.engine.connect() as conn:
             for part in chunks(wanted):
-                found.update((await conn.execute(select(suppressions.c.address).where(
+                res = await conn.execute(select(
+                    suppressions.c.address, suppressions.c.kind, suppressions.c.reason).where(
                     suppressions.c.workspace_id == ws, suppressions.c.channel == channel,
-                    suppressions.c.address.in_(part)))).scalars())
+                    suppressions.c.address.in_(part)))
+                found.update((r.address, (r.kind, r.reason)) for r in res)
         return found
 
-    async def list_suppressions(self, ws: str, size: int, token: str,
-                                channel: int | None) -> tuple[list[dict[str, Any]], str]:
-        key = decode_token(token, 2)
+    async def list_suppressions(self, ws: str, size: int, offset: int,
+                                channel: int | None) -> tuple[list[dict[str, Any]], bool]:
         q = select(suppressions).where(suppressions.c.workspace_id == ws)
         if channel is not None:
             q = q.where(suppressions.c.channel == channel)
-        if key is not None:
-            q = q.where(or_(suppressions.c.channel > key[0], and_(
-                suppressions.c.channel == key[0], suppressions.c.address > key[1])))
         async with self.engine.connect() as conn:
             recs = [dict(r) for r in (await conn.execute(q.order_by(
-                suppressions.c.channel, suppressions.c.address).limit(size + 1))).mappings()]
-        nxt = (encode_token(recs[size - 1]["channel"], recs[size - 1]["address"])
-               if len(recs) > size else "")
-        return recs[:size], nxt
+                suppressions.c.channel, suppressions.c.address).offset(offset).limit(size + 1)
+            )).mappings()]
+        return recs[:size], len(recs) > size
+
+    # --- senders ------------------------------------------------------------------
+    async def sender_owner(self, channel: int, address: str) -> str | None:
+        async with self.engine.connect() as conn:
+            return (await conn.execute(select(senders.c.workspace_id).where(
+                senders.c.channel == channel, senders.c.address == address))).scalar()
+
+    async def claim_sender(self, conn: AsyncConnection, ws: str, channel: int,
+                           address: str) -> dict[str, Any]:
+        """Registers the sender to ws unless some workspace holds it; returns the row as it
+        stands (its workspace_id says who holds it)."""
+        await conn.execute(insert_ignore(conn, senders, ["channel", "address"]).values(
+            channel=channel, address=address, workspace_id=ws, created_at=self.clock.now()))
+        return dict((await conn.execute(select(senders).where(
+            senders.c.channel == channel, senders.c.address == address))).mappings().one())
+
+    async def delete_sender(self, conn: AsyncConnection, ws: str, channel: int,
+                            address: str) -> dict[str, Any] | None:
+        rec = (await conn.execute(select(senders).where(
+            senders.c.workspace_id == ws, senders.c.channel == channel,
+            senders.c.address == address))).mappings().first()
+        if rec is not None:
+            await conn.execute(senders.delete().where(
+                senders.c.channel == channel, senders.c.address == address))
+        return dict(rec) if rec is not None else None
+
+    async def list_senders(self, ws: str, size: int, offset: int,
+                           channel: int | None) -> tuple[list[dict[str, Any]], bool]:
+        q = select(senders).where(senders.c.workspace_id == ws)
+        if channel is not None:
+            q = q.where(senders.c.channel == channel)
+        async with self.engine.connect() as conn:
+            recs = [dict(r) for r in (await conn.execute(q.order_by(
+                senders.c.channel, senders.c.address).offset(offset).limit(size + 1)
+            )).mappings()]
+        return recs[:size], len(recs) > size

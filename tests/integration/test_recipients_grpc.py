@@ -109,10 +109,16 @@ async def test_upsert_with_bad_rows_saves_the_others(stub: pb_grpc.RecipientServ
 async def test_request_id_replay(stub: pb_grpc.RecipientServiceStub, md: tuple) -> None:
     first = await stub.UpsertContacts(pb.UpsertContactsRequest(request_id="imp-1", contacts=[
         pb.Contact(external_id="x", email="x@example.com")]), metadata=md)
-    # A retry (even with a changed body) returns the first answer and changes nothing.
+    # A faithful retry returns the first answer and changes nothing.
     second = await stub.UpsertContacts(pb.UpsertContactsRequest(request_id="imp-1", contacts=[
-        pb.Contact(external_id="y", email="y@example.com")]), metadata=md)
+        pb.Contact(external_id="x", email="x@example.com")]), metadata=md)
     assert second == first and first.created == 1
+    # The same request_id with another body is refused (AIP-155), naming request_id.
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.UpsertContacts(pb.UpsertContactsRequest(request_id="imp-1", contacts=[
+            pb.Contact(external_id="y", email="y@example.com")]), metadata=md)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "request_id" in field_violations(err.value)
     listed = await stub.ListContacts(pb.ListContactsRequest(), metadata=md)
     assert [ct.email for ct in listed.contacts] == ["x@example.com"]
     # request ids are per workspace
@@ -127,6 +133,14 @@ async def test_request_id_replay(stub: pb_grpc.RecipientServiceStub, md: tuple) 
     assert cat1 == cat2
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.CreateCategory(pb.CreateCategoryRequest(request_id="c-2", name="news"),
+                                  metadata=md)
+    assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.CreateCategory(pb.CreateCategoryRequest(request_id="c-1", name="other"),
+                                  metadata=md)
+    assert "request_id" in field_violations(err.value)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.CreateCategory(pb.CreateCategoryRequest(request_id="c-3", name="news"),
                                   metadata=md)
     assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
     cats = await stub.ListCategories(pb.ListCategoriesRequest(), metadata=md)
@@ -202,7 +216,9 @@ async def test_resolve_audience(stub: pb_grpc.RecipientServiceStub, md: tuple,
     assert by_addr["two@example.com"].accepted  # in two categories, listed once
     gone = by_addr["gone@example.com"]
     assert (gone.accepted, gone.rejection) == (False, UNSUB)
-    assert gone.rejection_reason == "The email address gone@example.com has unsubscribed"
+    # Added by hand: not worded as the recipient's own unsubscribe.
+    assert gone.rejection_reason == (
+        "The email address gone@example.com is on the suppression list (unsubscribed)")
     no_email = by_addr[ids[3]]
     assert no_email.rejection == INVALID and "has no email address" in no_email.rejection_reason
     assert sorted(m.accepted for m in members).count(True) == 4
@@ -217,8 +233,12 @@ async def test_resolve_audience(stub: pb_grpc.RecipientServiceStub, md: tuple,
     assert any(not m.accepted and "has no phone number" in m.rejection_reason for m in sms)
 
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await resolve(stub, md, channel=c.CHANNEL_EMAIL, category_ids=["nope"])
-    assert field_violations(err.value) == {"category_ids": "unknown category nope"}
+        await resolve(stub, md, channel=c.CHANNEL_EMAIL, category_ids=[a.id, "nope"])
+    assert field_violations(err.value) == {"category_ids[1]": "not a category id (a UUID)"}
+    missing = str(uuid.uuid4())
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await resolve(stub, md, channel=c.CHANNEL_EMAIL, category_ids=[missing])
+    assert field_violations(err.value) == {"category_ids[0]": f"unknown category {missing}"}
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await resolve(stub, md, category_ids=[a.id])
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

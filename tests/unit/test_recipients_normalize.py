@@ -6,6 +6,7 @@ import pytest
 from herald.v1 import common_pb2 as c
 from herald.v1 import recipients_pb2 as pb
 
+from services.recipients.boundary import parse_filter
 from services.recipients.consumer import event_address
 from services.recipients.normalize import (
     BadAddress,
@@ -14,9 +15,11 @@ from services.recipients.normalize import (
     normalise_email,
     normalise_phone,
 )
-from services.recipients.servicer import parse_filter, validate_contact
+from services.recipients.servicer import validate_contact
 from services.recipients.store import ContactRow
 from shared.errors import HeraldError
+
+CAT = "5f0c6f38-3c59-4c41-9a51-3d1c2a6d7e10"
 
 
 @pytest.mark.parametrize("raw", ["+44 7700 900123", "07700 900123", "07700-900-123",
@@ -81,12 +84,12 @@ def test_event_addresses_without_plus() -> None:
 
 def test_validate_contact_names_the_bad_fields() -> None:
     row = validate_contact(pb.Contact(phone="07700 900001", email="A@EXAMPLE.com",
-                                      first_name=" Ann ", fields={"k": "v"},
-                                      category_ids=["c1", "c1"]), 3, "GB")
+                                      first_name=" Ann ", fields={"k": "v"}, language="fr-CA",
+                                      category_ids=[CAT, CAT]), 3, "GB")
     assert isinstance(row, ContactRow)
     assert (row.index, row.phone, row.email, row.first_name) == (3, "+447700900001",
                                                                  "A@example.com", "Ann")
-    assert row.category_ids == ["c1"] and row.external_id is None
+    assert row.category_ids == [CAT] and row.external_id is None and row.language == "fr-CA"
     err = validate_contact(pb.Contact(phone="123", email="nope"), 0, "GB")
     assert isinstance(err, str) and err.startswith("phone: ") and "; email: " in err
     assert validate_contact(pb.Contact(), 0, "GB") == (
@@ -94,6 +97,21 @@ def test_validate_contact_names_the_bad_fields() -> None:
     assert "first_name:" in str(validate_contact(pb.Contact(email="a@example.com",
                                                             first_name="x" * 201), 0, "GB"))
     assert isinstance(validate_contact(pb.Contact(external_id="only-key"), 0, "GB"), ContactRow)
+
+
+def test_validate_contact_refuses_what_sql_would_choke_on() -> None:
+    """NULs, malformed category ids, over-long fields and language tags are row errors."""
+    for ct, field in ((pb.Contact(external_id="a\x00b"), "external_id:"),
+                      (pb.Contact(external_id="a", first_name="\x00"), "first_name:"),
+                      (pb.Contact(external_id="a", category_ids=["c1"]), "category_ids:"),
+                      (pb.Contact(external_id="a", fields={"k": "v" * 2001}), "fields:"),
+                      (pb.Contact(external_id="a", fields={"k\x00": "v"}), "fields:"),
+                      (pb.Contact(external_id="a", fields={"k" * 129: "v"}), "fields:"),
+                      (pb.Contact(external_id="a", language="not a tag"), "language:"),
+                      (pb.Contact(phone="1" * 5000), "phone:"),
+                      (pb.Contact(email="a@" + "b" * 5000), "email:")):
+        err = validate_contact(ct, 0, "GB")
+        assert isinstance(err, str) and err.startswith(field), (ct, err)
 
 
 def test_filters() -> None:
