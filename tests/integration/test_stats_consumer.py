@@ -1,5 +1,6 @@
-"""The stats consumer in-process: garbage is terminated, unknown kinds are acked and
-ignored, and nothing is left pending on its durable."""
+"""The stats consumers in-process: garbage is terminated, unknown kinds are acked and
+ignored, campaign events record the campaign's workspace, and nothing is left pending on
+either durable."""
 
 from __future__ import annotations
 
@@ -42,7 +43,37 @@ async def test_consumer_acks_everything_and_applies_in_order(js, redis_client) -
         stop.set()
         await asyncio.wait_for(task, 5)
         await js.delete_consumer(bus.EVENTS_STREAM, durable)
+        await js.delete_consumer(bus.EVENTS_STREAM, f"{durable}-campaigns")
     assert (info.num_pending, info.num_ack_pending, info.num_redelivered) == (0, 0, 0)
     counters, owner = await agg.campaign(cid)
     assert owner == "ws-cn"
     assert (counters["total"], counters["sent"], counters["delivered"], counters["submitted"]) == (1, 1, 1, 0)
+
+
+async def test_campaign_events_record_the_owner(js, redis_client) -> None:  # type: ignore[no-untyped-def]
+    agg = Aggregator(redis_client, f"cc{uuid.uuid4().hex[:8]}:", message_ttl=600,
+                     event_ttl=600, daily_ttl=600)
+    cid, other, durable = str(uuid.uuid4()), str(uuid.uuid4()), f"stats-cc-{uuid.uuid4().hex[:8]}"
+    await js.publish("events.campaign.status_changed", b"\xff not a protobuf",
+                     headers={"Nats-Msg-Id": f"{cid}-garbage"})
+    for i, (campaign, workspace) in enumerate(((cid, "ws-cc"), (cid, "ws-later"), (other, ""))):
+        ev = e.CampaignEvent(event_id=f"{cid}-{i}", kind=e.CAMPAIGN_EVENT_KIND_STATUS_CHANGED,
+                             campaign_id=campaign, workspace_id=workspace, status="SENDING")
+        await bus.publish(js, "events.campaign.status_changed", ev, ev.event_id)
+    consumer = Consumer(agg, js, durable=durable, batch=50)
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    try:
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            info = await js.consumer_info(bus.EVENTS_STREAM, consumer.campaigns_durable)
+            if info.num_pending == 0 and info.num_ack_pending == 0 and await agg.owner(cid):
+                break
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        await js.delete_consumer(bus.EVENTS_STREAM, durable)
+        await js.delete_consumer(bus.EVENTS_STREAM, consumer.campaigns_durable)
+    assert (info.num_pending, info.num_ack_pending) == (0, 0)
+    assert await agg.owner(cid) == "ws-cc"  # the first record wins
+    assert await agg.owner(other) == ""  # an event without a workspace records nothing
