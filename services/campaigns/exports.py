@@ -6,21 +6,25 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import shlex
 from datetime import datetime, timedelta
 from typing import Any
 
 from herald.v1 import campaigns_pb2 as pb
 from herald.v1 import common_pb2 as c
 from prometheus_client import Counter
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 
-from services.campaigns.filters import message_filter
+from services.campaigns.filters import filter_terms, message_filter
 from services.campaigns.schema import exports, messages
 from services.campaigns.store import Store
-from shared import auth
+from shared.errors import invalid
+from shared.masking import HasPii, mask_phone, mask_text
+from shared.templating import BUILTIN_VARIABLES, CHANNEL_VARIABLES
 from shared.timeutil import Clock, aware, to_ts
 
 log = logging.getLogger("herald.campaigns.exports")
+S = c.MessageStatus
 EXPORTS = Counter("herald_campaigns_exports_total", "Exports built, by result.", ["result"])
 
 COLUMNS = ["message_id", "recipient", "contact_name", "channel", "status", "carrier_result",
@@ -28,29 +32,95 @@ COLUMNS = ["message_id", "recipient", "contact_name", "channel", "status", "carr
            "delivered_at", "views", "clicks", "replies", "variant", "attempt"]
 
 
+# Template variables every row carries besides the contact's custom fields.
+BUILTINS = frozenset(BUILTIN_VARIABLES) | {v for vs in CHANNEL_VARIABLES.values() for v in vs}
+
+
+# stage= of the ListMessages filter (how far Herald got, see MessageStage), by status and
+# whether the carrier ever had the message (sent_at).
+_HANDED = [S.MESSAGE_STATUS_SUBMITTED, S.MESSAGE_STATUS_DELIVERED, S.MESSAGE_STATUS_ASSUMED_DELIVERED]
+_ENDED = [S.MESSAGE_STATUS_FAILED, S.MESSAGE_STATUS_OPTED_OUT, S.MESSAGE_STATUS_CANCELLED]
+STAGES = {
+    "new": messages.c.status == S.MESSAGE_STATUS_QUEUED,
+    "sending": messages.c.status.in_([S.MESSAGE_STATUS_SENDING, S.MESSAGE_STATUS_DEFERRED]),
+    "submitted": or_(messages.c.status.in_(_HANDED),
+                     and_(messages.c.status.in_(_ENDED), messages.c.sent_at.is_not(None))),
+    "not_sent": and_(messages.c.status.in_(_ENDED), messages.c.sent_at.is_(None)),
+}
+
+
+def detail_filter(expr: str) -> list[Any]:
+    """The ListMessages filter (ListMessages, exports, retries): filters.message_filter plus
+    stage=new|sending|submitted|not_sent."""
+    conds: list[Any] = []
+    rest = []
+    for key, vals in filter_terms(expr):
+        if key != "stage":
+            rest.append(shlex.quote(f"{key}={','.join(vals)}"))
+            continue
+        bad = [v for v in vals if v.lower() not in STAGES]
+        if bad:
+            raise invalid({"filter": f"stage= takes {', '.join(STAGES)} (not {bad[0]!r})"})
+        conds.append(or_(*(STAGES[v.lower()] for v in vals)))
+    return conds + message_filter(" ".join(rest))
+
+
 def iso(dt: datetime | None) -> str:
     return aware(dt).isoformat() if dt else ""
 
 
-def render(rows: list[Any], fmt: int, pii: bool) -> bytes:
-    """CSV (or tab-separated TXT) with one column per custom field after the fixed ones."""
-    field_names = sorted({k for r in rows for k in (r["fields"] or {})})
+def custom_fields(fields: dict | None) -> dict[str, str]:
+    """The contact's custom fields of a ledger row: the row keeps every template variable
+    (MessageJob.fields), the built-ins (phone, email, names, ...) have their own columns."""
+    return {k: v for k, v in (fields or {}).items() if k not in BUILTINS}
+
+
+def render(rows: list[Any], fmt: int) -> bytes:
+    """CSV (or tab-separated TXT) with one column per custom field after the fixed ones.
+    Stored unmasked: DownloadExport masks by the downloader's rights (mask_export)."""
+    field_names = sorted({k for r in rows for k in custom_fields(r["fields"])})
     buf = io.StringIO()
-    w = csv.writer(buf, delimiter="\t" if fmt == pb.EXPORT_FORMAT_TXT else ",", lineterminator="\n")
+    w = csv.writer(buf, delimiter=delimiter(fmt), lineterminator="\n")
     w.writerow(COLUMNS + [f"field:{k}" for k in field_names])
-    who = auth.Principal("export", "", frozenset(), pii)
     for r in rows:
-        recipient = (auth.mask_phone(r["address"], who) if r["channel"] == c.CHANNEL_SMS
-                     else r["address"])
+        fields = custom_fields(r["fields"])
         w.writerow([
-            r["id"], recipient, r["contact_name"], c.Channel.Name(r["channel"]).removeprefix("CHANNEL_"),
+            r["id"], r["address"], r["contact_name"], c.Channel.Name(r["channel"]).removeprefix("CHANNEL_"),
             c.MessageStatus.Name(r["status"]).removeprefix("MESSAGE_STATUS_"), r["carrier_result"],
             r["error_code"], r["error_description"],
             c.FailureCategory.Name(r["failure_category"]).removeprefix("FAILURE_CATEGORY_")
             if r["failure_category"] else "",
             iso(r["created_at"]), iso(r["sent_at"]), iso(r["delivered_at"]), r["views"], r["clicks"],
             r["replies"], r["variant"], r["attempt"],
-        ] + [(r["fields"] or {}).get(k, "") for k in field_names])
+        ] + [fields.get(k, "") for k in field_names])
+    return buf.getvalue().encode("utf-8")
+
+
+def delimiter(fmt: int) -> str:
+    return "\t" if fmt == pb.EXPORT_FORMAT_TXT else ","
+
+
+def mask_export(data: bytes, fmt: int, who: HasPii) -> bytes:
+    """The export as this downloader may see it: phone numbers masked unless pii, whoever
+    built it. Only the cells that can carry a number are touched (ids and times never are)."""
+    if who.pii:
+        return data
+    rows = csv.reader(io.StringIO(data.decode("utf-8")), delimiter=delimiter(fmt))
+    header = next(rows, None)
+    if header is None:
+        return data
+    recipient, channel = header.index("recipient"), header.index("channel")
+    texts = [i for i, name in enumerate(header)
+             if name in ("error_description", "contact_name") or name.startswith("field:")]
+    buf = io.StringIO()
+    w = csv.writer(buf, delimiter=delimiter(fmt), lineterminator="\n")
+    w.writerow(header)
+    for row in rows:
+        if row[channel] == "SMS":
+            row[recipient] = mask_phone(row[recipient], who)
+        for i in texts:
+            row[i] = mask_text(row[i], who)
+        w.writerow(row)
     return buf.getvalue().encode("utf-8")
 
 
@@ -93,9 +163,9 @@ async def run_pending(store: Store, clock: Clock, ttl: float) -> int:
         try:
             async with store.engine.connect() as conn:
                 rows = (await conn.execute(select(messages).where(
-                    messages.c.campaign_id == ex["campaign_id"], *message_filter(ex["filter"]))
+                    messages.c.campaign_id == ex["campaign_id"], *detail_filter(ex["filter"]))
                     .order_by(messages.c.created_at, messages.c.id))).mappings().all()
-            content = render(list(rows), ex["format"], ex["pii"])
+            content = render(list(rows), ex["format"])
             done = clock.now()
             async with store.engine.begin() as conn:
                 await conn.execute(update(exports).where(exports.c.id == export_id).values(

@@ -49,6 +49,17 @@ def _keep_or(col: Any, param: str) -> Any:
     return case((bindparam(param) == "", col), else_=bindparam(param))
 
 
+def _error_col(col: Any, param: str, empty: Any = "") -> Any:
+    """An error column: replaced by a success (b_good: a deferred-then-accepted email must not
+    keep its 451 text), else set from the event only when the event carries a value."""
+    return case((bindparam("b_good") == 1, bindparam(param)), (bindparam(param) == empty, col),
+                else_=bindparam(param))
+
+
+# A status that says the message got through: its error columns are those of the event.
+GOOD = frozenset(states.SENT)
+
+
 # One statement for every status event, run as executemany over a whole batch: a row
 # moves only forwards (status_rank guard). Per-statement execution cost ~1 ms of CPU
 # each through aiosqlite, which made the ledger the pipeline's bottleneck.
@@ -65,12 +76,11 @@ STATUS_UPDATE = (
         status=bindparam("b_status"),
         status_rank=bindparam("b_rank"),
         carrier_result=_keep_or(messages.c.carrier_result, "b_carrier"),
-        error_code=_keep_or(messages.c.error_code, "b_code"),
-        error_description=_keep_or(messages.c.error_description, "b_desc"),
+        error_code=_error_col(messages.c.error_code, "b_code"),
+        error_description=_error_col(messages.c.error_description, "b_desc"),
         provider_message_id=_keep_or(messages.c.provider_message_id, "b_provider"),
         route=_keep_or(messages.c.route, "b_route"),
-        failure_category=case((bindparam("b_category") == 0, messages.c.failure_category),
-                              else_=bindparam("b_category")),
+        failure_category=_error_col(messages.c.failure_category, "b_category", 0),
         attempt=case((bindparam("b_attempt") == 0, messages.c.attempt), else_=bindparam("b_attempt")),
         sent_at=func.coalesce(messages.c.sent_at, bindparam("b_sent_at", type_=DateTime(timezone=True))),
         delivered_at=func.coalesce(bindparam("b_delivered_at", type_=DateTime(timezone=True)),
@@ -80,14 +90,22 @@ STATUS_UPDATE = (
 )
 
 
+def was_sent(ev: e.MessageEvent, new: int) -> bool:
+    """The carrier / MTA had the message: a submission, or a receipt or bounce about it (which
+    may arrive before the submission's own event, whose late update is then stale)."""
+    return (new in states.SENT or bool(ev.carrier_result)
+            or ev.kind == K.MESSAGE_EVENT_KIND_BOUNCED)
+
+
 def status_params(ev: e.MessageEvent, new: int, now: Any) -> dict[str, Any]:
     at = from_ts(ev.occurred_at) or now
     return {
+        "b_good": 1 if new in GOOD else 0,
         "b_id": ev.message_id, "b_rank": states.RANK[new], "b_status": new,
         "b_carrier": ev.carrier_result, "b_code": ev.error_code, "b_desc": ev.error_description,
         "b_provider": ev.provider_message_id, "b_category": ev.failure_category, "b_route": ev.route,
         "b_attempt": ev.attempt,
-        "b_sent_at": at if new in states.SENT else None,
+        "b_sent_at": at if was_sent(ev, new) else None,
         "b_delivered_at": at if new == S.MESSAGE_STATUS_DELIVERED else None,
         "b_at": at,
     }

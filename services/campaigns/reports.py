@@ -11,12 +11,17 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.campaigns import exports as exports_mod
-from services.campaigns.filters import message_filter, page_size
+from services.campaigns.exports import custom_fields, detail_filter, mask_export
+from services.campaigns.filters import page_size
 from services.campaigns.schema import clicks, exports, job_errors, messages, replies
 from services.campaigns.store import Store, decode_token, encode_token, new_id
-from shared import auth
+from shared import auth, states
 from shared.errors import invalid, not_found, precondition
+from shared.idempotency import fingerprint
+from shared.masking import HasPii, mask_phone, mask_text
 from shared.timeutil import aware, to_ts
+
+S = c.MessageStatus
 
 
 class ReportsMixin:
@@ -37,10 +42,12 @@ class ReportsMixin:
 
     async def CreateExport(self, request: pb.CreateExportRequest, context: Any) -> pb.Export:
         p = auth.current()
+        p.require("operator")
+        fp = fingerprint("CreateExport", request)
         if (prev := await self.store.replay(p.workspace, "CreateExport", request.request_id,
-                                            pb.Export)) is not None:
+                                            pb.Export, fingerprint=fp)) is not None:
             return prev
-        message_filter(request.filter)  # reject a bad filter now, not in the background
+        detail_filter(request.filter)  # reject a bad filter now, not in the background
         if request.format not in (pb.EXPORT_FORMAT_UNSPECIFIED, pb.EXPORT_FORMAT_CSV, pb.EXPORT_FORMAT_TXT):
             raise invalid({"format": "CSV or TXT"})
         now = self.clock.now()
@@ -52,7 +59,8 @@ class ReportsMixin:
             await conn.execute(insert(exports).values(**values))
             saved = (await conn.execute(select(exports).where(exports.c.id == values["id"]))).mappings().one()
             result = export_proto(saved, now)
-            await self.store.remember(conn, p.workspace, "CreateExport", request.request_id, result, now)
+            await self.store.remember(conn, p.workspace, "CreateExport", request.request_id, result, now,
+                                      fingerprint=fp)
         if self.on_trigger is not None:
             self.on_trigger()  # the scheduler builds exports on its next tick
         return result
@@ -99,7 +107,8 @@ class ReportsMixin:
         if ex.status != pb.EXPORT_STATUS_DONE or row["content"] is None:
             raise precondition(f"exports/{ex.id}", "NOT_READY",
                                f"export {ex.id} is {pb.ExportStatus.Name(ex.status).removeprefix('EXPORT_STATUS_')}")
-        data = bytes(row["content"])
+        # Stored unmasked; each downloader sees it by their own rights, whoever created it.
+        data = mask_export(bytes(row["content"]), row["format"], auth.current())
         for i in range(0, len(data), 64 * 1024):
             yield pb.ExportChunk(data=data[i:i + 64 * 1024])
 
@@ -113,7 +122,7 @@ class ReportsMixin:
             rows = (await conn.execute(select(job_errors).where(cond).order_by(job_errors.c.id.desc())
                                        .limit(size).offset(offset))).mappings().all()
         resp = pb.ListJobErrorsResponse(total_size=total, errors=[pb.JobError(
-            id=r["id"], campaign_id=r["campaign_id"], stage=r["stage"], message=r["message"],
+            id=r["id"], campaign_id=r["campaign_id"], stage=r["stage"], message=mask_text(r["message"], p),
             at=to_ts(aware(r["at"]))) for r in rows])
         if offset + len(rows) < total:
             resp.next_page_token = encode_token(offset + len(rows))
@@ -132,7 +141,8 @@ class ReportsMixin:
                 .order_by(replies.c.at.desc(), replies.c.event_id).limit(size).offset(offset))).mappings().all()
         resp = pb.ListRepliesResponse(total_size=total, replies=[pb.Reply(
             message_id=r["message_id"], contact_id=r["contact_id"], contact_name=r["contact_name"],
-            text=r["text"], at=to_ts(aware(r["at"])), **{"from": auth.mask_phone(r["from_address"], p)})
+            text=mask_text(r["text"], p), at=to_ts(aware(r["at"])),
+            **{"from": auth.mask_phone(r["from_address"], p)})
             for r in rows])
         if offset + len(rows) < total:
             resp.next_page_token = encode_token(offset + len(rows))
@@ -165,7 +175,7 @@ class ReportsMixin:
         if not request.campaign_id:
             raise invalid({"campaign_id": "required"})
         size, offset = page_size(request.page_size), decode_token(request.page_token)
-        conds = [messages.c.campaign_id == request.campaign_id, *message_filter(request.filter)]
+        conds = [messages.c.campaign_id == request.campaign_id, *detail_filter(request.filter)]
         order = request.order_by.strip() or "created"
         parts = order.split()
         col = {"created": messages.c.created_at, "created_at": messages.c.created_at,
@@ -196,7 +206,34 @@ def export_proto(r: Any, now: datetime) -> pb.Export:
     return out
 
 
-def message_proto(r: Any, p: auth.Principal) -> pb.Message:
+def stage_of(status: int, sent: bool) -> int:
+    """How far Herald got (MessageStage): a message the carrier had (sent_at) stays SUBMITTED
+    whatever the carrier said afterwards."""
+    if status == S.MESSAGE_STATUS_QUEUED:
+        return pb.MESSAGE_STAGE_NEW
+    if status in (S.MESSAGE_STATUS_SENDING, S.MESSAGE_STATUS_DEFERRED):
+        return pb.MESSAGE_STAGE_SENDING
+    if status in states.SENT or sent:
+        return pb.MESSAGE_STAGE_SUBMITTED
+    return pb.MESSAGE_STAGE_NOT_SENT
+
+
+def result_of(status: int) -> int:
+    """What the carrier finally said (DeliveryResult); the same classes as result= filters."""
+    if status in (S.MESSAGE_STATUS_DELIVERED, S.MESSAGE_STATUS_ASSUMED_DELIVERED):
+        return pb.DELIVERY_RESULT_DELIVERED
+    if status == S.MESSAGE_STATUS_FAILED:
+        return pb.DELIVERY_RESULT_FAILED
+    return pb.DELIVERY_RESULT_UNKNOWN
+
+
+def message_proto(r: Any, p: HasPii) -> pb.Message:
+    """A ledger row as the caller may see it."""
+    return mask_message(raw_message(r), p)
+
+
+def raw_message(r: Any) -> pb.Message:
+    """A ledger row, unmasked (what idempotent replays store)."""
     m = pb.Message(
         id=r["id"], campaign_id=r["campaign_id"], contact_id=r["contact_id"],
         contact_name=r["contact_name"], channel=r["channel"], status=r["status"],
@@ -204,10 +241,11 @@ def message_proto(r: Any, p: auth.Principal) -> pb.Message:
         error_description=r["error_description"], failure_category=r["failure_category"],
         views=r["views"], clicks=r["clicks"], replies=r["replies"], variant=r["variant"],
         content_preview=r["content_preview"], provider_message_id=r["provider_message_id"],
-        attempt=r["attempt"], fields=r["fields"] or {}, route=r["route"], held=r["held"],
+        attempt=r["attempt"], fields=custom_fields(r["fields"]), route=r["route"], held=r["held"],
+        stage=stage_of(r["status"], r["sent_at"] is not None), result=result_of(r["status"]),
     )
     if r["channel"] == c.CHANNEL_SMS:
-        m.phone = auth.mask_phone(r["address"], p)
+        m.phone = r["address"]
     else:
         m.email = r["address"]
     for fld in ("created_at", "sent_at", "delivered_at"):
@@ -216,3 +254,17 @@ def message_proto(r: Any, p: auth.Principal) -> pb.Message:
             getattr(m, fld).CopyFrom(ts)
     return m
 
+
+def mask_message(m: pb.Message, p: HasPii) -> pb.Message:
+    """Phone numbers masked unless the caller has pii: the address, and any number inside
+    the description, the custom fields or the content preview."""
+    if p.pii:
+        return m
+    out = pb.Message()
+    out.CopyFrom(m)
+    out.phone = mask_phone(m.phone, p)
+    out.error_description = mask_text(m.error_description, p)
+    out.content_preview = mask_text(m.content_preview, p)
+    for k, v in m.fields.items():
+        out.fields[k] = mask_text(v, p)
+    return out

@@ -17,6 +17,7 @@ import math
 import os
 import socket
 import uuid
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,6 +27,7 @@ from herald.v1 import common_pb2 as c
 from herald.v1 import events_pb2 as e
 from herald.v1 import recipients_pb2 as rpb
 from herald.v1 import recipients_pb2_grpc as rgrpc
+from nats.errors import MaxPayloadError
 from nats.js import JetStreamContext
 from prometheus_client import Counter, Gauge
 from sqlalchemy import and_, delete, func, insert, or_, select, update
@@ -34,7 +36,7 @@ from services.campaigns import exports, lifecycle
 from services.campaigns.schema import campaign_targets, campaigns, job_errors, messages
 from services.campaigns.store import Store
 from services.campaigns.window import Window
-from shared import auth, bus, states
+from shared import auth, bus, states, templating
 from shared.timeutil import Clock, aware, to_ts
 
 log = logging.getLogger("herald.campaigns.scheduler")
@@ -42,6 +44,11 @@ S = c.MessageStatus
 NS = uuid.UUID("5b0c1f6e-8d0a-4c57-9d4e-6f1d2a3b4c5d")
 
 JOBS_PUBLISHED = Counter("herald_campaigns_jobs_published_total", "Jobs published to JOBS.", ["channel"])
+JOBS_REFUSED = Counter("herald_campaigns_jobs_refused_total",
+                       "Messages failed at dispatch because their job can never be published, "
+                       "by reason (too_large, content).", ["reason"])
+# Room left in a NATS message for the subject and the Nats-Msg-Id header.
+HEADER_ROOM = 512
 MESSAGES_BUILT = Counter("herald_campaigns_messages_built_total",
                          "Ledger rows created at build, by initial status.", ["status"])
 CAMPAIGN_TRANSITIONS = Counter("herald_campaigns_transitions_total",
@@ -51,6 +58,9 @@ ACTIVE = Gauge("herald_campaigns_active", "Campaigns in an active state.", ["sta
 REJECT_STATUS = {
     c.FAILURE_CATEGORY_UNSUBSCRIBED: (S.MESSAGE_STATUS_OPTED_OUT, e.MESSAGE_EVENT_KIND_OPTED_OUT),
 }
+
+
+SENDING_SUBJECT = states.message_subject(e.MESSAGE_EVENT_KIND_SENDING)
 
 
 def message_id(campaign_id: str, channel: int, address: str) -> str:
@@ -84,11 +94,54 @@ def channel_subject(channel: int) -> str:
     return bus.SUBJECT_SMS_JOBS if channel == c.CHANNEL_SMS else bus.SUBJECT_EMAIL_JOBS
 
 
-def preview(row: Any) -> str:
-    if row["channel"] == c.CHANNEL_EMAIL:
-        return (f"[template {row['template_name']}]" if row["template_name"]
-                else row["content_subject"])[:100]
-    return row["content_text"][:100]
+def content_of(row: Any, variant: str) -> dict[str, str]:
+    """The content a message gets: its A/B variant's ("B" or "B:rollout"), else the campaign's."""
+    for v in row["variants"] or []:
+        if v["name"] == variant.split(":", 1)[0]:
+            return v["content"]
+    return {"text": row["content_text"], "subject": row["content_subject"],
+            "html": row["content_html"], "template_name": row["template_name"]}
+
+
+def variables_of(r: c.Recipient, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Every template variable of a recipient (what the job carries as MessageJob.fields);
+    extra (per-trigger fields) win over the contact's custom fields."""
+    custom = dict(r.fields)
+    custom.update(extra or {})
+    return templating.recipient_variables(
+        first_name=r.first_name, last_name=r.last_name, phone=r.phone, email=r.email,
+        external_id=r.external_id, language=r.language, contact_id=r.contact_id, fields=custom)
+
+
+def preview(channel: int, content: Mapping[str, str], variables: Mapping[str, str]) -> str:
+    """The first 100 characters of the rendered content (email: its subject, or the stored
+    template's name). Raises templating.TemplateError when it cannot render."""
+    if channel == c.CHANNEL_EMAIL:
+        if content.get("template_name"):
+            return f"[template {content['template_name']}]"[:100]
+        source = content.get("subject", "")
+    else:
+        source = content.get("text", "")
+    return templating.render(source, templating.context(variables))[:100]
+
+
+def content_problem(content: Mapping[str, str]) -> str:
+    """Why a content cannot be rendered at all (checked at create; defended here), or ""."""
+    for part in ("text", "subject", "html"):
+        source = content.get(part, "")
+        if source and templating.is_template(source):
+            try:
+                templating.template(source, html=part == "html")
+            except templating.TemplateError as exc:
+                return f"content.{part} does not render: {exc}"
+    return ""
+
+
+def rate_problem(row: Any) -> str:
+    rate = row["max_rate"] or 0.0
+    if not math.isfinite(rate) or rate < 0:
+        return f"max_rate {rate!r} is not a finite rate (messages per second, 0 = no cap)"
+    return ""
 
 
 def unsettled_condition() -> Any:
@@ -265,13 +318,16 @@ class Scheduler:
             total_messages=row["recipients_count"]), event_id)
         return row
 
-    async def record_error(self, row: Any, stage: str, message: str) -> None:
-        """Errors tab, Job sub-tab. Repeats of the same error are not stored again."""
+    async def record_error(self, row: Any, stage: str, message: str) -> bool:
+        """Errors tab, Job sub-tab. Repeats of the same error are not stored again; returns
+        whether this one was new."""
         async with self.store.engine.begin() as conn:
             last = (await conn.execute(select(job_errors.c.message).where(
                 job_errors.c.campaign_id == row["id"]).order_by(job_errors.c.id.desc()).limit(1))).first()
             if last is None or last[0] != message:
                 await Store.job_error(conn, row, stage, message, self.clock.now())
+                return True
+        return False
 
     async def resolve(self, row: Any) -> list[rpb.AudienceMember]:
         targets = await self.store.load_targets(row["id"])
@@ -316,14 +372,23 @@ class Scheduler:
                 status, kind = REJECT_STATUS.get(m.rejection, (S.MESSAGE_STATUS_FAILED,
                                                                e.MESSAGE_EVENT_KIND_FAILED))
             variant, held = assign() if m.accepted else ("", False)
+            variables = variables_of(r)
+            category, reason = (0, "") if m.accepted else (m.rejection, m.rejection_reason)
+            try:
+                shown = preview(row["channel"], content_of(row, variant), variables)
+            except templating.TemplateError as exc:  # this recipient's values break the template
+                shown = ""
+                if m.accepted:
+                    status, kind = S.MESSAGE_STATUS_FAILED, e.MESSAGE_EVENT_KIND_FAILED
+                    category, reason = c.FAILURE_CATEGORY_CONTENT_REJECTED, str(exc)
+                    held = False
             rows.append(dict(
                 variant=variant, held=held,
                 id=mid, campaign_id=cid, workspace_id=row["workspace_id"], contact_id=r.contact_id,
-                contact_name=" ".join(x for x in (r.first_name, r.last_name) if x),
+                contact_name=templating.full_name(r.first_name, r.last_name),
                 address=address or "", channel=row["channel"], status=status,
-                status_rank=states.RANK[status], failure_category=0 if m.accepted else m.rejection,
-                error_description="" if m.accepted else m.rejection_reason,
-                content_preview=preview(row), fields=dict(r.fields), created_at=now, updated_at=now,
+                status_rank=states.RANK[status], failure_category=category, error_description=reason,
+                content_preview=shown, fields=variables, created_at=now, updated_at=now,
             ))
             MESSAGES_BUILT.labels(states.status_name(status)).inc()
             if held:  # announced when the winner is promoted, with its variant label
@@ -333,10 +398,10 @@ class Scheduler:
                         variant=variant)
             events.append(e.MessageEvent(event_id=f"{mid}:queued", kind=e.MESSAGE_EVENT_KIND_QUEUED,
                                          status=S.MESSAGE_STATUS_QUEUED, **base))
-            if not m.accepted:
+            if status != S.MESSAGE_STATUS_QUEUED:
                 events.append(e.MessageEvent(
                     event_id=f"{mid}:{states.kind_name(kind)}", kind=kind, status=status,
-                    failure_category=m.rejection, error_description=m.rejection_reason, **base))
+                    failure_category=category, error_description=reason, **base))
         async with self.store.engine.begin() as conn:
             await conn.execute(delete(messages).where(messages.c.campaign_id == cid))
             for i in range(0, len(rows), 1000):
@@ -383,6 +448,10 @@ class Scheduler:
 
     async def dispatch(self, row: Any) -> int:
         cid = row["id"]
+        problem = rate_problem(row)
+        if problem:  # refused at create; a row from before that check must not loop here
+            await self.fail_campaign(row, problem, c.FAILURE_CATEGORY_CONFIG_ERROR)
+            return 0
         async with self.store.engine.connect() as conn:
             total, dispatched = (await conn.execute(select(
                 func.count(), func.count(messages.c.dispatched_at)).where(
@@ -398,35 +467,81 @@ class Scheduler:
         if not pending:
             return 0
         now = self.clock.now()
-        expires = to_ts(now + timedelta(seconds=self.job_ttl))
+        expires, at = to_ts(now + timedelta(seconds=self.job_ttl)), to_ts(now)
         subject = channel_subject(row["channel"])
-        jobs = []
-        contents = {v["name"]: v["content"] for v in row["variants"] or []}
+        limit = getattr(getattr(self.js, "_nc", None), "max_payload", 0) or 1024 * 1024
+        items: list[tuple[str, Any, str]] = []
+        sent_ids: list[str] = []
+        refused: dict[str, list[str]] = {}  # reason -> message ids that can never be published
+        problems: dict[str, str] = {}  # variant name -> why its content cannot render
         for m in pending:
-            ct = contents.get(m["variant"].split(":", 1)[0]) or {
-                "text": row["content_text"], "subject": row["content_subject"], "html": row["content_html"]}
+            ct = content_of(row, m["variant"])
+            key = m["variant"].split(":", 1)[0]
+            if key not in problems:
+                problems[key] = content_problem(ct)
+            if problems[key]:
+                refused.setdefault(problems[key], []).append(m["id"])
+                continue
             job = e.MessageJob(
                 message_id=m["id"], campaign_id=cid, workspace_id=row["workspace_id"],
                 channel=row["channel"], attempt=m["attempt"], sender=row["sender"], to=m["address"],
                 contact_id=m["contact_id"], variant=m["variant"], fields=m["fields"] or {},
                 text=ct.get("text", ""), subject=ct.get("subject", ""), html=ct.get("html", ""),
                 created_at=to_ts(aware(m["created_at"])), expires_at=expires)
-            jobs.append((subject, job, f"{m['id']}:{m['attempt']}"))
+            if job.ByteSize() + HEADER_ROOM > limit:
+                refused.setdefault(f"the message job is over the bus payload limit of {limit} bytes "
+                                   "(content too large)", []).append(m["id"])
+                continue
+            items.append((subject, job, f"{m['id']}:{m['attempt']}"))
+            # The live "sending" count: one event per hand-over, in the same batch as the job.
+            ev = e.MessageEvent(
+                event_id=f"{m['id']}:sending:{m['attempt']}", kind=e.MESSAGE_EVENT_KIND_SENDING,
+                status=S.MESSAGE_STATUS_SENDING, message_id=m["id"], campaign_id=cid,
+                workspace_id=row["workspace_id"], channel=row["channel"], occurred_at=at,
+                to=m["address"], variant=m["variant"], attempt=m["attempt"])
+            items.append((SENDING_SUBJECT, ev, ev.event_id))
+            sent_ids.append(m["id"])
+        for reason, ids in refused.items():
+            await self.refuse(row, ids, reason)
+        if not items:
+            return 0
         try:
-            await bus.publish_many(self.js, jobs)
-        except Exception as exc:  # NATS down: nothing marked dispatched, retried next tick
-            await self.record_error(row, "dispatch", f"publishing jobs failed: {exc!r}")
-            raise
-        self.spend(cid, len(jobs))
-        JOBS_PUBLISHED.labels(c.Channel.Name(row["channel"])).inc(len(jobs))
-        ids = [m["id"] for m in pending]
+            await bus.publish_many(self.js, items)
+        except MaxPayloadError as exc:  # over the server's limit despite the check above
+            await self.fail_campaign(row, f"publishing jobs failed: {exc!r}", c.FAILURE_CATEGORY_CONTENT_REJECTED)
+            return 0
+        except Exception as exc:  # NATS unavailable: nothing marked dispatched, retried next tick
+            if await self.record_error(row, "dispatch", f"publishing jobs failed ({type(exc).__name__}: "
+                                                        f"{exc}); retrying"):
+                log.warning("publishing jobs failed, retrying", extra={"campaign_id": cid})
+            return 0
+        self.spend(cid, len(sent_ids))
+        JOBS_PUBLISHED.labels(c.Channel.Name(row["channel"])).inc(len(sent_ids))
         async with self.store.engine.begin() as conn:
-            await conn.execute(update(messages).where(messages.c.id.in_(ids)).values(dispatched_at=now))
+            await conn.execute(update(messages).where(messages.c.id.in_(sent_ids)).values(dispatched_at=now))
             # The gateway may already have reported SUBMITTED: only QUEUED rows move to SENDING.
             await conn.execute(update(messages).where(
-                messages.c.id.in_(ids), messages.c.status == S.MESSAGE_STATUS_QUEUED).values(
+                messages.c.id.in_(sent_ids), messages.c.status == S.MESSAGE_STATUS_QUEUED).values(
                 status=S.MESSAGE_STATUS_SENDING, status_rank=states.RANK[S.MESSAGE_STATUS_SENDING]))
-        return len(jobs)
+        return len(sent_ids)
+
+    async def refuse(self, row: Any, ids: list[str], reason: str) -> None:
+        """Messages whose job can never be published (content too large for the bus, a
+        template that does not render) fail now, with one job error, instead of being retried
+        on every tick."""
+        JOBS_REFUSED.labels("too_large" if "payload" in reason else "content").inc(len(ids))
+        await self.record_error(row, "dispatch", f"messages not sent: {reason}")
+        await self._finish(row["id"], ids, S.MESSAGE_STATUS_FAILED, e.MESSAGE_EVENT_KIND_FAILED,
+                           c.FAILURE_CATEGORY_CONTENT_REJECTED, reason)
+
+    async def fail_campaign(self, row: Any, reason: str, category: int) -> None:
+        """A campaign that cannot be dispatched at all: FAILED with the reason, its waiting
+        messages FAILED too (messages already with a gateway finish on their own)."""
+        await self.record_error(row, "dispatch", reason)
+        await self._finish_undispatched(row["id"], S.MESSAGE_STATUS_FAILED, e.MESSAGE_EVENT_KIND_FAILED,
+                                        category, reason)
+        await self.transition(row["id"], lifecycle.FAILED, reason, completed_at=self.clock.now())
+        log.error("campaign failed at dispatch", extra={"campaign_id": row["id"], "reason": reason})
 
     async def maybe_complete(self, row: Any) -> None:
         cid = row["id"]
@@ -449,22 +564,34 @@ class Scheduler:
 
     async def _finish_undispatched(self, campaign_id: str, status: int, kind: int, category: int,
                                    reason: str) -> None:
-        now = self.clock.now()
-        async with self.store.engine.begin() as conn:
+        async with self.store.engine.connect() as conn:
             ids = [r[0] for r in await conn.execute(select(messages.c.id).where(
                 messages.c.campaign_id == campaign_id, messages.c.dispatched_at.is_(None),
                 messages.c.status == S.MESSAGE_STATUS_QUEUED))]
+        await self._finish(campaign_id, ids, status, kind, category, reason)
+
+    async def _finish(self, campaign_id: str, ids: list[str], status: int, kind: int, category: int,
+                      reason: str) -> None:
+        """Move these messages, if still QUEUED, to a final status and announce it."""
+        now = self.clock.now()
+        moved: list[tuple[str, int]] = []
+        async with self.store.engine.begin() as conn:
             row = await self.store.get_row(conn, campaign_id, None)
             for i in range(0, len(ids), 1000):
-                await conn.execute(update(messages).where(
-                    messages.c.id.in_(ids[i:i + 1000]), messages.c.status == S.MESSAGE_STATUS_QUEUED
-                ).values(status=status, status_rank=states.RANK[status], failure_category=category,
-                         error_description=reason, updated_at=now))
-        if row is None or not ids:
+                chunk = (messages.c.id.in_(ids[i:i + 1000]), messages.c.status == S.MESSAGE_STATUS_QUEUED)
+                moved += [(r.id, r.attempt) for r in await conn.execute(
+                    select(messages.c.id, messages.c.attempt).where(*chunk))]
+                await conn.execute(update(messages).where(*chunk).values(
+                    status=status, status_rank=states.RANK[status], failure_category=category,
+                    error_description=reason, updated_at=now))
+        if row is None or not moved:
             return
         events = []
-        for mid in ids:
-            ev = e.MessageEvent(event_id=f"{mid}:{states.kind_name(kind)}", kind=kind, message_id=mid,
+        name = states.kind_name(kind)
+        for mid, attempt in moved:
+            # A retried message's outcome is a new fact: its id names the attempt.
+            event_id = f"{mid}:{name}" if attempt <= 1 else f"{mid}:{name}:{attempt}"
+            ev = e.MessageEvent(event_id=event_id, kind=kind, message_id=mid, attempt=attempt,
                                 campaign_id=campaign_id, workspace_id=row["workspace_id"],
                                 channel=row["channel"], status=status, occurred_at=to_ts(now),
                                 failure_category=category, error_description=reason)
