@@ -186,10 +186,11 @@ class CampaignServicer(SendingMixin, ReportsMixin, pb_grpc.CampaignServiceServic
         size, offset = page_size(request.page_size), pagetoken.decode(request.page_token, bound)
         conds = campaign_filter(request.filter, p, self.clock.now())
         # NEW campaigns belong to the moderation queue; the main list shows them only when
-        # asked for every status or for status=NEW by name.
+        # asked for every status or for status=NEW by name (the Archive view shows all).
         if request.moderation_queue:
             conds.append(campaigns.c.status == lifecycle.NEW)
-        elif not request.show_all and not names_status(request.filter, lifecycle.NEW):
+        elif not (request.show_all or request.archived_only
+                  or names_status(request.filter, lifecycle.NEW)):
             conds.append(campaigns.c.status != lifecycle.NEW)
         if request.archived_only:
             conds.append(campaigns.c.archived.is_(True))

@@ -91,8 +91,9 @@ async def test_operator_actions_from_every_state(h: Harness) -> None:
 
 async def test_request_id_replay_changes_nothing_for_every_mutating_rpc(h: Harness) -> None:
     ws = md("w")
-    first = await h.stub.CreateCampaign(sms(2, request_id="c-1"), metadata=ws)
-    assert (await h.stub.CreateCampaign(sms(2, request_id="c-1"), metadata=ws)).id == first.id
+    create = sms(2, request_id="c-1")
+    first = await h.stub.CreateCampaign(create, metadata=ws)
+    assert (await h.stub.CreateCampaign(create, metadata=ws)).id == first.id
     cid = first.id
     upd = pb.UpdateCampaignRequest(request_id="u-1", campaign=pb.Campaign(id=cid, name="v1"),
                                    update_mask=FieldMask(paths=["name"]))
@@ -161,6 +162,7 @@ async def test_every_rpc_is_scoped_to_the_callers_workspace(h: Harness) -> None:
         "ListJobErrors": pb.ListJobErrorsRequest(campaign_id=mine.id),
         "ListReplies": pb.ListRepliesRequest(campaign_id=mine.id),
         "ListClicks": pb.ListClicksRequest(campaign_id=mine.id),
+        "PreviewContent": pb.PreviewContentRequest(campaign_id=mine.id),
     }
     mine_export = await h.stub.CreateExport(pb.CreateExportRequest(campaign_id=mine.id), metadata=md("ws-a"))
     calls["GetExport"] = pb.GetExportRequest(id=mine_export.id)
@@ -217,7 +219,7 @@ async def test_archive_hides_restore_shows_and_delete_refuses_while_sending(h: H
     archive = await h.stub.ListCampaigns(pb.ListCampaignsRequest(archived_only=True), metadata=md("w"))
     assert [x.id for x in archive.campaigns] == [a.id]
     await h.stub.RestoreCampaign(pb.CampaignActionRequest(id=a.id), metadata=md("w"))
-    visible = await h.stub.ListCampaigns(pb.ListCampaignsRequest(), metadata=md("w"))
+    visible = await h.stub.ListCampaigns(pb.ListCampaignsRequest(show_all=True), metadata=md("w"))
     assert a.id in [x.id for x in visible.campaigns]
     await force(h, a.id, "SENDING")
     with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -332,7 +334,7 @@ async def test_masking_follows_the_pii_permission(h: Harness, tmp_path: Path) ->
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.GetCampaign(pb.GetCampaignRequest(id=cp.id))
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        every = await stub.ListCampaigns(pb.ListCampaignsRequest(filter="workspace=wm"),
+        every = await stub.ListCampaigns(pb.ListCampaignsRequest(filter="workspace=wm", show_all=True),
                                          metadata=(("authorization", "Bearer master-token"),))
         assert [(x.id, x.workspace_id) for x in every.campaigns] == [(cp.id, "wm")]
     await rt.shutdown(0)

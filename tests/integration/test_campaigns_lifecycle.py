@@ -1,4 +1,5 @@
-"""CampaignService over a real gRPC channel, on SQLite and PostgreSQL."""
+"""CampaignService over a real gRPC channel, on SQLite and PostgreSQL, with the real
+recipients service checking targets and senders."""
 
 from __future__ import annotations
 
@@ -11,31 +12,36 @@ import pytest
 from herald.v1 import campaigns_pb2 as pb
 from herald.v1 import campaigns_pb2_grpc as pb_grpc
 from herald.v1 import common_pb2 as c
+from herald.v1 import recipients_pb2_grpc as rgrpc
 
 from services.campaigns.servicer import CampaignServicer
 from services.campaigns.store import Store
 from shared import db
 from shared.errors import field_violations
 from shared.grpc_server import ServiceRuntime
+from tests.integration.campaigns_harness import new_sender
 
 MIGRATIONS = os.path.join(os.path.dirname(__file__), "../../services/campaigns/migrations")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"], scope="module")
-async def stub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-               ) -> AsyncIterator[pb_grpc.CampaignServiceStub]:
+async def stub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+               campaign_servers: tuple[str, str]) -> AsyncIterator[pb_grpc.CampaignServiceStub]:
     if request.param == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('cdb') / 'c.db'}"
     else:
         url = request.getfixturevalue("pg_url")
     await db.migrate(MIGRATIONS, url)
     engine = db.make_engine(url)
+    rch = grpc.aio.insecure_channel(campaign_servers[1])
+    servicer = CampaignServicer(Store(engine), recipients=rgrpc.RecipientServiceStub(rch))
     rt = ServiceRuntime("campaigns-test")
-    port = await rt.start_grpc([(pb_grpc.add_CampaignServiceServicer_to_server,
-                                 CampaignServicer(Store(engine)), "herald.v1.CampaignService")])
+    port = await rt.start_grpc([(pb_grpc.add_CampaignServiceServicer_to_server, servicer,
+                                 "herald.v1.CampaignService")])
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     yield pb_grpc.CampaignServiceStub(channel)
     await channel.close()
+    await rch.close()
     await rt.shutdown(0)
     await engine.dispose()
 
@@ -46,7 +52,7 @@ def ws(name: str) -> tuple:
 
 def sms_request(**kw: object) -> pb.CreateCampaignRequest:
     return pb.CreateCampaignRequest(
-        campaign=pb.Campaign(name="promo", channel=c.CHANNEL_SMS, sender="HERALD",
+        campaign=pb.Campaign(name="promo", channel=c.CHANNEL_SMS, sender=new_sender(),
                              content=pb.Content(text="Hello {{ first_name }}")),
         recipients=[c.Recipient(phone=f"+4477009000{i:02d}") for i in range(3)], **kw)
 
@@ -99,16 +105,17 @@ async def test_invalid_create_names_every_field(stub: pb_grpc.CampaignServiceStu
     fields = field_violations(err.value)
     assert {"campaign.sender", "campaign.content.subject", "campaign.content.html",
             "campaign.start_at", "recipients"} <= set(fields)
-    listing = await stub.ListCampaigns(pb.ListCampaignsRequest(), metadata=ws("ws-bad"))
+    listing = await stub.ListCampaigns(pb.ListCampaignsRequest(show_all=True), metadata=ws("ws-bad"))
     assert listing.total_size == 0  # nothing half-created
 
 
 async def test_request_id_replay_creates_once(stub: pb_grpc.CampaignServiceStub) -> None:
     md = ws("ws-replay")
-    first = await stub.CreateCampaign(sms_request(request_id="r-1"), metadata=md)
-    again = await stub.CreateCampaign(sms_request(request_id="r-1"), metadata=md)
+    req = sms_request(request_id="r-1")
+    first = await stub.CreateCampaign(req, metadata=md)
+    again = await stub.CreateCampaign(req, metadata=md)
     assert again.id == first.id
-    listing = await stub.ListCampaigns(pb.ListCampaignsRequest(), metadata=md)
+    listing = await stub.ListCampaigns(pb.ListCampaignsRequest(show_all=True), metadata=md)
     assert [x.id for x in listing.campaigns] == [first.id]
 
 
@@ -120,7 +127,7 @@ async def test_workspace_isolation(stub: pb_grpc.CampaignServiceStub) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await call
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
-    other = await stub.ListCampaigns(pb.ListCampaignsRequest(), metadata=ws("ws-b"))
+    other = await stub.ListCampaigns(pb.ListCampaignsRequest(show_all=True), metadata=ws("ws-b"))
     assert cp.id not in [x.id for x in other.campaigns]
 
 
@@ -128,8 +135,10 @@ async def test_list_filters_order_and_pages(stub: pb_grpc.CampaignServiceStub) -
     md = ws("ws-list")
     ids = [(await stub.CreateCampaign(sms_request(), metadata=md)).id for _ in range(5)]
     await stub.RejectCampaign(pb.CampaignActionRequest(id=ids[0]), metadata=md)
-    page1 = await stub.ListCampaigns(pb.ListCampaignsRequest(page_size=2, order_by="created asc"), metadata=md)
+    page1 = await stub.ListCampaigns(pb.ListCampaignsRequest(page_size=2, order_by="created asc",
+                                                             show_all=True), metadata=md)
     page2 = await stub.ListCampaigns(pb.ListCampaignsRequest(page_size=2, order_by="created asc",
+                                                             show_all=True,
                                                              page_token=page1.next_page_token), metadata=md)
     assert [x.id for x in page1.campaigns] + [x.id for x in page2.campaigns] == ids[:4]
     assert page1.total_size == 5
