@@ -55,8 +55,9 @@ async def gateway_on(js: JetStreamContext, redis_client, routes: list[RouteConfi
                      **cfg: object) -> AsyncIterator[tuple[Gateway, str]]:
     run = f"f{uuid.uuid4().hex[:8]}"
     subject, durable = f"jobs.sms.{run}", f"smpp-{run}"
+    cfg = {"throttle_delay": 0.05, **cfg}
     gw = Gateway(js, redis_client, routes, GatewayConfig(subject=subject, consumer=durable,
-                                                          throttle_delay=0.05, **cfg))  # type: ignore[arg-type]
+                                                          **cfg))  # type: ignore[arg-type]
     stop = asyncio.Event()
     runner = asyncio.create_task(gw.run(stop))
     try:
