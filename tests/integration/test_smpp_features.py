@@ -298,3 +298,55 @@ async def test_routes_choose_by_sender_and_prefix(js: JetStreamContext, redis_cl
 def test_route_config_replace_keeps_defaults() -> None:
     r = route("x", 1, window=7)
     assert replace(r.client, window=9).window == 9 and r.client.name == "x"
+
+
+async def test_replies_reach_only_the_workspace_of_the_sender_they_answer(
+        js: JetStreamContext, redis_client) -> None:  # type: ignore[no-untyped-def]
+    """Two workspaces' senders (a sender belongs to one workspace) message the same number:
+    a reply goes to the message of the sender it was sent to, in whatever form the SMSC
+    writes that sender; a reply to a sender that sent nothing to that number is published
+    to no workspace at all."""
+    from prometheus_client import REGISTRY
+
+    sim = SmscSimulator(SimulatorConfig(receipt_delay=0.02))
+    port = await sim.start()
+    run = f"w{uuid.uuid4().hex[:6]}"
+    number = "+447700900121"
+    a, b = mk_job(run, 1, sender="447700900991", to=number), mk_job(run, 2, sender="447700900992", to=number)
+    a.workspace_id, b.workspace_id = "ws-a", "ws-b"
+    ids = {a.message_id, b.message_id}
+    sub = await js.subscribe("events.>", ordered_consumer=True, deliver_policy=DeliverPolicy.NEW)
+    unlinked = REGISTRY.get_sample_value("herald_smpp_mo_messages_total", {"outcome": "unlinked"}) or 0.0
+    try:
+        async with gateway_on(js, redis_client, [route("default", port)]) as (_gw, subject), \
+                EventLog(js, ids) as log:
+            await publish_jobs(js, subject, [a, b])
+            await log.until(all_final(ids))
+            assert await sim.inject_mo("447700900121", "+447700900992", "STOP")
+            assert await sim.inject_mo("447700900121", "447700900991", "Thanks")
+            assert await sim.inject_mo("447700900121", "447700900993", "STOP")  # sent nothing
+            await log.until(lambda by: all(K.MESSAGE_EVENT_KIND_REPLIED in kinds(by.get(m, [])) for m in ids))
+            await log.settle()
+        seen: list[tuple[str, str, str]] = []  # (subject, workspace, message) of replies and opt-outs
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=0.5)
+            except TimeoutError:
+                break
+            if msg.subject == "events.contact.opted_out":
+                ev = e.ContactEvent.FromString(msg.data)
+                if ev.address == number:
+                    seen.append((msg.subject, ev.workspace_id, ev.message_id))
+            elif msg.subject == "events.message.replied":
+                mev = e.MessageEvent.FromString(msg.data)
+                if mev.reply_from == number:
+                    seen.append((msg.subject, mev.workspace_id, mev.message_id))
+        assert sorted(seen) == sorted([
+            ("events.message.replied", "ws-b", b.message_id),
+            ("events.contact.opted_out", "ws-b", b.message_id),
+            ("events.message.replied", "ws-a", a.message_id),
+        ])
+        assert REGISTRY.get_sample_value("herald_smpp_mo_messages_total", {"outcome": "unlinked"}) == unlinked + 1
+    finally:
+        await sub.unsubscribe()
+        await sim.stop()

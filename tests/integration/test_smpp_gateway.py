@@ -204,14 +204,14 @@ async def test_gateway_process_200_jobs_against_simulator_process(
 
 async def test_receipts_racing_ahead_duplicated_and_unanswered_submits(
         js: JetStreamContext, redis_client) -> None:  # type: ignore[no-untyped-def]
-    """In process: every receipt arrives before its submit_sm_resp (answered
-    ESME_RX_T_APPN, then resent) and twice; a submit that never gets a response is
-    failed as unknown and not resubmitted."""
+    """In process: every receipt arrives before its submit_sm_resp (it waits in memory for
+    its mapping: the SMSC here never resends a refused receipt) and twice; a submit that
+    never gets a response is failed as unknown and not resubmitted."""
     run = f"r{uuid.uuid4().hex[:8]}"
     subject, durable = f"jobs.sms.{run}", f"smpp-{run}"
     sim = SmscSimulator(SimulatorConfig(receipt_first=True, duplicate_receipts=True,
                                         id_style="decimal", receipt_retry_delay=0.05,
-                                        drop_pattern="900029$"))
+                                        drop_pattern="900029$", resend_receipts=False))
     port = await sim.start()
     gateway = Gateway(js, redis_client,
                       ClientConfig("127.0.0.1", port, "herald", window=10, response_timeout=1.0),
@@ -235,9 +235,8 @@ async def test_receipts_racing_ahead_duplicated_and_unanswered_submits(
         assert dropped[0].error_code == "TIMEOUT"
         assert dropped[0].failure_category == FC.FAILURE_CATEGORY_UNKNOWN
         st = sim.stats
-        # Receipts sent ahead of their submit_sm_resp were looked up again (locally, then
-        # by the SMSC's resend after ESME_RX_T_APPN), never lost.
-        assert st.receipts_acked == 29 and st.receipts_dropped == 0
+        # Receipts sent ahead of their submit_sm_resp waited for their mapping, never refused.
+        assert st.receipts_acked == 29 and st.receipts_dropped == 0 and st.receipts_refused == 0
         assert all(n == 1 for n in st.attempts.values()) and len(st.attempts) == 30
     finally:
         stop.set()
