@@ -62,3 +62,54 @@ async def test_forward_only_and_counted_once(engine, request: pytest.FixtureRequ
     assert row["error_code"] == "" and row["provider_message_id"] == ""
     assert row["replies"] == 1
     assert row["sent_at"] is not None and row["delivered_at"] is not None
+
+
+async def insert_sending(engine, mid: str) -> None:  # type: ignore[no-untyped-def]
+    async with engine.begin() as conn:
+        await conn.execute(insert(messages).values(
+            id=mid, campaign_id="c1", workspace_id="w", address="ann@example.com",
+            channel=c.CHANNEL_EMAIL, status=S.MESSAGE_STATUS_SENDING, status_rank=1, fields={},
+            created_at=datetime.now(UTC)))
+
+
+async def row_of(engine, mid: str) -> dict:  # type: ignore[no-untyped-def]
+    async with engine.connect() as conn:
+        return dict((await conn.execute(select(messages).where(messages.c.id == mid))).mappings().one())
+
+
+async def test_success_clears_the_error_of_an_earlier_deferral(engine) -> None:  # type: ignore[no-untyped-def]
+    mid = f"m-defer-{os.urandom(4).hex()}"
+    await insert_sending(engine, mid)
+    async with engine.begin() as conn:
+        await apply_batch(conn, [ev(K.MESSAGE_EVENT_KIND_DEFERRED, mid, error_code="451",
+                                    error_description="4.7.1 greylisted, try again later",
+                                    failure_category=c.FAILURE_CATEGORY_THROTTLED)], datetime.now(UTC))
+    assert (await row_of(engine, mid))["error_code"] == "451"
+    async with engine.begin() as conn:
+        await apply_batch(conn, [ev(K.MESSAGE_EVENT_KIND_SUBMITTED, mid, provider_message_id="<x@example.com>",
+                                    route="relay-1")], datetime.now(UTC))
+    row = await row_of(engine, mid)
+    assert row["status"] == S.MESSAGE_STATUS_SUBMITTED and row["route"] == "relay-1"
+    assert (row["error_code"], row["error_description"], row["failure_category"]) == ("", "", 0)
+    assert row["sent_at"] is not None
+    # A later failure (a bounce) records its own error again; the route stays.
+    async with engine.begin() as conn:
+        await apply_batch(conn, [ev(K.MESSAGE_EVENT_KIND_BOUNCED, mid, error_code="550",
+                                    error_description="bounced: 5.1.1 no such user",
+                                    failure_category=c.FAILURE_CATEGORY_INVALID_ADDRESS)], datetime.now(UTC))
+    row = await row_of(engine, mid)
+    assert row["status"] == S.MESSAGE_STATUS_FAILED and row["error_code"] == "550"
+    assert row["route"] == "relay-1" and row["sent_at"] is not None
+
+
+async def test_a_receipt_before_its_submission_still_counts_as_sent(engine) -> None:  # type: ignore[no-untyped-def]
+    mid = f"m-early-{os.urandom(4).hex()}"
+    await insert_sending(engine, mid)
+    async with engine.begin() as conn:  # the receipt's event overtakes the submission's
+        await apply_batch(conn, [
+            ev(K.MESSAGE_EVENT_KIND_FAILED, mid, carrier_result="UNDELIV", error_code="001",
+               failure_category=c.FAILURE_CATEGORY_CARRIER_REJECTED, attempt=1),
+            ev(K.MESSAGE_EVENT_KIND_SUBMITTED, mid, provider_message_id="39F99DD5", attempt=1),
+        ], datetime.now(UTC))
+    row = await row_of(engine, mid)
+    assert row["status"] == S.MESSAGE_STATUS_FAILED and row["sent_at"] is not None
