@@ -13,7 +13,6 @@ from herald.v1 import common_pb2 as c
 
 from services.recipients import settings
 
-
 MAX_INPUT = 320  # longer than any address (RFC 5321 paths are at most 256 octets)
 
 
