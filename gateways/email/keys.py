@@ -29,7 +29,7 @@ class KeyConfigError(Exception):
 
 def tracking_keys(configured: str, dev_mode: bool, dev_key_file: Path) -> tuple[list[bytes], str]:
     """(keys, where they came from). Raises KeyConfigError."""
-    if configured.strip():
+    if configured.replace(",", "").strip():
         keys = tokens.parse_keys(configured)
         if any(k in PUBLISHED_KEYS for k in keys):
             raise KeyConfigError(

@@ -123,3 +123,43 @@ def test_prepared_many_signs_like_sign_parts() -> None:
     assert signer.prepared_many([])("m") == []
     assert signer.prepared_many(ps, "https://t/c/")("m") == ["https://t/c/" + signer.sign_parts(p, "m")
                                                              for p in ps]
+
+
+# --- where the signing keys come from -------------------------------------------------
+
+def test_keys_required_outside_development_mode(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from gateways.email import keys
+
+    with pytest.raises(keys.KeyConfigError, match="HERALD_TRACKING_KEYS is not set"):
+        keys.tracking_keys("", False, tmp_path / "k")
+    with pytest.raises(keys.KeyConfigError, match="HERALD_TRACKING_KEYS"):
+        keys.tracking_keys(" , ", False, tmp_path / "k")
+    for published in keys.PUBLISHED_KEYS:
+        for dev in (False, True):
+            with pytest.raises(keys.KeyConfigError, match="HERALD_TRACKING_KEYS holds the public"):
+                keys.tracking_keys(f"fresh-secret,{published.decode()}", dev, tmp_path / "k")
+    assert not (tmp_path / "k").exists()
+    assert keys.tracking_keys("new, old", False, tmp_path / "k") == (
+        [b"new", b"old"], "HERALD_TRACKING_KEYS")
+
+
+def test_development_key_is_random_kept_and_shared(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import stat
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gateways.email import keys
+
+    path = tmp_path / "var" / "tracking.key"
+    with ThreadPoolExecutor(8) as pool:  # gateways of one stack starting at once agree
+        found = list(pool.map(lambda _: keys.tracking_keys("", True, path)[0], range(16)))
+    assert all(f == found[0] for f in found) and len(found[0]) == 1
+    key = found[0][0]
+    assert len(key) == 64 and key not in keys.PUBLISHED_KEYS
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert keys.tracking_keys("", True, path)[0] == [key]  # a restart keeps it
+    assert keys.dev_key(tmp_path / "other.key") != key  # another stack, another key
+    assert [p.name for p in path.parent.iterdir()] == ["tracking.key"]  # no temporary left
+    # a token signed with a published key never verifies with it
+    forged = tokens.Signer(list(keys.PUBLISHED_KEYS)).sign(
+        tokens.Token(kind=tokens.CLICK, message_id="m-1", url="https://evil.example.net/"))
+    assert tokens.Signer([key]).verify(forged, tokens.CLICK) is None
