@@ -80,9 +80,10 @@ SERVICE_TOKEN = setting(
 )
 DEV_MODE = setting(
     "HERALD_DEV_MODE", "0",
-    "1 = development mode (what `make run` sets): the gateways accept the built-in development "
-    "signing keys and senders are registered to the first workspace that uses them. Outside "
-    "development mode a gateway without configured signing keys refuses to start.",
+    "1 = development mode (what `make run` sets): the email gateway makes its own random "
+    "tracking key when none is configured (kept in HERALD_TRACKING_DEV_KEY_FILE) and senders "
+    "are registered to the first workspace that uses them. Outside development mode a gateway "
+    "without configured signing keys refuses to start.",
 )
 READY_FILE = setting(
     "HERALD_READY_FILE", "",
