@@ -3,10 +3,13 @@
 Redis key layout (P = HERALD_STATS_PREFIX, default "herald:stats:"):
   P m:<message_id>            hash  st (MessageStatus int), c (campaign), w (workspace),
                                     ch (Channel int), va (variant), v/k/r (views, clicks,
-                                    replies), snt/prc/o/ck (sent, processed, opened, clicked
-                                    flags), at (attempt: a higher one restarts the message); TTL HERALD_STATS_MESSAGE_TTL, refreshed per event
+                                    replies), snt/prc (sent, processed: of the current
+                                    attempt), o/ck (opened, clicked flags), at (attempt: a
+                                    higher one restarts the message); TTL
+                                    HERALD_STATS_MESSAGE_TTL, refreshed per event
   P e:<event_id>              string de-dup marker of an open/click/reply; TTL HERALD_STATS_EVENT_TTL
-  P c:<campaign_id>           hash  counters (see COUNTERS) + ws (owning workspace, first wins)
+  P c:<campaign_id>           hash  counters (see COUNTERS) + ws (owning workspace, first wins:
+                                    from message and campaign events, or CampaignService's answer)
   P w:<workspace_id>          hash  the same counters summed over the workspace
   P v:<campaign_id>:<variant> hash  the same counters per A/B variant
   P vs:<campaign_id>          set   the variants seen for the campaign
