@@ -45,7 +45,8 @@ async def run(args: argparse.Namespace) -> int:
         if args.cmd == "list":
             resp = await camp.ListCampaigns(cpb.ListCampaignsRequest(
                 filter=args.filter, order_by=args.order_by, page_size=args.limit,
-                show_archived=args.archived), metadata=md)
+                show_archived=args.archived, moderation_queue=args.moderation_queue,
+                show_all=args.all), metadata=md)
             table = Table(title=f"campaigns ({resp.total_size})")
             for col in ("id", "status", "channel", "mode", "progress", "sender", "created", "author"):
                 table.add_column(col)
@@ -59,8 +60,8 @@ async def run(args: argparse.Namespace) -> int:
             console.print(table)
         elif args.cmd == "queue":
             resp = await camp.ListCampaigns(cpb.ListCampaignsRequest(
-                filter="status=NEW moderation=PENDING", order_by="created asc", page_size=args.limit),
-                metadata=md)
+                filter="moderation=PENDING", order_by="created asc", page_size=args.limit,
+                moderation_queue=True), metadata=md)
             table = Table(title=f"moderation queue ({resp.total_size})")
             for col in ("id", "channel", "sender", "recipients", "content", "author", "created"):
                 table.add_column(col)
@@ -98,6 +99,22 @@ async def run(args: argparse.Namespace) -> int:
                 request_id=args.request_id), metadata=md)
             console.print(f"retried {r.retried}, skipped {r.skipped}; campaign "
                           f"{short(cpb.CampaignStatus.Name(r.campaign.status), 'CAMPAIGN_STATUS_')}")
+            if r.excluded:
+                table = Table(title=f"not retried ({len(r.excluded)})")
+                for col in ("message", "category", "reason"):
+                    table.add_column(col)
+                for x in r.excluded:
+                    table.add_row(x.message_id, short(c.FailureCategory.Name(x.category),
+                                                      "FAILURE_CATEGORY_"), x.reason)
+                console.print(table)
+        elif args.cmd == "preview":
+            out = await camp.PreviewContent(preview_request(args), metadata=md)
+            for name in ("subject", "text", "html"):
+                if getattr(out, name):
+                    console.print(f"[bold]{name}[/]: {getattr(out, name)}")
+            if out.sms_parts:
+                console.print(f"{out.characters} characters, {out.sms_encoding}, {out.sms_parts} part(s)")
+            console.print(f"variables: {', '.join(out.variables) or '-'}")
         elif args.cmd == "promote":
             cp = await camp.PromoteVariant(cpb.PromoteVariantRequest(
                 campaign_id=args.id, variant=args.variant, request_id=args.request_id), metadata=md)
@@ -165,6 +182,19 @@ async def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def preview_request(args: argparse.Namespace) -> cpb.PreviewContentRequest:
+    """A stored campaign's content, or content given inline (--text/--subject/--html)."""
+    req = cpb.PreviewContentRequest(campaign_id=args.id or "", variant=args.variant,
+                                    contact_id=args.contact)
+    if not args.id:
+        req.channel = c.CHANNEL_EMAIL if args.channel == "email" else c.CHANNEL_SMS
+        req.content.CopyFrom(cpb.Content(text=args.text, subject=args.subject, html=args.html))
+    if args.first_name or args.field:
+        req.sample.CopyFrom(c.Recipient(first_name=args.first_name,
+                                        fields=dict(f.split("=", 1) for f in args.field)))
+    return req
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="herald", description="Herald operators' CLI")
     ap.add_argument("--workspace", default="", help="workspace (development mode / service tokens)")
@@ -174,6 +204,18 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("--order-by", default="created desc")
     ls.add_argument("--limit", type=int, default=50)
     ls.add_argument("--archived", action="store_true")
+    ls.add_argument("--moderation-queue", action="store_true", help="only NEW campaigns")
+    ls.add_argument("--all", action="store_true", help="every status, NEW included")
+    pv = sub.add_parser("preview", help="render a campaign's content (or --text/--subject/--html)")
+    pv.add_argument("id", nargs="?", default="", help="campaign id (omit for inline content)")
+    pv.add_argument("--contact", default="", help="render for this contact id")
+    pv.add_argument("--variant", default="")
+    pv.add_argument("--channel", choices=("sms", "email"), default="sms")
+    pv.add_argument("--text", default="")
+    pv.add_argument("--subject", default="")
+    pv.add_argument("--html", default="")
+    pv.add_argument("--first-name", default="", help="sample recipient's first name")
+    pv.add_argument("--field", action="append", default=[], help="sample field name=value (repeatable)")
     sub.add_parser("get", help="show one campaign").add_argument("id")
     for name in ACTIONS:
         p = sub.add_parser(name, help=f"{name} a campaign")
