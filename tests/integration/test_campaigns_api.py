@@ -327,8 +327,20 @@ async def test_masking_follows_the_pii_permission(h: Harness, tmp_path: Path) ->
 
         assert await phone("viewer-token") == "**********987"
         assert await phone("pii-token") == "+447700900987"
+        await h.stub.CancelCampaign(pb.CampaignActionRequest(id=cp.id, note="asked by +447700900555"),
+                                    metadata=md("wm"))
+
+        async def audit_note(token: str) -> tuple[str, str]:
+            r = await stub.ListAuditEvents(pb.ListAuditEventsRequest(campaign_id=cp.id),
+                                           metadata=(("authorization", f"Bearer {token}"),))
+            got = await stub.GetCampaign(pb.GetCampaignRequest(id=cp.id),
+                                         metadata=(("authorization", f"Bearer {token}"),))
+            return r.events[-1].note, got.status_reason
+
+        assert await audit_note("viewer-token") == ("asked by **********555",) * 2
+        assert await audit_note("pii-token") == ("asked by +447700900555",) * 2
         with pytest.raises(grpc.aio.AioRpcError) as err:  # a viewer may not act
-            await stub.CancelCampaign(pb.CampaignActionRequest(id=cp.id),
+            await stub.PauseCampaign(pb.CampaignActionRequest(id=cp.id),
                                       metadata=(("authorization", "Bearer viewer-token"),))
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
         with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -336,7 +348,7 @@ async def test_masking_follows_the_pii_permission(h: Harness, tmp_path: Path) ->
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
         every = await stub.ListCampaigns(pb.ListCampaignsRequest(filter="workspace=wm", show_all=True),
                                          metadata=(("authorization", "Bearer master-token"),))
-        assert [(x.id, x.workspace_id) for x in every.campaigns] == [(cp.id, "wm")]
+        assert [(x.id, x.workspace_id) for x in every.campaigns] == [(cp.id, "wm")]  # CANCELLED
     await rt.shutdown(0)
 
 
