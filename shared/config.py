@@ -75,8 +75,9 @@ TOKENS_FILE = setting(
 )
 SERVICE_TOKEN = setting(
     "HERALD_SERVICE_TOKEN", "",
-    "Bearer token this process presents when it calls another Herald service.",
-    "campaigns",
+    "Bearer token this process presents when it calls another Herald service (campaigns calls "
+    "recipients; stats calls campaigns). Its principal needs the service role and pii.",
+    "campaigns, stats",
 )
 DEV_MODE = setting(
     "HERALD_DEV_MODE", "0",
@@ -110,6 +111,9 @@ GC_GEN0_THRESHOLD = setting(
     "gateways allocate a few dozen short-lived objects per message: 700 meant a collection "
     "every ~20 messages (~10% of the SMPP gateway's CPU). 0 keeps Python's defaults.",
 )
-CAMPAIGNS_ADDR = setting("HERALD_CAMPAIGNS_ADDR", "127.0.0.1:50051", "host:port of CampaignService.", "cli")
+CAMPAIGNS_ADDR = setting(
+    "HERALD_CAMPAIGNS_ADDR", "127.0.0.1:50051",
+    "host:port of CampaignService (stats asks it about campaigns it has no events for).",
+    "stats, cli")
 STATS_ADDR = setting("HERALD_STATS_ADDR", "127.0.0.1:50053", "host:port of StatsService.", "cli")
 TOKEN = setting("HERALD_TOKEN", "", "Bearer token the CLI presents.", "cli")
