@@ -137,7 +137,9 @@ def context(variables_: Mapping[str, str], **extra: object) -> dict[str, object]
     """The render context: every variable by name, the map itself as `fields`, plus the
     channel's own values (which win)."""
     plain = variables_ if isinstance(variables_, dict) else dict(variables_)
-    return {**plain, "fields": plain, **extra}
+    # An empty value is a value the recipient lacks: left undefined, it still renders empty
+    # and {{ first_name | default("there") }} takes its default.
+    return {**{k: v for k, v in plain.items() if v != ""}, "fields": plain, **extra}
 
 
 SAMPLE = recipient_variables(first_name="Alex", last_name="Martin", phone="+447700900123",

@@ -4,6 +4,7 @@ backends), a private NATS, the real recipients service."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
@@ -11,6 +12,8 @@ import grpc
 import pytest
 from herald.v1 import campaigns_pb2 as pb
 from herald.v1 import common_pb2 as c
+from herald.v1 import events_pb2 as e
+from nats.aio.msg import Msg
 from sqlalchemy import select, update
 
 from services.campaigns.scheduler import Scheduler
@@ -179,3 +182,81 @@ async def test_a_restarted_scheduler_carries_on(h: Harness) -> None:
         await fresh.tick()
     assert await h.dispatched() == 40
     assert (await h.status(cid, md("w"))).status == pb.CAMPAIGN_STATUS_SENDING  # receipts pending
+
+
+async def job_errors_of(h: Harness, cid: str) -> list[pb.JobError]:
+    return list((await h.stub.ListJobErrors(pb.ListJobErrorsRequest(campaign_id=cid), metadata=md("w"))).errors)
+
+
+async def test_non_finite_rate_fails_the_campaign_once(h: Harness) -> None:
+    # Refused at create; a row stored before that check must fail, not raise every tick.
+    cp = await h.stub.CreateCampaign(sms(3, auto_start=True), metadata=md("w"))
+    async with h.engine.begin() as conn:
+        await conn.execute(update(campaigns).where(campaigns.c.id == cp.id).values(max_rate=float("inf")))
+    await h.stub.ApproveCampaign(pb.CampaignActionRequest(id=cp.id), metadata=md("w"))
+    await h.ticks(3)
+    got = await h.status(cp.id, md("w"))
+    assert got.status == pb.CAMPAIGN_STATUS_FAILED and "max_rate" in got.status_reason
+    assert [x.stage for x in await job_errors_of(h, cp.id)] == ["dispatch"]
+    msgs = (await h.stub.ListMessages(pb.ListMessagesRequest(campaign_id=cp.id), metadata=md("w"))).messages
+    assert {(m.status, m.failure_category) for m in msgs} == {
+        (S.MESSAGE_STATUS_FAILED, c.FAILURE_CATEGORY_CONFIG_ERROR)}
+    assert await h.dispatched() == 0
+
+
+async def test_oversized_job_fails_its_messages_once(h: Harness) -> None:
+    # Refused at create; a body over the bus payload limit stored before must not loop.
+    cp = await h.stub.CreateCampaign(sms(3, auto_start=True), metadata=md("w"))
+    async with h.engine.begin() as conn:
+        await conn.execute(update(campaigns).where(campaigns.c.id == cp.id).values(
+            content_text="x" * (3 * 1024 * 1024)))
+    await h.stub.ApproveCampaign(pb.CampaignActionRequest(id=cp.id), metadata=md("w"))
+    await h.ticks(3)
+    got = await h.status(cp.id, md("w"))
+    assert got.status == pb.CAMPAIGN_STATUS_DONE and got.outcome == pb.CAMPAIGN_OUTCOME_ALL_FAILED
+    errors = await job_errors_of(h, cp.id)
+    assert len(errors) == 1 and "payload limit" in errors[0].message and errors[0].stage == "dispatch"
+    msgs = (await h.stub.ListMessages(pb.ListMessagesRequest(campaign_id=cp.id), metadata=md("w"))).messages
+    assert {(m.failure_category, m.stage, m.result) for m in msgs} == {
+        (c.FAILURE_CATEGORY_CONTENT_REJECTED, pb.MESSAGE_STAGE_NOT_SENT, pb.DELIVERY_RESULT_FAILED)}
+
+
+async def test_jobs_carry_every_variable_and_previews_are_rendered(h: Harness) -> None:
+    req = sms(0, content=pb.Content(text="Hi {{ first_name | default('there') }}, code {{ code }} for {{ language }}"))
+    req.recipients.extend([
+        c.Recipient(phone="+447700900401", first_name="Ada", last_name="Lovelace", language="en",
+                    external_id="crm-1", fields={"code": "4821"}),
+        c.Recipient(phone="+447700900402", fields={"code": "7305"})])
+    sending: list[e.MessageEvent] = []
+
+    async def seen(msg: Msg) -> None:
+        ev = e.MessageEvent.FromString(msg.data)
+        if ev.campaign_id == cid:
+            sending.append(ev)
+
+    cid = ""
+    sub = await h.nc.subscribe("events.message.sending", cb=seen)
+    cid = await approve(h, req, "w")
+    await h.ticks(1)
+    await h.nc.flush()
+    async with h.engine.connect() as conn:
+        rows = {r["address"]: r for r in (await conn.execute(select(messages).where(
+            messages.c.campaign_id == cid))).mappings().all()}
+    ada = rows["+447700900401"]
+    assert ada["fields"] == {"code": "4821", "first_name": "Ada", "last_name": "Lovelace",
+                             "full_name": "Ada Lovelace", "phone": "+447700900401", "email": "",
+                             "external_id": "crm-1", "language": "en", "contact_id": ""}
+    assert ada["content_preview"] == "Hi Ada, code 4821 for en"
+    assert rows["+447700900402"]["content_preview"] == "Hi there, code 7305 for "
+    msgs = (await h.stub.ListMessages(pb.ListMessagesRequest(campaign_id=cid), metadata=md("w"))).messages
+    assert sorted(m.fields["code"] for m in msgs) == ["4821", "7305"]
+    assert {len(m.fields) for m in msgs} == {1}  # custom fields only, not the built-ins
+    assert {m.stage for m in msgs} == {pb.MESSAGE_STAGE_SENDING}
+    for _ in range(200):  # the events were published before the rows changed; delivery lags
+        if len(sending) >= 2:
+            break
+        await asyncio.sleep(0.05)
+    await sub.unsubscribe()
+    assert sorted(ev.message_id for ev in sending) == sorted(r["id"] for r in rows.values())
+    assert {(ev.status, ev.attempt, ev.event_id.split(":")[1]) for ev in sending} == {
+        (S.MESSAGE_STATUS_SENDING, 1, "sending")}
