@@ -75,26 +75,31 @@ async def assert_ledger_matches_stats(cl: demo.Clients, campaign_id: str) -> spb
 
 
 async def test_sms_campaign_end_to_end(clients: demo.Clients) -> None:
-    cp = await clients.campaigns.CreateCampaign(cpb.CreateCampaignRequest(
-        campaign=cpb.Campaign(name="e2e sms", channel=c.CHANNEL_SMS, sender="HERALD", auto_start=True,
-                              content=cpb.Content(text="Your parcel arrives today")),
-        recipients=[c.Recipient(phone=f"+447700900{i:03d}") for i in range(300)]
-        + [c.Recipient(phone="+44 7700 9")]),  # too short: rejected at build
-        metadata=MD)
+    def request(extra: list[c.Recipient]) -> cpb.CreateCampaignRequest:
+        return cpb.CreateCampaignRequest(
+            campaign=cpb.Campaign(name="e2e sms", channel=c.CHANNEL_SMS, sender="HERALD", auto_start=True,
+                                  content=cpb.Content(text="Your parcel arrives today")),
+            recipients=[c.Recipient(phone=f"+447700900{i:03d}") for i in range(300)] + extra)
+
+    with pytest.raises(grpc.aio.AioRpcError) as err:  # too short: refused before anything is stored
+        await clients.campaigns.CreateCampaign(request([c.Recipient(phone="+44 7700 9")]), metadata=MD)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    cp = await clients.campaigns.CreateCampaign(request([]), metadata=MD)
     await clients.campaigns.ApproveCampaign(cpb.CampaignActionRequest(id=cp.id), metadata=MD)
     done = await demo.wait_terminal(clients, cp.id, timeout=120)
     assert done.status == cpb.CAMPAIGN_STATUS_DONE
-    assert done.progress.total == 301 and done.progress.delivered == 300 and done.progress.errors == 1
-    assert done.outcome == cpb.CAMPAIGN_OUTCOME_PARTIAL
+    assert done.progress.total == 300 and done.progress.delivered == 300 and done.progress.errors == 0
+    assert done.progress.sent == 300 and done.outcome == cpb.CAMPAIGN_OUTCOME_SENT
     msgs = await all_messages(clients, cp.id)
-    bad = [m for m in msgs if m.status == S.MESSAGE_STATUS_FAILED]
-    assert len(bad) == 1 and bad[0].failure_category == c.FAILURE_CATEGORY_INVALID_ADDRESS
     delivered = [m for m in msgs if m.status == S.MESSAGE_STATUS_DELIVERED]
+    assert len(delivered) == 300
     assert all(m.carrier_result == "DELIVRD" and m.provider_message_id and m.HasField("delivered_at")
-               for m in delivered)
+               and m.HasField("sent_at") and m.route for m in delivered)
+    assert {(m.stage, m.result) for m in msgs} == {(cpb.MESSAGE_STAGE_SUBMITTED, cpb.DELIVERY_RESULT_DELIVERED)}
+    assert {m.content_preview for m in msgs} == {"Your parcel arrives today"}
     await demo.wait_stats(clients, cp.id, lambda s: s.delivered == 300, md=MD)
     st = await assert_ledger_matches_stats(clients, cp.id)
-    assert (st.total, st.sent, st.delivered, st.failed) == (301, 300, 300, 1)
+    assert (st.total, st.sent, st.delivered, st.failed) == (300, 300, 300, 0)
 
 
 async def test_email_campaign_end_to_end(clients: demo.Clients, stack: Stack) -> None:
