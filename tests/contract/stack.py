@@ -42,6 +42,7 @@ UNKNOWN_TOKEN = "tok-nobody-knows-this"
 TERMINAL = {cpb.CAMPAIGN_STATUS_DONE, cpb.CAMPAIGN_STATUS_FAILED, cpb.CAMPAIGN_STATUS_CANCELLED,
             cpb.CAMPAIGN_STATUS_EXPIRED}
 CALL_TIMEOUT = 30.0
+FAILING_PATTERN = "90059[0-5]$"  # the SMSC refuses these destinations (ContractStack.failing_phones)
 
 
 def token(workspace: str, role: str, pii: bool = False) -> str:
@@ -192,6 +193,7 @@ class ContractStack:
     sim: SimulatorThread
     channels: list[grpc.aio.Channel] = field(default_factory=list)
     _phones: Iterable[int] = field(default_factory=lambda: itertools.count(600))
+    _failing: Iterable[int] = field(default_factory=lambda: itertools.count(590))
 
     @property
     def sink_dir(self) -> Path:
@@ -219,6 +221,13 @@ class ContractStack:
             raise RuntimeError("the contract suite ran out of +44 7700 900xxx numbers")
         return out
 
+    def failing_phones(self, n: int) -> list[str]:
+        """n numbers whose submit_sm the SMSC refuses (ESME_RINVDSTADR): +44 7700 900590..595."""
+        out = [f"+447700900{next(self._failing):03d}" for _ in range(n)]  # type: ignore[call-overload]
+        if int(out[-1][-3:]) > 595:
+            raise RuntimeError("the contract suite ran out of failing numbers")
+        return out
+
     def submits_to(self, phone: str) -> list[Submit]:
         digits = phone.lstrip("+")
         return [s for s in self.sim.submits() if s.destination.lstrip("+") == digits]
@@ -238,7 +247,7 @@ def start(workdir: Path) -> ContractStack:
     workdir.mkdir(parents=True, exist_ok=True)
     tokens_file = workdir / "tokens.json"
     tokens_file.write_text(json.dumps(tokens(), indent=1))
-    sim = SimulatorThread()
+    sim = SimulatorThread(simserver.SimulatorConfig(receipt_delay=0.05, reject_pattern=FAILING_PATTERN))
     sim.start()
     stack = Stack(workdir, tokens_file=tokens_file, service_token=SERVICE_TOKEN, smsc_port=sim.port)
     try:
