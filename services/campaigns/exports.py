@@ -6,19 +6,17 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import shlex
 from datetime import datetime, timedelta
 from typing import Any
 
 from herald.v1 import campaigns_pb2 as pb
 from herald.v1 import common_pb2 as c
 from prometheus_client import Counter
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import select, update
 
-from services.campaigns.filters import filter_terms, message_filter
+from services.campaigns.filters import message_filter
 from services.campaigns.schema import exports, messages
 from services.campaigns.store import Store
-from shared.errors import invalid
 from shared.masking import HasPii, mask_phone, mask_text
 from shared.templating import BUILTIN_VARIABLES, CHANNEL_VARIABLES
 from shared.timeutil import Clock, aware, to_ts
@@ -34,35 +32,6 @@ COLUMNS = ["message_id", "recipient", "contact_name", "channel", "status", "carr
 
 # Template variables every row carries besides the contact's custom fields.
 BUILTINS = frozenset(BUILTIN_VARIABLES) | {v for vs in CHANNEL_VARIABLES.values() for v in vs}
-
-
-# stage= of the ListMessages filter (how far Herald got, see MessageStage), by status and
-# whether the carrier ever had the message (sent_at).
-_HANDED = [S.MESSAGE_STATUS_SUBMITTED, S.MESSAGE_STATUS_DELIVERED, S.MESSAGE_STATUS_ASSUMED_DELIVERED]
-_ENDED = [S.MESSAGE_STATUS_FAILED, S.MESSAGE_STATUS_OPTED_OUT, S.MESSAGE_STATUS_CANCELLED]
-STAGES = {
-    "new": messages.c.status == S.MESSAGE_STATUS_QUEUED,
-    "sending": messages.c.status.in_([S.MESSAGE_STATUS_SENDING, S.MESSAGE_STATUS_DEFERRED]),
-    "submitted": or_(messages.c.status.in_(_HANDED),
-                     and_(messages.c.status.in_(_ENDED), messages.c.sent_at.is_not(None))),
-    "not_sent": and_(messages.c.status.in_(_ENDED), messages.c.sent_at.is_(None)),
-}
-
-
-def detail_filter(expr: str) -> list[Any]:
-    """The ListMessages filter (ListMessages, exports, retries): filters.message_filter plus
-    stage=new|sending|submitted|not_sent."""
-    conds: list[Any] = []
-    rest = []
-    for key, vals in filter_terms(expr):
-        if key != "stage":
-            rest.append(shlex.quote(f"{key}={','.join(vals)}"))
-            continue
-        bad = [v for v in vals if v.lower() not in STAGES]
-        if bad:
-            raise invalid({"filter": f"stage= takes {', '.join(STAGES)} (not {bad[0]!r})"})
-        conds.append(or_(*(STAGES[v.lower()] for v in vals)))
-    return conds + message_filter(" ".join(rest))
 
 
 def iso(dt: datetime | None) -> str:
@@ -163,7 +132,7 @@ async def run_pending(store: Store, clock: Clock, ttl: float) -> int:
         try:
             async with store.engine.connect() as conn:
                 rows = (await conn.execute(select(messages).where(
-                    messages.c.campaign_id == ex["campaign_id"], *detail_filter(ex["filter"]))
+                    messages.c.campaign_id == ex["campaign_id"], *message_filter(ex["filter"]))
                     .order_by(messages.c.created_at, messages.c.id))).mappings().all()
             content = render(list(rows), ex["format"])
             done = clock.now()

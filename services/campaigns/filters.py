@@ -8,7 +8,7 @@ from typing import Any
 
 from herald.v1 import campaigns_pb2 as pb
 from herald.v1 import common_pb2 as c
-from sqlalchemy import func, or_
+from sqlalchemy import and_, func, or_
 
 from services.campaigns import lifecycle
 from services.campaigns.schema import campaigns, messages
@@ -102,6 +102,18 @@ def campaign_filter(expr: str, p: auth.Principal, now: datetime) -> list[Any]:
     return conds
 
 
+# stage= (how far Herald got, see MessageStage), by status and whether the carrier ever had
+# the message (sent_at).
+_HANDED = [c.MESSAGE_STATUS_SUBMITTED, c.MESSAGE_STATUS_DELIVERED, c.MESSAGE_STATUS_ASSUMED_DELIVERED]
+_ENDED = [c.MESSAGE_STATUS_FAILED, c.MESSAGE_STATUS_OPTED_OUT, c.MESSAGE_STATUS_CANCELLED]
+STAGES = {
+    "new": messages.c.status == c.MESSAGE_STATUS_QUEUED,
+    "sending": messages.c.status.in_([c.MESSAGE_STATUS_SENDING, c.MESSAGE_STATUS_DEFERRED]),
+    "submitted": or_(messages.c.status.in_(_HANDED),
+                     and_(messages.c.status.in_(_ENDED), messages.c.sent_at.is_not(None))),
+    "not_sent": and_(messages.c.status.in_(_ENDED), messages.c.sent_at.is_(None)),
+}
+
 RESULTS = {
     "delivered": [c.MESSAGE_STATUS_DELIVERED, c.MESSAGE_STATUS_ASSUMED_DELIVERED],
     "failed": [c.MESSAGE_STATUS_FAILED],
@@ -130,12 +142,17 @@ def message_filter(expr: str) -> list[Any]:
             if "unknown" in vals:
                 alts.append(messages.c.status.not_in(known))
             conds.append(or_(*alts))
+        elif key == "stage":
+            bad = [v for v in vals if v.lower() not in STAGES]
+            if bad:
+                raise invalid({"filter": f"stage= takes {', '.join(STAGES)} (not {bad[0]!r})"})
+            conds.append(or_(*(STAGES[v.lower()] for v in vals)))
         elif key == "search":
             like = "%" + vals[0].lower() + "%"
             conds.append(or_(func.lower(messages.c.address).like(like),
                              func.lower(messages.c.contact_name).like(like)))
         else:
-            raise invalid({"filter": f"unknown field {key!r} (status, category, carrier, result, search)"})
+            raise invalid({"filter": f"unknown field {key!r} (status, category, carrier, result, stage, search)"})
     return conds
 
 

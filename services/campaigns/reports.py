@@ -11,8 +11,8 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.campaigns import exports as exports_mod
-from services.campaigns.exports import custom_fields, detail_filter, mask_export
-from services.campaigns.filters import page_size
+from services.campaigns.exports import custom_fields, mask_export
+from services.campaigns.filters import message_filter, page_size
 from services.campaigns.schema import clicks, exports, job_errors, messages, replies
 from services.campaigns.store import Store, decode_token, encode_token, new_id
 from shared import auth, states
@@ -47,7 +47,7 @@ class ReportsMixin:
         if (prev := await self.store.replay(p.workspace, "CreateExport", request.request_id,
                                             pb.Export, fingerprint=fp)) is not None:
             return prev
-        detail_filter(request.filter)  # reject a bad filter now, not in the background
+        message_filter(request.filter)  # reject a bad filter now, not in the background
         if request.format not in (pb.EXPORT_FORMAT_UNSPECIFIED, pb.EXPORT_FORMAT_CSV, pb.EXPORT_FORMAT_TXT):
             raise invalid({"format": "CSV or TXT"})
         now = self.clock.now()
@@ -175,7 +175,7 @@ class ReportsMixin:
         if not request.campaign_id:
             raise invalid({"campaign_id": "required"})
         size, offset = page_size(request.page_size), decode_token(request.page_token)
-        conds = [messages.c.campaign_id == request.campaign_id, *detail_filter(request.filter)]
+        conds = [messages.c.campaign_id == request.campaign_id, *message_filter(request.filter)]
         order = request.order_by.strip() or "created"
         parts = order.split()
         col = {"created": messages.c.created_at, "created_at": messages.c.created_at,

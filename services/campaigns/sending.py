@@ -13,7 +13,7 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.campaigns import lifecycle
-from services.campaigns.exports import detail_filter
+from services.campaigns.filters import message_filter
 from services.campaigns.reports import mask_message, raw_message
 from services.campaigns.scheduler import content_of, preview, variables_of
 from services.campaigns.schema import campaigns, messages
@@ -199,7 +199,7 @@ class SendingMixin:
         if prev is not None:
             return mask_retry(prev, p)
         fp = fingerprint("RetryMessages", request)
-        conds = [messages.c.campaign_id == request.campaign_id, *detail_filter(request.filter)]
+        conds = [messages.c.campaign_id == request.campaign_id, *message_filter(request.filter)]
         if request.message_ids:
             conds.append(messages.c.id.in_(list(request.message_ids)))
         cols = (messages.c.id, messages.c.status, messages.c.failure_category, messages.c.attempt,

@@ -20,6 +20,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.campaigns import lifecycle, preview
+from services.campaigns.exports import custom_fields
 from services.campaigns.filters import (
     ORDERABLE,
     campaign_filter,
@@ -137,9 +138,14 @@ class CampaignServicer(SendingMixin, ReportsMixin, pb_grpc.CampaignServiceServic
         if channel != src["channel"]:
             raise invalid({"source_campaign_id": "the source campaign is on another channel"})
         for r in rows:
+            # The ledger row keeps every template variable; names, external id and language
+            # come back as such, the custom fields as fields.
+            v = r["fields"] or {}
             first, _, last = r["contact_name"].partition(" ")
-            rec = c.Recipient(contact_id=r["contact_id"], first_name=first, last_name=last,
-                              fields=r["fields"] or {})
+            rec = c.Recipient(contact_id=r["contact_id"], first_name=v.get("first_name", first),
+                              last_name=v.get("last_name", last),
+                              external_id=v.get("external_id", ""), language=v.get("language", ""),
+                              fields=custom_fields(v))
             if channel == c.CHANNEL_SMS:
                 rec.phone = r["address"]
             else:

@@ -52,8 +52,8 @@ def test_recipient_variables_render_as_jinja(env: SandboxedEnvironment) -> None:
     out = fast.render(ctx)
     assert out == env.from_string(FULL).render(ctx)
     assert "Hi Zoë" in out and "|ct-1|" in out and "friend" in out
-    # an empty contact field renders empty: `default` applies only to a missing name
-    assert "||ct-1" in out
+    # an empty contact field is one the recipient lacks: `default` applies to it too
+    assert "|en|ct-1" in out
 
 
 def test_subscript_of_missing_name_fails_like_jinja() -> None:
