@@ -393,30 +393,59 @@ async def contract_masking(contract_stack: ContractStack, contract_admin_a: Call
             "trigger": trigger_req, "failing": failing.id, "numbers": [good, replier, edited, bad]}
 
 
+async def _text(read: Callable[[], Awaitable[str]]) -> str:
+    """A field's text, or "<CODE>" when the read failed (so one broken RPC does not hide
+    what the others leak)."""
+    try:
+        return await read()
+    except grpc.aio.AioRpcError as err:
+        return f"<{err.code().name}: {err.details()}>"
+
+
 async def _exposed(cs: ContractStack, who: Caller, m: dict[str, Any]) -> dict[str, str]:
     """What a caller reads in every phone-carrying field, as text per field."""
     msgs = await stack.all_messages(who, m["done"]) + await stack.all_messages(who, m["failing"])
-    replies = await who.campaigns.ListReplies(cpb.ListRepliesRequest(campaign_id=m["done"]))
-    contact = await who.recipients.GetContact(rpb.GetContactRequest(id=m["contact"]))
-    audit = await who.campaigns.ListAuditEvents(cpb.ListAuditEventsRequest(campaign_id=m["draft"]))
-    preview = await who.campaigns.PreviewContent(cpb.PreviewContentRequest(
-        content=cpb.Content(text="Your number is {{ phone }}"), channel=c.CHANNEL_SMS, contact_id=m["contact"]))
+
+    async def replies() -> str:
+        got = await who.campaigns.ListReplies(cpb.ListRepliesRequest(campaign_id=m["done"]))
+        return " ".join(getattr(r, "from") for r in got.replies)
+
+    async def contact() -> str:
+        return str((await who.recipients.GetContact(rpb.GetContactRequest(id=m["contact"]))).phone)
+
+    async def audit() -> str:
+        got = await who.campaigns.ListAuditEvents(cpb.ListAuditEventsRequest(campaign_id=m["draft"]))
+        return " ".join(f"{dict(e.before)} {dict(e.after)}" for e in got.events)
+
+    async def preview() -> str:
+        got = await who.campaigns.PreviewContent(cpb.PreviewContentRequest(
+            content=cpb.Content(text="Your number is {{ phone }}"), channel=c.CHANNEL_SMS, contact_id=m["contact"]))
+        return str(got.text)
+
+    async def export(key: str) -> str:
+        return (await stack.download_export(who, m[key])).decode()
+
+    async def retry() -> str:
+        got = await who.campaigns.RetryMessages(cpb.RetryMessagesRequest(
+            request_id=f"mask-retry-{who.label}-{time.time_ns()}", campaign_id=m["failing"]))
+        return " ".join(x.reason for x in got.excluded)
+
+    async def replay() -> str:
+        return str(await who.campaigns.TriggerCampaign(m["trigger"]))
+
     out = {
         "Message.phone": " ".join(x.phone for x in msgs),
         "Message.error_description": " ".join(x.error_description for x in msgs),
-        "Reply.from": " ".join(getattr(r, "from") for r in replies.replies),
-        "Contact.phone": contact.phone,
-        "AuditEvent.before/after": " ".join(f"{dict(e.before)} {dict(e.after)}" for e in audit.events),
-        "PreviewContent": preview.text,
-        "export CSV": (await stack.download_export(who, m["csv"])).decode(),
-        "export TXT": (await stack.download_export(who, m["txt"])).decode(),
+        "Reply.from": await _text(replies),
+        "Contact.phone": await _text(contact),
+        "AuditEvent.before/after": await _text(audit),
+        "PreviewContent": await _text(preview),
+        "export CSV": await _text(lambda: export("csv")),
+        "export TXT": await _text(lambda: export("txt")),
     }
     if who.role == "operator":  # mutating reads: retry (exclusions) and a trigger replay
-        retry = await who.campaigns.RetryMessages(cpb.RetryMessagesRequest(
-            request_id=f"mask-retry-{who.label}-{time.time_ns()}", campaign_id=m["failing"]))
-        out["RetryExclusion.reason"] = " ".join(x.reason for x in retry.excluded)
-        replay = await who.campaigns.TriggerCampaign(m["trigger"])
-        out["TriggerCampaign replay"] = str(replay)
+        out["RetryExclusion.reason"] = await _text(retry)
+        out["TriggerCampaign replay"] = await _text(replay)
     return out
 
 
