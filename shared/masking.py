@@ -6,8 +6,11 @@ from __future__ import annotations
 import re
 from typing import Protocol
 
-# An E.164-looking run: optional +, 7-15 digits, spaces/dashes/dots between groups allowed.
-_PHONE = re.compile(r"(?<![\w])\+?\d(?:[ \-.]?\d){6,14}(?![\w])")
+# A phone number in text: "+" and 7-15 digits, or 9-15 digits without it (national forms
+# such as "07700 900123"); groups may be split by spaces or dashes ("+" forms also dots).
+# Not inside words, ids or times: no letter, digit, dash or colon right before or after, so
+# UUID groups, dates and "2026-12-01 09:00" stay whole.
+_PHONE = re.compile(r"(?<![\w\-+:])(?:\+\d(?:[ \-.]?\d){6,14}|\d(?:[ \-]?\d){8,14})(?![\w\-:])")
 
 
 class HasPii(Protocol):

@@ -25,7 +25,7 @@ from services.campaigns.servicer import CampaignServicer
 from services.campaigns.store import Store
 from shared.errors import HeraldError, field_violations
 from shared.grpc_server import ServiceRuntime
-from tests.integration.campaigns_harness import Harness, sms
+from tests.integration.campaigns_harness import Harness, new_sender, sms
 
 S = c.MessageStatus
 ALL = list(lifecycle.TRANSITIONS)
@@ -410,7 +410,7 @@ async def test_new_campaign_from_the_failed_recipients_of_another(h: Harness) ->
                 address=f"+44770090030{i}", contact_name="Ann Lee", channel=c.CHANNEL_SMS, status=st,
                 status_rank=5, fields={"plan": "gold"}, created_at=now))
     req = pb.CreateCampaignRequest(source_campaign_id=src.id, campaign=pb.Campaign(
-        channel=c.CHANNEL_SMS, sender="HERALD", content=pb.Content(text="Second try")))
+        channel=c.CHANNEL_SMS, sender=new_sender(), content=pb.Content(text="Second try")))
     cp = await h.stub.CreateCampaign(req, metadata=ws)
     assert cp.recipients_count == 2
     with pytest.raises(grpc.aio.AioRpcError) as err:

@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 from services.campaigns.scheduler import Scheduler
 from services.campaigns.schema import campaigns, messages
 from shared.timeutil import to_ts
-from tests.integration.campaigns_harness import Harness, sms
+from tests.integration.campaigns_harness import Harness, new_sender, sms
 
 S = c.MessageStatus
 
@@ -111,7 +111,7 @@ async def test_end_at_passing_before_completion_expires(h: Harness) -> None:
 
 async def test_trigger_campaign_sends_one_message_per_call(h: Harness) -> None:
     req = pb.CreateCampaignRequest(campaign=pb.Campaign(
-        channel=c.CHANNEL_SMS, sender="HERALD", mode=pb.CAMPAIGN_MODE_TRIGGER,
+        channel=c.CHANNEL_SMS, sender=new_sender(), mode=pb.CAMPAIGN_MODE_TRIGGER,
         content=pb.Content(text="Your code is {{ code }}")))
     cid = await approve(h, req, "w")
     with pytest.raises(grpc.aio.AioRpcError) as err:  # not open yet
