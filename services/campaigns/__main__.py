@@ -39,7 +39,7 @@ async def main() -> None:
                           batch=settings.DISPATCH_BATCH.get_int(), job_ttl=settings.JOB_TTL.get_float(),
                           lease=settings.SCHEDULER_LEASE.get_float(),
                           auto_pause=settings.AUTO_PAUSE_FAILURES.get_int(),
-                          export_ttl=settings.EXPORT_TTL.get_float())
+                          export_ttl=settings.EXPORT_TTL.get_float(), max_payload=nc.max_payload)
     servicer = CampaignServicer(store, on_cancel=scheduler.cancel_queued, recipients=recipients,
                                 js=js, on_trigger=scheduler.wake.set)
     rt.start_metrics()

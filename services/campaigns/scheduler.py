@@ -155,7 +155,9 @@ class Scheduler:
     def __init__(self, store: Store, js: JetStreamContext, recipients: rgrpc.RecipientServiceStub,
                  clock: Clock | None = None, interval: float = 0.2, batch: int = 500,
                  job_ttl: float = 86400.0, lease: float = 10.0, auto_pause: int = 5,
-                 owner: str | None = None, export_ttl: float = 3600.0) -> None:
+                 owner: str | None = None, export_ttl: float = 3600.0,
+                 max_payload: int = 1024 * 1024) -> None:
+        self.max_payload = max_payload  # the NATS server's limit (Client.max_payload)
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.lease = lease
         self.auto_pause = auto_pause
@@ -469,7 +471,7 @@ class Scheduler:
         now = self.clock.now()
         expires, at = to_ts(now + timedelta(seconds=self.job_ttl)), to_ts(now)
         subject = channel_subject(row["channel"])
-        limit = getattr(getattr(self.js, "_nc", None), "max_payload", 0) or 1024 * 1024
+        limit = self.max_payload
         items: list[tuple[str, Any, str]] = []
         sent_ids: list[str] = []
         refused: dict[str, list[str]] = {}  # reason -> message ids that can never be published

@@ -97,7 +97,7 @@ async def start_harness(db_url: str, nats_url: str, recipients_addr: str,
     rch = grpc.aio.insecure_channel(recipients_addr)
     recipients = rgrpc.RecipientServiceStub(rch)
     store = Store(engine)
-    sched = Scheduler(store, js, recipients, clock=clock, batch=500)
+    sched = Scheduler(store, js, recipients, clock=clock, batch=500, max_payload=nc.max_payload)
     servicer = CampaignServicer(store, clock=clock, on_cancel=sched.cancel_queued,
                                 recipients=recipients, js=js, on_trigger=sched.wake.set)
     rt = ServiceRuntime("campaigns-test")
