@@ -162,12 +162,15 @@ async def run(args: argparse.Namespace) -> int:
             resp = await camp.ListMessages(cpb.ListMessagesRequest(
                 campaign_id=args.id, filter=args.filter, page_size=args.limit), metadata=md)
             table = Table(title=f"messages ({resp.total_size})")
-            for col in ("recipient", "status", "carrier", "error", "sent", "delivered", "views", "clicks"):
+            for col in ("recipient", "status", "stage", "result", "route", "carrier", "error", "sent",
+                        "delivered", "views", "clicks", "content"):
                 table.add_column(col)
             for m in resp.messages:
                 table.add_row(m.phone or m.email, short(c.MessageStatus.Name(m.status), "MESSAGE_STATUS_"),
+                              short(cpb.MessageStage.Name(m.stage), "MESSAGE_STAGE_"),
+                              short(cpb.DeliveryResult.Name(m.result), "DELIVERY_RESULT_"), m.route,
                               m.carrier_result, m.error_description, ts(m.sent_at), ts(m.delivered_at),
-                              str(m.views), str(m.clicks))
+                              str(m.views), str(m.clicks), m.content_preview)
             console.print(table)
         elif args.cmd == "stats":
             st = await stats.GetCampaignStats(spb.GetCampaignStatsRequest(campaign_id=args.id), metadata=md)
@@ -254,7 +257,8 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--request-id", default="")
     msgs = sub.add_parser("messages", help="the send detail of a campaign")
     msgs.add_argument("id")
-    msgs.add_argument("--filter", default="", help="e.g. status=FAILED")
+    msgs.add_argument("--filter", default="",
+                      help="e.g. status=FAILED, result=failed, stage=submitted, category=THROTTLED")
     msgs.add_argument("--limit", type=int, default=50)
     sub.add_parser("stats", help="campaign stats").add_argument("id")
     return ap
