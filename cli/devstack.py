@@ -85,6 +85,8 @@ class Stack:
             self._module("smpp-gateway", "gateways.smpp", HERALD_SMPP_HOST="127.0.0.1",
                          HERALD_SMPP_PORT=str(smsc_port))
             self._module("email-gateway", "gateways.email", HERALD_SMTP_HOST="127.0.0.1",
+                         # development key kept with the stack's other state
+                         HERALD_TRACKING_DEV_KEY_FILE=str(self.workdir / "email-tracking-dev.key"),
                          HERALD_SMTP_PORT=str(sink.info["smtp_port"]))
         except Exception:
             self.stop()
