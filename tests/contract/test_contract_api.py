@@ -97,3 +97,21 @@ async def test_new_campaigns_show_in_the_main_list(h: Harness) -> None:
     assert new.id not in [x.id for x in main.campaigns]
     queue = await h.stub.ListCampaigns(pb.ListCampaignsRequest(moderation_queue=True), metadata=WS)
     assert new.id in [x.id for x in queue.campaigns]
+
+
+async def test_accepted_then_failing_later_schedule_in_the_past(h: Harness) -> None:
+    # Accepted before: the campaign then went straight to EXPIRED (end_at) or started at once.
+    past = int(h.clock.now().timestamp()) - 3600
+    on_time = sms(1, mode=pb.CAMPAIGN_MODE_ON_TIME)
+    on_time.campaign.start_at.seconds = past
+    assert "campaign.start_at" in await invalid(h.stub.CreateCampaign, on_time)
+    spread = sms(1, mode=pb.CAMPAIGN_MODE_SPREAD)
+    spread.campaign.start_at.seconds = past - 3600
+    spread.campaign.end_at.seconds = past
+    assert "campaign.end_at" in await invalid(h.stub.CreateCampaign, spread)
+
+
+async def test_accepted_then_failing_later_unknown_contact(h: Harness) -> None:
+    req = sms(0)
+    req.recipients.add(contact_id="7b0c4a52-3d55-4c8e-9a53-0d6f1d1d2c12")
+    assert "recipients[0].contact_id" in await invalid(h.stub.CreateCampaign, req)
