@@ -787,3 +787,45 @@ class ListClicksResponse(_message.Message):
     total_size: int
     unique_contacts: int
     def __init__(self, clicks: _Optional[_Iterable[_Union[Click, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ..., unique_contacts: _Optional[int] = ...) -> None: ...
+
+class ReconcileCampaignRequest(_message.Message):
+    __slots__ = ("campaign_id", "repair", "max_differences", "request_id")
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    REPAIR_FIELD_NUMBER: _ClassVar[int]
+    MAX_DIFFERENCES_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    repair: bool
+    max_differences: int
+    request_id: str
+    def __init__(self, campaign_id: _Optional[str] = ..., repair: _Optional[bool] = ..., max_differences: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class MessageDifference(_message.Message):
+    __slots__ = ("message_id", "ledger_status", "stats_status")
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    LEDGER_STATUS_FIELD_NUMBER: _ClassVar[int]
+    STATS_STATUS_FIELD_NUMBER: _ClassVar[int]
+    message_id: str
+    ledger_status: _common_pb2.MessageStatus
+    stats_status: _common_pb2.MessageStatus
+    def __init__(self, message_id: _Optional[str] = ..., ledger_status: _Optional[_Union[_common_pb2.MessageStatus, str]] = ..., stats_status: _Optional[_Union[_common_pb2.MessageStatus, str]] = ...) -> None: ...
+
+class ReconcileReport(_message.Message):
+    __slots__ = ("campaign_id", "ledger", "stats", "compared", "differing", "differences", "final", "repaired")
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    LEDGER_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    COMPARED_FIELD_NUMBER: _ClassVar[int]
+    DIFFERING_FIELD_NUMBER: _ClassVar[int]
+    DIFFERENCES_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
+    REPAIRED_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    ledger: Progress
+    stats: Progress
+    compared: int
+    differing: int
+    differences: _containers.RepeatedCompositeFieldContainer[MessageDifference]
+    final: bool
+    repaired: bool
+    def __init__(self, campaign_id: _Optional[str] = ..., ledger: _Optional[_Union[Progress, _Mapping]] = ..., stats: _Optional[_Union[Progress, _Mapping]] = ..., compared: _Optional[int] = ..., differing: _Optional[int] = ..., differences: _Optional[_Iterable[_Union[MessageDifference, _Mapping]]] = ..., final: _Optional[bool] = ..., repaired: _Optional[bool] = ...) -> None: ...

@@ -198,6 +198,11 @@ class CampaignServiceStub:
                 request_serializer=herald_dot_v1_dot_campaigns__pb2.PromoteVariantRequest.SerializeToString,
                 response_deserializer=herald_dot_v1_dot_campaigns__pb2.Campaign.FromString,
                 _registered_method=True)
+        self.ReconcileCampaign = channel.unary_unary(
+                '/herald.v1.CampaignService/ReconcileCampaign',
+                request_serializer=herald_dot_v1_dot_campaigns__pb2.ReconcileCampaignRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_campaigns__pb2.ReconcileReport.FromString,
+                _registered_method=True)
 
 
 class CampaignServiceServicer:
@@ -429,6 +434,16 @@ class CampaignServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReconcileCampaign(self, request, context):
+        """Reconciliation: the ledger's counts beside the stats service's, message by message,
+        with the messages whose state differs and whether the campaign's figures are final
+        (nothing left in flight). With repair (operator role), the stats of the campaign are
+        first rebuilt from the ledger (StatsService.RebuildCampaignStats). Any member may read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CampaignServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -571,6 +586,11 @@ def add_CampaignServiceServicer_to_server(servicer, server):
                     servicer.PromoteVariant,
                     request_deserializer=herald_dot_v1_dot_campaigns__pb2.PromoteVariantRequest.FromString,
                     response_serializer=herald_dot_v1_dot_campaigns__pb2.Campaign.SerializeToString,
+            ),
+            'ReconcileCampaign': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReconcileCampaign,
+                    request_deserializer=herald_dot_v1_dot_campaigns__pb2.ReconcileCampaignRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_campaigns__pb2.ReconcileReport.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1353,6 +1373,33 @@ class CampaignService:
             '/herald.v1.CampaignService/PromoteVariant',
             herald_dot_v1_dot_campaigns__pb2.PromoteVariantRequest.SerializeToString,
             herald_dot_v1_dot_campaigns__pb2.Campaign.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReconcileCampaign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.CampaignService/ReconcileCampaign',
+            herald_dot_v1_dot_campaigns__pb2.ReconcileCampaignRequest.SerializeToString,
+            herald_dot_v1_dot_campaigns__pb2.ReconcileReport.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,7 +6,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -204,3 +204,23 @@ class ContactEvent(_message.Message):
     reason: str
     occurred_at: _timestamp_pb2.Timestamp
     def __init__(self, event_id: _Optional[str] = ..., kind: _Optional[_Union[ContactEventKind, str]] = ..., workspace_id: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., address: _Optional[str] = ..., contact_id: _Optional[str] = ..., message_id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., reason: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class UnmatchedReceipt(_message.Message):
+    __slots__ = ("event_id", "provider_ids", "source_address", "route", "stat", "error_code", "occurred_at", "parts")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_IDS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    STAT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
+    PARTS_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    provider_ids: _containers.RepeatedScalarFieldContainer[str]
+    source_address: str
+    route: str
+    stat: str
+    error_code: str
+    occurred_at: _timestamp_pb2.Timestamp
+    parts: int
+    def __init__(self, event_id: _Optional[str] = ..., provider_ids: _Optional[_Iterable[str]] = ..., source_address: _Optional[str] = ..., route: _Optional[str] = ..., stat: _Optional[str] = ..., error_code: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., parts: _Optional[int] = ...) -> None: ...

@@ -7,6 +7,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class RebuildCampaignStatsRequest(_message.Message):
+    __slots__ = ("campaign_id",)
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    def __init__(self, campaign_id: _Optional[str] = ...) -> None: ...
+
 class CampaignStats(_message.Message):
     __slots__ = ("campaign_id", "total", "sent", "delivered", "failed", "viewed", "clicked", "views", "clicks", "machine_opens", "replies", "opted_out", "assumed_delivered", "deferred", "sending", "queued", "submitted", "cancelled", "processed", "delivery_rate", "reply_rate", "click_rate", "open_rate", "variants")
     CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]

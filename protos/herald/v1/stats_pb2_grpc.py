@@ -57,6 +57,11 @@ class StatsServiceStub:
                 request_serializer=herald_dot_v1_dot_stats__pb2.BatchGetMessageStatesRequest.SerializeToString,
                 response_deserializer=herald_dot_v1_dot_stats__pb2.BatchGetMessageStatesResponse.FromString,
                 _registered_method=True)
+        self.RebuildCampaignStats = channel.unary_unary(
+                '/herald.v1.StatsService/RebuildCampaignStats',
+                request_serializer=herald_dot_v1_dot_stats__pb2.RebuildCampaignStatsRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_stats__pb2.CampaignStats.FromString,
+                _registered_method=True)
 
 
 class StatsServiceServicer:
@@ -91,6 +96,15 @@ class StatsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RebuildCampaignStats(self, request, context):
+        """Rebuilds a campaign's counters and per-message states from the campaigns ledger (the
+        record), e.g. after Redis lost its data. Operator role (or service). Events applied
+        while it runs are not lost: message states keep their monotonic order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StatsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -113,6 +127,11 @@ def add_StatsServiceServicer_to_server(servicer, server):
                     servicer.BatchGetMessageStates,
                     request_deserializer=herald_dot_v1_dot_stats__pb2.BatchGetMessageStatesRequest.FromString,
                     response_serializer=herald_dot_v1_dot_stats__pb2.BatchGetMessageStatesResponse.SerializeToString,
+            ),
+            'RebuildCampaignStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.RebuildCampaignStats,
+                    request_deserializer=herald_dot_v1_dot_stats__pb2.RebuildCampaignStatsRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_stats__pb2.CampaignStats.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -226,6 +245,33 @@ class StatsService:
             '/herald.v1.StatsService/BatchGetMessageStates',
             herald_dot_v1_dot_stats__pb2.BatchGetMessageStatesRequest.SerializeToString,
             herald_dot_v1_dot_stats__pb2.BatchGetMessageStatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RebuildCampaignStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.StatsService/RebuildCampaignStats',
+            herald_dot_v1_dot_stats__pb2.RebuildCampaignStatsRequest.SerializeToString,
+            herald_dot_v1_dot_stats__pb2.CampaignStats.FromString,
             options,
             channel_credentials,
             insecure,
