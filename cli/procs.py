@@ -95,8 +95,11 @@ def start_nats(workdir: Path, port: int | None = None) -> Proc:
 
 def start_redis(workdir: Path, port: int | None = None) -> Proc:
     port = port or free_port()
+    # Durable as production must be (docs/runbook.md "What must be durable"): the append-only
+    # file, fsynced every second, so a Redis restart keeps the gateways' maps and markers.
     proc = _spawn("redis", [find_binary("redis-server"), "--port", str(port), "--bind", "127.0.0.1",
-                            "--save", "", "--appendonly", "no", "--dir", str(workdir)], workdir)
+                            "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
+                            "--dir", str(workdir)], workdir)
     _wait_log(proc, "Ready to accept connections", 20)
     proc.info = {"url": f"redis://127.0.0.1:{port}/0", "port": port}
     return proc
