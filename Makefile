@@ -6,7 +6,7 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTOS := $(wildcard protos/herald/v1/*.proto)
 
-.PHONY: run stop test test-unit lint protos bench deps venv clean
+.PHONY: run stop test test-unit chaos fuzz lint protos bench deps venv clean
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -38,6 +38,15 @@ lint: venv
 
 test: deps
 	HERALD_TEST_NEEDS_PG=1 bash deploy/local/with-postgres.sh $(VPY) -m pytest -q -p no:cacheprovider
+
+# The fault-injection suite at full size (make test runs it reduced: a few thousand messages).
+chaos: deps
+	HERALD_CHAOS_SCALE=full HERALD_TEST_NEEDS_PG=1 bash deploy/local/with-postgres.sh \
+		$(VPY) -m pytest -q -p no:cacheprovider -m chaos tests/chaos
+
+# Long fuzzing run of the parsers (make test runs a bounded number of examples).
+fuzz: venv
+	HYPOTHESIS_PROFILE=fuzz $(VPY) -m pytest -q -p no:cacheprovider tests/fuzz
 
 test-unit: venv
 	$(VPY) -m pytest -q tests/unit
