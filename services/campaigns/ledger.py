@@ -3,12 +3,20 @@
 Status events move a row only forward (status_rank guard), so duplicates and late
 events change nothing; counters (views, clicks, replies) count each event_id once.
 One transaction per fetched batch keeps SQLite fast enough for the event rate.
+
+A second durable consumer takes the SMPP gateway's unmatched receipts
+(events.receipt.unmatched: its Redis map no longer knew the id, e.g. after Redis lost its
+data) and matches them against the ledger, the durable record (`match_receipts`). A matched
+receipt becomes the message's outcome event on the bus, which this ledger and the stats
+service then apply like any other.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from dataclasses import dataclass
 from typing import Any
 
 from herald.v1 import common_pb2 as c
@@ -17,14 +25,15 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
 from prometheus_client import Counter
-from sqlalchemy import DateTime, bindparam, case, func, insert, or_, update
+from sqlalchemy import DateTime, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.campaigns.schema import clicks, messages, processed_events, replies
+from services.campaigns.schema import PROVIDER_KEY, clicks, messages, processed_events, replies
 from services.campaigns.store import Store
 from shared import bus, states
-from shared.timeutil import Clock, from_ts
+from shared.masking import mask_text
+from shared.timeutil import Clock, from_ts, to_ts
 
 log = logging.getLogger("herald.campaigns.ledger")
 S = c.MessageStatus
@@ -35,7 +44,16 @@ LEDGER_EVENTS = Counter("herald_campaigns_ledger_events_total",
                         "unknown, ignored).", ["result"])
 COUNTERS = {K.MESSAGE_EVENT_KIND_OPENED: "views", K.MESSAGE_EVENT_KIND_CLICKED: "clicks",
             K.MESSAGE_EVENT_KIND_REPLIED: "replies"}
+RECEIPTS = Counter("herald_campaigns_receipts_total",
+                   "Unmatched SMPP receipts (events.receipt.unmatched) the ledger handled, by "
+                   "result (credited, intermediate, settled).", ["result"])
+RECEIPTS_UNMATCHED = Counter(
+    "herald_campaigns_receipts_unmatched_total",
+    "Receipts neither the SMPP gateway's map nor the ledger could credit to a message, by reason "
+    "(unknown_id, address_mismatch, no_address, not_submitted, ambiguous).", ["reason"])
 DURABLE = "campaigns-ledger"
+SUBJECT = "events.message.>"
+RECEIPT_SUBJECT = "events.receipt.unmatched"
 
 
 async def first_time(conn: AsyncConnection, event_id: str, now: Any) -> bool:
@@ -161,18 +179,187 @@ async def apply_batch(conn: AsyncConnection, events: list[e.MessageEvent], now: 
     return results
 
 
+# --- durable receipt fallback -------------------------------------------------------
+# The receipt stat -> (event kind, failure category) of gateways/smpp/receipts.py, copied as
+# data: the ledger must read a receipt the way the gateway does without importing a gateway.
+# Stats not listed (ENROUTE, ACCEPTD) are intermediate: nothing to record yet.
+FINAL_STATS: dict[str, tuple[int, int]] = {
+    "DELIVRD": (K.MESSAGE_EVENT_KIND_DELIVERED, c.FAILURE_CATEGORY_UNSPECIFIED),
+    "UNDELIV": (K.MESSAGE_EVENT_KIND_FAILED, c.FAILURE_CATEGORY_CARRIER_REJECTED),
+    "REJECTD": (K.MESSAGE_EVENT_KIND_FAILED, c.FAILURE_CATEGORY_CARRIER_REJECTED),
+    "DELETED": (K.MESSAGE_EVENT_KIND_FAILED, c.FAILURE_CATEGORY_CARRIER_REJECTED),
+    "EXPIRED": (K.MESSAGE_EVENT_KIND_FAILED, c.FAILURE_CATEGORY_EXPIRED),
+    "UNKNOWN": (K.MESSAGE_EVENT_KIND_FAILED, c.FAILURE_CATEGORY_UNKNOWN),
+}
+STAT_ALIASES = {"DELIVERED": "DELIVRD", "UNDELIVERABLE": "UNDELIV", "REJECTED": "REJECTD",
+                "ACCEPTED": "ACCEPTD", "EXPIRE": "EXPIRED", "DELETE": "DELETED"}
+# Only a message handed to the carrier in its current attempt can be credited: an older
+# attempt's receipt must not settle a retry that is QUEUED or SENDING again. A late receipt
+# still turns an assumed delivery into its real outcome (as the gateway does).
+CREDITABLE = frozenset({S.MESSAGE_STATUS_SUBMITTED, S.MESSAGE_STATUS_ASSUMED_DELIVERED})
+SUFFIX_DIGITS = 9  # a national and an international form must share at least this many
+
+
+def normalise_stat(stat: str) -> str:
+    s = stat.strip().upper()
+    return STAT_ALIASES.get(s, s)
+
+
+def provider_key(smsc_id: str) -> str:
+    """What PROVIDER_KEY computes in SQL: lower case, surrounding space and leading zeros off."""
+    return smsc_id.strip().lstrip("0").lower()
+
+
+def number_digits(address: str) -> str:
+    """'+44 7700 900123', '0044 7700 900123', '447700900123' -> '447700900123';
+    '07700900123' -> '7700900123'. An alphanumeric address: ''."""
+    s = address.strip().removeprefix("+")
+    digits = "".join(ch for ch in s if ch.isdigit())
+    if not digits or any(ch.isalpha() for ch in s):
+        return ""
+    return digits.lstrip("0")  # international prefix 00 or a national trunk 0
+
+
+def same_number(receipt_source: str, destination: str) -> bool:
+    """The receipt's handset is the message's destination, whatever the number's form: equal
+    digits, or (national vs international) the shorter ends the longer with at least
+    SUFFIX_DIGITS digits. Unlike the gateway, an unreadable address is never a match: the
+    ledger credits a receipt only when the handset proves it (SMSCs reissue ids)."""
+    a, b = number_digits(receipt_source), number_digits(destination)
+    if not a or not b:
+        return False
+    if len(a) == len(b):
+        return a == b
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    return len(short) >= SUFFIX_DIGITS and long_.endswith(short)
+
+
+@dataclass(slots=True)
+class Match:
+    receipt: e.UnmatchedReceipt
+    row: Any = None     # the ledger row credited, when one is
+    reason: str = ""    # why none is (a RECEIPTS_UNMATCHED reason), or the RECEIPTS result
+
+
+async def match_receipts(conn: AsyncConnection, receipts: list[e.UnmatchedReceipt]) -> list[Match]:
+    """Each receipt's message: an SMS whose provider id is one of the receipt's readings, sent
+    to the receipt's handset, and SUBMITTED (or ASSUMED_DELIVERED) in its current attempt.
+    One indexed query for the whole batch."""
+    keys = {provider_key(k) for r in receipts for k in r.provider_ids} - {""}
+    rows: dict[str, list[Any]] = {}
+    if keys:
+        found = await conn.execute(select(
+            messages.c.id, messages.c.campaign_id, messages.c.workspace_id, messages.c.address,
+            messages.c.channel, messages.c.status, messages.c.attempt, messages.c.variant,
+            messages.c.route, messages.c.provider_message_id,
+        ).where(PROVIDER_KEY.in_(sorted(keys)), messages.c.channel == c.CHANNEL_SMS))
+        for row in found.mappings():
+            rows.setdefault(provider_key(row["provider_message_id"]), []).append(row)
+    out = []
+    for r in receipts:
+        if normalise_stat(r.stat) not in FINAL_STATS:
+            out.append(Match(r, reason="intermediate"))
+            continue
+        seen = {row["id"]: row for k in r.provider_ids for row in rows.get(provider_key(k), [])}
+        candidates = list(seen.values())
+        if not candidates:
+            out.append(Match(r, reason="unknown_id"))
+            continue
+        if not number_digits(r.source_address):
+            out.append(Match(r, reason="no_address"))
+            continue
+        mine = [row for row in candidates if same_number(r.source_address, row["address"])]
+        if not mine:
+            out.append(Match(r, reason="address_mismatch"))
+            continue
+        open_ = [row for row in mine if row["status"] in CREDITABLE]
+        if len(open_) > 1:  # a reissued id sent twice to one handset: not ours to guess
+            out.append(Match(r, reason="ambiguous"))
+        elif open_:
+            out.append(Match(r, row=open_[0], reason="credited"))
+        elif all(states.RANK[row["status"]] >= states.RANK[S.MESSAGE_STATUS_DELIVERED] for row in mine):
+            out.append(Match(r, reason="settled"))  # already has its outcome (a resent receipt)
+        else:
+            out.append(Match(r, reason="not_submitted"))
+    return out
+
+
+def receipt_event(m: Match, now: Any) -> tuple[str, e.MessageEvent, str]:
+    """The outcome event of a credited receipt, as the gateway would have published it. Its
+    id is deterministic, so a receipt handled twice (redelivery, the SMSC resending it) is
+    one event for JetStream's de-dup and for every consumer."""
+    r, row = m.receipt, m.row
+    stat = normalise_stat(r.stat)
+    kind, category = FINAL_STATS[stat]
+    key = f"{row['id']}:receipt:{provider_key(row['provider_message_id'])}"
+    ev = e.MessageEvent(
+        event_id=key, kind=kind, message_id=row["id"], campaign_id=row["campaign_id"],  # type: ignore[arg-type]
+        workspace_id=row["workspace_id"], channel=c.CHANNEL_SMS, status=states.KIND_STATUS[kind],  # type: ignore[arg-type]
+        carrier_result=stat, provider_message_id=row["provider_message_id"], to=row["address"],
+        variant=row["variant"], attempt=row["attempt"], route=r.route or row["route"], parts=r.parts)
+    ev.occurred_at.CopyFrom(r.occurred_at if r.occurred_at.seconds else to_ts(now))
+    if kind != K.MESSAGE_EVENT_KIND_DELIVERED:
+        ev.error_code = r.error_code
+        ev.error_description = f"carrier receipt stat:{stat} err:{r.error_code or '-'} (matched by the ledger)"
+        ev.failure_category = category  # type: ignore[assignment]
+    return states.message_subject(kind), ev, key
+
+
+class RateLimitedInfo:
+    """At most one INFO line per key per interval (unmatched receipts come in floods after
+    an outage); each line says how many were left out since the previous one."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def info(self, key: str, message: str, **extra: Any) -> None:
+        now = time.monotonic()
+        if now - self._last.get(key, -self.every) < self.every:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return
+        self._last[key] = now
+        log.info(message, extra={**extra, "suppressed": self._suppressed.pop(key, 0)})
+
+
+def cause(exc: BaseException) -> str:
+    """An exception as a log field: its type and text (some, e.g. timeouts, have no text)."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 class Ledger:
     def __init__(self, store: Store, js: JetStreamContext, clock: Clock | None = None,
-                 batch: int = 500) -> None:
+                 batch: int = 500, durable: str = DURABLE) -> None:
         self.store = store
         self.js = js
         self.clock = clock or Clock()
         self.batch = batch
+        self.durable = durable
+        self._unmatched_log = RateLimitedInfo()
+
+    @property
+    def receipts_durable(self) -> str:
+        return f"{self.durable}-receipts"
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Both consumers until stop is set. One durable per subject: a JetStream consumer has
+        a single filter subject on nats-server 2.9. Either one failing ends the other."""
+        tasks = [asyncio.create_task(self.run_messages(stop), name="ledger-messages"),
+                 asyncio.create_task(self.run_receipts(stop), name="ledger-receipts")]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for t in done:
+                t.result()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _consume(self, stop: asyncio.Event, durable: str, subject: str, handle: Any) -> None:
         sub = await self.js.pull_subscribe(
-            "events.message.>", durable=DURABLE, stream=bus.EVENTS_STREAM,
-            config=ConsumerConfig(durable_name=DURABLE, filter_subject="events.message.>",
+            subject, durable=durable, stream=bus.EVENTS_STREAM,
+            config=ConsumerConfig(durable_name=durable, filter_subject=subject,
                                   ack_wait=60, max_ack_pending=20000))
         while not stop.is_set():
             try:
@@ -181,26 +368,85 @@ class Ledger:
                 continue
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
-                log.warning("fetch failed: %s", exc)
+            except Exception as exc:  # connection trouble: the client reconnects by itself
+                log.warning("ledger fetch failed", extra={"consumer": durable, "error": cause(exc)})
                 await asyncio.sleep(0.5)
                 continue
-            good = []
-            for m in msgs:
-                try:
-                    good.append((m, bus.parse(m, e.MessageEvent)))
-                except bus.PermanentError as exc:
-                    log.error("dropping unparsable event", extra={"reason": str(exc)})
-                    await m.term()
-            try:
-                async with self.store.engine.begin() as conn:
-                    results = await apply_batch(conn, [ev for _m, ev in good], self.clock.now())
-            except Exception:
-                log.exception("ledger batch failed; redelivering", extra={"events": len(good)})
-                for m, _ev in good:
-                    await m.nak(delay=1.0)
-                continue
-            for result, n in results.items():
-                LEDGER_EVENTS.labels(result).inc(n)
-            await asyncio.gather(*(m.ack() for m, _ in good))
+            await handle(msgs)
         await sub.unsubscribe()
+
+    async def run_messages(self, stop: asyncio.Event) -> None:
+        await self._consume(stop, self.durable, SUBJECT, self.handle_messages)
+
+    async def run_receipts(self, stop: asyncio.Event) -> None:
+        await self._consume(stop, self.receipts_durable, RECEIPT_SUBJECT, self.handle_receipts)
+
+    async def _parse(self, msgs: list, cls: type) -> list[tuple[Any, Any]]:
+        good = []
+        for m in msgs:
+            try:
+                good.append((m, bus.parse(m, cls)))
+            except bus.PermanentError as exc:
+                log.error("dropping unparsable event", extra={"subject": m.subject, "error": cause(exc)})
+                await _settle(m.term())
+        return good
+
+    async def _redeliver(self, event: str, good: list[tuple[Any, Any]], exc: Exception) -> None:
+        """The batch is not lost: every message of it is nak'ed (an idempotent apply makes a
+        redelivery harmless); a nak that fails leaves the message to ack_wait."""
+        log.error(event, extra={"consumer": self.durable, "events": len(good), "error": cause(exc)},
+                  exc_info=exc)
+        await asyncio.gather(*(_settle(m.nak(delay=1.0)) for m, _ in good))
+
+    async def handle_messages(self, msgs: list) -> None:
+        good = await self._parse(msgs, e.MessageEvent)
+        if not good:
+            return
+        try:
+            async with self.store.engine.begin() as conn:
+                results = await apply_batch(conn, [ev for _m, ev in good], self.clock.now())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._redeliver("ledger batch failed", good, exc)
+            return
+        for result, n in results.items():
+            LEDGER_EVENTS.labels(result).inc(n)
+        await asyncio.gather(*(_settle(m.ack()) for m, _ in good))
+
+    async def handle_receipts(self, msgs: list) -> None:
+        good = await self._parse(msgs, e.UnmatchedReceipt)
+        if not good:
+            return
+        try:
+            async with self.store.engine.connect() as conn:
+                matches = await match_receipts(conn, [r for _m, r in good])
+            now = self.clock.now()
+            # Acked only once the outcome events are stored on the bus.
+            await bus.publish_many(self.js, [receipt_event(m, now) for m in matches if m.row is not None])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._redeliver("ledger receipt batch failed", good, exc)
+            return
+        for m in matches:
+            if m.row is not None or m.reason in ("intermediate", "settled"):
+                RECEIPTS.labels(m.reason).inc()
+                continue
+            RECEIPTS_UNMATCHED.labels(m.reason).inc()
+            r = m.receipt
+            self._unmatched_log.info(
+                m.reason, "receipt matched no ledger message", reason=m.reason, route=r.route,
+                provider_ids=",".join(r.provider_ids), stat=r.stat, source=mask_text(r.source_address))
+        await asyncio.gather(*(_settle(m.ack()) for m, _ in good))
+
+
+async def _settle(call: Any) -> None:
+    """ack/nak/term: a failure (connection lost) is logged, never ends the consumer; the
+    server redelivers the message after ack_wait."""
+    try:
+        await call
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.warning("ledger ack failed", extra={"error": cause(exc)})

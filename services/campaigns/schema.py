@@ -15,6 +15,8 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    func,
+    literal_column,
 )
 
 metadata = MetaData()
@@ -120,6 +122,12 @@ messages = Table(
     Index("ix_messages_campaign_status", "campaign_id", "status"),
     Index("ix_messages_dispatch", "campaign_id", "dispatched_at"),
 )
+
+# A receipt's id as the ledger looks it up: SMSCs change the id's case and leading zeros
+# between submit_sm_resp and the receipt. The '0' is a literal, not a bound parameter, so the
+# query's expression is the index's own (SQLite matches index expressions textually).
+PROVIDER_KEY = func.lower(func.ltrim(messages.c.provider_message_id, literal_column("'0'")))
+Index("ix_messages_provider_key", PROVIDER_KEY)
 
 # Who did what to a campaign. Kept after a campaign is deleted.
 audit_events = Table(
