@@ -6,7 +6,13 @@ campaigns it will act on; on PostgreSQL the claim selects with FOR UPDATE SKIP L
 two replicas never claim the same campaign and a dead replica's campaigns are taken over
 when its lease runs out. SQLite has a single writer by nature: run one replica on it.
 Every transition is also a compare-and-set on the status. Message ids are deterministic
-(uuid5 of campaign, channel and address), so a build interrupted by a crash is redone.
+(uuid5 of campaign, channel and address), so a build interrupted by a crash is taken up again
+where it stopped: rows are only ever added (never deleted), events carry deterministic ids,
+and the inline targets are dropped in the transaction that moves the campaign to SENDING.
+
+The scheduler also sweeps the ledger for SMS left SUBMITTED longer than
+HERALD_ASSUMED_DELIVERED_AFTER and reports them ASSUMED_DELIVERED: the schedule lives in SQL,
+so nothing held in Redis or a gateway is needed to finish a campaign whose receipts never came.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import math
 import os
 import socket
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,9 +36,11 @@ from herald.v1 import recipients_pb2_grpc as rgrpc
 from nats.errors import MaxPayloadError
 from nats.js import JetStreamContext
 from prometheus_client import Counter, Gauge
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import Table, and_, delete, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.campaigns import exports, lifecycle
+from services.campaigns import exports, lifecycle, settings
 from services.campaigns.schema import campaign_targets, campaigns, job_errors, messages
 from services.campaigns.store import Store
 from services.campaigns.window import Window
@@ -54,6 +62,26 @@ MESSAGES_BUILT = Counter("herald_campaigns_messages_built_total",
 CAMPAIGN_TRANSITIONS = Counter("herald_campaigns_transitions_total",
                                "Campaign state changes made by the scheduler.", ["to"])
 ACTIVE = Gauge("herald_campaigns_active", "Campaigns in an active state.", ["status"])
+BUILDS = Counter("herald_campaigns_builds_total",
+                 "Campaign builds that finished, by result: built (in one pass), resumed (taken up "
+                 "again after an interruption or a recipients error), empty_failed (a non-empty "
+                 "request that yielded no message: the campaign FAILED).", ["result"])
+ASSUMED = Counter("herald_campaigns_assumed_delivered_total",
+                  "SMS the ledger sweep reported ASSUMED_DELIVERED (SUBMITTED for longer than "
+                  "HERALD_ASSUMED_DELIVERED_AFTER without a final receipt).")
+SCHEDULER_ERRORS = Counter("herald_campaigns_scheduler_errors_total",
+                           "Scheduler failures, by stage (tick, step, exports, assumed_sweep); each "
+                           "is logged with its cause and retried on a later tick.", ["stage"])
+
+BUILD_CHUNK = 1000  # ledger rows per insert transaction and per event batch at build
+SWEEP_PAGE = 1000  # messages per assumed-delivery query and publish batch
+SWEEP_PAGES = 20  # pages per sweep; a larger backlog carries on at the next tick
+# A DONE campaign has no SMS left SUBMITTED (maybe_complete counts them as unsettled);
+# any campaign that was sending and stopped otherwise may still have some with the carrier.
+SWEPT = [lifecycle.SENDING, lifecycle.PAUSED, lifecycle.CANCELLED, lifecycle.FAILED, lifecycle.EXPIRED]
+# The events a rejected recipient's row announces at build, besides "queued".
+BUILT_KIND = {S.MESSAGE_STATUS_FAILED: e.MESSAGE_EVENT_KIND_FAILED,
+              S.MESSAGE_STATUS_OPTED_OUT: e.MESSAGE_EVENT_KIND_OPTED_OUT}
 
 REJECT_STATUS = {
     c.FAILURE_CATEGORY_UNSUBSCRIBED: (S.MESSAGE_STATUS_OPTED_OUT, e.MESSAGE_EVENT_KIND_OPTED_OUT),
@@ -65,6 +93,30 @@ SENDING_SUBJECT = states.message_subject(e.MESSAGE_EVENT_KIND_SENDING)
 
 def message_id(campaign_id: str, channel: int, address: str) -> str:
     return str(uuid.uuid5(NS, f"{campaign_id}:{channel}:{address}"))
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as a log field: its type and text (some have an empty str())."""
+    return f"{type(exc).__name__}: {exc}"
+
+
+def insert_missing(conn: AsyncConnection, table: Table) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING on SQLite and PostgreSQL alike."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing()
+
+
+def drop_targets(campaign_id: str) -> Callable[[AsyncConnection], Awaitable[None]]:
+    """The inline targets go in the transaction that ends the build: until then a resumed
+    build still has them."""
+    async def run(conn: AsyncConnection) -> None:
+        await conn.execute(delete(campaign_targets).where(campaign_targets.c.campaign_id == campaign_id))
+    return run
+
+
+async def _each(items: Iterable[Any]) -> AsyncIterator[Any]:
+    for item in items:
+        yield item
 
 
 def variant_assigner(variants: list[dict], test_percent: int, accepted: int) -> Any:
@@ -156,8 +208,15 @@ class Scheduler:
                  clock: Clock | None = None, interval: float = 0.2, batch: int = 500,
                  job_ttl: float = 86400.0, lease: float = 10.0, auto_pause: int = 5,
                  owner: str | None = None, export_ttl: float = 3600.0,
-                 max_payload: int = 1024 * 1024) -> None:
+                 max_payload: int = 1024 * 1024, assumed_after: float | None = None,
+                 assumed_sweep: float | None = None) -> None:
         self.max_payload = max_payload  # the NATS server's limit (Client.max_payload)
+        self.assumed_after = (settings.ASSUMED_DELIVERED_AFTER.get_float()
+                              if assumed_after is None else assumed_after)
+        self.assumed_sweep = (settings.ASSUMED_DELIVERY_SWEEP.get_float()
+                              if assumed_sweep is None else assumed_sweep)
+        self.sweep_at: datetime | None = None
+        self.sweep_cursor = ""  # the last message id of an unfinished sweep
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.lease = lease
         self.auto_pause = auto_pause
@@ -177,8 +236,9 @@ class Scheduler:
         while not stop.is_set():
             try:
                 await self.tick()
-            except Exception:
-                log.exception("scheduler tick failed")
+            except Exception as exc:  # SQL or NATS unavailable: the next tick tries again
+                SCHEDULER_ERRORS.labels("tick").inc()
+                log.exception("scheduler tick failed", extra={"error": describe(exc)})
             self.wake.clear()
             waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self.wake.wait())]
             await asyncio.wait(waiters, timeout=self.interval, return_when=asyncio.FIRST_COMPLETED)
@@ -221,13 +281,24 @@ class Scheduler:
             self.exports_at = now
             try:
                 await exports.run_pending(self.store, self.clock, self.export_ttl)
-            except Exception:
-                log.exception("exports failed")
+            except Exception as exc:
+                SCHEDULER_ERRORS.labels("exports").inc()
+                log.exception("exports failed", extra={"error": describe(exc)})
         for row in rows:
             try:
                 dispatched += await self.step(row, now)
-            except Exception:
-                log.exception("scheduler step failed", extra={"campaign_id": row["id"]})
+            except Exception as exc:  # the campaign's state is as the last commit left it
+                SCHEDULER_ERRORS.labels("step").inc()
+                log.exception("scheduler step failed", extra={
+                    "campaign_id": row["id"], "status": row["status"], "error": describe(exc)})
+        if self.assumed_after > 0 and (self.sweep_cursor or self.sweep_at is None
+                                       or (now - self.sweep_at).total_seconds() >= self.assumed_sweep):
+            self.sweep_at = now
+            try:
+                await self.sweep_assumed(now)
+            except Exception as exc:
+                SCHEDULER_ERRORS.labels("assumed_sweep").inc()
+                log.warning("assumed-delivery sweep failed", extra={"error": describe(exc)})
         return dispatched
 
     async def step(self, row: Any, now: datetime) -> int:
@@ -252,6 +323,8 @@ class Scheduler:
                 await self.transition(cid, lifecycle.PAUSED,
                                       f"outside sending window (reopens {nxt})", paused_by="window")
                 return 0
+            # Auto-pause only while messages remain to send (too_many_failures checks): a
+            # campaign whose messages are all final completes below, whatever its last outcomes.
             if await self.too_many_failures(row):
                 return 0
             n = await self.dispatch(row)
@@ -282,7 +355,11 @@ class Scheduler:
 
     async def too_many_failures(self, row: Any) -> bool:
         """Auto-pause after N consecutive failed messages (seed: 5): a broken route or an
-        expired account should not burn the whole audience."""
+        expired account should not burn the whole audience. Only while messages remain to be
+        sent: a campaign with nothing left to hand over completes instead (maybe_complete),
+        whatever its last outcomes were. An auto-pause is never lifted by the scheduler: the
+        failures mean something is broken (route, account, content) that only a person can
+        fix, and resuming by itself would burn the next N messages on the same fault."""
         n = row["auto_pause_failures"] or self.auto_pause
         if n <= 0:
             return False
@@ -298,18 +375,37 @@ class Scheduler:
             last = [r[0] for r in await conn.execute(q)]
         if len(last) < n or any(st != S.MESSAGE_STATUS_FAILED for st in last):
             return False
-        await self.transition(row["id"], lifecycle.PAUSED,
-                              f"auto-paused after {n} consecutive failures", paused_by="failures")
+        if not await self.left_to_send(row["id"]):
+            return False
+        await self.transition(
+            row["id"], lifecycle.PAUSED,
+            f"auto-paused after {n} consecutive failures; it does not resume by itself: fix the "
+            f"cause (route, account, content), then resume it (ResumeCampaign, or "
+            f"`herald resume {row['id']}`)", paused_by="failures")
+        log.warning("campaign auto-paused", extra={"campaign_id": row["id"], "failures": n})
         return True
 
+    async def left_to_send(self, campaign_id: str) -> bool:
+        """Whether any message still waits to be handed to a gateway (A/B-held ones wait for
+        the winner, not for this campaign's route)."""
+        async with self.store.engine.connect() as conn:
+            return (await conn.execute(select(messages.c.id).where(
+                messages.c.campaign_id == campaign_id, messages.c.status == S.MESSAGE_STATUS_QUEUED,
+                messages.c.dispatched_at.is_(None), messages.c.held.is_(False)).limit(1))).first() is not None
+
     # --- build -----------------------------------------------------------------------------
-    async def transition(self, campaign_id: str, target: str, reason: str, **values: Any) -> Any:
+    async def transition(self, campaign_id: str, target: str, reason: str,
+                         also: Callable[[AsyncConnection], Awaitable[None]] | None = None,
+                         **values: Any) -> Any:
+        """Move the campaign (compare-and-set) and run `also` in the same transaction."""
         now = self.clock.now()
         async with self.store.engine.begin() as conn:
             row = await self.store.get_row(conn, campaign_id, None, for_update=True)
             previous = row["status"]
             if row["status"] != target:
                 await Store.set_status(conn, row, target, reason, "scheduler", now, **values)
+            if also is not None:
+                await also(conn)
             row = await self.store.get_row(conn, campaign_id, None)
         CAMPAIGN_TRANSITIONS.labels(target).inc()
         event_id = str(uuid.uuid4())
@@ -331,93 +427,221 @@ class Scheduler:
                 return True
         return False
 
-    async def resolve(self, row: Any) -> list[rpb.AudienceMember]:
-        targets = await self.store.load_targets(row["id"])
-        if not targets and not row["category_ids"]:
-            return []  # a TRIGGER campaign may start with no audience
-        req = rpb.ResolveAudienceRequest(channel=row["channel"], category_ids=row["category_ids"] or [],
-                                         inline=targets)
-        md = auth.call_metadata(workspace=row["workspace_id"])
-        return [m async for m in self.recipients.ResolveAudience(req, metadata=md, timeout=600)]
-
     async def build(self, row: Any) -> None:
+        """PENDING/BUILDING -> SENDING, resumable at every step: whatever stops it (a crash, the
+        recipients service, SQL or NATS) leaves the campaign BUILDING with its inline targets,
+        and the next tick takes the build up again.
+        1. PENDING -> BUILDING (started_at).
+        2. The audience streams into the ledger in chunks; only missing rows are inserted (ids
+           are deterministic), so a resumed build adds what an interrupted one did not write
+           and never deletes, changes or shrinks what is there.
+        3. The queued (and rejection) events are published from the ledger with deterministic
+           ids: a resumed build's copies are dropped by JetStream and by the consumers.
+        4. One transaction drops the inline targets and moves the campaign to SENDING.
+        A non-empty request (inline recipients or categories) that yields no message is a job
+        error and the campaign FAILS: it never completes as "built 0 messages"."""
         cid = row["id"]
+        resumed = row["status"] == lifecycle.BUILDING
         if row["status"] == lifecycle.PENDING:
             row = await self.transition(cid, lifecycle.BUILDING, "building recipient list",
                                         started_at=self.clock.now())
+        targets = await self.store.load_targets(cid)
         try:
-            members = await self.resolve(row)
+            added = await self.write_audience(row, targets)
         except grpc.aio.AioRpcError as exc:
             transient = exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
             await self.record_error(row, "build", f"recipients service: {exc.code().name}: {exc.details()}"
                                     + (" (retrying)" if transient else ""))
             if transient:
-                log.warning("recipients unavailable, build retried next tick",
-                            extra={"campaign_id": cid, "code": exc.code().name})
+                log.warning("recipients unavailable, build retried next tick", extra={
+                    "campaign_id": cid, "code": exc.code().name, "error": describe(exc)})
                 return
+            log.error("audience refused, campaign failed", extra={
+                "campaign_id": cid, "code": exc.code().name, "error": describe(exc)})
             await self.transition(cid, lifecycle.FAILED, f"audience: {exc.details()}",
-                                  completed_at=self.clock.now())
+                                  also=drop_targets(cid), completed_at=self.clock.now())
             return
-        now, seen, rows, events = self.clock.now(), set(), [], []
-        accepted = sum(1 for m in members if m.accepted)
-        assign = variant_assigner(row["variants"] or [], row["test_percent"], accepted)
-        for m in members:
-            r = m.recipient
-            address = r.phone if row["channel"] == c.CHANNEL_SMS else r.email
-            key = address or f"contact:{r.contact_id}"
-            if key in seen:
-                continue
-            seen.add(key)
-            mid = message_id(cid, row["channel"], key)
-            status, kind = S.MESSAGE_STATUS_QUEUED, e.MESSAGE_EVENT_KIND_QUEUED
-            if not m.accepted:
-                status, kind = REJECT_STATUS.get(m.rejection, (S.MESSAGE_STATUS_FAILED,
-                                                               e.MESSAGE_EVENT_KIND_FAILED))
-            variant, held = assign() if m.accepted else ("", False)
-            variables = variables_of(r)
-            category, reason = (0, "") if m.accepted else (m.rejection, m.rejection_reason)
-            try:
-                shown = preview(row["channel"], content_of(row, variant), variables)
-            except templating.TemplateError as exc:  # this recipient's values break the template
-                shown = ""
-                if m.accepted:
-                    status, kind = S.MESSAGE_STATUS_FAILED, e.MESSAGE_EVENT_KIND_FAILED
-                    category, reason = c.FAILURE_CATEGORY_CONTENT_REJECTED, str(exc)
-                    held = False
-            rows.append(dict(
-                variant=variant, held=held,
-                id=mid, campaign_id=cid, workspace_id=row["workspace_id"], contact_id=r.contact_id,
-                contact_name=templating.full_name(r.first_name, r.last_name),
-                address=address or "", channel=row["channel"], status=status,
-                status_rank=states.RANK[status], failure_category=category, error_description=reason,
-                content_preview=shown, fields=variables, created_at=now, updated_at=now,
-            ))
-            MESSAGES_BUILT.labels(states.status_name(status)).inc()
-            if held:  # announced when the winner is promoted, with its variant label
-                continue
-            base = dict(message_id=mid, campaign_id=cid, workspace_id=row["workspace_id"],
-                        channel=row["channel"], occurred_at=to_ts(now), to=address or "",
-                        variant=variant)
-            events.append(e.MessageEvent(event_id=f"{mid}:queued", kind=e.MESSAGE_EVENT_KIND_QUEUED,
-                                         status=S.MESSAGE_STATUS_QUEUED, **base))
-            if status != S.MESSAGE_STATUS_QUEUED:
-                events.append(e.MessageEvent(
-                    event_id=f"{mid}:{states.kind_name(kind)}", kind=kind, status=status,
-                    failure_category=category, error_description=reason, **base))
+        async with self.store.engine.connect() as conn:
+            total = (await conn.execute(select(func.count()).select_from(messages).where(
+                messages.c.campaign_id == cid))).scalar_one()
+        categories = len(row["category_ids"] or [])
+        if total == 0 and (targets or categories):
+            await self.build_empty(row, len(targets), categories)
+            return
+        await self.announce_built(row)
+        await self.transition(cid, lifecycle.SENDING, f"built {total} messages",
+                              also=drop_targets(cid), recipients_count=total)
+        BUILDS.labels("resumed" if resumed else "built").inc()
+        log.info("campaign built", extra={"campaign_id": cid, "messages": total, "added": added,
+                                          "resumed": resumed})
+
+    async def build_empty(self, row: Any, inline: int, categories: int) -> None:
+        reason = (f"the audience yielded no messages ({inline} inline recipients, {categories} "
+                  "categories asked): nothing to send; check the categories' contacts and the "
+                  "recipients service, then create the campaign again")
+        await self.record_error(row, "build", reason)
+        await self.transition(row["id"], lifecycle.FAILED, reason, also=drop_targets(row["id"]),
+                              completed_at=self.clock.now())
+        BUILDS.labels("empty_failed").inc()
+        log.error("campaign build yielded no messages", extra={
+            "campaign_id": row["id"], "inline": inline, "categories": categories})
+
+    async def write_audience(self, row: Any, targets: list[c.Recipient]) -> int:
+        """Resolve the audience and insert its missing ledger rows chunk by chunk as the stream
+        arrives (an A/B split needs the accepted count first, so that audience is read whole).
+        Returns how many rows were added."""
+        if not targets and not row["category_ids"]:
+            return 0  # a TRIGGER campaign may start with no audience
+        req = rpb.ResolveAudienceRequest(channel=row["channel"], category_ids=row["category_ids"] or [],
+                                         inline=targets)
+        md = auth.call_metadata(workspace=row["workspace_id"])
+        stream = self.recipients.ResolveAudience(req, metadata=md, timeout=600)
+        source: AsyncIterator[rpb.AudienceMember] = stream.__aiter__()
+        assign = variant_assigner([], 0, 0)
+        if row["variants"]:
+            members = [m async for m in stream]
+            assign = variant_assigner(row["variants"], row["test_percent"],
+                                      sum(1 for m in members if m.accepted))
+            source = _each(members)
+        now, seen, chunk, added = self.clock.now(), set(), [], 0
+        async for m in source:
+            values = self.ledger_row(row, m, assign, now, seen)
+            if values is not None:
+                chunk.append(values)
+            if len(chunk) >= BUILD_CHUNK:
+                added += await self.insert_rows(chunk)
+                chunk = []
+        if chunk:
+            added += await self.insert_rows(chunk)
+        return added
+
+    @staticmethod
+    def ledger_row(row: Any, m: rpb.AudienceMember, assign: Callable[[], tuple[str, bool]],
+                   now: datetime, seen: set[str]) -> dict[str, Any] | None:
+        """The ledger row of one audience member (None for a repeated address: the first wins)."""
+        r = m.recipient
+        address = r.phone if row["channel"] == c.CHANNEL_SMS else r.email
+        key = address or f"contact:{r.contact_id}"
+        if key in seen:
+            return None
+        seen.add(key)
+        status = S.MESSAGE_STATUS_QUEUED
+        if not m.accepted:
+            status = REJECT_STATUS.get(m.rejection, (S.MESSAGE_STATUS_FAILED,))[0]
+        variant, held = assign() if m.accepted else ("", False)
+        variables = variables_of(r)
+        category, reason = (0, "") if m.accepted else (m.rejection, m.rejection_reason)
+        try:
+            shown = preview(row["channel"], content_of(row, variant), variables)
+        except templating.TemplateError as exc:  # this recipient's values break the template
+            shown = ""
+            if m.accepted:
+                status = S.MESSAGE_STATUS_FAILED
+                category, reason = c.FAILURE_CATEGORY_CONTENT_REJECTED, str(exc)
+                held = False
+        return dict(
+            variant=variant, held=held,
+            id=message_id(row["id"], row["channel"], key), campaign_id=row["id"],
+            workspace_id=row["workspace_id"], contact_id=r.contact_id,
+            contact_name=templating.full_name(r.first_name, r.last_name),
+            address=address or "", channel=row["channel"], status=status,
+            status_rank=states.RANK[status], failure_category=category, error_description=reason,
+            content_preview=shown, fields=variables, created_at=now, updated_at=now,
+        )
+
+    async def insert_rows(self, rows: list[dict[str, Any]]) -> int:
+        """Insert the rows the ledger does not have yet; rows already there are left as they
+        are (a resumed build, or a second replica after a lease ran out)."""
         async with self.store.engine.begin() as conn:
-            await conn.execute(delete(messages).where(messages.c.campaign_id == cid))
-            for i in range(0, len(rows), 1000):
-                await conn.execute(insert(messages), rows[i:i + 1000])
-            await conn.execute(update(campaigns).where(campaigns.c.id == cid).values(
-                recipients_count=len(rows)))
-        # Deterministic event ids: a rebuild republishes the same facts, consumers drop them.
-        await bus.publish_many(self.js, [(states.message_subject(ev.kind), ev, ev.event_id)
-                                         for ev in events])
-        async with self.store.engine.begin() as conn:
-            await conn.execute(delete(campaign_targets).where(campaign_targets.c.campaign_id == cid))
-        await self.transition(cid, lifecycle.SENDING, f"built {len(rows)} messages")
-        log.info("campaign built", extra={"campaign_id": cid, "messages": len(rows),
-                                          "rejected": sum(1 for m in members if not m.accepted)})
+            have = {r[0] for r in await conn.execute(select(messages.c.id).where(
+                messages.c.id.in_([r["id"] for r in rows])))}
+            new = [r for r in rows if r["id"] not in have]
+            if new:
+                await conn.execute(insert_missing(conn, messages), new)
+            if have:
+                log.info("build resumed over existing ledger rows",
+                         extra={"campaign_id": rows[0]["campaign_id"], "kept": len(have)})
+        for r in new:
+            MESSAGES_BUILT.labels(states.status_name(r["status"])).inc()
+        return len(new)
+
+    async def announce_built(self, row: Any) -> int:
+        """Publish each built row's queued event (and its rejection), read back from the ledger
+        page by page; held A/B rows are announced when the winner is promoted."""
+        cid, after, n = row["id"], "", 0
+        cols = (messages.c.id, messages.c.status, messages.c.failure_category,
+                messages.c.error_description, messages.c.address, messages.c.variant,
+                messages.c.created_at)
+        while True:
+            async with self.store.engine.connect() as conn:
+                page = (await conn.execute(select(*cols).where(
+                    messages.c.campaign_id == cid, messages.c.held.is_(False), messages.c.id > after)
+                    .order_by(messages.c.id).limit(BUILD_CHUNK))).all()
+            if not page:
+                return n
+            items: list[tuple[str, Any, str]] = []
+            for m in page:
+                base = dict(message_id=m.id, campaign_id=cid, workspace_id=row["workspace_id"],
+                            channel=row["channel"], occurred_at=to_ts(aware(m.created_at)),
+                            to=m.address, variant=m.variant)
+                ev = e.MessageEvent(event_id=f"{m.id}:queued", kind=e.MESSAGE_EVENT_KIND_QUEUED,
+                                    status=S.MESSAGE_STATUS_QUEUED, **base)
+                items.append((states.message_subject(ev.kind), ev, ev.event_id))
+                kind = BUILT_KIND.get(m.status)
+                if kind is not None:
+                    ev = e.MessageEvent(event_id=f"{m.id}:{states.kind_name(kind)}", kind=kind,
+                                        status=m.status, failure_category=m.failure_category,
+                                        error_description=m.error_description, **base)
+                    items.append((states.message_subject(kind), ev, ev.event_id))
+            await bus.publish_many(self.js, items)
+            n += len(page)
+            after = page[-1].id
+
+    # --- assumed delivery --------------------------------------------------------------------
+    async def sweep_assumed(self, now: datetime) -> int:
+        """SMS SUBMITTED (in the ledger) for longer than assumed_after: publish
+        ASSUMED_DELIVERED for them; the ledger consumer and stats apply it (a later receipt
+        still moves the message to DELIVERED or FAILED). The ledger is only changed by the
+        consumer, so a crash between query and publish loses nothing: the next sweep finds
+        the same rows. Ids are deterministic, so a repeat is dropped. Cheap: only campaigns
+        that may still have SMS with the carrier, through the (campaign_id, status) index."""
+        cutoff = now - timedelta(seconds=self.assumed_after)
+        cols = (messages.c.id, messages.c.attempt, messages.c.campaign_id, messages.c.workspace_id,
+                messages.c.address, messages.c.variant, messages.c.route)
+        published = 0
+        for _ in range(SWEEP_PAGES):
+            async with self.store.engine.connect() as conn:
+                page = (await conn.execute(
+                    select(*cols).select_from(messages.join(campaigns, campaigns.c.id == messages.c.campaign_id))
+                    .where(campaigns.c.channel == c.CHANNEL_SMS, campaigns.c.status.in_(SWEPT),
+                           campaigns.c.started_at.is_not(None),
+                           messages.c.status == S.MESSAGE_STATUS_SUBMITTED,
+                           messages.c.channel == c.CHANNEL_SMS,
+                           func.coalesce(messages.c.sent_at, messages.c.updated_at) < cutoff,
+                           messages.c.id > self.sweep_cursor)
+                    .order_by(messages.c.id).limit(SWEEP_PAGE))).all()
+            items: list[tuple[str, Any, str]] = []
+            for m in page:
+                key = f"{m.id}:assumed:{m.attempt}"
+                ev = e.MessageEvent(
+                    event_id=key, kind=e.MESSAGE_EVENT_KIND_ASSUMED_DELIVERED,
+                    status=S.MESSAGE_STATUS_ASSUMED_DELIVERED, message_id=m.id,
+                    campaign_id=m.campaign_id, workspace_id=m.workspace_id, channel=c.CHANNEL_SMS,
+                    attempt=m.attempt, occurred_at=to_ts(now), to=m.address, variant=m.variant,
+                    route=m.route)
+                items.append((states.message_subject(ev.kind), ev, key))
+            if items:
+                await bus.publish_many(self.js, items)
+                ASSUMED.inc(len(items))
+                published += len(items)
+            if len(page) < SWEEP_PAGE:
+                self.sweep_cursor = ""
+                break
+            self.sweep_cursor = page[-1].id
+        if published:
+            log.info("assumed delivery reported", extra={"messages": published,
+                                                         "after_seconds": self.assumed_after})
+        return published
 
     # --- dispatch ----------------------------------------------------------------------------
     def allowance(self, row: Any, dispatched: int, total: int) -> int:
@@ -513,9 +737,10 @@ class Scheduler:
             await self.fail_campaign(row, f"publishing jobs failed: {exc!r}", c.FAILURE_CATEGORY_CONTENT_REJECTED)
             return 0
         except Exception as exc:  # NATS unavailable: nothing marked dispatched, retried next tick
-            if await self.record_error(row, "dispatch", f"publishing jobs failed ({type(exc).__name__}: "
-                                                        f"{exc}); retrying"):
-                log.warning("publishing jobs failed, retrying", extra={"campaign_id": cid})
+            # Logged once per distinct error (as the Errors tab stores it), not on every tick.
+            if await self.record_error(row, "dispatch", f"publishing jobs failed ({describe(exc)}); retrying"):
+                log.warning("publishing jobs failed, retrying",
+                            extra={"campaign_id": cid, "jobs": len(sent_ids), "error": describe(exc)})
             return 0
         self.spend(cid, len(sent_ids))
         JOBS_PUBLISHED.labels(c.Channel.Name(row["channel"])).inc(len(sent_ids))

@@ -44,3 +44,17 @@ EMAIL_MAX_BYTES = setting(
     "Most UTF-8 bytes of an email campaign's subject + text + html (each variant counted on "
     "its own); kept below the bus payload limit so every job can be published.", "campaigns",
 )
+
+ASSUMED_DELIVERED_AFTER = setting(
+    "HERALD_ASSUMED_DELIVERED_AFTER", "172800",
+    "Seconds an SMS may stay SUBMITTED in the ledger (no final receipt) before the scheduler "
+    "reports it ASSUMED_DELIVERED (0 disables; a later receipt still moves it to DELIVERED or "
+    "FAILED). Kept in SQL, so a Redis or gateway restart loses nothing.", "campaigns",
+)
+
+ASSUMED_DELIVERY_SWEEP = setting(
+    "HERALD_ASSUMED_DELIVERY_SWEEP", "60",
+    "Seconds between the scheduler's sweeps of the ledger for SMS due to be assumed delivered "
+    "(a backlog larger than one sweep's share is worked off on the following ticks).",
+    "campaigns",
+)
