@@ -8,8 +8,12 @@ from herald.v1 import stats_pb2_grpc
 
 from services.stats import settings
 from services.stats.aggregator import Aggregator
+from services.stats.catchup import CatchUp
 from services.stats.consumer import Consumer
 from services.stats.directory import CampaignDirectory
+from services.stats.ledger import LedgerReader
+from services.stats.rebuild import RebuildStore
+from services.stats.rebuilder import Rebuilder
 from services.stats.servicer import StatsServicer
 from shared import bus, cache, config
 from shared.grpc_server import ServiceRuntime
@@ -31,7 +35,11 @@ async def main() -> None:
     rt.start_metrics()
     # Asked about campaigns stats has no events for yet (exists? whose?).
     directory = CampaignDirectory(agg, config.CAMPAIGNS_ADDR.get())
-    servicer = StatsServicer(agg, directory, rt.stop_event)
+    rebuilder = Rebuilder(
+        LedgerReader(directory, page_size=settings.REBUILD_PAGE.get_int()),
+        RebuildStore(redis, agg.prefix, message_ttl=agg.message_ttl, daily_ttl=agg.daily_ttl),
+        CatchUp(js, consumer.durable, settings.REBUILD_CATCHUP_TIMEOUT.get_float()))
+    servicer = StatsServicer(agg, directory, rt.stop_event, rebuilder)
     await rt.start_grpc([(stats_pb2_grpc.add_StatsServiceServicer_to_server, servicer,
                           "herald.v1.StatsService")])
     task = asyncio.create_task(consumer.run(rt.stop_event), name="stats-consumer")
@@ -39,7 +47,9 @@ async def main() -> None:
     def consumer_done(t: asyncio.Task) -> None:
         # A dead consumer must not leave a pod that serves stale stats: exit, get restarted.
         if not t.cancelled() and t.exception() is not None:
-            log.error("consumer stopped", exc_info=t.exception())
+            exc = t.exception()
+            log.error("consumer stopped", exc_info=exc,
+                      extra={"error_type": type(exc).__name__, "error": str(exc)})
             rt.stop_event.set()
 
     task.add_done_callback(consumer_done)

@@ -70,7 +70,7 @@ COUNTER_OPS: dict[int, str] = {
 NOT_PROCESSED = {S.MESSAGE_STATUS_QUEUED, S.MESSAGE_STATUS_SENDING}
 
 
-def _lua_table(items: dict[int, object]) -> str:
+def lua_table(items: dict[int, object]) -> str:
     def lit(v: object) -> str:
         if isinstance(v, bool):
             return "true" if v else "false"
@@ -83,10 +83,10 @@ def _lua_table(items: dict[int, object]) -> str:
 
 # Tables come from shared.states so the ranks have a single source of truth.
 _LUA = f"""
-local RANK = {_lua_table(dict(states.RANK))}
-local NAME = {_lua_table(dict(STATUS_FIELDS))}
-local SENT = {_lua_table({s: True for s in states.SENT})}
-local NOT_PROCESSED = {_lua_table({s: True for s in NOT_PROCESSED})}
+local RANK = {lua_table(dict(states.RANK))}
+local NAME = {lua_table(dict(STATUS_FIELDS))}
+local SENT = {lua_table({s: True for s in states.SENT})}
+local NOT_PROCESSED = {lua_table({s: True for s in NOT_PROCESSED})}
 """ + r"""
 -- KEYS[1] message hash, KEYS[2] event de-dup marker
 -- ARGV: 1 prefix, 2 op (status|open|click|reply), 3 new status, 4 campaign, 5 workspace,
@@ -98,7 +98,7 @@ local upd = {}
 if op ~= 'status' then
   if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[11]) then return 'duplicate' end
 end
-local cur = redis.call('HMGET', mkey, 'st', 'c', 'w', 'va', 'ch', 'snt', 'prc', 'o', 'ck', 'at')
+local cur = redis.call('HMGET', mkey, 'st', 'c', 'w', 'va', 'ch', 'snt', 'prc', 'o', 'ck', 'at', 'rb')
 local first = not cur[1]
 local old = tonumber(cur[1]) or 0
 -- Attempts: 0 in an event means "not said", i.e. the message's current attempt; a message
@@ -141,6 +141,16 @@ if camp ~= '' then
     redis.call('EXPIRE', P .. 'vs:' .. camp, ARGV[12])
   end
   if ws ~= '' then redis.call('HSETNX', P .. 'c:' .. camp, 'ws', ws) end
+  -- A rebuild of the campaign is running (RebuildCampaignStats) and has already merged this
+  -- message into its new counters: the change goes there too, so the swap loses nothing.
+  local tok = redis.call('GET', P .. 'rb:' .. camp)
+  if tok and cur[11] == tok then
+    targets[#targets + 1] = P .. 'rbc:' .. tok
+    if va ~= '' then
+      targets[#targets + 1] = P .. 'rbv:' .. tok .. ':' .. va
+      redis.call('SADD', P .. 'rbvs:' .. tok, va)
+    end
+  end
 end
 if ws ~= '' then targets[#targets + 1] = P .. 'w:' .. ws end
 local touched_day = false
@@ -170,6 +180,7 @@ elseif op == 'open' then
   redis.call('HINCRBY', mkey, 'v', 1)
   bump('views', 1, true)
   if ARGV[9] == '1' then
+    redis.call('HINCRBY', mkey, 'mo', 1)
     bump('machine_opens', 1, true)
   elseif not cur[8] then
     put('o', 1); bump('viewed', 1, true)
@@ -212,6 +223,14 @@ def _int(raw: bytes | None) -> int:
 
 def _str(raw: bytes | None) -> str:
     return raw.decode() if raw else ""
+
+
+def _ignored_reason(ev: e.MessageEvent) -> str:
+    if not ev.message_id:
+        return "no message_id"
+    if ev.kind in COUNTER_OPS:
+        return "no event_id (an open/click/reply cannot be de-duplicated)"
+    return "unknown kind (a newer producer?)"
 
 
 class Aggregator:
@@ -275,7 +294,8 @@ class Aggregator:
             if isinstance(call, str):
                 if call == "ignored":
                     log.warning("event ignored", extra={
-                        "kind": int(ev.kind), "message_id": ev.message_id, "event_id": ev.event_id})
+                        "kind": int(ev.kind), "message_id": ev.message_id, "event_id": ev.event_id,
+                        "reason": _ignored_reason(ev)})
                 results.append(call)
             else:
                 results.append("")

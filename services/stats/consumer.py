@@ -66,18 +66,26 @@ class Consumer:
             config=ConsumerConfig(durable_name=self.durable, filter_subject=SUBJECT,
                                   ack_wait=30, max_ack_pending=max(20000, self.batch * 4)))
         while not stop.is_set():
-            try:
-                msgs = await sub.fetch(self.batch, timeout=0.5)
-            except NatsTimeout:
-                continue
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # connection trouble: the client reconnects by itself
-                log.warning("fetch failed: %s", exc)
-                await asyncio.sleep(0.5)
-                continue
-            await self.handle(msgs)
+            msgs = await self.fetch(sub)
+            if msgs:
+                await self.handle(msgs)
         await sub.unsubscribe()
+
+    async def fetch(self, sub: JetStreamContext.PullSubscription) -> list[Msg]:
+        """One batch, or [] when there is none. An idle consumer's fetch times out: normal,
+        not logged (nats-py raises its own TimeoutError or a bare asyncio one, whose text is
+        empty). Anything else is logged with its type and text, then retried after a pause."""
+        try:
+            return await sub.fetch(self.batch, timeout=0.5)
+        except (NatsTimeout, TimeoutError):
+            return []
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # connection trouble: the client reconnects by itself
+            log.warning("stats fetch failed", extra={
+                "consumer": self.durable, "error_type": type(exc).__name__, "error": str(exc)})
+            await asyncio.sleep(0.5)
+            return []
 
     async def handle(self, msgs: list) -> None:
         good, events = [], []
@@ -86,7 +94,8 @@ class Consumer:
                 events.append(bus.parse(m, e.MessageEvent))
                 good.append(m)
             except bus.PermanentError as exc:
-                log.error("dropping unparsable event", extra={"reason": str(exc)})
+                log.error("dropping unparsable event", extra={
+                    "subject": m.subject, "error_type": type(exc).__name__, "error": str(exc)})
                 bus.BUS_MESSAGES.labels(self.durable, "term").inc()
                 await m.term()
         if not good:
@@ -96,8 +105,9 @@ class Consumer:
             results = await self.agg.apply_batch(events, self.clock.now())
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("stats batch failed; redelivering", extra={"events": len(good)})
+        except Exception as exc:
+            log.exception("stats batch failed; redelivering", extra={
+                "events": len(good), "error_type": type(exc).__name__, "error": str(exc)})
             bus.BUS_MESSAGES.labels(self.durable, "nak").inc(len(good))
             await asyncio.gather(*(m.nak(delay=1.0) for m in good), return_exceptions=True)
             return

@@ -31,7 +31,7 @@ class CampaignDirectory:
         self._channel: grpc.aio.Channel | None = None
         self._stub: cgrpc.CampaignServiceStub | None = None
 
-    def _campaigns(self) -> cgrpc.CampaignServiceStub:
+    def campaigns(self) -> cgrpc.CampaignServiceStub:
         # Opened on first use: the channel belongs to the serving event loop.
         if self._stub is None:
             self._channel = grpc.aio.insecure_channel(self.addr)
@@ -51,7 +51,7 @@ class CampaignDirectory:
         principal = auth.current()
         timeout = LOOKUP_TIMEOUT if deadline is None else max(min(deadline, LOOKUP_TIMEOUT), 0.05)
         try:
-            cp = await self._campaigns().GetCampaign(
+            cp = await self.campaigns().GetCampaign(
                 cpb.GetCampaignRequest(id=campaign_id), timeout=timeout,
                 metadata=auth.call_metadata(workspace=principal.workspace, token=token))
         except grpc.aio.AioRpcError as err:

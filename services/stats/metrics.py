@@ -24,3 +24,10 @@ WATCHERS = Counter(
     "herald_stats_watch_updates_total",
     "CampaignStats messages sent to WatchCampaignStats streams.",
 )
+REBUILDS = Counter(
+    "herald_stats_rebuilds_total",
+    "RebuildCampaignStats calls by result: ok, refused (role or argument), not_found, "
+    "ledger_unavailable, consumer_behind, superseded (a newer rebuild took over), cancelled, "
+    "error.",
+    ["result"],
+)

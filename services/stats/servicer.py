@@ -1,6 +1,7 @@
 """StatsService: reads the Redis aggregates, scoped to the caller's workspace. A campaign
 is answered only once its owner is known (events or CampaignService): unknown or another
-workspace's is NOT_FOUND, never zeros."""
+workspace's is NOT_FOUND, never zeros. RebuildCampaignStats rewrites a campaign's aggregates
+from the ledger (services.stats.rebuilder)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from herald.v1 import stats_pb2_grpc as pb_grpc
 
 from services.stats.aggregator import Aggregator
 from services.stats.directory import CampaignDirectory
-from services.stats.metrics import WATCHERS
+from services.stats.metrics import REBUILDS, WATCHERS
+from services.stats.rebuilder import Rebuilder
 from shared import auth, validate
-from shared.errors import invalid, not_found
+from shared.errors import HeraldError, invalid, not_found
 
 MAX_BATCH_IDS = 1000
 MAX_REPORTED = 20  # field violations listed for one bad batch (the first ones)
@@ -92,9 +94,10 @@ def _message_ids(ids: list[str]) -> list[str]:
 
 class StatsServicer(pb_grpc.StatsServiceServicer):
     def __init__(self, agg: Aggregator, directory: CampaignDirectory,
-                 stop: asyncio.Event | None = None) -> None:
+                 stop: asyncio.Event | None = None, rebuilder: Rebuilder | None = None) -> None:
         self.agg = agg
         self.directory = directory
+        self.rebuilder = rebuilder
         # Set on shutdown: open watch streams end cleanly instead of holding the grace period.
         self.stop = stop or asyncio.Event()
 
@@ -153,3 +156,25 @@ class StatsServicer(pb_grpc.StatsServiceServicer):
             pb.MessageState(message_id=s.message_id, status=s.status, views=s.views,
                             clicks=s.clicks, replies=s.replies)
             for s in found if _owns(s.workspace)])
+
+    async def RebuildCampaignStats(self, request: pb.RebuildCampaignStatsRequest,
+                                   context: grpc.aio.ServicerContext) -> pb.CampaignStats:
+        if self.rebuilder is None:  # a server built without the ledger reader
+            raise HeraldError(grpc.StatusCode.UNIMPLEMENTED, "rebuild is not configured here")
+        try:
+            auth.current().require("operator", "service")
+            campaign_id = _campaign_id(request.campaign_id)
+        except HeraldError:
+            REBUILDS.labels("refused").inc()
+            raise
+        try:
+            owner = await self.directory.owner(campaign_id, token=_caller_token(context),
+                                               deadline=context.time_remaining())
+            if not _owns(owner):
+                raise not_found("campaign", campaign_id)
+        except HeraldError as err:
+            REBUILDS.labels("not_found" if err.code == grpc.StatusCode.NOT_FOUND
+                            else "ledger_unavailable").inc()
+            raise
+        await self.rebuilder.run(campaign_id, owner)
+        return await self._campaign(campaign_id, context)

@@ -39,3 +39,16 @@ DURABLE = setting(
     "Name of the durable JetStream consumer on EVENTS (every stats pod shares it).",
     "stats",
 )
+REBUILD_PAGE = setting(
+    "HERALD_STATS_REBUILD_PAGE", "1000",
+    "Messages read per CampaignService.ListMessages page by RebuildCampaignStats (at most "
+    "1000, the service's cap).",
+    "stats",
+)
+REBUILD_CATCHUP_TIMEOUT = setting(
+    "HERALD_STATS_REBUILD_CATCHUP_TIMEOUT", "30",
+    "Seconds RebuildCampaignStats waits, per ledger page, for the stats consumer to apply the "
+    "message events already on the bus (so none is counted twice); when it is further behind "
+    "the rebuild ends UNAVAILABLE and can be retried.",
+    "stats",
+)
