@@ -143,8 +143,13 @@ class Frame:
 
     @cached_property
     def body(self) -> Any:
-        """The smpplib PDU object (fields of type str come back as bytes)."""
-        return smpp.parse_pdu(self.raw, sequence=0, allow_unknown_opt_params=True)
+        """The smpplib PDU object (fields of type str come back as bytes). ProtocolError when
+        smpplib cannot decode it: it fails with struct.error, IndexError, its own
+        UnknownCommandError, ... which callers (the bind, the simulator) do not expect."""
+        try:
+            return smpp.parse_pdu(self.raw, sequence=0, allow_unknown_opt_params=True)
+        except Exception as exc:
+            raise ProtocolError(f"undecodable {self.name} body: {type(exc).__name__}: {exc}") from exc
 
     def text_field(self, name: str) -> str:
         value = getattr(self.body, name, None)
@@ -184,16 +189,27 @@ def _sm_tlv_offset(raw: bytes) -> int:
     if pos >= len(raw):
         raise ProtocolError("short_message length missing")
     sm_length = raw[pos]
+    if pos + 1 + sm_length > len(raw):
+        raise ProtocolError("short_message runs past the PDU")
     return pos + 1 + sm_length
 
 
 def parse_tlvs(data: bytes) -> dict[int, bytes]:
+    """TLVs as sent. A TLV whose length runs past the PDU, or a partial TLV header at its
+    end, is a ProtocolError: a truncated value (a receipted_message_id cut short) must not
+    be read as a real one."""
     out: dict[int, bytes] = {}
     pos = 0
-    while pos + 4 <= len(data):
+    end = len(data)
+    while pos < end:
+        if pos + 4 > end:
+            raise ProtocolError(f"{end - pos} stray bytes after the last TLV")
         tag, length = struct.unpack_from(">HH", data, pos)
-        out[tag] = data[pos + 4:pos + 4 + length]
-        pos += 4 + length
+        pos += 4
+        if pos + length > end:
+            raise ProtocolError(f"TLV 0x{tag:04X} of {length} bytes runs past the PDU")
+        out[tag] = data[pos:pos + length]
+        pos += length
     return out
 
 
