@@ -41,16 +41,18 @@ FINAL_STATS: dict[str, tuple[int, int]] = {
 }
 KNOWN_STATS = set(MESSAGE_STATES.values())
 
+# A label counts only at the start of the text or after white space: a value is \S+ and
+# may itself hold "sub:", "stat:" or "text:" (id:sub:7 is the id "sub:7", not a sub field).
 _FIELD_RES = {
-    "id": re.compile(r"(?:^|\s)id:\s*(\S+)", re.I),
-    "sub": re.compile(r"\bsub:\s*(\S+)", re.I),
-    "dlvrd": re.compile(r"\bdlvrd:\s*(\S+)", re.I),
-    "submit_date": re.compile(r"\bsubmit[ _]date:\s*(\d+)", re.I),
-    "done_date": re.compile(r"\bdone[ _]date:\s*(\d+)", re.I),
-    "stat": re.compile(r"\bstat:\s*([A-Za-z_]+)", re.I),
-    "err": re.compile(r"\berr:\s*(\S+)", re.I),
+    "id": re.compile(r"(?<!\S)id:\s*(\S+)", re.I),
+    "sub": re.compile(r"(?<!\S)sub:\s*(\S+)", re.I),
+    "dlvrd": re.compile(r"(?<!\S)dlvrd:\s*(\S+)", re.I),
+    "submit_date": re.compile(r"(?<!\S)submit[ _]date:\s*(\d+)", re.I),
+    "done_date": re.compile(r"(?<!\S)done[ _]date:\s*(\d+)", re.I),
+    "stat": re.compile(r"(?<!\S)stat:\s*([A-Za-z_]+)", re.I),
+    "err": re.compile(r"(?<!\S)err:\s*(\S+)", re.I),
 }
-_TEXT_RE = re.compile(r"\btext:", re.I)
+_TEXT_RE = re.compile(r"(?<!\S)text:", re.I)
 _HEX = re.compile(r"[0-9a-f]+")
 MAX_NUMERIC_ID_DIGITS = 20  # longer ids are opaque strings, not numbers
 
@@ -89,7 +91,7 @@ def normalise_stat(stat: str) -> str:
 def parse_date(value: str) -> datetime | None:
     """YYMMDDhhmm or YYMMDDhhmmss (Appendix B); the SMSC's clock, taken as UTC."""
     # By hand: strptime was a visible share of the receipt path's CPU.
-    if len(value) not in (10, 12) or not value.isdigit():
+    if len(value) not in (10, 12) or not value.isascii() or not value.isdigit():
         return None
     n = [int(value[i:i + 2]) for i in range(0, len(value), 2)]
     try:
@@ -108,10 +110,17 @@ _CANONICAL_KEYS = ("id", "sub", "dlvrd", "submit_date", "done_date", "stat", "er
 
 def parse_text(text: str) -> dict[str, str]:
     """Appendix-B fields of a receipt's short_message; keys present only when found.
-    Everything after `text:` is the message excerpt, so it is never searched for fields."""
+    Everything after `text:` is the message excerpt, so it is never searched for fields.
+    The canonical layout in one match, else field by field: both give the same result
+    (tests/fuzz/test_fuzz_smpp_receipts.py checks it on arbitrary text)."""
     c = _CANONICAL.fullmatch(text)
-    if c is not None and "text:" not in c.group(1).lower():
+    if c is not None:
         return {k: v for k, v in zip(_CANONICAL_KEYS, c.groups(), strict=True) if v is not None}
+    return parse_fields(text)
+
+
+def parse_fields(text: str) -> dict[str, str]:
+    """parse_text's general path: each field by its own pattern, in any order and spacing."""
     m = _TEXT_RE.search(text)
     head, excerpt = (text[:m.start()], text[m.end():]) if m else (text, None)
     out = {k: mm.group(1) for k, rx in _FIELD_RES.items() if (mm := rx.search(head))}
@@ -127,12 +136,14 @@ def parse(short_message: bytes, tlvs: dict[int, bytes]) -> Receipt | None:
         # The usual receipt: Appendix-B text only, canonical layout (no dict in between).
         text = short_message.decode("latin-1")
         c = _CANONICAL.fullmatch(text)
-        if c is not None and "text:" not in c.group(1).lower():
+        if c is not None:
             mid, sub, dlvrd, submit_raw, done_raw, stat, err, excerpt = c.groups()
             return Receipt(mid.strip(), normalise_stat(stat), err, sub, dlvrd, submit_raw,
                            done_raw, excerpt or "", "")
     fields = parse_text(short_message.decode("latin-1")) if short_message else {}
-    message_id = pdu.tlv_str(tlvs.get(pdu.TAG_RECEIPTED_MESSAGE_ID)) or fields.get("id", "")
+    # An id of white space only is no id (the TLV's, else the text's).
+    message_id = (pdu.tlv_str(tlvs.get(pdu.TAG_RECEIPTED_MESSAGE_ID)).strip()
+                  or fields.get("id", "").strip())
     if not message_id:
         return None
     state = pdu.tlv_int(tlvs.get(pdu.TAG_MESSAGE_STATE))
@@ -143,7 +154,7 @@ def parse(short_message: bytes, tlvs: dict[int, bytes]) -> Receipt | None:
     if raw_ne and len(raw_ne) == 3:
         network_error = f"{raw_ne[0]}:{int.from_bytes(raw_ne[1:], 'big')}"
     return Receipt(
-        message_id=message_id.strip(),
+        message_id=message_id,
         stat=stat,
         err=fields.get("err", ""),
         sub=fields.get("sub", ""),
