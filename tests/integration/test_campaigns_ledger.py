@@ -1,18 +1,30 @@
-"""The ledger applies events forwards only and counts each open/click once, on both backends."""
+"""The ledger applies events forwards only and counts each open/click once, on both backends;
+receipts the SMPP gateway could not match are matched against the ledger (by provider id and
+handset) and reach the ledger and the real stats process as the message's outcome."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
+import grpc
 import pytest
 from herald.v1 import common_pb2 as c
 from herald.v1 import events_pb2 as e
+from herald.v1 import stats_pb2 as spb
+from herald.v1 import stats_pb2_grpc as sgrpc
+from prometheus_client import REGISTRY
 from sqlalchemy import insert, select
 
-from services.campaigns.ledger import apply_batch
+from cli import procs
+from services.campaigns.ledger import FINAL_STATS, Ledger, apply_batch, same_number
 from services.campaigns.schema import messages
-from shared import db, states
+from services.campaigns.store import Store
+from shared import bus, db, states
 from shared.timeutil import to_ts
 
 MIGRATIONS = os.path.join(os.path.dirname(__file__), "../../services/campaigns/migrations")
@@ -113,3 +125,112 @@ async def test_a_receipt_before_its_submission_still_counts_as_sent(engine) -> N
         ], datetime.now(UTC))
     row = await row_of(engine, mid)
     assert row["status"] == S.MESSAGE_STATUS_FAILED and row["sent_at"] is not None
+
+
+# --- durable receipt fallback: events.receipt.unmatched ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def stats_proc(workdir: Path, nats_url: str, redis_url: str) -> Iterator[procs.Proc]:
+    """The real stats process on the session's NATS and Redis (its own prefix and durable)."""
+    tag = uuid.uuid4().hex[:8]
+    proc = procs.start_module("stats-ledger-it", "services.stats", workdir / f"stats-ledger-{tag}", {
+        "HERALD_NATS_URL": nats_url, "HERALD_REDIS_URL": redis_url,
+        "HERALD_GRPC_ADDR": "127.0.0.1:0", "HERALD_METRICS_ADDR": "127.0.0.1:0",
+        "HERALD_TOKENS_FILE": "", "HERALD_STATS_PREFIX": f"lit{tag}:",
+        "HERALD_STATS_DURABLE": f"stats-ledger-it-{tag}"})
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+async def ledger(engine, js):  # type: ignore[no-untyped-def]
+    """The ledger's consumers on the session's NATS, with durables of their own."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(Ledger(Store(engine), js, durable=f"ledger-it-{uuid.uuid4().hex[:8]}",
+                                      batch=100).run(stop))
+    yield
+    stop.set()
+    await asyncio.wait_for(task, 10)
+
+
+async def until(check, what: str, timeout: float = 30.0):  # type: ignore[no-untyped-def]
+    """Poll until check() is truthy (the consumers run in the background); fails after timeout."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        got = await check()
+        if got:
+            return got
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def insert_submitted(engine, provider_id: str, address: str) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    mid, ws = str(uuid.uuid4()), f"ws-{uuid.uuid4().hex[:8]}"
+    now = datetime.now(UTC)
+    async with engine.begin() as conn:
+        await conn.execute(insert(messages).values(
+            id=mid, campaign_id=str(uuid.uuid4()), workspace_id=ws, address=address,
+            channel=c.CHANNEL_SMS, status=S.MESSAGE_STATUS_SUBMITTED,
+            status_rank=states.RANK[S.MESSAGE_STATUS_SUBMITTED], provider_message_id=provider_id,
+            route="r1", fields={}, created_at=now, sent_at=now))
+    return mid, ws
+
+
+def unmatched(source: str, *ids: str, stat: str = "DELIVRD") -> e.UnmatchedReceipt:
+    return e.UnmatchedReceipt(event_id=str(uuid.uuid4()), provider_ids=list(ids), source_address=source,
+                              route="r1", stat=stat, error_code="000", occurred_at=to_ts(datetime.now(UTC)))
+
+
+def unmatched_count(reason: str) -> float:
+    return REGISTRY.get_sample_value("herald_campaigns_receipts_unmatched_total", {"reason": reason}) or 0.0
+
+
+async def test_an_unmatched_receipt_is_credited_from_the_ledger(engine, js, ledger, stats_proc) -> None:  # type: ignore[no-untyped-def]
+    # The SMSC answered submit_sm with the hex id; its receipt gives it in decimal with a
+    # leading zero (the gateway lists every reading) and the handset without '+'.
+    mid, ws = await insert_submitted(engine, "39F99DD5", "+447700900123")
+    await bus.publish(js, "events.receipt.unmatched",
+                      unmatched("447700900123", "0972660181", "972660181", "39f99dd5"), str(uuid.uuid4()))
+    row = await until(lambda: _row_if(engine, mid, S.MESSAGE_STATUS_DELIVERED), "the ledger to credit it")
+    assert row["carrier_result"] == "DELIVRD" and row["delivered_at"] is not None
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{stats_proc.info['grpc_port']}") as ch:
+        stats = sgrpc.StatsServiceStub(ch)
+
+        async def in_stats() -> bool:
+            got = await stats.BatchGetMessageStates(spb.BatchGetMessageStatesRequest(message_ids=[mid]),
+                                                    metadata=(("x-herald-workspace", ws),))
+            return [s.status for s in got.states] == [S.MESSAGE_STATUS_DELIVERED]
+
+        await until(in_stats, "stats to see it delivered")
+
+
+async def test_a_failed_receipt_from_another_handset_is_not_credited(engine, js, ledger) -> None:  # type: ignore[no-untyped-def]
+    mid, _ws = await insert_submitted(engine, "5000123", "+447700900124")
+    before = unmatched_count("address_mismatch")
+    # The same id, reissued by the SMSC for another number: not this message's receipt.
+    await bus.publish(js, "events.receipt.unmatched", unmatched("+447700900999", "5000123", stat="UNDELIV"),
+                      str(uuid.uuid4()))
+
+    async def counted() -> bool:
+        return unmatched_count("address_mismatch") > before
+
+    await until(counted, "the mismatch to be counted")
+    assert (await row_of(engine, mid))["status"] == S.MESSAGE_STATUS_SUBMITTED
+
+
+def test_handset_forms_and_stat_mapping() -> None:
+    assert same_number("447700900123", "+447700900123")
+    assert same_number("00447700900123", "+447700900123")
+    assert same_number("07700900123", "+447700900123")  # national form: 10 shared digits
+    assert not same_number("+447700900124", "+447700900123")
+    assert not same_number("900123", "+447700900123")  # too short to prove anything
+    assert not same_number("", "+447700900123") and not same_number("HERALD", "+447700900123")
+    assert FINAL_STATS["EXPIRED"] == (K.MESSAGE_EVENT_KIND_FAILED, c.FAILURE_CATEGORY_EXPIRED)
+    assert "ENROUTE" not in FINAL_STATS
+
+
+async def _row_if(engine, mid: str, status: int) -> dict | None:  # type: ignore[no-untyped-def]
+    row = await row_of(engine, mid)
+    return row if row["status"] == status else None
