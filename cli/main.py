@@ -172,6 +172,12 @@ async def run(args: argparse.Namespace) -> int:
                               m.carrier_result, m.error_description, ts(m.sent_at), ts(m.delivered_at),
                               str(m.views), str(m.clicks), m.content_preview)
             console.print(table)
+        elif args.cmd == "reconcile":
+            rep = await camp.ReconcileCampaign(cpb.ReconcileCampaignRequest(
+                campaign_id=args.id, repair=args.repair, max_differences=args.max_differences,
+                request_id=args.request_id), metadata=md)
+            print_reconcile(rep)
+            return 0 if rep.final else 2
         elif args.cmd == "stats":
             st = await stats.GetCampaignStats(spb.GetCampaignStatsRequest(campaign_id=args.id), metadata=md)
             table = Table(title=f"stats {args.id}")
@@ -183,6 +189,31 @@ async def run(args: argparse.Namespace) -> int:
                     table.add_row(f.name, f"{v:.1%}" if isinstance(v, float) else str(v))
             console.print(table)
     return 0
+
+
+def print_reconcile(rep: cpb.ReconcileReport) -> None:
+    """Ledger and stats side by side (a differing figure in red), the differing messages and
+    the verdict."""
+    if rep.repaired:
+        console.print("stats rebuilt from the ledger")
+    table = Table(title=f"reconcile {rep.campaign_id}")
+    for col in ("figure", "ledger", "stats"):
+        table.add_column(col, justify="right" if col != "figure" else "left")
+    for f in rep.ledger.DESCRIPTOR.fields:
+        a, b = getattr(rep.ledger, f.name), getattr(rep.stats, f.name)
+        table.add_row(f.name, str(a), str(b) if a == b else f"[red]{b}[/]")
+    console.print(table)
+    console.print(f"{rep.compared} messages compared, {rep.differing} differ")
+    if rep.differences:
+        diff = Table(title=f"differing messages (first {len(rep.differences)} of {rep.differing})")
+        for col in ("message", "ledger", "stats"):
+            diff.add_column(col)
+        for d in rep.differences:
+            diff.add_row(d.message_id, short(c.MessageStatus.Name(d.ledger_status), "MESSAGE_STATUS_"),
+                         "never seen" if not d.stats_status
+                         else short(c.MessageStatus.Name(d.stats_status), "MESSAGE_STATUS_"))
+        console.print(diff)
+    console.print("[bold green]FINAL[/]" if rep.final else "[bold yellow]NOT FINAL[/]")
 
 
 def preview_request(args: argparse.Namespace) -> cpb.PreviewContentRequest:
@@ -261,6 +292,13 @@ def parser() -> argparse.ArgumentParser:
                       help="e.g. status=FAILED, result=failed, stage=submitted, category=THROTTLED")
     msgs.add_argument("--limit", type=int, default=50)
     sub.add_parser("stats", help="campaign stats").add_argument("id")
+    rc = sub.add_parser("reconcile", help="ledger beside stats, message by message: are the "
+                        "figures final? (exit 0 final, 2 not final)")
+    rc.add_argument("id")
+    rc.add_argument("--repair", action="store_true",
+                    help="rebuild the campaign's stats from the ledger first (operator)")
+    rc.add_argument("--max-differences", type=int, default=100, help="messages listed (at most 1000)")
+    rc.add_argument("--request-id", default="")
     return ap
 
 

@@ -7,7 +7,7 @@ import os
 import sys
 
 import grpc
-from herald.v1 import campaigns_pb2_grpc, recipients_pb2_grpc
+from herald.v1 import campaigns_pb2_grpc, recipients_pb2_grpc, stats_pb2_grpc
 
 from services.campaigns import settings
 from services.campaigns.ledger import Ledger
@@ -32,6 +32,8 @@ async def main() -> None:
     js = nc.jetstream()
     await bus.ensure_streams(js)
     channel = grpc.aio.insecure_channel(config.RECIPIENTS_ADDR.get())
+    # ReconcileCampaign asks the stats service (channels connect lazily: stats may start later).
+    stats_channel = grpc.aio.insecure_channel(config.STATS_ADDR.get())
     store = Store(engine)
     recipients = recipients_pb2_grpc.RecipientServiceStub(channel)
     scheduler = Scheduler(store, js, recipients,
@@ -41,20 +43,36 @@ async def main() -> None:
                           auto_pause=settings.AUTO_PAUSE_FAILURES.get_int(),
                           export_ttl=settings.EXPORT_TTL.get_float(), max_payload=nc.max_payload)
     servicer = CampaignServicer(store, on_cancel=scheduler.cancel_queued, recipients=recipients,
-                                js=js, on_trigger=scheduler.wake.set)
+                                js=js, on_trigger=scheduler.wake.set,
+                                stats=stats_pb2_grpc.StatsServiceStub(stats_channel))
     rt.start_metrics()
     await rt.start_grpc([(campaigns_pb2_grpc.add_CampaignServiceServicer_to_server, servicer,
                           "herald.v1.CampaignService")])
     tasks = [asyncio.create_task(scheduler.run(rt.stop_event), name="scheduler"),
              asyncio.create_task(Ledger(store, js).run(rt.stop_event), name="ledger")]
+
+    def task_done(t: asyncio.Task) -> None:
+        # A dead scheduler or ledger must not leave a pod that looks healthy: exit, get restarted.
+        if not t.cancelled() and t.exception() is not None:
+            exc = t.exception()
+            log.error("background task stopped", extra={
+                "task": t.get_name(), "error": f"{type(exc).__name__}: {exc}"}, exc_info=exc)
+            rt.stop_event.set()
+
+    for t in tasks:
+        t.add_done_callback(task_done)
     rt.write_ready(db=url.split("://", 1)[0])
     await rt.wait()
     log.info("shutting down")
     await rt.shutdown()
     await asyncio.wait(tasks, timeout=5)
+    failed = any(t.done() and not t.cancelled() and t.exception() is not None for t in tasks)
     await channel.close()
+    await stats_channel.close()
     await nc.drain()
     await engine.dispose()
+    if failed:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

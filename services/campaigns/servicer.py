@@ -15,6 +15,7 @@ from herald.v1 import common_pb2 as c
 from herald.v1 import events_pb2 as e
 from herald.v1 import recipients_pb2 as rpb
 from herald.v1 import recipients_pb2_grpc as rgrpc
+from herald.v1 import stats_pb2_grpc as sgrpc
 from nats.js import JetStreamContext
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -29,6 +30,7 @@ from services.campaigns.filters import (
     page_size,
     period_delta,
 )
+from services.campaigns.reconcile import Reconciler
 from services.campaigns.reports import ReportsMixin
 from services.campaigns.schema import (
     audit_events,
@@ -69,13 +71,15 @@ class CampaignServicer(SendingMixin, ReportsMixin, pb_grpc.CampaignServiceServic
                  on_cancel: Callable[[str], Awaitable[None]] | None = None,
                  recipients: rgrpc.RecipientServiceStub | None = None,
                  js: JetStreamContext | None = None,
-                 on_trigger: Callable[[], None] | None = None) -> None:
+                 on_trigger: Callable[[], None] | None = None,
+                 stats: sgrpc.StatsServiceStub | None = None) -> None:
         self.store = store
         self.clock = clock or Clock()
         self.on_cancel = on_cancel
         self.recipients = recipients
         self.js = js
         self.on_trigger = on_trigger
+        self.reconciler = Reconciler(store, stats, self.clock)
 
     # --- create / read -----------------------------------------------------------------
     async def CreateCampaign(self, request: pb.CreateCampaignRequest, context: Any) -> pb.Campaign:
@@ -512,6 +516,9 @@ class CampaignServicer(SendingMixin, ReportsMixin, pb_grpc.CampaignServiceServic
 
     async def PreviewContent(self, request: pb.PreviewContentRequest, context: Any) -> pb.PreviewContentResponse:
         return await preview.preview_content(self.store, self.recipients, auth.current(), request)
+
+    async def ReconcileCampaign(self, request: pb.ReconcileCampaignRequest, context: Any) -> pb.ReconcileReport:
+        return await self.reconciler.reconcile(request, context)
 
 
 def _masked(values: dict | None, p: auth.Principal) -> dict[str, str]:
