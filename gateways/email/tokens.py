@@ -276,8 +276,13 @@ def verp_local(signer: Signer, message_id: str, attempt: int) -> str:
 def parse_verp(signer: Signer, address: str) -> tuple[str, int] | None:
     """(message_id, attempt) of a VERP address signed by any current key, else None."""
     local = address.strip().strip("<>").rpartition("@")[0].lower()
+    # Anyone can send mail here (SMTPUTF8 addresses too): only the ASCII form we issue is
+    # read. Non-ASCII text would fail the MAC's ASCII encoding and hmac.compare_digest, and
+    # str.isdigit() accepts digits int() refuses ('²') or that exceed its digit limit.
+    if not local.isascii():
+        return None
     parts = local.split("-")
-    if len(parts) != 4 or parts[0] != "b" or not parts[2].isdigit():
+    if len(parts) != 4 or parts[0] != "b" or not parts[2].isdigit() or len(parts[2]) > 9:
         return None
     packed, attempt, sig = parts[1], int(parts[2]), parts[3]
     if not any(hmac.compare_digest(sig, _verp_mac(k, packed, attempt)) for k in signer.keys):
