@@ -19,6 +19,7 @@ from google.protobuf.message import Message as PbMessage
 from herald.v1 import common_pb2 as c
 from herald.v1 import events_pb2 as e
 
+from gateways.smpp import receipts
 from gateways.smpp.store import Mapping
 from shared import bus, ids, jsfast, states, timeutil
 
@@ -29,10 +30,11 @@ _NAMESPACE = uuid.UUID("6f1c2b1e-8a5e-4e0b-9d7c-5d1f3a8b2c40")
 PUBLISH_TIMEOUT = 10.0
 
 Outgoing = tuple[str, PbMessage, str]  # subject, payload, Nats-Msg-Id
+UNMATCHED_SUBJECT = "events.receipt.unmatched"
 
 
 def event_key(message_id: str, fact: str, attempt: int) -> str:
-    """'submitted' / 'failed' / 'dlr' / 'assumed' fact of one attempt of one message."""
+    """'submitted' / 'failed' / 'dlr' fact of one attempt of one message."""
     return f"{message_id}:{fact}:{attempt}"
 
 
@@ -64,6 +66,22 @@ def build(kind: int, ident: Mapping, key: str, **fields: object) -> e.MessageEve
 
 def message(kind: int, ident: Mapping, key: str, **fields: object) -> Outgoing:
     return states.message_subject(kind), build(kind, ident, key, **fields), key
+
+
+def unmatched_receipt(route: str, smsc_id: str, source: str, stat: str, err: str) -> Outgoing:
+    """events.receipt.unmatched: a final receipt the gateway's Redis map no longer knows
+    (e.g. Redis lost its data). provider_ids has every reading of the id (as sent; the
+    normalised one and its hex/decimal readings; upper-case hex as SMSCs print it in
+    submit_sm_resp), so the ledger can find the message's provider_message_id. parts is 0:
+    the map that knew it is gone. The event id comes from the route, the normalised id and
+    the handset, so the SMSC's duplicates of one receipt publish one event."""
+    readings = receipts.id_keys(smsc_id)
+    ids = [smsc_id.strip(), *readings, *(k.upper() for k in readings if not k.isdigit())]
+    key = f"unmatched:{route}:{readings[0]}:{receipts.number_digits(source) or source}"
+    ev = e.UnmatchedReceipt(event_id=event_id(key), provider_ids=list(dict.fromkeys(i for i in ids if i)),
+                            source_address=source, route=route, stat=stat, error_code=err, parts=0)
+    ev.occurred_at.CopyFrom(timeutil.now_ts())
+    return UNMATCHED_SUBJECT, ev, key
 
 
 def opted_out(ident: Mapping, address: str, keyword: str, key: str) -> Outgoing:

@@ -2,12 +2,21 @@
 receipts and replies -> events.
 
 Job path (many jobs in flight so every window fills), batch-shaped: jobs are pulled with
-  shared.jsfast, a fetched batch is claimed with one Redis call (send marker SET NX: never
-  submit a job twice), each job waits in its bind's FIFO and goes out as submit_sm per part,
-  in order, on one bind (results come back through _Job.on_result, no task per message),
-  then finished jobs are group-committed (_Recorder): markers ok:<route>|<ids> -> publish
+  shared.jsfast, a fetched batch is claimed with one Redis call (send marker "held" by this
+  process: two pods never work on one job), each job waits in its bind's FIFO; when the
+  window has room its marker moves to "written" for exactly the jobs of one socket write,
+  confirmed in Redis (one call per write batch) BEFORE the bytes go out (SmppClient's gate):
+  "possibly sent" starts there and nowhere earlier. It goes out as submit_sm per part, in
+  order, on one bind (results come back through _Job.on_result, no task per message), then
+  finished jobs are group-committed (_Recorder): markers ok:<route>|<ids> -> publish
   SUBMITTED -> store the id mappings -> ack, one Redis call / one publish burst / one ack
   write per batch, in that order for every job.
+Redelivered jobs (store.py has the marker states): an outcome is re-stated, never resent;
+  "held" by a process that is gone (or for far too long) is taken over and sent cleanly;
+  "written" by a process that is gone, without an outcome, is ABANDONED (FAILED, category
+  UNKNOWN: the SMSC may have accepted it). If Redis lost its data (shared.epoch moved on), a
+  redelivered job without a marker that was published before the new epoch may have been
+  sent under a lost marker: ABANDONED too (reason redis_lost), never resent.
   Mappings are written after SUBMITTED so a receipt's event can never overtake it on the
   bus: a receipt arriving earlier waits for the recording in memory (same process). The
   parts of a multipart message are mapped as each one's submit_sm_resp arrives (memory and
@@ -23,11 +32,14 @@ Refusals: ESME_RTHROTTLED / ESME_RMSGQFUL pause and slow the bind and nak the jo
 Receipt path: parse (TLVs + Appendix B) -> mapping by the route's id format whose
   destination is the receipt's source address (ids an SMSC reissued after a restart are
   never credited to an older message) -> per-part state -> publish DELIVERED (every part
-  delivered) / FAILED (any part failed) -> only then deliver_sm_resp OK. Receipts credited
-  to no message are counted by reason and logged, rate-limited. Replies: events.message.replied linked to the last message sent to
-  that number from that sender; opt-out keywords -> events.contact.opted_out too.
-No final receipt after HERALD_SMPP_ASSUMED_DELIVERED_AFTER: ASSUMED_DELIVERED (a later
-  receipt still wins: it ranks higher).
+  delivered) / FAILED (any part failed) -> only then deliver_sm_resp OK. A final receipt
+  credited to no message from Redis (e.g. Redis lost the map) is published as an
+  UnmatchedReceipt on events.receipt.unmatched and answered OK once stored: the campaigns
+  ledger, the durable record, matches it by provider_message_id and destination. Counted by
+  reason and logged, rate-limited. Replies: events.message.replied linked to the last message
+  sent to that number from that sender; opt-out keywords -> events.contact.opted_out too.
+Messages left SUBMITTED without a final receipt are swept by the campaigns scheduler from
+  the ledger (ASSUMED_DELIVERED): nothing here that a Redis loss could stop.
 """
 
 from __future__ import annotations
@@ -36,8 +48,11 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
+import socket
 import time
 import unicodedata
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,11 +68,12 @@ from gateways.smpp.routes import IdFormat, RouteConfig, choose
 from gateways.smpp.session import (
     ClientConfig,
     NotBound,
+    NotWritten,
     ResponseTimeout,
     SmppClient,
 )
-from gateways.smpp.store import Flusher, Mapping, Marker, Store, id_key
-from shared import bus, jsfast, templating
+from gateways.smpp.store import RECLAIMED, Flusher, Mapping, Marker, Store, id_key
+from shared import bus, epoch, jsfast, templating
 from shared import smstext as encoding
 from shared.masking import mask_phone
 
@@ -95,6 +111,12 @@ MAX_ALPHANUMERIC_SENDER = 11  # GSM limit for alphanumeric originators
 # one of ours wakes it at once); the last delay repeats until receipt_match_wait is over.
 RECEIPT_RECHECKS = (0.05, 0.2, 0.5, 1.0, 2.0)
 MAX_WAITING_RECEIPTS = 20000  # receipts held for their mapping at once (memory bound)
+ABANDONED_DESCRIPTION = "the SMSC may have accepted it; not resent to avoid a duplicate"
+
+
+def cause(exc: BaseException) -> str:
+    """'TimeoutError: ' says more than '' (str() of many exceptions is empty)."""
+    return f"{type(exc).__name__}: {exc}"
 
 
 def failure_category(status: int) -> int:
@@ -196,7 +218,7 @@ class GatewayConfig:
     udh16: bool = False
     record_retry_for: float = 20.0
     syserr_retries: int = 5
-    assumed_delivered_after: float = 172800.0
+    holder_ttl: float = 15.0
     opt_out_keywords: tuple[str, ...] = ("STOP", "STOPALL", "UNSUBSCRIBE", "ARRET")
     mo_link_ttl: int = 604800
     max_in_flight: int = 0
@@ -216,7 +238,7 @@ class GatewayConfig:
             udh16=settings.UDH_16BIT.get_bool(),
             record_retry_for=settings.RECORD_RETRY_FOR.get_float(),
             syserr_retries=settings.SYSERR_RETRIES.get_int(),
-            assumed_delivered_after=settings.ASSUMED_DELIVERED_AFTER.get_float(),
+            holder_ttl=settings.HOLDER_TTL.get_float(),
             opt_out_keywords=tuple(_fold(w.strip()) for w in settings.OPT_OUT_KEYWORDS.get().split(",")
                                    if w.strip()),
             mo_link_ttl=settings.MO_LINK_TTL.get_int(),
@@ -229,11 +251,12 @@ class GatewayConfig:
 class Route:
     """A configured route and its running binds."""
 
-    def __init__(self, cfg: RouteConfig, sink: Callable[[RouteConfig], Any]) -> None:
+    def __init__(self, cfg: RouteConfig, sink: Callable[[RouteConfig], Any],
+                 gate: Callable[[list[Any]], Awaitable[list[bool]]] | None = None) -> None:
         self.cfg = cfg
         self.name = cfg.name
         self.id_format: IdFormat = cfg.id_format
-        self.clients = [SmppClient(cfg.client, sink(cfg)) for _ in range(cfg.binds)]
+        self.clients = [SmppClient(cfg.client, sink(cfg), gate) for _ in range(cfg.binds)]
         self._rr = 0
 
     def start(self) -> None:
@@ -276,7 +299,6 @@ class Outcome:
     marker: tuple[str, str] | None
     event: events.Outgoing | None
     parts: list[tuple[Mapping, list[str]]] = field(default_factory=list)
-    await_until: float | None = None
     msg: jsfast.JsMsg | None = None
     keys: list[str] = field(default_factory=list)         # id keys (early receipts wait on them)
     parked: list[_Receipt] = field(default_factory=list)  # receipts that came before the mapping
@@ -305,7 +327,7 @@ class _Job:
     part after the other (results arrive through on_result, no task per message)."""
 
     __slots__ = ("gw", "msg", "ident", "route", "client", "parts", "head", "index", "ids",
-                 "retries", "queued_at", "sent_at", "keys", "parked")
+                 "retries", "queued_at", "sent_at", "keys", "parked", "needs_gate")
 
     def __init__(self, gw: Gateway, msg: jsfast.JsMsg, ident: Mapping, route: Route,
                  parts: list[bytes], head: bytes) -> None:
@@ -322,6 +344,8 @@ class _Job:
         # Gateway._recording, and receipts that came for them meanwhile.
         self.keys: list[str] = []
         self.parked: list[_Receipt] = []
+        # Its marker moves from held to written (Gateway._gate) before its first write.
+        self.needs_gate = True
         # queued_at / sent_at are set by SmppClient.enqueue / _send
 
     def build_pdu(self, sequence: int) -> bytes:
@@ -349,7 +373,8 @@ class _Recorder:
 
     @staticmethod
     def _commit_failed(batch: list[Outcome], exc: Exception) -> None:
-        log.exception("committing %d outcomes failed", len(batch), exc_info=exc)
+        log.error("committing outcomes failed", exc_info=exc,
+                  extra={"count": len(batch), "error": cause(exc)})
 
     async def _commit(self, batch: list[Outcome]) -> None:
         gw = self.gw
@@ -361,7 +386,10 @@ class _Recorder:
         except Exception as exc:
             # Redis/NATS gone for longer than record_retry_for: the jobs come back later and
             # their markers say what was done (replayed, never resubmitted).
-            log.error("recording %d outcomes failed, redelivering their jobs: %s", len(batch), exc)
+            log.error("recording outcomes failed; redelivering their jobs (their markers decide: "
+                      "replayed or ABANDONED, never resubmitted)",
+                      extra={"count": len(batch), "error": cause(exc),
+                             "retried_for_s": gw.cfg.record_retry_for})
             await _quietly(jsfast.settle_many(msgs, jsfast.nak_payload(1.0)))
             bus.BUS_MESSAGES.labels(gw.cfg.consumer, "nak").inc(len(msgs))
         else:
@@ -385,7 +413,9 @@ class Gateway:
             routes = [RouteConfig(name=routes.name or "default", client=routes)]
         self.route_cfgs = routes
         self.store = Store(redis, self.cfg.mapping_ttl, self.cfg.dedup_ttl, self.cfg.mo_link_ttl)
-        self.routes = {r.name: Route(r, self._sink_for) for r in routes}
+        # This process in its send markers; alive while herald:smpp:holder:<holder> is.
+        self.holder = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.routes = {r.name: Route(r, self._sink_for, self._gate) for r in routes}
         self.publisher = jsfast.Publisher(js._nc, timeout=events.PUBLISH_TIMEOUT)  # noqa: SLF001
         self.recorder = _Recorder(self, self._record_many)
         # Four flushes at once: each waits on JetStream acks and Redis, not on our CPU.
@@ -393,6 +423,9 @@ class Gateway:
                                                    concurrency=4)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._response_timeout = max(r.client.response_timeout for r in routes)
+        # A held/written marker older than this is stale even if its holder still lives (a
+        # job in hand is acked or handed back well within it).
+        self._stale_after = 2 * job_ack_wait(self._response_timeout) + self.cfg.record_retry_for
         self.max_in_flight = self.cfg.max_in_flight or in_flight_cap(routes)
         self._in_flight = 0  # jobs fetched and not yet acked/naked
         self._room = asyncio.Event()
@@ -409,6 +442,11 @@ class Gateway:
             self._write_parts, self._write_parts_failed, concurrency=2)
         self._unmatched_log = ratelog.RateLimitedLog(log)
         self._mo_log = ratelog.RateLimitedLog(log)
+        self._abandoned_log = ratelog.RateLimitedLog(log, level=logging.WARNING)
+        # Unmatched final receipts: published (events.receipt.unmatched) in batches, each
+        # answered once its event is stored.
+        self._unmatched_out: Flusher[_Receipt] = Flusher(self._publish_unmatched,
+                                                         self._unmatched_failed, concurrency=2)
         # Sender/destination parsing and route choice per (sender, number prefix): the
         # same few senders repeat across a campaign.
         self._senders: dict[str, tuple[str, int, int]] = {}
@@ -440,19 +478,36 @@ class Gateway:
         """Consume jobs until `stop` is set; then finish the jobs in hand (the windows
         drain), answer the receipts being handled, and unbind."""
         await self.publisher.start()
+        await self.store.heartbeat(self.holder, self.cfg.holder_ttl)
+        began = await epoch.current(self.store.redis)
+        log.info("send markers held as %s", self.holder,
+                 extra={"holder": self.holder, "redis_epoch": began})
         for r in self.routes.values():
             r.start()
-        sweeper = asyncio.create_task(self._assumed_loop(stop))
+        beat = asyncio.create_task(self._heartbeat())
         try:
             await self._pull(stop)
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
             await asyncio.gather(*(r.close() for r in self.routes.values()))
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+            with contextlib.suppress(Exception):  # else it expires after holder_ttl
+                await self.store.forget_holder(self.holder)
             self._drop_waiting()
             await self.publisher.close()
             self._flush_counters()
+
+    async def _heartbeat(self) -> None:
+        """Keep our holder key alive: markers we hold are ours while it lives."""
+        period = max(0.05, self.cfg.holder_ttl / 3)
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self.store.heartbeat(self.holder, self.cfg.holder_ttl)
+            except Exception as exc:  # our jobs' write checks fail meanwhile too: no harm
+                log.warning("renewing the send-marker holder key failed",
+                            extra={"holder": self.holder, "error": cause(exc)})
 
     async def _pull(self, stop: asyncio.Event) -> None:
         ack_wait = job_ack_wait(self._response_timeout)
@@ -547,20 +602,42 @@ class Gateway:
         if not jobs:
             return
         try:
-            markers = await self.store.claim_many([(j.ident.message_id, j.ident.attempt) for j in jobs])
+            markers, began = await self.store.claim_many(
+                [(j.ident.message_id, j.ident.attempt) for j in jobs], self.holder)
         except Exception as exc:  # Redis unavailable: nothing was sent, try again later
-            log.warning("claiming %d jobs failed, redelivering: %s", len(jobs), exc)
+            log.warning("claiming jobs failed; redelivering them",
+                        extra={"count": len(jobs), "error": cause(exc)})
             bus.BUS_MESSAGES.labels(self.cfg.consumer, "nak").inc(len(jobs))
             await _quietly(jsfast.settle_many([j.msg for j in jobs], jsfast.nak_payload(self.cfg.throttle_delay)))
             self._jobs_done(len(jobs))
             return
+        seen: list[tuple[_Job, Marker]] = []
         for job, marker in zip(jobs, markers, strict=True):
             self._dispatched.add(id(job.msg))
-            if marker is None:
+            if marker is not None and marker is not RECLAIMED:
+                seen.append((job, marker))
+            elif marker is None and self._maybe_sent_before_loss(job.msg, began):
+                self._complete(job, self._abandoned(job.ident, "redis_lost"))
+            else:
                 job.client = client = job.route.pick()
                 client.enqueue(job)
-            else:
-                self._replay(job, marker)
+        if seen:
+            await self._replay_many(seen)
+
+    @staticmethod
+    def _maybe_sent_before_loss(msg: jsfast.JsMsg, began: float) -> bool:
+        """Claimed afresh, but delivered before and published before Redis's current data
+        set began: its marker may have been lost with the rest (shared.epoch)."""
+        try:
+            meta = msg.metadata
+        except ValueError:  # not a JetStream delivery (tests): nothing to judge by
+            return False
+        return epoch.maybe_sent_before_loss(meta.timestamp_ns / 1e9, meta.num_delivered, False, began)
+
+    async def _gate(self, items: list[_Job]) -> list[bool]:
+        """SmppClient's pre-write gate: our held markers -> written, one call per write."""
+        return await self.store.mark_written([(j.ident.message_id, j.ident.attempt) for j in items],
+                                             self.holder)
 
     def _on_result(self, job: _Job, result: Any) -> None:
         """A submit_sm's response (or NotBound / ResponseTimeout / ConnectionLost)."""
@@ -594,6 +671,10 @@ class Gateway:
                 job.retries += 1
                 return
             self._complete(job, self._refused(job.ident, status, job.ids))
+            return
+        if isinstance(result, NotWritten) and result.elsewhere:
+            # Another process took the job over (we looked gone): it is theirs to send.
+            self._retry_later(job, str(result), self._response_timeout, release=False)
             return
         if isinstance(result, NotBound):
             if not job.ids:  # nothing went out: a redelivery may submit it all
@@ -668,9 +749,10 @@ class Gateway:
         try:
             if release:
                 mid, attempt = job.ident.message_id, job.ident.attempt
-                await self._record(lambda: self.store.release(mid, attempt))
-        except Exception as exc:
-            log.warning("releasing a job's claim failed: %s", exc)
+                await self._record(lambda: self.store.release(mid, attempt, self.holder))
+        except Exception as exc:  # its held marker is taken over once stale
+            log.warning("releasing a job's send marker failed",
+                        extra={"message_id": job.ident.message_id, "error": cause(exc)})
         finally:
             bus.BUS_MESSAGES.labels(self.cfg.consumer, "nak").inc()
             await _quietly(job.msg.nak(delay=delay))
@@ -725,13 +807,14 @@ class Gateway:
         if len(parts) < len(ids):
             log.warning("submit_sm_resp without message_id: its receipt cannot be matched",
                         extra={"message_id": ident.message_id})
-        after = self.cfg.assumed_delivered_after
+        # provider_message_id is part 1's id (the ledger's durable key for receipts that Redis
+        # no longer maps); later parts' ids live in the Redis map only.
         outcome = Outcome(
             first, ("ok", f"{route.name}|{','.join(ids)}"),
             events.message(K.MESSAGE_EVENT_KIND_SUBMITTED, first,
                            events.event_key(ident.message_id, "submitted", ident.attempt),
                            provider_message_id=ids[0], parts=len(ids)),
-            parts, now + after if after > 0 and parts else None,
+            parts,
         )
         # Receipts for these ids that come before the mappings are stored wait for them
         # here instead of polling Redis (see _receipts_many).
@@ -775,13 +858,28 @@ class Gateway:
                        self._failed_event(ident, code, desc, failure_category(status), ids))
 
     def _unknown(self, ident: Mapping, reason: str, ids: list[str]) -> Outcome:
+        if reason in metrics.ABANDONED_REASONS:
+            return self._abandoned(ident, reason, replay=True)
         metrics.JOBS.labels("failed").inc()
         what = {"timeout": "no submit_sm_resp in time",
-                "connection_lost": "the SMPP connection dropped before submit_sm_resp",
-                "abandoned": "a previous worker stopped before recording the outcome"}
+                "connection_lost": "the SMPP connection dropped before submit_sm_resp"}
         desc = f"{what.get(reason, reason)}; the SMSC may have accepted it, so it was not resubmitted"
         return Outcome(ident, ("unknown", reason),
                        self._failed_event(ident, reason.upper(), desc, FC.FAILURE_CATEGORY_UNKNOWN, ids))
+
+    def _abandoned(self, ident: Mapping, reason: str, replay: bool = False) -> Outcome:
+        """A job that may have reached the SMSC, with no outcome on record (its process died
+        after writing it, or Redis lost its marker): FAILED, never resent. `replay`: the
+        marker already says so (counted and logged when it was decided)."""
+        metrics.JOBS.labels("failed").inc()
+        if not replay:
+            metrics.ABANDONED.labels(reason).inc()
+            self._abandoned_log.info(
+                reason, "job abandoned: the SMSC may have accepted it; not resent", reason=reason,
+                message_id=ident.message_id, campaign_id=ident.campaign_id, route=ident.route)
+        return Outcome(ident, ("unknown", reason),
+                       self._failed_event(ident, "ABANDONED", ABANDONED_DESCRIPTION,
+                                          FC.FAILURE_CATEGORY_UNKNOWN))
 
     async def _record(self, step: Callable[[], Awaitable[Any]]) -> None:
         deadline = time.monotonic() + self.cfg.record_retry_for
@@ -793,7 +891,7 @@ class Gateway:
             except Exception as exc:
                 if time.monotonic() + delay > deadline:
                     raise
-                log.warning("recording a submit outcome failed, retrying: %s", exc)
+                log.warning("recording submit outcomes failed; retrying", extra={"error": cause(exc)})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
@@ -808,12 +906,62 @@ class Gateway:
         w = self.store.writes()
         for o in outcomes:
             if o.parts:
-                self.store.add_mappings(w, o.parts, o.await_until)
+                self.store.add_mappings(w, o.parts)
         await self.store.apply(w)
         return [None] * len(outcomes)
 
+    async def _replay_many(self, seen: list[tuple[_Job, Marker]]) -> None:
+        """Jobs whose marker was there already: an outcome is re-stated (same event ids),
+        never resubmitted; a held or written marker is judged by whether its holder lives."""
+        holders = sorted({m.holder for _j, m in seen if m.holder})
+        try:
+            alive = await self.store.live_holders(holders)
+        except Exception as exc:  # cannot tell: look again later
+            log.warning("checking send-marker holders failed; redelivering their jobs",
+                        extra={"count": len(seen), "error": cause(exc)})
+            for job, _m in seen:
+                self._retry_later(job, "holder check failed", release=False)
+            return
+        takeovers: list[tuple[_Job, Marker]] = []
+        for job, marker in seen:
+            state = marker.state
+            if state in ("held", "written", "pending"):
+                if state == "pending":  # an earlier version's marker (taken at fetch)
+                    stale = marker.age() > 3 * self._response_timeout + 5
+                else:
+                    stale = marker.holder not in alive or marker.age() > self._stale_after
+                if not stale:  # another process is sending it right now
+                    self._retry_later(job, "submit in progress elsewhere", self._response_timeout,
+                                      release=False)
+                elif state == "held":  # never written: ours to send now
+                    takeovers.append((job, marker))
+                else:  # written, no outcome: it may have reached the SMSC
+                    self._complete(job, self._abandoned(job.ident, "abandoned"))
+            else:
+                self._replay(job, marker)
+        if takeovers:
+            await self._take_over(takeovers)
+
+    async def _take_over(self, items: list[tuple[_Job, Marker]]) -> None:
+        """Held markers of a process that is gone: ours if unchanged (compare-and-set, so
+        that process could no longer move them to written), then sent like fresh claims."""
+        try:
+            won = await self.store.take_over(
+                [(j.ident.message_id, j.ident.attempt, m.raw) for j, m in items], self.holder)
+        except Exception as exc:
+            log.warning("taking over stale send markers failed; redelivering their jobs",
+                        extra={"count": len(items), "error": cause(exc)})
+            won = [False] * len(items)
+        for (job, _m), ok in zip(items, won, strict=True):
+            if ok:
+                metrics.JOBS.labels("taken_over").inc()
+                job.client = client = job.route.pick()
+                client.enqueue(job)
+            else:
+                self._retry_later(job, "send marker changed meanwhile", release=False)
+
     def _replay(self, job: _Job, marker: Marker) -> None:
-        """A job seen before: re-state its outcome (same event ids), never resubmit."""
+        """An outcome on record: re-state it (same event ids), never resubmit."""
         ident = job.ident
         metrics.JOBS.labels("duplicate").inc()
         if marker.state == "ok":
@@ -826,13 +974,8 @@ class Gateway:
             except ValueError:
                 status = pdu.ESME_RSYSERR
             self._complete(job, self._refused(ident, status, []))
-        elif marker.state == "unknown":
-            self._complete(job, self._unknown(ident, marker.value, []))
-        elif marker.age() > 3 * self._response_timeout + 5:
-            # A worker claimed it and vanished (crash) without recording an outcome.
-            self._complete(job, self._unknown(ident, "abandoned", []))
-        else:  # another worker is submitting it right now
-            self._retry_later(job, "submit in progress elsewhere", self._response_timeout, release=False)
+        else:  # unknown:<reason>, or a state this version does not know: never resend
+            self._complete(job, self._unknown(ident, marker.value or marker.state, []))
 
     # --- inbound deliver_sm -------------------------------------------------------------
     def _sink_for(self, rc: RouteConfig) -> Callable[[pdu.Frame, Callable[[int], None]], None]:
@@ -980,7 +1123,7 @@ class Gateway:
         if now >= it.deadline:
             self._unmatched(it, "address_mismatch" if it.mismatch else "unknown_id")
             return
-        if self._n_waiting >= MAX_WAITING_RECEIPTS:
+        if self._n_waiting >= MAX_WAITING_RECEIPTS:  # published at once instead of waiting
             self._unmatched(it, "backlog")
             return
         delay = min(RECEIPT_RECHECKS[min(it.tries, len(RECEIPT_RECHECKS) - 1)], it.deadline - now)
@@ -1018,16 +1161,34 @@ class Gateway:
         self._n_waiting = 0
 
     def _unmatched(self, it: _Receipt, reason: str) -> None:
-        """A receipt credited to no message: counted by reason and logged (rate-limited).
-        One whose id maps only to messages for other numbers is acknowledged (a resend would
-        find the same); one with an unknown id is refused, so an SMSC that resends gives it
-        another chance should its mapping still be stored late."""
+        """A receipt credited to no message from Redis: counted by reason and logged
+        (rate-limited). A final one is published as an UnmatchedReceipt for the campaigns
+        ledger to match durably, and answered OK once stored (_publish_unmatched); an
+        intermediate one (ENROUTE, ACCEPTD, ...) decides nothing and is answered at once."""
         metrics.RECEIPTS_UNMATCHED.labels(reason).inc()
         r = it.receipt
         self._unmatched_log.info(
             reason, f"delivery receipt matched no message ({reason})", reason=reason,
             route=it.route.name, smsc_id=r.message_id, stat=r.stat, source=mask_phone(it.source))
-        it.reply(pdu.ESME_ROK if reason == "address_mismatch" else pdu.ESME_RX_T_APPN)
+        if r.final is None:
+            it.reply(pdu.ESME_ROK)
+            return
+        self._unmatched_out.add(it)
+
+    async def _publish_unmatched(self, items: list[_Receipt]) -> None:
+        await events.publish_many(self.publisher, [events.unmatched_receipt(
+            it.route.name, it.receipt.message_id, it.source, it.receipt.stat, it.receipt.err)
+            for it in items])
+        metrics.RECEIPTS_PUBLISHED_UNMATCHED.inc(len(items))
+        for it in items:
+            it.reply(pdu.ESME_ROK)
+
+    @staticmethod
+    def _unmatched_failed(items: list[_Receipt], exc: Exception) -> None:
+        log.warning("publishing unmatched receipts failed; asking the SMSC to resend them",
+                    extra={"count": len(items), "error": cause(exc)})
+        for it in items:
+            it.reply(pdu.ESME_RX_T_APPN)
 
     async def _receipts_many(self, items: list[_Receipt]) -> None:
         found = await self._resolve(items)
@@ -1038,7 +1199,6 @@ class Gateway:
         part_states = iter(await self.store.record_parts(multipart) if multipart else [])
         out: list[events.Outgoing] = []
         replies: list[_Receipt] = []
-        settled: list[str] = []
         now = time.time()
         stats: dict[str, int] = {}
         for it, m in found:
@@ -1075,14 +1235,12 @@ class Gateway:
                     detail += f" network_error:{r.network_error}"
                 fields.update(error_code=r.err, error_description=detail, failure_category=category)
             out.append(events.message(kind, ident, key, **fields))
-            settled.append(m.job)
         counters = self._receipt_counters
         for stat, n in stats.items():
             (counters.get(stat) or counters["OTHER"]).inc(n)
         await events.publish_many(self.publisher, out)
         for it in replies:
             it.reply(pdu.ESME_ROK)
-        await self.store.settled(settled)
 
     async def _mo(self, sm: pdu.ShortMessage, reply: Callable[[int], None]) -> None:
         try:
@@ -1123,38 +1281,10 @@ class Gateway:
         metrics.MO_MESSAGES.labels(outcome).inc()
         return pdu.ESME_ROK
 
-    # --- assumed delivery ---------------------------------------------------------------
-    async def _assumed_loop(self, stop: asyncio.Event) -> None:
-        after = self.cfg.assumed_delivered_after
-        if after <= 0:
-            return
-        period = min(5.0, max(0.05, after / 10))
-        while not stop.is_set():
-            await asyncio.sleep(period)
-            try:
-                await self.sweep_assumed()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("assumed-delivery sweep failed: %s", exc)
-
-    async def sweep_assumed(self, now: float | None = None) -> int:
-        due = await self.store.due(time.time() if now is None else now)
-        if not due:
-            return 0
-        await events.publish_many(self.publisher, [
-            events.message(K.MESSAGE_EVENT_KIND_ASSUMED_DELIVERED, m,
-                           events.event_key(m.message_id, "assumed", m.attempt),
-                           provider_message_id=m.provider_id, parts=m.parts)
-            for m in due])
-        metrics.ASSUMED_DELIVERED.inc(len(due))
-        await self.store.settled([m.job for m in due])
-        return len(due)
-
 
 async def _quietly(coro: Awaitable[Any]) -> None:
     try:
         await coro
     except Exception as exc:  # the message is redelivered after ack_wait anyway
-        log.warning("ack/nak failed: %s", exc)
+        log.warning("ack/nak failed", extra={"error": cause(exc)})
 

@@ -41,10 +41,10 @@ UNMATCHED_REASONS = ("unknown_id", "address_mismatch", "backlog")
 RECEIPTS_UNMATCHED = Counter(
     "herald_smpp_receipts_unmatched_total",
     "Delivery receipts credited to no message, by reason: unknown_id = no mapping for the "
-    "SMSC id within HERALD_SMPP_RECEIPT_MATCH_WAIT (answered ESME_RX_T_APPN); address_mismatch "
-    "= mappings for the id exist but none is for the receipt's source address (an SMSC that "
-    "reissued ids; acknowledged, never credited); backlog = too many receipts already waiting "
-    "for their mapping (answered ESME_RX_T_APPN at once).",
+    "SMSC id within HERALD_SMPP_RECEIPT_MATCH_WAIT; address_mismatch = mappings for the id "
+    "exist but none is for the receipt's source address (an SMSC that reissued ids); backlog = "
+    "too many receipts already waiting for their mapping (not held: handled at once). Final "
+    "ones are published on events.receipt.unmatched, then acknowledged.",
     ["reason"],
 )
 for _reason in UNMATCHED_REASONS:  # exported at 0 from the start, for rate() alerts
@@ -61,12 +61,25 @@ MO_MESSAGES = Counter(
     "published to no workspace).",
     ["outcome"],
 )
-ASSUMED_DELIVERED = Counter(
-    "herald_smpp_assumed_delivered_total",
-    "Messages reported ASSUMED_DELIVERED because no final receipt came in time.",
+ABANDONED_REASONS = ("abandoned", "redis_lost")
+ABANDONED = Counter(
+    "herald_smpp_abandoned_total",
+    "Jobs FAILED as ABANDONED (category UNKNOWN: the SMSC may have accepted them; never resent), "
+    "by reason: abandoned = its submit_sm was written by a gateway that died before recording "
+    "the outcome; redis_lost = redelivered with no send marker after Redis lost its data "
+    "(published before the Redis epoch began: it may have been sent under a lost marker).",
+    ["reason"],
+)
+for _reason in ABANDONED_REASONS:
+    ABANDONED.labels(_reason)
+RECEIPTS_PUBLISHED_UNMATCHED = Counter(
+    "herald_smpp_receipts_unmatched_published_total",
+    "Final receipts credited to no message from Redis and published on events.receipt.unmatched "
+    "for the campaigns ledger to match by provider_message_id and destination.",
 )
 JOBS = Counter(
     "herald_smpp_jobs_total",
-    "SMS jobs handled, by outcome (submitted, failed, expired, duplicate, retry).",
+    "SMS jobs handled, by outcome (submitted, failed, expired, duplicate = redelivered with an "
+    "outcome on record, retry, taken_over = held by a gateway that is gone, sent here).",
     ["outcome"],
 )

@@ -11,15 +11,16 @@ from typing import Any
 
 class RateLimitedLog:
     def __init__(self, logger: logging.Logger, every: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, level: int = logging.INFO) -> None:
         self.logger = logger
+        self.level = level
         self.every = every
         self.clock = clock
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
 
     def info(self, key: str, message: str, **extra: Any) -> bool:
-        """Log `message` at INFO unless a line for `key` went out less than `every` seconds
+        """Log `message` (at `level`) unless a line for `key` went out less than `every` seconds
         ago (then count it as suppressed). True if it was logged. `key` must come from a
         small fixed set: one timestamp is kept per key."""
         now = self.clock()
@@ -31,5 +32,5 @@ class RateLimitedLog:
         suppressed = self._suppressed.pop(key, 0)
         if suppressed:
             message = f"{message} ({suppressed} more suppressed in the last {self.every:g} s)"
-        self.logger.info(message, extra={**extra, "suppressed": suppressed})
+        self.logger.log(self.level, message, extra={**extra, "suppressed": suppressed})
         return True

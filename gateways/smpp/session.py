@@ -10,6 +10,10 @@ syscall.
 are written while the window has room, the token bucket (msg/s) allows and no throttling
 pause runs; each result (response frame or error) goes to the item's `on_result`, so the
 gateway drives thousands of messages without a task or future per message.
+An optional `gate` sees the items of a socket write before their bytes go out (one call for
+all the items that became writable while the previous call ran): the gateway confirms its
+"written" send markers there, so "possibly sent" starts exactly at the write. An item the
+gate refuses (or a gate that fails) gets NotWritten: nothing was sent.
 
 Inbound deliver_sm go to a `DeliverSink(frame, reply)`: the sink calls `reply(status)`
 exactly once when it is done (the deliver_sm_resp is written then), so receipts can be
@@ -38,6 +42,8 @@ log = logging.getLogger("herald.smpp.session")
 Reply = Callable[[int], None]
 DeliverSink = Callable[[pdu.Frame, Reply], None]
 DeliverHandler = Callable[[pdu.Frame], Awaitable[int]]
+# Before a write: which of these items may be written (one verdict each, in order).
+Gate = Callable[[list["SubmitItem"]], Awaitable[list[bool]]]
 
 _BIND_COMMANDS = {"transceiver": "bind_transceiver", "transmitter": "bind_transmitter",
                   "receiver": "bind_receiver"}
@@ -55,6 +61,15 @@ class BindFailed(SmppError):
     def __init__(self, status: int) -> None:
         super().__init__(f"bind refused: {pdu.status_name(status)} ({pdu.status_description(status)})")
         self.status = status
+
+
+class NotWritten(NotBound):
+    """The pre-write gate refused the item (`elsewhere`: another process owns the job now)
+    or failed (its cause in the message): nothing was sent."""
+
+    def __init__(self, message: str, elsewhere: bool = False) -> None:
+        super().__init__(message)
+        self.elsewhere = elsewhere
 
 
 class ResponseTimeout(SmppError):
@@ -403,6 +418,7 @@ class SubmitItem(Protocol):
 
     queued_at: float
     sent_at: float
+    needs_gate: bool  # the client's gate must confirm it before its first write
 
     def build_pdu(self, sequence: int) -> bytes: ...
 
@@ -411,6 +427,7 @@ class SubmitItem(Protocol):
 
 class _FutureItem:
     __slots__ = ("build_pdu", "fut", "queued_at", "sent_at")
+    needs_gate = False
 
     def __init__(self, build: Callable[[int], bytes], fut: asyncio.Future[pdu.Frame]) -> None:
         self.build_pdu = build
@@ -440,9 +457,13 @@ class SmppClient:
     session is bound wait for the next bind, at most response_timeout (then NotBound:
     nothing was sent)."""
 
-    def __init__(self, cfg: ClientConfig, on_deliver: DeliverHandler | DeliverSink) -> None:
+    def __init__(self, cfg: ClientConfig, on_deliver: DeliverHandler | DeliverSink,
+                 gate: Gate | None = None) -> None:
         self.cfg = cfg
         self.on_deliver = sink_from_handler(on_deliver)
+        self.gate = gate
+        self._gating: list[SubmitItem] = []  # waiting for the next gate call (window slots taken)
+        self._gate_task: asyncio.Task[None] | None = None
         self.window_size = cfg.window
         self.in_use = 0  # submits written and awaiting their response (or their bucket slot)
         self.bucket = TokenBucket(cfg.throughput)
@@ -579,6 +600,14 @@ class SmppClient:
                 return
 
     def _send(self, session: Session, item: SubmitItem) -> bool:
+        if item.needs_gate and self.gate is not None:
+            # Its window slot is taken now; it is written once the gate confirms it, together
+            # with the others that became writable meanwhile (_run_gate).
+            self.in_use += 1
+            self._gating.append(item)
+            if self._gate_task is None:
+                self._gate_task = asyncio.create_task(self._run_gate())
+            return True
         self.in_use += 1
         item.sent_at = time.perf_counter()
         try:
@@ -588,6 +617,48 @@ class SmppClient:
             self._queue.appendleft(item)
             return False
         return True
+
+    async def _run_gate(self) -> None:
+        """One gate call at a time per bind: items freed while it runs go into the next."""
+        gate = self.gate
+        assert gate is not None
+        try:
+            while self._gating:
+                batch, self._gating = self._gating, []
+                try:
+                    verdicts: list[bool] | Exception = await gate(batch)
+                except Exception as exc:  # nothing was written: each item hears why
+                    verdicts = exc
+                self._after_gate(batch, verdicts)
+        finally:
+            self._gate_task = None
+
+    def _after_gate(self, batch: list[SubmitItem], verdicts: list[bool] | Exception) -> None:
+        self.in_use -= len(batch)
+        back: list[SubmitItem] = []
+        session = self.session
+        for i, item in enumerate(batch):
+            if isinstance(verdicts, Exception):
+                self._result(item, NotWritten(f"send marker not confirmed: {type(verdicts).__name__}: {verdicts}"))
+            elif not verdicts[i]:
+                self._result(item, NotWritten("the job is held by another process", elsewhere=True))
+            else:
+                item.needs_gate = False  # confirmed: later parts and retries go straight out
+                if self._stop.is_set() or session is None or not session.bound:
+                    back.append(item)  # no session now: waits for the next bind (or expires)
+                elif not self._send(session, item):
+                    session = None  # it closed: this item went back to the queue
+        if back:
+            self._queue.extendleft(reversed(back))
+        if self._queue and self._timer is None:
+            self._pump()
+
+    @staticmethod
+    def _result(item: SubmitItem, result: Any) -> None:
+        try:
+            item.on_result(result)
+        except Exception:
+            log.exception("submit result handler failed")
 
     def _schedule(self, wait: float) -> None:
         if self._timer is None:
@@ -662,4 +733,7 @@ class SmppClient:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._gate_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._gate_task
         self._fail_queued(float("inf"), "the SMPP client is closing")

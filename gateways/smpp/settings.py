@@ -177,11 +177,6 @@ SYSERR_RETRIES = setting(
     "Times a submit refused with ESME_RSYSERR is retried (exponential backoff from "
     "HERALD_SMPP_THROTTLE_DELAY) before the message is FAILED.", GW,
 )
-ASSUMED_DELIVERED_AFTER = setting(
-    "HERALD_SMPP_ASSUMED_DELIVERED_AFTER", "172800",
-    "Seconds after submission with no final receipt before a message is reported "
-    "ASSUMED_DELIVERED (0 disables; a later receipt still moves it to DELIVERED/FAILED).", GW,
-)
 OPT_OUT_KEYWORDS = setting(
     "HERALD_SMPP_OPT_OUT_KEYWORDS", "STOP,STOPALL,UNSUBSCRIBE,ARRET,CANCEL,END,QUIT",
     "Comma-separated reply keywords (first word, any case and accents) that opt the sender "
@@ -195,7 +190,15 @@ RECEIPT_MATCH_WAIT = setting(
     "HERALD_SMPP_RECEIPT_MATCH_WAIT", "10",
     "Seconds a delivery receipt whose id mapping is not visible yet (its submit_sm_resp still "
     "on its way, or another replica storing it) waits in memory for it before it is counted "
-    "unmatched (herald_smpp_receipts_unmatched_total) and refused with ESME_RX_T_APPN.", GW,
+    "unmatched (herald_smpp_receipts_unmatched_total); a final one is then published on "
+    "events.receipt.unmatched (the campaigns ledger matches it) and answered OK once stored.", GW,
+)
+HOLDER_TTL = setting(
+    "HERALD_SMPP_HOLDER_TTL", "15",
+    "Seconds a gateway's liveness key (herald:smpp:holder:<process>) outlives its last renewal "
+    "(renewed every third of it). Jobs whose send marker is held by a gateway whose key is gone "
+    "are taken over and sent; jobs it had written to the SMSC without recording an outcome "
+    "become ABANDONED. Keep it well under the jobs' ack wait (30 s or more).", GW,
 )
 MAX_IN_FLIGHT = setting(
     "HERALD_SMPP_MAX_IN_FLIGHT", "0",

@@ -1,24 +1,34 @@
 """The gateway's Redis state; everything on the per-message path goes through batches
 (one script call or pipeline per batch, see `Flusher`).
 
-Send marker `herald:smpp:job:<message_id>:<attempt>` (SET NX before any submit_sm):
-  pending:<unix time>           a submit is in flight (or the process died while it was)
+Send marker `herald:smpp:job:<message_id>:<attempt>`, one per job attempt:
+  held:<holder>:<unix time>     claimed at fetch (SET NX, or over a released marker): a
+                                process works on it, nothing written to the SMSC yet
+  written:<holder>:<unix time>  set for exactly the jobs of one socket write, confirmed
+                                BEFORE the bytes are written (compare-and-set from our own
+                                held marker): from here on the SMSC may have accepted it
+  released:<unix time>          nothing was written (throttled, not bound): send it again
   ok:<route>|<id>,<id>,...      accepted by the SMSC (one id per part)
   failed:<status>               refused permanently (command_status as 0x%08X, or a code)
-  unknown:<reason>              sent but no answer: it may or may not have been accepted
+  unknown:<reason>              written but no answer, or abandoned: it may have been accepted
+  pending:<unix time>           (written by earlier versions at fetch; read as `written`)
+<holder> names one gateway process; `herald:smpp:holder:<holder>` lives while it does
+(refreshed every third of HERALD_SMPP_HOLDER_TTL). A held marker whose holder is gone is
+taken over (compare-and-set: the old holder can no longer move it to written); a written
+one whose holder is gone, with no outcome, is ABANDONED.
+
+The claim script also reads (creating it if missing) shared.epoch's key in the same call,
+so a job's marker and the epoch it belongs to are read atomically.
 
 Id mapping `herald:smpp:id:<route>:<key>` -> JSON Mapping of one part, under the key(s)
 the route's IdFormat gives. Part states of a multipart message:
-`herald:smpp:parts:<message_id>:<attempt>` hash part -> stat. Messages awaiting a final
-receipt: zset `herald:smpp:await` (member <message_id>:<attempt>, score = when to assume
-delivery) with the identity in hash `herald:smpp:await:info`. Replies: the last message
+`herald:smpp:parts:<message_id>:<attempt>` hash part -> stat. Replies: the last message
 sent from a sender to a number, `herald:smpp:last:<sender>:<digits>`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -27,23 +37,77 @@ from typing import Generic, TypeVar
 
 import redis.asyncio as aioredis
 
+from shared import epoch
+
 PREFIX = "herald:smpp:"
-AWAIT_KEY = PREFIX + "await"
-AWAIT_INFO = PREFIX + "await:info"
 
 # One EVALSHA per batch instead of a pipeline of one command per key: redis-py spends
 # ~10 us packing and parsing each pipelined command, which was the largest share of the
 # gateway's CPU per message. Keys are passed as KEYS; both scripts only touch those keys.
+# Claim: KEYS = job markers, then the epoch key last; ARGV: ttl, held value, epoch stamp.
+# Returns per job '' (claimed now) or the marker found, then the epoch.
 _CLAIM_LUA = """
 local out = {}
-for i, key in ipairs(KEYS) do
+local n = #KEYS - 1
+for i = 1, n do
+  local key = KEYS[i]
   if redis.call('SET', key, ARGV[2], 'NX', 'EX', ARGV[1]) then
     out[i] = ''
   else
-    out[i] = redis.call('GET', key) or ''
+    local cur = redis.call('GET', key) or ''
+    if string.sub(cur, 1, 9) == 'released:' then
+      redis.call('SET', key, ARGV[2], 'EX', ARGV[1])
+      out[i] = 'released:'
+    else
+      out[i] = cur
+    end
+  end
+end
+redis.call('SET', KEYS[n + 1], ARGV[3], 'NX')
+out[n + 1] = redis.call('GET', KEYS[n + 1]) or ARGV[3]
+return out
+"""
+# Before a socket write: KEYS = markers of the jobs in it; ARGV: ttl, our held prefix,
+# our written prefix, the written value. A marker that is ours (held or already written)
+# or gone (Redis lost it while we hold the job's delivery) becomes written: 1; anything
+# else (another process took it over, or an outcome): 0, and that job is not written.
+_WRITTEN_LUA = """
+local out = {}
+local hp, wp = ARGV[2], ARGV[3]
+for i, key in ipairs(KEYS) do
+  local cur = redis.call('GET', key)
+  if (not cur) or string.sub(cur, 1, #hp) == hp or string.sub(cur, 1, #wp) == wp then
+    redis.call('SET', key, ARGV[4], 'EX', ARGV[1])
+    out[i] = 1
+  else
+    out[i] = 0
   end
 end
 return out
+"""
+# Compare-and-set of whole values: KEYS[i] from ARGV[i + 2] to ARGV[2] (ttl ARGV[1]);
+# '' where it was swapped, else what is there ('-' if nothing).
+_SWAP_LUA = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local cur = redis.call('GET', key)
+  if cur == ARGV[i + 2] then
+    redis.call('SET', key, ARGV[2], 'EX', ARGV[1])
+    out[i] = ''
+  else
+    out[i] = cur or '-'
+  end
+end
+return out
+"""
+# Release: our held/written marker (ARGV[2] / ARGV[3] prefixes) becomes ARGV[4].
+_RELEASE_LUA = """
+local cur = redis.call('GET', KEYS[1])
+if cur and (string.sub(cur, 1, #ARGV[2]) == ARGV[2] or string.sub(cur, 1, #ARGV[3]) == ARGV[3]) then
+  redis.call('SET', KEYS[1], ARGV[4], 'EX', ARGV[1])
+  return 1
+end
+return 0
 """
 # KEYS[i] with ARGV[2i-1], ARGV[2i]: op and value (see Writes); then the TTLs ops refer to.
 _WRITE_LUA = """
@@ -150,19 +214,27 @@ _N_SEPS = len(_MAPPING_FIELDS)
 
 @dataclass(frozen=True)
 class Marker:
-    state: str   # pending, ok, failed, unknown
-    value: str   # timestamp, route|smsc ids, status or reason
+    state: str   # held, written, pending (legacy), ok, failed, unknown
+    value: str   # holder:time, route|smsc ids, status or reason
+    raw: str = ""  # the whole stored value (compare-and-set of a takeover)
 
     @classmethod
     def parse(cls, raw: bytes | str) -> Marker:
         text = raw.decode() if isinstance(raw, bytes) else raw
         state, _, value = text.partition(":")
-        return cls(state, value)
+        return cls(state, value, text)
+
+    @property
+    def holder(self) -> str:
+        """The process of a held/written marker ('' for the others)."""
+        if self.state in ("held", "written"):
+            return self.value.rpartition(":")[0]
+        return ""
 
     def age(self) -> float:
-        """Seconds since a pending marker was written."""
+        """Seconds since a held/written/pending marker was written."""
         try:
-            return time.time() - float(self.value)
+            return time.time() - float(self.value.rpartition(":")[2])
         except ValueError:
             return float("inf")
 
@@ -172,12 +244,19 @@ class Marker:
         return (route if sep else "default"), [i for i in ids.split(",") if i]
 
 
+RECLAIMED = Marker("released", "", "released:")  # claim_many: held by us now over a released marker
+
+
 def job_key(message_id: str, attempt: int) -> str:
     return f"{PREFIX}job:{message_id}:{attempt}"
 
 
 def id_key(route: str, key: str) -> str:
     return f"{PREFIX}id:{route}:{key}"
+
+
+def holder_key(holder: str) -> str:
+    return f"{PREFIX}holder:{holder}"
 
 
 def parts_key(message_id: str, attempt: int) -> str:
@@ -250,22 +329,63 @@ class Store:
         self.mo_link_ttl = mo_link_ttl
         self._claim_script = redis.register_script(_CLAIM_LUA)
         self._write_script = redis.register_script(_WRITE_LUA)
+        self._written_script = redis.register_script(_WRITTEN_LUA)
+        self._swap_script = redis.register_script(_SWAP_LUA)
+        self._release_script = redis.register_script(_RELEASE_LUA)
 
     # --- send markers -------------------------------------------------------------------
     @staticmethod
     def job_key(message_id: str, attempt: int) -> str:
         return job_key(message_id, attempt)
 
-    async def claim_many(self, jobs: list[tuple[str, int]]) -> list[Marker | None]:
-        """Write a pending marker for each job; None where we own it now, else its marker."""
-        # SET NX and, where it fails, GET in one atomic script: no gap between the two.
-        found = await self._claim_script(keys=[job_key(mid, att) for mid, att in jobs],
-                                         args=[self.dedup_ttl, f"pending:{time.time():.3f}"])
-        return [Marker.parse(raw) if raw else None for raw in found]
+    async def claim_many(self, jobs: list[tuple[str, int]], holder: str,
+                         now: float | None = None) -> tuple[list[Marker | None], float]:
+        """Hold each job for `holder` (SET NX, or over a released marker): None where we hold
+        it now and no marker was there, RECLAIMED where we hold it now over a released one
+        (nothing was sent: send it), else the marker found; and the epoch (shared.epoch)
+        read in the same call."""
+        t = time.time() if now is None else now
+        found = await self._claim_script(
+            keys=[*(job_key(mid, att) for mid, att in jobs), epoch.KEY],
+            args=[self.dedup_ttl, f"held:{holder}:{t:.3f}", repr(t)])
+        began = float(found[-1].decode() if isinstance(found[-1], bytes) else found[-1])
+        return [(RECLAIMED if raw == b"released:" else Marker.parse(raw)) if raw else None
+                for raw in found[:-1]], began
 
-    async def release(self, message_id: str, attempt: int) -> None:
-        """The SMSC definitely did not take the message: let a redelivery submit it."""
-        await self.redis.delete(job_key(message_id, attempt))
+    async def take_over(self, items: list[tuple[str, int, str]], holder: str) -> list[bool]:
+        """(message_id, attempt, the marker seen) -> held by `holder` now, if unchanged."""
+        res = await self._swap_script(
+            keys=[job_key(mid, att) for mid, att, _raw in items],
+            args=[self.dedup_ttl, f"held:{holder}:{time.time():.3f}", *(raw for _m, _a, raw in items)])
+        return [not r for r in res]
+
+    async def mark_written(self, jobs: list[tuple[str, int]], holder: str) -> list[bool]:
+        """Move our held markers to written before their submit_sm is written (one call per
+        socket write); False where the job is no longer ours: do not write it."""
+        res = await self._written_script(
+            keys=[job_key(mid, att) for mid, att in jobs],
+            args=[self.dedup_ttl, f"held:{holder}:", f"written:{holder}:",
+                  f"written:{holder}:{time.time():.3f}"])
+        return [r == 1 for r in res]
+
+    async def release(self, message_id: str, attempt: int, holder: str) -> None:
+        """The SMSC definitely did not take the message: a redelivery may submit it. A
+        marker (not a deletion), so the redelivery is not taken for one Redis forgot."""
+        await self._release_script(
+            keys=[job_key(message_id, attempt)],
+            args=[self.dedup_ttl, f"held:{holder}:", f"written:{holder}:", f"released:{time.time():.3f}"])
+
+    async def heartbeat(self, holder: str, ttl: float) -> None:
+        await self.redis.set(holder_key(holder), "1", px=max(1, int(ttl * 1000)))
+
+    async def forget_holder(self, holder: str) -> None:
+        await self.redis.delete(holder_key(holder))
+
+    async def live_holders(self, holders: list[str]) -> set[str]:
+        if not holders:
+            return set()
+        raws = await self.redis.mget([holder_key(h) for h in holders])
+        return {h for h, raw in zip(holders, raws, strict=True) if raw is not None}
 
     def writes(self) -> Writes:
         """A batch of writes for `apply`; ttl indexes: 1 dedup, 2 mapping, 3 reply link."""
@@ -280,24 +400,21 @@ class Store:
         w.set(job_key(message_id, attempt), f"{state}:{value}", 1)
 
     @staticmethod
-    def add_mappings(w: Writes, parts: list[tuple[Mapping, list[str]]], await_until: float | None) -> None:
+    def add_mappings(w: Writes, parts: list[tuple[Mapping, list[str]]]) -> None:
         """Mappings of every part (the id as given with SET, its other readings with SET NX
-        so a real id never loses its entry to another id's reinterpretation), the reply
-        link, and the assumed-delivery deadline."""
+        so a real id never loses its entry to another id's reinterpretation) and the reply
+        link. (No assumed-delivery schedule here: the campaigns scheduler sweeps SUBMITTED
+        messages from the ledger, which survives a Redis loss.)"""
         first_value = b""
         for m, keys in parts:
             value = Store.add_part_mapping(w, m, keys)
             first_value = first_value or value
         first = parts[0][0]
-        # parts[0] is part 1 with smsc_id == provider_id: its JSON serves the link and the
-        # assumed-delivery record too (dumped once).
+        # parts[0] is part 1 with smsc_id == provider_id: its value serves the link too.
         if first.part != 1 or first.smsc_id != first.provider_id:
             first_value = first.for_part(1, first.provider_id).dumps()
         if first.sender and first.to:
             w.set(last_key(first.sender, _digits(first.to)), first_value, 3)
-        if await_until is not None:
-            w.zadd(AWAIT_KEY, first.job, await_until)
-            w.hset(AWAIT_INFO, first.job, first_value)
 
     @staticmethod
     def add_part_mapping(w: Writes, m: Mapping, keys: list[str]) -> bytes:
@@ -322,28 +439,6 @@ class Store:
             pipe.hgetall(key)
         res = await pipe.execute()
         return [{int(k): v.decode() for k, v in res[3 * i + 2].items()} for i in range(len(items))]
-
-    async def settled(self, jobs: list[str]) -> None:
-        """Final receipts published: stop waiting for them (best effort)."""
-        if not jobs:
-            return
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zrem(AWAIT_KEY, *jobs)
-        pipe.hdel(AWAIT_INFO, *jobs)
-        with contextlib.suppress(Exception):
-            await pipe.execute()
-
-    async def due(self, now: float, limit: int = 1000) -> list[Mapping]:
-        """Messages whose assumed-delivery deadline has passed."""
-        jobs = await self.redis.zrangebyscore(AWAIT_KEY, "-inf", now, start=0, num=limit)
-        if not jobs:
-            return []
-        infos = await self.redis.hmget(AWAIT_INFO, jobs)
-        out = [Mapping.loads(raw) for raw in infos if raw is not None]
-        orphans = [j for j, raw in zip(jobs, infos, strict=True) if raw is None]
-        if orphans:
-            await self.redis.zrem(AWAIT_KEY, *orphans)
-        return out
 
     async def last_sent(self, sender: str, digits: str) -> Mapping | None:
         raw = await self.redis.get(last_key(sender, digits))
