@@ -1,12 +1,14 @@
 """Scheduling with an injectable clock (no sleeps): ON_TIME start, SPREAD pacing, daily
-windows, expiry, TRIGGER, auto-pause, leases across replicas, restart. Real SQL (both
-backends), a private NATS, the real recipients service."""
+windows, expiry, TRIGGER, auto-pause (only while messages remain to send), leases across
+replicas, restart, the ledger-based assumed-delivery sweep. Real SQL (both backends), a
+private NATS, the real recipients service."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 import pytest
@@ -14,10 +16,13 @@ from herald.v1 import campaigns_pb2 as pb
 from herald.v1 import common_pb2 as c
 from herald.v1 import events_pb2 as e
 from nats.aio.msg import Msg
+from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 
+from services.campaigns.ledger import Ledger
 from services.campaigns.scheduler import Scheduler
 from services.campaigns.schema import campaigns, messages
+from shared import bus, states
 from shared.timeutil import to_ts
 from tests.integration.campaigns_harness import Harness, new_sender, sms
 
@@ -152,9 +157,30 @@ async def test_auto_pause_after_consecutive_failures(h: Harness) -> None:
     await h.scheduler.tick()
     cp = await h.status(cid, md("w"))
     assert cp.status == pb.CAMPAIGN_STATUS_PAUSED and "5 consecutive failures" in cp.status_reason
+    assert f"herald resume {cid}" in cp.status_reason  # says how to resume
+    await h.ticks(5)  # a person must fix the route: it never resumes by itself
+    assert (await h.status(cid, md("w"))).status == pb.CAMPAIGN_STATUS_PAUSED
     await h.stub.ResumeCampaign(pb.CampaignActionRequest(id=cid), metadata=md("w"))
     await h.ticks(2)  # the old failures no longer count
     assert (await h.status(cid, md("w"))).status == pb.CAMPAIGN_STATUS_SENDING
+
+
+async def test_a_campaign_whose_messages_are_all_final_completes_despite_failures(h: Harness) -> None:
+    # Nothing left to send: the last five outcomes failing must not pause it for ever.
+    cid = await approve(h, sms(5, auto_pause_failures=5), "w")
+    await h.ticks(1)
+    assert await h.dispatched() == 5
+    async with h.engine.begin() as conn:
+        ids = [r[0] for r in await conn.execute(select(messages.c.id).where(messages.c.campaign_id == cid))]
+        for i, mid in enumerate(ids):
+            await conn.execute(update(messages).where(messages.c.id == mid).values(
+                status=S.MESSAGE_STATUS_FAILED, status_rank=5,
+                updated_at=h.clock.now() + timedelta(milliseconds=i)))
+    h.clock.advance(1)
+    await h.scheduler.tick()
+    cp = await h.status(cid, md("w"))
+    assert cp.status == pb.CAMPAIGN_STATUS_DONE, cp.status_reason
+    assert cp.outcome == pb.CAMPAIGN_OUTCOME_ALL_FAILED
 
 
 async def test_replicas_never_act_on_the_same_campaign(h: Harness) -> None:
@@ -260,3 +286,80 @@ async def test_jobs_carry_every_variable_and_previews_are_rendered(h: Harness) -
     assert sorted(ev.message_id for ev in sending) == sorted(r["id"] for r in rows.values())
     assert {(ev.status, ev.attempt, ev.event_id.split(":")[1]) for ev in sending} == {
         (S.MESSAGE_STATUS_SENDING, 1, "sending")}
+
+
+async def ledger_statuses(h: Harness, cid: str) -> dict[str, int]:
+    async with h.engine.connect() as conn:
+        return dict((await conn.execute(select(messages.c.id, messages.c.status).where(
+            messages.c.campaign_id == cid))).all())
+
+
+async def until(cond: Any) -> None:
+    """Wait (bounded) for the ledger consumer to catch up; the caller asserts afterwards."""
+    for _ in range(200):
+        if await cond():
+            return
+        await asyncio.sleep(0.05)
+
+
+async def test_old_submitted_sms_are_assumed_delivered_from_the_ledger(h: Harness) -> None:
+    # Nothing in Redis or a gateway: the ledger's SUBMITTED rows alone drive the sweep.
+    cid = await approve(h, sms(4), "w")
+    await h.ticks(1)
+    assert await h.dispatched() == 4
+    ids = sorted(await ledger_statuses(h, cid))
+    assumed: list[e.MessageEvent] = []
+
+    async def seen(msg: Msg) -> None:
+        ev = e.MessageEvent.FromString(msg.data)
+        if ev.campaign_id == cid:
+            assumed.append(ev)
+
+    sub = await h.nc.subscribe("events.message.assumed_delivered", cb=seen)
+    stop = asyncio.Event()
+    consumer = asyncio.create_task(Ledger(h.store, h.scheduler.js, clock=h.clock).run(stop))
+    try:
+        # What the gateway reports: three submitted (no receipt ever comes), one delivered.
+        evs = [e.MessageEvent(event_id=f"{mid}:submitted:1", kind=e.MESSAGE_EVENT_KIND_SUBMITTED,
+                              status=S.MESSAGE_STATUS_SUBMITTED, message_id=mid, campaign_id=cid,
+                              workspace_id="w", channel=c.CHANNEL_SMS, attempt=1,
+                              occurred_at=to_ts(h.clock.now())) for mid in ids]
+        evs.append(e.MessageEvent(event_id=f"{ids[3]}:dlr:1", kind=e.MESSAGE_EVENT_KIND_DELIVERED,
+                                  status=S.MESSAGE_STATUS_DELIVERED, message_id=ids[3], campaign_id=cid,
+                                  workspace_id="w", channel=c.CHANNEL_SMS, attempt=1,
+                                  occurred_at=to_ts(h.clock.now())))
+        await bus.publish_many(h.scheduler.js, [(states.message_subject(ev.kind), ev, ev.event_id)
+                                                for ev in evs])
+
+        async def recorded() -> bool:
+            return sorted((await ledger_statuses(h, cid)).values()) == sorted(
+                [S.MESSAGE_STATUS_SUBMITTED] * 3 + [S.MESSAGE_STATUS_DELIVERED])
+        await until(recorded)
+        assert await recorded()
+        before = REGISTRY.get_sample_value("herald_campaigns_assumed_delivered_total") or 0.0
+
+        h.clock.advance(172800 - 60)  # one minute short of HERALD_ASSUMED_DELIVERED_AFTER
+        await h.scheduler.tick()
+        assert (REGISTRY.get_sample_value("herald_campaigns_assumed_delivered_total") or 0.0) == before
+        assert (await h.status(cid, md("w"))).status == pb.CAMPAIGN_STATUS_SENDING
+
+        h.clock.advance(120)  # now past it (and past the sweep interval)
+        await h.scheduler.tick()
+        await h.nc.flush()
+
+        async def applied() -> bool:
+            return sorted((await ledger_statuses(h, cid)).values()) == sorted(
+                [S.MESSAGE_STATUS_ASSUMED_DELIVERED] * 3 + [S.MESSAGE_STATUS_DELIVERED])
+        await until(applied)
+        assert await applied()
+    finally:
+        stop.set()
+        await consumer
+        await sub.unsubscribe()
+    assert (REGISTRY.get_sample_value("herald_campaigns_assumed_delivered_total") or 0.0) == before + 3
+    assert sorted((ev.event_id, ev.attempt, ev.channel) for ev in assumed) == [
+        (f"{mid}:assumed:1", 1, c.CHANNEL_SMS) for mid in ids[:3]]
+    h.clock.advance(0.2)
+    await h.scheduler.tick()
+    cp = await h.status(cid, md("w"))
+    assert cp.status == pb.CAMPAIGN_STATUS_DONE and cp.progress.assumed_delivered == 3
