@@ -87,7 +87,10 @@ async def main(signing: list[bytes]) -> None:
     dkim = load_dkim()
     if dkim is not None:
         log.info("DKIM signing on", extra={"selector": dkim.selector, "algorithm": dkim.algorithm})
-    markers = dedup.SendMarkers(redis, settings.DEDUP_TTL.get_int())
+    # A claim or "written" marker younger than the lease may belong to a live worker that is
+    # still waiting for the relay (its SMTP timeout, a few times over).
+    lease = 5 * smtp_timeout
+    markers = dedup.SendMarkers(redis, settings.DEDUP_TTL.get_int(), lease=lease)
     worker = EmailWorker(
         js, markers, pool,
         Skeletons(signer, base_url, settings.UNSUBSCRIBE_MAILTO.get()),
@@ -96,11 +99,12 @@ async def main(signing: list[bytes]) -> None:
             retry_base=settings.SMTP_RETRY_BASE.get_float(),
             retry_max=settings.SMTP_RETRY_MAX.get_float(),
             unsubscribe_mailto=settings.UNSUBSCRIBE_MAILTO.get(),
-            lease=5 * smtp_timeout,
+            lease=lease,
             verp=settings.VERP.get_bool(),
             verp_domain=settings.VERP_DOMAIN.get(),
             batch=settings.EMAIL_BATCH.get_int(),
             consumer=settings.EMAIL_CONSUMER.get(),
+            ack_wait=settings.EMAIL_ACK_WAIT.get_float(),
         ),
         dkim=dkim, dkim_domain=settings.DKIM_DOMAIN.get(),
     )
@@ -117,7 +121,9 @@ async def main(signing: list[bytes]) -> None:
     waiter = asyncio.create_task(rt.wait())
     done, _ = await asyncio.wait({waiter, consumer}, return_when=asyncio.FIRST_COMPLETED)
     if consumer in done and consumer.exception() is not None:
-        log.error("job consumer stopped", exc_info=consumer.exception())
+        exc = consumer.exception()
+        log.error("job consumer stopped", exc_info=exc,
+                  extra={"reason": f"{type(exc).__name__}: {exc}"})
     log.info("shutting down")
     stop.set()
     waiter.cancel()

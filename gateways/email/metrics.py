@@ -7,7 +7,8 @@ from prometheus_client import Counter, Histogram
 SENDS = Counter(
     "herald_email_sends_total",
     "Email jobs handled, by result: submitted, failed, deferred, duplicate (already sent), "
-    "busy (another worker is sending it), expired.",
+    "busy (another worker is sending it), expired, not_written (its claim was lost before the "
+    "content was written: redelivered).",
     ["result"],
 )
 SEND_LATENCY = Histogram(
@@ -24,4 +25,16 @@ TRACKING = Counter(
 TRACKING_DROPPED = Counter(
     "herald_tracking_events_dropped_total",
     "Open/click events not published (queue full or publish retries exhausted).",
+)
+ABANDONED = Counter(
+    "herald_email_abandoned_total",
+    "Email jobs failed as ABANDONED (the relay may have accepted them; not resent), by reason: "
+    "worker_stopped (DATA written, then the worker stopped before the answer was recorded), "
+    "redis_lost (a redelivered job whose marker Redis lost), corrupt_marker.",
+    ["reason"],
+)
+CLAIMS_TAKEN_OVER = Counter(
+    "herald_email_claims_taken_over_total",
+    "Send claims ('held' markers) of stopped workers taken over by a redelivery: those "
+    "messages had not been written to the relay and are sent cleanly.",
 )

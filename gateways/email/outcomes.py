@@ -95,3 +95,21 @@ def exhausted(last: Outcome, attempts: int) -> Outcome:
     return Outcome(K.MESSAGE_EVENT_KIND_FAILED, last.code,
                    f"{last.description[:450]} (gave up after {attempts} attempts)", cat,
                    route=last.route)
+
+
+ABANDONED = "ABANDONED"
+# reason label -> why this job's send is unknowable (bounded: the metric's label values)
+ABANDON_REASONS = {
+    "worker_stopped": "a worker wrote the message to the relay and stopped before recording "
+                      "its answer",
+    "redis_lost": "Redis lost the send markers and this job had been delivered before",
+    "corrupt_marker": "the job's send marker could not be read",
+}
+
+
+def abandoned(reason: str) -> Outcome:
+    """FAILED: the relay may have accepted the message, and it is not sent again (a second
+    copy is worse than none; an operator retry, a new attempt, sends it deliberately)."""
+    return failed(f"{ABANDONED}: the relay may have accepted it; not resent to avoid a "
+                  f"duplicate ({ABANDON_REASONS[reason]}; retry the message to send it again)",
+                  F.FAILURE_CATEGORY_UNKNOWN)

@@ -49,6 +49,13 @@ EMAIL_CONSUMER = setting(
     "one reply subscription, prefetched; less client CPU per job) or nats (nats-py's "
     "pull_subscribe/fetch).", GW,
 )
+EMAIL_ACK_WAIT = setting(
+    "HERALD_EMAIL_ACK_WAIT", "30",
+    "Seconds JetStream waits for a job's ack before delivering it again (to this or another "
+    "replica); set when the gateway creates the durable consumer \"email\" (an existing "
+    "consumer keeps its value). A redelivered job never goes out twice: it finds its send "
+    "marker.", GW,
+)
 VERP = setting(
     "HERALD_EMAIL_VERP", "true",
     "Per-message VERP return path b-<message>-<attempt>-<signature>@<HERALD_VERP_DOMAIN>, so "
@@ -149,4 +156,20 @@ SINK_DIR = setting(
 )
 SINK_ADDR = setting(
     "HERALD_SINK_ADDR", "127.0.0.1:0", "host:port the development SMTP sink binds.", SINK
+)
+SINK_TEMPFAIL_FILE = setting(
+    "HERALD_SINK_TEMPFAIL_FILE", "",
+    "Fault mode of the development SMTP sink: while this file exists, every recipient is "
+    "answered 451 4.3.0 (a relay refusing mail for a while); empty = never.", SINK,
+)
+SINK_TEMPFAIL_UNTIL = setting(
+    "HERALD_SINK_TEMPFAIL_UNTIL", "0",
+    "Fault mode of the development SMTP sink: until this Unix time every recipient is "
+    "answered 451 4.3.0; 0 = never.", SINK,
+)
+SINK_HOLD_FILE = setting(
+    "HERALD_SINK_HOLD_FILE", "",
+    "Fault mode of the development SMTP sink: a message to a hold-...@ recipient is stored "
+    "when its DATA ends, but the 250 is held back while this file exists (a relay that took "
+    "the message and whose answer is late or lost); empty = never.", SINK,
 )

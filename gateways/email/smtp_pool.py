@@ -9,6 +9,11 @@ Relay limits: `size` connections at most, `rate` messages/s over the whole pool 
 bucket with a small burst), at most `max_per_connection` messages per session. A
 connection that saw a network error, a timeout or a 421 is closed and reopened on its next
 use; one idle for a while is probed with NOOP first, since relays drop idle sessions.
+
+Write gate: the relay cannot accept a message before the "." that ends its DATA. Given a
+`commit` callable, a connection asks it right before writing a message's content (after the
+354) and writes nothing of it when refused: the caller records "possibly sent" exactly for
+the messages whose end went out (gateways.email.dedup.WriteGate batches those records).
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ import socket
 import ssl
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 log = logging.getLogger("herald.email.smtp")
 
@@ -49,6 +56,11 @@ class SmtpConnectionError(SmtpError):
 
 class SmtpConfigError(SmtpError):
     """The relay lacks something the configuration requires (STARTTLS, AUTH)."""
+
+
+class NotCommitted(SmtpError):
+    """The write gate refused the message: none of its content was written (the session
+    was closed mid-DATA, so the relay discards the transaction)."""
 
 
 @dataclass
@@ -108,13 +120,15 @@ class RateLimiter:
 class QueuedMail:
     """One message of SmtpPool.send_many: result is the reply text or an SmtpError."""
 
-    __slots__ = ("mail_from", "rcpt", "data", "dot_free", "result", "started", "took")
+    __slots__ = ("mail_from", "rcpt", "data", "dot_free", "result", "started", "took", "ticket")
 
-    def __init__(self, mail_from: str, rcpt: str, data: bytes, dot_free: bool = False) -> None:
+    def __init__(self, mail_from: str, rcpt: str, data: bytes, dot_free: bool = False,
+                 ticket: Any = None) -> None:
         self.mail_from = mail_from
         self.rcpt = rcpt
         self.data = data
         self.dot_free = dot_free  # the composer knows no line starts with "."
+        self.ticket = ticket  # the write gate's handle on this mail (opaque here)
         self.result: str | BaseException | None = None
         self.started = 0.0
         self.took = 0.0
@@ -132,6 +146,10 @@ class QueuedMail:
             return self.data, end, len(self.data) + len(end)
         body = dot_stuff(self.data)
         return body, b"", len(body)
+
+
+# Asked right before a mail's content is written: None = write it, else why not.
+Commit = Callable[[QueuedMail], Awaitable[str | None]]
 
 
 class SmtpConnection:
@@ -270,9 +288,10 @@ class SmtpConnection:
         if code != 235:
             raise SmtpReplyError(code, text, "auth")
 
-    async def send(self, mail_from: str, rcpt: str, data: bytes) -> str:
+    async def send(self, mail_from: str, rcpt: str, data: bytes,
+                   gate: Callable[[], Awaitable[str | None]] | None = None) -> str:
         """One transaction; returns the final reply text. Raises SmtpReplyError (the
-        session stays usable) or SmtpConnectionError (it is closed)."""
+        session stays usable), SmtpConnectionError or NotCommitted (it is closed)."""
         assert self.writer is not None
         body = dot_stuff(data)
         size = f" SIZE={len(body)}" if "SIZE" in self.extensions else ""
@@ -304,13 +323,17 @@ class SmtpConnection:
                     if r_rcpt[0] not in (250, 251):
                         raise SmtpReplyError(r_rcpt[0], r_rcpt[1], "rcpt")
                     raise SmtpReplyError(r_data[0], r_data[1], "data")
+                if gate is not None:
+                    refused = await gate()
+                    if refused is not None:
+                        raise NotCommitted(refused)
                 self.writer.write(body)
                 code, text = await self._read_reply()
         except (OSError, TimeoutError) as exc:
             self.close()
             raise SmtpConnectionError(f"{type(exc).__name__}: {exc}") from exc
-        except SmtpConnectionError:
-            self.close()
+        except (SmtpConnectionError, NotCommitted):
+            self.close()  # NotCommitted: mid-DATA, only a dropped session aborts it
             raise
         except asyncio.CancelledError:
             self.close()  # mid-transaction: never reuse the session
@@ -325,20 +348,24 @@ class SmtpConnection:
         size_arg = f" SIZE={size}" if self._size_ext else ""
         return f"MAIL FROM:<{job.mail_from}>{size_arg}\r\nRCPT TO:<{job.rcpt}>\r\nDATA\r\n".encode("ascii")
 
-    async def run_queue(self, queue: deque[QueuedMail], limiter: RateLimiter, cap: int) -> None:
+    async def run_queue(self, queue: deque[QueuedMail], limiter: RateLimiter, cap: int,
+                        commit: Commit | None = None) -> None:
         """Send mail taken from `queue` until it is empty (or `cap` is reached), setting
         each job's result. With PIPELINING the next envelope rides in the same write as
         the previous body: RFC 2920 lets message content open a command group and DATA
         close it, so a message costs one write and one wait instead of two of each.
         A queued job whose envelope went out but got no reply before the connection
-        failed is put back: the relay never had its body."""
+        failed is put back: the relay never had its body. With `commit`, each mail's content
+        is written only once commit(mail) allowed it (see the module's write gate)."""
         if "PIPELINING" not in self.extensions:
             while queue and self.is_connected and not (cap and self.sent >= cap):
                 job = queue.popleft()
                 await limiter.acquire()
                 job.started = time.perf_counter()
                 try:
-                    job.result = await self.send(job.mail_from, job.rcpt, job.data)
+                    job.result = await self.send(
+                        job.mail_from, job.rcpt, job.data,
+                        None if commit is None else lambda j=job: commit(j))  # type: ignore[misc]
                 except SmtpError as exc:
                     job.result = exc
                     if isinstance(exc, SmtpReplyError) and exc.code == 421:
@@ -396,6 +423,13 @@ class SmtpConnection:
                             self.close()
                             break
                         continue
+                    if commit is not None:
+                        refused = await commit(job)
+                        if refused is not None:
+                            job.result = NotCommitted(refused)
+                            job.took = time.perf_counter() - job.started
+                            self.close()  # mid-DATA: only a dropped session aborts it
+                            break
                     if queue and not (cap and self.sent + 1 >= cap):
                         primed = queue.popleft()
                         if limited:
@@ -509,10 +543,11 @@ class SmtpPool:
         finally:
             self._idle.put_nowait(conn)
 
-    async def send_many(self, mails: list[QueuedMail]) -> None:
+    async def send_many(self, mails: list[QueuedMail], commit: Commit | None = None) -> None:
         """Submit a batch: as many connections as it needs drain one queue, each
         pipelining envelope and previous body (SmtpConnection.run_queue). Every mail's
-        result is set (reply text or SmtpError); nothing raises but cancellation."""
+        result is set (reply text or SmtpError); nothing raises but cancellation. With
+        `commit`, a mail's content goes out only after commit(mail) returned None."""
         queue = deque(mails)
 
         async def drain() -> None:
@@ -527,7 +562,7 @@ class SmtpPool:
                         if queue:  # like send(): the message that needed the session fails
                             queue.popleft().result = exc
                         continue
-                    await conn.run_queue(queue, self.limiter, self.cfg.max_per_connection)
+                    await conn.run_queue(queue, self.limiter, self.cfg.max_per_connection, commit)
                     if conn.is_connected and self.cfg.max_per_connection and \
                             conn.sent >= self.cfg.max_per_connection:
                         continue  # _ready() starts a fresh session

@@ -1,12 +1,18 @@
 """jobs.email in batches: claim, compose, submit over SMTP, record and publish outcomes.
 
-Per fetched batch: one Redis round trip claims every job's send marker, composition is
-CPU only (prepared skeletons), the SMTP sends run concurrently over the pool, one Redis
-round trip records the outcomes, the outcome events are published asynchronously and
-awaited together, then the jobs are acked (deferrals nak'ed with their back-off delay).
-A few batches are in flight at once so the connections never wait for the bus.
-Ack only after the outcome is on the bus; a redelivered job finds its marker and
-re-publishes the recorded outcome instead of sending again.
+Per fetched batch: one Redis round trip claims every job's send marker ("held": nobody
+else sends it, the relay has nothing yet), composition is CPU only (prepared skeletons),
+the SMTP sends run concurrently over the pool, each mail's marker moves to "written" right
+before the end of its DATA goes out (dedup.WriteGate: one Redis call for the mails the
+connections are about to finish together), one Redis round trip records the outcomes, the
+outcome events are published asynchronously and awaited together, then the jobs are acked
+(deferrals nak'ed with their back-off delay). A few batches are in flight at once so the
+connections never wait for the bus. Ack only after the outcome is on the bus.
+
+A redelivered job finds its marker: an outcome is re-published instead of sending again; a
+"held" claim of a stopped worker is taken over and the mail sent cleanly; only a "written"
+marker without outcome (or a job Redis may have forgotten, see shared.epoch) is ABANDONED:
+the relay may have the message, and a second copy is worse than none.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,10 +38,10 @@ from nats.js.api import ConsumerConfig
 from gateways.email import dedup, links, mime, outcomes, render, tokens
 from gateways.email.dkimsign import DkimSigner
 from gateways.email.events import message_event, stable_event_id
-from gateways.email.metrics import SEND_LATENCY, SENDS
+from gateways.email.metrics import ABANDONED, CLAIMS_TAKEN_OVER, SEND_LATENCY, SENDS
 from gateways.email.skeleton import Composed, SenderError, Skeletons
-from gateways.email.smtp_pool import QueuedMail, SmtpPool
-from shared import bus, jsfast, states
+from gateways.email.smtp_pool import NotCommitted, QueuedMail, SmtpPool
+from shared import bus, epoch, jsfast, states
 from shared.timeutil import from_ts
 
 log = logging.getLogger("herald.email.worker")
@@ -43,6 +50,10 @@ K = e  # top-level enum constants: e.MessageEventKind.X costs ~3 µs per lookup
 F = c.FailureCategory
 DURABLE = "email"
 PUBLISH_TIMEOUT = 10.0
+TICK = 1.0  # seconds between liveness beats and epoch reads
+LOG_EVERY = 10.0  # seconds between two lines about the same recurring condition
+NOT_WRITTEN_RETRY = 1.0  # nak delay of a job whose claim was lost before its content went out
+UNRECORDED_MAX = 100_000  # outcomes kept in memory while Redis cannot record them
 
 __all__ = ["Composed", "EmailWorker", "SenderError", "WorkerConfig"]
 
@@ -53,13 +64,14 @@ class WorkerConfig:
     retry_base: float = 60.0
     retry_max: float = 3600.0
     unsubscribe_mailto: str = ""  # empty: unsubscribe@<sender's domain>
-    lease: float = 150.0  # a "sending" marker younger than this belongs to a live worker
+    lease: float = 150.0  # a claim or "written" marker younger than this may belong to a live worker
     verp: bool = True
     verp_domain: str = ""  # empty: the sender's domain
     batch: int = 128
     batches_in_flight: int = 3
     consumer: str = "jsfast"  # or "nats": nats-py's pull_subscribe/fetch
     route: str = ""  # the relay's name on outcome events; "" = its host:port
+    ack_wait: float = 30.0  # of the durable consumer, when this worker creates it
 
 
 @dataclass
@@ -72,10 +84,48 @@ class _Item:
     replay_of: datetime | None = None  # re-publish a recorded outcome, marker untouched
     retry: float | None = None  # nak delay (deferral or busy)
     composed: Composed | None = None
+    ticket: dedup.Ticket | None = None  # set while this batch holds the job's claim
     events: list[tuple[str, bytes, str]] = field(default_factory=list)  # subject, data, msg id
 
 
 _js = dedup.json_str
+
+
+def published_at(msg: Msg | jsfast.JsMsg) -> float:
+    """When the stream stored the job (Unix time), from its delivery metadata."""
+    meta = msg.metadata
+    ns = getattr(meta, "timestamp_ns", None)
+    if ns is not None:
+        return ns / 1e9
+    return float(meta.timestamp.timestamp())  # type: ignore[union-attr]
+
+
+class RateLimitedLog:
+    """One warning per condition and LOG_EVERY seconds, with how many happened since the
+    last line: an SRE sees every kind at once and the volume, not one line per message."""
+
+    def __init__(self, logger: logging.Logger, event: str, every: float = LOG_EVERY) -> None:
+        self.log = logger
+        self.event = event  # the constant message: a stable event name
+        self.every = every
+        self._counts: dict[str, int] = {}
+        self._example: dict[str, dict[str, Any]] = {}
+        self._last: dict[str, float] = {}
+
+    def note(self, reason: str, n: int = 1, **example: Any) -> None:
+        self._counts[reason] = self._counts.get(reason, 0) + n
+        self._example.setdefault(reason, example)
+        self.flush(reason)
+
+    def flush(self, only: str | None = None) -> None:
+        now = time.monotonic()
+        for reason in [only] if only is not None else list(self._counts):
+            n = self._counts.get(reason, 0)
+            if n and now - self._last.get(reason, -self.every) >= self.every:
+                self._last[reason] = now
+                self._counts[reason] = 0
+                self.log.warning(self.event, extra={"reason": reason, "count": n,
+                                                    **self._example.pop(reason, {})})
 
 
 def ref_json(job: e.MessageJob) -> str:
@@ -101,6 +151,16 @@ class EmailWorker:
         self.dkim = dkim
         self.dkim_domain = dkim_domain
         self._dkim_by_domain: dict[str, DkimSigner] = {}
+        self.gate = dedup.WriteGate(markers)
+        # When Redis's current data set began (shared.epoch): read at start, every TICK, and
+        # with every claim; None until the first read.
+        self.epoch_began: float | None = None
+        # Outcomes of mails this process sent but could not record (Redis down): its own
+        # "written" markers are resolved from here when the jobs come back.
+        self._unrecorded: OrderedDict[tuple[str, int], outcomes.Outcome] = OrderedDict()
+        self.abandon_log = RateLimitedLog(log, "email jobs abandoned")
+        self.takeover_log = RateLimitedLog(log, "stale email send claims taken over")
+        self.trouble_log = RateLimitedLog(log, "email gateway housekeeping failed")
 
     # --- composing ----------------------------------------------------------------
     def _dkim_for(self, domain: str) -> DkimSigner | None:
@@ -134,9 +194,63 @@ class EmailWorker:
             size = min(size, max(1, int(self.pool.cfg.rate * 5)))
         return max(size, 1)
 
+    # --- housekeeping: liveness and the Redis epoch ------------------------------------
+    async def tick(self) -> None:
+        """Beat this process's liveness key (its claims stay its own) and read the epoch."""
+        await self.markers.heartbeat()
+        self._see_epoch(await epoch.current(self.markers.redis))
+
+    def _see_epoch(self, began: float) -> None:
+        if self.epoch_began is not None and began != self.epoch_began:
+            log.warning("redis data set changed: send markers were lost", extra={
+                "reason": "shared.epoch key missing or replaced (Redis restarted without its "
+                          "append-only file, or was flushed)",
+                "epoch_was": self.epoch_began, "epoch_now": began})
+        self.epoch_began = began
+
+    async def _housekeeping(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), TICK)
+            if stop.is_set():
+                break
+            try:
+                await self.tick()
+            except Exception as exc:  # Redis away: claims wait, the next tick retries
+                self.trouble_log.note(f"{type(exc).__name__}: {exc}")
+            self.abandon_log.flush()
+            self.takeover_log.flush()
+            self.trouble_log.flush()
+
+    async def _first_tick(self, stop: asyncio.Event) -> bool:
+        """No job is claimed before the epoch is known."""
+        while not stop.is_set():
+            try:
+                await self.tick()
+                return True
+            except Exception as exc:
+                self.trouble_log.note(f"{type(exc).__name__}: {exc}")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), TICK)
+        return False
+
     async def run(self, stop: asyncio.Event) -> None:
+        if not await self._first_tick(stop):
+            return
+        keeper = asyncio.create_task(self._housekeeping(stop))
+        try:
+            await self._consume(stop)
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(BaseException):
+                await keeper
+            self.abandon_log.flush()
+            with contextlib.suppress(Exception):  # claims left behind may be taken at once
+                await self.markers.retire()
+
+    async def _consume(self, stop: asyncio.Event) -> None:
         cfg = ConsumerConfig(durable_name=DURABLE, filter_subject=bus.SUBJECT_EMAIL_JOBS,
-                             ack_wait=30.0, max_ack_pending=10000)
+                             ack_wait=self.cfg.ack_wait, max_ack_pending=10000)
         sub: Any
         if self.cfg.consumer == "nats":
             sub = await self.js.pull_subscribe(bus.SUBJECT_EMAIL_JOBS, durable=DURABLE,
@@ -160,7 +274,8 @@ class EmailWorker:
                 raise
             except Exception as exc:  # connection trouble: the client reconnects by itself
                 slots.release()
-                log.warning("fetch failed: %s", exc)
+                log.warning("email job fetch failed", extra={
+                    "reason": f"{type(exc).__name__}: {exc}", "consumer": DURABLE})
                 await asyncio.sleep(0.5)
                 continue
             if not msgs:  # jsfast: an idle consumer returns [] instead of raising
@@ -191,7 +306,8 @@ class EmailWorker:
                 if not job.message_id:
                     raise bus.PermanentError("job without message_id")
             except Exception as exc:
-                log.error("dropping unprocessable job", extra={"reason": str(exc)})
+                log.error("dropping unprocessable email job",
+                          extra={"reason": f"{type(exc).__name__}: {exc}"})
                 bus.BUS_MESSAGES.labels(DURABLE, "term").inc()
                 with contextlib.suppress(Exception):
                     await msg.term()
@@ -214,8 +330,14 @@ class EmailWorker:
         for group in rounds:
             try:
                 await self._process(group)
-            except Exception:
-                log.exception("email batch failed, redelivering")
+            except Exception as exc:
+                log.exception("email batch failed, redelivering", extra={
+                    "reason": f"{type(exc).__name__}: {exc}", "jobs": len(group)})
+                # Claims not written are let go (a no-op where Redis is the trouble: they
+                # are then taken over once this worker's lease runs out).
+                with contextlib.suppress(Exception):
+                    await self.markers.set_many([], release=[
+                        it.ticket for it in group if it.ticket is not None])
                 for it in group:
                     with contextlib.suppress(Exception):
                         await it.msg.nak(delay=1.0)
@@ -224,15 +346,31 @@ class EmailWorker:
     async def _process(self, items: list[_Item]) -> None:
         # the ref as dedup.flat_json({"to", "c", "w", "ct", "v"}) would write it, joined
         # here without the dict (tests check it equals flat_json)
+        holder = self.markers.holder()
         claims = await self.markers.claim_many([
-            (it.job.message_id, it.job.attempt, ref_json(it.job)) for it in items])
+            (it.job.message_id, it.job.attempt, ref_json(it.job)) for it in items], holder)
+        began = claims.epoch
+        if began is None:  # the data set is gone since our last look: start the next epoch
+            began = await epoch.current(self.markers.redis)
+        if began != self.epoch_began:
+            self._see_epoch(began)
         sending: list[_Item] = []
         now = datetime.now(UTC)
         for it, claim in zip(items, claims, strict=True):
             if not claim.claimed:
-                self._already_handled(it, claim.previous or {})
+                self._already_handled(it, claim)
                 continue
             job = it.job
+            it.ticket = dedup.Ticket(dedup.key(job.message_id, job.attempt), holder)
+            prev = claim.previous
+            if prev is None and it.delivery > 1 and epoch.maybe_sent_before_loss(
+                    published_at(it.msg), it.delivery, False, began):
+                # Delivered before, and its marker may have been lost with Redis's data.
+                self._abandon(it, "redis_lost")
+                continue
+            if prev is not None and prev.get("s") == dedup.HELD:
+                CLAIMS_TAKEN_OVER.inc()
+                self.takeover_log.note("held by a stopped worker", message_id=job.message_id)
             if job.HasField("expires_at") and now > from_ts(job.expires_at):
                 it.outcome = outcomes.failed("job expired before it could be sent",
                                              F.FAILURE_CATEGORY_EXPIRED)
@@ -252,10 +390,13 @@ class EmailWorker:
             await self._send_all(sending)
 
         writes: list[tuple[str, int, str, dict[str, Any]]] = []
+        release: list[dedup.Ticket] = []
         for it in items:
             o = it.outcome
-            if o is None:
-                continue  # busy: nak only
+            if o is None:  # busy, or its claim lost before the content went out: nak only
+                if it.ticket is not None:
+                    release.append(it.ticket)
+                continue
             job = it.job
             if o.kind == K.MESSAGE_EVENT_KIND_DEFERRED:
                 if it.delivery < self.cfg.max_attempts:
@@ -277,7 +418,15 @@ class EmailWorker:
             it.events.append(self._event_item(job, o, msg_id, it.replay_of))
         # Outcome on the marker first, then on the bus: if publishing fails, the
         # redelivered job re-publishes the recorded outcome and never re-sends.
-        await self.markers.set_many(writes)
+        try:
+            await self.markers.set_many(writes, release)
+        except Exception:
+            # Mails may be out with "written" markers: keep their outcomes, so the jobs
+            # coming back to this process are settled from memory instead of ABANDONED.
+            for it in items:
+                if it.outcome is not None and it.replay_of is None and it.ticket is not None:
+                    self._remember_unrecorded(it)
+            raise
         await self._publish_and_settle(items)
 
     async def _publish_and_settle(self, items: list[_Item]) -> None:
@@ -336,9 +485,10 @@ class EmailWorker:
         for it in items:
             comp = it.composed
             assert comp is not None
-            mails.append(QueuedMail(comp.mail_from, comp.rcpt, comp.data, comp.dot_free))
+            mails.append(QueuedMail(comp.mail_from, comp.rcpt, comp.data, comp.dot_free,
+                                    it.ticket))
         try:
-            await self.pool.send_many(mails)
+            await self.pool.send_many(mails, self.gate.commit)
         finally:
             for it, mail in zip(items, mails, strict=True):
                 if mail.result is None:  # cancelled before its turn: never sent
@@ -347,6 +497,11 @@ class EmailWorker:
                 if isinstance(mail.result, str):
                     it.outcome = outcomes.submitted(it.composed.message_id_header,  # type: ignore[union-attr]
                                                     mail.result, self.route)
+                    continue
+                if isinstance(mail.result, NotCommitted):
+                    # Nothing of it was written: whoever holds the claim now (or, if Redis
+                    # lost it, the redelivery under shared.epoch's rule) decides.
+                    it.retry, it.result = NOT_WRITTEN_RETRY, "not_written"
                     continue
                 it.outcome = dataclasses.replace(outcomes.from_exception(mail.result),
                                                  route=self.route)
@@ -357,7 +512,8 @@ class EmailWorker:
     def retry_delay(self, delivery: int) -> float:
         return float(min(self.cfg.retry_base * 2 ** (delivery - 1), self.cfg.retry_max))
 
-    def _already_handled(self, it: _Item, previous: dict[str, Any]) -> None:
+    def _already_handled(self, it: _Item, claim: dedup.Claim) -> None:
+        previous = claim.previous or {}
         state = previous.get("s")
         at = datetime.fromtimestamp(float(previous.get("t", time.time())), UTC)
         if state in {dedup.SUBMITTED, dedup.FAILED}:
@@ -367,17 +523,38 @@ class EmailWorker:
                                           str(previous.get("r", "")))
             it.result, it.replay_of = "duplicate", at
             return
+        mine = previous.get("o") == self.markers.owner
+        if mine and state in {dedup.HELD, dedup.WRITTEN}:
+            known = self._unrecorded.pop((it.job.message_id, it.job.attempt), None)
+            if known is not None:  # decided by this process, recording failed: record it now
+                it.outcome, it.composed = known, None
+                return
         age = time.time() - float(previous.get("t", 0))
-        if state == dedup.SENDING and age < self.cfg.lease:
-            # Another batch or worker is sending it right now (a redelivery racing its
-            # original): look again soon, its outcome is usually recorded within seconds.
+        if state == dedup.HELD or (state in {dedup.WRITTEN, dedup.SENDING} and age < self.cfg.lease
+                                   and (claim.alive or state == dedup.SENDING)):
+            # Another batch or worker holds or is sending it right now (a redelivery racing
+            # its original): look again soon, its outcome is usually recorded within seconds.
             SENDS.labels("busy").inc()
             it.retry = min(max(self.cfg.lease - age, 0.5), 2.0)
             return
-        # A worker stopped mid-transaction: the relay may or may not have the message.
-        it.outcome = outcomes.failed(
-            "send outcome unknown: a worker stopped during the SMTP transaction; "
-            "retry the message to send it again", F.FAILURE_CATEGORY_UNKNOWN)
+        # Written to the relay by a worker that stopped before recording the answer (or a
+        # marker nobody can read): the relay may or may not have the message.
+        self._abandon(it, "worker_stopped" if state in {dedup.WRITTEN, dedup.SENDING}
+                      else "corrupt_marker")
+
+    def _abandon(self, it: _Item, reason: str) -> None:
+        it.outcome = outcomes.abandoned(reason)
+        it.result = "abandoned"
+        ABANDONED.labels(reason).inc()
+        self.abandon_log.note(reason, message_id=it.job.message_id,
+                              campaign_id=it.job.campaign_id,
+                              meaning=outcomes.ABANDON_REASONS[reason])
+
+    def _remember_unrecorded(self, it: _Item) -> None:
+        assert it.outcome is not None
+        self._unrecorded[(it.job.message_id, it.job.attempt)] = it.outcome
+        while len(self._unrecorded) > UNRECORDED_MAX:
+            self._unrecorded.popitem(last=False)
 
     def _event_item(self, job: e.MessageJob, outcome: outcomes.Outcome, msg_id: str,
                     occurred_at: datetime | None = None) -> tuple[str, bytes, str]:

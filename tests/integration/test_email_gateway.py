@@ -306,20 +306,42 @@ async def test_unsendable_jobs_fail_without_smtp(js: Any, events: Events, stack:
 
 async def test_marker_left_by_a_dead_worker_fails_instead_of_resending(
         js: Any, redis_client: Any, events: Events, stack: dict[str, Any]) -> None:
-    job = make_job("ivy@example.com")
-    # a worker claimed it an hour ago and never finished: the relay may have the message
-    await redis_client.set(f"herald:email:send:{job.message_id}:1",
+    written, legacy = make_job("ivy@example.com"), make_job("ivy2@example.com")
+    # a worker (no liveness key: stopped) wrote the message and never recorded the answer;
+    # an older gateway's "sending" marker an hour old says the same: the relay may have it
+    await redis_client.set(f"herald:email:send:{written.message_id}:1", json.dumps(
+        {"s": "written", "t": time.time() - 1, "o": "dead-worker", "b": "1"}))
+    await redis_client.set(f"herald:email:send:{legacy.message_id}:1",
                            json.dumps({"s": "sending", "t": time.time() - 3600}))
-    await publish(js, job)
-    [ev] = await events.wait(lambda: events.of(job.message_id, K.MESSAGE_EVENT_KIND_FAILED))
-    assert ev.failure_category == F.FAILURE_CATEGORY_UNKNOWN
-    assert "outcome unknown" in ev.error_description
-    assert await asyncio.to_thread(_read_eml, stack["sink_dir"], job.message_id) == []
+    for job in (written, legacy):
+        await publish(js, job)
+    for job in (written, legacy):
+        [ev] = await events.wait(lambda j=job: events.of(j.message_id, K.MESSAGE_EVENT_KIND_FAILED))
+        assert ev.failure_category == F.FAILURE_CATEGORY_UNKNOWN
+        assert ev.error_description.startswith(
+            "ABANDONED: the relay may have accepted it; not resent to avoid a duplicate")
+        assert await asyncio.to_thread(_read_eml, stack["sink_dir"], job.message_id) == []
     # an operator retry is a new attempt and goes out
-    job.attempt = 2
+    written.attempt = 2
+    await publish(js, written)
+    await events.wait(lambda: events.of(written.message_id, K.MESSAGE_EVENT_KIND_SUBMITTED))
+    assert len(await eml(stack["sink_dir"], written.message_id)) == 1
+    port = stack["gateway"].info["metrics_port"]
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/metrics") as r:
+        assert re.search(r'herald_email_abandoned_total\{reason="worker_stopped"\} [2-9]', await r.text())
+
+
+async def test_claim_held_by_a_stopped_worker_is_taken_over_and_sent(
+        js: Any, redis_client: Any, events: Events, stack: dict[str, Any]) -> None:
+    job = make_job("jay@example.com")
+    # fetched by a worker that stopped before writing anything: the relay never saw it
+    await redis_client.set(f"herald:email:send:{job.message_id}:1", json.dumps(
+        {"s": "held", "t": time.time(), "o": "dead-worker", "b": "1"}))
     await publish(js, job)
-    await events.wait(lambda: events.of(job.message_id, K.MESSAGE_EVENT_KIND_SUBMITTED))
+    [ev] = await events.wait(lambda: events.of(job.message_id, K.MESSAGE_EVENT_KIND_SUBMITTED))
+    assert (ev.error_code, ev.error_description) == ("", "")
     assert len(await eml(stack["sink_dir"], job.message_id)) == 1
+    assert [e.kind for e in events.of(job.message_id)] == [K.MESSAGE_EVENT_KIND_SUBMITTED]
 
 
 # --- tracking -----------------------------------------------------------------------

@@ -29,12 +29,16 @@ async def main() -> None:
     rt.install_signal_handlers()
     directory = sink_dir()
     host, port = split_addr(settings.SINK_ADDR.get())
-    server, handler, bound = await start(directory, host, port)
+    tempfail, hold = settings.SINK_TEMPFAIL_FILE.get(), settings.SINK_HOLD_FILE.get()
+    server, handler, bound = await start(
+        directory, host, port, tempfail_file=Path(tempfail) if tempfail else None,
+        tempfail_until=settings.SINK_TEMPFAIL_UNTIL.get_float(),
+        hold_file=Path(hold) if hold else None)
     rt.write_ready(smtp_host=host, smtp_port=bound, sink_dir=str(directory))
     await rt.wait()
     server.close()
     await server.wait_closed()
-    log.info("stopped", extra={"accepted": handler.accepted})
+    log.info("stopped", extra={"accepted": handler.accepted, "tempfailed": handler.tempfailed})
 
 
 if __name__ == "__main__":
