@@ -25,6 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 PIDFILE = ROOT / "var/run/pids.json"
 
 
+# ready-line field -> the setting that binds it: a restarted process keeps its ports.
+_PORT_VARS = {"grpc_port": "HERALD_GRPC_ADDR", "metrics_port": "HERALD_METRICS_ADDR",
+              "smpp_port": "HERALD_SMPP_SIM_ADDR", "smtp_port": "HERALD_SINK_ADDR",
+              "tracking_port": "HERALD_TRACKING_ADDR", "bounce_port": "HERALD_BOUNCE_ADDR"}
+
+
 class Stack:
     """Every process of a local Herald, each on a free loopback port."""
 
@@ -45,6 +51,7 @@ class Stack:
         self.smsc_port = smsc_port
         self.module_env = module_env or {}  # per process name, e.g. {"smsc-simulator": {...}}
         self.procs: dict[str, procs.Proc] = {}
+        self.modules: dict[str, tuple[str, dict[str, str]]] = {}  # name -> (module, its own env)
         self.sink_dir = workdir / "mail"
 
     def env(self) -> dict[str, str]:
@@ -61,10 +68,48 @@ class Stack:
         }
 
     def _module(self, name: str, module: str, **env: str) -> procs.Proc:
+        self.modules[name] = (module, env)
         proc = procs.start_module(name, module, self.workdir,
                                   {**self.env(), **env, **self.module_env.get(name, {})})
         self.procs[name] = proc
         return proc
+
+    # --- faults (tests/chaos): kill, stop and start one process, on the same ports ------------
+    def kill(self, name: str) -> None:
+        """kill -9 one process: no shutdown handler runs."""
+        self.procs[name].kill()
+
+    def stop_one(self, name: str) -> None:
+        """SIGTERM one process and wait for it (its ports and data stay reserved for start_one)."""
+        self.procs[name].stop()
+
+    def start_one(self, name: str) -> procs.Proc:
+        """Start a stopped or killed process again on the ports it had, with the same data
+        (JetStream store, Redis append-only file, databases, mail directory), so every other
+        process finds it where it was."""
+        old = self.procs[name]
+        if old.alive():
+            raise RuntimeError(f"{name} is still running (pid {old.popen.pid})")
+        if name == "nats":
+            self.procs[name] = procs.start_nats(self.workdir / "nats", port=old.info["port"])
+        elif name == "redis":
+            self.procs[name] = procs.start_redis(self.workdir / "redis", port=old.info["port"])
+        else:
+            module, env = self.modules[name]
+            pinned = {var: f"127.0.0.1:{old.info[key]}" for key, var in _PORT_VARS.items()
+                      if old.info.get(key)}
+            proc = procs.start_module(name, module, self.workdir,
+                                      {**self.env(), **env, **self.module_env.get(name, {}), **pinned})
+            self.procs[name] = proc
+        return self.procs[name]
+
+    def restart(self, name: str, hard: bool = False) -> procs.Proc:
+        """Stop (SIGKILL when hard, else SIGTERM) and start again on the same ports."""
+        if hard:
+            self.kill(name)
+        else:
+            self.stop_one(name)
+        return self.start_one(name)
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)

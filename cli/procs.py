@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -52,6 +53,12 @@ class Proc:
                 self.popen.kill()
                 self.popen.wait(5)
 
+    def kill(self) -> None:
+        """SIGKILL (kill -9): no handler runs, nothing is flushed or drained."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGKILL)
+            self.popen.wait(10)
+
     def log_tail(self, n: int = 40) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
@@ -62,7 +69,8 @@ class Proc:
 def _spawn(name: str, argv: list[str], workdir: Path, env: dict | None = None) -> Proc:
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / f"{name}.log"
-    fh = open(log_path, "wb")  # noqa: SIM115 - the child owns it
+    # Appended, not truncated: a process restarted after a fault keeps its earlier log.
+    fh = open(log_path, "ab")  # noqa: SIM115 - the child owns it
     popen = subprocess.Popen(
         argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         env={**os.environ, **(env or {})}, start_new_session=True,
@@ -71,10 +79,21 @@ def _spawn(name: str, argv: list[str], workdir: Path, env: dict | None = None) -
     return Proc(name, popen, log_path)
 
 
-def _wait_log(proc: Proc, needle: str, timeout: float) -> None:
+def _log_size(workdir: Path, name: str) -> int:
+    try:
+        return (workdir / f"{name}.log").stat().st_size
+    except OSError:
+        return 0
+
+
+def _wait_log(proc: Proc, needle: str, timeout: float, offset: int = 0) -> None:
+    """Wait for `needle` in the log written after `offset` (an earlier run's lines do not count)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if needle in proc.log_path.read_text(errors="replace"):
+        with open(proc.log_path, "rb") as fh:
+            fh.seek(offset)
+            fresh = fh.read().decode(errors="replace")
+        if needle in fresh:
             return
         if not proc.alive():
             raise RuntimeError(f"{proc.name} exited early:\n{proc.log_tail()}")
@@ -85,10 +104,11 @@ def _wait_log(proc: Proc, needle: str, timeout: float) -> None:
 
 def start_nats(workdir: Path, port: int | None = None) -> Proc:
     port = port or free_port()
-    store = workdir / "nats-store"
+    store = workdir / "nats-store"  # same workdir: a restart keeps the JetStream store
+    offset = _log_size(workdir, "nats")
     proc = _spawn("nats", [find_binary("nats-server"), "-a", "127.0.0.1", "-p", str(port),
                            "-js", "-sd", str(store)], workdir)
-    _wait_log(proc, "Server is ready", 20)
+    _wait_log(proc, "Server is ready", 20, offset)
     proc.info = {"url": f"nats://127.0.0.1:{port}", "port": port}
     return proc
 
@@ -97,10 +117,11 @@ def start_redis(workdir: Path, port: int | None = None) -> Proc:
     port = port or free_port()
     # Durable as production must be (docs/runbook.md "What must be durable"): the append-only
     # file, fsynced every second, so a Redis restart keeps the gateways' maps and markers.
+    offset = _log_size(workdir, "redis")
     proc = _spawn("redis", [find_binary("redis-server"), "--port", str(port), "--bind", "127.0.0.1",
                             "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
                             "--dir", str(workdir)], workdir)
-    _wait_log(proc, "Ready to accept connections", 20)
+    _wait_log(proc, "Ready to accept connections", 20, offset)
     proc.info = {"url": f"redis://127.0.0.1:{port}/0", "port": port}
     return proc
 

@@ -1,0 +1,52 @@
+"""NATS and Redis restarts and outages mid-campaign (same port, same data: the JetStream
+store and Redis's append-only file, fsynced every second, as production runs them)."""
+
+from __future__ import annotations
+
+import pytest
+from herald.v1 import common_pb2 as c
+
+from tests.chaos import faults
+from tests.chaos.harness import ChaosStack, check, run_fault
+
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(1800)]
+
+
+async def test_nats_restart(cs: ChaosStack) -> None:
+    async def inject(cid: str) -> float:
+        await faults.mid_sending(cs, cid, 0.3)
+        return await faults.outage(cs, "nats", 0.0)
+
+    check(await run_fault(cs, "NATS restart", c.CHANNEL_SMS, inject), cs)
+
+
+async def test_nats_outage(cs: ChaosStack) -> None:
+    async def inject(cid: str) -> float:
+        await faults.mid_sending(cs, cid, 0.3)
+        return await faults.outage(cs, "nats", cs.scale.outage, hard=True)
+
+    check(await run_fault(cs, f"NATS outage {cs.scale.outage:.0f}s (kill -9)", c.CHANNEL_SMS, inject), cs)
+
+
+async def test_redis_restart(cs: ChaosStack) -> None:
+    async def inject(cid: str) -> float:
+        await faults.mid_sending(cs, cid, 0.3)
+        return await faults.outage(cs, "redis", 0.0)
+
+    check(await run_fault(cs, "Redis restart", c.CHANNEL_SMS, inject), cs)
+
+
+async def test_redis_outage(cs: ChaosStack) -> None:
+    async def inject(cid: str) -> float:
+        await faults.mid_sending(cs, cid, 0.3)
+        return await faults.outage(cs, "redis", cs.scale.outage, hard=True)
+
+    check(await run_fault(cs, f"Redis outage {cs.scale.outage:.0f}s (kill -9)", c.CHANNEL_SMS, inject), cs)
+
+
+async def test_redis_outage_email(cs: ChaosStack) -> None:
+    async def inject(cid: str) -> float:
+        await faults.mid_sending(cs, cid, 0.3)
+        return await faults.outage(cs, "redis", cs.scale.outage, hard=True)
+
+    check(await run_fault(cs, f"Redis outage {cs.scale.outage:.0f}s email", c.CHANNEL_EMAIL, inject), cs)
