@@ -234,3 +234,35 @@ def test_handset_forms_and_stat_mapping() -> None:
 async def _row_if(engine, mid: str, status: int) -> dict | None:  # type: ignore[no-untyped-def]
     row = await row_of(engine, mid)
     return row if row["status"] == status else None
+
+
+async def test_a_failed_batch_is_logged_with_its_cause_and_redelivered(tmp_path, js, caplog) -> None:  # type: ignore[no-untyped-def]
+    """The database refuses the batch (here: its tables do not exist yet): the line says why,
+    under a stable name, and the events come back once the database can take them."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'late.db'}"
+    engine = db.make_engine(url)
+    mid = str(uuid.uuid4())
+    stop = asyncio.Event()
+    task = asyncio.create_task(Ledger(Store(engine), js, durable=f"ledger-fail-{uuid.uuid4().hex[:8]}",
+                                      batch=100).run(stop))
+    try:
+        await bus.publish(js, "events.message.delivered", ev(K.MESSAGE_EVENT_KIND_DELIVERED, mid,
+                                                              carrier_result="DELIVRD"), str(uuid.uuid4()))
+
+        async def logged() -> bool:
+            return any(r.getMessage() == "ledger batch failed"
+                       and str(getattr(r, "error", "")).startswith("OperationalError: ")
+                       for r in caplog.records)
+
+        await until(logged, "the failed batch's log line")
+        await db.migrate(MIGRATIONS, url)
+        async with engine.begin() as conn:
+            await conn.execute(insert(messages).values(
+                id=mid, campaign_id="c1", workspace_id="w", address="+447700900123",
+                channel=c.CHANNEL_SMS, status=S.MESSAGE_STATUS_SENDING, status_rank=1, fields={},
+                created_at=datetime.now(UTC)))
+        await until(lambda: _row_if(engine, mid, S.MESSAGE_STATUS_DELIVERED), "the redelivered event")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await engine.dispose()
