@@ -82,7 +82,9 @@ def campaign_filter(expr: str, p: auth.Principal, now: datetime) -> list[Any]:
                 enum_values(pb.ModerationState, "MODERATION_STATE_", vals, key)))
         elif key == "period":
             if vals[0] != "all":
-                conds.append(campaigns.c.created_at >= now - period_delta(vals[0]))
+                if vals[0] not in PERIODS:  # the request's field is `filter`, not `period`
+                    raise invalid({"filter": f"period={vals[0]!r}: use all, {', '.join(PERIODS)}"})
+                conds.append(campaigns.c.created_at >= now - PERIODS[vals[0]])
         elif key == "search":
             text = vals[0]
             like = "%" + text.lower().replace("%", r"\%").replace("_", r"\_") + "%"
