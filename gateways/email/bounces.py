@@ -52,7 +52,8 @@ INBOUND = Counter(
 )
 
 _STATUS = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})")
-_REPLY = re.compile(r"^\s*([245]\d\d)[\s-]+(.*)$", re.DOTALL)
+# "550 5.1.1 No such user", "550-5.1.1 ...", or the bare code "550" (text empty).
+_REPLY = re.compile(r"^\s*([245]\d\d)(?:[\s-]+|$)(.*)$", re.DOTALL)
 
 
 @dataclass
