@@ -5,7 +5,8 @@ Redis key layout (P = HERALD_STATS_PREFIX, default "herald:stats:"):
                                     ch (Channel int), va (variant), v/k/r (views, clicks,
                                     replies), snt/prc (sent, processed: of the current
                                     attempt), o/ck (opened, clicked flags), at (attempt: a
-                                    higher one restarts the message); TTL
+                                    higher one restarts the message), mo (machine opens),
+                                    rb (token of the last rebuild that merged it); TTL
                                     HERALD_STATS_MESSAGE_TTL, refreshed per event
   P e:<event_id>              string de-dup marker of an open/click/reply; TTL HERALD_STATS_EVENT_TTL
   P c:<campaign_id>           hash  counters (see COUNTERS) + ws (owning workspace, first wins:
@@ -16,6 +17,23 @@ Redis key layout (P = HERALD_STATS_PREFIX, default "herald:stats:"):
   P d:<campaign_id>:<yyyymmdd> hash flow counters of that UTC day (entries into a status,
                                     total, sent, processed, views, viewed, clicks, ...)
   P ds:<campaign_id>          set   the days that have a d: hash; d:/ds: TTL HERALD_STATS_DAILY_TTL
+  P rb:<campaign_id>          string token of the RebuildCampaignStats running for the campaign;
+  P rbc:<token>, P rbv:<token>:<variant>, P rbvs:<token>  its new counters until they are
+                                    swapped in (services.stats.rebuild); all expire
+
+Durability: all of it can be rebuilt from the ledger of record with RebuildCampaignStats
+(per campaign): per-message state (status, attempt, sent/processed, views, clicks, replies,
+variant, channel), the campaign and variant counters (views/clicks/replies as the ledger
+counts them; unique openers/clickers = messages with views/clicks > 0), the workspace totals
+(moved by the rebuilt campaign's difference, so a workspace is whole once each of its
+campaigns was rebuilt), the owner record, and of the per-day counters total (created day),
+sent (sent day) and delivered (delivered day). Not rebuildable: the e: de-dup markers (an
+open/click/reply the bus redelivers after a loss may count again in Redis),
+machine opens (the ledger does not tell them apart: after a loss machine_opens restarts at 0
+and the opens count as human, so viewed may rise), and per-day counters of other flows
+(failed, processed, views, clicks, replies, ... by day: the ledger keeps no time per
+transition or per hit); these stay as Redis has them. Local Redis runs with AOF everysec, so
+a restart normally loses at most the last second (see RebuildCampaignStats for the rest).
 
 Counters mean what CampaignService's Progress means (one definition, two readers):
   total      messages queued (each message once, whatever its attempts)
@@ -33,7 +51,9 @@ attempt, and a message that never said one is on its first (the ledger's rule).
 The c: hash's ws field is the campaign -> workspace record the service checks reads
 against; it is rebuilt from message and campaign events (and cached CampaignService
 answers). The script derives the campaign, workspace and variant keys from the message hash
-(first values win), so it needs a standalone Redis, not Redis Cluster.
+(first values win), so it needs a standalone Redis, not Redis Cluster. While a rebuild of the
+campaign runs, an event of a message the rebuild already merged (rb == the running token) is
+applied to the rebuild's new counters as well, so the swap loses nothing.
 """
 
 from __future__ import annotations
@@ -143,7 +163,8 @@ if camp ~= '' then
   if ws ~= '' then redis.call('HSETNX', P .. 'c:' .. camp, 'ws', ws) end
   -- A rebuild of the campaign is running (RebuildCampaignStats) and has already merged this
   -- message into its new counters: the change goes there too, so the swap loses nothing.
-  local tok = redis.call('GET', P .. 'rb:' .. camp)
+  -- (A message no rebuild ever merged has no rb: no lookup on the common path.)
+  local tok = cur[11] and redis.call('GET', P .. 'rb:' .. camp)
   if tok and cur[11] == tok then
     targets[#targets + 1] = P .. 'rbc:' .. tok
     if va ~= '' then
