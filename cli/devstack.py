@@ -122,10 +122,13 @@ class Stack:
                 smsc_port = self.smsc_port
             sink = self._module("smtp-sink", "gateways.email.sink", HERALD_SINK_DIR=str(self.sink_dir))
             rec = self._module("recipients", "services.recipients")
+            # Campaigns and stats call each other (ReconcileCampaign; stats asks campaigns
+            # about campaigns it has no events for): stats' port is chosen first.
+            stats_addr = f"127.0.0.1:{procs.free_port()}"
             camp = self._module("campaigns", "services.campaigns",
-                                HERALD_RECIPIENTS_ADDR=f"127.0.0.1:{rec.info['grpc_port']}")
-            # Stats asks campaigns whether a campaign it has no events for exists.
-            self._module("stats", "services.stats",
+                                HERALD_RECIPIENTS_ADDR=f"127.0.0.1:{rec.info['grpc_port']}",
+                                HERALD_STATS_ADDR=stats_addr)
+            self._module("stats", "services.stats", HERALD_GRPC_ADDR=stats_addr,
                          HERALD_CAMPAIGNS_ADDR=f"127.0.0.1:{camp.info['grpc_port']}")
             self._module("smpp-gateway", "gateways.smpp", HERALD_SMPP_HOST="127.0.0.1",
                          HERALD_SMPP_PORT=str(smsc_port))

@@ -115,5 +115,8 @@ CAMPAIGNS_ADDR = setting(
     "HERALD_CAMPAIGNS_ADDR", "127.0.0.1:50051",
     "host:port of CampaignService (stats asks it about campaigns it has no events for).",
     "stats, cli")
-STATS_ADDR = setting("HERALD_STATS_ADDR", "127.0.0.1:50053", "host:port of StatsService.", "cli")
+STATS_ADDR = setting(
+    "HERALD_STATS_ADDR", "127.0.0.1:50053",
+    "host:port of StatsService (campaigns asks it for ReconcileCampaign; the CLI for stats).",
+    "campaigns, cli")
 TOKEN = setting("HERALD_TOKEN", "", "Bearer token the CLI presents.", "cli")

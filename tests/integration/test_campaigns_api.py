@@ -157,6 +157,7 @@ async def test_every_rpc_is_scoped_to_the_callers_workspace(h: Harness) -> None:
         "RestoreCampaign": pb.CampaignActionRequest(id=mine.id),
         "RetryMessages": pb.RetryMessagesRequest(campaign_id=mine.id),
         "PromoteVariant": pb.PromoteVariantRequest(campaign_id=mine.id, variant="A"),
+        "ReconcileCampaign": pb.ReconcileCampaignRequest(campaign_id=mine.id),
         "CreateExport": pb.CreateExportRequest(campaign_id=mine.id),
         "ListExports": pb.ListExportsRequest(campaign_id=mine.id),
         "ListJobErrors": pb.ListJobErrorsRequest(campaign_id=mine.id),
