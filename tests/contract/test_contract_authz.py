@@ -16,7 +16,7 @@ Expected outcome of every RPC for every caller (protos' CampaignService header, 
     GetCampaignKpis ListAuditEvents
     ListMessages GetExport ListExports
     DownloadExport ListJobErrors ListReplies
-    ListClicks                                every role (viewer and up, service) campaign / export / workspace
+    ListClicks ReconcileCampaign              every role (viewer and up, service) campaign / export / workspace
   SubmitCampaign StartCampaign PauseCampaign
     ResumeCampaign CancelCampaign
     UpdateCampaign ArchiveCampaign
@@ -31,6 +31,7 @@ Expected outcome of every RPC for every caller (protos' CampaignService header, 
     ListSenders ResolveAudience ValidateTargets every role                     workspace
   RegisterSender DeleteSender                 admin                            workspace
   StatsService.GetCampaignStats WatchCampaignStats every role                  campaign
+  StatsService.RebuildCampaignStats           operator admin service           campaign
   GetWorkspaceStats BatchGetMessageStates     every role                       workspace
 
   PromoteVariant on a campaign without variants is INVALID_ARGUMENT naming `variant` for an
@@ -107,6 +108,7 @@ TABLE: dict[str, Rule] = {
     "CampaignService.ListReplies": Rule(EVERY, "campaign"),
     "CampaignService.ListClicks": Rule(EVERY, "campaign"),
     "CampaignService.PromoteVariant": Rule(OPERATOR, "campaign", BAD),
+    "CampaignService.ReconcileCampaign": Rule(EVERY, "campaign"),
     "RecipientService.UpsertContacts": Rule(WRITERS, "workspace"),
     "RecipientService.GetContact": Rule(EVERY, "contact"),
     "RecipientService.ListContacts": Rule(EVERY, "workspace"),
@@ -120,6 +122,7 @@ TABLE: dict[str, Rule] = {
     "RecipientService.ListSenders": Rule(EVERY, "workspace"),
     "RecipientService.DeleteSender": Rule(ADMIN, "workspace"),
     "StatsService.GetCampaignStats": Rule(EVERY, "campaign"),
+    "StatsService.RebuildCampaignStats": Rule(WRITERS, "campaign"),
     "StatsService.WatchCampaignStats": Rule(EVERY, "campaign"),
     "StatsService.GetWorkspaceStats": Rule(EVERY, "workspace"),
     "StatsService.BatchGetMessageStates": Rule(EVERY, "workspace"),
@@ -260,6 +263,8 @@ CALLS: dict[str, Build] = {
         cpb.ListClicksRequest(campaign_id=cid))),
     "CampaignService.PromoteVariant": _on_done(lambda cid, s: lambda who: who.campaigns.PromoteVariant(
         cpb.PromoteVariantRequest(request_id=_rid(), campaign_id=cid, variant="A"))),
+    "CampaignService.ReconcileCampaign": _on_done(lambda cid, s: lambda who: who.campaigns.ReconcileCampaign(
+        cpb.ReconcileCampaignRequest(campaign_id=cid))),
     "RecipientService.UpsertContacts": _plain(lambda who: who.recipients.UpsertContacts(rpb.UpsertContactsRequest(
         request_id=_rid(), contacts=[rpb.Contact(email=f"{_unique_name()}@example.com")]))),
     "RecipientService.GetContact": _on_done(lambda cid, s: lambda who: who.recipients.GetContact(
@@ -280,6 +285,8 @@ CALLS: dict[str, Build] = {
         request_id=_rid(), channel=c.CHANNEL_SMS, address=f"Z{time.time_ns() % 10**9}"[:11]))),
     "RecipientService.ListSenders": _plain(lambda who: who.recipients.ListSenders(rpb.ListSendersRequest())),
     "RecipientService.DeleteSender": None,  # type: ignore[dict-item]  # set below (registers first)
+    "StatsService.RebuildCampaignStats": _on_done(lambda cid, s: lambda who: who.stats.RebuildCampaignStats(
+        spb.RebuildCampaignStatsRequest(campaign_id=cid))),
     "StatsService.GetCampaignStats": _on_done(lambda cid, s: lambda who: who.stats.GetCampaignStats(
         spb.GetCampaignStatsRequest(campaign_id=cid))),
     "StatsService.WatchCampaignStats": _on_done(lambda cid, s: lambda who: _drain(who.stats.WatchCampaignStats(

@@ -117,6 +117,7 @@ def _foreign_calls(ids: dict[str, Any]) -> dict[str, Callable[[Caller], Awaitabl
         "TriggerCampaign": lambda b: b.campaigns.TriggerCampaign(cpb.TriggerCampaignRequest(
             campaign_id=cid, recipient=c.Recipient(phone="+447700900599"))),
         "PromoteVariant": lambda b: b.campaigns.PromoteVariant(cpb.PromoteVariantRequest(campaign_id=cid, variant="A")),
+        "ReconcileCampaign": lambda b: b.campaigns.ReconcileCampaign(cpb.ReconcileCampaignRequest(campaign_id=cid)),
         "UpdateCampaign": lambda b: b.campaigns.UpdateCampaign(cpb.UpdateCampaignRequest(
             campaign=cpb.Campaign(id=cid, name="taken over"), update_mask={"paths": ["name"]})),
         "ArchiveCampaign": lambda b: b.campaigns.ArchiveCampaign(act),
@@ -130,6 +131,8 @@ def _foreign_calls(ids: dict[str, Any]) -> dict[str, Callable[[Caller], Awaitabl
         "ApproveCampaign": lambda b: b.campaigns.ApproveCampaign(act),
         "RejectCampaign": lambda b: b.campaigns.RejectCampaign(act),
         "GetCampaignStats": lambda b: b.stats.GetCampaignStats(spb.GetCampaignStatsRequest(campaign_id=cid)),
+        "RebuildCampaignStats": lambda b: b.stats.RebuildCampaignStats(
+            spb.RebuildCampaignStatsRequest(campaign_id=cid)),
         "WatchCampaignStats": watch,
         "GetContact": lambda b: b.recipients.GetContact(rpb.GetContactRequest(id=ids["contact"])),
     }
