@@ -73,6 +73,9 @@ class HeraldInterceptor(grpc.aio.ServerInterceptor):
                     await fail(context, exc)
                 except (asyncio.CancelledError, grpc.aio.AbortError):
                     raise
+                except NotImplementedError:  # a generated servicer's default body
+                    GRPC_REQUESTS.labels(method, "UNIMPLEMENTED").inc()
+                    await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented")
                 except Exception:
                     await internal(context)
                 finally:
