@@ -481,7 +481,7 @@ class Scheduler:
                   "recipients service, then create the campaign again")
         await self.record_error(row, "build", reason)
         await self.transition(row["id"], lifecycle.FAILED, reason, also=drop_targets(row["id"]),
-                              completed_at=self.clock.now())
+                              completed_at=self.clock.now(), recipients_count=0)
         BUILDS.labels("empty_failed").inc()
         log.error("campaign build yielded no messages", extra={
             "campaign_id": row["id"], "inline": inline, "categories": categories})
