@@ -143,10 +143,11 @@ class Stack:
     def addr(self, name: str) -> str:
         return f"127.0.0.1:{self.procs[name].info['grpc_port']}"
 
-    def stop(self) -> None:
-        # Gateways first (they drain), then services, then the servers they need.
+    def stop(self, timeout: float = 10.0) -> None:
+        # Gateways first (they drain), then services, then the servers they need; a process
+        # not gone `timeout` seconds after SIGTERM is killed.
         for name in reversed(list(self.procs)):
-            self.procs[name].stop()
+            self.procs[name].stop(timeout)
 
     def listing(self) -> list[tuple[str, str, str]]:
         rows = []

@@ -1,5 +1,5 @@
-"""Module-scoped chaos stacks: each test module shares one whole Herald stack (its faults
-restart what they kill), started from nothing in a temporary directory."""
+"""One chaos stack for the whole folder (package scope): every fault restarts what it kills,
+so the tests share the stack, started from nothing in a temporary directory."""
 
 from __future__ import annotations
 
@@ -11,22 +11,20 @@ from tests.chaos import scale as scales
 from tests.chaos.harness import ChaosStack
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def scale() -> scales.Scale:
     return scales.current()
 
 
-@pytest.fixture(scope="module")
-def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-          scale: scales.Scale) -> Iterator[ChaosStack]:
-    sim_env = getattr(request.module, "SIM_ENV", {})
-    cs = ChaosStack(tmp_path_factory.mktemp("chaos"), scale, sim_env)
+@pytest.fixture(scope="package")
+def stack(tmp_path_factory: pytest.TempPathFactory, scale: scales.Scale) -> Iterator[ChaosStack]:
+    cs = ChaosStack(tmp_path_factory.mktemp("chaos"), scale)
     cs.start()
     yield cs
     cs.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 async def cs(stack: ChaosStack) -> AsyncIterator[ChaosStack]:
     stack.connect()
     yield stack

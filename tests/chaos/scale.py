@@ -21,8 +21,8 @@ class Scale:
     final_timeout: float   # bound on "campaign final" after the fault healed
 
 
-REDUCED = Scale("reduced", sms=1000, email=200, outage=5.0, smtp_defer=10.0, sms_rate=250.0,
-                email_rate=40.0, assumed_after=10, final_timeout=120.0)
+REDUCED = Scale("reduced", sms=1000, email=200, outage=5.0, smtp_defer=10.0, sms_rate=400.0,
+                email_rate=50.0, assumed_after=10, final_timeout=120.0)
 FULL = Scale("full", sms=20000, email=2000, outage=30.0, smtp_defer=60.0, sms_rate=800.0,
              email_rate=100.0, assumed_after=30, final_timeout=900.0)
 

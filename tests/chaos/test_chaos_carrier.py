@@ -54,15 +54,13 @@ async def test_duplicated_receipts(cs: ChaosStack) -> None:
 
 
 async def test_smtp_relay_4xx(cs: ChaosStack) -> None:
-    # The sink has no "answer 4xx for a while" mode (reported); its per-address mode stands in:
-    # defer-N-...@ is answered 451 on its first N tries, N chosen so the 451s last about
-    # smtp_defer seconds with the stack's retry delays (1 s doubling to at most 4 s).
-    n = max(1, int(cs.scale.smtp_defer // 4) + 1)
-    addrs = [a if i % 2 else f"defer-{n}-{a}" for i, a in enumerate(cs.emails(cs.scale.email, "defer"))]
-
     async def inject(cid: str) -> float:
+        await faults.mid_sending(cs, cid, 0.2)
+        # The sink's fault mode: every recipient answered 451 4.3.0 while this file exists.
+        cs.tempfail_file.touch()
+        await asyncio.sleep(cs.scale.smtp_defer)
+        cs.tempfail_file.unlink()
         return time.monotonic()
 
-    out = await run_fault(cs, f"SMTP 451 x{n} per address", c.CHANNEL_EMAIL, inject, addrs=addrs)
-    out.notes.append("sink has no timed 4xx mode: per-address defer-N used")
+    out = await run_fault(cs, f"SMTP relay 451 for {cs.scale.smtp_defer:.0f}s", c.CHANNEL_EMAIL, inject)
     check(out, cs)
