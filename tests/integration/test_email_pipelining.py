@@ -151,3 +151,40 @@ async def test_unreachable_relay_fails_every_mail_as_connection_error() -> None:
     mails = [mail(i) for i in range(3)]
     await pool.send_many(mails)
     assert all(isinstance(m.result, SmtpConnectionError) for m in mails)
+
+
+async def test_write_gate_is_asked_before_each_body_and_a_refusal_writes_nothing(
+        tmp_path: Path) -> None:
+    """Each mail's content goes out only after the gate allowed it; a refused mail is never
+    accepted (its session is dropped mid-DATA), the others are; pipelined and lock-step."""
+    from gateways.email.smtp_pool import NotCommitted
+
+    server, port, log = await relay()
+    aio, handler, aio_port = await sink.start(tmp_path / "mail", "127.0.0.1", 0)
+    for relay_port, accepted in ((port, lambda: [r for r, _ in log["accepted"]]),
+                                 (aio_port, lambda: handler.accepted)):
+        pool = SmtpPool(SmtpConfig("127.0.0.1", relay_port, timeout=5), size=2)
+        mails = [mail(i) for i in range(12)]
+        asked: list[tuple[str, Any]] = []
+
+        async def gate(m: QueuedMail, accepted: Any = accepted, asked: list[Any] = asked) -> str | None:
+            got = accepted()
+            asked.append((m.rcpt, list(got) if isinstance(got, list) else got))
+            return "claim lost" if m.rcpt == "r5@example.com" else None
+
+        try:
+            await pool.send_many(mails, gate)
+        finally:
+            await pool.close()
+        assert sorted(r for r, _ in asked) == sorted(m.rcpt for m in mails)  # once each
+        assert isinstance(mails[5].result, NotCommitted)
+        assert all(isinstance(m.result, str) for i, m in enumerate(mails) if i != 5)
+        if relay_port == port:  # at each ask, that mail had not reached the relay
+            assert all(rcpt not in before for rcpt, before in asked)
+            assert sorted(r for r, _ in log["accepted"]) == sorted(
+                m.rcpt for i, m in enumerate(mails) if i != 5)
+        else:
+            assert handler.accepted == 11
+    server.close()
+    aio.close()
+    await aio.wait_closed()
