@@ -55,6 +55,12 @@ def enum_values(enum: Any, prefix: str, vals: list[str], term: str) -> list[int]
         raise invalid({"filter": f"unknown value in {term}={','.join(vals)}"}) from exc
 
 
+def like_escape(text: str) -> str:
+    """Text for a LIKE pattern with ESCAPE '\\' that matches it literally: a search for
+    '50%_off' or 'a\\b' finds exactly that, not any character or the next one escaped."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def names_status(expr: str, status: str) -> bool:
     """Whether the filter asks for this status by name (status=NEW shows the moderation
     queue's campaigns in the main list)."""
@@ -86,9 +92,9 @@ def campaign_filter(expr: str, p: auth.Principal, now: datetime) -> list[Any]:
                     raise invalid({"filter": f"period={vals[0]!r}: use all, {', '.join(PERIODS)}"})
                 conds.append(campaigns.c.created_at >= now - PERIODS[vals[0]])
         elif key == "search":
-            text = vals[0]
-            like = "%" + text.lower().replace("%", r"\%").replace("_", r"\_") + "%"
-            conds.append(or_(campaigns.c.id.like(text.lower().replace("%", "") + "%"),
+            text = vals[0].lower()
+            like = "%" + like_escape(text) + "%"
+            conds.append(or_(campaigns.c.id.like(like_escape(text) + "%", escape="\\"),
                              func.lower(campaigns.c.sender).like(like, escape="\\"),
                              func.lower(campaigns.c.name).like(like, escape="\\")))
         elif key == "workspace":
@@ -150,9 +156,9 @@ def message_filter(expr: str) -> list[Any]:
                 raise invalid({"filter": f"stage= takes {', '.join(STAGES)} (not {bad[0]!r})"})
             conds.append(or_(*(STAGES[v.lower()] for v in vals)))
         elif key == "search":
-            like = "%" + vals[0].lower() + "%"
-            conds.append(or_(func.lower(messages.c.address).like(like),
-                             func.lower(messages.c.contact_name).like(like)))
+            like = "%" + like_escape(vals[0].lower()) + "%"
+            conds.append(or_(func.lower(messages.c.address).like(like, escape="\\"),
+                             func.lower(messages.c.contact_name).like(like, escape="\\")))
         else:
             raise invalid({"filter": f"unknown field {key!r} (status, category, carrier, result, stage, search)"})
     return conds

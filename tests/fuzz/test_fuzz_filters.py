@@ -5,6 +5,8 @@ the `filter` field, nothing else (no INTERNAL for a typo)."""
 
 from __future__ import annotations
 
+import re
+import shlex
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +15,8 @@ import grpc
 from google.rpc import error_details_pb2
 from hypothesis import example, given
 from hypothesis import strategies as st
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.elements import BinaryExpression
 
 from services.campaigns import filters
 from services.recipients import boundary
@@ -88,3 +92,41 @@ def test_well_formed_campaign_filters_give_one_condition_per_term(statuses: list
     # one per term, less period=all, plus the caller's workspace
     assert len(conds) == 3 - (period == "all") + 1
     assert filters.names_status(expr, statuses[0])
+
+
+def like_matches(pattern: str, escape: str | None, value: str) -> bool:
+    """SQL LIKE as PostgreSQL and SQLite read it (ESCAPE given or none)."""
+    rx, i = [], 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if escape is not None and ch == escape:
+            assert i + 1 < len(pattern), "LIKE pattern must not end with escape character"
+            rx.append(re.escape(pattern[i + 1]))
+            i += 2
+            continue
+        rx.append(".*" if ch == "%" else "." if ch == "_" else re.escape(ch))
+        i += 1
+    return re.fullmatch("".join(rx), value, re.S) is not None
+
+
+def like_clauses(cond: Any) -> list[BinaryExpression[Any]]:
+    return [cl for cl in cond.clauses if isinstance(cl, BinaryExpression) and cl.operator is operators.like_op]
+
+
+search_text = st.text(st.sampled_from("ab%_\\ '\"x"), min_size=1, max_size=8).filter(
+    lambda s: s.strip() == s and " AND " not in s)
+names = st.text(st.sampled_from("ab%_\\ '\"xAB"), max_size=12)
+
+
+@given(search_text, names)
+@example("50%", "150 people")  # regression: % matched anything in ListMessages' search
+@example("a_b", "axb")  # regression: _ matched any character
+@example("a\\", "a\\b")  # regression: a trailing backslash escaped the closing %
+def test_search_matches_the_text_literally(text: str, name: str) -> None:
+    expr = shlex.quote(f"search={text}")
+    message_like = like_clauses(filters.message_filter(expr)[0])
+    campaign_like = like_clauses(filters.campaign_filter(expr, MEMBER, NOW)[0])[1:]  # sender, name
+    for clause in message_like + campaign_like:
+        pattern = clause.right.value
+        escape = clause.modifiers.get("escape")
+        assert like_matches(pattern, escape, name.lower()) == (text.lower() in name.lower()), pattern
