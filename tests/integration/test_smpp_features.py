@@ -1,6 +1,6 @@
 """Issue 4 acceptance, over TCP against in-process SMSC simulators with the session's real
 NATS JetStream and Redis: routes, throttling, a forced disconnect, id styles, multipart
-receipts, command_status handling, replies and opt-outs, assumed delivery, tx+rx pairs."""
+receipts, command_status handling, replies and opt-outs, unmatched receipts, tx+rx pairs."""
 
 from __future__ import annotations
 
@@ -32,7 +32,6 @@ from tests.integration.test_smpp_gateway import (
 K = e.MessageEventKind
 FC = c.FailureCategory
 S, D, F = K.MESSAGE_EVENT_KIND_SUBMITTED, K.MESSAGE_EVENT_KIND_DELIVERED, K.MESSAGE_EVENT_KIND_FAILED
-A = K.MESSAGE_EVENT_KIND_ASSUMED_DELIVERED
 
 
 def mk_job(run: str, i: int, sender: str = "HERALD", text: str | None = None,
@@ -192,11 +191,11 @@ async def test_command_status_handling(js: JetStreamContext, redis_client) -> No
         await sim2.stop()
 
 
-async def test_receipts_early_unknown_duplicate_and_assumed_delivery(
+async def test_receipts_late_unknown_and_duplicate(
         js: JetStreamContext, redis_client) -> None:  # type: ignore[no-untyped-def]
-    """A late receipt turns ASSUMED_DELIVERED into DELIVERED; a receipt whose mapping never
-    appears within receipt_match_wait is answered ESME_RX_T_APPN (not silently dropped);
-    duplicates change nothing."""
+    """A late receipt is credited; a final receipt whose mapping never appears within
+    receipt_match_wait is published on events.receipt.unmatched (the ledger matches it
+    durably) and only then acknowledged, never refused; duplicates change nothing."""
     sim = SmscSimulator(SimulatorConfig(receipt_delay=0.02, receipt_rules=(("900001$", "DELIVRD", 1.5),),
                                         duplicate_receipts=True, receipt_retry_delay=0.05,
                                         receipt_max_attempts=4))
@@ -204,27 +203,35 @@ async def test_receipts_early_unknown_duplicate_and_assumed_delivery(
     run = f"a{uuid.uuid4().hex[:6]}"
     jobs = [mk_job(run, 1), mk_job(run, 2)]
     ids = {j.message_id for j in jobs}
+    unmatched = await js.subscribe("events.receipt.unmatched", ordered_consumer=True,
+                                   deliver_policy=DeliverPolicy.NEW)
     try:
         async with gateway_on(js, redis_client, [route("default", port)],
-                              assumed_delivered_after=0.4, receipt_match_wait=0.3) as (gw, subject), \
+                              receipt_match_wait=0.3) as (gw, subject), \
                 EventLog(js, ids) as log:
             await publish_jobs(js, subject, jobs)
             await log.until(lambda by: D in kinds(by.get(jobs[0].message_id, []))
                             and D in kinds(by.get(jobs[1].message_id, [])))
-            # A receipt for an id nobody submitted: asked to resend each time, then given up
-            # by the SMSC (never silently acknowledged).
+            # A receipt for an id nobody submitted (here): published, then acknowledged.
             sim.stats.receipts_pending += 1
             from gateways.smpp.simulator.server import _Outbound
             bogus = _Outbound(sim._receipt_body(  # noqa: SLF001
                 _parse_sample(), "DEADBEEF", "DELIVRD"), "", None, asyncio.get_running_loop().create_future())
             sim._send_outbound(bogus)  # noqa: SLF001
-            assert await bogus.done is False
-            await eventually(lambda: sim.stats.receipts_duplicated == 2)
+            assert await bogus.done is True
+            while True:  # the session's stream may hold other tests' unmatched receipts
+                ev = e.UnmatchedReceipt.FromString((await unmatched.next_msg(timeout=5)).data)
+                if "DEADBEEF" in ev.provider_ids:
+                    break
+            assert ev.source_address == "447700900555" and ev.stat == "DELIVRD" and ev.route == "default"
+            assert {"deadbeef", str(0xDEADBEEF)} <= set(ev.provider_ids)
+            await eventually(lambda: sim.stats.receipts_duplicated == 3)  # the bogus one's too
             await log.settle()
-        assert kinds(log.by_id[jobs[0].message_id]) == [S, A, D]
+        assert kinds(log.by_id[jobs[0].message_id]) == [S, D]
         assert kinds(log.by_id[jobs[1].message_id]) == [S, D]
-        assert sim.stats.receipts_dropped == 1
+        assert sim.stats.receipts_dropped == 0 and sim.stats.receipts_refused == 0
     finally:
+        await unmatched.unsubscribe()
         await sim.stop()
 
 

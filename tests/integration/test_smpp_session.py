@@ -133,3 +133,68 @@ async def test_submits_queued_without_a_bind_fail_as_not_sent() -> None:
         assert client.queued == 0 and client.in_use == 0
     finally:
         await client.close()
+
+
+class _Gated:
+    """A SubmitItem whose first write needs the client's gate (as the gateway's jobs do)."""
+
+    def __init__(self, dest: str, fut: asyncio.Future[object]) -> None:
+        self.dest = dest
+        self.fut = fut
+        self.needs_gate = True
+        self.queued_at = self.sent_at = 0.0
+
+    def build_pdu(self, sequence: int) -> bytes:
+        return pdu.encode_submit_sm(sequence, destination_addr=self.dest, **SUBMIT)
+
+    def on_result(self, result: object) -> None:
+        if not self.fut.done():
+            self.fut.set_result(result)
+
+
+async def test_gate_sees_each_write_before_its_bytes_and_refused_items_are_never_written() -> None:
+    """The gate is called with the items of a write before they are written (batched: fewer
+    calls than items); an item it refuses gets NotWritten and never reaches the SMSC; a
+    failing gate sends nothing and says why."""
+    from gateways.smpp.session import NotWritten
+
+    calls: list[list[str]] = []
+    written_before: list[int] = []
+    fail = {"on": False}
+
+    async def gate(items: list[_Gated]) -> list[bool]:  # type: ignore[override]
+        written_before.append(sim.stats.submits_total)
+        calls.append([it.dest for it in items])
+        await asyncio.sleep(0.01)  # a Redis round trip: more items become writable meanwhile
+        if fail["on"]:
+            raise ConnectionError("redis down")
+        return [not it.dest.endswith("7") for it in items]
+
+    sim = SmscSimulator(SimulatorConfig())
+    port = await sim.start()
+    client = SmppClient(ClientConfig("127.0.0.1", port, "herald", window=10), ok, gate)  # type: ignore[arg-type]
+    client.start()
+    try:
+        assert await client.wait_bound(5)
+        loop = asyncio.get_running_loop()
+        items = [_Gated(f"4477009001{i:02d}", loop.create_future()) for i in range(60)]
+        for it in items:
+            client.enqueue(it)
+        results = await asyncio.gather(*(it.fut for it in items))
+        for it, res in zip(items, results, strict=True):
+            if it.dest.endswith("7"):
+                assert isinstance(res, NotWritten) and res.elsewhere
+            else:
+                assert isinstance(res, pdu.Frame) and res.status == 0
+        assert sim.stats.submits_total == 54 and "447700900107" not in sim.stats.attempts
+        assert len(calls) < 60 and sorted(d for c in calls for d in c) == sorted(it.dest for it in items)
+        assert written_before[0] == 0  # nothing was written before the first gate call returned
+        fail["on"] = True
+        late = _Gated("447700900199", loop.create_future())
+        client.enqueue(late)
+        res = await late.fut
+        assert isinstance(res, NotWritten) and not res.elsewhere and "ConnectionError: redis down" in str(res)
+        assert sim.stats.submits_total == 54 and client.in_use == 0
+    finally:
+        await client.close()
+        await sim.stop()

@@ -83,6 +83,7 @@ class SimulatorConfig:
     resend_receipts: bool = True  # False: a refused / unanswered receipt is never sent again
     id_start: int = 0             # first message id (0: random, so runs do not collide)
     keep_texts: bool = False      # record each accepted message's text per destination
+    hold_receipts: bool = False   # keep receipts until release_receipts() (in process, tests)
     response_timeout: float = 5.0
     stats_file: str = ""
 
@@ -397,6 +398,7 @@ class SmscSimulator:
         self._sweeper: asyncio.Task[None] | None = None
         # receipts due after the same delay, collected in one loop iteration: one timer each
         self._due: dict[float, list[_Outbound]] = {}
+        self._held: list[_Outbound] = []  # receipts kept back (hold_receipts)
 
     # --- lifecycle ----------------------------------------------------------------------
     async def start(self) -> int:
@@ -521,9 +523,20 @@ class SmscSimulator:
             # The receipt overtakes the response: the ESME cannot know the id yet.
             self._send_outbound(out)
             conn.write(resp)
+        elif self.cfg.hold_receipts:
+            conn.write(resp)
+            self._held.append(out)
         else:
             conn.write(resp)
             self._later(delay, out)
+
+    def release_receipts(self) -> int:
+        """hold_receipts: send the receipts kept back so far (e.g. after the ESME's state
+        was lost); how many."""
+        held, self._held = self._held, []
+        for out in held:
+            self._send_outbound(out)
+        return len(held)
 
     def _keep_text(self, dest: str, sm: pdu.ShortMessage) -> None:
         body, concat = encoding.strip_udh(sm.short_message, sm.esm_class)
