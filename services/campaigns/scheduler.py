@@ -76,8 +76,9 @@ SCHEDULER_ERRORS = Counter("herald_campaigns_scheduler_errors_total",
 BUILD_CHUNK = 1000  # ledger rows per insert transaction and per event batch at build
 SWEEP_PAGE = 1000  # messages per assumed-delivery query and publish batch
 SWEEP_PAGES = 20  # pages per sweep; a larger backlog carries on at the next tick
-# A DONE campaign has no SMS left SUBMITTED (maybe_complete counts them as unsettled);
-# any campaign that was sending and stopped otherwise may still have some with the carrier.
+# A DONE campaign has no SMS left SUBMITTED (maybe_complete counts them as unsettled), except
+# a TRIGGER campaign, which is DONE when its end time passes; any campaign that was sending
+# and stopped otherwise may still have some with the carrier.
 SWEPT = [lifecycle.SENDING, lifecycle.PAUSED, lifecycle.CANCELLED, lifecycle.FAILED, lifecycle.EXPIRED]
 # The events a rejected recipient's row announces at build, besides "queued".
 BUILT_KIND = {S.MESSAGE_STATUS_FAILED: e.MESSAGE_EVENT_KIND_FAILED,
@@ -613,7 +614,10 @@ class Scheduler:
             async with self.store.engine.connect() as conn:
                 page = (await conn.execute(
                     select(*cols).select_from(messages.join(campaigns, campaigns.c.id == messages.c.campaign_id))
-                    .where(campaigns.c.channel == c.CHANNEL_SMS, campaigns.c.status.in_(SWEPT),
+                    .where(campaigns.c.channel == c.CHANNEL_SMS,
+                           or_(campaigns.c.status.in_(SWEPT),
+                               and_(campaigns.c.status == lifecycle.DONE,
+                                    campaigns.c.mode == pb.CAMPAIGN_MODE_TRIGGER)),
                            campaigns.c.started_at.is_not(None),
                            messages.c.status == S.MESSAGE_STATUS_SUBMITTED,
                            messages.c.channel == c.CHANNEL_SMS,
