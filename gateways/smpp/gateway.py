@@ -478,10 +478,13 @@ class Gateway:
         """Consume jobs until `stop` is set; then finish the jobs in hand (the windows
         drain), answer the receipts being handled, and unbind."""
         await self.publisher.start()
-        await self.store.heartbeat(self.holder, self.cfg.holder_ttl)
-        began = await epoch.current(self.store.redis)
-        log.info("send markers held as %s", self.holder,
-                 extra={"holder": self.holder, "redis_epoch": began})
+        try:
+            await self.store.heartbeat(self.holder, self.cfg.holder_ttl)
+            began = await epoch.current(self.store.redis)
+            log.info("gateway process named in send markers",
+                     extra={"holder": self.holder, "redis_epoch": began})
+        except Exception as exc:  # claims fail (jobs nak'd) until Redis is back; the beat retries
+            log.warning("Redis unavailable at start", extra={"holder": self.holder, "error": cause(exc)})
         for r in self.routes.values():
             r.start()
         beat = asyncio.create_task(self._heartbeat())
