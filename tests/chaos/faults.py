@@ -35,10 +35,19 @@ async def mid_sending(cs: ChaosStack, campaign_id: str, fraction: float = 0.3) -
     return await cs.wait_processed(campaign_id, fraction)
 
 
-async def at_building(cs: ChaosStack, campaign_id: str) -> str:
-    """Wait for the campaign to be BUILDING (or past it, if the build beat the poll); answer
-    the status seen."""
-    cp = await cs.wait_until(campaign_id, lambda cp: cp.status not in (
-        cpb.CAMPAIGN_STATUS_NEW, cpb.CAMPAIGN_STATUS_PENDING, cpb.CAMPAIGN_STATUS_DRAFT),
-        "BUILDING", step=0.005)
-    return cpb.CampaignStatus.Name(cp.status).removeprefix("CAMPAIGN_STATUS_")
+_BEFORE = (cpb.CAMPAIGN_STATUS_NEW, cpb.CAMPAIGN_STATUS_PENDING, cpb.CAMPAIGN_STATUS_DRAFT)
+
+
+async def at_building(cs: ChaosStack, campaign_id: str, written: bool = False) -> str:
+    """Wait for the campaign to be BUILDING (or past it, if the build beat the poll); with
+    `written`, until the ledger already holds its messages while the campaign is still
+    BUILDING (the last step: audience written, targets cleared, not yet SENDING). Answer
+    what was seen."""
+    def probe(cp: cpb.Campaign) -> bool:
+        if cp.status in _BEFORE:
+            return False
+        return not written or cp.status != cpb.CAMPAIGN_STATUS_BUILDING or cp.progress.total > 0
+
+    cp = await cs.wait_until(campaign_id, probe, "BUILDING", step=0.003)
+    return (cpb.CampaignStatus.Name(cp.status).removeprefix("CAMPAIGN_STATUS_")
+            + f" with {cp.progress.total} ledger rows")

@@ -37,6 +37,7 @@ FINAL_SMS = {S.MESSAGE_STATUS_DELIVERED, S.MESSAGE_STATUS_ASSUMED_DELIVERED, S.M
 # A mail handed to the relay has no later receipt here: SUBMITTED is final for email.
 FINAL_EMAIL = FINAL_SMS | {S.MESSAGE_STATUS_SUBMITTED}
 SENT = {S.MESSAGE_STATUS_SUBMITTED, S.MESSAGE_STATUS_DELIVERED, S.MESSAGE_STATUS_ASSUMED_DELIVERED}
+FAILING_PATTERN = "^\\+?4474999999"
 GRPC_DOWN = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
@@ -51,7 +52,9 @@ class ChaosStack:
         self.scale = scale
         self.stats_file = workdir / "smsc-stats.json"
         sim = {"HERALD_SMPP_SIM_STATS_FILE": str(self.stats_file),
-               "HERALD_SMPP_SIM_RECEIPT_DELAY": "0.05"}
+               "HERALD_SMPP_SIM_RECEIPT_DELAY": "0.05",
+               # failing_phones(): the SMSC refuses them (ESME_RINVDSTADR)
+               "HERALD_SMPP_SIM_REJECT_PATTERN": FAILING_PATTERN}
         extra = {
             # Receipts the SMSC lost with its death resolve by the assumed-delivery timeout
             # (the campaigns scheduler sweeps the ledger; older gateways read the SMPP one).
@@ -130,6 +133,11 @@ class ChaosStack:
         if n <= 50 and block <= 19:
             return [f"+447700900{block * 50 + i:03d}" for i in range(n)]
         return [f"+4474{block:02d}{i:06d}" for i in range(n)]
+
+    def failing_phones(self, n: int) -> list[str]:
+        """n numbers the simulator refuses at submit (block 99, never handed out by phones())."""
+        block = next(self._blocks)
+        return [f"+4474999999{block % 10}{i}" for i in range(n)]
 
     def emails(self, n: int, tag: str) -> list[str]:
         block = next(self._blocks)
@@ -244,6 +252,8 @@ class Outcome:
     abandoned: int = 0
     abandoned_unsent: int = 0                             # ABANDONED, never reached the wire
     stats_diff: list[str] = field(default_factory=list)
+    reconcile: str = ""                                   # ReconcileCampaign's verdict
+    reconcile_ok: bool = True
     submits: int = 0
     recovery: float = 0.0
     total: float = 0.0
@@ -256,7 +266,7 @@ class Outcome:
                 f"msgs {sts} | stats==ledger {'yes' if not self.stats_diff else f'NO ({len(self.stats_diff)} differ)'} "
                 f"| ground truth {self.submits} submits, {dup} duplicates | abandoned {self.abandoned} "
                 f"({self.abandoned_unsent} never on the wire) | lost {len(self.lost) + len(self.phantom)} "
-                f"| stuck {len(self.stuck)} | recovery {self.recovery:.1f}s (total {self.total:.1f}s)"
+                f"| stuck {len(self.stuck)} | reconcile {self.reconcile} | recovery {self.recovery:.1f}s (total {self.total:.1f}s)"
                 + (f" | {'; '.join(self.notes)}" if self.notes else ""))
 
     def failures(self, allowed_duplicates: int = 0, unsent_tolerance: int = 0) -> list[str]:
@@ -276,6 +286,8 @@ class Outcome:
                        f"{list(self.duplicates.items())[:3]}")
         if self.stats_diff:
             out.append(f"stats differ from the ledger for {len(self.stats_diff)} messages, e.g. {self.stats_diff[:3]}")
+        if not self.reconcile_ok:
+            out.append(f"ReconcileCampaign: {self.reconcile}")
         if self.abandoned_unsent > unsent_tolerance:
             out.append(f"{self.abandoned_unsent} messages reported ABANDONED (possibly sent) never "
                        f"reached the carrier (more than the {unsent_tolerance} that can be on the wire)")
@@ -302,6 +314,22 @@ async def settle_stats(cs: ChaosStack, msgs: list[cpb.Message], timeout: float) 
         if not diff or time.monotonic() > deadline:
             return diff
         await asyncio.sleep(0.5)
+
+
+async def reconcile(cs: ChaosStack, campaign_id: str) -> tuple[str, bool]:
+    """The operator's proof (ReconcileCampaign): final, and no message differing."""
+    try:
+        rep = await cs.campaigns.ReconcileCampaign(cpb.ReconcileCampaignRequest(
+            campaign_id=campaign_id, max_differences=5), metadata=MD, timeout=60)
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+            return "n/a", True
+        return f"error {exc.code().name}: {exc.details()}", False
+    ok = rep.final and rep.differing == 0
+    diffs = ",".join(f"{d.message_id}:{status_name(d.ledger_status)}/{status_name(d.stats_status)}"
+                     for d in rep.differences)
+    return (f"final={rep.final} compared={rep.compared} differing={rep.differing}"
+            + (f" [{diffs}]" if diffs else "")), ok
 
 
 async def account(cs: ChaosStack, out: Outcome, channel: int, campaign_id: str,
@@ -364,13 +392,14 @@ async def account(cs: ChaosStack, out: Outcome, channel: int, campaign_id: str,
         if m.status in SENT and accepted[key] == 0:
             out.phantom.append(f"{m.id}:{dest}:{status_name(m.status)}")
     out.stats_diff = await settle_stats(cs, msgs, timeout=30.0)
+    out.reconcile, out.reconcile_ok = await reconcile(cs, campaign_id)
     out.notes = notes + out.notes
     return out
 
 
 async def run_fault(cs: ChaosStack, fault: str, channel: int, inject: Inject, n: int | None = None,
                     rate: float | None = None, category: bool = False,
-                    addrs: list[str] | None = None) -> Outcome:
+                    addrs: list[str] | None = None, phones: list[str] | None = None) -> Outcome:
     """Create a campaign (inline recipients, or contacts in a category; email always in a
     category), inject the fault mid-way, then account for every message."""
     t0 = time.monotonic()
@@ -381,7 +410,7 @@ async def run_fault(cs: ChaosStack, fault: str, channel: int, inject: Inject, n:
     elif category:
         cid, dests = await cs.category_campaign(name, channel, n or cs.scale.sms, rate or cs.scale.sms_rate)
     else:
-        cid, dests = await cs.sms_campaign(name, n or cs.scale.sms, rate or cs.scale.sms_rate)
+        cid, dests = await cs.sms_campaign(name, n or cs.scale.sms, rate or cs.scale.sms_rate, phones)
     t_heal = await inject(cid)
     return await account(cs, Outcome(fault), channel, cid, dests, t_heal, t0)
 

@@ -58,9 +58,26 @@ async def test_smtp_relay_4xx(cs: ChaosStack) -> None:
         await faults.mid_sending(cs, cid, 0.2)
         # The sink's fault mode: every recipient answered 451 4.3.0 while this file exists.
         cs.tempfail_file.touch()
-        await asyncio.sleep(cs.scale.smtp_defer)
+        await asyncio.sleep(1.0)  # mails already past RCPT may still land
+        before = sum(cs.truth.mails().values())
+        await asyncio.sleep(cs.scale.smtp_defer - 1.0)
+        landed = sum(cs.truth.mails().values()) - before
         cs.tempfail_file.unlink()
+        # A sink without the fault mode would take everything: the test would prove nothing.
+        assert landed <= 4, f"the sink took {landed} mails while answering 451 (fault mode missing?)"
         return time.monotonic()
 
     out = await run_fault(cs, f"SMTP relay 451 for {cs.scale.smtp_defer:.0f}s", c.CHANNEL_EMAIL, inject)
+    check(out, cs)
+
+
+async def test_failures_at_the_tail(cs: ChaosStack) -> None:
+    # No fault: the last ten recipients are refused by the SMSC. Auto-pause (5 failures in a
+    # row) must not fire when nothing is left to send: the campaign completes DONE.
+    phones = cs.phones(200) + cs.failing_phones(10)
+
+    async def inject(cid: str) -> float:
+        return time.monotonic()
+
+    out = await run_fault(cs, "failures at the tail", c.CHANNEL_SMS, inject, phones=phones, rate=100)
     check(out, cs)

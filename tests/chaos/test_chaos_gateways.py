@@ -19,12 +19,22 @@ SMTP_POOL = 4       # HERALD_SMTP_POOL_SIZE default: mails in DATA at most
 
 
 async def test_kill_smpp_gateway(cs: ChaosStack) -> None:
+    # The gateway held to half the campaign's rate (HERALD_SMPP_THROUGHPUT): jobs pile up
+    # fetched and claimed but not yet written when it dies. Those must be resent cleanly;
+    # ABANDONED ("the SMSC may have accepted it") only for submit_sm already on the wire.
+    env = cs.stack.module_env.setdefault("smpp-gateway", {})
+    env["HERALD_SMPP_THROUGHPUT"] = str(int(cs.scale.sms_rate))
+    await asyncio.to_thread(cs.stack.restart, "smpp-gateway")
+
     async def inject(cid: str) -> float:
         await faults.mid_sending(cs, cid, 0.4)
         return await faults.kill_then_start(cs, "smpp-gateway")
 
-    # Rate doubled: a full window of submits in flight when the gateway dies.
-    out = await run_fault(cs, "kill -9 smpp-gateway", c.CHANNEL_SMS, inject, rate=cs.scale.sms_rate * 2)
+    try:
+        out = await run_fault(cs, "kill -9 smpp-gateway", c.CHANNEL_SMS, inject, rate=cs.scale.sms_rate * 2)
+    finally:
+        env.pop("HERALD_SMPP_THROUGHPUT")
+        await asyncio.to_thread(cs.stack.restart, "smpp-gateway")
     check(out, cs, unsent_tolerance=SMPP_WINDOW)
 
 

@@ -3,6 +3,10 @@ store and Redis's append-only file, fsynced every second, as production runs the
 
 from __future__ import annotations
 
+import asyncio
+import shutil
+import time
+
 import pytest
 from herald.v1 import common_pb2 as c
 
@@ -50,3 +54,18 @@ async def test_redis_outage_email(cs: ChaosStack) -> None:
         return await faults.outage(cs, "redis", cs.scale.outage, hard=True)
 
     check(await run_fault(cs, f"Redis outage {cs.scale.outage:.0f}s email", c.CHANNEL_EMAIL, inject), cs)
+
+
+async def test_redis_data_loss(cs: ChaosStack) -> None:
+    async def inject(cid: str) -> float:
+        await faults.mid_sending(cs, cid, 0.3)
+        # Redis dies and comes back empty (its append-only file lost): the maps and send markers
+        # are gone; receipts must still match, nothing may be sent twice.
+        cs.stack.kill("redis")
+        for path in (cs.stack.workdir / "redis").iterdir():
+            if path.name.startswith(("appendonly", "dump")):
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        await asyncio.to_thread(cs.stack.start_one, "redis")
+        return time.monotonic()
+
+    check(await run_fault(cs, "Redis data lost (kill -9)", c.CHANNEL_SMS, inject), cs)

@@ -16,12 +16,12 @@ async def test_kill_campaigns_during_building(cs: ChaosStack) -> None:
     seen = {}
 
     async def inject(cid: str) -> float:
-        # As soon as the campaign leaves NEW: the build (targets -> ledger rows -> SENDING) is
-        # interrupted wherever it is; the status seen is stated in the line.
-        seen["at"] = await faults.at_building(cs, cid)
+        # Late in the build: ledger rows written, campaign still BUILDING (where issue 10 lost
+        # the whole inline audience); the state seen is stated in the line.
+        seen["at"] = await faults.at_building(cs, cid, written=True)
         return await faults.kill_then_start(cs, "campaigns")
 
-    out = await run_fault(cs, "kill -9 campaigns BUILDING", c.CHANNEL_SMS, inject, n=cs.scale.sms * 2)
+    out = await run_fault(cs, "kill -9 campaigns BUILDING", c.CHANNEL_SMS, inject)
     out.notes.append(f"killed at {seen.get('at')}")
     check(out, cs)
 
