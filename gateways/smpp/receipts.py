@@ -183,9 +183,16 @@ def format_text(message_id: str, stat: str, err: str, submitted: datetime | str,
             f"done date:{done} stat:{stat} err:{err} text:{text[:20]}")
 
 
+_LEADING_ZEROS = re.compile(r"^[\s0]+")
+
+
 def normalise_id(smsc_id: str) -> str:
-    """Lower case, surrounding space and leading zeros removed ('0' stays '0')."""
-    return smsc_id.strip().lower().lstrip("0") or "0"
+    """Lower case, surrounding space and leading zeros removed ('0' stays '0'). Stable:
+    normalising a normalised id changes nothing ('0 5' is '5', not ' 5')."""
+    n = smsc_id.strip().lower().lstrip("0")
+    if n[:1].isspace():  # white space between leading zeros: rare, so not on the usual path
+        n = _LEADING_ZEROS.sub("", n)
+    return n or "0"
 
 
 def id_keys(smsc_id: str) -> list[str]:

@@ -128,6 +128,8 @@ def test_fast_path_equals_general_path(text: str) -> None:
 
 
 @given(st.text(max_size=40) | st.from_regex(r"0*[0-9A-Fa-f]{1,24}", fullmatch=True))
+@example("0 5")  # regression: normalised to ' 5', which normalised again to '5'
+@example("0 0\x855")
 def test_id_normalisation_is_stable(smsc_id: str) -> None:
     n = receipts.normalise_id(smsc_id)
     assert receipts.normalise_id(n) == n
