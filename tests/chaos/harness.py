@@ -316,11 +316,13 @@ async def settle_stats(cs: ChaosStack, msgs: list[cpb.Message], timeout: float) 
         await asyncio.sleep(0.5)
 
 
-async def reconcile(cs: ChaosStack, campaign_id: str) -> tuple[str, bool]:
-    """The operator's proof (ReconcileCampaign): final, and no message differing."""
+async def reconcile(cs: ChaosStack, campaign_id: str, repair: bool = False) -> tuple[str, bool]:
+    """The operator's proof (ReconcileCampaign): final, and no message differing; with repair,
+    the stats are rebuilt from the ledger first (the runbook's step after Redis lost its data)."""
     try:
         rep = await cs.campaigns.ReconcileCampaign(cpb.ReconcileCampaignRequest(
-            campaign_id=campaign_id, max_differences=5), metadata=MD, timeout=60)
+            campaign_id=campaign_id, max_differences=5, repair=repair,
+            request_id=f"chaos-repair-{time.time_ns()}" if repair else ""), metadata=MD, timeout=120)
     except grpc.aio.AioRpcError as exc:
         if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
             return "n/a", True
@@ -328,12 +330,12 @@ async def reconcile(cs: ChaosStack, campaign_id: str) -> tuple[str, bool]:
     ok = rep.final and rep.differing == 0
     diffs = ",".join(f"{d.message_id}:{status_name(d.ledger_status)}/{status_name(d.stats_status)}"
                      for d in rep.differences)
-    return (f"final={rep.final} compared={rep.compared} differing={rep.differing}"
+    return (("repaired, " if rep.repaired else "") + f"final={rep.final} compared={rep.compared} differing={rep.differing}"
             + (f" [{diffs}]" if diffs else "")), ok
 
 
 async def account(cs: ChaosStack, out: Outcome, channel: int, campaign_id: str,
-                  destinations: list[str], t_heal: float, t0: float) -> Outcome:
+                  destinations: list[str], t_heal: float, t0: float, repair: bool = False) -> Outcome:
     """Wait for the campaign to be final (bounded), then compare the ledger, stats and ground truth."""
     final = FINAL_EMAIL if channel == c.CHANNEL_EMAIL else FINAL_SMS
     out.campaign, out.requested = campaign_id, len(destinations)
@@ -391,15 +393,23 @@ async def account(cs: ChaosStack, out: Outcome, channel: int, campaign_id: str,
             out.abandoned_unsent += 1
         if m.status in SENT and accepted[key] == 0:
             out.phantom.append(f"{m.id}:{dest}:{status_name(m.status)}")
-    out.stats_diff = await settle_stats(cs, msgs, timeout=30.0)
-    out.reconcile, out.reconcile_ok = await reconcile(cs, campaign_id)
+    if repair:
+        # Stats whose store lost its data are rebuilt from the ledger, as an operator would.
+        before = await settle_stats(cs, msgs, timeout=5.0)
+        notes.append(f"{len(before)} stats differences before the repair")
+        out.reconcile, out.reconcile_ok = await reconcile(cs, campaign_id, repair=True)
+        out.stats_diff = await settle_stats(cs, msgs, timeout=30.0)
+    else:
+        out.stats_diff = await settle_stats(cs, msgs, timeout=30.0)
+        out.reconcile, out.reconcile_ok = await reconcile(cs, campaign_id)
     out.notes = notes + out.notes
     return out
 
 
 async def run_fault(cs: ChaosStack, fault: str, channel: int, inject: Inject, n: int | None = None,
                     rate: float | None = None, category: bool = False,
-                    addrs: list[str] | None = None, phones: list[str] | None = None) -> Outcome:
+                    addrs: list[str] | None = None, phones: list[str] | None = None,
+                    repair: bool = False) -> Outcome:
     """Create a campaign (inline recipients, or contacts in a category; email always in a
     category), inject the fault mid-way, then account for every message."""
     t0 = time.monotonic()
@@ -412,7 +422,7 @@ async def run_fault(cs: ChaosStack, fault: str, channel: int, inject: Inject, n:
     else:
         cid, dests = await cs.sms_campaign(name, n or cs.scale.sms, rate or cs.scale.sms_rate, phones)
     t_heal = await inject(cid)
-    return await account(cs, Outcome(fault), channel, cid, dests, t_heal, t0)
+    return await account(cs, Outcome(fault), channel, cid, dests, t_heal, t0, repair)
 
 
 def check(out: Outcome, cs: ChaosStack, **kw: Any) -> None:
