@@ -37,7 +37,7 @@ FINAL_SMS = {S.MESSAGE_STATUS_DELIVERED, S.MESSAGE_STATUS_ASSUMED_DELIVERED, S.M
 # A mail handed to the relay has no later receipt here: SUBMITTED is final for email.
 FINAL_EMAIL = FINAL_SMS | {S.MESSAGE_STATUS_SUBMITTED}
 SENT = {S.MESSAGE_STATUS_SUBMITTED, S.MESSAGE_STATUS_DELIVERED, S.MESSAGE_STATUS_ASSUMED_DELIVERED}
-FAILING_PATTERN = "^\\+?4474999999"
+FAILING_PATTERN = "^\\+?447499999"
 GRPC_DOWN = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
@@ -137,7 +137,7 @@ class ChaosStack:
     def failing_phones(self, n: int) -> list[str]:
         """n numbers the simulator refuses at submit (block 99, never handed out by phones())."""
         block = next(self._blocks)
-        return [f"+4474999999{block % 10}{i}" for i in range(n)]
+        return [f"+447499999{block % 10}{i:02d}" for i in range(n)]
 
     def emails(self, n: int, tag: str) -> list[str]:
         block = next(self._blocks)

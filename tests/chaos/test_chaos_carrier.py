@@ -72,9 +72,10 @@ async def test_smtp_relay_4xx(cs: ChaosStack) -> None:
 
 
 async def test_failures_at_the_tail(cs: ChaosStack) -> None:
-    # No fault: the last ten recipients are refused by the SMSC. Auto-pause (5 failures in a
-    # row) must not fire when nothing is left to send: the campaign completes DONE.
-    phones = cs.phones(200) + cs.failing_phones(10)
+    # No fault: the last 30 recipients are refused by the SMSC, so the last outcomes recorded
+    # (after the receipts of the others) are failures. Auto-pause (5 failures in a row) must
+    # not fire when nothing is left to send: the campaign completes DONE.
+    phones = cs.phones(200) + cs.failing_phones(30)
 
     async def inject(cid: str) -> float:
         return time.monotonic()
