@@ -267,7 +267,7 @@ class Outcome:
                 f"| ground truth {self.submits} submits, {dup} duplicates | abandoned {self.abandoned} "
                 f"({self.abandoned_unsent} never on the wire) | lost {len(self.lost) + len(self.phantom)} "
                 f"| stuck {len(self.stuck)} | reconcile {self.reconcile} | recovery {self.recovery:.1f}s (total {self.total:.1f}s)"
-                + (f" | {'; '.join(self.notes)}" if self.notes else ""))
+                + (f" | {'; '.join(self.notes)}".replace("\n", " ") if self.notes else ""))
 
     def failures(self, allowed_duplicates: int = 0, unsent_tolerance: int = 0) -> list[str]:
         out = []
