@@ -112,4 +112,4 @@ def abandoned(reason: str) -> Outcome:
     copy is worse than none; an operator retry, a new attempt, sends it deliberately)."""
     return failed(f"{ABANDONED}: the relay may have accepted it; not resent to avoid a "
                   f"duplicate ({ABANDON_REASONS[reason]}; retry the message to send it again)",
-                  F.FAILURE_CATEGORY_UNKNOWN)
+                  F.FAILURE_CATEGORY_UNKNOWN, ABANDONED)

@@ -90,6 +90,8 @@ REJECT_STATUS = {
 
 
 SENDING_SUBJECT = states.message_subject(e.MESSAGE_EVENT_KIND_SENDING)
+# error_code the gateways give a message that may have been accepted but was not recorded.
+ABANDONED_CODE = "ABANDONED"
 
 
 def message_id(campaign_id: str, channel: int, address: str) -> str:
@@ -365,10 +367,13 @@ class Scheduler:
         if n <= 0:
             return False
         since = aware(row["failures_reset_at"]) or aware(row["started_at"])
+        # ABANDONED outcomes (a gateway crash or lost send markers: the carrier may have
+        # accepted the message) say nothing about the route: they neither count as failures
+        # nor break a streak.
         q = (select(messages.c.status).where(
             messages.c.campaign_id == row["id"], messages.c.dispatched_at.is_not(None),
             messages.c.status_rank >= states.RANK[S.MESSAGE_STATUS_ASSUMED_DELIVERED],
-            messages.c.updated_at.is_not(None))
+            messages.c.updated_at.is_not(None), messages.c.error_code != ABANDONED_CODE)
             .order_by(messages.c.updated_at.desc()).limit(n))
         if since is not None:
             q = q.where(messages.c.updated_at > since)

@@ -165,6 +165,25 @@ async def test_auto_pause_after_consecutive_failures(h: Harness) -> None:
     assert (await h.status(cid, md("w"))).status == pb.CAMPAIGN_STATUS_SENDING
 
 
+async def test_abandoned_outcomes_do_not_auto_pause(h: Harness) -> None:
+    # Jobs abandoned after a gateway crash or lost send markers ("the carrier may have
+    # accepted it") say nothing about the route: the rest of the audience keeps going.
+    cid = await approve(h, sms(20, max_rate=5.0, auto_pause_failures=5), "w")
+    await h.ticks(2)
+    async with h.engine.begin() as conn:
+        ids = [r[0] for r in await conn.execute(select(messages.c.id).where(
+            messages.c.campaign_id == cid, messages.c.dispatched_at.is_not(None)).limit(5))]
+        assert len(ids) == 5
+        for i, mid in enumerate(ids):
+            await conn.execute(update(messages).where(messages.c.id == mid).values(
+                status=S.MESSAGE_STATUS_FAILED, status_rank=5, error_code="ABANDONED",
+                failure_category=c.FAILURE_CATEGORY_UNKNOWN,
+                updated_at=h.clock.now() + timedelta(milliseconds=i)))
+    h.clock.advance(1)
+    await h.scheduler.tick()
+    assert (await h.status(cid, md("w"))).status == pb.CAMPAIGN_STATUS_SENDING
+
+
 async def test_a_campaign_whose_messages_are_all_final_completes_despite_failures(h: Harness) -> None:
     # Nothing left to send: the last five outcomes failing must not pause it for ever.
     cid = await approve(h, sms(5, auto_pause_failures=5), "w")
