@@ -29,6 +29,7 @@ from sqlalchemy import DateTime, bindparam, case, func, insert, or_, select, upd
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.campaigns import settings
 from services.campaigns.schema import PROVIDER_KEY, clicks, messages, processed_events, replies
 from services.campaigns.store import Store
 from shared import bus, states
@@ -360,7 +361,8 @@ class Ledger:
         sub = await self.js.pull_subscribe(
             subject, durable=durable, stream=bus.EVENTS_STREAM,
             config=ConsumerConfig(durable_name=durable, filter_subject=subject,
-                                  ack_wait=60, max_ack_pending=20000))
+                                  ack_wait=settings.LEDGER_ACK_WAIT.get_float(),
+                                  max_ack_pending=20000))
         while not stop.is_set():
             try:
                 msgs = await sub.fetch(self.batch, timeout=0.5)

@@ -58,3 +58,11 @@ ASSUMED_DELIVERY_SWEEP = setting(
     "(a backlog larger than one sweep's share is worked off on the following ticks).",
     "campaigns",
 )
+
+LEDGER_ACK_WAIT = setting(
+    "HERALD_LEDGER_ACK_WAIT", "60",
+    "Seconds JetStream waits for the campaigns ledger to acknowledge a batch of events before "
+    "redelivering it (after a crash of the campaigns process, how long until its events are "
+    "applied by another replica or the restarted one). Applies when the durable consumer is "
+    "created.", "campaigns",
+)

@@ -15,6 +15,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
 
+from services.stats import settings
 from services.stats.aggregator import Aggregator
 from services.stats.metrics import APPLY_LATENCY, EVENT_LAG, EVENTS
 from shared import bus, states
@@ -64,7 +65,8 @@ class Consumer:
         sub = await self.js.pull_subscribe(
             SUBJECT, durable=self.durable, stream=bus.EVENTS_STREAM,
             config=ConsumerConfig(durable_name=self.durable, filter_subject=SUBJECT,
-                                  ack_wait=30, max_ack_pending=max(20000, self.batch * 4)))
+                                  ack_wait=settings.ACK_WAIT.get_float(),
+                                  max_ack_pending=max(20000, self.batch * 4)))
         while not stop.is_set():
             msgs = await self.fetch(sub)
             if msgs:

@@ -52,3 +52,10 @@ REBUILD_CATCHUP_TIMEOUT = setting(
     "the rebuild ends UNAVAILABLE and can be retried.",
     "stats",
 )
+
+ACK_WAIT = setting(
+    "HERALD_STATS_ACK_WAIT", "30",
+    "Seconds JetStream waits for the stats consumer to acknowledge a batch of events before "
+    "redelivering it (after a crash of the stats process, how long until its events are "
+    "applied). Applies when the durable consumer is created.", "stats",
+)

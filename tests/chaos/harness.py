@@ -60,7 +60,10 @@ class ChaosStack:
             # (the campaigns scheduler sweeps the ledger; older gateways read the SMPP one).
             "HERALD_ASSUMED_DELIVERED_AFTER": str(scale.assumed_after),
             "HERALD_ASSUMED_DELIVERY_SWEEP": "1",
-            "HERALD_SMPP_ASSUMED_DELIVERED_AFTER": str(scale.assumed_after),
+            # A killed consumer's batch comes back after its ack wait: short ones keep the
+            # suite's recovery (and length) down; production keeps the defaults.
+            "HERALD_LEDGER_ACK_WAIT": "10", "HERALD_STATS_ACK_WAIT": "10",
+            "HERALD_EMAIL_ACK_WAIT": "10",
             # A relay answering 4xx for smtp_defer seconds: retries must outlast it.
             "HERALD_SMTP_RETRY_BASE": "1", "HERALD_SMTP_RETRY_MAX": "4",
             "HERALD_SMTP_MAX_ATTEMPTS": str(int(scale.smtp_defer // 4) + 8),
