@@ -130,6 +130,22 @@ async def publish_many(
 Handler = Callable[[Msg], Awaitable[Any]]
 
 
+async def run_consumers(loops: dict[str, Awaitable[None]]) -> None:
+    """Run several consumer loops of one process together; the first to fail ends the others
+    (and raises), so the process never runs half its consumers silently."""
+    tasks = [asyncio.ensure_future(loop) for loop in loops.values()]
+    for name, task in zip(loops, tasks, strict=True):
+        task.set_name(name)
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for t in done:
+            t.result()
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def pull_loop(
     js: JetStreamContext,
     *,

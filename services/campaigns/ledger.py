@@ -346,16 +346,8 @@ class Ledger:
     async def run(self, stop: asyncio.Event) -> None:
         """Both consumers until stop is set. One durable per subject: a JetStream consumer has
         a single filter subject on nats-server 2.9. Either one failing ends the other."""
-        tasks = [asyncio.create_task(self.run_messages(stop), name="ledger-messages"),
-                 asyncio.create_task(self.run_receipts(stop), name="ledger-receipts")]
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for t in done:
-                t.result()
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await bus.run_consumers({"ledger-messages": self.run_messages(stop),
+                                 "ledger-receipts": self.run_receipts(stop)})
 
     async def _consume(self, stop: asyncio.Event, durable: str, subject: str, handle: Any) -> None:
         sub = await self.js.pull_subscribe(

@@ -41,16 +41,8 @@ class Consumer:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Both consumers until stop is set; either one failing ends the other."""
-        tasks = [asyncio.create_task(self.run_messages(stop), name="stats-messages"),
-                 asyncio.create_task(self.run_campaigns(stop), name="stats-campaigns")]
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for t in done:
-                t.result()
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await bus.run_consumers({"stats-messages": self.run_messages(stop),
+                                 "stats-campaigns": self.run_campaigns(stop)})
 
     async def run_campaigns(self, stop: asyncio.Event) -> None:
         await bus.pull_loop(self.js, stream=bus.EVENTS_STREAM, durable=self.campaigns_durable,
