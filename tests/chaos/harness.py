@@ -41,6 +41,10 @@ FAILING_PATTERN = "^\\+?447499999"
 GRPC_DOWN = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
+SMPP_WINDOW = 100   # HERALD_SMPP_WINDOW default: submit_sm written and unanswered at most
+SMTP_POOL = 4       # HERALD_SMTP_POOL_SIZE default: mails in DATA at most
+
+
 def status_name(s: int) -> str:
     return c.MessageStatus.Name(s).removeprefix("MESSAGE_STATUS_")
 

@@ -10,12 +10,10 @@ import pytest
 from herald.v1 import common_pb2 as c
 
 from tests.chaos import faults
-from tests.chaos.harness import ChaosStack, check, run_fault
+from tests.chaos.harness import SMPP_WINDOW, SMTP_POOL, ChaosStack, check, run_fault
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(1800)]
 
-SMPP_WINDOW = 100   # HERALD_SMPP_WINDOW default: submit_sm written and unanswered at most
-SMTP_POOL = 4       # HERALD_SMTP_POOL_SIZE default: mails in DATA at most
 
 
 async def test_kill_smpp_gateway(cs: ChaosStack) -> None:
