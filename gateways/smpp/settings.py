@@ -141,7 +141,7 @@ SIM_STATS_FILE = setting(
     "submits per destination, receipts sent/acked/retried, binds).", SIM,
 )
 
-# --- issue 4: routes, encoding, status handling, receipts, replies ------------------------
+# --- routes, encoding, status handling, receipts, replies ------------------------
 ROUTES = setting(
     "HERALD_SMPP_ROUTES", "",
     "Routes as JSON (or @/path/to/file.json): a list of SMSC accounts, each with host, port, "

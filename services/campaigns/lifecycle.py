@@ -36,7 +36,7 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     BUILDING: frozenset({SENDING, FAILED, CANCELLED}),
     SENDING: frozenset({PAUSED, DONE, CANCELLED, FAILED, EXPIRED}),
     PAUSED: frozenset({SENDING, CANCELLED, EXPIRED}),
-    DONE: frozenset({SENDING}),  # retrying failed messages (seed 001)
+    DONE: frozenset({SENDING}),  # retrying failed messages (RetryMessages)
     CANCELLED: frozenset(),
     FAILED: frozenset(),
     EXPIRED: frozenset(),

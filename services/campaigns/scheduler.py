@@ -357,7 +357,7 @@ class Scheduler:
             await self.maybe_complete(row)
 
     async def too_many_failures(self, row: Any) -> bool:
-        """Auto-pause after N consecutive failed messages (seed: 5): a broken route or an
+        """Auto-pause after N consecutive failed messages (default 5): a broken route or an
         expired account should not burn the whole audience. Only while messages remain to be
         sent: a campaign with nothing left to hand over completes instead (maybe_complete),
         whatever its last outcomes were. An auto-pause is never lifted by the scheduler: the

@@ -161,7 +161,7 @@ exports = Table(
     Column("expires_at", DateTime(timezone=True)),
 )
 
-# Workflow / infrastructure errors of a campaign (seed 003 Errors tab, "Job").
+# Workflow / infrastructure errors of a campaign (the Errors tab, "Job").
 job_errors = Table(
     "job_errors", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
