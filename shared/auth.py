@@ -98,12 +98,5 @@ def call_metadata(workspace: str | None = None, token: str | None = None) -> tup
     return tuple(md)
 
 
-def mask_phone(phone: str, principal: Principal | None = None) -> str:
-    """Keep the last 3 digits visible unless the principal may see PII."""
-    if not phone or (principal is not None and principal.pii):
-        return phone
-    return "*" * max(len(phone) - 3, 0) + phone[-3:]
-
-
 def grpc_code(err: Exception) -> grpc.StatusCode:
     return getattr(err, "code", grpc.StatusCode.UNKNOWN)

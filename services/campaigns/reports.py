@@ -142,7 +142,7 @@ class ReportsMixin:
         resp = pb.ListRepliesResponse(total_size=total, replies=[pb.Reply(
             message_id=r["message_id"], contact_id=r["contact_id"], contact_name=r["contact_name"],
             text=mask_text(r["text"], p), at=to_ts(aware(r["at"])),
-            **{"from": auth.mask_phone(r["from_address"], p)})
+            **{"from": mask_phone(r["from_address"], p)})
             for r in rows])
         if offset + len(rows) < total:
             resp.next_page_token = encode_token(offset + len(rows))
@@ -163,7 +163,7 @@ class ReportsMixin:
                 .order_by(clicks.c.at, clicks.c.event_id).limit(size).offset(offset))).mappings().all()
         resp = pb.ListClicksResponse(total_size=total, unique_contacts=unique, clicks=[pb.Click(
             message_id=r["message_id"], contact_id=r["contact_id"], contact_name=r["contact_name"],
-            address=auth.mask_phone(r["address"], p) if r["channel"] == c.CHANNEL_SMS else r["address"],
+            address=mask_phone(r["address"], p) if r["channel"] == c.CHANNEL_SMS else r["address"],
             link_index=r["link_index"], url=r["url"], at=to_ts(aware(r["at"]))) for r in rows])
         if offset + len(rows) < total:
             resp.next_page_token = encode_token(offset + len(rows))

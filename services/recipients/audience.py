@@ -13,8 +13,7 @@ from herald.v1 import recipients_pb2 as pb
 from services.recipients.metrics import AUDIENCE_MEMBERS
 from services.recipients.normalize import BadAddress, address_noun, match_key, normalise
 from services.recipients.store import Store, chunks
-from shared.auth import mask_phone
-from shared.masking import mask_text
+from shared.masking import mask_phone, mask_text
 from shared.validate import uuid_text
 
 INVALID = c.FAILURE_CATEGORY_INVALID_ADDRESS

@@ -28,7 +28,7 @@ from services.recipients.store import ContactRow, Store
 from services.recipients.targets import TargetChecker
 from shared import auth
 from shared.errors import HeraldError, invalid, not_found
-from shared.masking import mask_text
+from shared.masking import mask_phone, mask_text
 from shared.timeutil import aware, to_ts
 from shared.validate import uuid_text
 
@@ -83,7 +83,7 @@ def validate_contact(ct: pb.Contact, index: int, region: str) -> ContactRow | st
 def contact_pb(rec: dict[str, Any], principal: auth.Principal) -> pb.Contact:
     return pb.Contact(
         id=rec["id"], workspace_id=rec["workspace_id"],
-        phone=auth.mask_phone(rec["phone"] or "", principal), email=rec["email"] or "",
+        phone=mask_phone(rec["phone"] or "", principal), email=rec["email"] or "",
         first_name=rec["first_name"] or "", last_name=rec["last_name"] or "",
         fields={str(k): str(v) for k, v in (rec["fields"] or {}).items()},
         category_ids=rec.get("category_ids", []), external_id=rec["external_id"] or "",
@@ -93,7 +93,7 @@ def contact_pb(rec: dict[str, Any], principal: auth.Principal) -> pb.Contact:
 def suppression_pb(rec: dict[str, Any], principal: auth.Principal) -> pb.Suppression:
     address = rec["address"]
     if rec["channel"] == c.CHANNEL_SMS:
-        address = auth.mask_phone(address, principal)
+        address = mask_phone(address, principal)
     return pb.Suppression(workspace_id=rec["workspace_id"], channel=rec["channel"],
                           address=address, reason=mask_text(rec["reason"], principal),
                           created_at=to_ts(aware(rec["created_at"])))
@@ -314,7 +314,7 @@ class RecipientServicer(pb_grpc.RecipientServiceServicer):
         if added:
             SUPPRESSIONS_ADDED.labels("api").inc()
         if resp.channel == c.CHANNEL_SMS:
-            resp.address = auth.mask_phone(resp.address, p)
+            resp.address = mask_phone(resp.address, p)
         resp.reason = mask_text(resp.reason, p)
         return resp
 
