@@ -79,15 +79,19 @@ for i = 1, n do
 end
 return out
 """
-# held -> written, only where the marker is still exactly this claim's "held" value.
-_WRITTEN_MANY = """
+# Relay acceptances recorded (SET, the first ARGV[2] keys), then held -> written for the rest,
+# only where the marker is still exactly this claim's "held" value: one call per gate flush.
+_GATE_MANY = """
+local n = tonumber(ARGV[2])
+for i = 1, n do redis.call('SET', KEYS[i], ARGV[i + 2], 'EX', ARGV[1]) end
 local out = {}
-for i = 1, #KEYS do
-  if redis.call('GET', KEYS[i]) == ARGV[2 * i] then
-    redis.call('SET', KEYS[i], ARGV[2 * i + 1], 'EX', ARGV[1])
-    out[i] = 1
+for i = n + 1, #KEYS do
+  local at = n + 2 + 2 * (i - n) - 1
+  if redis.call('GET', KEYS[i]) == ARGV[at] then
+    redis.call('SET', KEYS[i], ARGV[at + 1], 'EX', ARGV[1])
+    out[i - n] = 1
   else
-    out[i] = 0
+    out[i - n] = 0
   end
 end
 return out
@@ -206,7 +210,7 @@ class SendMarkers:
         self.owner = owner or uuid.uuid4().hex[:16]  # this process, for liveness
         self._tokens = 0
         self._claim_many = redis.register_script(_CLAIM_MANY)
-        self._written_many = redis.register_script(_WRITTEN_MANY)
+        self._gate_many = redis.register_script(_GATE_MANY)
         self._record_many = redis.register_script(_RECORD_MANY)
         # mark_written runs once per group of mails about to be written, one call at a time
         # (WriteGate): on a connection of its own it skips redis-py's pool checkout, measured
@@ -262,18 +266,24 @@ class SendMarkers:
                                      len(r) > 2 and bool(int(r[2]))))
         return out
 
-    async def mark_written(self, tickets: Sequence[Ticket]) -> list[bool]:
+    async def mark_written(self, tickets: Sequence[Ticket],
+                           accepted: Sequence[tuple[str, str]] = ()) -> list[bool]:
         """held -> written for each ticket still holding its claim; False where the claim was
-        taken over or lost (the message must then not be sent)."""
+        taken over or lost (the message must then not be sent). `accepted` (key, marker
+        value) are outcomes the relay already gave, recorded in the same call."""
         now = time.time()
         out: list[bool] = []
-        for at in range(0, len(tickets), CHUNK):
+        for at in range(0, max(len(tickets), len(accepted), 1), CHUNK):
             chunk = tickets[at:at + CHUNK]
-            args: list[str | int] = [self.ttl]
+            done = accepted[at:at + CHUNK]
+            if not chunk and not done:
+                break
+            args: list[str | int] = [self.ttl, len(done), *[v for _, v in done]]
             for t in chunk:
                 args.append(t.holder.held)
                 args.append(t.holder.written(now))
-            res = await self._eval_on_gate_conn(self._written_many, [t.key for t in chunk], args)
+            res = await self._eval_on_gate_conn(
+                self._gate_many, [k for k, _ in done] + [t.key for t in chunk], args)
             out.extend(bool(int(r)) for r in res)
         return out
 
@@ -336,11 +346,18 @@ class WriteGate:
     """Group commit of held -> written: every SMTP connection asks right before it writes the
     end of a message's DATA, and the requests that arrive together (the pool's connections
     and batches) go to Redis in one call. `commit(mail)` returns None when the mail may be
-    written, else why not (the marker was taken over or lost, or Redis failed)."""
+    written, else why not (the marker was taken over or lost, or Redis failed).
+
+    The relay's 250 for a mail is recorded through the same calls (`accepted`): with
+    pipelining it arrives just before the next mail's commit, so the outcome is in Redis
+    within one round trip of the answer, at no extra call in steady state. A gateway killed
+    mid-batch then leaves "written" without an outcome (ABANDONED on redelivery) only for
+    mails whose answer had not arrived, instead of for every mail of the batch."""
 
     def __init__(self, markers: SendMarkers) -> None:
         self.markers = markers
         self._pending: list[tuple[Ticket, asyncio.Future[str | None]]] = []
+        self._accepted: list[tuple[str, str]] = []
         self._task: asyncio.Task[None] | None = None
         self.calls = 0  # Redis round trips (tests, bench)
 
@@ -350,25 +367,37 @@ class WriteGate:
             return None
         fut: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self._pending.append((ticket, fut))
+        self._schedule()
+        return await fut
+
+    def accepted(self, ticket: Ticket | None, outcome: dict[str, Any]) -> None:
+        """The relay took the mail: record its outcome marker with the next flush (best
+        effort; the batch's own record of outcomes follows and repeats it)."""
+        if ticket is None:
+            return
+        self._accepted.append((ticket.key, marker_json(SUBMITTED, time.time(), outcome)))
+        self._schedule()
+
+    def _schedule(self) -> None:
         if self._task is None:  # runs on the next loop pass: it collects this pass's requests
             self._task = asyncio.ensure_future(self._flush())
-        return await fut
 
     async def _flush(self) -> None:
         batch: list[tuple[Ticket, asyncio.Future[str | None]]] = []
         try:
-            while self._pending:
+            while self._pending or self._accepted:
                 batch, self._pending = self._pending, []
+                accepted, self._accepted = self._accepted, []
                 self.calls += 1
                 try:
-                    done = await self.markers.mark_written([t for t, _ in batch])
+                    done = await self.markers.mark_written([t for t, _ in batch], accepted)
                     answers: list[str | None] = [
                         None if ok else "send claim lost: another delivery took it over or "
                         "Redis lost it" for ok in done]
                 except Exception as exc:  # Redis down: nothing may be written
                     reason = f"{type(exc).__name__}: {exc}"
                     log.warning("send markers not moved to written", extra={
-                        "reason": reason, "jobs": len(batch)})
+                        "reason": reason, "jobs": len(batch), "accepted": len(accepted)})
                     answers = [f"send marker not recorded: {reason}"] * len(batch)
                 for (_, fut), answer in zip(batch, answers, strict=True):
                     if not fut.done():

@@ -150,6 +150,7 @@ class QueuedMail:
 
 # Asked right before a mail's content is written: None = write it, else why not.
 Commit = Callable[[QueuedMail], Awaitable[str | None]]
+Accepted = Callable[[QueuedMail], None]  # told of each mail the relay took, as its 250 arrives
 
 
 class SmtpConnection:
@@ -349,14 +350,15 @@ class SmtpConnection:
         return f"MAIL FROM:<{job.mail_from}>{size_arg}\r\nRCPT TO:<{job.rcpt}>\r\nDATA\r\n".encode("ascii")
 
     async def run_queue(self, queue: deque[QueuedMail], limiter: RateLimiter, cap: int,
-                        commit: Commit | None = None) -> None:
+                        commit: Commit | None = None, accepted: Accepted | None = None) -> None:
         """Send mail taken from `queue` until it is empty (or `cap` is reached), setting
         each job's result. With PIPELINING the next envelope rides in the same write as
         the previous body: RFC 2920 lets message content open a command group and DATA
         close it, so a message costs one write and one wait instead of two of each.
         A queued job whose envelope went out but got no reply before the connection
         failed is put back: the relay never had its body. With `commit`, each mail's content
-        is written only once commit(mail) allowed it (see the module's write gate)."""
+        is written only once commit(mail) allowed it (see the module's write gate), and
+        accepted(mail) hears of each 250 at once (the caller records it before the batch ends)."""
         if "PIPELINING" not in self.extensions:
             while queue and self.is_connected and not (cap and self.sent >= cap):
                 job = queue.popleft()
@@ -366,6 +368,8 @@ class SmtpConnection:
                     job.result = await self.send(
                         job.mail_from, job.rcpt, job.data,
                         None if commit is None else lambda j=job: commit(j))  # type: ignore[misc]
+                    if accepted is not None:
+                        accepted(job)
                 except SmtpError as exc:
                     job.result = exc
                     if isinstance(exc, SmtpReplyError) and exc.code == 421:
@@ -443,7 +447,12 @@ class SmtpConnection:
                     code, text = parsed() or await read()
                     self.sent += 1
                     job.took = time.perf_counter() - job.started
-                    job.result = text if code == 250 else SmtpReplyError(code, text, "data")
+                    if code == 250:
+                        job.result = text
+                        if accepted is not None:
+                            accepted(job)
+                    else:
+                        job.result = SmtpReplyError(code, text, "data")
                     if code == 421:
                         self.close()
                         break
@@ -543,11 +552,13 @@ class SmtpPool:
         finally:
             self._idle.put_nowait(conn)
 
-    async def send_many(self, mails: list[QueuedMail], commit: Commit | None = None) -> None:
+    async def send_many(self, mails: list[QueuedMail], commit: Commit | None = None,
+                        accepted: Accepted | None = None) -> None:
         """Submit a batch: as many connections as it needs drain one queue, each
         pipelining envelope and previous body (SmtpConnection.run_queue). Every mail's
         result is set (reply text or SmtpError); nothing raises but cancellation. With
-        `commit`, a mail's content goes out only after commit(mail) returned None."""
+        `commit`, a mail's content goes out only after commit(mail) returned None; with
+        `accepted`, each mail the relay took is told as its answer arrives."""
         queue = deque(mails)
 
         async def drain() -> None:
@@ -562,7 +573,8 @@ class SmtpPool:
                         if queue:  # like send(): the message that needed the session fails
                             queue.popleft().result = exc
                         continue
-                    await conn.run_queue(queue, self.limiter, self.cfg.max_per_connection, commit)
+                    await conn.run_queue(queue, self.limiter, self.cfg.max_per_connection, commit,
+                                         accepted)
                     if conn.is_connected and self.cfg.max_per_connection and \
                             conn.sent >= self.cfg.max_per_connection:
                         continue  # _ready() starts a fresh session

@@ -128,6 +128,12 @@ class RateLimitedLog:
                                                     **self._example.pop(reason, {})})
 
 
+def outcome_marker(o: outcomes.Outcome) -> dict[str, Any]:
+    """A final outcome as its send marker keeps it (replayed to a redelivered job)."""
+    return {"k": o.kind, "code": o.code, "d": o.description, "cat": o.category,
+            "p": o.provider_id, "r": o.route}
+
+
 def ref_json(job: e.MessageJob) -> str:
     """dedup.flat_json({"to": to, "c": campaign, "w": workspace, "ct": contact, "v": variant})."""
     return (f'{{"to":{_js(job.to)},"c":{_js(job.campaign_id)},"w":{_js(job.workspace_id)},'
@@ -410,9 +416,7 @@ class EmailWorker:
                 it.outcome = o = outcomes.exhausted(o, it.delivery)
             state = dedup.SUBMITTED if o.kind == K.MESSAGE_EVENT_KIND_SUBMITTED else dedup.FAILED
             if it.replay_of is None:
-                writes.append((job.message_id, job.attempt, state, {
-                    "k": o.kind, "code": o.code, "d": o.description, "cat": o.category,
-                    "p": o.provider_id, "r": o.route}))
+                writes.append((job.message_id, job.attempt, state, outcome_marker(o)))
             it.result = it.result or state
             msg_id = f"{job.message_id}:{states.kind_name(o.kind)}:{job.attempt}"
             it.events.append(self._event_item(job, o, msg_id, it.replay_of))
@@ -482,13 +486,21 @@ class EmailWorker:
 
     async def _send_all(self, items: list[_Item]) -> None:
         mails = []
+        by_mail: dict[int, _Item] = {}
         for it in items:
             comp = it.composed
             assert comp is not None
-            mails.append(QueuedMail(comp.mail_from, comp.rcpt, comp.data, comp.dot_free,
-                                    it.ticket))
+            mail = QueuedMail(comp.mail_from, comp.rcpt, comp.data, comp.dot_free, it.ticket)
+            mails.append(mail)
+            by_mail[id(mail)] = it
+
+        def accepted(mail: QueuedMail) -> None:  # the relay's 250, recorded at once
+            it = by_mail[id(mail)]
+            self.gate.accepted(mail.ticket, outcome_marker(outcomes.submitted(
+                it.composed.message_id_header, str(mail.result), self.route)))  # type: ignore[union-attr]
+
         try:
-            await self.pool.send_many(mails, self.gate.commit)
+            await self.pool.send_many(mails, self.gate.commit, accepted)
         finally:
             for it, mail in zip(items, mails, strict=True):
                 if mail.result is None:  # cancelled before its turn: never sent

@@ -186,6 +186,40 @@ async def test_kill_with_jobs_fetched_but_not_written_sends_them_once_after_rest
         assert ev.failure_category == F.FAILURE_CATEGORY_UNKNOWN
 
 
+async def test_kill_mid_batch_reports_mails_the_relay_accepted_as_submitted(
+        rig: tuple[Rig, Any, aioredis.Redis]) -> None:
+    # One batch of eight: the relay holds back its answer to one mail, so the batch cannot end,
+    # while the other connection gets a 250 for each of the seven others. A kill -9 then must
+    # not turn those seven into ABANDONED ("may have been accepted"): their answer had arrived.
+    r, js, _ = rig
+    r.hold.touch()
+    held = job("hold-0@example.com")
+    rest = [job(f"a{i}@example.com") for i in range(7)]
+    await publish(js, [held, *rest])
+    env = {"HERALD_SMTP_POOL_SIZE": "2", "HERALD_EMAIL_BATCH": "8", "HERALD_SMTP_TIMEOUT": "2"}
+    gw = r.start_gateway(**env)
+    await r.until("all eight mails stored", lambda: len(r.sink_counts()) == 8)
+    await asyncio.sleep(0.5)  # the seven answers reach the gateway
+    assert not [ev for ev in r.events if ev.kind in FINAL]  # the batch is still open
+    gw.popen.kill()
+    gw.popen.wait()
+    r.hold.unlink()
+    r.start_gateway(**env)
+
+    async def settled() -> bool:
+        return all(r.final(j.message_id) for j in [held, *rest]) and await drained(js)
+
+    await r.until("an outcome for every job", settled, timeout=150)
+    counts = r.sink_counts()
+    assert all(counts[j.to] == 1 for j in [held, *rest]), counts
+    for j in rest:
+        [ev] = r.final(j.message_id)
+        assert ev.kind == K.MESSAGE_EVENT_KIND_SUBMITTED, (j.to, ev.error_description)
+        assert ev.provider_message_id  # the Message-ID the relay took
+    [ev] = r.final(held.message_id)  # its answer was lost with the gateway
+    assert ev.error_description.startswith(ABANDONED)
+
+
 async def test_redis_flushall_mid_run_sends_nothing_twice_and_settles_every_job(
         rig: tuple[Rig, Any, aioredis.Redis]) -> None:
     r, js, redis = rig
