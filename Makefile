@@ -6,7 +6,7 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTOS := $(wildcard protos/herald/v1/*.proto)
 
-.PHONY: run stop test test-unit chaos fuzz lint protos bench deps venv clean
+.PHONY: run stop test test-unit chaos fuzz lint protos bench deps venv tools clean
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -18,6 +18,17 @@ $(STAMP): pyproject.toml | $(VPY)
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# Checkers of the deployment files (Dockerfile, manifests, policies) in a venv of their own.
+TOOLS := .venv-tools
+TOOLS_STAMP := $(TOOLS)/.installed
+$(TOOLS_STAMP): deploy/tools/requirements.txt
+	$(PY) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install -q --upgrade pip
+	$(TOOLS)/bin/python -m pip install -q -r deploy/tools/requirements.txt
+	touch $(TOOLS_STAMP)
+
+tools: $(TOOLS_STAMP)
 
 # System binaries (nats-server, redis-server; PostgreSQL tools for tests) via apt when absent.
 deps: venv
@@ -36,7 +47,8 @@ stop:
 lint: venv
 	$(VPY) -m ruff check .
 
-test: deps
+test: deps tools
+	bash deploy/local/ensure-deps.sh --test
 	HERALD_TEST_NEEDS_PG=1 bash deploy/local/with-postgres.sh $(VPY) -m pytest -q -p no:cacheprovider
 
 # The fault-injection suite at full size (make test runs it reduced: a few thousand messages).
@@ -56,4 +68,4 @@ bench: deps
 	$(VPY) -m bench
 
 clean:
-	rm -rf var build *.egg-info
+	rm -rf var build *.egg-info $(TOOLS)

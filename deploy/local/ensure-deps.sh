@@ -9,6 +9,11 @@ have redis-server || need+=(redis-server)
 if [ "${1:-}" = "--bench" ]; then
   have wrk || need+=(wrk)
 fi
+# make test: promtool (Debian's prometheus package) runs the alert rules' unit tests
+if [ "${1:-}" = "--test" ]; then
+  have promtool || need+=(prometheus)
+  have pg_ctl || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
+fi
 if [ "${HERALD_TEST_NEEDS_PG:-}" = 1 ] || [ "${1:-}" = "--pg" ]; then
   have pg_ctl || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
 fi
