@@ -276,7 +276,10 @@ class Outcome:
                 f"| stuck {len(self.stuck)} | reconcile {self.reconcile} | recovery {self.recovery:.1f}s (total {self.total:.1f}s)"
                 + (f" | {'; '.join(self.notes)}".replace("\n", " ") if self.notes else ""))
 
-    def failures(self, allowed_duplicates: int = 0, unsent_tolerance: int = 0) -> list[str]:
+    def failures(self, allowed_duplicates: int = 0, unsent_tolerance: int = 0,
+                 abandoned_tolerance: int | None = None) -> list[str]:
+        """abandoned_tolerance: at most this many ABANDONED in all (the submits a killed gateway
+        can have written without their answer); None where the fault sets no such bound."""
         out = []
         if self.status != "DONE":
             out.append(f"campaign ended {self.status}, not DONE")
@@ -298,6 +301,9 @@ class Outcome:
         if self.abandoned_unsent > unsent_tolerance:
             out.append(f"{self.abandoned_unsent} messages reported ABANDONED (possibly sent) never "
                        f"reached the carrier (more than the {unsent_tolerance} that can be on the wire)")
+        if abandoned_tolerance is not None and self.abandoned > abandoned_tolerance:
+            out.append(f"{self.abandoned} messages reported ABANDONED, more than the "
+                       f"{abandoned_tolerance} whose answer can be outstanding when the gateway dies")
         return out
 
 

@@ -16,7 +16,7 @@ async def test_kill_campaigns_during_building(cs: ChaosStack) -> None:
     seen = {}
 
     async def inject(cid: str) -> float:
-        # Late in the build: ledger rows written, campaign still BUILDING (where issue 10 lost
+        # Late in the build: ledger rows written, campaign still BUILDING (where a crash once lost
         # the whole inline audience); the state seen is stated in the line.
         seen["at"] = await faults.at_building(cs, cid, written=True)
         return await faults.kill_then_start(cs, "campaigns")

@@ -1,4 +1,4 @@
-"""Issue 5 acceptance over real servers: the gateway (DKIM key, VERP domain, bounce server)
+"""Email gateway features over real servers: the gateway (DKIM key, VERP domain, bounce server)
 and the SMTP sink as processes, the recipients service (SQLite) and the stats service as
 processes, real SMTP into the bounce server, real HTTP on the tracking endpoint."""
 

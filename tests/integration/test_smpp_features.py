@@ -1,4 +1,4 @@
-"""Issue 4 acceptance, over TCP against in-process SMSC simulators with the session's real
+"""SMPP gateway features end to end, over TCP against in-process SMSC simulators with the session's real
 NATS JetStream and Redis: routes, throttling, a forced disconnect, id styles, multipart
 receipts, command_status handling, replies and opt-outs, unmatched receipts, tx+rx pairs."""
 

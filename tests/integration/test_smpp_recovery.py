@@ -1,4 +1,4 @@
-"""Issue 10, SMPP gateway: what a crash or a Redis loss may and may not do, against real
+"""SMPP gateway durability: what a crash or a Redis loss may and may not do, against real
 NATS JetStream, Redis and the SMSC simulator (its ground truth counts every submit_sm).
 
 - A gateway killed with jobs fetched but not written: those jobs are sent cleanly after
