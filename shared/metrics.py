@@ -1,8 +1,12 @@
-"""Prometheus /metrics endpoint per process and the gRPC server metrics."""
+"""Prometheus /metrics endpoint per process, build info and the gRPC server metrics."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, start_http_server
+import platform
+import sys
+from importlib import metadata
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 GRPC_REQUESTS = Counter(
     "herald_grpc_requests_total", "gRPC requests handled, by method and status code.",
@@ -14,6 +18,44 @@ GRPC_LATENCY = Histogram(
 )
 
 
+BUILD_INFO = Gauge(
+    "herald_build_info",
+    "Always 1: the Herald version, Python version and process name of this process.",
+    ["version", "python", "process"],
+)
+
+# Entry-point module -> process name (the app.kubernetes.io/name of its Deployment).
+PROCESS_NAMES = {
+    "gateways.smpp": "smpp-gateway",
+    "gateways.email": "email-gateway",
+    "gateways.smpp.simulator": "smsc-simulator",
+    "gateways.email.sink": "smtp-sink",
+}
+
+
+def herald_version() -> str:
+    try:
+        return metadata.version("herald")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def process_name() -> str:
+    """'services.campaigns' -> 'campaigns', 'gateways.smpp' -> 'smpp-gateway', from the module
+    run with `python -m`; the script's name otherwise."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is None or not spec.name:
+        return (sys.argv[0].rsplit("/", 1)[-1] or "python").removesuffix(".py")
+    module = spec.name.removesuffix(".__main__")
+    return PROCESS_NAMES.get(module, module.rsplit(".", 1)[-1])
+
+
+def set_build_info(process: str | None = None) -> None:
+    BUILD_INFO.clear()
+    BUILD_INFO.labels(herald_version(), platform.python_version(), process or process_name()).set(1)
+
+
 def split_addr(addr: str) -> tuple[str, int]:
     host, _, port = addr.rpartition(":")
     return host.strip("[]") or "127.0.0.1", int(port)
@@ -22,5 +64,6 @@ def split_addr(addr: str) -> tuple[str, int]:
 def serve_metrics(addr: str) -> int:
     """Start the /metrics HTTP server in a daemon thread; returns the bound port."""
     host, port = split_addr(addr)
+    set_build_info()
     server, _thread = start_http_server(port, addr=host)
     return int(server.server_port)

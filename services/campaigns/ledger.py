@@ -29,7 +29,7 @@ from sqlalchemy import DateTime, bindparam, case, func, insert, or_, select, upd
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.campaigns import settings
+from services.campaigns import metrics, settings
 from services.campaigns.schema import PROVIDER_KEY, clicks, messages, processed_events, replies
 from services.campaigns.store import Store
 from shared import bus, states
@@ -130,8 +130,10 @@ def status_params(ev: e.MessageEvent, new: int, now: Any) -> dict[str, Any]:
     }
 
 
-async def apply_batch(conn: AsyncConnection, events: list[e.MessageEvent], now: Any) -> dict[str, int]:
-    """Apply a batch in order; returns counts by result for the metrics."""
+async def apply_batch(conn: AsyncConnection, events: list[e.MessageEvent], now: Any,
+                      outcomes: metrics.Tally[metrics.Outcome] | None = None) -> dict[str, int]:
+    """Apply a batch in order; returns counts by result for the metrics. `outcomes`, when
+    given, receives the rows' transitions to final statuses (counted once committed)."""
     results: dict[str, int] = {}
     status_rows: list[dict[str, Any]] = []
 
@@ -139,6 +141,9 @@ async def apply_batch(conn: AsyncConnection, events: list[e.MessageEvent], now: 
         results[result] = results.get(result, 0) + n
 
     async def flush(rows: list[dict[str, Any]]) -> None:
+        if outcomes is not None:
+            metrics.transitions(await metrics.current_states(conn, (r["b_id"] for r in rows)),
+                                rows, outcomes)
         res = await conn.execute(STATUS_UPDATE, rows)
         if conn.dialect.supports_sane_multi_rowcount:
             count("applied", res.rowcount)
@@ -396,9 +401,10 @@ class Ledger:
         good = await self._parse(msgs, e.MessageEvent)
         if not good:
             return
+        outcomes: metrics.Tally[metrics.Outcome] = metrics.Tally()
         try:
             async with self.store.engine.begin() as conn:
-                results = await apply_batch(conn, [ev for _m, ev in good], self.clock.now())
+                results = await apply_batch(conn, [ev for _m, ev in good], self.clock.now(), outcomes)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -406,6 +412,7 @@ class Ledger:
             return
         for result, n in results.items():
             LEDGER_EVENTS.labels(result).inc(n)
+        metrics.record(outcomes)
         await asyncio.gather(*(_settle(m.ack()) for m, _ in good))
 
     async def handle_receipts(self, msgs: list) -> None:
