@@ -120,3 +120,51 @@ STATS_ADDR = setting(
     "host:port of StatsService (campaigns asks it for ReconcileCampaign; the CLI for stats).",
     "campaigns, cli")
 TOKEN = setting("HERALD_TOKEN", "", "Bearer token the CLI presents.", "cli")
+
+# --- production mode and TLS (every gRPC server and inter-service client) -----
+PRODUCTION = setting(
+    "HERALD_PRODUCTION", "0",
+    "1 = production mode (the Kubernetes manifests set it): every process checks its "
+    "configuration at start-up and exits with status 2 and one log line naming each missing "
+    "setting instead of falling back to a development default (local SQLite file, development "
+    "auth, plaintext gRPC, loopback NATS/Redis, unsigned-key generation). HERALD_DEV_MODE=1 is "
+    "refused in production mode.",
+)
+TLS_CERT_FILE = setting(
+    "HERALD_TLS_CERT_FILE", "",
+    "PEM certificate (chain) of this process. With HERALD_TLS_KEY_FILE the gRPC server listens "
+    "with TLS only (no plaintext port); this process also presents it as its client certificate "
+    "when it calls another Herald service, so for mutual TLS it must allow both the server and "
+    "the client extended key usage. Empty = plaintext gRPC (refused in production mode).",
+)
+TLS_KEY_FILE = setting(
+    "HERALD_TLS_KEY_FILE", "",
+    "PEM private key of HERALD_TLS_CERT_FILE (both or neither).",
+)
+TLS_CA_FILE = setting(
+    "HERALD_TLS_CA_FILE", "",
+    "PEM CA bundle. Clients (campaigns calling recipients and stats, stats calling campaigns, "
+    "the CLI) connect with TLS and verify the server's certificate against it; empty = "
+    "plaintext client connections (refused in production mode for processes that call "
+    "another service). Servers verify client certificates against it when "
+    "HERALD_TLS_CLIENT_AUTH is on.",
+)
+TLS_CLIENT_AUTH = setting(
+    "HERALD_TLS_CLIENT_AUTH", "0",
+    "1 (or require) = mutual TLS: the gRPC server refuses every connection whose client "
+    "certificate is missing or not signed by HERALD_TLS_CA_FILE (which must then be set). "
+    "Bearer tokens are still checked on top.",
+    "campaigns, recipients, stats, gateways",
+)
+TLS_SERVER_NAME = setting(
+    "HERALD_TLS_SERVER_NAME", "",
+    "Name clients expect in the server certificate instead of the host in the address "
+    "(e.g. when connecting by IP address or through a proxy). Empty = the address's host.",
+    "campaigns, stats, cli",
+)
+HEALTH_ADDR = setting(
+    "HERALD_HEALTH_ADDR", "",
+    "host:port of an extra plaintext gRPC port that serves only grpc.health.v1 (no data, no "
+    "reflection), for probes that cannot speak TLS such as the kubelet's gRPC probe. Empty = "
+    "none; health is always served on HERALD_GRPC_ADDR too.",
+)

@@ -1,5 +1,6 @@
-"""gRPC server bootstrap: auth + error + metrics interceptor, grpc.health.v1, reflection,
-graceful shutdown on SIGTERM/SIGINT, and the process's /metrics endpoint."""
+"""gRPC server bootstrap: metrics and auth + error interceptors, TLS (shared.tls),
+grpc.health.v1 (also on an optional plaintext health-only port), reflection, graceful
+shutdown on SIGTERM/SIGINT, and the process's /metrics endpoint."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import gc
 import json
 import logging
 import signal
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -17,9 +17,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from shared import auth, config
+from shared import auth, config, tls
 from shared.errors import HeraldError
-from shared.metrics import GRPC_LATENCY, GRPC_REQUESTS, serve_metrics
+from shared.grpc_metrics import MetricsInterceptor
+from shared.metrics import serve_metrics
 
 log = logging.getLogger("herald.grpc")
 
@@ -31,8 +32,8 @@ def _method_name(full: str) -> str:
 
 
 class HeraldInterceptor(grpc.aio.ServerInterceptor):
-    """Authenticates the caller, binds the principal, maps HeraldError to a rich status
-    and records per-method metrics."""
+    """Authenticates the caller, binds the principal and maps HeraldError to a rich status
+    (MetricsInterceptor, before it, records the outcome)."""
 
     def __init__(self, authenticator: auth.Authenticator) -> None:
         self.authenticator = authenticator
@@ -49,7 +50,6 @@ class HeraldInterceptor(grpc.aio.ServerInterceptor):
 
         async def fail(context: grpc.aio.ServicerContext, exc: Exception) -> None:
             if isinstance(exc, HeraldError):
-                GRPC_REQUESTS.labels(method, exc.code.name).inc()
                 await context.abort_with_status(exc.to_status())
             raise exc
 
@@ -58,14 +58,12 @@ class HeraldInterceptor(grpc.aio.ServerInterceptor):
             # parameters or addresses); the log line under that id has the whole trace.
             error_id = uuid.uuid4().hex[:12]
             log.exception("unhandled error", extra={"method": method, "error_id": error_id})
-            GRPC_REQUESTS.labels(method, "INTERNAL").inc()
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error (error id {error_id})")
 
         if handler.unary_unary:
             inner = handler.unary_unary
 
             async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                start = time.perf_counter()
                 try:
                     auth.bind(prologue(context))
                     resp = await inner(request, context)
@@ -74,13 +72,9 @@ class HeraldInterceptor(grpc.aio.ServerInterceptor):
                 except (asyncio.CancelledError, grpc.aio.AbortError):
                     raise
                 except NotImplementedError:  # a generated servicer's default body
-                    GRPC_REQUESTS.labels(method, "UNIMPLEMENTED").inc()
                     await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented")
                 except Exception:
                     await internal(context)
-                finally:
-                    GRPC_LATENCY.labels(method).observe(time.perf_counter() - start)
-                GRPC_REQUESTS.labels(method, "OK").inc()
                 return resp
 
             return grpc.unary_unary_rpc_method_handler(
@@ -100,7 +94,6 @@ class HeraldInterceptor(grpc.aio.ServerInterceptor):
                     raise
                 except Exception:
                     await internal(context)
-                GRPC_REQUESTS.labels(method, "OK").inc()
 
             return grpc.unary_stream_rpc_method_handler(
                 stream, handler.request_deserializer, handler.response_serializer
@@ -126,7 +119,9 @@ class ServiceRuntime:
         self.stop_event = asyncio.Event()
         self.health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
+        self.health_server: grpc.aio.Server | None = None
         self.grpc_port = 0
+        self.health_port = 0
         self.metrics_port = 0
         self.service_names: list[str] = []
 
@@ -140,27 +135,51 @@ class ServiceRuntime:
         return self.metrics_port
 
     async def start_grpc(self, registrations: list[tuple[Callable, Any, str]]) -> int:
-        """registrations: (add_XServicer_to_server, servicer, full service name)."""
-        self.server = grpc.aio.server(interceptors=[HeraldInterceptor(auth.Authenticator())])
+        """registrations: (add_XServicer_to_server, servicer, full service name).
+
+        Listens with TLS when HERALD_TLS_CERT_FILE/KEY_FILE are set, else in plaintext
+        (refused in production mode); HERALD_HEALTH_ADDR adds a plaintext health-only port."""
+        credentials = tls.server_credentials()
+        if credentials is None and config.PRODUCTION.get_bool():
+            raise tls.TlsConfigError(f"{config.TLS_CERT_FILE.name} and {config.TLS_KEY_FILE.name} "
+                                     "are not set: production mode refuses a plaintext gRPC server")
+        metrics = MetricsInterceptor()
+        self.server = grpc.aio.server(interceptors=[metrics, HeraldInterceptor(auth.Authenticator())])
         for add, servicer, full_name in registrations:
             add(servicer, self.server)
             self.service_names.append(full_name)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            [*self.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME],
-            self.server,
-        )
-        self.grpc_port = self.server.add_insecure_port(config.GRPC_ADDR.get())
+        served = [*self.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                  reflection.SERVICE_NAME]
+        reflection.enable_server_reflection(served, self.server)
+        metrics.preregister(served)
+        addr = config.GRPC_ADDR.get()
+        if credentials is None:
+            self.grpc_port = self.server.add_insecure_port(addr)
+        else:
+            self.grpc_port = self.server.add_secure_port(addr, credentials)
         await self.server.start()
+        await self._start_health_port()
         for svc in [*self.service_names, ""]:
             await self.health.set(svc, health_pb2.HealthCheckResponse.SERVING)
         return self.grpc_port
+
+    async def _start_health_port(self) -> None:
+        """Plaintext grpc.health.v1 alone, for probes that cannot speak TLS (the kubelet's)."""
+        addr = config.HEALTH_ADDR.get()
+        if not addr:
+            return
+        self.health_server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
+        self.health_port = self.health_server.add_insecure_port(addr)
+        await self.health_server.start()
 
     def write_ready(self, **extra: Any) -> None:
         tune_gc()
         info = {"service": self.name, "grpc_port": self.grpc_port,
                 "metrics_port": self.metrics_port, **extra}
+        if self.health_server is not None:
+            info["health_port"] = self.health_port
         log.info("ready", extra={k: v for k, v in info.items() if k != "service"})
         path = config.READY_FILE.get()
         if path:
@@ -174,3 +193,5 @@ class ServiceRuntime:
         await self.health.enter_graceful_shutdown()
         if self.server is not None:
             await self.server.stop(grace)
+        if self.health_server is not None:
+            await self.health_server.stop(0)

@@ -6,17 +6,7 @@ import platform
 import sys
 from importlib import metadata
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
-
-GRPC_REQUESTS = Counter(
-    "herald_grpc_requests_total", "gRPC requests handled, by method and status code.",
-    ["method", "code"],
-)
-GRPC_LATENCY = Histogram(
-    "herald_grpc_request_duration_seconds", "gRPC request handling time.", ["method"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-)
-
+from prometheus_client import Gauge, start_http_server
 
 BUILD_INFO = Gauge(
     "herald_build_info",
