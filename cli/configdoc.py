@@ -8,7 +8,7 @@ from shared import config
 
 # Every module that declares settings; a unit test fails if docs/ is out of date.
 SETTINGS_MODULES = [
-    "shared.config",
+    "shared.config", "shared.bus", "shared.db",
     "services.campaigns.settings",
     "services.recipients.settings",
     "services.stats.settings",

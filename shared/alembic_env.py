@@ -1,5 +1,7 @@
 """Shared body of every service's Alembic env.py (async engines, one version table per
-service so several services may share one PostgreSQL database)."""
+service so several services may share one PostgreSQL database). An online upgrade runs under
+the schema's migration lock (shared.db.migration_lock): concurrent migrators take turns, and
+the later ones read the version table only once the first is done, so they find it at head."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ from alembic import context
 from sqlalchemy import MetaData
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
+
+from shared import db
 
 
 def run(metadata: MetaData, version_table: str) -> None:
@@ -29,9 +33,11 @@ def run(metadata: MetaData, version_table: str) -> None:
 
     async def main() -> None:
         engine = create_async_engine(url)
-        async with engine.connect() as conn:
-            await conn.run_sync(do_run)
-            await conn.commit()
-        await engine.dispose()
+        try:
+            async with engine.connect() as conn, db.migration_lock(conn, version_table, url):
+                await conn.run_sync(do_run)
+                await conn.commit()
+        finally:
+            await engine.dispose()
 
     asyncio.run(main())

@@ -1,0 +1,83 @@
+"""Several pods running `python -m services.<name> migrate` against one empty database at the
+same time (a rollout's init containers) all succeed and leave the schema at head: the
+migrators take turns on a database lock instead of racing to create the same types."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+
+from shared import db
+from tests.conftest import PG_ADMIN_DSN, _pg_admin
+
+ROOT = Path(__file__).resolve().parents[2]
+RUNNERS = 3
+
+
+@pytest.fixture
+def empty_pg_url() -> Iterator[str]:
+    name = f"herald_migrate_{uuid.uuid4().hex[:10]}"
+    try:
+        _pg_admin(f'CREATE DATABASE "{name}"')
+    except Exception as exc:  # loud: CI must not pass without PostgreSQL
+        pytest.fail(f"PostgreSQL not reachable at {PG_ADMIN_DSN}: {exc}")
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    yield f"{base}/{name}"
+    _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def migrate_concurrently(service: str, url: str) -> list[subprocess.CompletedProcess[str]]:
+    env = {**os.environ, "HERALD_DB_URL": url, "HERALD_LOG_FORMAT": "text"}
+    runners = [subprocess.Popen([sys.executable, "-m", f"services.{service}", "migrate"], cwd=ROOT,
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, text=True)
+               for _ in range(RUNNERS)]
+    done = []
+    for p in runners:
+        out, _ = p.communicate(timeout=120)
+        done.append(subprocess.CompletedProcess(p.args, p.returncode, out, None))
+    return done
+
+
+async def schema_revision(url: str, service: str) -> str:
+    engine = db.make_engine(url)
+    try:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(text(f"SELECT version_num FROM alembic_version_{service}"))).all()
+    finally:
+        await engine.dispose()
+    assert len(rows) == 1, rows
+    return str(rows[0][0])
+
+
+def head(service: str) -> str:
+    migrations = str(ROOT / "services" / service / "migrations")
+    found = ScriptDirectory.from_config(db.alembic_config(migrations, "")).get_current_head()
+    assert found
+    return found
+
+
+def check(service: str, url: str) -> None:
+    results = migrate_concurrently(service, url)
+    for r in results:
+        assert r.returncode == 0, r.stdout[-3000:]
+    assert asyncio.run(schema_revision(url, service)) == head(service)
+
+
+@pytest.mark.pg
+@pytest.mark.parametrize("service", ["campaigns", "recipients"])
+def test_concurrent_migrations_on_empty_postgresql(service: str, empty_pg_url: str) -> None:
+    check(service, empty_pg_url)
+
+
+def test_concurrent_migrations_on_empty_sqlite(tmp_path: Path) -> None:
+    check("campaigns", f"sqlite+aiosqlite:///{tmp_path / 'campaigns.db'}")
