@@ -22,10 +22,15 @@ TRACKING = Counter(
     "(ok, invalid, error, limited).",
     ["kind", "result"],
 )
-TRACKING_DROPPED = Counter(
+DROP_REASONS = ("queue_full", "publish_failed")
+TRACKING_DROPPED_BY_REASON = Counter(
     "herald_tracking_events_dropped_total",
-    "Open/click events not published (queue full or publish retries exhausted).",
+    "Open/click events not published, by reason: queue_full = the tracking endpoint's publish "
+    "queue was full; publish_failed = JetStream refused or timed out on every retry.",
+    ["reason"],
 )
+TRACKING_DROPPED = TRACKING_DROPPED_BY_REASON.labels("queue_full")
+TRACKING_PUBLISH_FAILED = TRACKING_DROPPED_BY_REASON.labels("publish_failed")
 ABANDONED = Counter(
     "herald_email_abandoned_total",
     "Email jobs failed as ABANDONED (the relay may have accepted them; not resent), by reason: "

@@ -24,7 +24,7 @@ from nats.js import JetStreamContext
 
 from gateways.email import tokens
 from gateways.email.events import message_event, stable_event_id
-from gateways.email.metrics import TRACKING, TRACKING_DROPPED
+from gateways.email.metrics import TRACKING, TRACKING_DROPPED, TRACKING_PUBLISH_FAILED
 from shared import bus, jsfast, states
 from shared.bus import BUS_PUBLISHED
 from shared.metrics import split_addr
@@ -151,7 +151,7 @@ class EventQueue:
     def _retry(self, item: tuple[str, bytes, str, int]) -> None:
         if item[3] >= 5:
             log.error("tracking event dropped after retries", extra={"msg_id": item[2]})
-            TRACKING_DROPPED.inc()
+            TRACKING_PUBLISH_FAILED.inc()
             return
         if len(self._buf) >= self.max_items:
             TRACKING_DROPPED.inc()

@@ -3,7 +3,11 @@ stats, outcomes, and route names (from configuration)."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from collections.abc import Iterator
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 SUBMITS = Counter(
     "herald_smpp_submits_total",
@@ -21,6 +25,35 @@ WINDOW_IN_USE = Gauge(
     ["route"],
 )
 BINDS_UP = Gauge("herald_smpp_binds_up", "SMPP binds currently established, by route.", ["route"])
+
+
+class BindConfigCollector(Collector):
+    """What each route is configured for, read from its binds when scraped:
+    herald_smpp_window_size{route} (sum of the binds' windows: the ceiling of
+    herald_smpp_window_in_use) and herald_smpp_binds_configured{route} (binds the route
+    keeps open: the ceiling of herald_smpp_binds_up)."""
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:  # registration must not collect
+        yield GaugeMetricFamily("herald_smpp_window_size", "", labels=["route"])
+        yield GaugeMetricFamily("herald_smpp_binds_configured", "", labels=["route"])
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        from gateways.smpp import session  # imports this module: read at scrape time
+
+        size = GaugeMetricFamily("herald_smpp_window_size",
+                                 "Configured submit_sm window summed over the route's binds.",
+                                 labels=["route"])
+        binds = GaugeMetricFamily("herald_smpp_binds_configured",
+                                  "SMPP binds the route is configured to keep open.", labels=["route"])
+        for route, clients in sorted(session._CLIENTS.items()):
+            live = list(clients)
+            size.add_metric([route], sum(cl.window_size for cl in live))
+            binds.add_metric([route], len(live))
+        yield size
+        yield binds
+
+
+REGISTRY.register(BindConfigCollector())
 BIND_ATTEMPTS = Counter(
     "herald_smpp_bind_attempts_total", "Connect-and-bind attempts, by outcome (ok or the failure).",
     ["outcome"],
