@@ -20,12 +20,18 @@ from gateways.email.skeleton import Skeletons
 from gateways.email.smtp_pool import SmtpConfig, SmtpPool
 from gateways.email.tracking import TrackingServer
 from gateways.email.worker import EmailWorker, WorkerConfig
-from shared import bus, cache, config
+from shared import bus, cache, config, production
 from shared import log as shared_log
 from shared.grpc_server import ServiceRuntime
 
 NAME = "email-gateway"
 DRAIN_TIMEOUT = 30.0
+# Production mode: no development fallback for any of these.
+REQUIREMENTS = [*production.COMMON, *production.REDIS, *production.GRPC_SERVER,
+                production.need(settings.TRACKING_KEYS, why="else no signed links and bounces"),
+                production.need(settings.TRACKING_BASE_URL,
+                                why="else links point at the gateway's bound address"),
+                production.need(settings.SMTP_HOST, why="else the relay on the loopback interface")]
 
 
 def load_dkim() -> DkimSigner | None:
@@ -143,6 +149,7 @@ async def main(signing: list[bytes]) -> None:
 
 
 def run() -> None:
+    production.enforce(NAME, REQUIREMENTS)
     # Checked before anything binds or connects: a gateway without a secret key never serves.
     signing = signing_keys(shared_log.setup(NAME))
     if settings.UVLOOP.get_bool():

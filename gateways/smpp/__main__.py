@@ -7,10 +7,14 @@ import asyncio
 
 from gateways.smpp import routes, settings
 from gateways.smpp.gateway import Gateway, GatewayConfig
-from shared import bus, cache, log
+from shared import bus, cache, log, production
 from shared.grpc_server import ServiceRuntime
 
 NAME = "smpp-gateway"
+# Production mode: no development fallback for any of these.
+REQUIREMENTS = [*production.COMMON, *production.REDIS, *production.GRPC_SERVER,
+                production.need(settings.ROUTES, settings.HOST,
+                                why="else the SMSC on the loopback interface")]
 
 
 async def main() -> None:
@@ -49,6 +53,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    production.enforce(NAME, REQUIREMENTS)
     try:  # a project dependency (faster loop and transports); the plain loop is the fallback
         import uvloop
     except ImportError:

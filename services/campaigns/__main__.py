@@ -6,7 +6,6 @@ import asyncio
 import os
 import sys
 
-import grpc
 from herald.v1 import campaigns_pb2_grpc, recipients_pb2_grpc, stats_pb2_grpc
 
 from services.campaigns import settings
@@ -14,11 +13,16 @@ from services.campaigns.ledger import Ledger
 from services.campaigns.scheduler import Scheduler
 from services.campaigns.servicer import CampaignServicer
 from services.campaigns.store import Store
-from shared import bus, config, db
+from shared import bus, config, db, production, tls
 from shared.grpc_server import ServiceRuntime
 from shared.log import setup
 
 MIGRATIONS = os.path.join(os.path.dirname(__file__), "migrations")
+# Production mode: no development fallback for any of these.
+REQUIREMENTS = [*production.COMMON, *production.SQL, *production.GRPC_SERVER,
+                *production.AUTHENTICATED, *production.CLIENT,
+                production.need(config.RECIPIENTS_ADDR, why="else the loopback recipients service"),
+                production.need(config.STATS_ADDR, why="else the loopback stats service")]
 
 
 async def main() -> None:
@@ -31,9 +35,10 @@ async def main() -> None:
     nc = await bus.connect(name="campaigns")
     js = nc.jetstream()
     await bus.ensure_streams(js)
-    channel = grpc.aio.insecure_channel(config.RECIPIENTS_ADDR.get())
+    credentials = tls.client_credentials()
+    channel = tls.open_channel(config.RECIPIENTS_ADDR.get(), credentials)
     # ReconcileCampaign asks the stats service (channels connect lazily: stats may start later).
-    stats_channel = grpc.aio.insecure_channel(config.STATS_ADDR.get())
+    stats_channel = tls.open_channel(config.STATS_ADDR.get(), credentials)
     store = Store(engine)
     recipients = recipients_pb2_grpc.RecipientServiceStub(channel)
     scheduler = Scheduler(store, js, recipients,
@@ -76,5 +81,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    # `migrate` needs only the database.
+    production.enforce("campaigns", production.SQL if sys.argv[1:2] == ["migrate"] else REQUIREMENTS)
     if not db.migrate_command("campaigns", MIGRATIONS, sys.argv[1:]):
         asyncio.run(main())

@@ -13,11 +13,14 @@ import shared.log
 from services.recipients.consumer import DURABLE, SUBJECT, ContactEventConsumer
 from services.recipients.servicer import RecipientServicer
 from services.recipients.store import Store
-from shared import bus, db
+from shared import bus, db, production
 from shared.grpc_server import ServiceRuntime
 
 NAME = "recipients"
 MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
+# Production mode: no development fallback for any of these.
+REQUIREMENTS = [*production.COMMON, *production.SQL, *production.GRPC_SERVER,
+                *production.AUTHENTICATED]
 
 
 async def main() -> None:
@@ -49,5 +52,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    # `migrate` needs only the database.
+    production.enforce(NAME, production.SQL if sys.argv[1:2] == ["migrate"] else REQUIREMENTS)
     if not db.migrate_command(NAME, MIGRATIONS, sys.argv[1:]):
         asyncio.run(main())

@@ -15,9 +15,14 @@ from services.stats.ledger import LedgerReader
 from services.stats.rebuild import RebuildStore
 from services.stats.rebuilder import Rebuilder
 from services.stats.servicer import StatsServicer
-from shared import bus, cache, config
+from shared import bus, cache, config, production
 from shared.grpc_server import ServiceRuntime
 from shared.log import setup
+
+# Production mode: no development fallback for any of these.
+REQUIREMENTS = [*production.COMMON, *production.REDIS, *production.GRPC_SERVER,
+                *production.AUTHENTICATED, *production.CLIENT,
+                production.need(config.CAMPAIGNS_ADDR, why="else the loopback campaigns service")]
 
 
 async def main() -> None:
@@ -66,4 +71,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    production.enforce("stats", REQUIREMENTS)
     asyncio.run(main())

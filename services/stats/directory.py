@@ -11,7 +11,7 @@ from herald.v1 import campaigns_pb2 as cpb
 from herald.v1 import campaigns_pb2_grpc as cgrpc
 
 from services.stats.aggregator import Aggregator
-from shared import auth
+from shared import auth, tls
 from shared.errors import HeraldError, not_found
 
 log = logging.getLogger("herald.stats.directory")
@@ -28,13 +28,15 @@ class CampaignDirectory:
     def __init__(self, agg: Aggregator, campaigns_addr: str) -> None:
         self.agg = agg
         self.addr = campaigns_addr
+        # Read now, so a bad TLS file stops the process at start-up, not at the first lookup.
+        self._credentials = tls.client_credentials()
         self._channel: grpc.aio.Channel | None = None
         self._stub: cgrpc.CampaignServiceStub | None = None
 
     def campaigns(self) -> cgrpc.CampaignServiceStub:
         # Opened on first use: the channel belongs to the serving event loop.
         if self._stub is None:
-            self._channel = grpc.aio.insecure_channel(self.addr)
+            self._channel = tls.open_channel(self.addr, self._credentials)
             self._stub = cgrpc.CampaignServiceStub(self._channel)
         return self._stub
 
