@@ -28,10 +28,10 @@ NAME = "email-gateway"
 DRAIN_TIMEOUT = 30.0
 # Production mode: no development fallback for any of these.
 REQUIREMENTS = [*production.COMMON, *production.REDIS, *production.GRPC_SERVER,
-                production.need(settings.TRACKING_KEYS, why="else no signed links and bounces"),
+                production.need(settings.TRACKING_KEYS, fallback="a generated development key"),
                 production.need(settings.TRACKING_BASE_URL,
-                                why="else links point at the gateway's bound address"),
-                production.need(settings.SMTP_HOST, why="else the relay on the loopback interface")]
+                                fallback="links to the gateway's bound address"),
+                production.need(settings.SMTP_HOST, fallback="a relay on the loopback interface")]
 
 
 def load_dkim() -> DkimSigner | None:

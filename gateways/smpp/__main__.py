@@ -14,7 +14,7 @@ NAME = "smpp-gateway"
 # Production mode: no development fallback for any of these.
 REQUIREMENTS = [*production.COMMON, *production.REDIS, *production.GRPC_SERVER,
                 production.need(settings.ROUTES, settings.HOST,
-                                why="else the SMSC on the loopback interface")]
+                                fallback="an SMSC on the loopback interface")]
 
 
 async def main() -> None:

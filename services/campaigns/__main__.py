@@ -21,8 +21,8 @@ MIGRATIONS = os.path.join(os.path.dirname(__file__), "migrations")
 # Production mode: no development fallback for any of these.
 REQUIREMENTS = [*production.COMMON, *production.SQL, *production.GRPC_SERVER,
                 *production.AUTHENTICATED, *production.CLIENT,
-                production.need(config.RECIPIENTS_ADDR, why="else the loopback recipients service"),
-                production.need(config.STATS_ADDR, why="else the loopback stats service")]
+                production.need(config.RECIPIENTS_ADDR, fallback="the loopback recipients service"),
+                production.need(config.STATS_ADDR, fallback="the loopback stats service")]
 
 
 async def main() -> None:

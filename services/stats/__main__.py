@@ -22,7 +22,7 @@ from shared.log import setup
 # Production mode: no development fallback for any of these.
 REQUIREMENTS = [*production.COMMON, *production.REDIS, *production.GRPC_SERVER,
                 *production.AUTHENTICATED, *production.CLIENT,
-                production.need(config.CAMPAIGNS_ADDR, why="else the loopback campaigns service")]
+                production.need(config.CAMPAIGNS_ADDR, fallback="the loopback campaigns service")]
 
 
 async def main() -> None:
