@@ -160,28 +160,38 @@ async def wait_mail(sink_dir: Path, n: int, timeout: float = 30.0) -> list[tuple
         await asyncio.sleep(0.25)
 
 
-async def run(stack: Any, sms_n: int, email_n: int, console: Any) -> Result:
+async def run(stack: Any, sms_n: int, email_n: int, console: Any, md: tuple = WORKSPACE,
+              external_smsc: bool = False, external_smtp: bool = False) -> Result:
+    """md: the calls' metadata (a workspace in development mode, else a bearer token).
+    With an external SMSC the receipts are the carrier's, and with an external relay there
+    is no mail to open here: the demo then checks that every message was sent."""
     cl = Clients.connect(stack.addr("campaigns"), stack.addr("recipients"), stack.addr("stats"))
     try:
         t0 = time.monotonic()
-        sms_id = await sms_campaign(cl, sms_n)
-        email_id = await email_campaign(cl, email_n)
+        sms_id = await sms_campaign(cl, sms_n, md=md)
+        email_id = await email_campaign(cl, email_n, md=md)
         console.print(f"campaigns created: SMS {sms_id}, email {email_id}")
-        sms = await wait_terminal(cl, sms_id)
+        sms = await wait_terminal(cl, sms_id, md=md)
         console.print(f"SMS campaign {cpb.CampaignStatus.Name(sms.status)} in {time.monotonic() - t0:.1f}s")
-        em = await wait_terminal(cl, email_id)
+        em = await wait_terminal(cl, email_id, md=md)
         console.print(f"email campaign {cpb.CampaignStatus.Name(em.status)} in {time.monotonic() - t0:.1f}s")
-        urls = await wait_mail(stack.sink_dir, email_n)
-        await open_and_click(urls)
-        console.print(f"opened and clicked {len(urls)} emails once each")
-        sms_st = await wait_stats(cl, sms_id, lambda s: s.delivered >= sms_n)
-        em_st = await wait_stats(cl, email_id, lambda s: s.viewed >= email_n and s.clicked >= email_n)
-        sms = await cl.campaigns.GetCampaign(cpb.GetCampaignRequest(id=sms_id), metadata=WORKSPACE)
-        em = await cl.campaigns.GetCampaign(cpb.GetCampaignRequest(id=email_id), metadata=WORKSPACE)
+        if external_smtp:
+            console.print("mail went to the external relay: no opens or clicks simulated")
+        else:
+            urls = await wait_mail(stack.sink_dir, email_n)
+            await open_and_click(urls)
+            console.print(f"opened and clicked {len(urls)} emails once each")
+        sms_ready = (lambda s: s.processed >= sms_n) if external_smsc else (lambda s: s.delivered >= sms_n)
+        sms_st = await wait_stats(cl, sms_id, sms_ready, md=md)
+        em_st = await wait_stats(cl, email_id, (lambda s: s.sent >= email_n) if external_smtp else
+                                 (lambda s: s.viewed >= email_n and s.clicked >= email_n), md=md)
+        sms = await cl.campaigns.GetCampaign(cpb.GetCampaignRequest(id=sms_id), metadata=md)
+        em = await cl.campaigns.GetCampaign(cpb.GetCampaignRequest(id=email_id), metadata=md)
         print_stats(console, sms, sms_st, em, em_st)
-        ok = (sms.status == cpb.CAMPAIGN_STATUS_DONE and sms_st.delivered == sms_n
-              and em.status == cpb.CAMPAIGN_STATUS_DONE and em_st.sent == email_n
-              and em_st.viewed == email_n and em_st.clicked == email_n)
+        ok = (sms.status == cpb.CAMPAIGN_STATUS_DONE and em.status == cpb.CAMPAIGN_STATUS_DONE
+              and em_st.sent == email_n
+              and (external_smsc or sms_st.delivered == sms_n)
+              and (external_smtp or (em_st.viewed == email_n and em_st.clicked == email_n)))
         return Result(sms, em, sms_st, em_st, ok)
     finally:
         await cl.close()

@@ -17,6 +17,7 @@ import shutil
 import signal
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cli import procs
@@ -37,7 +38,8 @@ class Stack:
     def __init__(self, workdir: Path, db_url: str | None = None, extra_env: dict | None = None,
                  module_env: dict[str, dict[str, str]] | None = None,
                  tokens_file: Path | None = None, service_token: str = "",
-                 smsc_port: int | None = None) -> None:
+                 smsc_port: int | None = None, smsc: tuple[str, int] | None = None,
+                 smtp: tuple[str, int] | None = None, smpp_routes: bool = False) -> None:
         self.workdir = workdir
         self.db_url = db_url or f"sqlite+aiosqlite:///{workdir}/herald-{{service}}.db"
         self.extra_env = extra_env or {}
@@ -49,6 +51,11 @@ class Stack:
         # An SMSC already listening (e.g. a test's in-process simulator it can inject MO
         # through and read submits from) instead of the simulator process.
         self.smsc_port = smsc_port
+        # An external SMSC / SMTP relay (host, port): no simulator / sink is started for it.
+        # smpp_routes: the gateway's routes come from HERALD_SMPP_ROUTES as given.
+        self.smsc = smsc or (("127.0.0.1", smsc_port) if smsc_port is not None else None)
+        self.smtp = smtp
+        self.smpp_routes = smpp_routes
         self.module_env = module_env or {}  # per process name, e.g. {"smsc-simulator": {...}}
         self.procs: dict[str, procs.Proc] = {}
         self.modules: dict[str, tuple[str, dict[str, str]]] = {}  # name -> (module, its own env)
@@ -116,11 +123,16 @@ class Stack:
         try:
             self.procs["nats"] = procs.start_nats(self.workdir / "nats")
             self.procs["redis"] = procs.start_redis(self.workdir / "redis")
-            if self.smsc_port is None:
+            if self.smsc is not None:
+                smsc_host, smsc_port = self.smsc
+            elif not self.smpp_routes:
+                smsc_host = "127.0.0.1"
                 smsc_port = self._module("smsc-simulator", "gateways.smpp.simulator").info["smpp_port"]
+            if self.smtp is not None:
+                smtp_host, smtp_port = self.smtp
             else:
-                smsc_port = self.smsc_port
-            sink = self._module("smtp-sink", "gateways.email.sink", HERALD_SINK_DIR=str(self.sink_dir))
+                sink = self._module("smtp-sink", "gateways.email.sink", HERALD_SINK_DIR=str(self.sink_dir))
+                smtp_host, smtp_port = "127.0.0.1", sink.info["smtp_port"]
             rec = self._module("recipients", "services.recipients")
             # Campaigns and stats call each other (ReconcileCampaign; stats asks campaigns
             # about campaigns it has no events for): stats' port is chosen first.
@@ -130,12 +142,13 @@ class Stack:
                                 HERALD_STATS_ADDR=stats_addr)
             self._module("stats", "services.stats", HERALD_GRPC_ADDR=stats_addr,
                          HERALD_CAMPAIGNS_ADDR=f"127.0.0.1:{camp.info['grpc_port']}")
-            self._module("smpp-gateway", "gateways.smpp", HERALD_SMPP_HOST="127.0.0.1",
-                         HERALD_SMPP_PORT=str(smsc_port))
-            self._module("email-gateway", "gateways.email", HERALD_SMTP_HOST="127.0.0.1",
+            smpp_env = ({} if self.smpp_routes else
+                        {"HERALD_SMPP_HOST": smsc_host, "HERALD_SMPP_PORT": str(smsc_port)})
+            self._module("smpp-gateway", "gateways.smpp", **smpp_env)
+            self._module("email-gateway", "gateways.email", HERALD_SMTP_HOST=smtp_host,
                          # development key kept with the stack's other state
                          HERALD_TRACKING_DEV_KEY_FILE=str(self.workdir / "email-tracking-dev.key"),
-                         HERALD_SMTP_PORT=str(sink.info["smtp_port"]))
+                         HERALD_SMTP_PORT=str(smtp_port))
         except Exception:
             self.stop()
             raise
@@ -200,6 +213,91 @@ def stop_recorded() -> int:
     return 0
 
 
+@dataclass
+class Peers:
+    """What `make run` was given in its environment: an external SMSC / SMTP relay (used as
+    is, no simulator / sink started) and a tokens file (real bearer tokens)."""
+    smsc: tuple[str, int] | None = None
+    smpp_routes: bool = False
+    smtp: tuple[str, int] | None = None
+    tokens_file: str = ""
+    service_token: str = ""
+    demo_token: str = ""
+    demo_workspace: str = "demo"
+    problems: list[str] = field(default_factory=list)
+
+
+def _endpoint(env: dict[str, str], host_var: str, port_var: str, default_port: int) -> tuple[str, int] | None:
+    if not (env.get(host_var) or env.get(port_var)):
+        return None
+    return env.get(host_var) or "127.0.0.1", int(env.get(port_var) or default_port)
+
+
+def pick_tokens(path: str) -> tuple[str, str, str, list[str]]:
+    """(demo token, its workspace, service token, problems) from a tokens file: the demo runs
+    as the first admin (else operator and moderator) principal; the services call each other
+    with the first service principal that has pii."""
+    from shared import auth
+
+    principals = auth.load_tokens(path)
+    demo = next((t for t, p in principals.items() if p.roles & {"admin", "master"}), "") or next(
+        (t for t, p in principals.items() if {"operator", "moderator"} <= p.roles), "")
+    service = next((t for t, p in principals.items() if "service" in p.roles and p.pii), "")
+    problems = []
+    if not demo:
+        problems.append(f"{path} has no admin (or operator and moderator) principal: no demo")
+    if not service and not os.environ.get("HERALD_SERVICE_TOKEN"):
+        problems.append(f"{path} has no service principal with pii: set HERALD_SERVICE_TOKEN")
+    return demo, principals[demo].workspace if demo else "", service, problems
+
+
+def peers_from_env(env: dict[str, str]) -> Peers:
+    peers = Peers(smsc=_endpoint(env, "HERALD_SMPP_HOST", "HERALD_SMPP_PORT", 2775),
+                  smpp_routes=bool(env.get("HERALD_SMPP_ROUTES")),
+                  smtp=_endpoint(env, "HERALD_SMTP_HOST", "HERALD_SMTP_PORT", 25),
+                  tokens_file=env.get("HERALD_TOKENS_FILE", ""))
+    if peers.tokens_file:
+        demo, ws, service, peers.problems = pick_tokens(peers.tokens_file)
+        peers.demo_token, peers.demo_workspace = demo, ws
+        peers.service_token = env.get("HERALD_SERVICE_TOKEN") or service
+    return peers
+
+
+def write_local_context(stack: Stack, token: str = "", workspace: str = "demo",
+                        name: str = "local") -> tuple[Path, str]:
+    """Record the running stack as context `name` of the CLI's contexts file and make it
+    current, so `herald` works from another shell with nothing exported. Returns the file
+    and the context that was current before."""
+    from cli import contexts
+
+    cfg = contexts.ConfigFile.load()
+    previous = cfg.current
+    cfg.contexts[name] = {"campaigns": stack.addr("campaigns"), "recipients": stack.addr("recipients"),
+                          "stats": stack.addr("stats"),
+                          **({"token": token} if token else {"workspace": workspace})}
+    cfg.current = name
+    cfg.save()
+    return cfg.path, previous
+
+
+def peer_lines(peers: Peers) -> list[str]:
+    """What `make run` says about the SMSC, the SMTP relay and authentication it uses."""
+    if peers.smsc:
+        smsc = f"SMSC: {peers.smsc[0]}:{peers.smsc[1]} (HERALD_SMPP_HOST/PORT; no simulator started)"
+    elif peers.smpp_routes:
+        smsc = "SMSC: the routes of HERALD_SMPP_ROUTES (no simulator started)"
+    else:
+        smsc = "SMSC: the project's simulator (set HERALD_SMPP_HOST/PORT for another)"
+    smtp = (f"SMTP relay: {peers.smtp[0]}:{peers.smtp[1]} (HERALD_SMTP_HOST/PORT; no sink started)"
+            if peers.smtp else "SMTP: the local sink, mail in var/run/mail (set HERALD_SMTP_HOST/PORT "
+            "for a relay)")
+    auth = (f"auth: bearer tokens of {peers.tokens_file}; the demo runs as a principal of "
+            f"workspace {peers.demo_workspace!r}" if peers.tokens_file and peers.demo_token
+            else f"auth: bearer tokens of {peers.tokens_file}" if peers.tokens_file
+            else "auth: development mode (no tokens; workspace from --workspace)")
+    return [smsc, smtp, auth]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(prog="herald-devstack")
     ap.add_argument("--stop", action="store_true", help="stop a stack started by make run")
@@ -217,31 +315,50 @@ def main() -> int:
 
     console = Console()
     workdir = ROOT / "var/run"
+    peers = peers_from_env(dict(os.environ))
+    for problem in peers.problems:
+        console.print(f"[yellow]{problem}[/]")
     if PIDFILE.exists():
         stop_recorded()  # a previous `make run` still up (or killed hard): stop it first
     # Every run starts from nothing: databases, JetStream store, mail sink.
     shutil.rmtree(workdir, ignore_errors=True)
-    stack = Stack(workdir)
+    stack = Stack(workdir, tokens_file=Path(peers.tokens_file) if peers.tokens_file else None,
+                  service_token=peers.service_token, smsc=peers.smsc, smtp=peers.smtp,
+                  smpp_routes=peers.smpp_routes and peers.smsc is None)
     console.print("[bold]starting Herald[/] (logs in var/run/*.log)")
+    for line in peer_lines(peers):
+        console.print(f"  {line}", soft_wrap=True, highlight=False)
     t0 = time.monotonic()
     stack.start()
     PIDFILE.parent.mkdir(parents=True, exist_ok=True)
     PIDFILE.write_text(json.dumps({"devstack": os.getpid(), **stack.pids()}))
     console.print(f"all processes ready in {time.monotonic() - t0:.1f}s")
     try:
-        result = asyncio.run(demo.run(stack, args.sms, args.email, console))
+        ctx_path, previous = write_local_context(stack, peers.demo_token, peers.demo_workspace)
+        ok, first_id = True, ""
+        if peers.tokens_file and not peers.demo_token:
+            console.print("[yellow]no demo: the tokens file has no token that may create and "
+                          "approve campaigns[/]")
+        else:
+            md = ((("authorization", f"Bearer {peers.demo_token}"),) if peers.demo_token
+                  else demo.WORKSPACE)
+            result = asyncio.run(demo.run(stack, args.sms, args.email, console, md=md,
+                                          external_smsc=peers.smsc is not None or peers.smpp_routes,
+                                          external_smtp=peers.smtp is not None))
+            ok, first_id = result.ok, result.sms.id
         table = Table(title="where Herald listens (all on 127.0.0.1)")
         for col in ("process", "listens", "metrics"):
             table.add_column(col)
         for row in stack.listing():
             table.add_row(*row)
         console.print(table)
-        console.print("try the CLI from another shell:")
-        console.print(f"  export HERALD_CAMPAIGNS_ADDR={stack.addr('campaigns')} "
-                      f"HERALD_STATS_ADDR={stack.addr('stats')}", soft_wrap=True)
-        console.print(f"  .venv/bin/herald --workspace demo list; "
-                      f".venv/bin/herald --workspace demo stats {result.sms.id}", soft_wrap=True)
-        if not result.ok:
+        console.print(f"the CLI's context [bold]local[/] (this stack) is saved in {ctx_path} and is "
+                      "now current: `herald` works from any shell with nothing exported"
+                      + (f" (it was {previous!r}: herald config use-context {previous})"
+                         if previous and previous != "local" else ""), soft_wrap=True)
+        console.print("  .venv/bin/herald list" + (f"; .venv/bin/herald get {first_id}" if first_id else ""),
+                      soft_wrap=True)
+        if not ok:
             console.print("[red]demo did not reach the expected figures[/]")
             return 1
         if args.exit_after_demo:

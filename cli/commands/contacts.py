@@ -1,0 +1,179 @@
+"""RecipientService commands: contacts (import from CSV, list, show), categories and the
+suppression list."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from herald.v1 import common_pb2 as c
+from herald.v1 import recipients_pb2 as rpb
+
+from cli import importer
+from cli.commands import add, category_ids, collect, more_hint, paging
+from cli.connect import Clients
+from cli.output import Output, enum, table, ts
+
+CHANNELS = {"sms": c.CHANNEL_SMS, "email": c.CHANNEL_EMAIL}
+
+
+async def import_contacts(args: argparse.Namespace, cl: Clients, out: Output) -> int:
+    path = Path(args.file)
+    cats = await category_ids(cl)
+    for name in args.create_category:
+        if name not in cats:
+            cat = await cl.recipients.CreateCategory(rpb.CreateCategoryRequest(name=name))
+            cats[cat.name] = cats[cat.id] = cat.id
+    extra = [*args.category, *args.create_category]
+    missing = [x for x in extra if x not in cats]
+    if missing:
+        out.error(f"no category {missing[0]!r} in the workspace (herald categories create NAME, "
+                  f"or --create-category)")
+        return 1
+
+    def progress(rep: importer.ImportReport) -> None:
+        if not out.json:
+            out.print(f"  batch {rep.batches}: {rep.rows} rows read, {rep.created} created, "
+                      f"{rep.updated} updated, {rep.rejected} rejected", highlight=False)
+
+    try:
+        rep = await importer.import_csv(path, cl.recipients.UpsertContacts, cats, extra,
+                                        max(1, min(args.batch_size, 10000)), progress)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        out.error(str(exc))
+        return 1
+    if out.json:
+        out.emit(rep.as_dict())
+    else:
+        for e in rep.errors[:args.max_errors]:
+            out.error(f"{path}: line {e.line}: {e.error}")
+        if len(rep.errors) > args.max_errors:
+            out.error(f"... and {len(rep.errors) - args.max_errors} more rejected rows")
+        out.print(f"imported {path}: {rep.rows} rows, {rep.created} created, {rep.updated} updated, "
+                  f"{rep.rejected} rejected", highlight=False, soft_wrap=True)
+    return 2 if rep.rejected else 0
+
+
+async def list_contacts(args: argparse.Namespace, cl: Clients, out: Output) -> int:
+    flt = args.filter
+    if args.category:
+        cats = await category_ids(cl)
+        flt = " ".join(x for x in (flt, f"category_id={cats.get(args.category, args.category)}") if x)
+    items, resp = await collect(cl.recipients.ListContacts,
+                                rpb.ListContactsRequest(filter=flt, order_by=args.order_by),
+                                "contacts", args)
+    if out.json:
+        out.emit(items)
+        return 0
+    rows = [[ct.id, ct.phone or "-", ct.email or "-", " ".join(x for x in (ct.first_name, ct.last_name) if x),
+             ct.external_id] for ct in items]
+    out.print(table(f"contacts ({len(items)} of {resp.total_size if resp else 0})",
+                    ("id", "phone", "email", "name", "external id"), ids=("id",), rows=rows))
+    if hint := more_hint(resp, args):
+        out.print(hint, soft_wrap=True)
+    return 0
+
+
+async def show_contact(args: argparse.Namespace, cl: Clients, out: Output) -> int:
+    ct = await cl.recipients.GetContact(rpb.GetContactRequest(id=args.id))
+    if out.json:
+        out.emit(ct)
+        return 0
+    names = {v: k for k, v in (await category_ids(cl)).items() if k != v}
+    rows = [["id", ct.id], ["phone", ct.phone], ["email", ct.email], ["first name", ct.first_name],
+            ["last name", ct.last_name], ["external id", ct.external_id], ["language", ct.language],
+            ["categories", ", ".join(names.get(x, x) for x in ct.category_ids)],
+            ["created", ts(ct.created_at)]]
+    rows += [[f"field {k}", v] for k, v in sorted(ct.fields.items())]
+    out.print(table(f"contact {ct.id}", ("field", "value"), ids=("value",), rows=rows))
+    return 0
+
+
+async def list_categories(args: argparse.Namespace, cl: Clients, out: Output) -> int:
+    items, _ = await collect(cl.recipients.ListCategories, rpb.ListCategoriesRequest(),
+                             "categories", args)
+    if out.json:
+        out.emit(items)
+        return 0
+    out.print(table(f"categories ({len(items)})", ("id", "name", "contacts"), ids=("id",),
+                    right=("contacts",), rows=[[x.id, x.name, str(x.contacts_count)] for x in items]))
+    return 0
+
+
+async def create_category(args: argparse.Namespace, cl: Clients, out: Output) -> int:
+    cat = await cl.recipients.CreateCategory(rpb.CreateCategoryRequest(
+        name=args.name, request_id=args.request_id))
+    if out.json:
+        out.emit(cat)
+    else:
+        out.print(f"category {cat.name}: {cat.id}", soft_wrap=True, markup=False)
+    return 0
+
+
+async def list_suppressions(args: argparse.Namespace, cl: Clients, out: Output) -> int:
+    flt = f"channel={args.channel.upper()}" if args.channel else ""
+    items, resp = await collect(cl.recipients.ListSuppressions,
+                                rpb.ListSuppressionsRequest(filter=flt), "suppressions", args)
+    if out.json:
+        out.emit(items)
+        return 0
+    out.print(table(f"suppressions ({len(items)})", ("channel", "address", "reason", "since"),
+                    ids=("address",), rows=[[enum(c.Channel.Name(s.channel)), s.address, s.reason,
+                                             ts(s.created_at)] for s in items]))
+    if hint := more_hint(resp, args):
+        out.print(hint, soft_wrap=True)
+    return 0
+
+
+async def add_suppression(args: argparse.Namespace, cl: Clients, out: Output) -> int:
+    channel = args.channel or ("email" if "@" in args.address else "sms")
+    s = await cl.recipients.AddSuppression(rpb.AddSuppressionRequest(
+        channel=CHANNELS[channel], address=args.address, reason=args.reason,
+        request_id=args.request_id))
+    if out.json:
+        out.emit(s)
+    else:
+        out.print(f"suppressed {s.address} ({enum(c.Channel.Name(s.channel))}): {s.reason}",
+                  soft_wrap=True, markup=False)
+    return 0
+
+
+def register(root: Any, common: argparse.ArgumentParser) -> None:
+    contacts = root.add_parser("contacts", help="contacts: import, list, show")
+    sub = contacts.add_subparsers(dest="sub", required=True, metavar="COMMAND")
+    im = add(sub, common, "import", import_contacts,
+             "import contacts from a CSV file (header: phone, email, first_name, last_name, "
+             "external_id, language, categories; other columns are custom fields)")
+    im.add_argument("file")
+    im.add_argument("--category", action="append", default=[],
+                    help="add every row to this category (name or id; repeatable)")
+    im.add_argument("--create-category", action="append", default=[],
+                    help="like --category, creating the category when it does not exist")
+    im.add_argument("--batch-size", type=int, default=500, help="contacts per UpsertContacts call")
+    im.add_argument("--max-errors", type=int, default=50, help="rejected rows printed at most")
+    ls = add(sub, common, "list", list_contacts, "list contacts")
+    ls.add_argument("--category", default="", help="only this category (name or id)")
+    ls.add_argument("--filter", default="")
+    ls.add_argument("--order-by", default="")
+    paging(ls)
+    add(sub, common, "show", show_contact, "one contact").add_argument("id")
+
+    cats = root.add_parser("categories", help="contact categories: list, create")
+    sub = cats.add_subparsers(dest="sub", required=True, metavar="COMMAND")
+    paging(add(sub, common, "list", list_categories, "list categories"), 1000)
+    cc = add(sub, common, "create", create_category, "create a category")
+    cc.add_argument("name")
+    cc.add_argument("--request-id", default="")
+
+    sup = root.add_parser("suppressions", help="the suppression list: list, add")
+    sub = sup.add_subparsers(dest="sub", required=True, metavar="COMMAND")
+    sl = add(sub, common, "list", list_suppressions, "list suppressed addresses")
+    sl.add_argument("--channel", choices=tuple(CHANNELS), default="")
+    paging(sl)
+    sa = add(sub, common, "add", add_suppression, "suppress an address (no more messages to it)")
+    sa.add_argument("address")
+    sa.add_argument("--channel", choices=tuple(CHANNELS), default="",
+                    help="default: email when the address has an @, else sms")
+    sa.add_argument("--reason", default="added by an operator")
+    sa.add_argument("--request-id", default="")
