@@ -24,7 +24,7 @@ from nats.js.api import ConsumerConfig, DiscardPolicy, RetentionPolicy, StorageT
 from nats.js.errors import APIError, NotFoundError
 from prometheus_client import Counter
 
-from shared import config
+from shared import config, jetstream_lag
 
 log = logging.getLogger("herald.bus")
 
@@ -59,6 +59,12 @@ EVENTS_MAX_AGE = config.setting(
     "How long the EVENTS stream keeps an event: seconds, or a number with s, m, h or d "
     "(e.g. 36h, 7d); 0 = no age limit. Stats rebuild catch-up and consumers that were down "
     "replay from it, so keep it longer than any outage you want to recover from.",
+)
+LAG_INTERVAL = config.setting(
+    "HERALD_LAG_INTERVAL", "5",
+    "Seconds between two refreshes of the consumer lag gauges "
+    "(herald_jetstream_consumer_{pending,ack_pending,redelivered}_messages): each process asks "
+    "the server once per interval about each durable it consumes, off the consume path.",
 )
 
 BUS_MESSAGES = Counter(
@@ -274,6 +280,16 @@ async def publish_many(
 Handler = Callable[[Msg], Awaitable[Any]]
 
 
+def watch_lag(js: JetStreamContext, stream: str, durable: str) -> None:
+    """Export this durable's lag (pending, ack pending, redelivered) from this process until
+    unwatch_lag or the connection closes. Every consumer loop calls it once it has subscribed."""
+    jetstream_lag.exporter(LAG_INTERVAL.get_float()).watch(js, stream, durable)
+
+
+def unwatch_lag(stream: str, durable: str) -> None:
+    jetstream_lag.exporter(LAG_INTERVAL.get_float()).unwatch(stream, durable)
+
+
 async def run_consumers(loops: dict[str, Awaitable[None]]) -> None:
     """Run several consumer loops of one process together; the first to fail ends the others
     (and raises), so the process never runs half its consumers silently."""
@@ -317,6 +333,7 @@ async def pull_loop(
         max_ack_pending=max_ack_pending,
     )
     sub = await js.pull_subscribe(subject, durable=durable, stream=stream, config=cfg)
+    watch_lag(js, stream, durable)
 
     async def handle(msg: Msg) -> None:
         try:
@@ -341,22 +358,25 @@ async def pull_loop(
         BUS_MESSAGES.labels(durable, "ack").inc()
         await msg.ack()
 
-    while not stop.is_set():
-        try:
-            msgs = await sub.fetch(batch, timeout=0.5)
-        except (NatsTimeout, TimeoutError):  # idle consumer: either flavour is raised
-            continue
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # connection trouble: the client reconnects by itself
-            log.warning("fetch failed: %s", exc, extra={"consumer": durable})
-            await asyncio.sleep(0.5)
-            continue
-        if concurrent:
-            await asyncio.gather(*(handle(m) for m in msgs))
-        else:
-            for m in msgs:
-                await handle(m)
+    try:
+        while not stop.is_set():
+            try:
+                msgs = await sub.fetch(batch, timeout=0.5)
+            except (NatsTimeout, TimeoutError):  # idle consumer: either flavour is raised
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # connection trouble: the client reconnects by itself
+                log.warning("fetch failed: %s", exc, extra={"consumer": durable})
+                await asyncio.sleep(0.5)
+                continue
+            if concurrent:
+                await asyncio.gather(*(handle(m) for m in msgs))
+            else:
+                for m in msgs:
+                    await handle(m)
+    finally:
+        unwatch_lag(stream, durable)
     await sub.unsubscribe()
 
 

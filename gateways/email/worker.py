@@ -241,6 +241,7 @@ class EmailWorker:
         return False
 
     async def run(self, stop: asyncio.Event) -> None:
+        bus.watch_lag(self.js, bus.JOBS_STREAM, DURABLE)  # jobs queue up visibly while Redis is down
         if not await self._first_tick(stop):
             return
         keeper = asyncio.create_task(self._housekeeping(stop))

@@ -521,6 +521,7 @@ class Gateway:
         sub = jsfast.PullConsumer(self.js._nc, bus.JOBS_STREAM, self.cfg.consumer,  # noqa: SLF001
                                   config=cfg, batch=batch, prefetch=2)
         await sub.start()
+        bus.watch_lag(self.js, bus.JOBS_STREAM, self.cfg.consumer)
         low = max(1, min(batch, cap // 4))
         try:
             while not stop.is_set():

@@ -360,6 +360,7 @@ class Ledger:
             config=ConsumerConfig(durable_name=durable, filter_subject=subject,
                                   ack_wait=settings.LEDGER_ACK_WAIT.get_float(),
                                   max_ack_pending=20000))
+        bus.watch_lag(self.js, bus.EVENTS_STREAM, durable)
         while not stop.is_set():
             try:
                 msgs = await sub.fetch(self.batch, timeout=0.5)

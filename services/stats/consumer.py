@@ -59,6 +59,7 @@ class Consumer:
             config=ConsumerConfig(durable_name=self.durable, filter_subject=SUBJECT,
                                   ack_wait=settings.ACK_WAIT.get_float(),
                                   max_ack_pending=max(20000, self.batch * 4)))
+        bus.watch_lag(self.js, bus.EVENTS_STREAM, self.durable)
         while not stop.is_set():
             msgs = await self.fetch(sub)
             if msgs:
