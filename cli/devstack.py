@@ -264,13 +264,13 @@ def peers_from_env(env: dict[str, str]) -> Peers:
 
 
 def write_local_context(stack: Stack, token: str = "", workspace: str = "demo",
-                        name: str = "local") -> tuple[Path, str]:
+                        name: str = "local", path: Path | None = None) -> tuple[Path, str]:
     """Record the running stack as context `name` of the CLI's contexts file and make it
     current, so `herald` works from another shell with nothing exported. Returns the file
     and the context that was current before."""
     from cli import contexts
 
-    cfg = contexts.ConfigFile.load()
+    cfg = contexts.ConfigFile.load(path)
     previous = cfg.current
     cfg.contexts[name] = {"campaigns": stack.addr("campaigns"), "recipients": stack.addr("recipients"),
                           "stats": stack.addr("stats"),

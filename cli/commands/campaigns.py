@@ -242,11 +242,13 @@ async def messages(args: argparse.Namespace, cl: Clients, out: Output) -> int:
     if out.json:
         out.emit(items)
         return 0
+    wide = out.console.width >= 120
+    cols = ["id", "recipient", "status", *(("result", "error", "sent") if wide else ())]
     rows = [[m.id, m.phone or m.email, enum(c.MessageStatus.Name(m.status)),
-             enum(cpb.DeliveryResult.Name(m.result)), m.error_description or m.carrier_result or "",
-             ts(m.sent_at)] for m in items]
-    out.print(table(f"messages ({len(items)} of {resp.total_size if resp else 0})",
-                    ("id", "recipient", "status", "result", "error", "sent"), ids=("id",), rows=rows))
+             *((enum(cpb.DeliveryResult.Name(m.result)), m.error_description or m.carrier_result,
+                ts(m.sent_at)) if wide else ())] for m in items]
+    out.print(table(f"messages ({len(items)} of {resp.total_size if resp else 0})", cols,
+                    ids=("id",), rows=rows))
     if hint := more_hint(resp, args):
         out.print(hint, soft_wrap=True)
     return 0

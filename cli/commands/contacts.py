@@ -66,10 +66,12 @@ async def list_contacts(args: argparse.Namespace, cl: Clients, out: Output) -> i
     if out.json:
         out.emit(items)
         return 0
-    rows = [[ct.id, ct.phone or "-", ct.email or "-", " ".join(x for x in (ct.first_name, ct.last_name) if x),
-             ct.external_id] for ct in items]
-    out.print(table(f"contacts ({len(items)} of {resp.total_size if resp else 0})",
-                    ("id", "phone", "email", "name", "external id"), ids=("id",), rows=rows))
+    wide = out.console.width >= 120
+    cols = ["id", "address", "name", *(("external id", "categories") if wide else ())]
+    rows = [[ct.id, ct.phone or ct.email or "-", " ".join(x for x in (ct.first_name, ct.last_name) if x),
+             *((ct.external_id, str(len(ct.category_ids))) if wide else ())] for ct in items]
+    out.print(table(f"contacts ({len(items)} of {resp.total_size if resp else 0})", cols,
+                    ids=("id",), rows=rows))
     if hint := more_hint(resp, args):
         out.print(hint, soft_wrap=True)
     return 0

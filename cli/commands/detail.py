@@ -103,7 +103,7 @@ def kpi_cards(cp: cpb.Campaign, st: spb.CampaignStats | None) -> Columns:
             cards += [("open rate", f"{st.open_rate:.1%}"), ("click rate", f"{st.click_rate:.1%}")]
         else:
             cards += [("replies", st.replies)]
-    return Columns([Panel(Text(str(v), justify="center", style="bold"), title=k, width=13)
+    return Columns([Panel(Text(str(v), justify="center", style="bold"), title=k, width=15)
                     for k, v in cards])
 
 
