@@ -8,6 +8,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -163,6 +164,10 @@ def migrate_command(service: str, migrations_dir: str, argv: list[str]) -> bool:
         return False
     url = db_url(service)
     target = argv[1] if len(argv) > 1 else "head"
-    command.upgrade(alembic_config(migrations_dir, url), target)
+    try:
+        command.upgrade(alembic_config(migrations_dir, url), target)
+    except MigrationLockTimeout as exc:
+        print(f"{service}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     print(f"{service}: migrations applied up to {target} ({url.split('://', 1)[0]})")
     return True

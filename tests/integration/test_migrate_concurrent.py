@@ -79,5 +79,37 @@ def test_concurrent_migrations_on_empty_postgresql(service: str, empty_pg_url: s
     check(service, empty_pg_url)
 
 
+@pytest.mark.pg
+def test_migrate_waits_for_the_lock_holder_and_gives_up_after_the_timeout(empty_pg_url: str) -> None:
+    async def holding_the_lock() -> subprocess.CompletedProcess[str]:
+        holder = db.make_engine(empty_pg_url)
+        async with holder.connect() as conn:
+            key = db.migration_lock_key("alembic_version_campaigns")
+            await conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            await conn.commit()
+            env = {**os.environ, "HERALD_DB_URL": empty_pg_url, "HERALD_MIGRATE_LOCK_TIMEOUT": "1"}
+            done = await asyncio.to_thread(
+                subprocess.run, [sys.executable, "-m", "services.campaigns", "migrate"], cwd=ROOT,
+                env=env, capture_output=True, text=True, timeout=60)
+        await holder.dispose()
+        return done
+
+    done = asyncio.run(holding_the_lock())
+    assert done.returncode == 1
+    assert "still holds the migration lock after 1 s (HERALD_MIGRATE_LOCK_TIMEOUT)" in done.stderr
+    check_tables = asyncio.run(table_count(empty_pg_url))
+    assert check_tables == 0  # it waited: nothing was created under the holder's feet
+
+
+async def table_count(url: str) -> int:
+    engine = db.make_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return int((await conn.execute(text(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"))).scalar())
+    finally:
+        await engine.dispose()
+
+
 def test_concurrent_migrations_on_empty_sqlite(tmp_path: Path) -> None:
     check("campaigns", f"sqlite+aiosqlite:///{tmp_path / 'campaigns.db'}")
