@@ -89,9 +89,38 @@ def test_runtime_stage_is_unprivileged_and_runs_python_modules() -> None:
     assert "PYTHONDONTWRITEBYTECODE=1" in env and "PYTHONUNBUFFERED=1" in env
 
 
+def _dockerignore() -> list[tuple[bool, re.Pattern[str]]]:
+    """(exclude?, pattern) of .dockerignore, in order; the last pattern matching a path or
+    one of its parent folders decides, as Docker decides what enters the build context."""
+    rules = []
+    for line in (ROOT / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        negated = line.startswith("!")
+        pat = line.lstrip("!").strip("/")
+        rx = "".join(
+            "(.*/)?" if tok == "**/" else ".*" if tok == "**" else "[^/]*" if tok == "*"
+            else "[^/]" if tok == "?" else re.escape(tok)
+            for tok in re.findall(r"\*\*/|\*\*|\*|\?|[^*?]+", pat))
+        rules.append((not negated, re.compile(rx)))
+    return rules
+
+
+def _in_context(rel: str, rules: list[tuple[bool, re.Pattern[str]]]) -> bool:
+    parts = rel.split("/")
+    candidates = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    excluded = False
+    for exclude, rx in rules:
+        if any(rx.fullmatch(c) for c in candidates):
+            excluded = exclude
+    return not excluded
+
+
 def _copy_like_docker(stage: list[tuple[str, str]], src: Path) -> None:
-    """The build stage's COPY instructions, relative to its WORKDIR (which is `src`)."""
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    """The build stage's COPY instructions, from the build context .dockerignore leaves,
+    relative to the stage's WORKDIR (which is `src`)."""
+    rules = _dockerignore()
     for word, args in stage:
         if word != "COPY":
             continue
@@ -100,14 +129,18 @@ def _copy_like_docker(stage: list[tuple[str, str]], src: Path) -> None:
         *sources, dest = parts
         for s in sources:
             origin = ROOT / s
-            target = src / dest
-            if dest.endswith("/") or dest in (".", "./"):
-                target = target / origin.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if origin.is_dir():
-                shutil.copytree(origin, target, ignore=ignore, dirs_exist_ok=True)
-            else:
-                shutil.copy2(origin, target)
+            files = sorted(f for f in origin.rglob("*") if f.is_file()) if origin.is_dir() else [origin]
+            files = [f for f in files if _in_context(f.relative_to(ROOT).as_posix(), rules)]
+            assert files, f"COPY {s}: nothing of it is in the build context (.dockerignore)"
+            for f in files:
+                if origin.is_dir():
+                    target = src / dest / f.relative_to(origin)
+                elif dest.endswith("/") or dest in (".", "./"):
+                    target = src / dest / origin.name
+                else:
+                    target = src / dest
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(f, target)
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
