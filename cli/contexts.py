@@ -145,9 +145,10 @@ def resolve(flags: dict[str, Any], env: dict[str, str] | None = None,
             (ctx.get(svc), f"{in_ctx} ({svc})"),
             (ctx.get("server"), f"{in_ctx} (server)"),
         ], DEFAULTS[svc])
-    token = _pick([(flags.get("token"), "flag --token"),
-                   (env.get(config.TOKEN.name), f"env {config.TOKEN.name}"),
-                   (ctx.get("token"), in_ctx)])
+    # HERALD_TOKEN set but empty means "no token" (a context's token is not used).
+    token = (Source(env[config.TOKEN.name], f"env {config.TOKEN.name}")
+             if flags.get("token") is None and config.TOKEN.name in env
+             else _pick([(flags.get("token"), "flag --token"), (ctx.get("token"), in_ctx)]))
     workspace = _pick([(flags.get("workspace"), "flag --workspace"),
                        (env.get(settings.WORKSPACE.name), f"env {settings.WORKSPACE.name}"),
                        (ctx.get("workspace"), in_ctx)])

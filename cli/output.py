@@ -10,7 +10,6 @@ from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -45,7 +44,10 @@ class Output:
             self.console.print(*items, **kw)
 
     def error(self, text: str) -> None:
-        self.err.print(text, markup=False, highlight=False, soft_wrap=True)
+        # With --json stdout carries only JSON, so errors go to stderr; otherwise they stay
+        # with the rest of the output on stdout, where scripts have always read them.
+        (self.err if self.json else self.console).print(text, markup=False, highlight=False,
+                                                        soft_wrap=True)
 
     def emit(self, value: Any, line: bool = False) -> None:
         """A message, a list of messages or plain data, as JSON on stdout (one line when
@@ -72,7 +74,7 @@ def table(title: str, columns: Iterable[str], ids: Iterable[str] = (), rows: lis
     they are as wide as their longest value; the other columns give way."""
     rows = rows or []
     ids, right = set(ids), set(right)
-    t = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
+    t = Table(title=title, title_justify="left")
     cols = list(columns)
     for i, col in enumerate(cols):
         if col in ids:

@@ -114,7 +114,7 @@ async def kpis(args: argparse.Namespace, cl: Clients, out: Output) -> int:
     if out.json:
         out.emit(k)
         return 0
-    cols = ("total", "active", "completed", "errors", "delivered", "moderation")
+    cols = ("total", "active", "completed", "errors", "delivered", "awaiting moderation")
     out.print(table("workspace KPIs", cols, right=cols, rows=[[str(x) for x in (
         k.total_campaigns, k.active, k.completed, k.errors, k.messages_delivered,
         k.awaiting_moderation)]]))

@@ -171,3 +171,43 @@ def test_precedence_flag_env_context_default(tmp_path: Path) -> None:
     assert empty.addresses["campaigns"].origin == "default" and not empty.tls_on
     with pytest.raises(contexts.ConfigError, match="no context 'nope'"):
         contexts.resolve({"context": "nope"}, {}, cfg)
+
+
+async def test_make_run_uses_a_given_smsc_relay_and_tokens_file(stack: Stack, tmp_path: Path) -> None:
+    """`make run` with HERALD_SMPP_HOST/PORT, HERALD_SMTP_HOST/PORT and HERALD_TOKENS_FILE:
+    the stack sends through them (no simulator or sink of its own) and the demo runs with a
+    token from the file. The module's stack plays the external SMSC and relay."""
+    from rich.console import Console
+
+    from cli import demo
+    from cli.devstack import peer_lines, peers_from_env
+
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps({
+        "tok-viewer": {"workspace": "acme", "roles": ["viewer"]},
+        "tok-admin": {"workspace": "acme", "roles": ["admin"], "pii": True, "name": "ops"},
+        "tok-services": {"workspace": "herald", "roles": ["service"], "pii": True}}))
+    smsc_port = stack.procs["smsc-simulator"].info["smpp_port"]
+    smtp_port = stack.procs["smtp-sink"].info["smtp_port"]
+    peers = peers_from_env({"HERALD_SMPP_PORT": str(smsc_port), "HERALD_SMTP_HOST": "127.0.0.1",
+                            "HERALD_SMTP_PORT": str(smtp_port), "HERALD_TOKENS_FILE": str(tokens)})
+    assert (peers.demo_token, peers.demo_workspace, peers.service_token) == ("tok-admin", "acme",
+                                                                              "tok-services")
+    said = "\n".join(peer_lines(peers))
+    assert f"SMSC: 127.0.0.1:{smsc_port} (HERALD_SMPP_HOST/PORT; no simulator started)" in said
+    assert f"SMTP relay: 127.0.0.1:{smtp_port}" in said and "no sink started" in said
+
+    other = Stack(tmp_path / "stack", tokens_file=tokens, service_token=peers.service_token,
+                  smsc=peers.smsc, smtp=peers.smtp)
+    other.start()
+    try:
+        assert "smsc-simulator" not in other.procs and "smtp-sink" not in other.procs
+        mails_before = len(list(stack.sink_dir.rglob("*.eml")))
+        result = await demo.run(other, 5, 3, Console(file=open(os.devnull, "w")),  # noqa: SIM115
+                                md=(("authorization", f"Bearer {peers.demo_token}"),),
+                                external_smsc=True, external_smtp=True)
+        assert result.ok and result.sms.workspace_id == "acme"
+        assert result.sms_stats.processed == 5 and result.email_stats.sent == 3
+        assert len(list(stack.sink_dir.rglob("*.eml"))) == mails_before + 3  # the given relay
+    finally:
+        other.stop()
