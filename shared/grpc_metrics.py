@@ -3,7 +3,7 @@ dashboards and alerts apply: grpc_server_started_total, grpc_server_handled_tota
 grpc_server_handling_seconds, grpc_server_msg_received_total, grpc_server_msg_sent_total.
 
 grpc_type is unary / server_stream / client_stream / bidi_stream; grpc_code is the status
-code's name (OK, INVALID_ARGUMENT, ...). Streams count each message their handler yields or
+code as grpc-go names it (OK, InvalidArgument, Unavailable, ...). Streams count each message their handler yields or
 receives through its request iterator; a streaming handler written as a coroutine with
 context.write (gRPC's own health Watch) has its outcome recorded but not its messages.
 """
@@ -42,8 +42,16 @@ MSG_SENT = Counter(
     "grpc_server_msg_sent_total", "Total number of gRPC stream messages sent by the server.", _LABELS
 )
 
-_CODE_NAMES: dict[Any, str] = {c: c.name for c in grpc.StatusCode}
-_CODE_NAMES.update({c.value[0]: c.name for c in grpc.StatusCode})
+def go_name(code: grpc.StatusCode) -> str:
+    """The code as grpc-go spells it (InvalidArgument, Canceled, ...): the grpc_code values of
+    go-grpc-prometheus, which the dashboards and alerts SREs already run are written for."""
+    if code is grpc.StatusCode.CANCELLED:
+        return "Canceled"
+    return "OK" if code is grpc.StatusCode.OK else code.name.title().replace("_", "")
+
+
+_CODE_NAMES: dict[Any, str] = {c: go_name(c) for c in grpc.StatusCode}
+_CODE_NAMES.update({c.value[0]: go_name(c) for c in grpc.StatusCode})
 
 
 def grpc_type(client_streaming: bool, server_streaming: bool) -> str:
@@ -76,16 +84,16 @@ class _Method:
 def _status(context: grpc.aio.ServicerContext) -> str:
     """The code the handler finished with: set_code/abort, else OK."""
     code = context.code()
-    return "OK" if code is None else _CODE_NAMES.get(code, "UNKNOWN")
+    return "OK" if code is None else _CODE_NAMES.get(code, "Unknown")
 
 
 def _failure(exc: BaseException, context: grpc.aio.ServicerContext) -> str:
     if isinstance(exc, grpc.aio.AbortError):
         code = _status(context)
-        return "UNKNOWN" if code == "OK" else code
+        return "Unknown" if code == "OK" else code
     if isinstance(exc, asyncio.CancelledError | GeneratorExit):
-        return "CANCELLED"  # the client went away or its deadline passed
-    return "UNKNOWN"  # what gRPC answers for an exception a handler lets through
+        return "Canceled"  # the client went away or its deadline passed
+    return "Unknown"  # what gRPC answers for an exception a handler lets through
 
 
 class MetricsInterceptor(grpc.aio.ServerInterceptor):

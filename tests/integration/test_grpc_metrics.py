@@ -102,8 +102,8 @@ async def test_unary_streams_and_failures_carry_the_grpc_ecosystem_labels(
     assert delta("grpc_server_handling_seconds_count", "ListContacts") == 1
 
     assert delta("grpc_server_started_total", "GetContact") == 2
-    assert delta("grpc_server_handled_total", "GetContact", grpc_code="INVALID_ARGUMENT") == 1
-    assert delta("grpc_server_handled_total", "GetContact", grpc_code="UNAUTHENTICATED") == 1
+    assert delta("grpc_server_handled_total", "GetContact", grpc_code="InvalidArgument") == 1
+    assert delta("grpc_server_handled_total", "GetContact", grpc_code="Unauthenticated") == 1
     assert delta("grpc_server_handled_total", "GetContact", grpc_code="OK") == 0
     assert delta("grpc_server_msg_sent_total", "GetContact") == 0  # no reply message
     assert delta("grpc_server_handling_seconds_count", "GetContact") == 2
