@@ -162,10 +162,12 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src.mkdir()
     _copy_like_docker(stages(text)[0], src)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=60)
+    # Without compiling every installed module up front, as the image does: the processes
+    # below compile only what they import.
+    env = _clean_env(PIP_NO_COMPILE="1")
     for step in (DEPS_STEP, APP_STEP, STRIP_STEP):
         argv = [str(venv / "bin/python"), "-m", *shlex.split(step), "-q"]
-        res = subprocess.run(argv, cwd=src, env=_clean_env(), capture_output=True, text=True,
-                             timeout=300)
+        res = subprocess.run(argv, cwd=src, env=env, capture_output=True, text=True, timeout=300)
         assert res.returncode == 0, f"{step} failed:\n{res.stdout}\n{res.stderr}"
     return venv
 
@@ -227,18 +229,20 @@ def _get(url: str) -> tuple[int, bytes]:
 
 
 @pytest.fixture
-def started(image_venv: Path, tmp_path: Path) -> Iterator[tuple[dict[str, procs.Proc], Path]]:
-    run = tmp_path / "run"  # the working directory, as the image's WORKDIR: not the repository
+def started(image_venv: Path, tmp_path: Path) -> Iterator[dict[str, procs.Proc]]:
+    """Every process of the image, each ready, run from a working directory that is not the
+    repository (as the image's WORKDIR), on servers of its own (the gateways' durable job
+    consumers stay out of the session's JetStream)."""
+    run = tmp_path / "run"
     run.mkdir()
-    # Servers of its own: the gateways' durable job consumers stay out of the session's JetStream.
-    servers = [procs.start_nats(tmp_path / "nats"), procs.start_redis(tmp_path / "redis")]
-    nats_url, redis_url = servers[0].info["url"], servers[1].info["url"]
-    common = {"HERALD_NATS_URL": nats_url, "HERALD_REDIS_URL": redis_url,
-              "HERALD_DB_URL": f"sqlite+aiosqlite:///{run}/herald-{{service}}.db",
-              "HERALD_GRPC_ADDR": "127.0.0.1:0", "HERALD_METRICS_ADDR": "127.0.0.1:0",
-              "HERALD_LOG_FORMAT": "json"}
+    servers: list[procs.Proc] = []
     running: dict[str, procs.Proc] = {}
     try:
+        servers += [procs.start_nats(tmp_path / "nats"), procs.start_redis(tmp_path / "redis")]
+        common = {"HERALD_NATS_URL": servers[0].info["url"], "HERALD_REDIS_URL": servers[1].info["url"],
+                  "HERALD_DB_URL": f"sqlite+aiosqlite:///{run}/herald-{{service}}.db",
+                  "HERALD_GRPC_ADDR": "127.0.0.1:0", "HERALD_METRICS_ADDR": "127.0.0.1:0",
+                  "HERALD_LOG_FORMAT": "json"}
         sim, sim_ready = _spawn(image_venv, "smsc", ["gateways.smpp.simulator"], run, common)
         running["smsc"] = procs.wait_ready(sim, sim_ready, 60)
         extra = {
@@ -248,19 +252,20 @@ def started(image_venv: Path, tmp_path: Path) -> Iterator[tuple[dict[str, procs.
             "gateways.email": {"HERALD_TRACKING_KEYS": os.urandom(16).hex(),
                                "HERALD_SMTP_PORT": str(procs.free_port())},
         }
-        waiting = {name: _spawn(image_venv, name, [module], run, {**common, **extra.get(module, {})})
-                   for module, name in PROCESSES.items()}
-        for name, (proc, ready) in waiting.items():
-            running[name] = procs.wait_ready(proc, ready, 60)
-        yield running, run
+        readies = {}
+        for module, name in PROCESSES.items():  # all at once: they start in parallel
+            running[name], readies[name] = _spawn(image_venv, name, [module], run,
+                                                  {**common, **extra.get(module, {})})
+        for name, ready in readies.items():
+            procs.wait_ready(running[name], ready, 60)
+        yield running
     finally:
-        for proc in [*reversed(running.values()), *servers]:
+        for proc in [*reversed(running.values()), *reversed(servers)]:
             proc.stop()
 
 
-def test_every_process_starts_from_the_application_layer(
-        started: tuple[dict[str, procs.Proc], Path], image_venv: Path) -> None:
-    running, run = started
+def test_every_process_starts_from_the_application_layer(started: dict[str, procs.Proc]) -> None:
+    running = started
     for name in PROCESSES.values():
         info = running[name].info
         assert _health(info["grpc_port"]) == health_pb2.HealthCheckResponse.SERVING, name
