@@ -258,6 +258,8 @@ class Route:
         self.id_format: IdFormat = cfg.id_format
         self.clients = [SmppClient(cfg.client, sink(cfg), gate) for _ in range(cfg.binds)]
         self._rr = 0
+        self.ok_submits = 0  # accepted submit_sm not yet added to the counter (per batch)
+        self.submits_ok = metrics.SUBMITS.labels(self.name, "ok")
 
     def start(self) -> None:
         for cl in self.clients:
@@ -452,8 +454,6 @@ class Gateway:
         self._senders: dict[str, tuple[str, int, int]] = {}
         # Metric children of the per-message path, looked up once.
         self._acked = bus.BUS_MESSAGES.labels(self.cfg.consumer, "ack")
-        self._submits_ok = metrics.SUBMITS.labels("ok")
-        self._ok_submits = 0
         self._jobs_submitted = metrics.JOBS.labels("submitted")
         self._receipt_counters = {stat: metrics.RECEIPTS.labels(stat)
                                   for stat in (*receipts.KNOWN_STATS, "OTHER")}
@@ -548,9 +548,10 @@ class Gateway:
                 log.error("stopping with %d jobs unfinished; JetStream redelivers them", self._in_flight)
 
     def _flush_counters(self) -> None:
-        n, self._ok_submits = self._ok_submits, 0
-        if n:
-            self._submits_ok.inc(n)
+        for route in self.routes.values():
+            n, route.ok_submits = route.ok_submits, 0
+            if n:
+                route.submits_ok.inc(n)
 
     def _jobs_done(self, n: int) -> None:
         self._in_flight -= n
@@ -648,7 +649,7 @@ class Gateway:
         if isinstance(result, pdu.Frame):
             status = result.status
             if status == pdu.ESME_ROK:
-                self._ok_submits += 1  # added to the counter per recorded batch
+                job.route.ok_submits += 1  # added to the counter per recorded batch
                 smsc_id = pdu.resp_message_id(result.raw)
                 job.ids.append(smsc_id)
                 job.index += 1
@@ -659,7 +660,7 @@ class Gateway:
                 else:
                     self._complete(job, self._accepted(job.ident, job.route, job.ids))
                 return
-            metrics.SUBMITS.labels(pdu.status_name(status)).inc()
+            metrics.SUBMITS.labels(job.route.name, pdu.status_name(status)).inc()
             loop = asyncio.get_running_loop()
             client = job.client
             assert client is not None
@@ -689,7 +690,7 @@ class Gateway:
             reason = "timeout"
         else:
             reason = "connection_lost"
-        metrics.SUBMITS.labels(reason).inc()
+        metrics.SUBMITS.labels(job.route.name, reason).inc()
         self._complete(job, self._unknown(job.ident, reason, job.ids))
 
     def _part_accepted(self, job: _Job, smsc_id: str) -> None:

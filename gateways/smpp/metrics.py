@@ -12,8 +12,8 @@ from prometheus_client.registry import Collector
 SUBMITS = Counter(
     "herald_smpp_submits_total",
     "submit_sm outcomes (one per part): ok, an SMPP status name (e.g. ESME_RTHROTTLED), "
-    "timeout or connection_lost.",
-    ["status"],
+    "timeout or connection_lost, per route.",
+    ["route", "status"],
 )
 SUBMIT_LATENCY = Histogram(
     "herald_smpp_submit_latency_seconds",

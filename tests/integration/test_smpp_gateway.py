@@ -176,12 +176,12 @@ async def test_gateway_process_200_jobs_against_simulator_process(
                 http.get(f"http://127.0.0.1:{gw.info['metrics_port']}/metrics") as resp:
             body = await resp.text()
         assert 'herald_smpp_binds_up{route="default"} 1.0' in body
-        assert 'herald_smpp_submits_total{status="ESME_RTHROTTLED"} 3.0' in body
+        assert 'herald_smpp_submits_total{route="default",status="ESME_RTHROTTLED"} 3.0' in body
         assert 'herald_smpp_receipts_total{stat="UNDELIV"} 10.0' in body
         assert 'herald_smpp_jobs_total{outcome="duplicate"} 20.0' in body  # replays seen, not sent
         assert 'herald_smpp_window_in_use{route="default"} 0.0' in body  # all answered by now
         # 198 single-part messages accepted (2 rejected) + both parts of the long one
-        assert 'herald_smpp_submits_total{status="ok"} 200.0' in body
+        assert 'herald_smpp_submits_total{route="default",status="ok"} 200.0' in body
 
         gw.stop()
         assert gw.popen.returncode == 0, gw.log_tail()
