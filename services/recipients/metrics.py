@@ -21,3 +21,9 @@ SUPPRESSIONS_ADDED = Counter(
     "New suppression list entries, by source (api, event).",
     ["source"],
 )
+SUPPRESSIONS_REMOVED = Counter(
+    "herald_recipients_suppressions_removed_total",
+    "Suppression list entries removed with RemoveSuppression, by kind (manual, opted_out, "
+    "bounced, complained).",
+    ["kind"],
+)

@@ -76,7 +76,11 @@ suppressions = Table(
     # Why the address is suppressed (opted_out, bounced, complained, manual): the audience's
     # rejection wording and category follow it.
     Column("kind", String(16), nullable=False, server_default="manual"),
+    # Opaque id (UUID): RemoveSuppression names an entry by it when the caller sees only a
+    # masked phone number.
+    Column("id", String(36), nullable=False),
     PrimaryKeyConstraint("workspace_id", "channel", "address"),
+    Index("uq_suppressions_id", "id", unique=True),
 )
 
 # Sender ids belong to one workspace: the primary key is the address alone (per channel), so

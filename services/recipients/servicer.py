@@ -15,7 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.recipients import boundary, settings
 from services.recipients.audience import Resolver
-from services.recipients.metrics import CONTACTS_UPSERTED, SUPPRESSIONS_ADDED
+from services.recipients.metrics import (
+    CONTACTS_UPSERTED,
+    SUPPRESSIONS_ADDED,
+    SUPPRESSIONS_REMOVED,
+)
 from services.recipients.normalize import (
     BadAddress,
     match_key,
@@ -27,7 +31,7 @@ from services.recipients.senders import sender_address
 from services.recipients.store import ContactRow, Store
 from services.recipients.targets import TargetChecker
 from shared import auth
-from shared.errors import HeraldError, invalid, not_found
+from shared.errors import HeraldError, denied, invalid, not_found
 from shared.masking import mask_phone, mask_text
 from shared.timeutil import aware, to_ts
 from shared.validate import uuid_text
@@ -39,6 +43,11 @@ MAX_CATEGORY_IDS = 1000
 MAX_INLINE = 100_000
 MAX_REASON = 500
 MAX_FIELD_PREFIX = 200
+KINDS = {"manual": pb.SUPPRESSION_KIND_MANUAL, "opted_out": pb.SUPPRESSION_KIND_OPTED_OUT,
+         "bounced": pb.SUPPRESSION_KIND_BOUNCED, "complained": pb.SUPPRESSION_KIND_COMPLAINED}
+# Entries the recipient asked for: only an admin may remove them, and only with a reason (the
+# evidence of renewed consent), as messaging someone who opted out needs their consent again.
+CONSENT_KINDS = ("opted_out", "complained")
 
 
 def validate_contact(ct: pb.Contact, index: int, region: str) -> ContactRow | str:
@@ -96,7 +105,13 @@ def suppression_pb(rec: dict[str, Any], principal: auth.Principal) -> pb.Suppres
         address = mask_phone(address, principal)
     return pb.Suppression(workspace_id=rec["workspace_id"], channel=rec["channel"],
                           address=address, reason=mask_text(rec["reason"], principal),
-                          created_at=to_ts(aware(rec["created_at"])))
+                          created_at=to_ts(aware(rec["created_at"])), id=rec["id"],
+                          kind=KINDS.get(rec["kind"], pb.SUPPRESSION_KIND_UNSPECIFIED))
+
+
+def category_pb(rec: dict[str, Any]) -> pb.Category:
+    return pb.Category(id=rec["id"], workspace_id=rec["workspace_id"], name=rec["name"],
+                       contacts_count=int(rec.get("contacts_count", 0)))
 
 
 def sender_pb(rec: dict[str, Any]) -> pb.Sender:
@@ -114,7 +129,8 @@ class RecipientServicer(pb_grpc.RecipientServiceServicer):
 
     Roles: any member reads (GetContact, ListContacts, ListCategories, ListSuppressions,
     ListSenders, ResolveAudience, ValidateTargets); operator and service write contacts,
-    categories and suppressions; admin registers and deletes senders. Phone numbers are masked
+    categories and suppressions; admin registers and deletes senders and removes opt-outs and
+    complaints from the suppression list. Phone numbers are masked
     unless the caller has pii (ResolveAudience shows them to services, which send to them).
 
     Suppressed addresses come out of ResolveAudience rejected, worded by why they are on the
@@ -125,8 +141,8 @@ class RecipientServicer(pb_grpc.RecipientServiceServicer):
     reason (UNSUBSCRIBED). rejection_reason carries the full address to services and pii
     callers (the campaigns ledger masks it at read time), masked phone numbers to others.
 
-    Every request_id (UpsertContacts, CreateCategory, AddSuppression, RegisterSender,
-    DeleteSender) follows AIP-155: at most 128 characters; a retry with the same body gets the
+    Every request_id (UpsertContacts, CreateCategory, UpdateCategory, DeleteCategory,
+    AddSuppression, RemoveSuppression, RegisterSender, DeleteSender) follows AIP-155: at most 128 characters; a retry with the same body gets the
     first answer; the same request_id with another body is INVALID_ARGUMENT naming request_id.
     Page tokens are bound to their list, workspace, filter and order."""
 
@@ -239,10 +255,59 @@ class RecipientServicer(pb_grpc.RecipientServiceServicer):
         query = ("ListCategories", p.workspace)
         offset = boundary.page_offset(request.page_token, *query)
         recs, more = await self.store.list_categories(p.workspace, size, offset)
-        return pb.ListCategoriesResponse(categories=[pb.Category(
-            id=r["id"], workspace_id=r["workspace_id"], name=r["name"],
-            contacts_count=int(r["contacts_count"])) for r in recs],
-            next_page_token=boundary.next_token(more, offset, size, *query))
+        return pb.ListCategoriesResponse(categories=[category_pb(r) for r in recs],
+                                         next_page_token=boundary.next_token(more, offset, size,
+                                                                             *query))
+
+    async def UpdateCategory(self, request: pb.UpdateCategoryRequest,
+                             context: grpc.aio.ServicerContext) -> pb.Category:
+        """Renames a category (the only field update_mask may name)."""
+        p = boundary.principal()
+        p.require(*WRITERS)
+        fp = boundary.request_id("UpdateCategory", request)
+        others = [x for x in request.update_mask.paths if x != "name"]
+        category_id = request.category.id.lower()
+        name = request.category.name.strip()
+        boundary.require({
+            "update_mask": f"only name can change, not {others[0][:100]!r}" if others else None,
+            "category.id": uuid_text(category_id) if category_id else "required",
+            "category.name": boundary.text(name, boundary.MAX_TEXT) if name else "required",
+        })
+
+        async def work(conn: AsyncConnection) -> pb.Category:
+            rec = await self.store.rename_category(conn, p.workspace, category_id, name)
+            if rec is None:  # another workspace's category looks exactly like a missing one
+                raise not_found("category", category_id)
+            return category_pb(rec)
+
+        cat, replayed = await self.store.mutate(p.workspace, "UpdateCategory",
+                                                request.request_id, pb.Category, work, fp)
+        if not replayed:
+            log.info("category renamed", extra={"workspace": p.workspace, "category": cat.id,
+                                                "by": p.name})
+        return cat
+
+    async def DeleteCategory(self, request: pb.DeleteCategoryRequest,
+                             context: grpc.aio.ServicerContext) -> pb.Category:
+        """Deletes a category and its memberships; its contacts stay."""
+        p = boundary.principal()
+        p.require(*WRITERS)
+        fp = boundary.request_id("DeleteCategory", request)
+        category_id = request.id.lower()
+        boundary.require({"id": uuid_text(category_id) if category_id else "required"})
+
+        async def work(conn: AsyncConnection) -> pb.Category:
+            rec = await self.store.delete_category(conn, p.workspace, category_id)
+            if rec is None:
+                raise not_found("category", category_id)
+            return category_pb(rec)
+
+        cat, replayed = await self.store.mutate(p.workspace, "DeleteCategory",
+                                                request.request_id, pb.Category, work, fp)
+        if not replayed:
+            log.info("category deleted", extra={"workspace": p.workspace, "category": cat.id,
+                                                "contacts": cat.contacts_count, "by": p.name})
+        return cat
 
     # --- audience -----------------------------------------------------------------
     async def ResolveAudience(self, request: pb.ResolveAudienceRequest,
@@ -313,6 +378,65 @@ class RecipientServicer(pb_grpc.RecipientServiceServicer):
                                           pb.Suppression, work, fp)
         if added:
             SUPPRESSIONS_ADDED.labels("api").inc()
+        if resp.channel == c.CHANNEL_SMS:
+            resp.address = mask_phone(resp.address, p)
+        resp.reason = mask_text(resp.reason, p)
+        return resp
+
+    async def RemoveSuppression(self, request: pb.RemoveSuppressionRequest,
+                                context: grpc.aio.ServicerContext) -> pb.Suppression:
+        """Takes an entry off the suppression list, by id or by channel and address. An
+        opt-out or a complaint needs an admin and a reason; the removal is logged with both."""
+        p = boundary.principal()
+        p.require(*WRITERS)
+        fp = boundary.request_id("RemoveSuppression", request)
+        reason = request.reason.strip()
+        boundary.require({"reason": boundary.text(request.reason, MAX_REASON)})
+        suppression_id = request.id.lower()
+        if suppression_id:
+            both = bool(request.address or request.channel)
+            boundary.require({"id": uuid_text(suppression_id) or (
+                "give either id, or channel and address, not both" if both else None)})
+            where: dict[str, Any] = {"suppression_id": suppression_id}
+            named = suppression_id
+        else:
+            if not request.address.strip():
+                raise invalid({"address": "required (or id)"})
+            boundary.channel(request.channel)
+            try:
+                address = normalise(request.channel, request.address)
+            except BadAddress as exc:
+                raise invalid({"address": mask_text(str(exc), p)}) from exc
+            where = {"channel": request.channel, "address": match_key(request.channel, address)}
+            named = mask_phone(address, p) if request.channel == c.CHANNEL_SMS else address
+        removed: dict[str, Any] = {}
+
+        async def work(conn: AsyncConnection) -> pb.Suppression:
+            rec = await self.store.find_suppression(conn, p.workspace, **where)
+            if rec is None:  # another workspace's entry looks exactly like a missing one
+                raise not_found("suppression", named)
+            if rec["kind"] in CONSENT_KINDS:
+                if not p.has("admin"):
+                    raise denied(f"{p.name} lacks role admin: an entry the recipient asked for "
+                                 f"({rec['kind']}) is removed by an admin, with a reason")
+                if not reason:
+                    raise invalid({"reason": f"required to remove an entry the recipient asked "
+                                             f"for ({rec['kind']}): the evidence of renewed "
+                                             "consent"})
+            await self.store.delete_suppression(conn, p.workspace, rec["channel"], rec["address"])
+            removed.update(rec)
+            return suppression_pb(rec, auth.Principal("store", p.workspace, pii=True))
+
+        resp, replayed = await self.store.mutate(p.workspace, "RemoveSuppression",
+                                                 request.request_id, pb.Suppression, work, fp)
+        if not replayed:
+            SUPPRESSIONS_REMOVED.labels(removed["kind"]).inc()
+            # Who took the entry off and why: the record of a removal (addresses stay out of
+            # the log; the id and kind name the entry).
+            log.info("suppression removed", extra={
+                "workspace": p.workspace, "suppression": resp.id, "kind": removed["kind"],
+                "channel": c.Channel.Name(resp.channel), "by": p.name,
+                "reason": mask_text(reason, None) or "(none)"})
         if resp.channel == c.CHANNEL_SMS:
             resp.address = mask_phone(resp.address, p)
         resp.reason = mask_text(resp.reason, p)

@@ -393,6 +393,45 @@ class Store:
         await conn.execute(insert(categories).values(**values))
         return values
 
+    @staticmethod
+    async def category(conn: AsyncConnection, ws: str, category_id: str) -> dict[str, Any] | None:
+        """The workspace's category with its contacts_count, or None."""
+        rec = (await conn.execute(select(categories).where(
+            categories.c.workspace_id == ws, categories.c.id == category_id))).mappings().first()
+        if rec is None:
+            return None
+        count = (await conn.execute(select(func.count()).select_from(contact_categories).where(
+            contact_categories.c.category_id == category_id))).scalar_one()
+        return {**rec, "contacts_count": int(count)}
+
+    async def rename_category(self, conn: AsyncConnection, ws: str, category_id: str,
+                              name: str) -> dict[str, Any] | None:
+        """The renamed category, or None when the workspace has none with that id. Another
+        category of the workspace with the name is ALREADY_EXISTS."""
+        rec = await self.category(conn, ws, category_id)
+        if rec is None or rec["name"] == name:
+            return rec
+        dup = (await conn.execute(select(categories.c.id).where(
+            categories.c.workspace_id == ws, categories.c.name == name))).first()
+        if dup is not None:
+            raise HeraldError(grpc.StatusCode.ALREADY_EXISTS,
+                              f"category {name!r} already exists ({dup.id})")
+        await conn.execute(update(categories).where(categories.c.id == category_id).values(
+            name=name))
+        return {**rec, "name": name}
+
+    async def delete_category(self, conn: AsyncConnection, ws: str,
+                              category_id: str) -> dict[str, Any] | None:
+        """Deletes the category and its memberships (never the contacts); returns it as it
+        was, or None when the workspace has none with that id."""
+        rec = await self.category(conn, ws, category_id)
+        if rec is None:
+            return None
+        await conn.execute(contact_categories.delete().where(
+            contact_categories.c.category_id == category_id))
+        await conn.execute(categories.delete().where(categories.c.id == category_id))
+        return rec
+
     async def existing_categories(self, ws: str, ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
         async with self.engine.connect() as conn:
@@ -430,12 +469,32 @@ class Store:
         added = (await conn.execute(insert_ignore(conn, suppressions, [
             "workspace_id", "channel", "address"]).values(
             workspace_id=ws, channel=channel, address=address, reason=reason, source=source,
-            kind=kind, created_at=self.clock.now()).returning(suppressions.c.address))
+            kind=kind, created_at=self.clock.now(), id=new_id()).returning(suppressions.c.address))
                  ).first() is not None
         rec = (await conn.execute(select(suppressions).where(
             suppressions.c.workspace_id == ws, suppressions.c.channel == channel,
             suppressions.c.address == address))).mappings().one()
         return dict(rec), added
+
+    @staticmethod
+    async def find_suppression(conn: AsyncConnection, ws: str, suppression_id: str | None = None,
+                               channel: int | None = None,
+                               address: str | None = None) -> dict[str, Any] | None:
+        """The workspace's entry with that id, or on that channel for that address key."""
+        q = select(suppressions).where(suppressions.c.workspace_id == ws)
+        if suppression_id is not None:
+            q = q.where(suppressions.c.id == suppression_id)
+        else:
+            q = q.where(suppressions.c.channel == channel, suppressions.c.address == address)
+        rec = (await conn.execute(q)).mappings().first()
+        return dict(rec) if rec is not None else None
+
+    @staticmethod
+    async def delete_suppression(conn: AsyncConnection, ws: str, channel: int,
+                                 address: str) -> None:
+        await conn.execute(suppressions.delete().where(
+            suppressions.c.workspace_id == ws, suppressions.c.channel == channel,
+            suppressions.c.address == address))
 
     async def suppressed(self, ws: str, channel: int,
                          keys: Iterable[str]) -> dict[str, tuple[str, str]]:

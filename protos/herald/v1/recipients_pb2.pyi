@@ -1,14 +1,29 @@
 import datetime
 
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from herald.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class SuppressionKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SUPPRESSION_KIND_UNSPECIFIED: _ClassVar[SuppressionKind]
+    SUPPRESSION_KIND_MANUAL: _ClassVar[SuppressionKind]
+    SUPPRESSION_KIND_OPTED_OUT: _ClassVar[SuppressionKind]
+    SUPPRESSION_KIND_BOUNCED: _ClassVar[SuppressionKind]
+    SUPPRESSION_KIND_COMPLAINED: _ClassVar[SuppressionKind]
+SUPPRESSION_KIND_UNSPECIFIED: SuppressionKind
+SUPPRESSION_KIND_MANUAL: SuppressionKind
+SUPPRESSION_KIND_OPTED_OUT: SuppressionKind
+SUPPRESSION_KIND_BOUNCED: SuppressionKind
+SUPPRESSION_KIND_COMPLAINED: SuppressionKind
 
 class Sender(_message.Message):
     __slots__ = ("workspace_id", "channel", "address", "created_at")
@@ -207,6 +222,24 @@ class CreateCategoryRequest(_message.Message):
     name: str
     def __init__(self, request_id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
+class UpdateCategoryRequest(_message.Message):
+    __slots__ = ("request_id", "category", "update_mask")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    category: Category
+    update_mask: _field_mask_pb2.FieldMask
+    def __init__(self, request_id: _Optional[str] = ..., category: _Optional[_Union[Category, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+
+class DeleteCategoryRequest(_message.Message):
+    __slots__ = ("request_id", "id")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    id: str
+    def __init__(self, request_id: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
+
 class ListCategoriesRequest(_message.Message):
     __slots__ = ("page_size", "page_token")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -246,18 +279,22 @@ class AudienceMember(_message.Message):
     def __init__(self, recipient: _Optional[_Union[_common_pb2.Recipient, _Mapping]] = ..., accepted: _Optional[bool] = ..., rejection: _Optional[_Union[_common_pb2.FailureCategory, str]] = ..., rejection_reason: _Optional[str] = ...) -> None: ...
 
 class Suppression(_message.Message):
-    __slots__ = ("workspace_id", "channel", "address", "reason", "created_at")
+    __slots__ = ("workspace_id", "channel", "address", "reason", "created_at", "id", "kind")
     WORKSPACE_ID_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     workspace_id: str
     channel: _common_pb2.Channel
     address: str
     reason: str
     created_at: _timestamp_pb2.Timestamp
-    def __init__(self, workspace_id: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., address: _Optional[str] = ..., reason: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    id: str
+    kind: SuppressionKind
+    def __init__(self, workspace_id: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., address: _Optional[str] = ..., reason: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., id: _Optional[str] = ..., kind: _Optional[_Union[SuppressionKind, str]] = ...) -> None: ...
 
 class AddSuppressionRequest(_message.Message):
     __slots__ = ("request_id", "channel", "address", "reason")
@@ -270,6 +307,20 @@ class AddSuppressionRequest(_message.Message):
     address: str
     reason: str
     def __init__(self, request_id: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., address: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RemoveSuppressionRequest(_message.Message):
+    __slots__ = ("request_id", "id", "channel", "address", "reason")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    id: str
+    channel: _common_pb2.Channel
+    address: str
+    reason: str
+    def __init__(self, request_id: _Optional[str] = ..., id: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., address: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ListSuppressionsRequest(_message.Message):
     __slots__ = ("page_size", "page_token", "filter")

@@ -60,6 +60,16 @@ class RecipientServiceStub:
                 request_serializer=herald_dot_v1_dot_recipients__pb2.ListCategoriesRequest.SerializeToString,
                 response_deserializer=herald_dot_v1_dot_recipients__pb2.ListCategoriesResponse.FromString,
                 _registered_method=True)
+        self.UpdateCategory = channel.unary_unary(
+                '/herald.v1.RecipientService/UpdateCategory',
+                request_serializer=herald_dot_v1_dot_recipients__pb2.UpdateCategoryRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_recipients__pb2.Category.FromString,
+                _registered_method=True)
+        self.DeleteCategory = channel.unary_unary(
+                '/herald.v1.RecipientService/DeleteCategory',
+                request_serializer=herald_dot_v1_dot_recipients__pb2.DeleteCategoryRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_recipients__pb2.Category.FromString,
+                _registered_method=True)
         self.ResolveAudience = channel.unary_stream(
                 '/herald.v1.RecipientService/ResolveAudience',
                 request_serializer=herald_dot_v1_dot_recipients__pb2.ResolveAudienceRequest.SerializeToString,
@@ -74,6 +84,11 @@ class RecipientServiceStub:
                 '/herald.v1.RecipientService/ListSuppressions',
                 request_serializer=herald_dot_v1_dot_recipients__pb2.ListSuppressionsRequest.SerializeToString,
                 response_deserializer=herald_dot_v1_dot_recipients__pb2.ListSuppressionsResponse.FromString,
+                _registered_method=True)
+        self.RemoveSuppression = channel.unary_unary(
+                '/herald.v1.RecipientService/RemoveSuppression',
+                request_serializer=herald_dot_v1_dot_recipients__pb2.RemoveSuppressionRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_recipients__pb2.Suppression.FromString,
                 _registered_method=True)
         self.ValidateTargets = channel.unary_unary(
                 '/herald.v1.RecipientService/ValidateTargets',
@@ -131,6 +146,39 @@ class RecipientServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateCategory(self, request, context):
+        """Renames a category (AIP-134: the only field that can change is name). Its id, its
+        contacts and every campaign that names it by id are unaffected.
+        Roles: operator, admin, service (others: PERMISSION_DENIED).
+        Errors: INVALID_ARGUMENT naming category.id (missing or not a UUID), category.name
+        (empty after trimming, over 200 characters, NUL) or update_mask (a path other than
+        "name"); NOT_FOUND when the workspace has no such category (another workspace's
+        category looks exactly like a missing one); ALREADY_EXISTS when another category of the
+        workspace already has the name (names are unique per workspace, compared as given after
+        trimming). Renaming to the current name answers the category unchanged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteCategory(self, request, context):
+        """Deletes a category. Its contacts keep existing and lose only this membership (their
+        other categories, fields and addresses stay). Returns the category as it was, with the
+        number of contacts that were in it.
+        The recipients service does not know campaigns: it does not refuse a category that a
+        campaign names. Campaigns already built are unaffected (their audience is materialised
+        in the campaigns ledger, one row per recipient). A campaign that names the category and
+        has not been built yet (DRAFT, NEW, PENDING) fails its build at the latest, with
+        "unknown category" (ResolveAudience answers INVALID_ARGUMENT), and creating or editing a
+        campaign with it is refused: check the campaigns that target it before deleting it.
+        Roles: operator, admin, service (others: PERMISSION_DENIED).
+        Errors: INVALID_ARGUMENT naming id (missing or not a UUID); NOT_FOUND when the workspace
+        has no such category (also for a second delete without the first call's request_id).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ResolveAudience(self, request, context):
         """Streams the validated, de-duplicated audience of a campaign: every target
         comes back once, accepted or with the reason it was rejected.
@@ -147,6 +195,34 @@ class RecipientServiceServicer:
 
     def ListSuppressions(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveSuppression(self, request, context):
+        """Takes an address off the workspace's suppression list, named by its id or by channel
+        and address (normalised as AddSuppression does: E.164 for phone numbers, a lower-cased
+        domain for email). Returns the entry as it was.
+        Effect: suppression is per address, channel and workspace (contacts carry no opt-out
+        flag of their own), so every contact with that address, and any inline recipient, is
+        accepted again by ResolveAudience from now on: campaigns built afterwards send to it.
+        Messages already in a campaign's ledger keep their status (OPTED_OUT stays OPTED_OUT). A
+        later STOP, unsubscribe, bounce or complaint puts the address back on the list.
+        Roles: an entry added by hand (SUPPRESSION_KIND_MANUAL) or by a hard bounce
+        (SUPPRESSION_KIND_BOUNCED): operator, admin, service. An entry the recipient asked for
+        (SUPPRESSION_KIND_OPTED_OUT: STOP keyword, unsubscribe link or List-Unsubscribe) or a
+        spam complaint (SUPPRESSION_KIND_COMPLAINED): admin only, and reason is required (the
+        evidence of renewed consent, e.g. "re-subscribed by phone on 2026-03-01"), because
+        messaging someone who opted out is unlawful in most jurisdictions without it.
+        The removal (who, which entry, its kind, the reason) is written to the service's log
+        ("suppression removed").
+        Errors: INVALID_ARGUMENT naming id (not a UUID, or given together with address),
+        channel (missing or unknown when address is given), address (missing, or not a valid
+        phone number / email address for the channel) or reason (over 500 characters, NUL, or
+        missing for an opt-out or complaint); NOT_FOUND when the workspace has no such entry
+        (another workspace's entries look exactly like missing ones); PERMISSION_DENIED for a
+        caller outside the roles above.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -210,6 +286,16 @@ def add_RecipientServiceServicer_to_server(servicer, server):
                     request_deserializer=herald_dot_v1_dot_recipients__pb2.ListCategoriesRequest.FromString,
                     response_serializer=herald_dot_v1_dot_recipients__pb2.ListCategoriesResponse.SerializeToString,
             ),
+            'UpdateCategory': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateCategory,
+                    request_deserializer=herald_dot_v1_dot_recipients__pb2.UpdateCategoryRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_recipients__pb2.Category.SerializeToString,
+            ),
+            'DeleteCategory': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteCategory,
+                    request_deserializer=herald_dot_v1_dot_recipients__pb2.DeleteCategoryRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_recipients__pb2.Category.SerializeToString,
+            ),
             'ResolveAudience': grpc.unary_stream_rpc_method_handler(
                     servicer.ResolveAudience,
                     request_deserializer=herald_dot_v1_dot_recipients__pb2.ResolveAudienceRequest.FromString,
@@ -224,6 +310,11 @@ def add_RecipientServiceServicer_to_server(servicer, server):
                     servicer.ListSuppressions,
                     request_deserializer=herald_dot_v1_dot_recipients__pb2.ListSuppressionsRequest.FromString,
                     response_serializer=herald_dot_v1_dot_recipients__pb2.ListSuppressionsResponse.SerializeToString,
+            ),
+            'RemoveSuppression': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveSuppression,
+                    request_deserializer=herald_dot_v1_dot_recipients__pb2.RemoveSuppressionRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_recipients__pb2.Suppression.SerializeToString,
             ),
             'ValidateTargets': grpc.unary_unary_rpc_method_handler(
                     servicer.ValidateTargets,
@@ -393,6 +484,60 @@ class RecipientService:
             _registered_method=True)
 
     @staticmethod
+    def UpdateCategory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.RecipientService/UpdateCategory',
+            herald_dot_v1_dot_recipients__pb2.UpdateCategoryRequest.SerializeToString,
+            herald_dot_v1_dot_recipients__pb2.Category.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteCategory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.RecipientService/DeleteCategory',
+            herald_dot_v1_dot_recipients__pb2.DeleteCategoryRequest.SerializeToString,
+            herald_dot_v1_dot_recipients__pb2.Category.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def ResolveAudience(request,
             target,
             options=(),
@@ -463,6 +608,33 @@ class RecipientService:
             '/herald.v1.RecipientService/ListSuppressions',
             herald_dot_v1_dot_recipients__pb2.ListSuppressionsRequest.SerializeToString,
             herald_dot_v1_dot_recipients__pb2.ListSuppressionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveSuppression(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.RecipientService/RemoveSuppression',
+            herald_dot_v1_dot_recipients__pb2.RemoveSuppressionRequest.SerializeToString,
+            herald_dot_v1_dot_recipients__pb2.Suppression.FromString,
             options,
             channel_credentials,
             insecure,
