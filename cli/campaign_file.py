@@ -22,13 +22,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import yaml  # type: ignore[import-untyped]
 from herald.v1 import campaigns_pb2 as cpb
 from herald.v1 import common_pb2 as c
-
-try:
-    import yaml  # type: ignore[import-untyped]
-except ImportError:  # pragma: no cover - depends on the environment
-    yaml = None
 
 CHANNELS = {"sms": c.CHANNEL_SMS, "email": c.CHANNEL_EMAIL}
 MODES = {"on_demand": cpb.CAMPAIGN_MODE_ON_DEMAND, "now": cpb.CAMPAIGN_MODE_ON_DEMAND,
@@ -47,14 +43,10 @@ def load(path: Path) -> dict[str, Any]:
     text = path.read_text(encoding="utf-8")
     try:
         if path.suffix in (".yaml", ".yml"):
-            if yaml is None:
-                raise SpecError(f"{path}: PyYAML is not installed; write the campaign as JSON")
             data = yaml.safe_load(text)
         else:
             data = json.loads(text)
-    except ValueError as exc:
-        if isinstance(exc, SpecError):
-            raise
+    except (ValueError, yaml.YAMLError) as exc:
         raise SpecError(f"{path}: {exc}") from exc
     if not isinstance(data, dict):
         raise SpecError(f"{path}: expected a mapping of campaign fields")

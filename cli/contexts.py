@@ -11,13 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml  # type: ignore[import-untyped]
+
 from cli import settings
 from shared import config
-
-try:  # YAML when PyYAML is installed; the file is JSON otherwise
-    import yaml  # type: ignore[import-untyped]
-except ImportError:  # pragma: no cover - depends on the environment
-    yaml = None
 
 SERVICES = ("campaigns", "recipients", "stats")
 TLS_KEYS = ("ca_file", "cert_file", "key_file", "server_name")
@@ -39,7 +36,7 @@ def config_path() -> Path:
     if explicit:
         return Path(explicit).expanduser()
     base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    return base / "herald" / ("config.yaml" if yaml is not None else "config.json")
+    return base / "herald" / "config.yaml"
 
 
 @dataclass
@@ -55,13 +52,12 @@ class ConfigFile:
             return cls(path)
         text = path.read_text(encoding="utf-8")
         try:
-            if yaml is not None and path.suffix in (".yaml", ".yml"):
+            if path.suffix in (".yaml", ".yml"):
                 raw = yaml.safe_load(text) or {}
             else:
                 raw = json.loads(text or "{}")
-        except (ValueError, AttributeError) as exc:
-            hint = "" if yaml is not None else " (PyYAML is not installed: the file must be JSON)"
-            raise ConfigError(f"{path}: cannot parse{hint}: {exc}") from exc
+        except (ValueError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot parse: {exc}") from exc
         if not isinstance(raw, dict) or not isinstance(raw.get("contexts", {}), dict):
             raise ConfigError(f"{path}: expected a mapping with 'contexts'")
         return cls(path, str(raw.get("current-context") or ""),
@@ -69,7 +65,7 @@ class ConfigFile:
 
     def save(self) -> None:
         data = {"current-context": self.current, "contexts": self.contexts}
-        if yaml is not None and self.path.suffix in (".yaml", ".yml"):
+        if self.path.suffix in (".yaml", ".yml"):
             text = yaml.safe_dump(data, sort_keys=False)
         else:
             text = json.dumps(data, indent=2) + "\n"

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
+
+import yaml  # type: ignore[import-untyped]
 
 ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "deploy/k8s/components/monitoring"
@@ -16,8 +17,6 @@ RULES_TEST = MONITORING / "herald-rules.test.yaml"
 PROMETHEUS_RULE = MONITORING / "prometheusrule.yaml"
 DASHBOARD = MONITORING / "herald-dashboard.json"
 RUNBOOK = ROOT / "docs/runbook.md"
-# PyYAML lives with the deployment checkers (make tools), not in Herald's own venv.
-TOOLS_PYTHON = ROOT / ".venv-tools/bin/python"
 
 # Series Prometheus makes itself for every target, not exported by any process.
 SCRAPE_SERIES = frozenset({"up", "scrape_duration_seconds", "scrape_samples_scraped"})
@@ -27,12 +26,8 @@ KEYWORDS = frozenset({"and", "or", "unless", "by", "without", "on", "ignoring", 
 
 def load_yaml(path: Path) -> list[Any]:
     """Every document of a YAML file."""
-    assert TOOLS_PYTHON.exists(), "PyYAML comes with the deployment checkers: run `make tools`"
-    out = subprocess.run(
-        [str(TOOLS_PYTHON), "-c",
-         "import json, sys, yaml; json.dump(list(yaml.safe_load_all(open(sys.argv[1]))), sys.stdout)",
-         str(path)], capture_output=True, text=True, timeout=30, check=True)
-    return json.loads(out.stdout)
+    with path.open(encoding="utf-8") as f:
+        return list(yaml.safe_load_all(f))
 
 
 def rule_groups() -> list[dict[str, Any]]:
