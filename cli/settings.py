@@ -8,8 +8,8 @@ from shared.config import setting
 CONFIG = setting(
     "HERALD_CONFIG", "",
     "The CLI's contexts file (empty = $XDG_CONFIG_HOME/herald/config.yaml, else "
-    "~/.config/herald/config.yaml; config.json when PyYAML is not installed). `make run` "
-    "writes its `local` context there.", "cli")
+    "~/.config/herald/config.yaml; a path ending in .json is read and written as JSON). "
+    "`make run` writes its `local` context there.", "cli")
 CONTEXT = setting(
     "HERALD_CONTEXT", "",
     "Context of the contexts file the CLI uses instead of its current-context.", "cli")

@@ -331,7 +331,7 @@ def _id_action(p: argparse.ArgumentParser) -> None:
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     cr = add(sub, common, "create", create, "create a campaign from flags and/or a YAML/JSON file")
-    cr.add_argument("-f", "--file", default="", help="campaign file (.json; .yaml with PyYAML)")
+    cr.add_argument("-f", "--file", default="", help="campaign file (.yaml or .json)")
     cr.add_argument("--name")
     cr.add_argument("--channel", choices=("sms", "email"))
     cr.add_argument("--sender")
