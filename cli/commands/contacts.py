@@ -18,6 +18,11 @@ from cli.output import Output, enum, table, ts
 CHANNELS = {"sms": c.CHANNEL_SMS, "email": c.CHANNEL_EMAIL}
 
 
+def kind_name(kind: int) -> str:
+    """SUPPRESSION_KIND_OPTED_OUT -> OPTED_OUT."""
+    return rpb.SuppressionKind.Name(kind).removeprefix("SUPPRESSION_KIND_")
+
+
 async def import_contacts(args: argparse.Namespace, cl: Clients, out: Output) -> int:
     path = Path(args.file)
     cats = await category_ids(cl)
@@ -113,6 +118,31 @@ async def create_category(args: argparse.Namespace, cl: Clients, out: Output) ->
     return 0
 
 
+async def rename_category(args: argparse.Namespace, cl: Clients, out: Output) -> int:
+    cats = await category_ids(cl)
+    cat = await cl.recipients.UpdateCategory(rpb.UpdateCategoryRequest(
+        category=rpb.Category(id=cats.get(args.category, args.category), name=args.name),
+        update_mask={"paths": ["name"]}, request_id=args.request_id))
+    if out.json:
+        out.emit(cat)
+    else:
+        out.print(f"category {cat.id} renamed to {cat.name} ({cat.contacts_count} contacts)",
+                  soft_wrap=True, markup=False)
+    return 0
+
+
+async def delete_category(args: argparse.Namespace, cl: Clients, out: Output) -> int:
+    cats = await category_ids(cl)
+    cat = await cl.recipients.DeleteCategory(rpb.DeleteCategoryRequest(
+        id=cats.get(args.category, args.category), request_id=args.request_id))
+    if out.json:
+        out.emit(cat)
+    else:
+        out.print(f"deleted category {cat.name} ({cat.id}): its {cat.contacts_count} contacts "
+                  "are kept, without this category", soft_wrap=True, markup=False)
+    return 0
+
+
 async def list_suppressions(args: argparse.Namespace, cl: Clients, out: Output) -> int:
     flt = f"channel={args.channel.upper()}" if args.channel else ""
     items, resp = await collect(cl.recipients.ListSuppressions,
@@ -120,9 +150,11 @@ async def list_suppressions(args: argparse.Namespace, cl: Clients, out: Output) 
     if out.json:
         out.emit(items)
         return 0
-    out.print(table(f"suppressions ({len(items)})", ("channel", "address", "reason", "since"),
-                    ids=("address",), rows=[[enum(c.Channel.Name(s.channel)), s.address, s.reason,
-                                             ts(s.created_at)] for s in items]))
+    wide = out.console.width >= 120
+    cols = ["channel", "address", "kind", "reason", "since", *(("id",) if wide else ())]
+    out.print(table(f"suppressions ({len(items)})", cols, ids=("address", "id"), rows=[
+        [enum(c.Channel.Name(s.channel)), s.address, kind_name(s.kind),
+         s.reason, ts(s.created_at), *((s.id,) if wide else ())] for s in items]))
     if hint := more_hint(resp, args):
         out.print(hint, soft_wrap=True)
     return 0
@@ -138,6 +170,24 @@ async def add_suppression(args: argparse.Namespace, cl: Clients, out: Output) ->
     else:
         out.print(f"suppressed {s.address} ({enum(c.Channel.Name(s.channel))}): {s.reason}",
                   soft_wrap=True, markup=False)
+    return 0
+
+
+async def remove_suppression(args: argparse.Namespace, cl: Clients, out: Output) -> int:
+    if bool(args.address) == bool(args.id):
+        out.error("name the entry by ADDRESS or by --id (one of them)")
+        return 1
+    req = rpb.RemoveSuppressionRequest(id=args.id, reason=args.reason, request_id=args.request_id)
+    if args.address:
+        req.address = args.address
+        req.channel = CHANNELS[args.channel or ("email" if "@" in args.address else "sms")]
+    s = await cl.recipients.RemoveSuppression(req)
+    if out.json:
+        out.emit(s)
+    else:
+        out.print(f"removed {s.address} ({enum(c.Channel.Name(s.channel))}, "
+                  f"{kind_name(s.kind)}) from the suppression list: "
+                  "messages to it are sent again", soft_wrap=True, markup=False)
     return 0
 
 
@@ -161,14 +211,22 @@ def register(root: Any, common: argparse.ArgumentParser) -> None:
     paging(ls)
     add(sub, common, "show", show_contact, "one contact").add_argument("id")
 
-    cats = root.add_parser("categories", help="contact categories: list, create")
+    cats = root.add_parser("categories", help="contact categories: list, create, rename, delete")
     sub = cats.add_subparsers(dest="sub", required=True, metavar="COMMAND")
     paging(add(sub, common, "list", list_categories, "list categories"), 1000)
     cc = add(sub, common, "create", create_category, "create a category")
     cc.add_argument("name")
     cc.add_argument("--request-id", default="")
+    cr = add(sub, common, "rename", rename_category, "rename a category (its id stays)")
+    cr.add_argument("category", metavar="ID", help="the category's id (or its current name)")
+    cr.add_argument("name", metavar="NAME")
+    cr.add_argument("--request-id", default="")
+    cd = add(sub, common, "delete", delete_category,
+             "delete a category (its contacts stay; campaigns already built are unaffected)")
+    cd.add_argument("category", metavar="ID", help="the category's id (or its name)")
+    cd.add_argument("--request-id", default="")
 
-    sup = root.add_parser("suppressions", help="the suppression list: list, add")
+    sup = root.add_parser("suppressions", help="the suppression list: list, add, remove")
     sub = sup.add_subparsers(dest="sub", required=True, metavar="COMMAND")
     sl = add(sub, common, "list", list_suppressions, "list suppressed addresses")
     sl.add_argument("--channel", choices=tuple(CHANNELS), default="")
@@ -179,3 +237,12 @@ def register(root: Any, common: argparse.ArgumentParser) -> None:
                     help="default: email when the address has an @, else sms")
     sa.add_argument("--reason", default="added by an operator")
     sa.add_argument("--request-id", default="")
+    sr = add(sub, common, "remove", remove_suppression,
+             "take an address off the suppression list (messages to it are sent again); an "
+             "opt-out or a spam complaint needs an admin and --reason")
+    sr.add_argument("address", nargs="?", default="", metavar="ADDRESS")
+    sr.add_argument("--id", default="", help="the entry's id (suppressions list --json shows it)")
+    sr.add_argument("--channel", choices=tuple(CHANNELS), default="",
+                    help="default: email when the address has an @, else sms")
+    sr.add_argument("--reason", default="", help="why (required for an opt-out or a complaint)")
+    sr.add_argument("--request-id", default="")
