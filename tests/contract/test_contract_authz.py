@@ -26,6 +26,8 @@ Expected outcome of every RPC for every caller (protos' CampaignService header, 
   TriggerCampaign                             operator admin service           campaign
   RecipientService.UpsertContacts CreateCategory
     AddSuppression                            operator admin service           workspace
+  UpdateCategory DeleteCategory               operator admin service           category
+  RemoveSuppression (an entry added by hand)  operator admin service           suppression
   GetContact                                  every role                       contact
   ListContacts ListCategories ListSuppressions
     ListSenders ResolveAudience ValidateTargets every role                     workspace
@@ -117,6 +119,9 @@ TABLE: dict[str, Rule] = {
     "RecipientService.ResolveAudience": Rule(EVERY, "workspace"),
     "RecipientService.AddSuppression": Rule(WRITERS, "workspace"),
     "RecipientService.ListSuppressions": Rule(EVERY, "workspace"),
+    "RecipientService.UpdateCategory": Rule(WRITERS, "category"),
+    "RecipientService.DeleteCategory": Rule(WRITERS, "category"),
+    "RecipientService.RemoveSuppression": Rule(WRITERS, "suppression"),
     "RecipientService.ValidateTargets": Rule(EVERY, "workspace"),
     "RecipientService.RegisterSender": Rule(ADMIN, "workspace"),
     "RecipientService.ListSenders": Rule(EVERY, "workspace"),
@@ -310,6 +315,34 @@ async def _delete_sender(t: Targets) -> Callable[[Caller], Awaitable[Any]]:
 
 
 CALLS["RecipientService.DeleteSender"] = _delete_sender
+
+
+async def _category(t: Targets) -> str:
+    return await stack.create_category(t.admin, "authz")
+
+
+async def _rename_category(t: Targets) -> Callable[[Caller], Awaitable[Any]]:
+    cat = await _category(t)
+    return lambda who: who.recipients.UpdateCategory(rpb.UpdateCategoryRequest(
+        request_id=_rid(), category=rpb.Category(id=cat, name=_unique_name())))
+
+
+async def _delete_category(t: Targets) -> Callable[[Caller], Awaitable[Any]]:
+    cat = await _category(t)
+    return lambda who: who.recipients.DeleteCategory(rpb.DeleteCategoryRequest(request_id=_rid(), id=cat))
+
+
+async def _remove_suppression(t: Targets) -> Callable[[Caller], Awaitable[Any]]:
+    # A ws-a entry added by hand, named by its id.
+    entry = await t.admin.recipients.AddSuppression(rpb.AddSuppressionRequest(
+        request_id=_rid(), channel=c.CHANNEL_EMAIL, address=f"{_unique_name()}@example.com", reason="asked"))
+    return lambda who: who.recipients.RemoveSuppression(rpb.RemoveSuppressionRequest(
+        request_id=_rid(), id=entry.id, reason="authz"))
+
+
+CALLS["RecipientService.UpdateCategory"] = _rename_category
+CALLS["RecipientService.DeleteCategory"] = _delete_category
+CALLS["RecipientService.RemoveSuppression"] = _remove_suppression
 
 
 @pytest.fixture(scope="module")
