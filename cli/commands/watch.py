@@ -1,12 +1,11 @@
-"""`herald watch <id>`: a live progress bar and counters from StatsService.WatchCampaignStats
-until the campaign is final (DONE, CANCELLED, FAILED, EXPIRED)."""
+"""`herald watch <id>`: a live progress bar and counters from StatsService.WatchCampaignStats.
+The stream itself ends once the campaign's figures are final (terminal status, nothing in
+flight); a stream that ends without a final snapshot (a stats pod restarted) is reopened."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import time
 from typing import Any
 
 from herald.v1 import campaigns_pb2 as cpb
@@ -19,10 +18,8 @@ from rich.text import Text
 from cli.connect import Clients
 from cli.output import Output, enum, to_dict
 
-TERMINAL = {cpb.CAMPAIGN_STATUS_DONE, cpb.CAMPAIGN_STATUS_FAILED, cpb.CAMPAIGN_STATUS_CANCELLED,
-            cpb.CAMPAIGN_STATUS_EXPIRED}
-CATCH_UP = 5.0  # seconds the stats may lag the ledger once the campaign is final
 COUNTERS = ("sent", "delivered", "failed", "queued", "sending", "submitted", "deferred", "opted_out")
+REOPEN_DELAY = 1.0  # seconds before a stream that ended without a final snapshot is reopened
 
 
 def counters_line(status: str, st: spb.CampaignStats) -> str:
@@ -56,89 +53,52 @@ class View:
         if self.live is not None:
             self.live.__exit__(*exc)
 
-    def update(self, cp: cpb.Campaign, st: spb.CampaignStats, final: bool = False) -> None:
-        status = enum(cpb.CampaignStatus.Name(cp.status))
+    def update(self, st: spb.CampaignStats, status: int) -> None:
         if self.out.json:
-            self.out.emit({"campaignId": cp.id, "status": cpb.CampaignStatus.Name(cp.status),
-                           "final": final, "stats": to_dict(st)}, line=True)
+            self.out.emit({"campaignId": st.campaign_id, "status": cpb.CampaignStatus.Name(status),
+                           "final": st.final, "stats": to_dict(st)}, line=True)
         elif self.live is not None:
             self.bar.update(self.task, total=st.total or None, completed=st.processed)
-            self.text.plain = counters_line(status, st)
+            self.text.plain = counters_line(enum(cpb.CampaignStatus.Name(status)), st)
             self.live.refresh()
         else:
-            self.out.print(counters_line(status, st), soft_wrap=True, highlight=False)
+            self.out.print(counters_line(enum(cpb.CampaignStatus.Name(status)), st), soft_wrap=True,
+                           highlight=False)
+
+
+async def follow(cl: Clients, view: View, cp: cpb.Campaign, interval: float) -> spb.CampaignStats:
+    """Shows every snapshot of the stream until the final one; reopens a stream that ended
+    without it (the server went away between two snapshots)."""
+    while True:
+        call = cl.stats.WatchCampaignStats(spb.WatchCampaignStatsRequest(
+            campaign_id=cp.id, interval_ms=int(interval * 1000)))
+        try:
+            async for st in call:
+                # Until stats has learnt the lifecycle status, the campaign's own says it.
+                view.update(st, st.campaign_status or cp.status)
+                if st.final:
+                    return st
+        except Exception:
+            cl.last = "stats"  # the hint names the service that failed
+            raise
+        finally:
+            call.cancel()
+        await asyncio.sleep(REOPEN_DELAY)
 
 
 async def watch(args: argparse.Namespace, cl: Clients, out: Output) -> int:
     cp = await cl.campaigns.GetCampaign(cpb.GetCampaignRequest(id=args.id))
-    interval = max(0.1, args.interval)
-    call = cl.stats.WatchCampaignStats(spb.WatchCampaignStatsRequest(
-        campaign_id=cp.id, interval_ms=int(interval * 1000)))
-    updates: asyncio.Queue[spb.CampaignStats | None] = asyncio.Queue()
-
-    failure: list[BaseException] = []
-
-    async def read() -> None:
-        try:
-            async for st in call:
-                await updates.put(st)
-        except Exception as exc:  # noqa: BLE001 - handed to the loop below
-            failure.append(exc)
-        finally:
-            await updates.put(None)  # the stream ended (the campaign is final, or the server left)
-
-    reader = asyncio.create_task(read())
     out.print(f"watching campaign {cp.id} ({cp.name or 'unnamed'}); Ctrl-C stops watching, "
               "not the campaign", soft_wrap=True, markup=False, highlight=False)
-    st = spb.CampaignStats(campaign_id=cp.id)
-    final_since: float | None = None
-    reopen = False
-    shown: tuple[int, bytes] | None = None
-    try:
-        with View(out, cp.id) as view:
-            while True:
-                ended = False
-                try:
-                    item = await asyncio.wait_for(updates.get(), interval)
-                    if item is None:
-                        ended = True
-                        if failure:
-                            cl.last = "stats"  # the hint names the service that failed
-                            raise failure[0]
-                    else:
-                        st = item
-                except TimeoutError:
-                    pass
-                # The stream says how far the sends are; the campaign says whether it is over.
-                cp = await cl.campaigns.GetCampaign(cpb.GetCampaignRequest(id=cp.id))
-                if (cp.status, st.SerializeToString()) != shown and not ended:
-                    shown = (cp.status, st.SerializeToString())
-                    view.update(cp, st)
-                if cp.status in TERMINAL:
-                    final_since = final_since or time.monotonic()
-                    caught_up = st.processed >= cp.progress.processed
-                    if ended or caught_up or time.monotonic() - final_since > CATCH_UP:
-                        break
-                elif ended:
-                    reopen = True
-                    break
-            if not reopen:
-                st = await cl.stats.GetCampaignStats(spb.GetCampaignStatsRequest(campaign_id=cp.id))
-                view.update(cp, st, final=True)
-    finally:
-        call.cancel()
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await reader
-    if reopen:  # the stream ended while the campaign still runs (a stats pod restarted)
-        await asyncio.sleep(1.0)
-        return await watch(args, cl, out)
+    with View(out, cp.id) as view:
+        st = await follow(cl, view, cp, max(0.1, args.interval))
+    status = st.campaign_status
     if not out.json:
-        p = cp.progress
+        # The outcome is the campaign's own (derived from the ledger); the figures are final.
+        cp = await cl.campaigns.GetCampaign(cpb.GetCampaignRequest(id=cp.id))
         outcome = f", outcome {enum(cpb.CampaignOutcome.Name(cp.outcome))}" if cp.outcome else ""
-        out.print(f"campaign {cp.id} {enum(cpb.CampaignStatus.Name(cp.status))}{outcome}: "
-                  f"processed {p.processed}/{p.total}, sent {p.sent}, delivered "
-                  f"{p.delivered + p.assumed_delivered}, failed {p.errors}", soft_wrap=True,
+        out.print(f"campaign {cp.id} {enum(cpb.CampaignStatus.Name(status))}{outcome}: "
+                  f"processed {st.processed}/{st.total}, sent {st.sent}, delivered "
+                  f"{st.delivered + st.assumed_delivered}, failed {st.failed}", soft_wrap=True,
                   highlight=False)
-    return 0 if cp.status == cpb.CAMPAIGN_STATUS_DONE else 1
-
+    return 0 if status == cpb.CAMPAIGN_STATUS_DONE else 1

@@ -38,13 +38,14 @@ async def main() -> None:
     await bus.ensure_streams(js)
     consumer = Consumer(agg, js, durable=settings.DURABLE.get(), batch=settings.BATCH.get_int())
     rt.start_metrics()
-    # Asked about campaigns stats has no events for yet (exists? whose?).
-    directory = CampaignDirectory(agg, config.CAMPAIGNS_ADDR.get())
+    catchup = CatchUp(js, consumer.durable, settings.REBUILD_CATCHUP_TIMEOUT.get_float())
+    # Asked about campaigns stats has no events for yet (exists? whose? which status?).
+    directory = CampaignDirectory(agg, config.CAMPAIGNS_ADDR.get(), catchup.last_seq)
     rebuilder = Rebuilder(
         LedgerReader(directory, page_size=settings.REBUILD_PAGE.get_int()),
         RebuildStore(redis, agg.prefix, message_ttl=agg.message_ttl, daily_ttl=agg.daily_ttl),
-        CatchUp(js, consumer.durable, settings.REBUILD_CATCHUP_TIMEOUT.get_float()))
-    servicer = StatsServicer(agg, directory, rt.stop_event, rebuilder)
+        catchup)
+    servicer = StatsServicer(agg, directory, rt.stop_event, rebuilder, consumer_position=catchup)
     await rt.start_grpc([(stats_pb2_grpc.add_StatsServiceServicer_to_server, servicer,
                           "herald.v1.StatsService")])
     task = asyncio.create_task(consumer.run(rt.stop_event), name="stats-consumer")

@@ -11,6 +11,7 @@ Redis key layout (P = HERALD_STATS_PREFIX, default "herald:stats:"):
   P e:<event_id>              string de-dup marker of an open/click/reply; TTL HERALD_STATS_EVENT_TTL
   P c:<campaign_id>           hash  counters (see COUNTERS) + ws (owning workspace, first wins:
                                     from message and campaign events, or CampaignService's answer)
+                                    + cs/csat/csq (lifecycle status, services.stats.campaign_status)
   P w:<workspace_id>          hash  the same counters summed over the workspace
   P v:<campaign_id>:<variant> hash  the same counters per A/B variant
   P vs:<campaign_id>          set   the variants seen for the campaign
@@ -26,7 +27,8 @@ Durability: all of it can be rebuilt from the ledger of record with RebuildCampa
 variant, channel), the campaign and variant counters (views/clicks/replies as the ledger
 counts them; unique openers/clickers = messages with views/clicks > 0), the workspace totals
 (moved by the rebuilt campaign's difference, so a workspace is whole once each of its
-campaigns was rebuilt), the owner record, and of the per-day counters total (created day),
+campaigns was rebuilt), the owner record, the lifecycle status (kept across a rebuild; when
+Redis lost it, learnt again from CampaignService on the next read), and of the per-day counters total (created day),
 sent (sent day) and delivered (delivered day). Not rebuildable: the e: de-dup markers (an
 open/click/reply the bus redelivers after a loss may count again in Redis),
 machine opens (the ledger does not tell them apart: after a loss machine_opens restarts at 0
@@ -67,6 +69,7 @@ from herald.v1 import common_pb2 as c
 from herald.v1 import events_pb2 as e
 from redis.exceptions import NoScriptError
 
+from services.stats import campaign_status
 from shared import states
 from shared.timeutil import from_ts
 
@@ -229,6 +232,16 @@ SCRIPT = _LUA
 
 
 @dataclass(frozen=True)
+class CampaignRecord:
+    """A campaign's counters hash as one read: counters, owner and lifecycle status."""
+
+    counters: dict[str, int]
+    owner: str      # '' when never seen
+    status: int     # CampaignStatus, 0 when not known yet
+    status_seq: int  # EVENTS stream sequence of the newest record of that status (0: none)
+
+
+@dataclass(frozen=True)
 class MessageState:
     message_id: str
     workspace: str
@@ -265,6 +278,7 @@ class Aggregator:
         self.event_ttl = event_ttl
         self.daily_ttl = daily_ttl
         self.sha = ""
+        self.status_sha = ""
 
     # --- keys ------------------------------------------------------------------
     def message_key(self, message_id: str) -> str:
@@ -347,7 +361,31 @@ class Aggregator:
         if campaign_id and workspace_id:
             await self.redis.hsetnx(self.campaign_key(campaign_id), "ws", workspace_id)
 
+    async def record_status(self, campaign_id: str, workspace_id: str, status: int,
+                            previous: int = 0, at_us: int = 0, seq: int = 0) -> str:
+        """Record the campaign's owner and a lifecycle status it entered at at_us (the rules
+        of services.stats.campaign_status); returns applied, duplicate, stale or ignored."""
+        if not campaign_id:
+            return "ignored"
+        args = [workspace_id, str(status), str(previous), str(at_us), str(seq)]
+        for attempt in range(2):
+            if not self.status_sha:
+                self.status_sha = await self.redis.script_load(campaign_status.SCRIPT)
+            try:
+                res = await self.redis.evalsha(self.status_sha, 1, self.campaign_key(campaign_id), *args)
+                return res.decode() if isinstance(res, bytes) else str(res)
+            except NoScriptError:  # Redis restarted or flushed its scripts
+                self.status_sha = ""
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
     # --- reads -----------------------------------------------------------------
+    async def campaign_record(self, campaign_id: str) -> CampaignRecord:
+        raw = await self.redis.hgetall(self.campaign_key(campaign_id))
+        return CampaignRecord(self._counters(raw), _str(raw.get(b"ws")), _int(raw.get(b"cs")),
+                              _int(raw.get(b"csq")))
+
     async def owner(self, campaign_id: str) -> str:
         """The workspace recorded for a campaign ('' when stats has no record of it)."""
         return _str(await self.redis.hget(self.campaign_key(campaign_id), "ws"))

@@ -1,4 +1,5 @@
-"""Waits until the stats consumer has applied every message event already on the bus.
+"""Waits until the stats consumer has applied every message event already on the bus (and
+tells whether it has applied those up to a given EVENTS sequence).
 
 RebuildCampaignStats reads a ledger page, then waits here before merging it: the ledger
 can only hold events that were on the bus when the page was read, so once stats has applied
@@ -47,3 +48,17 @@ class CatchUp:
             if loop.time() > deadline:
                 raise ConsumerBehind(pending, self.timeout)
             await asyncio.sleep(POLL)
+
+    async def last_seq(self) -> int:
+        """The EVENTS stream's last sequence now (every event published so far is at or below)."""
+        return int((await self.js.stream_info(bus.EVENTS_STREAM)).state.last_seq or 0)
+
+    async def applied_through(self, seq: int) -> bool:
+        """Whether the stats durable has acked every message event at or below stream
+        sequence seq (its ack floor reached it, or nothing is pending or unacked)."""
+        if seq <= 0:
+            return True
+        info = await self.js.consumer_info(bus.EVENTS_STREAM, self.durable)
+        floor = info.ack_floor.stream_seq if info.ack_floor else 0
+        pending = (info.num_pending or 0) + (info.num_ack_pending or 0)
+        return (floor or 0) >= seq or pending == 0

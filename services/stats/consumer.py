@@ -1,7 +1,8 @@
 """Durable pull consumers on EVENTS: "<durable>" on events.message.> (one pipelined Redis
 round trip per fetched batch, then the batch is acked; every event is idempotent, so a batch
 that fails half way is simply redelivered) and "<durable>-campaigns" on events.campaign.>
-(records which workspace owns each campaign, so reads can tell unknown campaigns apart)."""
+(records which workspace owns each campaign, so reads can tell unknown campaigns apart, and
+the lifecycle status each campaign entered: services.stats.campaign_status)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
 
-from services.stats import settings
+from services.stats import campaign_status, settings
 from services.stats.aggregator import Aggregator
 from services.stats.metrics import APPLY_LATENCY, EVENT_LAG, EVENTS
 from shared import bus, states
@@ -24,6 +25,13 @@ from shared.timeutil import Clock
 log = logging.getLogger("herald.stats.consumer")
 SUBJECT = "events.message.>"
 CAMPAIGN_SUBJECT = "events.campaign.>"
+
+
+def _stream_seq(msg: Msg) -> int:
+    try:
+        return int(msg.metadata.sequence.stream)
+    except Exception:  # not a JetStream delivery (no reply subject to read it from)
+        return 0
 
 
 class Consumer:
@@ -51,7 +59,17 @@ class Consumer:
 
     async def handle_campaign(self, msg: Msg) -> None:
         ev = bus.parse(msg, e.CampaignEvent)
-        await self.agg.record_owner(ev.campaign_id, ev.workspace_id)
+        status = 0
+        if ev.kind == e.CAMPAIGN_EVENT_KIND_STATUS_CHANGED:
+            status = campaign_status.status_value(ev.status)
+        if not status:  # another kind, or a status this version does not know: the owner only
+            await self.agg.record_owner(ev.campaign_id, ev.workspace_id)
+            return
+        await self.agg.record_status(
+            ev.campaign_id, ev.workspace_id, status,
+            previous=campaign_status.status_value(ev.previous_status),
+            at_us=ev.occurred_at.ToMicroseconds() if ev.HasField("occurred_at") else 0,
+            seq=_stream_seq(msg))
 
     async def run_messages(self, stop: asyncio.Event) -> None:
         sub = await self.js.pull_subscribe(

@@ -1,10 +1,12 @@
 """Which workspace owns a campaign: the aggregator's record (from events) first, else
 CampaignService.GetCampaign asked in the caller's workspace, whose positive answer is
-cached in that record. Stats never answers zeros for a campaign nobody showed it."""
+cached in that record (with the campaign's lifecycle status, when stats had none). Stats
+never answers zeros for a campaign nobody showed it."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 import grpc
 from herald.v1 import campaigns_pb2 as cpb
@@ -25,9 +27,13 @@ def unavailable(campaign_id: str) -> HeraldError:
 
 
 class CampaignDirectory:
-    def __init__(self, agg: Aggregator, campaigns_addr: str) -> None:
+    def __init__(self, agg: Aggregator, campaigns_addr: str,
+                 stream_position: Callable[[], Awaitable[int]] | None = None) -> None:
         self.agg = agg
         self.addr = campaigns_addr
+        # The EVENTS stream's last sequence: a status learnt from CampaignService is as of
+        # then (the message events behind it are on the bus by then). None: not known.
+        self.stream_position = stream_position
         # Read now, so a bad TLS file stops the process at start-up, not at the first lookup.
         self._credentials = tls.client_credentials()
         self._channel: grpc.aio.Channel | None = None
@@ -50,7 +56,21 @@ class CampaignDirectory:
         known = await self.agg.owner(campaign_id)
         if known:
             return known
+        return await self.learn(campaign_id, token=token, deadline=deadline)
+
+    async def learn(self, campaign_id: str, *, token: str | None = None,
+                    deadline: float | None = None) -> str:
+        """Asks CampaignService about the campaign and records its owner and lifecycle status
+        (the time of its last transition; events decide from then on). Answers the owner;
+        raises like owner()."""
         principal = auth.current()
+        seq = 0
+        if self.stream_position is not None:
+            try:
+                seq = await self.stream_position()
+            except Exception as exc:  # the bus is away: recorded without a position
+                log.warning("EVENTS position unknown", extra={
+                    "campaign_id": campaign_id, "error_type": type(exc).__name__, "error": str(exc)})
         timeout = LOOKUP_TIMEOUT if deadline is None else max(min(deadline, LOOKUP_TIMEOUT), 0.05)
         try:
             cp = await self.campaigns().GetCampaign(
@@ -63,7 +83,11 @@ class CampaignDirectory:
                 "campaign_id": campaign_id, "code": err.code().name, "detail": err.details()})
             raise unavailable(campaign_id) from None
         owner = cp.workspace_id or principal.workspace
-        await self.agg.record_owner(campaign_id, owner)
+        at_us = max((h.at.ToMicroseconds() for h in cp.history if h.HasField("at")), default=0)
+        if cp.status:
+            await self.agg.record_status(campaign_id, owner, cp.status, at_us=at_us, seq=seq)
+        else:
+            await self.agg.record_owner(campaign_id, owner)
         return await self.agg.owner(campaign_id) or owner
 
     async def close(self) -> None:

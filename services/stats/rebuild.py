@@ -12,7 +12,8 @@ Three steps, each one Lua script (atomic):
   finish  the workspace totals move by (new - old), the new counters and variants are
           renamed over the old ones, per-day counters the ledger can tell (total by created
           day, sent by sent day, delivered by delivered day) are raised to the ledger's
-          figure, and P rb:<campaign> is removed.
+          figure, the campaign's lifecycle status (cs/csat/csq) is carried over, and
+          P rb:<campaign> is removed.
 An interrupted rebuild leaves the old counters readable; its temporary keys expire
 (TEMP_TTL) and running it again repairs everything.
 """
@@ -154,6 +155,9 @@ if redis.call('GET', rbkey) ~= tok then return -1 end
 local ckey, nkey = P .. 'c:' .. cid, P .. 'rbc:' .. tok
 local ws = redis.call('HGET', ckey, 'ws') or ARGV[4]  -- the first recorded owner stays
 redis.call('HSET', nkey, 'ws', ws)
+-- The lifecycle status is not in the ledger's rows: it moves over with the swap.
+local status = redis.call('HMGET', ckey, 'cs', 'csat', 'csq')
+if status[1] then redis.call('HSET', nkey, 'cs', status[1], 'csat', status[2] or 0, 'csq', status[3] or 0) end
 local function map(key)
   local flat, out = redis.call('HGETALL', key), {}
   for i = 1, #flat, 2 do out[flat[i]] = tonumber(flat[i + 1]) end

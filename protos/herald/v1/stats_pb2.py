@@ -22,36 +22,37 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from herald.v1 import campaigns_pb2 as herald_dot_v1_dot_campaigns__pb2
 from herald.v1 import common_pb2 as herald_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15herald/v1/stats.proto\x12\therald.v1\x1a\x16herald/v1/common.proto\"2\n\x1bRebuildCampaignStatsRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\"\xe3\x03\n\rCampaignStats\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\r\n\x05total\x18\x02 \x01(\x03\x12\x0c\n\x04sent\x18\x03 \x01(\x03\x12\x11\n\tdelivered\x18\x04 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x03\x12\x0e\n\x06viewed\x18\x06 \x01(\x03\x12\x0f\n\x07\x63licked\x18\x07 \x01(\x03\x12\r\n\x05views\x18\x08 \x01(\x03\x12\x0e\n\x06\x63licks\x18\t \x01(\x03\x12\x15\n\rmachine_opens\x18\n \x01(\x03\x12\x0f\n\x07replies\x18\x0b \x01(\x03\x12\x11\n\topted_out\x18\x0c \x01(\x03\x12\x19\n\x11\x61ssumed_delivered\x18\r \x01(\x03\x12\x10\n\x08\x64\x65\x66\x65rred\x18\x0e \x01(\x03\x12\x0f\n\x07sending\x18\x0f \x01(\x03\x12\x0e\n\x06queued\x18\x10 \x01(\x03\x12\x11\n\tsubmitted\x18\x11 \x01(\x03\x12\x11\n\tcancelled\x18\x12 \x01(\x03\x12\x11\n\tprocessed\x18\x13 \x01(\x03\x12\x15\n\rdelivery_rate\x18\x14 \x01(\x01\x12\x12\n\nreply_rate\x18\x15 \x01(\x01\x12\x12\n\nclick_rate\x18\x16 \x01(\x01\x12\x11\n\topen_rate\x18\x17 \x01(\x01\x12)\n\x08variants\x18\x18 \x03(\x0b\x32\x17.herald.v1.VariantStats\"\xe3\x01\n\x0cVariantStats\x12\x0f\n\x07variant\x18\x01 \x01(\t\x12\r\n\x05total\x18\x02 \x01(\x03\x12\x0c\n\x04sent\x18\x03 \x01(\x03\x12\x11\n\tdelivered\x18\x04 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x03\x12\x0f\n\x07replies\x18\x06 \x01(\x03\x12\x0e\n\x06viewed\x18\x07 \x01(\x03\x12\x0f\n\x07\x63licked\x18\x08 \x01(\x03\x12\x15\n\rdelivery_rate\x18\t \x01(\x01\x12\x12\n\nreply_rate\x18\n \x01(\x01\x12\x12\n\nclick_rate\x18\x0b \x01(\x01\x12\x11\n\topen_rate\x18\x0c \x01(\x01\".\n\x17GetCampaignStatsRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\"E\n\x19WatchCampaignStatsRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x13\n\x0binterval_ms\x18\x02 \x01(\x05\"\x1a\n\x18GetWorkspaceStatsRequest\"\x8a\x01\n\x0eWorkspaceStats\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x16\n\x0emessages_total\x18\x02 \x01(\x03\x12\x15\n\rmessages_sent\x18\x03 \x01(\x03\x12\x1a\n\x12messages_delivered\x18\x04 \x01(\x03\x12\x17\n\x0fmessages_failed\x18\x05 \x01(\x03\"3\n\x1c\x42\x61tchGetMessageStatesRequest\x12\x13\n\x0bmessage_ids\x18\x01 \x03(\t\"|\n\x0cMessageState\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.herald.v1.MessageStatus\x12\r\n\x05views\x18\x03 \x01(\x05\x12\x0e\n\x06\x63licks\x18\x04 \x01(\x05\x12\x0f\n\x07replies\x18\x05 \x01(\x05\"H\n\x1d\x42\x61tchGetMessageStatesResponse\x12\'\n\x06states\x18\x01 \x03(\x0b\x32\x17.herald.v1.MessageState2\xd3\x03\n\x0cStatsService\x12P\n\x10GetCampaignStats\x12\".herald.v1.GetCampaignStatsRequest\x1a\x18.herald.v1.CampaignStats\x12V\n\x12WatchCampaignStats\x12$.herald.v1.WatchCampaignStatsRequest\x1a\x18.herald.v1.CampaignStats0\x01\x12S\n\x11GetWorkspaceStats\x12#.herald.v1.GetWorkspaceStatsRequest\x1a\x19.herald.v1.WorkspaceStats\x12j\n\x15\x42\x61tchGetMessageStates\x12\'.herald.v1.BatchGetMessageStatesRequest\x1a(.herald.v1.BatchGetMessageStatesResponse\x12X\n\x14RebuildCampaignStats\x12&.herald.v1.RebuildCampaignStatsRequest\x1a\x18.herald.v1.CampaignStatsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15herald/v1/stats.proto\x12\therald.v1\x1a\x19herald/v1/campaigns.proto\x1a\x16herald/v1/common.proto\"2\n\x1bRebuildCampaignStatsRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\"\xa6\x04\n\rCampaignStats\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\r\n\x05total\x18\x02 \x01(\x03\x12\x0c\n\x04sent\x18\x03 \x01(\x03\x12\x11\n\tdelivered\x18\x04 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x03\x12\x0e\n\x06viewed\x18\x06 \x01(\x03\x12\x0f\n\x07\x63licked\x18\x07 \x01(\x03\x12\r\n\x05views\x18\x08 \x01(\x03\x12\x0e\n\x06\x63licks\x18\t \x01(\x03\x12\x15\n\rmachine_opens\x18\n \x01(\x03\x12\x0f\n\x07replies\x18\x0b \x01(\x03\x12\x11\n\topted_out\x18\x0c \x01(\x03\x12\x19\n\x11\x61ssumed_delivered\x18\r \x01(\x03\x12\x10\n\x08\x64\x65\x66\x65rred\x18\x0e \x01(\x03\x12\x0f\n\x07sending\x18\x0f \x01(\x03\x12\x0e\n\x06queued\x18\x10 \x01(\x03\x12\x11\n\tsubmitted\x18\x11 \x01(\x03\x12\x11\n\tcancelled\x18\x12 \x01(\x03\x12\x11\n\tprocessed\x18\x13 \x01(\x03\x12\x15\n\rdelivery_rate\x18\x14 \x01(\x01\x12\x12\n\nreply_rate\x18\x15 \x01(\x01\x12\x12\n\nclick_rate\x18\x16 \x01(\x01\x12\x11\n\topen_rate\x18\x17 \x01(\x01\x12)\n\x08variants\x18\x18 \x03(\x0b\x32\x17.herald.v1.VariantStats\x12\x32\n\x0f\x63\x61mpaign_status\x18\x19 \x01(\x0e\x32\x19.herald.v1.CampaignStatus\x12\r\n\x05\x66inal\x18\x1a \x01(\x08\"\xe3\x01\n\x0cVariantStats\x12\x0f\n\x07variant\x18\x01 \x01(\t\x12\r\n\x05total\x18\x02 \x01(\x03\x12\x0c\n\x04sent\x18\x03 \x01(\x03\x12\x11\n\tdelivered\x18\x04 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x03\x12\x0f\n\x07replies\x18\x06 \x01(\x03\x12\x0e\n\x06viewed\x18\x07 \x01(\x03\x12\x0f\n\x07\x63licked\x18\x08 \x01(\x03\x12\x15\n\rdelivery_rate\x18\t \x01(\x01\x12\x12\n\nreply_rate\x18\n \x01(\x01\x12\x12\n\nclick_rate\x18\x0b \x01(\x01\x12\x11\n\topen_rate\x18\x0c \x01(\x01\".\n\x17GetCampaignStatsRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\"E\n\x19WatchCampaignStatsRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x13\n\x0binterval_ms\x18\x02 \x01(\x05\"\x1a\n\x18GetWorkspaceStatsRequest\"\x8a\x01\n\x0eWorkspaceStats\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x16\n\x0emessages_total\x18\x02 \x01(\x03\x12\x15\n\rmessages_sent\x18\x03 \x01(\x03\x12\x1a\n\x12messages_delivered\x18\x04 \x01(\x03\x12\x17\n\x0fmessages_failed\x18\x05 \x01(\x03\"3\n\x1c\x42\x61tchGetMessageStatesRequest\x12\x13\n\x0bmessage_ids\x18\x01 \x03(\t\"|\n\x0cMessageState\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.herald.v1.MessageStatus\x12\r\n\x05views\x18\x03 \x01(\x05\x12\x0e\n\x06\x63licks\x18\x04 \x01(\x05\x12\x0f\n\x07replies\x18\x05 \x01(\x05\"H\n\x1d\x42\x61tchGetMessageStatesResponse\x12\'\n\x06states\x18\x01 \x03(\x0b\x32\x17.herald.v1.MessageState2\xd3\x03\n\x0cStatsService\x12P\n\x10GetCampaignStats\x12\".herald.v1.GetCampaignStatsRequest\x1a\x18.herald.v1.CampaignStats\x12V\n\x12WatchCampaignStats\x12$.herald.v1.WatchCampaignStatsRequest\x1a\x18.herald.v1.CampaignStats0\x01\x12S\n\x11GetWorkspaceStats\x12#.herald.v1.GetWorkspaceStatsRequest\x1a\x19.herald.v1.WorkspaceStats\x12j\n\x15\x42\x61tchGetMessageStates\x12\'.herald.v1.BatchGetMessageStatesRequest\x1a(.herald.v1.BatchGetMessageStatesResponse\x12X\n\x14RebuildCampaignStats\x12&.herald.v1.RebuildCampaignStatsRequest\x1a\x18.herald.v1.CampaignStatsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'herald.v1.stats_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REBUILDCAMPAIGNSTATSREQUEST']._serialized_start=60
-  _globals['_REBUILDCAMPAIGNSTATSREQUEST']._serialized_end=110
-  _globals['_CAMPAIGNSTATS']._serialized_start=113
-  _globals['_CAMPAIGNSTATS']._serialized_end=596
-  _globals['_VARIANTSTATS']._serialized_start=599
-  _globals['_VARIANTSTATS']._serialized_end=826
-  _globals['_GETCAMPAIGNSTATSREQUEST']._serialized_start=828
-  _globals['_GETCAMPAIGNSTATSREQUEST']._serialized_end=874
-  _globals['_WATCHCAMPAIGNSTATSREQUEST']._serialized_start=876
-  _globals['_WATCHCAMPAIGNSTATSREQUEST']._serialized_end=945
-  _globals['_GETWORKSPACESTATSREQUEST']._serialized_start=947
-  _globals['_GETWORKSPACESTATSREQUEST']._serialized_end=973
-  _globals['_WORKSPACESTATS']._serialized_start=976
-  _globals['_WORKSPACESTATS']._serialized_end=1114
-  _globals['_BATCHGETMESSAGESTATESREQUEST']._serialized_start=1116
-  _globals['_BATCHGETMESSAGESTATESREQUEST']._serialized_end=1167
-  _globals['_MESSAGESTATE']._serialized_start=1169
-  _globals['_MESSAGESTATE']._serialized_end=1293
-  _globals['_BATCHGETMESSAGESTATESRESPONSE']._serialized_start=1295
-  _globals['_BATCHGETMESSAGESTATESRESPONSE']._serialized_end=1367
-  _globals['_STATSSERVICE']._serialized_start=1370
-  _globals['_STATSSERVICE']._serialized_end=1837
+  _globals['_REBUILDCAMPAIGNSTATSREQUEST']._serialized_start=87
+  _globals['_REBUILDCAMPAIGNSTATSREQUEST']._serialized_end=137
+  _globals['_CAMPAIGNSTATS']._serialized_start=140
+  _globals['_CAMPAIGNSTATS']._serialized_end=690
+  _globals['_VARIANTSTATS']._serialized_start=693
+  _globals['_VARIANTSTATS']._serialized_end=920
+  _globals['_GETCAMPAIGNSTATSREQUEST']._serialized_start=922
+  _globals['_GETCAMPAIGNSTATSREQUEST']._serialized_end=968
+  _globals['_WATCHCAMPAIGNSTATSREQUEST']._serialized_start=970
+  _globals['_WATCHCAMPAIGNSTATSREQUEST']._serialized_end=1039
+  _globals['_GETWORKSPACESTATSREQUEST']._serialized_start=1041
+  _globals['_GETWORKSPACESTATSREQUEST']._serialized_end=1067
+  _globals['_WORKSPACESTATS']._serialized_start=1070
+  _globals['_WORKSPACESTATS']._serialized_end=1208
+  _globals['_BATCHGETMESSAGESTATESREQUEST']._serialized_start=1210
+  _globals['_BATCHGETMESSAGESTATESREQUEST']._serialized_end=1261
+  _globals['_MESSAGESTATE']._serialized_start=1263
+  _globals['_MESSAGESTATE']._serialized_end=1387
+  _globals['_BATCHGETMESSAGESTATESRESPONSE']._serialized_start=1389
+  _globals['_BATCHGETMESSAGESTATESRESPONSE']._serialized_end=1461
+  _globals['_STATSSERVICE']._serialized_start=1464
+  _globals['_STATSSERVICE']._serialized_end=1931
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,4 @@
+from herald.v1 import campaigns_pb2 as _campaigns_pb2
 from herald.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -14,7 +15,7 @@ class RebuildCampaignStatsRequest(_message.Message):
     def __init__(self, campaign_id: _Optional[str] = ...) -> None: ...
 
 class CampaignStats(_message.Message):
-    __slots__ = ("campaign_id", "total", "sent", "delivered", "failed", "viewed", "clicked", "views", "clicks", "machine_opens", "replies", "opted_out", "assumed_delivered", "deferred", "sending", "queued", "submitted", "cancelled", "processed", "delivery_rate", "reply_rate", "click_rate", "open_rate", "variants")
+    __slots__ = ("campaign_id", "total", "sent", "delivered", "failed", "viewed", "clicked", "views", "clicks", "machine_opens", "replies", "opted_out", "assumed_delivered", "deferred", "sending", "queued", "submitted", "cancelled", "processed", "delivery_rate", "reply_rate", "click_rate", "open_rate", "variants", "campaign_status", "final")
     CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     SENT_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +40,8 @@ class CampaignStats(_message.Message):
     CLICK_RATE_FIELD_NUMBER: _ClassVar[int]
     OPEN_RATE_FIELD_NUMBER: _ClassVar[int]
     VARIANTS_FIELD_NUMBER: _ClassVar[int]
+    CAMPAIGN_STATUS_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
     campaign_id: str
     total: int
     sent: int
@@ -63,7 +66,9 @@ class CampaignStats(_message.Message):
     click_rate: float
     open_rate: float
     variants: _containers.RepeatedCompositeFieldContainer[VariantStats]
-    def __init__(self, campaign_id: _Optional[str] = ..., total: _Optional[int] = ..., sent: _Optional[int] = ..., delivered: _Optional[int] = ..., failed: _Optional[int] = ..., viewed: _Optional[int] = ..., clicked: _Optional[int] = ..., views: _Optional[int] = ..., clicks: _Optional[int] = ..., machine_opens: _Optional[int] = ..., replies: _Optional[int] = ..., opted_out: _Optional[int] = ..., assumed_delivered: _Optional[int] = ..., deferred: _Optional[int] = ..., sending: _Optional[int] = ..., queued: _Optional[int] = ..., submitted: _Optional[int] = ..., cancelled: _Optional[int] = ..., processed: _Optional[int] = ..., delivery_rate: _Optional[float] = ..., reply_rate: _Optional[float] = ..., click_rate: _Optional[float] = ..., open_rate: _Optional[float] = ..., variants: _Optional[_Iterable[_Union[VariantStats, _Mapping]]] = ...) -> None: ...
+    campaign_status: _campaigns_pb2.CampaignStatus
+    final: bool
+    def __init__(self, campaign_id: _Optional[str] = ..., total: _Optional[int] = ..., sent: _Optional[int] = ..., delivered: _Optional[int] = ..., failed: _Optional[int] = ..., viewed: _Optional[int] = ..., clicked: _Optional[int] = ..., views: _Optional[int] = ..., clicks: _Optional[int] = ..., machine_opens: _Optional[int] = ..., replies: _Optional[int] = ..., opted_out: _Optional[int] = ..., assumed_delivered: _Optional[int] = ..., deferred: _Optional[int] = ..., sending: _Optional[int] = ..., queued: _Optional[int] = ..., submitted: _Optional[int] = ..., cancelled: _Optional[int] = ..., processed: _Optional[int] = ..., delivery_rate: _Optional[float] = ..., reply_rate: _Optional[float] = ..., click_rate: _Optional[float] = ..., open_rate: _Optional[float] = ..., variants: _Optional[_Iterable[_Union[VariantStats, _Mapping]]] = ..., campaign_status: _Optional[_Union[_campaigns_pb2.CampaignStatus, str]] = ..., final: _Optional[bool] = ...) -> None: ...
 
 class VariantStats(_message.Message):
     __slots__ = ("variant", "total", "sent", "delivered", "failed", "replies", "viewed", "clicked", "delivery_rate", "reply_rate", "click_rate", "open_rate")

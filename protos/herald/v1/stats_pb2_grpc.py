@@ -77,7 +77,15 @@ class StatsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchCampaignStats(self, request, context):
-        """Streams the stats whenever they change (at most every interval_ms).
+        """Streams the stats whenever they change (at most every interval_ms), the first snapshot
+        at once. The stream ends by itself, with status OK, right after the snapshot whose
+        `final` is true: the campaign is terminal and no message is in flight (see
+        CampaignStats.final). A watch opened on a campaign that is already final receives that
+        one snapshot and ends. A terminal campaign whose messages are still in flight (receipts
+        not yet in, email retries) keeps the stream open until they settle: SMS messages with
+        no receipt settle as ASSUMED_DELIVERED after the gateway's receipt timeout, email
+        DEFERRED ones when the retries end. Otherwise the stream runs until the client cancels
+        or the server shuts down (then it ends OK without a final snapshot: watch again).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
