@@ -24,7 +24,6 @@ from typing import Any
 
 import grpc
 import pytest
-from herald.v1 import campaigns_pb2 as cpb
 from herald.v1 import common_pb2 as c
 from herald.v1 import recipients_pb2 as rpb
 
