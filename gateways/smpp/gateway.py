@@ -53,6 +53,7 @@ import socket
 import time
 import unicodedata
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,6 +113,9 @@ MAX_ALPHANUMERIC_SENDER = 11  # GSM limit for alphanumeric originators
 RECEIPT_RECHECKS = (0.05, 0.2, 0.5, 1.0, 2.0)
 MAX_WAITING_RECEIPTS = 20000  # receipts held for their mapping at once (memory bound)
 ABANDONED_DESCRIPTION = "the SMSC may have accepted it; not resent to avoid a duplicate"
+
+
+UNWRITTEN_MAX = 100_000  # jobs remembered as handed back unwritten (~100 bytes each)
 
 
 def cause(exc: BaseException) -> str:
@@ -432,6 +436,11 @@ class Gateway:
         self._in_flight = 0  # jobs fetched and not yet acked/naked
         self._room = asyncio.Event()
         self._dispatched: set[int] = set()  # jobs of batches being started that went on their way
+        # Jobs this process handed back without writing a byte of them: (message id, attempt)
+        # -> the delivery count then. If Redis loses its data meanwhile, the very next delivery
+        # (count + 1: nobody else had it in between) is known unsent and goes out cleanly
+        # instead of ABANDONED (e.g. claimed, then the write gate failed during the outage).
+        self._unwritten: OrderedDict[tuple[str, int], int] = OrderedDict()
         # id key -> (job still sending later parts, or outcome whose mappings are being
         # written; the part's mapping): receipts that find their id here wait in memory
         self._recording: dict[str, tuple[_Job | Outcome, Mapping]] = {}
@@ -612,6 +621,8 @@ class Gateway:
         except Exception as exc:  # Redis unavailable: nothing was sent, try again later
             log.warning("claiming jobs failed; redelivering them",
                         extra={"count": len(jobs), "error": cause(exc)})
+            for j in jobs:
+                self._handed_back_unwritten(j.ident, j.msg)
             bus.BUS_MESSAGES.labels(self.cfg.consumer, "nak").inc(len(jobs))
             await _quietly(jsfast.settle_many([j.msg for j in jobs], jsfast.nak_payload(self.cfg.throttle_delay)))
             self._jobs_done(len(jobs))
@@ -621,13 +632,35 @@ class Gateway:
             self._dispatched.add(id(job.msg))
             if marker is not None and marker is not RECLAIMED:
                 seen.append((job, marker))
-            elif marker is None and self._maybe_sent_before_loss(job.msg, began):
+            elif marker is None and self._maybe_sent_before_loss(job.msg, began) \
+                    and not self._known_unwritten(job.ident, job.msg):
                 self._complete(job, self._abandoned(job.ident, "redis_lost"))
             else:
                 job.client = client = job.route.pick()
                 client.enqueue(job)
         if seen:
             await self._replay_many(seen)
+
+    def _handed_back_unwritten(self, ident: Mapping, msg: jsfast.JsMsg) -> None:
+        try:
+            delivered = int(msg.metadata.num_delivered or 0)
+        except ValueError:  # not a JetStream delivery (tests)
+            return
+        key = (ident.message_id, ident.attempt)
+        self._unwritten[key] = delivered
+        self._unwritten.move_to_end(key)
+        while len(self._unwritten) > UNWRITTEN_MAX:
+            self._unwritten.popitem(last=False)
+
+    def _known_unwritten(self, ident: Mapping, msg: jsfast.JsMsg) -> bool:
+        """This process handed the job's previous delivery back unwritten (see _unwritten)."""
+        before = self._unwritten.pop((ident.message_id, ident.attempt), None)
+        if before is None:
+            return False
+        try:
+            return int(msg.metadata.num_delivered or 0) == before + 1
+        except ValueError:
+            return False
 
     @staticmethod
     def _maybe_sent_before_loss(msg: jsfast.JsMsg, began: float) -> bool:
@@ -748,6 +781,8 @@ class Gateway:
         """Nothing was submitted: drop our claim and let JetStream redeliver the job."""
         metrics.JOBS.labels("retry").inc()
         log.debug("job redelivered later", extra={"message_id": job.ident.message_id, "reason": reason})
+        if release:  # ours, and not written: its next delivery may go out even if Redis forgot it
+            self._handed_back_unwritten(job.ident, job.msg)
         self._spawn(self._release_and_nak(job, self.cfg.throttle_delay if delay is None else delay, release))
 
     async def _release_and_nak(self, job: _Job, delay: float, release: bool) -> None:

@@ -7,6 +7,7 @@ NATS JetStream, Redis and the SMSC simulator (its ground truth counts every subm
 - Redis loses everything mid-campaign: no destination gets a message twice, receipts of
   messages submitted before the loss reach events.receipt.unmatched, every job ends with
   an outcome, and the log lines say why.
+- Jobs handed back unwritten while Redis lost its data are sent cleanly, not ABANDONED.
 - Duplicated receipts of multipart messages change nothing.
 """
 
@@ -251,6 +252,53 @@ async def test_redis_loss_mid_campaign_sends_nothing_twice_and_publishes_unmatch
         stop.set()
         await asyncio.wait_for(runner, 30)
         await unmatched.unsubscribe()
+        await sim.stop()
+        await js.delete_consumer(bus.JOBS_STREAM, durable)
+
+
+async def test_jobs_handed_back_unwritten_before_redis_lost_its_data_are_sent_cleanly(
+        js: JetStreamContext, redis_client) -> None:  # type: ignore[no-untyped-def]
+    """The write gate fails for ten claimed jobs (Redis goes away, and comes back with nothing):
+    none of them was written, the gateway hands them back and saw that itself. Their next
+    delivery, to the same gateway, must be sent once, not ABANDONED as "possibly sent"."""
+    run = f"u{uuid.uuid4().hex[:8]}"
+    subject, durable = f"jobs.sms.{run}", f"smpp-{run}"
+    sim = SmscSimulator(SimulatorConfig())
+    port = await sim.start()
+    jobs = [sms(run, i, f"+447700993{i:03d}") for i in range(10)]
+    ids = {j.message_id for j in jobs}
+    gateway = Gateway(js, redis_client, ClientConfig("127.0.0.1", port, "herald", window=20),
+                      GatewayConfig(subject=subject, consumer=durable, throttle_delay=0.1))
+    real_gate = gateway.store.mark_written
+    lost = {"done": False}
+
+    async def lose_redis_at_the_gate(items, holder):  # type: ignore[no-untyped-def]
+        if not lost["done"]:
+            lost["done"] = True
+            await redis_client.flushall()
+            raise ConnectionError("Redis went away")
+        return await real_gate(items, holder)
+
+    gateway.store.mark_written = lose_redis_at_the_gate  # type: ignore[method-assign]
+    before = abandoned_count("redis_lost")
+    stop = asyncio.Event()
+    runner = asyncio.create_task(gateway.run(stop))
+    try:
+        assert await gateway.wait_bound(5)
+        async with EventLog(js, ids) as events:
+            await publish_jobs(js, subject, jobs)
+            await events.until(all_final(ids), timeout=30)
+            await wait_consumer_idle(js, durable)
+            await events.settle()
+        assert lost["done"]
+        for j in jobs:
+            assert kinds(events.by_id[j.message_id]) == [S, D], (j.message_id, events.by_id[j.message_id])
+        st = sim.stats
+        assert st.submits_total == 10 and st.duplicate_submits == 0
+        assert abandoned_count("redis_lost") == before
+    finally:
+        stop.set()
+        await asyncio.wait_for(runner, 30)
         await sim.stop()
         await js.delete_consumer(bus.JOBS_STREAM, durable)
 
