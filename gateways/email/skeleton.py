@@ -35,6 +35,7 @@ from markupsafe import escape
 from gateways.email import links, mime, render, tokens
 from gateways.email.dkimsign import DkimSigner
 from gateways.email.render import TemplateError, context, one_line
+from shared import channels
 
 _HREF = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(.*?)\2""", re.IGNORECASE | re.DOTALL)
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
@@ -195,13 +196,14 @@ class Skeleton:
         self._unsub_json = tokens.compact_json({"k": tokens.UNSUBSCRIBE, **self._common})[:-1] + ',"a":'
         # Compiled by the one engine (shared.templating); plain-lookup templates get the
         # generated fast path (same output as Jinja).
-        self.subject = render.Part(job.subject, False) if job.subject else None
-        self.text = render.Part(job.text, False) if job.text else None
+        content = channels.email_content(job)
+        self.subject = render.Part(content.subject, False) if content.subject else None
+        self.text = render.Part(content.text, False) if content.text else None
         self.dynamic_links = False
         self.link_urls: list[str] = []
         self.html = None
-        if job.html:
-            source, self.link_urls, self.dynamic_links = prepare_html(job.html)
+        if content.html:
+            source, self.link_urls, self.dynamic_links = prepare_html(content.html)
             # Tracking URLs are HTML-safe (base URL checked, tokens are base64url and
             # dots): the fast path inserts them without escaping; the rare untracked
             # fallback URL is escaped once here. Jinja escapes them like any value.
@@ -221,8 +223,8 @@ class Skeleton:
         self._m_fits = tokens.MAX_TOKEN - 24 - max(map(len, self._link_p), default=0)
         self._open_sign = signer.prepared(self._open_p)
         self.boundary = f"=_herald_{secrets.token_hex(12)}"
-        self.source_text = job.text
-        self.source_html = job.html
+        self.source_text = content.text
+        self.source_html = content.html
 
     # --- per recipient ------------------------------------------------------------
     def unsubscribe_url(self, job: e.MessageJob, m: str) -> str:
@@ -332,8 +334,9 @@ class Skeletons:
     def get(self, job: e.MessageJob) -> Skeleton:
         # Keyed by the short fields; the two long sources are compared rather than hashed
         # (an equal-length memcmp costs far less than digesting 8 KB per job).
-        key = (job.campaign_id, job.workspace_id, job.variant, job.sender, job.subject)
-        text, html = job.text, job.html
+        content = channels.email_content(job)
+        key = (job.campaign_id, job.workspace_id, job.variant, job.sender, content.subject)
+        text, html = content.text, content.html
         sk = self._cache.get(key)
         if sk is not None and sk.source_text == text and sk.source_html == html:
             self._cache.move_to_end(key)

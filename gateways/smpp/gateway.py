@@ -74,7 +74,7 @@ from gateways.smpp.session import (
     SmppClient,
 )
 from gateways.smpp.store import RECLAIMED, Flusher, Mapping, Marker, Store, id_key
-from shared import bus, epoch, jsfast, templating
+from shared import bus, channels, epoch, jsfast, templating
 from shared import smstext as encoding
 from shared.masking import mask_phone
 
@@ -189,9 +189,9 @@ def in_flight_cap(routes: list[RouteConfig]) -> int:
 
 
 def render_text(job: e.MessageJob) -> str:
-    """The SMS text of this recipient: job.text rendered with job.fields (plain text, the
+    """The SMS text of this recipient: its template rendered with job.fields (plain text, the
     bulk case, skips Jinja). Raises JobRejected, never sends an unrendered template."""
-    text = job.text
+    source = text = channels.sms_content(job).text
     if templating.is_template(text):
         try:
             text = templating.render(text, templating.context(dict(job.fields)))
@@ -199,7 +199,7 @@ def render_text(job: e.MessageJob) -> str:
             raise JobRejected("TEMPLATE_ERROR", f"the SMS text template could not be rendered: {exc}",
                               FC.FAILURE_CATEGORY_CONTENT_REJECTED) from exc
     if not text or text.isspace():
-        raise JobRejected("EMPTY_TEXT", "the SMS text is empty" + (" once rendered" if job.text else ""),
+        raise JobRejected("EMPTY_TEXT", "the SMS text is empty" + (" once rendered" if source else ""),
                           FC.FAILURE_CATEGORY_CONTENT_REJECTED)
     return text
 

@@ -721,8 +721,13 @@ class Scheduler:
                 message_id=m["id"], campaign_id=cid, workspace_id=row["workspace_id"],
                 channel=row["channel"], attempt=m["attempt"], sender=row["sender"], to=m["address"],
                 contact_id=m["contact_id"], variant=m["variant"], fields=m["fields"] or {},
-                text=ct.get("text", ""), subject=ct.get("subject", ""), html=ct.get("html", ""),
                 created_at=to_ts(aware(m["created_at"])), expires_at=expires)
+            if row["channel"] == c.CHANNEL_SMS:
+                job.sms.text = ct.get("text", "")
+            else:
+                job.email.subject = ct.get("subject", "")
+                job.email.text = ct.get("text", "")
+                job.email.html = ct.get("html", "")
             if job.ByteSize() + HEADER_ROOM > limit:
                 refused.setdefault(f"the message job is over the bus payload limit of {limit} bytes "
                                    "(content too large)", []).append(m["id"])

@@ -63,7 +63,7 @@ CONTACT_EVENT_KIND_BOUNCED: ContactEventKind
 CONTACT_EVENT_KIND_COMPLAINED: ContactEventKind
 
 class MessageJob(_message.Message):
-    __slots__ = ("message_id", "campaign_id", "workspace_id", "channel", "attempt", "sender", "to", "contact_id", "variant", "fields", "text", "subject", "html", "created_at", "expires_at")
+    __slots__ = ("message_id", "campaign_id", "workspace_id", "channel", "attempt", "sender", "to", "contact_id", "variant", "fields", "text", "subject", "html", "created_at", "expires_at", "sms", "email")
     class FieldsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +86,8 @@ class MessageJob(_message.Message):
     HTML_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    SMS_FIELD_NUMBER: _ClassVar[int]
+    EMAIL_FIELD_NUMBER: _ClassVar[int]
     message_id: str
     campaign_id: str
     workspace_id: str
@@ -101,7 +103,25 @@ class MessageJob(_message.Message):
     html: str
     created_at: _timestamp_pb2.Timestamp
     expires_at: _timestamp_pb2.Timestamp
-    def __init__(self, message_id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., workspace_id: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., attempt: _Optional[int] = ..., sender: _Optional[str] = ..., to: _Optional[str] = ..., contact_id: _Optional[str] = ..., variant: _Optional[str] = ..., fields: _Optional[_Mapping[str, str]] = ..., text: _Optional[str] = ..., subject: _Optional[str] = ..., html: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    sms: SmsContent
+    email: EmailContent
+    def __init__(self, message_id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., workspace_id: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., attempt: _Optional[int] = ..., sender: _Optional[str] = ..., to: _Optional[str] = ..., contact_id: _Optional[str] = ..., variant: _Optional[str] = ..., fields: _Optional[_Mapping[str, str]] = ..., text: _Optional[str] = ..., subject: _Optional[str] = ..., html: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sms: _Optional[_Union[SmsContent, _Mapping]] = ..., email: _Optional[_Union[EmailContent, _Mapping]] = ...) -> None: ...
+
+class SmsContent(_message.Message):
+    __slots__ = ("text",)
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    def __init__(self, text: _Optional[str] = ...) -> None: ...
+
+class EmailContent(_message.Message):
+    __slots__ = ("subject", "text", "html")
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    HTML_FIELD_NUMBER: _ClassVar[int]
+    subject: str
+    text: str
+    html: str
+    def __init__(self, subject: _Optional[str] = ..., text: _Optional[str] = ..., html: _Optional[str] = ...) -> None: ...
 
 class MessageEvent(_message.Message):
     __slots__ = ("event_id", "kind", "message_id", "campaign_id", "workspace_id", "channel", "status", "occurred_at", "carrier_result", "error_code", "error_description", "failure_category", "provider_message_id", "parts", "variant", "to", "attempt", "link_index", "url", "ip", "user_agent", "machine_open", "reply_text", "reply_from", "route")
