@@ -71,11 +71,16 @@ def status_name(status: int) -> str:
 
 
 def is_final(status: int, channel: int) -> bool:
-    """Final for campaign completion. An email accepted by the relay is settled: nothing
-    more will happen unless a bounce arrives later (which may still move it to FAILED)."""
-    if status in FINAL:
-        return True
-    return channel == c.CHANNEL_EMAIL and status == S.MESSAGE_STATUS_SUBMITTED
+    """Final for campaign completion, by the channel's rule (shared.channels: an email
+    accepted by the relay is settled unless a bounce arrives later)."""
+    return status in FINAL or status in _channel_finals(channel)
+
+
+@functools.cache
+def _channel_finals(channel: int) -> frozenset[int]:
+    from shared import channels  # the registry builds its rules on this module
+
+    return channels.spec(channel).final_statuses if channels.known(channel) else frozenset()
 
 
 def advances(old: int, new: int) -> bool:
