@@ -1,75 +1,85 @@
-"""pipeline: a whole local stack (as `make run`), one SMS campaign of --sms recipients and one
-email campaign of --email contacts; time from approval to DONE and to the last receipt
-in stats, i.e. end-to-end messages per second through campaigns -> JetStream -> gateway ->
-SMSC simulator / SMTP sink -> receipts -> ledger + stats.
+"""pipeline: Herald end to end. A whole local stack (as `make run`) per database and size:
+N contacts imported into a category through the API, an SMS campaign to it approved, and
+the clock runs until GetCampaignStats shows all N DELIVERED (campaigns -> JetStream ->
+SMPP gateway -> SMSC simulator -> receipts -> ledger + stats).
+
+Per run: msg/s, the time in BUILDING and SENDING and the tail from DONE until stats are
+final, CPU ms per message of every process (Herald's, nats-server, redis-server, the
+PostgreSQL backends of its databases, and the simulator apart: it is not Herald) and their
+peak RSS. Per database: the rate at each size (flat = it scales). The machine's load is
+printed with every figure.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
-import time
-from pathlib import Path
+from typing import Any
 
-from herald.v1 import campaigns_pb2 as cpb
+from bench import herald_stack as hs
+from bench.measure import Usage, Watch, fmt, row
 
-from cli import demo
-from cli.devstack import Stack
-
-ROOT = Path(__file__).resolve().parents[1]
+HERALD_NOT = ("simulator",)  # watched, reported apart: not part of Herald's CPU per message
 
 
-def phases(label: str, cp: cpb.Campaign) -> list[tuple[str, str, str]]:
-    """Time spent in each state, from the campaign's state history."""
-    out = []
-    hist = list(cp.history)
-    for a, b in zip(hist, hist[1:], strict=False):
-        if a.status == b.status:
-            continue
-        dt = (b.at.ToNanoseconds() - a.at.ToNanoseconds()) / 1e9
-        name = cpb.CampaignStatus.Name(a.status).removeprefix("CAMPAIGN_STATUS_")
-        out.append((f"  {label} time in {name}", f"{dt:.2f} s", ""))
+def split(u: Usage) -> tuple[float, float]:
+    """(Herald's CPU seconds with its servers and database, the simulator's)."""
+    sim = sum(v for k, v in u.cpu.items() if k in HERALD_NOT)
+    return u.total() - sim, sim
+
+
+async def _one(run: hs.Running, n: int, args: argparse.Namespace) -> tuple[float, list[dict[str, Any]]]:
+    cl = run.clients()
+    try:
+        cat, took, how = await hs.import_contacts(cl, n, args.import_batch, args.import_concurrency)
+        cid = await hs.sms_campaign(cl, cat, f"bench pipeline {n}")
+        watch = Watch(run.pids(), run.pg_names).start()
+        cr = await hs.approve_and_follow(cl, cid, n)
+        use = watch.stop().group("pg:", "postgres backends")
+    finally:
+        await cl.close()
+    label = f"pipeline {run.db} {n:,}"
+    rate = n / cr.seconds
+    herald_cpu, sim_cpu = split(use)
+    ph = ", ".join(f"{k} {v:.2f} s" for k, v in cr.phases.items() if k not in ("NEW",))
+    load = use.load()
+    rows = [
+        row(f"{label}: approve -> all DELIVERED in stats", round(rate, 1), "msg/s",
+            f"{cr.seconds:.2f} s; DONE after {cr.to_done:.2f} s; {cr.stats.delivered:,} delivered", load),
+        row(f"  {label}: phases", round(cr.seconds, 2), "s",
+            f"{ph}; tail DONE -> stats final {cr.tail:.2f} s", load),
+        row(f"  {label}: Herald CPU per message", round(1000 * herald_cpu / n, 3), "ms/msg",
+            f"all Herald processes, nats, redis, database; simulator {1000 * sim_cpu / n:.3f} ms/msg apart; "
+            + use.cpu_per(n), load),
+        row(f"  {label}: peak RSS", round(max(use.peak_kb.values(), default=0) / 1024), "MiB", use.peaks(), load),
+        row(f"  {label}: contact import (before the clock)", round(n / took), "rows/s", how, ""),
+    ]
+    return rate, rows
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    sizes = [int(s) for s in args.pipeline_sizes.split(",") if s]
+    out: list[dict[str, Any]] = []
+    for db in [d.strip() for d in args.pipeline_db.split(",") if d.strip()]:
+        rates = []
+        for n in sizes:
+            with hs.herald(db, args.receipt_delay) as running:
+                rate, rows = asyncio.run(_one(running, n, args))
+            rates.append(rate)
+            out += rows
+        if len(sizes) > 1:
+            flat = min(rates) / max(rates)
+            out.append(row(f"pipeline {db}: rate flatness (slowest / fastest size)", round(flat, 2), "x",
+                           ", ".join(f"{n:,}: {fmt(r)} msg/s" for n, r in zip(sizes, rates, strict=True))
+                           + " (1.0 = the rate does not fall with size)"))
     return out
 
 
-async def pipeline(stack: Stack, sms_n: int, email_n: int) -> list[tuple[str, str, str]]:
-    cl = demo.Clients.connect(stack.addr("campaigns"), stack.addr("recipients"), stack.addr("stats"))
-    rows = []
-    try:
-        t0 = time.perf_counter()
-        sid = await demo.sms_campaign(cl, sms_n)
-        cp = await demo.wait_terminal(cl, sid, timeout=600)
-        t_done = time.perf_counter() - t0
-        st = await demo.wait_stats(cl, sid, lambda s: s.delivered >= sms_n, timeout=120)
-        t_stats = time.perf_counter() - t0
-        rows.append(("SMS campaign approve -> DONE", f"{t_done:.2f} s",
-                     f"{sms_n / t_done:,.0f} msg/s ({cpb.CampaignStatus.Name(cp.status)})"))
-        rows.extend(phases("SMS", cp))
-        rows.append(("SMS approve -> all DELIVERED in stats", f"{t_stats:.2f} s",
-                     f"{st.delivered / t_stats:,.0f} msg/s"))
-        t0 = time.perf_counter()
-        eid = await demo.email_campaign(cl, email_n)
-        cp = await demo.wait_terminal(cl, eid, timeout=600)
-        t_done = time.perf_counter() - t0
-        rows.append(("email campaign create -> DONE", f"{t_done:.2f} s",
-                     f"{email_n / t_done:,.0f} msg/s ({cpb.CampaignStatus.Name(cp.status)})"))
-        rows.extend(phases("email", cp))
-    finally:
-        await cl.close()
-    return rows
-
-
-def run(args: argparse.Namespace) -> list[tuple[str, str, str]]:
-    with tempfile.TemporaryDirectory() as tmp:
-        stack = Stack(Path(tmp))
-        stack.start()
-        try:
-            return asyncio.run(pipeline(stack, args.sms, args.email))
-        finally:
-            stack.stop()
-
-
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--sms", type=int, default=1000, help="pipeline: SMS recipients (<= 1000)")
-    ap.add_argument("--email", type=int, default=1000, help="pipeline: email contacts")
+    ap.add_argument("--pipeline-sizes", default="100000",
+                    help="pipeline: recipients per campaign, comma-separated (goal: 10000,100000,1000000)")
+    ap.add_argument("--pipeline-db", default="sqlite,postgres", help="pipeline: databases (sqlite, postgres)")
+    ap.add_argument("--receipt-delay", type=float, default=0.01,
+                    help="pipeline, kannel: the SMSC simulator's receipt delay (seconds)")
+    ap.add_argument("--import-batch", type=int, default=5000, help="contacts per UpsertContacts call")
+    ap.add_argument("--import-concurrency", type=int, default=2, help="UpsertContacts calls in flight")

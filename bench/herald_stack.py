@@ -1,0 +1,248 @@
+"""The whole local Herald stack (cli.devstack.Stack) for the benches, on SQLite or on a
+throwaway PostgreSQL database, with the SMSC simulator's counters in a file, and the
+client-side steps the benches share: contacts into a category through the API, an SMS
+campaign to that category approved and followed until every message is DELIVERED in stats.
+
+Phone numbers: +44 7700 900xxx has only 1,000 numbers and the audience is de-duplicated by
+address, so the benches use +44 4000 000000-999999 (the UK's 04 range is unallocated, so
+never a real number), accepted through HERALD_RECIPIENTS_TEST_NUMBERS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from herald.v1 import campaigns_pb2 as cpb
+from herald.v1 import common_pb2 as c
+from herald.v1 import recipients_pb2 as rpb
+from herald.v1 import stats_pb2 as spb
+
+from cli import demo
+from cli.devstack import Stack
+
+MAX_CONTACTS = 1_000_000
+TEST_NUMBERS = r"^\+44(7700900\d{3}|4000\d{6})$"
+PG_ADMIN_DSN = os.environ.get("HERALD_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+MD = demo.WORKSPACE
+
+
+def phone(i: int) -> str:
+    if not 0 <= i < MAX_CONTACTS:
+        raise ValueError(f"the bench numbers are +44 4000 000000-999999: at most {MAX_CONTACTS:,} contacts")
+    return f"+444000{i:06d}"
+
+
+# --- a throwaway PostgreSQL database per service -------------------------------------------
+
+async def _pg_admin(sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN_DSN, timeout=10)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@contextlib.contextmanager
+def pg_databases(services: tuple[str, ...] = ("campaigns", "recipients")) -> Iterator[tuple[str, set[str]]]:
+    """(HERALD_DB_URL with {service}, database names): created now, dropped afterwards."""
+    prefix = f"herald_bench_{uuid.uuid4().hex[:8]}"
+    names = {f"{prefix}_{s}" for s in services}
+    for n in names:
+        asyncio.run(_pg_admin(f'CREATE DATABASE "{n}"'))
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    try:
+        yield f"{base}/{prefix}_{{service}}", names
+    finally:
+        for n in names:
+            with contextlib.suppress(Exception):
+                asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)'))
+
+
+# --- the stack ------------------------------------------------------------------------------
+
+@dataclass
+class Running:
+    stack: Stack
+    db: str                 # "sqlite" or "postgres"
+    pg_names: set[str]      # the PostgreSQL databases (their backends are watched too)
+    smsc_stats: Path        # the simulator's counters (JSON, rewritten every 50 ms)
+
+    def pids(self) -> dict[str, int]:
+        """Herald's processes and the servers it runs on (the simulator is not Herald)."""
+        return {("simulator" if k == "smsc-simulator" else k): v for k, v in self.stack.pids().items()}
+
+    def smsc(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.smsc_stats.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def clients(self) -> demo.Clients:
+        s = self.stack
+        return demo.Clients.connect(s.addr("campaigns"), s.addr("recipients"), s.addr("stats"))
+
+
+def simulator_env(receipt_delay: float, stats_file: Path) -> dict[str, str]:
+    """The simulator's settings, the same for Herald and for Kannel."""
+    return {"HERALD_SMPP_SIM_RECEIPT_DELAY": str(receipt_delay), "HERALD_SMPP_SIM_STATS_FILE": str(stats_file),
+            "HERALD_SMPP_SIM_ID_STYLE": "hex", "HERALD_LOG_LEVEL": "WARNING"}
+
+
+@contextlib.contextmanager
+def herald(db: str, receipt_delay: float = 0.01, env: dict[str, str] | None = None) -> Iterator[Running]:
+    with contextlib.ExitStack() as es:
+        work = Path(es.enter_context(tempfile.TemporaryDirectory(prefix="herald-bench-")))
+        url, names = None, set()
+        if db == "postgres":
+            url, names = es.enter_context(pg_databases())
+        elif db != "sqlite":
+            raise ValueError(f"unknown database {db!r} (sqlite or postgres)")
+        stats_file = work / "smsc.json"
+        stack = Stack(work / "stack", db_url=url,
+                      extra_env={"HERALD_RECIPIENTS_TEST_NUMBERS": TEST_NUMBERS, **(env or {})},
+                      module_env={"smsc-simulator": simulator_env(receipt_delay, stats_file)})
+        stack.start()
+        es.callback(stack.stop)
+        yield Running(stack, db, names, stats_file)
+
+
+# --- client steps ---------------------------------------------------------------------------
+
+def _streaming_import() -> str:
+    """The name of a client-streaming contact import RPC, when the API has one."""
+    svc = rpb.DESCRIPTOR.services_by_name["RecipientService"]
+    for m in svc.methods:
+        if m.client_streaming and not m.server_streaming and "Import" in m.name:
+            return m.name
+    return ""
+
+
+def _contacts(start: int, stop: int, category: str) -> list[rpb.Contact]:
+    return [rpb.Contact(phone=phone(i), first_name=f"Bench{i}", external_id=f"bench-{i}",
+                        category_ids=[category]) for i in range(start, stop)]
+
+
+async def import_contacts(cl: demo.Clients, n: int, batch: int = 5000, concurrency: int = 2,
+                          category_name: str = "") -> tuple[str, float, str]:
+    """n contacts into a new category. Returns (category id, seconds, how they were sent)."""
+    cat = await cl.recipients.CreateCategory(
+        rpb.CreateCategoryRequest(name=category_name or f"bench-{uuid.uuid4().hex[:8]}"), metadata=MD)
+    t0 = time.perf_counter()
+    name = _streaming_import()
+    if name:
+        how = await _import_streaming(cl, name, n, batch, cat.id)
+    else:
+        how = await _import_batches(cl, n, batch, concurrency, cat.id)
+    return cat.id, time.perf_counter() - t0, how
+
+
+async def _import_batches(cl: demo.Clients, n: int, batch: int, concurrency: int, cat: str) -> str:
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(k: int) -> None:
+        async with sem:
+            resp = await cl.recipients.UpsertContacts(rpb.UpsertContactsRequest(
+                request_id=f"bench-import-{cat}-{k}", contacts=_contacts(k, min(n, k + batch), cat)),
+                metadata=MD, timeout=600)
+            if resp.rejected:
+                errs = [r.error for r in resp.results if r.error][:3]
+                raise RuntimeError(f"contacts rejected: {errs}")
+
+    await asyncio.gather(*(one(k) for k in range(0, n, batch)))
+    return f"UpsertContacts, batches of {batch:,}, {concurrency} in flight"
+
+
+async def _import_streaming(cl: demo.Clients, method: str, n: int, batch: int, cat: str) -> str:
+    """A client-streaming import: each request message carries a chunk of contacts (a
+    repeated Contact field) or one contact (a singular one)."""
+    svc = rpb.DESCRIPTOR.services_by_name["RecipientService"]
+    desc = svc.methods_by_name[method].input_type
+    field = next(f for f in desc.fields if f.message_type is not None and f.message_type.name == "Contact")
+    from google.protobuf import message_factory
+
+    req_cls = message_factory.GetMessageClass(desc)
+    repeated = field.label == field.LABEL_REPEATED
+
+    def requests() -> Iterator[Any]:
+        for k in range(0, n, batch):
+            chunk = _contacts(k, min(n, k + batch), cat)
+            if repeated:
+                yield req_cls(**{field.name: chunk})
+            else:
+                for ct in chunk:
+                    yield req_cls(**{field.name: ct})
+
+    call = getattr(cl.recipients, method)
+    await call(requests(), metadata=MD, timeout=3600)
+    return f"{method} (client stream, {'chunks of ' + format(batch, ',') if repeated else 'one contact a message'})"
+
+
+async def sms_campaign(cl: demo.Clients, category: str, name: str = "bench") -> str:
+    cp = await cl.campaigns.CreateCampaign(cpb.CreateCampaignRequest(
+        request_id=f"bench-{uuid.uuid4().hex}",
+        campaign=cpb.Campaign(name=name, channel=c.CHANNEL_SMS, sender="HERALD", auto_start=True,
+                              category_ids=[category],
+                              content=cpb.Content(text="Hi {{ first_name }}, your code is 1234."))),
+        metadata=MD)
+    return str(cp.id)
+
+
+@dataclass
+class CampaignRun:
+    campaign_id: str
+    seconds: float          # approve -> every message DELIVERED in stats
+    to_done: float          # approve -> campaign DONE (GetCampaign)
+    phases: dict[str, float]  # time in each state, from the campaign's history
+    tail: float             # DONE -> every message DELIVERED in stats
+    stats: spb.CampaignStats
+    campaign: cpb.Campaign
+
+
+async def approve_and_follow(cl: demo.Clients, campaign_id: str, n: int, poll: float = 0.1) -> CampaignRun:
+    """Approve the campaign and wait until GetCampaignStats shows n DELIVERED."""
+    timeout = max(300.0, n / 50)
+    t0 = time.perf_counter()
+    await cl.campaigns.ApproveCampaign(cpb.CampaignActionRequest(id=campaign_id, note="bench"), metadata=MD)
+    deadline = t0 + timeout
+    t_done = 0.0
+    cp = None
+    while True:
+        now = time.perf_counter()
+        if not t_done:
+            cp = await cl.campaigns.GetCampaign(cpb.GetCampaignRequest(id=campaign_id), metadata=MD)
+            if cp.status in demo.TERMINAL:
+                t_done = time.perf_counter() - t0
+                if cp.status != cpb.CAMPAIGN_STATUS_DONE:
+                    raise RuntimeError(f"campaign ended {cpb.CampaignStatus.Name(cp.status)}: {cp.status_reason}")
+        st = await cl.stats.GetCampaignStats(spb.GetCampaignStatsRequest(campaign_id=campaign_id), metadata=MD)
+        if t_done and st.delivered >= n:
+            seconds = time.perf_counter() - t0
+            break
+        if now > deadline:
+            raise TimeoutError(f"campaign {campaign_id}: {st.delivered:,}/{n:,} delivered after {timeout:.0f} s "
+                               f"({cpb.CampaignStatus.Name(cp.status) if cp else '?'})")
+        await asyncio.sleep(poll)
+    assert cp is not None
+    return CampaignRun(campaign_id, seconds, t_done, phases(cp), seconds - t_done, st, cp)
+
+
+def phases(cp: cpb.Campaign) -> dict[str, float]:
+    """Seconds spent in each state, from the campaign's state history."""
+    out: dict[str, float] = {}
+    hist = list(cp.history)
+    for a, b in zip(hist, hist[1:], strict=False):
+        name = cpb.CampaignStatus.Name(a.status).removeprefix("CAMPAIGN_STATUS_")
+        out[name] = out.get(name, 0.0) + (b.at.ToNanoseconds() - a.at.ToNanoseconds()) / 1e9
+    return out
