@@ -11,8 +11,9 @@ from herald.v1 import common_pb2 as c
 from herald.v1 import recipients_pb2 as pb
 
 from services.recipients.metrics import AUDIENCE_MEMBERS
-from services.recipients.normalize import BadAddress, address_noun, match_key, normalise
+from services.recipients.normalize import BadAddress
 from services.recipients.store import Store, chunks
+from shared import channels
 from shared.masking import mask_phone, mask_text
 from shared.validate import uuid_text
 
@@ -75,32 +76,27 @@ class Resolver:
         self.ws = workspace
         self.channel = channel
         self.show_pii = show_pii
-        self.noun = address_noun(channel)
+        self.spec = channels.spec(channel)
+        self.noun = self.spec.address_noun
         self.seen: set[str] = set()
 
-    def _address_field(self) -> str:
-        return "phone" if self.channel == c.CHANNEL_SMS else "email"
-
     def _shown(self, address: str) -> str:
-        if self.channel == c.CHANNEL_SMS and not self.show_pii:
-            return mask_phone(address)
-        return address
+        return self.spec.mask(address, self.show_pii)
 
     def from_contact(self, rec: dict[str, Any]) -> Candidate:
         # Stored addresses were normalised when the contact was upserted.
         r = recipient_of(rec)
-        address = getattr(r, self._address_field())
+        address = self.spec.address_of(r)
         if not address:
             return Candidate(r, f"contact:{rec['id']}", reason=f"Contact {rec['id']} has no {self.noun}")
         return self._valid(r, address)
 
     def _valid(self, r: c.Recipient, address: str) -> Candidate:
-        key = match_key(self.channel, address)
+        key = self.spec.match_key(address)
         return Candidate(r, "addr:" + key, address=address, match=key)
 
     def from_inline(self, r: c.Recipient, known: dict[str, dict[str, Any]]) -> Candidate:
-        field = self._address_field()
-        raw = getattr(r, field).strip()
+        raw = self.spec.address_of(r).strip()
         if r.contact_id:
             rec = known.get(r.contact_id)
             if rec is None:
@@ -114,7 +110,7 @@ class Resolver:
             merged.fields.update(r.fields)
             r = merged
             if not raw:
-                address = getattr(r, field)
+                address = self.spec.address_of(r)
                 if not address:
                     return Candidate(r, f"contact:{r.contact_id}",
                                      reason=f"Contact {r.contact_id} has no {self.noun}")
@@ -126,11 +122,11 @@ class Resolver:
         if not raw:
             return Candidate(r, None, reason=f"The recipient has no {self.noun}")
         try:
-            address = normalise(self.channel, raw)
+            address = self.spec.normalise_address(raw)
         except BadAddress:
             return Candidate(r, "raw:" + raw.lower(),
                              reason=f"The {self.noun} {self._shown(raw)} is incorrect")
-        setattr(r, field, address)
+        self.spec.set_address(r, address)
         return self._valid(r, address)
 
     async def finish(self, candidates: Sequence[Candidate]) -> list[pb.AudienceMember]:

@@ -8,13 +8,14 @@ import re
 from google.protobuf.message import Message
 from herald.v1 import common_pb2 as c
 
-from shared import auth, idempotency, pagetoken, validate
+from shared import auth, channels, idempotency, pagetoken, validate
 from shared.errors import invalid
 
 DEFAULT_PAGE = 100
 MAX_WORKSPACE = 64  # the workspace_id columns
-CHANNELS = {"SMS": c.CHANNEL_SMS, "CHANNEL_SMS": c.CHANNEL_SMS,
-            "EMAIL": c.CHANNEL_EMAIL, "CHANNEL_EMAIL": c.CHANNEL_EMAIL}
+# Filter values: "SMS" or "CHANNEL_SMS" for every registered channel.
+CHANNELS = {k: s.channel for s in channels.specs()
+            for k in (s.name.upper(), c.Channel.Name(s.channel))}
 _FILTER = re.compile(r'\s*(\w+)\s*=\s*"?([^"\s]*)"?\s*')
 
 
@@ -48,8 +49,8 @@ def request_id(method: str, request: Message) -> str:
 
 def channel(value: int, field: str = "channel") -> int:
     bad = validate.enum_value(c.Channel, value)
-    if bad is None and value == c.CHANNEL_UNSPECIFIED:
-        bad = "required: CHANNEL_SMS or CHANNEL_EMAIL"
+    if bad is None and not channels.known(value):
+        bad = "required: " + " or ".join(c.Channel.Name(s.channel) for s in channels.specs())
     require({field: bad})
     return value
 
@@ -72,12 +73,13 @@ def parse_filter(value: str, allowed: str, example: str) -> str | None:
 
 
 def channel_filter(value: str) -> int | None:
-    got = parse_filter(value, "channel", "channel=SMS or channel=EMAIL")
+    names = [s.name.upper() for s in channels.specs()]
+    got = parse_filter(value, "channel", " or ".join(f"channel={n}" for n in names))
     if got is None:
         return None
     ch = CHANNELS.get(got.upper())
     if ch is None:
-        raise invalid({"filter": "channel must be SMS or EMAIL"})
+        raise invalid({"filter": "channel must be " + " or ".join(names)})
     return ch
 
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import logging
 
-from herald.v1 import common_pb2 as c
 from herald.v1 import events_pb2 as e
 from nats.aio.msg import Msg
 
 from services.recipients.metrics import SUPPRESSIONS_ADDED
-from services.recipients.normalize import BadAddress, match_key, normalise
+from services.recipients.normalize import BadAddress, match_key
 from services.recipients.store import Store
-from shared import bus
+from shared import bus, channels
 
 log = logging.getLogger("herald.recipients.consumer")
 
@@ -32,13 +31,9 @@ SUPPRESSING = {
 
 
 def event_address(channel: int, raw: str) -> str:
-    try:
-        return normalise(channel, raw)
-    except BadAddress:
-        # SMPP source addresses often arrive as international digits without the "+".
-        if channel == c.CHANNEL_SMS and raw.strip().isdigit():
-            return normalise(channel, "+" + raw.strip())
-        raise
+    """The address an event names, as its channel reports addresses (an SMSC may drop the
+    "+" of an international number)."""
+    return channels.spec(channel).normalise_reported(raw)
 
 
 class ContactEventConsumer:
@@ -50,7 +45,7 @@ class ContactEventConsumer:
         kind = SUPPRESSING.get(ev.kind)
         if kind is None:
             return
-        if not ev.workspace_id or ev.channel not in (c.CHANNEL_SMS, c.CHANNEL_EMAIL) or not ev.address:
+        if not ev.workspace_id or not channels.known(ev.channel) or not ev.address:
             raise bus.PermanentError(f"contact event {ev.event_id} lacks workspace, channel or address")
         if len(ev.workspace_id) > MAX_WORKSPACE or "\x00" in ev.workspace_id:
             raise bus.PermanentError(f"contact event {ev.event_id} has a malformed workspace id")

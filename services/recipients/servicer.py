@@ -30,7 +30,7 @@ from services.recipients.normalize import (
 from services.recipients.senders import sender_address
 from services.recipients.store import ContactRow, Store
 from services.recipients.targets import TargetChecker
-from shared import auth
+from shared import auth, channels
 from shared.errors import HeraldError, denied, invalid, not_found
 from shared.masking import mask_phone, mask_text
 from shared.timeutil import aware, to_ts
@@ -100,9 +100,7 @@ def contact_pb(rec: dict[str, Any], principal: auth.Principal) -> pb.Contact:
 
 
 def suppression_pb(rec: dict[str, Any], principal: auth.Principal) -> pb.Suppression:
-    address = rec["address"]
-    if rec["channel"] == c.CHANNEL_SMS:
-        address = mask_phone(address, principal)
+    address = channels.spec(rec["channel"]).mask(rec["address"], principal.pii)
     return pb.Suppression(workspace_id=rec["workspace_id"], channel=rec["channel"],
                           address=address, reason=mask_text(rec["reason"], principal),
                           created_at=to_ts(aware(rec["created_at"])), id=rec["id"],
@@ -378,8 +376,7 @@ class RecipientServicer(pb_grpc.RecipientServiceServicer):
                                           pb.Suppression, work, fp)
         if added:
             SUPPRESSIONS_ADDED.labels("api").inc()
-        if resp.channel == c.CHANNEL_SMS:
-            resp.address = mask_phone(resp.address, p)
+        resp.address = channels.spec(resp.channel).mask(resp.address, p.pii)
         resp.reason = mask_text(resp.reason, p)
         return resp
 
@@ -408,7 +405,7 @@ class RecipientServicer(pb_grpc.RecipientServiceServicer):
             except BadAddress as exc:
                 raise invalid({"address": mask_text(str(exc), p)}) from exc
             where = {"channel": request.channel, "address": match_key(request.channel, address)}
-            named = mask_phone(address, p) if request.channel == c.CHANNEL_SMS else address
+            named = channels.spec(request.channel).mask(address, p.pii)
         removed: dict[str, Any] = {}
 
         async def work(conn: AsyncConnection) -> pb.Suppression:
@@ -437,8 +434,7 @@ class RecipientServicer(pb_grpc.RecipientServiceServicer):
                 "workspace": p.workspace, "suppression": resp.id, "kind": removed["kind"],
                 "channel": c.Channel.Name(resp.channel), "by": p.name,
                 "reason": mask_text(reason, None) or "(none)"})
-        if resp.channel == c.CHANNEL_SMS:
-            resp.address = mask_phone(resp.address, p)
+        resp.address = channels.spec(resp.channel).mask(resp.address, p.pii)
         resp.reason = mask_text(resp.reason, p)
         return resp
 

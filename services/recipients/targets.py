@@ -12,16 +12,16 @@ from herald.v1 import common_pb2 as c
 from herald.v1 import recipients_pb2 as pb
 
 from services.recipients import boundary
-from services.recipients.normalize import BadAddress, address_noun, normalise
+from services.recipients.audience import recipient_of
+from services.recipients.normalize import BadAddress
 from services.recipients.senders import sender_address
 from services.recipients.store import Store
-from shared import config
+from shared import channels, config
 from shared.masking import mask_text
 from shared.validate import uuid_text
 
 MAX_VIOLATIONS = 100  # the answer stays small enough to become one INVALID_ARGUMENT
 MAX_FIELD_NAMES = 5000
-CHANNEL_NAMES = {c.CHANNEL_SMS: "SMS", c.CHANNEL_EMAIL: "email"}
 
 
 class TargetChecker:
@@ -30,8 +30,9 @@ class TargetChecker:
         self.ws = workspace
         self.pii = pii
         self.channel = channel
-        self.noun = address_noun(channel)
-        self.field = "phone" if channel == c.CHANNEL_SMS else "email"
+        self.spec = channels.spec(channel)
+        self.noun = self.spec.address_noun
+        self.field = self.spec.address_field
         self.violations: list[tuple[str, str]] = []
 
     def add(self, field: str, description: str) -> None:
@@ -54,10 +55,11 @@ class TargetChecker:
 
     def _inline_rows(self, recipients: Sequence[c.Recipient], known: dict[str, dict[str, Any]],
                      prefix: str) -> None:
-        other = "email" if self.field == "phone" else "phone"
+        spec = self.spec
+        others = [s for s in channels.specs() if s is not spec]
         for i, r in enumerate(recipients):
             at = f"{prefix}[{i}]"
-            raw = getattr(r, self.field).strip()
+            raw = spec.address_of(r).strip()
             rec = None
             if r.contact_id:
                 rec = known.get(r.contact_id)
@@ -65,20 +67,21 @@ class TargetChecker:
                     self.add(f"{at}.contact_id", f"{r.contact_id[:100]!r} is not a contact id (a UUID)")
                 elif rec is None:
                     self.add(f"{at}.contact_id", f"contact {r.contact_id} not found")
-                elif not raw and not rec[self.field]:
+                elif not raw and not spec.address_of(recipient_of(rec)):
                     self.add(f"{at}.contact_id", f"contact {r.contact_id} has no {self.noun}")
             if raw:
                 try:
-                    normalise(self.channel, raw)
+                    spec.normalise_address(raw)
                 except BadAddress:
                     self.add(f"{at}.{self.field}", f"The {self.noun} {raw[:320]} is incorrect")
             elif not r.contact_id:
-                if getattr(r, other).strip():
+                other = next((s for s in others if s.address_of(r).strip()), None)
+                if other is not None:
                     self.add(f"{at}.{self.field}",
-                             f"an {CHANNEL_NAMES[self.channel]} campaign needs a {self.noun}; this "
-                             f"recipient has only an {address_noun_of(other)}")
+                             f"{spec.label_article} {spec.label} campaign needs "
+                             f"{spec.an_address()}; this recipient has only {other.an_address()}")
                 else:
-                    self.add(at, f"needs a {self.noun} or a contact_id")
+                    self.add(at, f"needs {spec.an_address()} or a contact_id")
             for name, bad in (("fields", boundary.fields(r.fields)),
                               ("language", boundary.language(r.language)),
                               *((n, boundary.text(getattr(r, n), boundary.MAX_TEXT))
@@ -119,7 +122,3 @@ class TargetChecker:
         return pb.ValidateTargetsResponse(
             violations=[pb.FieldViolation(field=f, description=d) for f, d in shown],
             field_names=field_names)
-
-
-def address_noun_of(field: str) -> str:
-    return "phone number" if field == "phone" else "email address"

@@ -61,6 +61,7 @@ class EmailChannel(ChannelSpec):
     channel = c.CHANNEL_EMAIL
     name = "email"
     label = "email"
+    label_article = "an"
     subject = "jobs.email"
     address_kind = "email"
     address_noun = "email address"

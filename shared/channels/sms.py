@@ -84,6 +84,7 @@ class SmsChannel(ChannelSpec):
     channel = c.CHANNEL_SMS
     name = "sms"
     label = "SMS"
+    label_article = "an"
     subject = "jobs.sms"
     address_kind = "phone"
     address_noun = "phone number"

@@ -35,10 +35,11 @@ class ChannelSpec:
     channel: int  # herald.v1.Channel value
     name: str  # "sms": metric labels, CLI words, filters
     label: str  # "SMS": in sentences ("an SMS campaign")
+    label_article: str = "a"
     subject: str  # JetStream subject of its jobs
     address_kind: str  # "phone", "email", ...
     address_noun: str  # "phone number": in reasons shown to users
-    address_article: str = "a"  # "an email address"
+    address_article: str = "a"
     address_field: str  # where a Recipient carries the address (violation field paths)
     content_fields: tuple[str, ...]  # campaign Content fields its jobs carry
     final_statuses: frozenset[int]  # statuses a message of this channel ends in
@@ -76,6 +77,10 @@ class ChannelSpec:
     def set_content(self, job: e.MessageJob, fields: Mapping[str, str]) -> None:
         """Fills the job's content oneof from campaign Content fields (content_fields)."""
         raise NotImplementedError
+
+    def an_address(self) -> str:
+        """"a phone number", "an email address": in reasons shown to users."""
+        return f"{self.address_article} {self.address_noun}"
 
     def is_final(self, status: int) -> bool:
         return status in self.final_statuses

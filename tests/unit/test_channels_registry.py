@@ -32,7 +32,7 @@ def test_subjects_are_the_bus_subjects() -> None:
 
 
 def test_phone_addresses() -> None:
-    assert SMS.address_kind == "phone" and SMS.address_noun == "phone number"
+    assert SMS.address_kind == "phone" and SMS.an_address() == "a phone number"
     assert SMS.normalise_address(" 07700 900123 ") == "+447700900123"
     for bad in ("", "12345", "hello", "+4477009001234", "1" * 400):
         with pytest.raises(channels.AddressError):
@@ -44,7 +44,7 @@ def test_phone_addresses() -> None:
 
 
 def test_email_addresses() -> None:
-    assert EMAIL.address_kind == "email" and EMAIL.address_noun == "email address"
+    assert EMAIL.address_kind == "email" and EMAIL.an_address() == "an email address"
     assert EMAIL.normalise_address("Alice@Example.COM") == "Alice@example.com"
     for bad in ("", "bob@", "Bob <bob@example.com>", "a@" + "b" * 400):
         with pytest.raises(channels.AddressError) as err:
