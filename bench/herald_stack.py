@@ -17,7 +17,7 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -206,20 +206,25 @@ class CampaignRun:
     to_done: float          # approve -> campaign DONE (GetCampaign)
     phases: dict[str, float]  # time in each state, from the campaign's history
     tail: float             # DONE -> every message DELIVERED in stats
+    acked: float            # approve -> the simulator had every receipt acknowledged (0: not watched)
     stats: spb.CampaignStats
     campaign: cpb.Campaign
 
 
-async def approve_and_follow(cl: demo.Clients, campaign_id: str, n: int, poll: float = 0.1) -> CampaignRun:
-    """Approve the campaign and wait until GetCampaignStats shows n DELIVERED."""
+async def approve_and_follow(cl: demo.Clients, campaign_id: str, n: int, poll: float = 0.1,
+                             receipts_acked: Callable[[], int] | None = None) -> CampaignRun:
+    """Approve the campaign and wait until GetCampaignStats shows n DELIVERED (and, given
+    receipts_acked, note when the SMSC had its n-th receipt acknowledged)."""
     timeout = max(300.0, n / 50)
     t0 = time.perf_counter()
     await cl.campaigns.ApproveCampaign(cpb.CampaignActionRequest(id=campaign_id, note="bench"), metadata=MD)
     deadline = t0 + timeout
-    t_done = 0.0
+    t_done = t_acked = 0.0
     cp = None
     while True:
         now = time.perf_counter()
+        if receipts_acked is not None and not t_acked and receipts_acked() >= n:
+            t_acked = now - t0
         if not t_done:
             cp = await cl.campaigns.GetCampaign(cpb.GetCampaignRequest(id=campaign_id), metadata=MD)
             if cp.status in demo.TERMINAL:
@@ -235,7 +240,7 @@ async def approve_and_follow(cl: demo.Clients, campaign_id: str, n: int, poll: f
                                f"({cpb.CampaignStatus.Name(cp.status) if cp else '?'})")
         await asyncio.sleep(poll)
     assert cp is not None
-    return CampaignRun(campaign_id, seconds, t_done, phases(cp), seconds - t_done, st, cp)
+    return CampaignRun(campaign_id, seconds, t_done, phases(cp), seconds - t_done, t_acked or seconds, st, cp)
 
 
 def phases(cp: cpb.Campaign) -> dict[str, float]:
