@@ -21,8 +21,8 @@ from nats.js.api import ConsumerConfig
 from prometheus_client import REGISTRY
 from sqlalchemy import delete, func, select
 
-from services.campaigns import scheduler as scheduler_module
 from services.campaigns.scheduler import Scheduler
+from services.campaigns.scheduler import build as scheduler_module
 from services.campaigns.schema import campaign_targets, messages
 from shared import auth, bus
 from tests.integration.campaigns_harness import Harness, sms

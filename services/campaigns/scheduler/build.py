@@ -1,0 +1,259 @@
+"""The audience build: PENDING -> BUILDING -> SENDING, resumable and never shrinking.
+
+Message ids are deterministic (uuid5 of campaign, channel and address), so a build
+interrupted by a crash is taken up again where it stopped: rows are only ever added (never
+deleted), events carry deterministic ids, and the inline targets are dropped in the
+transaction that moves the campaign to SENDING."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from datetime import datetime
+from typing import Any
+
+import grpc
+from herald.v1 import common_pb2 as c
+from herald.v1 import events_pb2 as e
+from herald.v1 import recipients_pb2 as rpb
+from prometheus_client import Counter
+from sqlalchemy import Table, delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.campaigns import lifecycle
+from services.campaigns.scheduler.base import JobBase, describe, log
+from services.campaigns.scheduler.content import content_of, message_id, preview, variables_of
+from services.campaigns.schema import campaign_targets, messages
+from shared import auth, bus, states, templating
+from shared.timeutil import aware, to_ts
+
+S = c.MessageStatus
+MESSAGES_BUILT = Counter("herald_campaigns_messages_built_total",
+                         "Ledger rows created at build, by initial status.", ["status"])
+BUILDS = Counter("herald_campaigns_builds_total",
+                 "Campaign builds that finished, by result: built (in one pass), resumed (taken up "
+                 "again after an interruption or a recipients error), empty_failed (a non-empty "
+                 "request that yielded no message: the campaign FAILED).", ["result"])
+BUILD_CHUNK = 1000  # ledger rows per insert transaction and per event batch at build
+# The events a rejected recipient's row announces at build, besides "queued".
+BUILT_KIND = {S.MESSAGE_STATUS_FAILED: e.MESSAGE_EVENT_KIND_FAILED,
+              S.MESSAGE_STATUS_OPTED_OUT: e.MESSAGE_EVENT_KIND_OPTED_OUT}
+REJECT_STATUS = {
+    c.FAILURE_CATEGORY_UNSUBSCRIBED: (S.MESSAGE_STATUS_OPTED_OUT, e.MESSAGE_EVENT_KIND_OPTED_OUT),
+}
+
+
+def insert_missing(conn: AsyncConnection, table: Table) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING on SQLite and PostgreSQL alike."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing()
+
+
+def drop_targets(campaign_id: str) -> Callable[[AsyncConnection], Awaitable[None]]:
+    """The inline targets go in the transaction that ends the build: until then a resumed
+    build still has them."""
+    async def run(conn: AsyncConnection) -> None:
+        await conn.execute(delete(campaign_targets).where(campaign_targets.c.campaign_id == campaign_id))
+    return run
+
+
+async def _each(items: Iterable[Any]) -> AsyncIterator[Any]:
+    for item in items:
+        yield item
+
+
+def variant_assigner(variants: list[dict], test_percent: int, accepted: int) -> Any:
+    """Deterministic A/B assignment in audience order: the first test_percent of the accepted
+    audience is split by split_percent, interleaved so every prefix of the send order is split
+    fairly (smooth weighted round robin); the rest is held for the winner."""
+    if not variants:
+        return lambda: ("", False)
+    test_n = accepted if not test_percent else round(accepted * test_percent / 100)
+    quotas = [test_n * v["split_percent"] // 100 for v in variants]
+    for i in range(test_n - sum(quotas)):
+        quotas[i % len(quotas)] += 1
+    used = [0] * len(variants)
+
+    def next_one() -> tuple[str, bool]:
+        open_ = [i for i, q in enumerate(quotas) if used[i] < q]
+        if not open_:
+            return "", True
+        i = min(open_, key=lambda j: ((used[j] + 1) / quotas[j], j))
+        used[i] += 1
+        return variants[i]["name"], False
+
+    return next_one
+
+
+
+class BuildMixin(JobBase):
+    async def build(self, row: Any) -> None:
+        """PENDING/BUILDING -> SENDING, resumable at every step: whatever stops it (a crash, the
+        recipients service, SQL or NATS) leaves the campaign BUILDING with its inline targets,
+        and the next tick takes the build up again.
+        1. PENDING -> BUILDING (started_at).
+        2. The audience streams into the ledger in chunks; only missing rows are inserted (ids
+           are deterministic), so a resumed build adds what an interrupted one did not write
+           and never deletes, changes or shrinks what is there.
+        3. The queued (and rejection) events are published from the ledger with deterministic
+           ids: a resumed build's copies are dropped by JetStream and by the consumers.
+        4. One transaction drops the inline targets and moves the campaign to SENDING.
+        A non-empty request (inline recipients or categories) that yields no message is a job
+        error and the campaign FAILS: it never completes as "built 0 messages"."""
+        cid = row["id"]
+        resumed = row["status"] == lifecycle.BUILDING
+        if row["status"] == lifecycle.PENDING:
+            row = await self.transition(cid, lifecycle.BUILDING, "building recipient list",
+                                        started_at=self.clock.now())
+        targets = await self.store.load_targets(cid)
+        try:
+            added = await self.write_audience(row, targets)
+        except grpc.aio.AioRpcError as exc:
+            transient = exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+            await self.record_error(row, "build", f"recipients service: {exc.code().name}: {exc.details()}"
+                                    + (" (retrying)" if transient else ""))
+            if transient:
+                log.warning("recipients unavailable, build retried next tick", extra={
+                    "campaign_id": cid, "code": exc.code().name, "error": describe(exc)})
+                return
+            log.error("audience refused, campaign failed", extra={
+                "campaign_id": cid, "code": exc.code().name, "error": describe(exc)})
+            await self.transition(cid, lifecycle.FAILED, f"audience: {exc.details()}",
+                                  also=drop_targets(cid), completed_at=self.clock.now())
+            return
+        async with self.store.engine.connect() as conn:
+            total = (await conn.execute(select(func.count()).select_from(messages).where(
+                messages.c.campaign_id == cid))).scalar_one()
+        categories = len(row["category_ids"] or [])
+        if total == 0 and (targets or categories):
+            await self.build_empty(row, len(targets), categories)
+            return
+        await self.announce_built(row)
+        await self.transition(cid, lifecycle.SENDING, f"built {total} messages",
+                              also=drop_targets(cid), recipients_count=total)
+        BUILDS.labels("resumed" if resumed else "built").inc()
+        log.info("campaign built", extra={"campaign_id": cid, "messages": total, "added": added,
+                                          "resumed": resumed})
+
+    async def build_empty(self, row: Any, inline: int, categories: int) -> None:
+        reason = (f"the audience yielded no messages ({inline} inline recipients, {categories} "
+                  "categories asked): nothing to send; check the categories' contacts and the "
+                  "recipients service, then create the campaign again")
+        await self.record_error(row, "build", reason)
+        await self.transition(row["id"], lifecycle.FAILED, reason, also=drop_targets(row["id"]),
+                              completed_at=self.clock.now(), recipients_count=0)
+        BUILDS.labels("empty_failed").inc()
+        log.error("campaign build yielded no messages", extra={
+            "campaign_id": row["id"], "inline": inline, "categories": categories})
+
+    async def write_audience(self, row: Any, targets: list[c.Recipient]) -> int:
+        """Resolve the audience and insert its missing ledger rows chunk by chunk as the stream
+        arrives (an A/B split needs the accepted count first, so that audience is read whole).
+        Returns how many rows were added."""
+        if not targets and not row["category_ids"]:
+            return 0  # a TRIGGER campaign may start with no audience
+        req = rpb.ResolveAudienceRequest(channel=row["channel"], category_ids=row["category_ids"] or [],
+                                         inline=targets)
+        md = auth.call_metadata(workspace=row["workspace_id"])
+        stream = self.recipients.ResolveAudience(req, metadata=md, timeout=600)
+        source: AsyncIterator[rpb.AudienceMember] = stream.__aiter__()
+        assign = variant_assigner([], 0, 0)
+        if row["variants"]:
+            members = [m async for m in stream]
+            assign = variant_assigner(row["variants"], row["test_percent"],
+                                      sum(1 for m in members if m.accepted))
+            source = _each(members)
+        now, seen, chunk, added = self.clock.now(), set(), [], 0
+        async for m in source:
+            values = self.ledger_row(row, m, assign, now, seen)
+            if values is not None:
+                chunk.append(values)
+            if len(chunk) >= BUILD_CHUNK:
+                added += await self.insert_rows(chunk)
+                chunk = []
+        if chunk:
+            added += await self.insert_rows(chunk)
+        return added
+
+    @staticmethod
+    def ledger_row(row: Any, m: rpb.AudienceMember, assign: Callable[[], tuple[str, bool]],
+                   now: datetime, seen: set[str]) -> dict[str, Any] | None:
+        """The ledger row of one audience member (None for a repeated address: the first wins)."""
+        r = m.recipient
+        address = r.phone if row["channel"] == c.CHANNEL_SMS else r.email
+        key = address or f"contact:{r.contact_id}"
+        if key in seen:
+            return None
+        seen.add(key)
+        status = S.MESSAGE_STATUS_QUEUED
+        if not m.accepted:
+            status = REJECT_STATUS.get(m.rejection, (S.MESSAGE_STATUS_FAILED,))[0]
+        variant, held = assign() if m.accepted else ("", False)
+        variables = variables_of(r)
+        category, reason = (0, "") if m.accepted else (m.rejection, m.rejection_reason)
+        try:
+            shown = preview(row["channel"], content_of(row, variant), variables)
+        except templating.TemplateError as exc:  # this recipient's values break the template
+            shown = ""
+            if m.accepted:
+                status = S.MESSAGE_STATUS_FAILED
+                category, reason = c.FAILURE_CATEGORY_CONTENT_REJECTED, str(exc)
+                held = False
+        return dict(
+            variant=variant, held=held,
+            id=message_id(row["id"], row["channel"], key), campaign_id=row["id"],
+            workspace_id=row["workspace_id"], contact_id=r.contact_id,
+            contact_name=templating.full_name(r.first_name, r.last_name),
+            address=address or "", channel=row["channel"], status=status,
+            status_rank=states.RANK[status], failure_category=category, error_description=reason,
+            content_preview=shown, fields=variables, created_at=now, updated_at=now,
+        )
+
+    async def insert_rows(self, rows: list[dict[str, Any]]) -> int:
+        """Insert the rows the ledger does not have yet; rows already there are left as they
+        are (a resumed build, or a second replica after a lease ran out)."""
+        async with self.store.engine.begin() as conn:
+            have = {r[0] for r in await conn.execute(select(messages.c.id).where(
+                messages.c.id.in_([r["id"] for r in rows])))}
+            new = [r for r in rows if r["id"] not in have]
+            if new:
+                await conn.execute(insert_missing(conn, messages), new)
+            if have:
+                log.info("build resumed over existing ledger rows",
+                         extra={"campaign_id": rows[0]["campaign_id"], "kept": len(have)})
+        for r in new:
+            MESSAGES_BUILT.labels(states.status_name(r["status"])).inc()
+        return len(new)
+
+    async def announce_built(self, row: Any) -> int:
+        """Publish each built row's queued event (and its rejection), read back from the ledger
+        page by page; held A/B rows are announced when the winner is promoted."""
+        cid, after, n = row["id"], "", 0
+        cols = (messages.c.id, messages.c.status, messages.c.failure_category,
+                messages.c.error_description, messages.c.address, messages.c.variant,
+                messages.c.created_at)
+        while True:
+            async with self.store.engine.connect() as conn:
+                page = (await conn.execute(select(*cols).where(
+                    messages.c.campaign_id == cid, messages.c.held.is_(False), messages.c.id > after)
+                    .order_by(messages.c.id).limit(BUILD_CHUNK))).all()
+            if not page:
+                return n
+            items: list[tuple[str, Any, str]] = []
+            for m in page:
+                base = dict(message_id=m.id, campaign_id=cid, workspace_id=row["workspace_id"],
+                            channel=row["channel"], occurred_at=to_ts(aware(m.created_at)),
+                            to=m.address, variant=m.variant)
+                ev = e.MessageEvent(event_id=f"{m.id}:queued", kind=e.MESSAGE_EVENT_KIND_QUEUED,
+                                    status=S.MESSAGE_STATUS_QUEUED, **base)
+                items.append((states.message_subject(ev.kind), ev, ev.event_id))
+                kind = BUILT_KIND.get(m.status)
+                if kind is not None:
+                    ev = e.MessageEvent(event_id=f"{m.id}:{states.kind_name(kind)}", kind=kind,
+                                        status=m.status, failure_category=m.failure_category,
+                                        error_description=m.error_description, **base)
+                    items.append((states.message_subject(kind), ev, ev.event_id))
+            await bus.publish_many(self.js, items)
+            n += len(page)
+            after = page[-1].id
+
