@@ -18,9 +18,8 @@ import nats
 from google.protobuf.message import Message as PbMessage
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import APIError, NotFoundError
 from prometheus_client import Counter
 
@@ -277,12 +276,12 @@ async def publish_many(
     await asyncio.gather(*(one(s, p, m) for s, p, m in items))
 
 
-Handler = Callable[[Msg], Awaitable[Any]]
+Handler = Callable[[Any], Awaitable[Any]]  # a shared.jsfast.JsMsg in, anything out
 
 
 def watch_lag(js: JetStreamContext, stream: str, durable: str) -> None:
     """Export this durable's lag (pending, ack pending, redelivered) from this process until
-    unwatch_lag or the connection closes. Every consumer loop calls it once it has subscribed."""
+    unwatch_lag or the connection closes. shared.consumer calls it once it has subscribed."""
     jetstream_lag.exporter(LAG_INTERVAL.get_float()).watch(js, stream, durable)
 
 
@@ -319,68 +318,21 @@ async def pull_loop(
     max_ack_pending: int = 10000,
     concurrent: bool = False,
 ) -> None:
-    """Fetch from a durable pull consumer until `stop` is set.
+    """Fetch from a durable pull consumer until `stop` is set (shared.consumer, one message
+    at a time). The handler's return acks the message; TemporaryError naks with its delay;
+    PermanentError terminates it; any other exception naks after 1 s (logged). With
+    concurrent=True the batch is handled with asyncio.gather (handlers must be independent
+    of each other); otherwise in order. Nothing is fetched ahead of the handler."""
+    from shared import consumer  # consumer builds on this module
 
-    The handler's return acks the message; TemporaryError naks with its delay;
-    PermanentError terminates it; any other exception naks after 1 s (logged).
-    With concurrent=True the batch is handled with asyncio.gather (handlers must be
-    independent of each other); otherwise in order.
-    """
-    cfg = ConsumerConfig(
-        durable_name=durable,
-        filter_subject=subject,
-        ack_wait=ack_wait,
-        max_ack_pending=max_ack_pending,
-    )
-    sub = await js.pull_subscribe(subject, durable=durable, stream=stream, config=cfg)
-    watch_lag(js, stream, durable)
-
-    async def handle(msg: Msg) -> None:
-        try:
-            await handler(msg)
-        except TemporaryError as exc:
-            BUS_MESSAGES.labels(durable, "nak").inc()
-            log.info("temporary failure, redelivering", extra={"consumer": durable, "reason": str(exc)})
-            await msg.nak(delay=exc.delay)
-            return
-        except PermanentError as exc:
-            BUS_MESSAGES.labels(durable, "term").inc()
-            log.error("dropping unprocessable message", extra={"consumer": durable, "subject": msg.subject, "reason": str(exc)})
-            await msg.term()
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            BUS_MESSAGES.labels(durable, "nak").inc()
-            log.exception("handler failed, redelivering", extra={"consumer": durable, "subject": msg.subject})
-            await msg.nak(delay=1.0)
-            return
-        BUS_MESSAGES.labels(durable, "ack").inc()
-        await msg.ack()
-
-    try:
-        while not stop.is_set():
-            try:
-                msgs = await sub.fetch(batch, timeout=0.5)
-            except (NatsTimeout, TimeoutError):  # idle consumer: either flavour is raised
-                continue
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # connection trouble: the client reconnects by itself
-                log.warning("fetch failed: %s", exc, extra={"consumer": durable})
-                await asyncio.sleep(0.5)
-                continue
-            if concurrent:
-                await asyncio.gather(*(handle(m) for m in msgs))
-            else:
-                for m in msgs:
-                    await handle(m)
-    finally:
-        unwatch_lag(stream, durable)
-    await sub.unsubscribe()
+    spec = consumer.Durable(stream, durable, subject, ack_wait=ack_wait,
+                            max_ack_pending=max_ack_pending, batch=batch)
+    await consumer.Consumer(js, spec, consumer.per_message(handler, durable, concurrent=concurrent),
+                            prefetch=0).run(stop)
 
 
-def parse(msg: Msg, cls: type[PbMessage]) -> Any:
+def parse(msg: Msg | Any, cls: type[PbMessage]) -> Any:
+    """msg: a nats-py Msg or a shared.jsfast.JsMsg (anything with .data and .subject)."""
     obj = cls()
     try:
         obj.ParseFromString(msg.data)

@@ -25,12 +25,14 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.js.api import ConsumerConfig
 from nats.js.errors import NotFoundError
+
+from shared.adapters import nats_internals
+from shared.adapters.nats_internals import RawHandler
 
 log = logging.getLogger("herald.jsfast")
 
@@ -96,6 +98,23 @@ class JsMsg:
     def num_delivered(self) -> int:
         return self.metadata.num_delivered
 
+    @property
+    def nc(self) -> NATS:
+        """The connection the message came on (and its acks go out on)."""
+        return self._nc
+
+    @property
+    def settled(self) -> bool:
+        """Acked, nak'ed or terminated already (by this process)."""
+        return self._acked
+
+    def claim_settlement(self) -> bool:
+        """Mark as settled; False if it already was (for writers of raw acks)."""
+        if self._acked:
+            return False
+        self._acked = True
+        return True
+
     async def _settle(self, payload: bytes) -> None:
         if self._acked:  # a second settlement would only confuse the server's count
             return
@@ -133,7 +152,7 @@ class PullConsumer:
 
     Up to `batch * prefetch` messages are requested ahead of the reader; they are
     delivered (their ack_wait runs) while buffered, so keep that well below what the
-    reader handles within ack_wait.
+    reader handles within ack_wait. prefetch=0 requests only while the reader waits.
     """
 
     def __init__(self, nc: NATS, stream: str, durable: str, *,
@@ -146,7 +165,7 @@ class PullConsumer:
         self.durable = durable
         self.config = config
         self.batch = max(int(batch), 1)
-        self.prefetch = max(int(prefetch), 1)
+        self.prefetch = max(int(prefetch), 0)
         self.expires = expires
         self.heartbeat = heartbeat
         self.linger = linger  # wait this long for the rest of a partly arrived batch
@@ -210,7 +229,7 @@ class PullConsumer:
         """Keep batch * prefetch messages buffered or requested."""
         if self._sub is None or self._ensure or self.nc.is_closed:
             return
-        need = self.batch * self.prefetch - len(self._buf) - self._credit
+        need = self.batch * max(self.prefetch, 1) - len(self._buf) - self._credit
         if need <= 0 or (need < self.batch and self._reqs):
             return  # top up in whole batches: fewer, larger requests
         if time.monotonic() < self._backoff_until:
@@ -275,7 +294,7 @@ class PullConsumer:
             self._backoff_until = time.monotonic() + 0.5
         else:
             log.warning("unexpected pull status %s %s", status, desc, extra={"consumer": self.durable})
-        if status != "409" or not self._ensure:
+        if (status != "409" or not self._ensure) and (self.prefetch or self._waiter is not None):
             task = asyncio.ensure_future(self._pull())
             self._pulls.add(task)
             task.add_done_callback(self._pulls.discard)
@@ -322,7 +341,8 @@ class PullConsumer:
             await self._housekeeping()
             return []
         out = self._take(n)
-        await self._pull()
+        if self.prefetch:
+            await self._pull()
         return out
 
     async def _wait(self, want: int, timeout: float) -> None:
@@ -356,48 +376,20 @@ def _wake(fut: asyncio.Future[None]) -> None:
 # and a task per subscription, and parses its headers into a dict first; for the gateways'
 # pull replies and publish acks that was ~8 µs per message (two or three per SMS/email).
 # A fast subscription's handler is called straight from the client's parser, synchronously,
-# with the raw subject, reply, payload and header block. It wraps the client's private
-# _process_msg once per connection; other subscriptions take nats-py's usual path.
-
-RawHandler = Callable[[bytes, bytes, bytes, "bytes | None"], None]
-
-
-def _dispatch_table(nc: NATS) -> dict[int, RawHandler]:
-    table: dict[int, RawHandler] | None = nc.__dict__.get("_herald_fast")
-    if table is None:
-        table = {}
-        usual = nc._process_msg  # noqa: SLF001
-        stats = nc.stats
-        handlers = table
-
-        async def process_msg(sid: int, subject: bytes, reply: bytes, data: bytes,
-                              headers: bytes | None) -> None:
-            handler = handlers.get(sid)
-            if handler is None:
-                await usual(sid, subject, reply, data, headers)
-                return
-            stats["in_msgs"] += 1
-            stats["in_bytes"] += len(data)
-            try:
-                handler(subject, reply, data, headers)
-            except Exception:  # never break the client's read loop
-                log.exception("fast subscription handler failed")
-
-        nc._process_msg = process_msg  # type: ignore[method-assign]  # noqa: SLF001
-        nc.__dict__["_herald_fast"] = table
-    return table
-
+# with the raw subject, reply, payload and header block (the hook on nats-py's parser lives
+# in shared.adapters.nats_internals); other subscriptions take nats-py's usual path.
 
 async def fast_subscribe(nc: NATS, subject: str, handler: RawHandler) -> Any:
     """Subscribe with a synchronous raw handler (see above); returns the Subscription."""
-    table = _dispatch_table(nc)
+    table = nats_internals.raw_handlers(nc)
     sub = await nc.subscribe(subject)
-    table[sub._id] = handler  # noqa: SLF001  (no message can arrive before the SUB is flushed)
+    # no message can arrive before the SUB is flushed
+    table[nats_internals.subscription_id(sub)] = handler
     return sub
 
 
 async def fast_unsubscribe(nc: NATS, sub: Any) -> None:
-    _dispatch_table(nc).pop(sub._id, None)  # noqa: SLF001
+    nats_internals.raw_handlers(nc).pop(nats_internals.subscription_id(sub), None)
     await sub.unsubscribe()
 
 
@@ -430,7 +422,7 @@ def parse_headers(raw: bytes) -> dict[str, str]:
 # JetStream publish_async adds a future, a NUID inbox and a parsed PubAck per message;
 # cProfile of the SMPP gateway (20,000 messages, 2 events + 1 ack each) put ~100 µs per
 # message there. These helpers build the protocol lines themselves and queue them in one
-# call through the client's send buffer (its private _send_command/_flush_pending: the
+# call through the client's send buffer (shared.adapters.nats_internals.write: the
 # flusher, reconnect buffering and write limits stay nats-py's).
 
 
@@ -440,27 +432,17 @@ class PublishError(Exception):
 
 async def send_raw(nc: NATS, commands: list[bytes]) -> None:
     """Queue pre-built protocol commands on the connection, as publish() would."""
-    if not commands:
-        return
-    if nc.is_closed:
-        from nats.errors import ConnectionClosedError
-        raise ConnectionClosedError
-    await nc._send_command(b"".join(commands))  # noqa: SLF001
-    if nc._flush_queue is not None and nc._flush_queue.empty():  # noqa: SLF001
-        await nc._flush_pending()  # noqa: SLF001
+    if commands:
+        await nats_internals.write(nc, b"".join(commands))
 
 
 async def settle_many(msgs: list[JsMsg], payload: bytes = _ACK) -> None:
     """Ack (or +TERM / -NAK with `payload`) many messages with one write."""
     if not msgs:
         return
-    cmds = []
-    for m in msgs:
-        if m._acked:
-            continue
-        m._acked = True
-        cmds.append(b"PUB %s %d\r\n%s\r\n" % (m.reply.encode(), len(payload), payload))
-    await send_raw(msgs[0]._nc, cmds)
+    cmds = [b"PUB %s %d\r\n%s\r\n" % (m.reply.encode(), len(payload), payload)
+            for m in msgs if m.claim_settlement()]
+    await send_raw(msgs[0].nc, cmds)
 
 
 def nak_payload(delay: float | None) -> bytes:
