@@ -43,8 +43,11 @@ class Kannel:
     work: Path
 
 
-def _config(work: Path, smsc_port: int, ports: dict[str, int], log_level: int) -> Path:
+def _config(work: Path, smsc_port: int, ports: dict[str, int], log_level: int, store: str = "spool") -> Path:
     conf = work / "kannel.conf"
+    # The message store keeps queued SMS across a restart (Herald's JetStream does too);
+    # "none" measures Kannel without it.
+    store_lines = f'store-type = spool\nstore-location = "{work}/spool"\n' if store == "spool" else ""
     conf.write_text(f"""\
 group = core
 admin-port = {ports['admin']}
@@ -57,9 +60,7 @@ box-allow-ip = 127.0.0.1
 log-file = "{work}/bearerbox.log"
 log-level = {log_level}
 dlr-storage = internal
-store-type = spool
-store-location = "{work}/spool"
-sms-incoming-queue-limit = -1
+{store_lines}sms-incoming-queue-limit = -1
 
 group = smsc
 smsc = smpp
@@ -120,12 +121,12 @@ def _binds(stats: Path) -> int:
 
 
 @contextlib.contextmanager
-def kannel(work: Path, smsc_port: int, sim_stats: Path, log_level: int) -> Iterator[Kannel]:
+def kannel(work: Path, smsc_port: int, sim_stats: Path, log_level: int, store: str = "spool") -> Iterator[Kannel]:
     bb_bin, sb_bin = shutil.which("bearerbox") or "/usr/sbin/bearerbox", shutil.which("smsbox") or "/usr/sbin/smsbox"
     if not Path(bb_bin).exists():
         raise RuntimeError("Kannel is not installed: apt-get install kannel (make bench does)")
     ports = {k: procs.free_port() for k in ("admin", "smsbox", "sendsms")}
-    conf = _config(work, smsc_port, ports, log_level)
+    conf = _config(work, smsc_port, ports, log_level, store)
     binds0 = _binds(sim_stats)
     out = open(work / "kannel.out", "ab")  # noqa: SIM115 - the children own it
     bb = subprocess.Popen([bb_bin, str(conf)], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -155,11 +156,11 @@ def kannel(work: Path, smsc_port: int, sim_stats: Path, log_level: int) -> Itera
 
 
 @contextlib.contextmanager
-def started_kannel(work: Path, smsc_port: int, sim_stats: Path, log_level: int) -> Iterator[Kannel]:
+def started_kannel(work: Path, smsc_port: int, sim_stats: Path, log_level: int, store: str = "spool") -> Iterator[Kannel]:
     """kannel(), tried again on new ports when one was taken between choosing and binding it."""
     for attempt in range(3):
         try:
-            cm = kannel(work, smsc_port, sim_stats, log_level)
+            cm = kannel(work, smsc_port, sim_stats, log_level, store)
             k = cm.__enter__()
         except RuntimeError as exc:
             if "Address already in use" not in str(exc) or attempt == 2:
@@ -259,12 +260,14 @@ def kannel_run(n: int, args: argparse.Namespace) -> Outcome:
                 except (OSError, ValueError):
                     return 0
 
-            with started_kannel(work, int(sim.info["smpp_port"]), stats, args.kannel_log_level) as k:
+            with started_kannel(work, int(sim.info["smpp_port"]), stats, args.kannel_log_level,
+                                args.kannel_store) as k:
                 watch = Watch({"bearerbox": k.bearerbox.pid, "smsbox": k.smsbox.pid,
                                "simulator": sim.popen.pid}).start()
                 took, to_dlr, dlrs, errors = asyncio.run(_send(k, n, args.kannel_http_conns, acked, work.name))
                 use = watch.stop()
-            unmatched = (work / "bearerbox.log").read_text(errors="replace").count("DLR not found")
+            bb_log = (work / "bearerbox.log").read_text(errors="replace")
+            unmatched = bb_log.count("DLR not found")
             truth = json.loads(stats.read_text())
         finally:
             sim.stop()
@@ -273,7 +276,8 @@ def kannel_run(n: int, args: argparse.Namespace) -> Outcome:
     note = (f"until the {n:,}th 'delivered' dlr-url callback {dlr}; "
             f"simulator: {truth.get('submits_accepted')} accepted, {truth.get('receipts_acked')} receipts acked, "
             f"{truth.get('duplicate_submits')} duplicates; DLR callbacks by type {dict(sorted(dlrs.items()))}; "
-            f"{errors} HTTP errors; {unmatched} receipts bearerbox found no DLR for")
+            f"{errors} HTTP errors; {unmatched} receipts bearerbox found no DLR for; store {args.kannel_store}, "
+            f"log-level {args.kannel_log_level} ({len(bb_log) // 1024:,} KiB of bearerbox log)")
     return Outcome(n / took, took, use, sys_cpu, note)
 
 
@@ -323,4 +327,6 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--kannel-runs", type=int, default=3, help="kannel: interleaved runs of each system")
     ap.add_argument("--kannel-http-conns", type=int, default=64, help="kannel: concurrent sendsms connections")
     ap.add_argument("--kannel-log-level", type=int, default=1, help="kannel: bearerbox/smsbox log-level (0 = debug)")
+    ap.add_argument("--kannel-store", choices=("spool", "none"), default="spool",
+                    help="kannel: bearerbox's message store (spool: queued SMS survive a restart)")
     ap.add_argument("--kannel-herald-db", default="sqlite", help="kannel: Herald's database (sqlite or postgres)")
