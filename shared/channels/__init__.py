@@ -10,7 +10,7 @@ never strands queued jobs.
 
 from __future__ import annotations
 
-from shared.channels import email, sms
+from shared.channels import email, postback, sms
 from shared.channels.email import email_content
 from shared.channels.sms import sms_content
 from shared.channels.spec import AddressError, ChannelSpec, UnknownChannel
@@ -18,7 +18,7 @@ from shared.channels.spec import AddressError, ChannelSpec, UnknownChannel
 __all__ = ["AddressError", "ChannelSpec", "UnknownChannel", "by_name", "email_content",
            "known", "sms_content", "spec", "specs"]
 
-_SPECS: dict[int, ChannelSpec] = {s.channel: s for s in (sms.SPEC, email.SPEC)}
+_SPECS: dict[int, ChannelSpec] = {s.channel: s for s in (sms.SPEC, email.SPEC, postback.SPEC)}
 _BY_NAME: dict[str, ChannelSpec] = {s.name: s for s in _SPECS.values()}
 
 

@@ -78,6 +78,11 @@ class ChannelSpec:
         """Fills the job's content oneof from campaign Content fields (content_fields)."""
         raise NotImplementedError
 
+    def content_values(self, job: e.MessageJob) -> dict[str, str]:
+        """The job's content by campaign Content field name (set_content's inverse)."""
+        got = self.content(job)
+        return {f: getattr(got, f) for f in self.content_fields}
+
     def an_address(self) -> str:
         """"a phone number", "an email address": in reasons shown to users."""
         return f"{self.address_article} {self.address_noun}"

@@ -75,8 +75,8 @@ def test_content_round_trip_and_flat_fallback() -> None:
         values = {f: f"{f} {{{{ first_name }}}}" for f in spec.content_fields}
         spec.set_content(job, values)
         assert job.WhichOneof("content") is not None
-        got = spec.content(job)
-        assert {f: getattr(got, f) for f in spec.content_fields} == values
+        assert spec.content_values(job) == values
+        assert job.HasField(job.WhichOneof("content")) and spec.content(job).ListFields()
     old = e.MessageJob(text="hi", subject="s", html="<p>")
     assert SMS.content(old).text == "hi" == channels.sms_content(old).text
     assert (EMAIL.content(old).subject, EMAIL.content(old).html) == ("s", "<p>")
@@ -97,3 +97,25 @@ def test_recipient_addresses() -> None:
     assert SMS.address_of(r) == "07700 900123" and EMAIL.address_of(r) == "a@example.com"
     SMS.set_address(r, "+447700900123")
     assert r.phone == "+447700900123"
+
+
+def test_postback_urls() -> None:
+    pb = channels.spec(c.CHANNEL_POSTBACK)
+    assert pb.an_address() == "a URL" and channels.by_name("POSTBACK") is pb
+    assert pb.normalise_address(" HTTPS://Hooks.Example.COM:8443/a/B?x=1#frag ") == (
+        "https://hooks.example.com:8443/a/B?x=1")
+    assert pb.normalise_address("http://[::1]:9000") == "http://[::1]:9000/"
+    once = pb.normalise_address("http://127.0.0.1:8080/in")
+    assert pb.normalise_address(once) == once
+    for bad in ("", "hooks.example.com/x", "ftp://example.com/", "http://", "http://a b/",
+                "http://user:pw@example.com/", "http://example.com:99999/", "javascript:x"):
+        with pytest.raises(channels.AddressError):
+            pb.normalise_address(bad)
+    r = c.Recipient(email="a@example.com", fields={"url": "http://127.0.0.1/x"})
+    assert pb.address_of(r) == "http://127.0.0.1/x" and pb.address_of(c.Recipient()) == ""
+    pb.set_address(r, "http://127.0.0.1/y")
+    assert r.fields["url"] == "http://127.0.0.1/y"
+    assert pb.normalise_sender(" herald-hooks ") == "herald-hooks"
+    with pytest.raises(channels.AddressError):
+        pb.normalise_sender("not a name")
+    assert pb.is_final(S.MESSAGE_STATUS_SUBMITTED)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16herald/v1/common.proto\x12\therald.v1\"\xec\x01\n\tRecipient\x12\x12\n\ncontact_id\x18\x01 \x01(\t\x12\r\n\x05phone\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x12\n\nfirst_name\x18\x04 \x01(\t\x12\x11\n\tlast_name\x18\x05 \x01(\t\x12\x30\n\x06\x66ields\x18\x06 \x03(\x0b\x32 .herald.v1.Recipient.FieldsEntry\x12\x13\n\x0b\x65xternal_id\x18\x07 \x01(\t\x12\x10\n\x08language\x18\x08 \x01(\t\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*F\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x43HANNEL_SMS\x10\x01\x12\x11\n\rCHANNEL_EMAIL\x10\x02*\xbc\x02\n\rMessageStatus\x12\x1e\n\x1aMESSAGE_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15MESSAGE_STATUS_QUEUED\x10\x01\x12\x1a\n\x16MESSAGE_STATUS_SENDING\x10\x02\x12\x1c\n\x18MESSAGE_STATUS_SUBMITTED\x10\x03\x12\x1c\n\x18MESSAGE_STATUS_DELIVERED\x10\x04\x12$\n MESSAGE_STATUS_ASSUMED_DELIVERED\x10\x05\x12\x1b\n\x17MESSAGE_STATUS_DEFERRED\x10\x06\x12\x19\n\x15MESSAGE_STATUS_FAILED\x10\x07\x12\x1c\n\x18MESSAGE_STATUS_OPTED_OUT\x10\x08\x12\x1c\n\x18MESSAGE_STATUS_CANCELLED\x10\t*\xc9\x02\n\x0f\x46\x61ilureCategory\x12 \n\x1c\x46\x41ILURE_CATEGORY_UNSPECIFIED\x10\x00\x12$\n FAILURE_CATEGORY_INVALID_ADDRESS\x10\x01\x12!\n\x1d\x46\x41ILURE_CATEGORY_UNSUBSCRIBED\x10\x02\x12%\n!FAILURE_CATEGORY_CARRIER_REJECTED\x10\x03\x12\x1e\n\x1a\x46\x41ILURE_CATEGORY_THROTTLED\x10\x04\x12%\n!FAILURE_CATEGORY_CONTENT_REJECTED\x10\x05\x12!\n\x1d\x46\x41ILURE_CATEGORY_CONFIG_ERROR\x10\x06\x12\x1c\n\x18\x46\x41ILURE_CATEGORY_EXPIRED\x10\x07\x12\x1c\n\x18\x46\x41ILURE_CATEGORY_UNKNOWN\x10\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16herald/v1/common.proto\x12\therald.v1\"\xec\x01\n\tRecipient\x12\x12\n\ncontact_id\x18\x01 \x01(\t\x12\r\n\x05phone\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x12\n\nfirst_name\x18\x04 \x01(\t\x12\x11\n\tlast_name\x18\x05 \x01(\t\x12\x30\n\x06\x66ields\x18\x06 \x03(\x0b\x32 .herald.v1.Recipient.FieldsEntry\x12\x13\n\x0b\x65xternal_id\x18\x07 \x01(\t\x12\x10\n\x08language\x18\x08 \x01(\t\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\\\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x43HANNEL_SMS\x10\x01\x12\x11\n\rCHANNEL_EMAIL\x10\x02\x12\x14\n\x10\x43HANNEL_POSTBACK\x10\x03*\xbc\x02\n\rMessageStatus\x12\x1e\n\x1aMESSAGE_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15MESSAGE_STATUS_QUEUED\x10\x01\x12\x1a\n\x16MESSAGE_STATUS_SENDING\x10\x02\x12\x1c\n\x18MESSAGE_STATUS_SUBMITTED\x10\x03\x12\x1c\n\x18MESSAGE_STATUS_DELIVERED\x10\x04\x12$\n MESSAGE_STATUS_ASSUMED_DELIVERED\x10\x05\x12\x1b\n\x17MESSAGE_STATUS_DEFERRED\x10\x06\x12\x19\n\x15MESSAGE_STATUS_FAILED\x10\x07\x12\x1c\n\x18MESSAGE_STATUS_OPTED_OUT\x10\x08\x12\x1c\n\x18MESSAGE_STATUS_CANCELLED\x10\t*\xc9\x02\n\x0f\x46\x61ilureCategory\x12 \n\x1c\x46\x41ILURE_CATEGORY_UNSPECIFIED\x10\x00\x12$\n FAILURE_CATEGORY_INVALID_ADDRESS\x10\x01\x12!\n\x1d\x46\x41ILURE_CATEGORY_UNSUBSCRIBED\x10\x02\x12%\n!FAILURE_CATEGORY_CARRIER_REJECTED\x10\x03\x12\x1e\n\x1a\x46\x41ILURE_CATEGORY_THROTTLED\x10\x04\x12%\n!FAILURE_CATEGORY_CONTENT_REJECTED\x10\x05\x12!\n\x1d\x46\x41ILURE_CATEGORY_CONFIG_ERROR\x10\x06\x12\x1c\n\x18\x46\x41ILURE_CATEGORY_EXPIRED\x10\x07\x12\x1c\n\x18\x46\x41ILURE_CATEGORY_UNKNOWN\x10\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,11 +34,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECIPIENT_FIELDSENTRY']._loaded_options = None
   _globals['_RECIPIENT_FIELDSENTRY']._serialized_options = b'8\001'
   _globals['_CHANNEL']._serialized_start=276
-  _globals['_CHANNEL']._serialized_end=346
-  _globals['_MESSAGESTATUS']._serialized_start=349
-  _globals['_MESSAGESTATUS']._serialized_end=665
-  _globals['_FAILURECATEGORY']._serialized_start=668
-  _globals['_FAILURECATEGORY']._serialized_end=997
+  _globals['_CHANNEL']._serialized_end=368
+  _globals['_MESSAGESTATUS']._serialized_start=371
+  _globals['_MESSAGESTATUS']._serialized_end=687
+  _globals['_FAILURECATEGORY']._serialized_start=690
+  _globals['_FAILURECATEGORY']._serialized_end=1019
   _globals['_RECIPIENT']._serialized_start=38
   _globals['_RECIPIENT']._serialized_end=274
   _globals['_RECIPIENT_FIELDSENTRY']._serialized_start=229

@@ -12,6 +12,7 @@ class Channel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CHANNEL_UNSPECIFIED: _ClassVar[Channel]
     CHANNEL_SMS: _ClassVar[Channel]
     CHANNEL_EMAIL: _ClassVar[Channel]
+    CHANNEL_POSTBACK: _ClassVar[Channel]
 
 class MessageStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -40,6 +41,7 @@ class FailureCategory(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 CHANNEL_UNSPECIFIED: Channel
 CHANNEL_SMS: Channel
 CHANNEL_EMAIL: Channel
+CHANNEL_POSTBACK: Channel
 MESSAGE_STATUS_UNSPECIFIED: MessageStatus
 MESSAGE_STATUS_QUEUED: MessageStatus
 MESSAGE_STATUS_SENDING: MessageStatus

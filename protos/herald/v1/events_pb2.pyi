@@ -63,7 +63,7 @@ CONTACT_EVENT_KIND_BOUNCED: ContactEventKind
 CONTACT_EVENT_KIND_COMPLAINED: ContactEventKind
 
 class MessageJob(_message.Message):
-    __slots__ = ("message_id", "campaign_id", "workspace_id", "channel", "attempt", "sender", "to", "contact_id", "variant", "fields", "text", "subject", "html", "created_at", "expires_at", "sms", "email")
+    __slots__ = ("message_id", "campaign_id", "workspace_id", "channel", "attempt", "sender", "to", "contact_id", "variant", "fields", "text", "subject", "html", "created_at", "expires_at", "sms", "email", "postback")
     class FieldsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +88,7 @@ class MessageJob(_message.Message):
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     SMS_FIELD_NUMBER: _ClassVar[int]
     EMAIL_FIELD_NUMBER: _ClassVar[int]
+    POSTBACK_FIELD_NUMBER: _ClassVar[int]
     message_id: str
     campaign_id: str
     workspace_id: str
@@ -105,13 +106,20 @@ class MessageJob(_message.Message):
     expires_at: _timestamp_pb2.Timestamp
     sms: SmsContent
     email: EmailContent
-    def __init__(self, message_id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., workspace_id: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., attempt: _Optional[int] = ..., sender: _Optional[str] = ..., to: _Optional[str] = ..., contact_id: _Optional[str] = ..., variant: _Optional[str] = ..., fields: _Optional[_Mapping[str, str]] = ..., text: _Optional[str] = ..., subject: _Optional[str] = ..., html: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sms: _Optional[_Union[SmsContent, _Mapping]] = ..., email: _Optional[_Union[EmailContent, _Mapping]] = ...) -> None: ...
+    postback: PostbackContent
+    def __init__(self, message_id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., workspace_id: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., attempt: _Optional[int] = ..., sender: _Optional[str] = ..., to: _Optional[str] = ..., contact_id: _Optional[str] = ..., variant: _Optional[str] = ..., fields: _Optional[_Mapping[str, str]] = ..., text: _Optional[str] = ..., subject: _Optional[str] = ..., html: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sms: _Optional[_Union[SmsContent, _Mapping]] = ..., email: _Optional[_Union[EmailContent, _Mapping]] = ..., postback: _Optional[_Union[PostbackContent, _Mapping]] = ...) -> None: ...
 
 class SmsContent(_message.Message):
     __slots__ = ("text",)
     TEXT_FIELD_NUMBER: _ClassVar[int]
     text: str
     def __init__(self, text: _Optional[str] = ...) -> None: ...
+
+class PostbackContent(_message.Message):
+    __slots__ = ("body",)
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    body: str
+    def __init__(self, body: _Optional[str] = ...) -> None: ...
 
 class EmailContent(_message.Message):
     __slots__ = ("subject", "text", "html")
