@@ -8,6 +8,7 @@ have redis-server || need+=(redis-server)
 # make bench: wrk is the load generator of the tracking endpoint figures
 if [ "${1:-}" = "--bench" ]; then
   have wrk || need+=(wrk)
+  have bearerbox || need+=(kannel)  # Kannel, measured beside Herald (bench/bench_kannel.py)
 fi
 # make test: promtool (Debian's prometheus package) runs the alert rules' unit tests
 if [ "${1:-}" = "--test" ]; then
