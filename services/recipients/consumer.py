@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 
 from herald.v1 import events_pb2 as e
-from nats.aio.msg import Msg
 
 from services.recipients.metrics import SUPPRESSIONS_ADDED
 from services.recipients.normalize import BadAddress, match_key
 from services.recipients.store import Store
 from shared import bus, channels
+from shared.jsfast import JsMsg
 
 log = logging.getLogger("herald.recipients.consumer")
 
@@ -40,7 +40,8 @@ class ContactEventConsumer:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def handle(self, msg: Msg) -> None:
+    async def handle(self, msg: JsMsg) -> None:
+        """One event (shared.consumer.per_message: PermanentError terminates it)."""
         ev = bus.parse(msg, e.ContactEvent)
         kind = SUPPRESSING.get(ev.kind)
         if kind is None:

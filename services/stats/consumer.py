@@ -11,15 +11,15 @@ import logging
 import time
 
 from herald.v1 import events_pb2 as e
-from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig
 
 from services.stats import campaign_status, settings
 from services.stats.aggregator import Aggregator
 from services.stats.metrics import APPLY_LATENCY, EVENT_LAG, EVENTS
 from shared import bus, states
+from shared.consumer import ACK, NAK, TERM, Durable, Verdict, per_message
+from shared.consumer import Consumer as BusConsumer
+from shared.jsfast import JsMsg
 from shared.timeutil import Clock
 
 log = logging.getLogger("herald.stats.consumer")
@@ -27,10 +27,10 @@ SUBJECT = "events.message.>"
 CAMPAIGN_SUBJECT = "events.campaign.>"
 
 
-def _stream_seq(msg: Msg) -> int:
+def _stream_seq(msg: JsMsg) -> int:
     try:
-        return int(msg.metadata.sequence.stream)
-    except Exception:  # not a JetStream delivery (no reply subject to read it from)
+        return msg.metadata.stream_seq
+    except Exception:  # not a JetStream delivery (no ack subject to read it from)
         return 0
 
 
@@ -53,11 +53,12 @@ class Consumer:
                                  "stats-campaigns": self.run_campaigns(stop)})
 
     async def run_campaigns(self, stop: asyncio.Event) -> None:
-        await bus.pull_loop(self.js, stream=bus.EVENTS_STREAM, durable=self.campaigns_durable,
-                            subject=CAMPAIGN_SUBJECT, handler=self.handle_campaign, stop=stop,
-                            batch=self.batch)
+        durable = Durable(bus.EVENTS_STREAM, self.campaigns_durable, CAMPAIGN_SUBJECT,
+                          batch=self.batch)
+        handler = per_message(self.handle_campaign, self.campaigns_durable)
+        await BusConsumer(self.js, durable, handler, prefetch=0).run(stop)
 
-    async def handle_campaign(self, msg: Msg) -> None:
+    async def handle_campaign(self, msg: JsMsg) -> None:
         ev = bus.parse(msg, e.CampaignEvent)
         status = 0
         if ev.kind == e.CAMPAIGN_EVENT_KIND_STATUS_CHANGED:
@@ -72,47 +73,27 @@ class Consumer:
             seq=_stream_seq(msg))
 
     async def run_messages(self, stop: asyncio.Event) -> None:
-        sub = await self.js.pull_subscribe(
-            SUBJECT, durable=self.durable, stream=bus.EVENTS_STREAM,
-            config=ConsumerConfig(durable_name=self.durable, filter_subject=SUBJECT,
-                                  ack_wait=settings.ACK_WAIT.get_float(),
-                                  max_ack_pending=max(20000, self.batch * 4)))
-        bus.watch_lag(self.js, bus.EVENTS_STREAM, self.durable)
-        while not stop.is_set():
-            msgs = await self.fetch(sub)
-            if msgs:
-                await self.handle(msgs)
-        await sub.unsubscribe()
+        durable = Durable(bus.EVENTS_STREAM, self.durable, SUBJECT,
+                          ack_wait=settings.ACK_WAIT.get_float(),
+                          max_ack_pending=max(20000, self.batch * 4), batch=self.batch)
+        # One batch requested ahead: the next is on the socket while Redis applies this one.
+        await BusConsumer(self.js, durable, self.handle, prefetch=1).run(stop)
 
-    async def fetch(self, sub: JetStreamContext.PullSubscription) -> list[Msg]:
-        """One batch, or [] when there is none. An idle consumer's fetch times out: normal,
-        not logged (nats-py raises its own TimeoutError or a bare asyncio one, whose text is
-        empty). Anything else is logged with its type and text, then retried after a pause."""
-        try:
-            return await sub.fetch(self.batch, timeout=0.5)
-        except (NatsTimeout, TimeoutError):
-            return []
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # connection trouble: the client reconnects by itself
-            log.warning("stats fetch failed", extra={
-                "consumer": self.durable, "error_type": type(exc).__name__, "error": str(exc)})
-            await asyncio.sleep(0.5)
-            return []
-
-    async def handle(self, msgs: list) -> None:
-        good, events = [], []
+    async def handle(self, msgs: list[JsMsg]) -> list[Verdict]:
+        """One pipelined Redis round trip for the batch; unparsable events are terminated;
+        if the apply fails, the rest of the batch is redelivered after 1 s."""
+        verdicts: list[Verdict] = []
+        events = []
         for m in msgs:
             try:
                 events.append(bus.parse(m, e.MessageEvent))
-                good.append(m)
+                verdicts.append(ACK)
             except bus.PermanentError as exc:
                 log.error("dropping unparsable event", extra={
                     "subject": m.subject, "error_type": type(exc).__name__, "error": str(exc)})
-                bus.BUS_MESSAGES.labels(self.durable, "term").inc()
-                await m.term()
-        if not good:
-            return
+                verdicts.append(TERM)
+        if not events:
+            return verdicts
         start = time.perf_counter()
         try:
             results = await self.agg.apply_batch(events, self.clock.now())
@@ -120,10 +101,9 @@ class Consumer:
             raise
         except Exception as exc:
             log.exception("stats batch failed; redelivering", extra={
-                "events": len(good), "error_type": type(exc).__name__, "error": str(exc)})
-            bus.BUS_MESSAGES.labels(self.durable, "nak").inc(len(good))
-            await asyncio.gather(*(m.nak(delay=1.0) for m in good), return_exceptions=True)
-            return
+                "events": len(events), "error_type": type(exc).__name__, "error": str(exc)})
+            retry = NAK(1.0)
+            return [retry if v is ACK else v for v in verdicts]
         APPLY_LATENCY.observe(time.perf_counter() - start)
         now = self.clock.time()
         for ev, result in zip(events, results, strict=True):
@@ -131,5 +111,4 @@ class Consumer:
                           else "unknown", result).inc()
             if result == "applied" and ev.occurred_at.seconds:
                 EVENT_LAG.observe(max(now - ev.occurred_at.ToNanoseconds() / 1e9, 0.0))
-        await asyncio.gather(*(m.ack() for m in good))
-        bus.BUS_MESSAGES.labels(self.durable, "ack").inc(len(good))
+        return verdicts

@@ -1,6 +1,7 @@
 """The stats consumers in-process: garbage is terminated, unknown kinds are acked and
 ignored, campaign events record the campaign's workspace, and nothing is left pending on
-either durable; an idle consumer logs nothing, a failing fetch logs its cause."""
+either durable; an idle consumer logs nothing, a failing fetch logs its cause (the fetch
+loop is shared.consumer's: tests/integration/test_shared_consumer.py covers it further)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ import uuid
 
 import pytest
 from herald.v1 import events_pb2 as e
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from services.stats.aggregator import Aggregator
 from services.stats.consumer import Consumer
 from shared import bus
+from shared import consumer as shared_consumer
 
 K = e.MessageEventKind
 
@@ -83,41 +84,9 @@ async def test_campaign_events_record_the_owner(js, redis_client) -> None:  # ty
     assert await agg.owner(other) == ""  # an event without a workspace records nothing
 
 
-class CountingJs:
-    """The real JetStream context; counts the fetches of the subscription it hands out and
-    shortens their timeout so the deadline passes before the server's "no messages" answer:
-    the path a loaded pod takes, where nats-py raises a bare asyncio TimeoutError whose text
-    is empty (seen in normal runs as 'fetch failed: ')."""
-
-    def __init__(self, js) -> None:  # type: ignore[no-untyped-def]
-        self.js, self.fetches, self.bare, self.enough = js, 0, 0, asyncio.Event()
-
-    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
-        return getattr(self.js, name)
-
-    async def pull_subscribe(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        sub = await self.js.pull_subscribe(*args, **kwargs)
-        real = sub.fetch
-
-        async def fetch(batch: int, timeout: float) -> list:
-            self.fetches += 1
-            try:
-                return await real(batch, timeout=1e-6)
-            except TimeoutError as exc:
-                if not isinstance(exc, NatsTimeout):
-                    self.bare += 1
-                    if self.bare >= 3:
-                        self.enough.set()
-                raise
-
-        sub.fetch = fetch
-        return sub
-
-
 async def test_idle_fetches_log_nothing(js, redis_client, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
-    """An empty consumer's fetch times out (as nats' TimeoutError, or as a bare asyncio
-    TimeoutError with an empty text): normal, so no "fetch failed" line. The earlier code
-    logged the bare one as 'fetch failed: '."""
+    """An empty consumer's fetches time out: normal, so no "fetch failed" line (an earlier
+    version logged each idle timeout as 'fetch failed: ')."""
     agg = Aggregator(redis_client, f"ci{uuid.uuid4().hex[:8]}:", message_ttl=600,
                      event_ttl=600, daily_ttl=600)
     durable = f"stats-ci-{uuid.uuid4().hex[:8]}"
@@ -125,18 +94,30 @@ async def test_idle_fetches_log_nothing(js, redis_client, caplog: pytest.LogCapt
     await js.add_consumer(bus.EVENTS_STREAM, ConsumerConfig(
         durable_name=durable, filter_subject="events.message.>", deliver_policy=DeliverPolicy.NEW,
         ack_wait=30, max_ack_pending=20000))
-    counting = CountingJs(js)
     stop = asyncio.Event()
-    caplog.set_level(logging.INFO, logger="herald.stats")
-    task = asyncio.create_task(Consumer(agg, counting, durable=durable, batch=50).run_messages(stop))  # type: ignore[arg-type]
-    try:
-        await asyncio.wait_for(counting.enough.wait(), 30)
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 5)
-        await js.delete_consumer(bus.EVENTS_STREAM, durable)
-    assert counting.bare >= 3
-    assert [r.getMessage() for r in caplog.records if r.name.startswith("herald.stats")] == []
+    caplog.set_level(logging.INFO, logger="herald")
+    fetches = [0]
+    real = shared_consumer.Consumer.fetch
+
+    async def counted(self, sub, size):  # type: ignore[no-untyped-def]
+        fetches[0] += 1
+        return await real(self, sub, size)
+
+    task = asyncio.create_task(Consumer(agg, js, durable=durable, batch=50).run_messages(stop))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(shared_consumer.Consumer, "fetch", counted)
+        try:
+            for _ in range(100):
+                await asyncio.sleep(0.05)
+                if fetches[0] >= 4:  # three idle fetches done at least (0.5 s each)
+                    break
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 5)
+            await js.delete_consumer(bus.EVENTS_STREAM, durable)
+    assert fetches[0] >= 4
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("herald")
+            and not r.name.startswith("herald.bus.lag")] == []
 
 
 async def test_fetch_errors_are_logged_with_their_cause(nats_url: str, redis_client,  # type: ignore[no-untyped-def]
@@ -147,13 +128,20 @@ async def test_fetch_errors_are_logged_with_their_cause(nats_url: str, redis_cli
     nc = await bus.connect(nats_url)
     js = nc.jetstream()
     await bus.ensure_streams(js)
-    sub = await js.pull_subscribe("events.message.>", durable=durable, stream=bus.EVENTS_STREAM,
-                                  config=ConsumerConfig(durable_name=durable,
-                                                        deliver_policy=DeliverPolicy.NEW))
+    await js.add_consumer(bus.EVENTS_STREAM, ConsumerConfig(
+        durable_name=durable, filter_subject="events.message.>", deliver_policy=DeliverPolicy.NEW))
+    caplog.set_level(logging.INFO, logger="herald")
+    stop = asyncio.Event()
+    task = asyncio.create_task(Consumer(agg, js, durable=durable).run_messages(stop))
+    await asyncio.sleep(0.3)
     await js.delete_consumer(bus.EVENTS_STREAM, durable)
     await nc.close()  # the connection is gone under the consumer
-    caplog.set_level(logging.INFO, logger="herald.stats")
-    assert await Consumer(agg, js, durable=durable).fetch(sub) == []
-    [rec] = [r for r in caplog.records if r.name == "herald.stats.consumer"]
-    assert rec.getMessage() == "stats fetch failed" and rec.levelno == logging.WARNING
+    await asyncio.sleep(0.8)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    recs = [r for r in caplog.records if r.name == "herald.consumer"]
+    assert recs, "a failing fetch is logged"
+    rec = recs[0]
+    assert rec.getMessage() == "fetch failed" and rec.levelno == logging.WARNING
+    assert rec.consumer == durable  # type: ignore[attr-defined]
     assert rec.error_type and rec.error  # type: ignore[attr-defined]
