@@ -62,7 +62,8 @@ def machine() -> tuple[float, float]:
 
 def pg_backends(databases: set[str]) -> dict[str, int]:
     """PostgreSQL backend processes serving the given databases, by /proc scan (their
-    command line reads "postgres: <user> <database> <client> <state>")."""
+    command line reads "postgres: [<cluster>: ]<user> <database> <client> <state>"). The
+    server's shared processes (WAL writer, checkpointer) serve every database: not counted."""
     out: dict[str, int] = {}
     if not databases:
         return out
@@ -73,7 +74,7 @@ def pg_backends(databases: set[str]) -> dict[str, int]:
             cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        m = re.match(r"postgres: \S+ (\S+) ", cmd)
+        m = re.match(r"postgres: (?:\S+: )?\S+ (\S+) ", cmd)
         if m and m.group(1) in databases:
             out[f"pg:{m.group(1)}:{d.name}"] = int(d.name)
     return out
