@@ -12,6 +12,7 @@ from shared import auth, channels, idempotency, pagetoken, validate
 from shared.errors import invalid
 
 DEFAULT_PAGE = 100
+WRITERS = ("operator", "service")  # roles that write contacts, categories, suppressions
 MAX_WORKSPACE = 64  # the workspace_id columns
 # Filter values: "SMS" or "CHANNEL_SMS" for every registered channel.
 CHANNELS = {k: s.channel for s in channels.specs()

@@ -17,37 +17,27 @@ from services.recipients import boundary, settings
 from services.recipients.audience import Resolver
 from services.recipients.metrics import (
     CONTACTS_UPSERTED,
-    SUPPRESSIONS_ADDED,
-    SUPPRESSIONS_REMOVED,
 )
 from services.recipients.normalize import (
     BadAddress,
-    match_key,
-    normalise,
     normalise_email,
     normalise_phone,
 )
-from services.recipients.senders import sender_address
+from services.recipients.sender_rpcs import SenderRpcs
 from services.recipients.store import ContactRow, Store
+from services.recipients.suppression_rpcs import SuppressionRpcs
 from services.recipients.targets import TargetChecker
-from shared import auth, channels
-from shared.errors import HeraldError, denied, invalid, not_found
-from shared.masking import mask_phone, mask_text
+from shared import auth
+from shared.errors import invalid, not_found
+from shared.masking import mask_phone
 from shared.timeutil import aware, to_ts
 from shared.validate import uuid_text
 
 log = logging.getLogger("herald.recipients")
 
-WRITERS = ("operator", "service")
 MAX_CATEGORY_IDS = 1000
 MAX_INLINE = 100_000
-MAX_REASON = 500
 MAX_FIELD_PREFIX = 200
-KINDS = {"manual": pb.SUPPRESSION_KIND_MANUAL, "opted_out": pb.SUPPRESSION_KIND_OPTED_OUT,
-         "bounced": pb.SUPPRESSION_KIND_BOUNCED, "complained": pb.SUPPRESSION_KIND_COMPLAINED}
-# Entries the recipient asked for: only an admin may remove them, and only with a reason (the
-# evidence of renewed consent), as messaging someone who opted out needs their consent again.
-CONSENT_KINDS = ("opted_out", "complained")
 
 
 def validate_contact(ct: pb.Contact, index: int, region: str) -> ContactRow | str:
@@ -99,22 +89,9 @@ def contact_pb(rec: dict[str, Any], principal: auth.Principal) -> pb.Contact:
         created_at=to_ts(aware(rec["created_at"])), language=rec.get("language") or "")
 
 
-def suppression_pb(rec: dict[str, Any], principal: auth.Principal) -> pb.Suppression:
-    address = channels.spec(rec["channel"]).mask(rec["address"], principal.pii)
-    return pb.Suppression(workspace_id=rec["workspace_id"], channel=rec["channel"],
-                          address=address, reason=mask_text(rec["reason"], principal),
-                          created_at=to_ts(aware(rec["created_at"])), id=rec["id"],
-                          kind=KINDS.get(rec["kind"], pb.SUPPRESSION_KIND_UNSPECIFIED))
-
-
 def category_pb(rec: dict[str, Any]) -> pb.Category:
     return pb.Category(id=rec["id"], workspace_id=rec["workspace_id"], name=rec["name"],
                        contacts_count=int(rec.get("contacts_count", 0)))
-
-
-def sender_pb(rec: dict[str, Any]) -> pb.Sender:
-    return pb.Sender(workspace_id=rec["workspace_id"], channel=rec["channel"],
-                     address=rec["address"], created_at=to_ts(aware(rec["created_at"])))
 
 
 def inline_ids(recipients: Sequence[c.Recipient], limit: int, field: str) -> None:
@@ -122,7 +99,7 @@ def inline_ids(recipients: Sequence[c.Recipient], limit: int, field: str) -> Non
         raise invalid({field: f"at most {limit} recipients per call"})
 
 
-class RecipientServicer(pb_grpc.RecipientServiceServicer):
+class RecipientServicer(SuppressionRpcs, SenderRpcs, pb_grpc.RecipientServiceServicer):
     """RecipientService.
 
     Roles: any member reads (GetContact, ListContacts, ListCategories, ListSuppressions,
@@ -151,7 +128,7 @@ class RecipientServicer(pb_grpc.RecipientServiceServicer):
     async def UpsertContacts(self, request: pb.UpsertContactsRequest,
                              context: grpc.aio.ServicerContext) -> pb.UpsertContactsResponse:
         p = boundary.principal()
-        p.require(*WRITERS)
+        p.require(*boundary.WRITERS)
         fp = boundary.request_id("UpsertContacts", request)
         limit = settings.MAX_UPSERT.get_int()
         if not request.contacts:
@@ -231,7 +208,7 @@ class RecipientServicer(pb_grpc.RecipientServiceServicer):
     async def CreateCategory(self, request: pb.CreateCategoryRequest,
                              context: grpc.aio.ServicerContext) -> pb.Category:
         p = boundary.principal()
-        p.require(*WRITERS)
+        p.require(*boundary.WRITERS)
         fp = boundary.request_id("CreateCategory", request)
         name = request.name.strip()
         if not name:
@@ -261,7 +238,7 @@ class RecipientServicer(pb_grpc.RecipientServiceServicer):
                              context: grpc.aio.ServicerContext) -> pb.Category:
         """Renames a category (the only field update_mask may name)."""
         p = boundary.principal()
-        p.require(*WRITERS)
+        p.require(*boundary.WRITERS)
         fp = boundary.request_id("UpdateCategory", request)
         others = [x for x in request.update_mask.paths if x != "name"]
         category_id = request.category.id.lower()
@@ -289,7 +266,7 @@ class RecipientServicer(pb_grpc.RecipientServiceServicer):
                              context: grpc.aio.ServicerContext) -> pb.Category:
         """Deletes a category and its memberships; its contacts stay."""
         p = boundary.principal()
-        p.require(*WRITERS)
+        p.require(*boundary.WRITERS)
         fp = boundary.request_id("DeleteCategory", request)
         category_id = request.id.lower()
         boundary.require({"id": uuid_text(category_id) if category_id else "required"})
@@ -349,164 +326,3 @@ class RecipientServicer(pb_grpc.RecipientServiceServicer):
         await checker.inline(request.inline, request.inline_field or "recipients")
         await checker.sender(request.sender, request.sender_field or "campaign.sender")
         return checker.answer(await checker.field_names(request.inline))
-
-    # --- suppressions -------------------------------------------------------------
-    async def AddSuppression(self, request: pb.AddSuppressionRequest,
-                             context: grpc.aio.ServicerContext) -> pb.Suppression:
-        p = boundary.principal()
-        p.require(*WRITERS)
-        fp = boundary.request_id("AddSuppression", request)
-        boundary.channel(request.channel)
-        boundary.require({"reason": boundary.text(request.reason, MAX_REASON)})
-        try:
-            address = normalise(request.channel, request.address)
-        except BadAddress as exc:
-            raise invalid({"address": mask_text(str(exc), p)}) from exc
-        reason = request.reason.strip() or f"added by {p.name}"
-        added = False
-
-        async def work(conn: AsyncConnection) -> pb.Suppression:
-            nonlocal added
-            rec, added = await self.store.add_suppression(
-                conn, p.workspace, request.channel, match_key(request.channel, address), reason,
-                "api")
-            return suppression_pb(rec, auth.Principal("store", p.workspace, pii=True))
-
-        resp, _ = await self.store.mutate(p.workspace, "AddSuppression", request.request_id,
-                                          pb.Suppression, work, fp)
-        if added:
-            SUPPRESSIONS_ADDED.labels("api").inc()
-        resp.address = channels.spec(resp.channel).mask(resp.address, p.pii)
-        resp.reason = mask_text(resp.reason, p)
-        return resp
-
-    async def RemoveSuppression(self, request: pb.RemoveSuppressionRequest,
-                                context: grpc.aio.ServicerContext) -> pb.Suppression:
-        """Takes an entry off the suppression list, by id or by channel and address. An
-        opt-out or a complaint needs an admin and a reason; the removal is logged with both."""
-        p = boundary.principal()
-        p.require(*WRITERS)
-        fp = boundary.request_id("RemoveSuppression", request)
-        reason = request.reason.strip()
-        boundary.require({"reason": boundary.text(request.reason, MAX_REASON)})
-        suppression_id = request.id.lower()
-        if suppression_id:
-            both = bool(request.address or request.channel)
-            boundary.require({"id": uuid_text(suppression_id) or (
-                "give either id, or channel and address, not both" if both else None)})
-            where: dict[str, Any] = {"suppression_id": suppression_id}
-            named = suppression_id
-        else:
-            if not request.address.strip():
-                raise invalid({"address": "required (or id)"})
-            boundary.channel(request.channel)
-            try:
-                address = normalise(request.channel, request.address)
-            except BadAddress as exc:
-                raise invalid({"address": mask_text(str(exc), p)}) from exc
-            where = {"channel": request.channel, "address": match_key(request.channel, address)}
-            named = channels.spec(request.channel).mask(address, p.pii)
-        removed: dict[str, Any] = {}
-
-        async def work(conn: AsyncConnection) -> pb.Suppression:
-            rec = await self.store.find_suppression(conn, p.workspace, **where)
-            if rec is None:  # another workspace's entry looks exactly like a missing one
-                raise not_found("suppression", named)
-            if rec["kind"] in CONSENT_KINDS:
-                if not p.has("admin"):
-                    raise denied(f"{p.name} lacks role admin: an entry the recipient asked for "
-                                 f"({rec['kind']}) is removed by an admin, with a reason")
-                if not reason:
-                    raise invalid({"reason": f"required to remove an entry the recipient asked "
-                                             f"for ({rec['kind']}): the evidence of renewed "
-                                             "consent"})
-            await self.store.delete_suppression(conn, p.workspace, rec["channel"], rec["address"])
-            removed.update(rec)
-            return suppression_pb(rec, auth.Principal("store", p.workspace, pii=True))
-
-        resp, replayed = await self.store.mutate(p.workspace, "RemoveSuppression",
-                                                 request.request_id, pb.Suppression, work, fp)
-        if not replayed:
-            SUPPRESSIONS_REMOVED.labels(removed["kind"]).inc()
-            # Who took the entry off and why: the record of a removal (addresses stay out of
-            # the log; the id and kind name the entry).
-            log.info("suppression removed", extra={
-                "workspace": p.workspace, "suppression": resp.id, "kind": removed["kind"],
-                "channel": c.Channel.Name(resp.channel), "by": p.name,
-                "reason": mask_text(reason, None) or "(none)"})
-        resp.address = channels.spec(resp.channel).mask(resp.address, p.pii)
-        resp.reason = mask_text(resp.reason, p)
-        return resp
-
-    async def ListSuppressions(self, request: pb.ListSuppressionsRequest,
-                               context: grpc.aio.ServicerContext) -> pb.ListSuppressionsResponse:
-        p = boundary.principal()
-        size = boundary.page_size(request.page_size)
-        channel = boundary.channel_filter(request.filter)
-        query = ("ListSuppressions", p.workspace, channel or 0)
-        offset = boundary.page_offset(request.page_token, *query)
-        recs, more = await self.store.list_suppressions(p.workspace, size, offset, channel)
-        return pb.ListSuppressionsResponse(
-            suppressions=[suppression_pb(r, p) for r in recs],
-            next_page_token=boundary.next_token(more, offset, size, *query))
-
-    # --- senders ------------------------------------------------------------------
-    def _sender(self, channel: int, raw: str) -> str:
-        boundary.channel(channel)
-        try:
-            return sender_address(channel, raw)
-        except BadAddress as exc:
-            raise invalid({"address": str(exc)}) from exc
-
-    async def RegisterSender(self, request: pb.RegisterSenderRequest,
-                             context: grpc.aio.ServicerContext) -> pb.Sender:
-        """Registers an SMS source address or an email From domain ("Name <a@domain>", an
-        address or the bare domain) to the caller's workspace. Registering one the workspace
-        already holds answers it again; one another workspace holds is ALREADY_EXISTS."""
-        p = boundary.principal()
-        p.require("admin")
-        fp = boundary.request_id("RegisterSender", request)
-        address = self._sender(request.channel, request.address)
-
-        async def work(conn: AsyncConnection) -> pb.Sender:
-            rec = await self.store.claim_sender(conn, p.workspace, request.channel, address)
-            if rec["workspace_id"] != p.workspace:
-                raise HeraldError(grpc.StatusCode.ALREADY_EXISTS,
-                                  f"sender {address} belongs to another workspace")
-            return sender_pb(rec)
-
-        sender, replayed = await self.store.mutate(p.workspace, "RegisterSender",
-                                                   request.request_id, pb.Sender, work, fp)
-        if not replayed:
-            log.info("sender registered", extra={"workspace": p.workspace, "sender": address})
-        return sender
-
-    async def ListSenders(self, request: pb.ListSendersRequest,
-                          context: grpc.aio.ServicerContext) -> pb.ListSendersResponse:
-        p = boundary.principal()
-        size = boundary.page_size(request.page_size)
-        channel = boundary.channel_filter(request.filter)
-        query = ("ListSenders", p.workspace, channel or 0)
-        offset = boundary.page_offset(request.page_token, *query)
-        recs, more = await self.store.list_senders(p.workspace, size, offset, channel)
-        return pb.ListSendersResponse(senders=[sender_pb(r) for r in recs],
-                                      next_page_token=boundary.next_token(more, offset, size,
-                                                                          *query))
-
-    async def DeleteSender(self, request: pb.DeleteSenderRequest,
-                           context: grpc.aio.ServicerContext) -> pb.Sender:
-        """Releases one of the workspace's senders (another workspace's is NOT_FOUND)."""
-        p = boundary.principal()
-        p.require("admin")
-        fp = boundary.request_id("DeleteSender", request)
-        address = self._sender(request.channel, request.address)
-
-        async def work(conn: AsyncConnection) -> pb.Sender:
-            rec = await self.store.delete_sender(conn, p.workspace, request.channel, address)
-            if rec is None:
-                raise not_found("sender", address)
-            return sender_pb(rec)
-
-        sender, _ = await self.store.mutate(p.workspace, "DeleteSender", request.request_id,
-                                            pb.Sender, work, fp)
-        return sender
