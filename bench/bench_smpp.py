@@ -115,10 +115,10 @@ def _smpplib_run(sim_port: int, n: int, nodelay: bool = False) -> float:
     response, handle receipts as they come (smpplib answers deliver_sm itself).
     smpplib leaves Nagle on: its deliver_sm_resp, written while a submit_sm is unacknowledged,
     then waits for the peer's delayed ACK. nodelay=True sets TCP_NODELAY on its socket."""
-    import socket
-
     import smpplib.client
     import smpplib.consts
+
+    from shared.adapters import smpplib_internals
 
     state = {"sent": 0, "receipts": 0}
     cl = smpplib.client.Client("127.0.0.1", sim_port, allow_unknown_opt_params=True)
@@ -126,7 +126,7 @@ def _smpplib_run(sim_port: int, n: int, nodelay: bool = False) -> float:
     cl.set_message_received_handler(lambda pdu: state.__setitem__("receipts", state["receipts"] + 1))
     cl.connect()
     if nodelay:
-        cl._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # noqa: SLF001
+        smpplib_internals.set_nodelay(cl)
     cl.bind_transceiver(system_id="bench", password="")
     t0 = time.time()
     for i in range(n):

@@ -22,6 +22,8 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from prometheus_client import Gauge
 
+from shared.adapters import nats_internals
+
 log = logging.getLogger("herald.bus.lag")
 
 PENDING = Gauge(
@@ -92,7 +94,7 @@ class LagExporter:
     async def refresh(self) -> None:
         """One consumer-info request per watched durable."""
         for key, w in list(self._watched.items()):
-            nc = w.js._nc  # noqa: SLF001 - the context's connection: gone means done
+            nc = nats_internals.connection_of(w.js)  # the context's connection: gone means done
             if nc.is_closed or nc.is_draining:
                 self._drop(key)  # the process is stopping
                 continue

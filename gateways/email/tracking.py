@@ -14,7 +14,6 @@ import ipaddress
 import logging
 import re
 import time
-from typing import Any
 
 from aiohttp import HttpVersion11, web
 from herald.v1 import common_pb2 as c
@@ -26,6 +25,7 @@ from gateways.email import tokens
 from gateways.email.events import message_event, stable_event_id
 from gateways.email.metrics import TRACKING, TRACKING_DROPPED, TRACKING_PUBLISH_FAILED
 from shared import bus, jsfast, states
+from shared.adapters import aiohttp_internals, nats_internals
 from shared.bus import BUS_PUBLISHED
 from shared.metrics import split_addr
 from shared.timeutil import now_ts
@@ -93,7 +93,7 @@ class EventQueue:
     def __init__(self, js: JetStreamContext, max_items: int = 100_000, in_flight: int = 8,
                  batch: int = 512) -> None:
         self.js = js
-        self.publisher = jsfast.Publisher(js._nc, timeout=10.0)  # the context's connection
+        self.publisher = jsfast.Publisher(nats_internals.connection_of(js), timeout=10.0)
         self.max_items = max_items
         self.batch = batch
         self._buf: list[tuple[str, bytes, str, int]] = []
@@ -205,7 +205,6 @@ class TrackingServer:
         self.max_body = max_body
         self.events = EventQueue(js)
         self._runner: web.ServerRunner | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self.host = "127.0.0.1"
         self.port = 0
 
@@ -217,11 +216,6 @@ class TrackingServer:
         _COUNT["any", "limited"].inc()
         return web.Response(status=429, text="slow down\n", headers={"Retry-After": "1"})
 
-    def _make_request(self, message: Any, payload: Any, protocol: Any, writer: Any,
-                      task: Any) -> web.BaseRequest:
-        return web.BaseRequest(message, payload, protocol, writer, task, self._loop,
-                               client_max_size=self.max_body)
-
     async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
         """The routes, by prefix: aiohttp's low-level server with this instead of an
         Application and its router (resolve, match info, app handler: ~15 % of a pixel
@@ -232,8 +226,7 @@ class TrackingServer:
             expect = request.headers["Expect"]
             if request.version != HttpVersion11 or expect.lower() != "100-continue":
                 raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect}")
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            request.writer.output_size = 0
+            await aiohttp_internals.send_continue(request)
         path = request.path
         method = request.method
         route = path[:3]
@@ -256,9 +249,8 @@ class TrackingServer:
     async def start(self, addr: str) -> int:
         host, port = split_addr(addr)
         self.events.start()
-        self._loop = asyncio.get_running_loop()
-        server = web.Server(self._dispatch, request_factory=self._make_request, access_log=None,
-                            max_line_size=8190, max_field_size=8190)
+        server = web.Server(self._dispatch, access_log=None, max_line_size=8190,
+                            max_field_size=8190)
         self._runner = web.ServerRunner(server)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
@@ -356,7 +348,8 @@ class TrackingServer:
         if tok is None:
             TRACKING.labels("unsubscribe", "invalid").inc()
             raise web.HTTPNotFound()
-        form = await request.post()
+        # the only route with a body: its own size limit (aiohttp's default is 1 MiB)
+        form = await request.clone(client_max_size=self.max_body).post()
         one_click = form.get("List-Unsubscribe") == "One-Click"
         msg_id = f"{tok.message_id}:opted_out"
         ev = e.ContactEvent(

@@ -8,6 +8,7 @@ import asyncio
 from gateways.smpp import routes, settings
 from gateways.smpp.gateway import Gateway, GatewayConfig
 from shared import bus, cache, log, production
+from shared.adapters import self_check_all
 from shared.grpc_server import ServiceRuntime
 
 NAME = "smpp-gateway"
@@ -54,6 +55,7 @@ async def main() -> None:
 
 if __name__ == "__main__":
     production.enforce(NAME, REQUIREMENTS)
+    self_check_all()
     try:  # a project dependency (faster loop and transports); the plain loop is the fallback
         import uvloop
     except ImportError:

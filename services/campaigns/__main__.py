@@ -14,6 +14,7 @@ from services.campaigns.scheduler import Scheduler
 from services.campaigns.servicer import CampaignServicer
 from services.campaigns.store import Store
 from shared import bus, config, db, production, tls
+from shared.adapters import self_check_all
 from shared.grpc_server import ServiceRuntime
 from shared.log import setup
 
@@ -84,4 +85,5 @@ if __name__ == "__main__":
     # `migrate` needs only the database.
     production.enforce("campaigns", production.SQL if sys.argv[1:2] == ["migrate"] else REQUIREMENTS)
     if not db.migrate_command("campaigns", MIGRATIONS, sys.argv[1:]):
+        self_check_all()  # library internals as the adapters expect, before serving
         asyncio.run(main())

@@ -14,6 +14,7 @@ from services.recipients.consumer import DURABLE, SUBJECT, ContactEventConsumer
 from services.recipients.servicer import RecipientServicer
 from services.recipients.store import Store
 from shared import bus, db, production
+from shared.adapters import self_check_all
 from shared.grpc_server import ServiceRuntime
 
 NAME = "recipients"
@@ -55,4 +56,5 @@ if __name__ == "__main__":
     # `migrate` needs only the database.
     production.enforce(NAME, production.SQL if sys.argv[1:2] == ["migrate"] else REQUIREMENTS)
     if not db.migrate_command(NAME, MIGRATIONS, sys.argv[1:]):
+        self_check_all()  # library internals as the adapters expect, before serving
         asyncio.run(main())

@@ -16,6 +16,7 @@ from services.stats.rebuild import RebuildStore
 from services.stats.rebuilder import Rebuilder
 from services.stats.servicer import StatsServicer
 from shared import bus, cache, config, production
+from shared.adapters import self_check_all
 from shared.grpc_server import ServiceRuntime
 from shared.log import setup
 
@@ -73,4 +74,5 @@ async def main() -> None:
 
 if __name__ == "__main__":
     production.enforce("stats", REQUIREMENTS)
+    self_check_all()  # library internals as the adapters expect, before serving
     asyncio.run(main())

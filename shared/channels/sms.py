@@ -49,7 +49,7 @@ def normalise_phone(raw: str, region: str | None = None, test_numbers: str | Non
     try:
         num = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException as exc:
-        raise AddressError(f"{text!r} is not a phone number ({exc._msg})") from exc
+        raise AddressError(f"{text!r} is not a phone number ({exc.args[0] if exc.args else exc})") from exc
     except Exception as exc:  # any input must come back as a reason, never an INTERNAL
         raise AddressError(f"{text!r} is not a phone number") from exc
     e164 = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)

@@ -19,6 +19,7 @@ from prometheus_client import REGISTRY
 
 from cli import procs
 from shared import bus
+from shared.adapters import nats_internals
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -137,7 +138,7 @@ async def test_unacked_and_redelivered_messages(js: JetStreamContext, monkeypatc
     await eventually(lambda: expect(7, 3, 0))
     for m in first:
         await m.nak()
-    await js._nc.flush()  # noqa: SLF001
+    await nats_internals.connection_of(js).flush()
     await asyncio.sleep(0.2)  # naks are fire-and-forget: let the server queue them first
     again = await sub.fetch(3, timeout=2)
     assert all(m.metadata.num_delivered == 2 for m in again)
