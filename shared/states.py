@@ -2,6 +2,10 @@
 
 A consumer applies an event only when its status ranks higher than the stored one,
 so a late `submitted` never overwrites `delivered`, and redelivered events change nothing.
+The order is defined here once: the stats aggregator's Lua (services.stats.aggregator,
+services.stats.rebuild) and the ledger's SQL (services.campaigns.repo.state_order) are built
+from RANK; `resulting` is the whole rule, attempts included. tests/vectors/state_order.py
+holds the expected results every implementation is tested against.
 """
 
 from __future__ import annotations
@@ -85,3 +89,17 @@ def _channel_finals(channel: int) -> frozenset[int]:
 
 def advances(old: int, new: int) -> bool:
     return RANK.get(new, -1) > RANK.get(old, -1)
+
+
+def resulting(status: int, attempt: int, new_status: int, new_attempt: int) -> tuple[int, int]:
+    """(status, attempt) of a message in `status` on `attempt` after a status event of
+    `new_attempt` (0: not said, i.e. the current attempt; a message that never said one is
+    on its first). A higher attempt starts the message afresh, a lower one is stale; within
+    an attempt the status only moves up the ranks."""
+    current = max(attempt, 1)
+    given = new_attempt or current
+    if given > current:
+        return new_status, given
+    if given == current and advances(status, new_status):
+        return new_status, current
+    return status, current

@@ -1,0 +1,1 @@
+"""Shared test vectors: one expected behaviour, run against every implementation of it."""
