@@ -1,12 +1,11 @@
-"""Persistence of contacts, categories, suppressions and request_id replays
-(SQLAlchemy Core 2 async; SQLite and PostgreSQL)."""
+"""Persistence of contacts, categories and request_id replays (SQLAlchemy Core 2 async;
+SQLite and PostgreSQL); the suppression list and senders are in store_lists."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,7 +15,6 @@ import grpc
 from google.protobuf.message import Message as PbMessage
 from sqlalchemy import (
     bindparam,
-    event,
     exists,
     func,
     insert,
@@ -25,8 +23,6 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -36,8 +32,15 @@ from services.recipients.schema import (
     contact_field_names,
     contacts,
     idempotency,
-    senders,
-    suppressions,
+)
+from services.recipients.store_lists import ListsStore
+from services.recipients.store_sql import (
+    IN_CHUNK,
+    chunks,
+    insert_ignore,
+    new_id,
+    pg_custom_plans,
+    sqlite_immediate,
 )
 from shared.errors import HeraldError
 from shared.idempotency import mismatch
@@ -47,52 +50,9 @@ M = TypeVar("M", bound=PbMessage)
 
 log = logging.getLogger("herald.recipients.store")
 
+__all__ = ["IN_CHUNK", "ContactRow", "Store", "UpsertOutcome", "chunks", "insert_ignore", "new_id"]
+
 ANALYSE_AFTER = 1000  # contacts created or updated before statistics are refreshed
-
-IN_CHUNK = 500  # bound parameters per IN (...) list
-
-
-def new_id() -> str:
-    return str(uuid.uuid4())
-
-
-def chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
-
-
-def insert_ignore(conn: AsyncConnection, table: Any, keys: list[str]) -> Any:
-    """INSERT ... ON CONFLICT (keys) DO NOTHING on either dialect."""
-    mod = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return mod.insert(table).on_conflict_do_nothing(index_elements=keys)
-
-
-def _sqlite_immediate(engine: AsyncEngine) -> None:
-    """Write transactions on SQLite start with BEGIN IMMEDIATE: a deferred transaction that
-    reads and then writes fails at once (SQLITE_BUSY, no busy wait) if another writer
-    committed in between; taking the write lock up front makes it wait instead."""
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _autocommit_driver(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
-
-    @event.listens_for(engine.sync_engine, "begin")
-    def _begin(conn: Connection) -> None:
-        immediate = conn.get_execution_options().get("herald_write", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-
-def _pg_custom_plans(engine: AsyncEngine) -> None:
-    """asyncpg prepares every statement, and after five runs PostgreSQL may settle on a
-    generic plan made while the tables were small: a sequential scan testing each row
-    against a 500-value IN list took seconds per query at 10k contacts. Custom plans cost
-    a little planning per query and always use the key indexes."""
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _custom_plans(dbapi_conn: Any, _record: Any) -> None:
-        cur = dbapi_conn.cursor()
-        cur.execute("SET plan_cache_mode = force_custom_plan")
-        cur.close()
 
 
 @dataclass
@@ -125,14 +85,14 @@ class _Pending:
     categories: set[str] = field(default_factory=set)
 
 
-class Store:
+class Store(ListsStore):
     def __init__(self, engine: AsyncEngine, clock: Clock | None = None) -> None:
         self.engine = engine
         self.clock = clock or Clock()
         if engine.dialect.name == "sqlite":
-            _sqlite_immediate(engine)
+            sqlite_immediate(engine)
         elif engine.dialect.name == "postgresql":
-            _pg_custom_plans(engine)
+            pg_custom_plans(engine)
         self._writer = engine.execution_options(herald_write=True)
         self._unanalysed = 0
         self._analyse: asyncio.Task[None] | None = None
@@ -459,102 +419,3 @@ class Store:
             return list((await conn.execute(select(contact_field_names.c.name).where(
                 contact_field_names.c.workspace_id == ws).order_by(
                 contact_field_names.c.name).limit(limit))).scalars())
-
-    # --- suppressions -------------------------------------------------------------
-    async def add_suppression(self, conn: AsyncConnection, ws: str, channel: int, address: str,
-                              reason: str, source: str,
-                              kind: str = "manual") -> tuple[dict[str, Any], bool]:
-        """Idempotent: an address already on the list keeps its first reason, kind and time.
-        Returns (row, added)."""
-        added = (await conn.execute(insert_ignore(conn, suppressions, [
-            "workspace_id", "channel", "address"]).values(
-            workspace_id=ws, channel=channel, address=address, reason=reason, source=source,
-            kind=kind, created_at=self.clock.now(), id=new_id()).returning(suppressions.c.address))
-                 ).first() is not None
-        rec = (await conn.execute(select(suppressions).where(
-            suppressions.c.workspace_id == ws, suppressions.c.channel == channel,
-            suppressions.c.address == address))).mappings().one()
-        return dict(rec), added
-
-    @staticmethod
-    async def find_suppression(conn: AsyncConnection, ws: str, suppression_id: str | None = None,
-                               channel: int | None = None,
-                               address: str | None = None) -> dict[str, Any] | None:
-        """The workspace's entry with that id, or on that channel for that address key."""
-        q = select(suppressions).where(suppressions.c.workspace_id == ws)
-        if suppression_id is not None:
-            q = q.where(suppressions.c.id == suppression_id)
-        else:
-            q = q.where(suppressions.c.channel == channel, suppressions.c.address == address)
-        rec = (await conn.execute(q)).mappings().first()
-        return dict(rec) if rec is not None else None
-
-    @staticmethod
-    async def delete_suppression(conn: AsyncConnection, ws: str, channel: int,
-                                 address: str) -> None:
-        await conn.execute(suppressions.delete().where(
-            suppressions.c.workspace_id == ws, suppressions.c.channel == channel,
-            suppressions.c.address == address))
-
-    async def suppressed(self, ws: str, channel: int,
-                         keys: Iterable[str]) -> dict[str, tuple[str, str]]:
-        """{address key: (kind, reason)} of the keys on the workspace's suppression list."""
-        wanted = sorted(set(keys))
-        found: dict[str, tuple[str, str]] = {}
-        if not wanted:
-            return found
-        async with self.engine.connect() as conn:
-            for part in chunks(wanted):
-                res = await conn.execute(select(
-                    suppressions.c.address, suppressions.c.kind, suppressions.c.reason).where(
-                    suppressions.c.workspace_id == ws, suppressions.c.channel == channel,
-                    suppressions.c.address.in_(part)))
-                found.update((r.address, (r.kind, r.reason)) for r in res)
-        return found
-
-    async def list_suppressions(self, ws: str, size: int, offset: int,
-                                channel: int | None) -> tuple[list[dict[str, Any]], bool]:
-        q = select(suppressions).where(suppressions.c.workspace_id == ws)
-        if channel is not None:
-            q = q.where(suppressions.c.channel == channel)
-        async with self.engine.connect() as conn:
-            recs = [dict(r) for r in (await conn.execute(q.order_by(
-                suppressions.c.channel, suppressions.c.address).offset(offset).limit(size + 1)
-            )).mappings()]
-        return recs[:size], len(recs) > size
-
-    # --- senders ------------------------------------------------------------------
-    async def sender_owner(self, channel: int, address: str) -> str | None:
-        async with self.engine.connect() as conn:
-            return (await conn.execute(select(senders.c.workspace_id).where(
-                senders.c.channel == channel, senders.c.address == address))).scalar()
-
-    async def claim_sender(self, conn: AsyncConnection, ws: str, channel: int,
-                           address: str) -> dict[str, Any]:
-        """Registers the sender to ws unless some workspace holds it; returns the row as it
-        stands (its workspace_id says who holds it)."""
-        await conn.execute(insert_ignore(conn, senders, ["channel", "address"]).values(
-            channel=channel, address=address, workspace_id=ws, created_at=self.clock.now()))
-        return dict((await conn.execute(select(senders).where(
-            senders.c.channel == channel, senders.c.address == address))).mappings().one())
-
-    async def delete_sender(self, conn: AsyncConnection, ws: str, channel: int,
-                            address: str) -> dict[str, Any] | None:
-        rec = (await conn.execute(select(senders).where(
-            senders.c.workspace_id == ws, senders.c.channel == channel,
-            senders.c.address == address))).mappings().first()
-        if rec is not None:
-            await conn.execute(senders.delete().where(
-                senders.c.channel == channel, senders.c.address == address))
-        return dict(rec) if rec is not None else None
-
-    async def list_senders(self, ws: str, size: int, offset: int,
-                           channel: int | None) -> tuple[list[dict[str, Any]], bool]:
-        q = select(senders).where(senders.c.workspace_id == ws)
-        if channel is not None:
-            q = q.where(senders.c.channel == channel)
-        async with self.engine.connect() as conn:
-            recs = [dict(r) for r in (await conn.execute(q.order_by(
-                senders.c.channel, senders.c.address).offset(offset).limit(size + 1)
-            )).mappings()]
-        return recs[:size], len(recs) > size
