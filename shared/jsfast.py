@@ -15,6 +15,12 @@ Status replies end a request: 404 (no messages, no_wait), 408 (request expired),
 not there yet). 100 is an idle heartbeat that keeps a request alive. A request whose
 server reply never comes (lost to a disconnect) is dropped after its expiry plus a grace
 period; a reconnect drops all of them at once and the pull is re-issued.
+
+Measured (bench, alternating runs against nats-py's own consumer, --email-consumer both):
+the email gateway went from 2,074 to 2,600 emails/s and from 457 to 369 µs of gateway
+CPU per email; outcome events through Publisher.publish_many from 32-40 to 18-23 µs of
+client CPU per event. nats-py's private internals it needs are all in
+shared.adapters.nats_internals (checked at every process's start-up).
 """
 
 from __future__ import annotations
