@@ -12,10 +12,10 @@ from typing import Any
 from herald.v1 import campaigns_pb2 as pb
 from herald.v1 import common_pb2 as c
 from prometheus_client import Counter
-from sqlalchemy import select, update
 
 from services.campaigns.filters import message_filter
-from services.campaigns.schema import exports, messages
+from services.campaigns.repo import exports as exports_repo
+from services.campaigns.repo import messages as messages_repo
 from services.campaigns.store import Store
 from shared.masking import HasPii, mask_phone, mask_text
 from shared.templating import BUILTIN_VARIABLES, CHANNEL_VARIABLES
@@ -114,40 +114,32 @@ async def run_pending(store: Store, clock: Clock, ttl: float) -> int:
     """Build every QUEUED export (compare-and-set to RUNNING, so one replica builds each)
     and drop the files of expired ones. Returns how many were built."""
     now = clock.now()
-    async with store.engine.begin() as conn:
-        await conn.execute(update(exports).where(
-            exports.c.status == pb.EXPORT_STATUS_DONE, exports.c.expires_at <= now,
-        ).values(status=pb.EXPORT_STATUS_EXPIRED, content=None))
-        queued = (await conn.execute(select(exports.c.id).where(
-            exports.c.status == pb.EXPORT_STATUS_QUEUED).order_by(exports.c.created_at))).all()
+    async with store.write() as conn:
+        queued = await exports_repo.expire_and_list_queued(conn, now)
     built = 0
-    for (export_id,) in queued:
-        async with store.engine.begin() as conn:
-            res = await conn.execute(update(exports).where(
-                exports.c.id == export_id, exports.c.status == pb.EXPORT_STATUS_QUEUED,
-            ).values(status=pb.EXPORT_STATUS_RUNNING))
-            if res.rowcount != 1:
-                continue
-            ex = (await conn.execute(select(exports).where(exports.c.id == export_id))).mappings().one()
+    for export_id in queued:
+        async with store.write() as conn:
+            ex = await exports_repo.claim(conn, export_id)
+        if ex is None:
+            continue
         try:
-            async with store.engine.connect() as conn:
-                rows = (await conn.execute(select(messages).where(
-                    messages.c.campaign_id == ex["campaign_id"], *message_filter(ex["filter"]))
-                    .order_by(messages.c.created_at, messages.c.id))).mappings().all()
-            content = render(list(rows), ex["format"])
+            async with store.read() as conn:
+                rows = await messages_repo.matching(conn, ex["campaign_id"], message_filter(ex["filter"]),
+                                                    in_order=True)
+            content = render(rows, ex["format"])
             done = clock.now()
-            async with store.engine.begin() as conn:
-                await conn.execute(update(exports).where(exports.c.id == export_id).values(
-                    status=pb.EXPORT_STATUS_DONE, content=content, rows=len(rows), finished_at=done,
-                    expires_at=done + timedelta(seconds=ttl)))
+            async with store.write() as conn:
+                await exports_repo.finish(conn, export_id, status=pb.EXPORT_STATUS_DONE, content=content,
+                                          rows=len(rows), finished_at=done,
+                                          expires_at=done + timedelta(seconds=ttl))
             EXPORTS.labels("done").inc()
             built += 1
         except Exception as exc:
             log.exception("export failed", extra={"export_id": export_id})
             EXPORTS.labels("failed").inc()
-            async with store.engine.begin() as conn:
-                await conn.execute(update(exports).where(exports.c.id == export_id).values(
-                    status=pb.EXPORT_STATUS_FAILED, error=str(exc), finished_at=clock.now()))
+            async with store.write() as conn:
+                await exports_repo.finish(conn, export_id, status=pb.EXPORT_STATUS_FAILED, error=str(exc),
+                                          finished_at=clock.now())
                 row = await store.get_row(conn, ex["campaign_id"], None)
                 if row is not None:
                     await Store.job_error(conn, row, "export", f"export {export_id}: {exc}", clock.now())

@@ -25,12 +25,10 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
 from prometheus_client import Counter
-from sqlalchemy import DateTime, bindparam, case, func, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.campaigns import metrics, settings
-from services.campaigns.schema import PROVIDER_KEY, clicks, messages, processed_events, replies
+from services.campaigns.repo import message_updates, replies_clicks
 from services.campaigns.store import Store
 from shared import bus, states
 from shared.masking import mask_text
@@ -57,56 +55,8 @@ SUBJECT = "events.message.>"
 RECEIPT_SUBJECT = "events.receipt.unmatched"
 
 
-async def first_time(conn: AsyncConnection, event_id: str, now: Any) -> bool:
-    ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(processed_events)
-    res = await conn.execute(ins.values(event_id=event_id, at=now).on_conflict_do_nothing())
-    return res.rowcount == 1
-
-
-def _keep_or(col: Any, param: str) -> Any:
-    """Set the column from the event only when the event carries a value."""
-    return case((bindparam(param) == "", col), else_=bindparam(param))
-
-
-def _error_col(col: Any, param: str, empty: Any = "") -> Any:
-    """An error column: replaced by a success (b_good: a deferred-then-accepted email must not
-    keep its 451 text), else set from the event only when the event carries a value."""
-    return case((bindparam("b_good") == 1, bindparam(param)), (bindparam(param) == empty, col),
-                else_=bindparam(param))
-
-
 # A status that says the message got through: its error columns are those of the event.
 GOOD = frozenset(states.SENT)
-
-
-# One statement for every status event, run as executemany over a whole batch: a row
-# moves only forwards (status_rank guard). Per-statement execution cost ~1 ms of CPU
-# each through aiosqlite, which made the ledger the pipeline's bottleneck.
-STATUS_UPDATE = (
-    update(messages)
-    .where(
-        messages.c.id == bindparam("b_id"),
-        # A retry (RetryMessages) bumps attempt: events of older attempts are stale, and
-        # attempt 0 (not said) counts as the current one.
-        or_(bindparam("b_attempt") == 0, messages.c.attempt <= bindparam("b_attempt")),
-        or_(messages.c.status_rank < bindparam("b_rank"), messages.c.attempt < bindparam("b_attempt")),
-    )
-    .values(
-        status=bindparam("b_status"),
-        status_rank=bindparam("b_rank"),
-        carrier_result=_keep_or(messages.c.carrier_result, "b_carrier"),
-        error_code=_error_col(messages.c.error_code, "b_code"),
-        error_description=_error_col(messages.c.error_description, "b_desc"),
-        provider_message_id=_keep_or(messages.c.provider_message_id, "b_provider"),
-        route=_keep_or(messages.c.route, "b_route"),
-        failure_category=_error_col(messages.c.failure_category, "b_category", 0),
-        attempt=case((bindparam("b_attempt") == 0, messages.c.attempt), else_=bindparam("b_attempt")),
-        sent_at=func.coalesce(messages.c.sent_at, bindparam("b_sent_at", type_=DateTime(timezone=True))),
-        delivered_at=func.coalesce(bindparam("b_delivered_at", type_=DateTime(timezone=True)),
-                                   messages.c.delivered_at),
-        updated_at=bindparam("b_at", type_=DateTime(timezone=True)),
-    )
-)
 
 
 def was_sent(ev: e.MessageEvent, new: int) -> bool:
@@ -120,7 +70,7 @@ def status_params(ev: e.MessageEvent, new: int, now: Any) -> dict[str, Any]:
     at = from_ts(ev.occurred_at) or now
     return {
         "b_good": 1 if new in GOOD else 0,
-        "b_id": ev.message_id, "b_rank": states.RANK[new], "b_status": new,
+        "b_id": ev.message_id, "b_status": new,
         "b_carrier": ev.carrier_result, "b_code": ev.error_code, "b_desc": ev.error_description,
         "b_provider": ev.provider_message_id, "b_category": ev.failure_category, "b_route": ev.route,
         "b_attempt": ev.attempt,
@@ -142,12 +92,12 @@ async def apply_batch(conn: AsyncConnection, events: list[e.MessageEvent], now: 
 
     async def flush(rows: list[dict[str, Any]]) -> None:
         if outcomes is not None:
-            metrics.transitions(await metrics.current_states(conn, (r["b_id"] for r in rows)),
+            metrics.transitions(await message_updates.current_states(conn, (r["b_id"] for r in rows)),
                                 rows, outcomes)
-        res = await conn.execute(STATUS_UPDATE, rows)
-        if conn.dialect.supports_sane_multi_rowcount:
-            count("applied", res.rowcount)
-            count("stale", len(rows) - res.rowcount)
+        moved = await message_updates.apply_statuses(conn, rows)
+        if moved is not None:
+            count("applied", moved)
+            count("stale", len(rows) - moved)
         else:  # asyncpg's executemany reports no row counts
             count("status_batched", len(rows))
 
@@ -157,22 +107,18 @@ async def apply_batch(conn: AsyncConnection, events: list[e.MessageEvent], now: 
             if status_rows:
                 await flush(status_rows)
                 status_rows = []
-            if not ev.event_id or not await first_time(conn, ev.event_id, now):
+            if not ev.event_id or not await replies_clicks.first_time(conn, ev.event_id, now):
                 count("duplicate")
                 continue
-            col = messages.c[COUNTERS[ev.kind]]
-            res = await conn.execute(update(messages).where(messages.c.id == ev.message_id)
-                                     .values({col: col + 1}))
-            count("applied" if res.rowcount else "unknown")
+            known = await message_updates.bump(conn, ev.message_id, COUNTERS[ev.kind])
+            count("applied" if known else "unknown")
             at = from_ts(ev.occurred_at) or now
-            if res.rowcount and ev.kind == K.MESSAGE_EVENT_KIND_REPLIED:
-                await conn.execute(insert(replies).values(
-                    event_id=ev.event_id, message_id=ev.message_id, campaign_id=ev.campaign_id,
-                    from_address=ev.reply_from, text=ev.reply_text, at=at))
-            elif res.rowcount and ev.kind == K.MESSAGE_EVENT_KIND_CLICKED:
-                await conn.execute(insert(clicks).values(
-                    event_id=ev.event_id, message_id=ev.message_id, campaign_id=ev.campaign_id,
-                    link_index=ev.link_index, url=ev.url, at=at))
+            if known and ev.kind == K.MESSAGE_EVENT_KIND_REPLIED:
+                await replies_clicks.add_reply(conn, ev.event_id, ev.message_id, ev.campaign_id,
+                                               ev.reply_from, ev.reply_text, at)
+            elif known and ev.kind == K.MESSAGE_EVENT_KIND_CLICKED:
+                await replies_clicks.add_click(conn, ev.event_id, ev.message_id, ev.campaign_id,
+                                               ev.link_index, ev.url, at)
             continue
         new = states.KIND_STATUS.get(ev.kind)
         if new is None:
@@ -254,12 +200,7 @@ async def match_receipts(conn: AsyncConnection, receipts: list[e.UnmatchedReceip
     keys = {provider_key(k) for r in receipts for k in r.provider_ids} - {""}
     rows: dict[str, list[Any]] = {}
     if keys:
-        found = await conn.execute(select(
-            messages.c.id, messages.c.campaign_id, messages.c.workspace_id, messages.c.address,
-            messages.c.channel, messages.c.status, messages.c.attempt, messages.c.variant,
-            messages.c.route, messages.c.provider_message_id,
-        ).where(PROVIDER_KEY.in_(sorted(keys)), messages.c.channel == c.CHANNEL_SMS))
-        for row in found.mappings():
+        for row in await message_updates.by_provider_keys(conn, keys):
             rows.setdefault(provider_key(row["provider_message_id"]), []).append(row)
     out = []
     for r in receipts:
@@ -404,7 +345,7 @@ class Ledger:
             return
         outcomes: metrics.Tally[metrics.Outcome] = metrics.Tally()
         try:
-            async with self.store.engine.begin() as conn:
+            async with self.store.write() as conn:
                 results = await apply_batch(conn, [ev for _m, ev in good], self.clock.now(), outcomes)
         except asyncio.CancelledError:
             raise
@@ -421,7 +362,7 @@ class Ledger:
         if not good:
             return
         try:
-            async with self.store.engine.connect() as conn:
+            async with self.store.read() as conn:
                 matches = await match_receipts(conn, [r for _m, r in good])
             now = self.clock.now()
             # Acked only once the outcome events are stored on the bus.

@@ -8,15 +8,12 @@ or stale event moves no row and counts nothing.
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from herald.v1 import common_pb2 as c
 from prometheus_client import Counter
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.campaigns.schema import messages
 from shared import states
 
 S = c.MessageStatus
@@ -65,21 +62,8 @@ for _ch in CHANNELS:
 Outcome = tuple[str, int, int]
 
 
-async def current_states(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, list[int]]:
-    """id -> [status, attempt, channel] of the rows a batch is about to update. Locked (in id
-    order, on PostgreSQL) so that what the batch counts is what it changes even when ledger
-    replicas share the durable."""
-    wanted = sorted(set(ids))
-    if not wanted:
-        return {}
-    res = await conn.execute(
-        select(messages.c.id, messages.c.status, messages.c.attempt, messages.c.channel)
-        .where(messages.c.id.in_(wanted)).order_by(messages.c.id).with_for_update())
-    return {r.id: [r.status, r.attempt, r.channel] for r in res}
-
-
 def transitions(before: dict[str, list[int]], rows: list[Mapping[str, Any]], tally: Tally[Outcome]) -> None:
-    """Replay the ledger's update guard (services.campaigns.ledger.STATUS_UPDATE) over a batch
+    """Replay the ledger's update guard (repo.message_updates.STATUS_UPDATE) over a batch
     of status rows in order, adding to `tally` each row that reaches a final status and each
     that moves to FAILED. `before` is updated as the rows are."""
     for row in rows:
@@ -91,7 +75,7 @@ def transitions(before: dict[str, list[int]], rows: list[Mapping[str, Any]], tal
         if ev_attempt and attempt > ev_attempt:
             continue  # an older attempt's event
         newer_attempt = bool(ev_attempt) and attempt < ev_attempt
-        if not (states.RANK[status] < row["b_rank"] or newer_attempt):
+        if not (states.RANK[status] < states.RANK[new] or newer_attempt):
             continue  # stale or duplicate
         if states.is_final(new, channel) and (newer_attempt or not states.is_final(status, channel)):
             tally[("final", channel, new)] += 1

@@ -17,9 +17,8 @@ from herald.v1 import common_pb2 as c
 from herald.v1 import stats_pb2 as spb
 from herald.v1 import stats_pb2_grpc as sgrpc
 from prometheus_client import Counter
-from sqlalchemy import select
 
-from services.campaigns.schema import messages
+from services.campaigns.repo import messages as messages_repo
 from services.campaigns.store import Store
 from services.campaigns.validation import required_uuid
 from shared import auth, states, validate
@@ -104,7 +103,7 @@ class Reconciler:
             if prev is not None:
                 return prev
         cid = request.campaign_id.lower()
-        async with self.store.engine.connect() as conn:
+        async with self.store.read() as conn:
             row = await self.store.get_row(conn, cid, None if p.master else p.workspace)
         if row is None:
             raise not_found("campaign", request.campaign_id)
@@ -123,7 +122,7 @@ class Reconciler:
         await self._compare(report, cid, md, limit, context)
         RECONCILES.labels("repaired" if request.repair else "final" if report.final else "not_final").inc()
         if request.repair:
-            async with self.store.engine.begin() as conn:
+            async with self.store.write() as conn:
                 await self.store.remember(conn, p.workspace, "ReconcileCampaign", request.request_id,
                                           report, self.clock.now(), fp)
         return report
@@ -138,16 +137,13 @@ class Reconciler:
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.NOT_FOUND:  # NOT_FOUND: stats never saw it (zeros)
                 raise stats_error(exc, "GetCampaignStats") from None
-        async with self.store.engine.connect() as conn:
+        async with self.store.read() as conn:
             report.ledger.CopyFrom((await self.store.progress(conn, [cid]))[cid])
         in_flight, after = False, ""
         while True:
             # Keyset pages: each is one short read, so events keep flowing into the ledger.
-            async with self.store.engine.connect() as conn:
-                rows = (await conn.execute(
-                    select(messages.c.id, messages.c.status, messages.c.channel, messages.c.held)
-                    .where(messages.c.campaign_id == cid, messages.c.id > after)
-                    .order_by(messages.c.id).limit(PAGE))).all()
+            async with self.store.read() as conn:
+                rows = await messages_repo.states_page(conn, cid, after, PAGE)
             if not rows:
                 break
             after = rows[-1].id

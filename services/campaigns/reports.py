@@ -7,13 +7,14 @@ from typing import Any
 
 from herald.v1 import campaigns_pb2 as pb
 from herald.v1 import common_pb2 as c
-from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.campaigns import exports as exports_mod
 from services.campaigns.exports import custom_fields, mask_export
 from services.campaigns.filters import message_filter, page_size
-from services.campaigns.schema import clicks, exports, job_errors, messages, replies
+from services.campaigns.repo import exports as exports_repo
+from services.campaigns.repo import job_errors, replies_clicks
+from services.campaigns.repo import messages as messages_repo
 from services.campaigns.store import Store, decode_token, encode_token, new_id
 from shared import auth, states
 from shared.errors import invalid, not_found, precondition
@@ -51,13 +52,12 @@ class ReportsMixin:
         if request.format not in (pb.EXPORT_FORMAT_UNSPECIFIED, pb.EXPORT_FORMAT_CSV, pb.EXPORT_FORMAT_TXT):
             raise invalid({"format": "CSV or TXT"})
         now = self.clock.now()
-        async with self.store.engine.begin() as conn:
+        async with self.store.write() as conn:
             row = await self._campaign_in_scope(conn, request.campaign_id, p)
-            values = dict(id=new_id(), campaign_id=row["id"], workspace_id=row["workspace_id"],
-                          format=request.format or pb.EXPORT_FORMAT_CSV, filter=request.filter,
-                          status=pb.EXPORT_STATUS_QUEUED, author=p.name, pii=p.pii, created_at=now)
-            await conn.execute(insert(exports).values(**values))
-            saved = (await conn.execute(select(exports).where(exports.c.id == values["id"]))).mappings().one()
+            saved = await exports_repo.add(conn, dict(
+                id=new_id(), campaign_id=row["id"], workspace_id=row["workspace_id"],
+                format=request.format or pb.EXPORT_FORMAT_CSV, filter=request.filter,
+                status=pb.EXPORT_STATUS_QUEUED, author=p.name, pii=p.pii, created_at=now))
             result = export_proto(saved, now)
             await self.store.remember(conn, p.workspace, "CreateExport", request.request_id, result, now,
                                       fingerprint=fp)
@@ -69,13 +69,8 @@ class ReportsMixin:
         p = auth.current()
         if not export_id:
             raise invalid({"id": "required"})
-        cols = [exports] if with_content else [col for col in exports.c if col.name != "content"] + [
-            func.length(exports.c.content).label("content_len")]
-        q = select(*cols).where(exports.c.id == export_id)
-        if not p.master:
-            q = q.where(exports.c.workspace_id == p.workspace)
-        async with self.store.engine.connect() as conn:
-            row = (await conn.execute(q)).mappings().first()
+        async with self.store.read() as conn:
+            row = await exports_repo.get(conn, export_id, None if p.master else p.workspace, with_content)
         if row is None:
             raise not_found("export", export_id)
         return row
@@ -86,13 +81,9 @@ class ReportsMixin:
     async def ListExports(self, request: pb.ListExportsRequest, context: Any) -> pb.ListExportsResponse:
         p = auth.current()
         size, offset = page_size(request.page_size), decode_token(request.page_token)
-        async with self.store.engine.connect() as conn:
+        async with self.store.read() as conn:
             await self._campaign_in_scope(conn, request.campaign_id, p)
-            cols = [col for col in exports.c if col.name != "content"] + [
-                func.length(exports.c.content).label("content_len")]
-            rows = (await conn.execute(select(*cols).where(exports.c.campaign_id == request.campaign_id)
-                                       .order_by(exports.c.created_at.desc(), exports.c.id)
-                                       .limit(size + 1).offset(offset))).mappings().all()
+            rows = await exports_repo.page(conn, request.campaign_id, size, offset)
         now = self.clock.now()
         resp = pb.ListExportsResponse(exports=[export_proto(r, now) for r in rows[:size]])
         if len(rows) > size:
@@ -115,12 +106,9 @@ class ReportsMixin:
     async def ListJobErrors(self, request: pb.ListJobErrorsRequest, context: Any) -> pb.ListJobErrorsResponse:
         p = auth.current()
         size, offset = page_size(request.page_size), decode_token(request.page_token)
-        async with self.store.engine.connect() as conn:
+        async with self.store.read() as conn:
             await self._campaign_in_scope(conn, request.campaign_id, p)
-            cond = job_errors.c.campaign_id == request.campaign_id
-            total = (await conn.execute(select(func.count()).select_from(job_errors).where(cond))).scalar_one()
-            rows = (await conn.execute(select(job_errors).where(cond).order_by(job_errors.c.id.desc())
-                                       .limit(size).offset(offset))).mappings().all()
+            total, rows = await job_errors.page(conn, request.campaign_id, size, offset)
         resp = pb.ListJobErrorsResponse(total_size=total, errors=[pb.JobError(
             id=r["id"], campaign_id=r["campaign_id"], stage=r["stage"], message=mask_text(r["message"], p),
             at=to_ts(aware(r["at"]))) for r in rows])
@@ -131,14 +119,9 @@ class ReportsMixin:
     async def ListReplies(self, request: pb.ListRepliesRequest, context: Any) -> pb.ListRepliesResponse:
         p = auth.current()
         size, offset = page_size(request.page_size), decode_token(request.page_token)
-        async with self.store.engine.connect() as conn:
+        async with self.store.read() as conn:
             await self._campaign_in_scope(conn, request.campaign_id, p)
-            cond = replies.c.campaign_id == request.campaign_id
-            total = (await conn.execute(select(func.count()).select_from(replies).where(cond))).scalar_one()
-            rows = (await conn.execute(
-                select(replies, messages.c.contact_id, messages.c.contact_name)
-                .join(messages, messages.c.id == replies.c.message_id).where(cond)
-                .order_by(replies.c.at.desc(), replies.c.event_id).limit(size).offset(offset))).mappings().all()
+            total, rows = await replies_clicks.replies_page(conn, request.campaign_id, size, offset)
         resp = pb.ListRepliesResponse(total_size=total, replies=[pb.Reply(
             message_id=r["message_id"], contact_id=r["contact_id"], contact_name=r["contact_name"],
             text=mask_text(r["text"], p), at=to_ts(aware(r["at"])),
@@ -151,16 +134,9 @@ class ReportsMixin:
     async def ListClicks(self, request: pb.ListClicksRequest, context: Any) -> pb.ListClicksResponse:
         p = auth.current()
         size, offset = page_size(request.page_size), decode_token(request.page_token)
-        async with self.store.engine.connect() as conn:
+        async with self.store.read() as conn:
             await self._campaign_in_scope(conn, request.campaign_id, p)
-            cond = clicks.c.campaign_id == request.campaign_id
-            total, unique = (await conn.execute(select(func.count(), func.count(clicks.c.message_id.distinct()))
-                                                .where(cond))).one()
-            rows = (await conn.execute(
-                select(clicks, messages.c.contact_id, messages.c.contact_name, messages.c.address,
-                       messages.c.channel)
-                .join(messages, messages.c.id == clicks.c.message_id).where(cond)
-                .order_by(clicks.c.at, clicks.c.event_id).limit(size).offset(offset))).mappings().all()
+            total, unique, rows = await replies_clicks.clicks_page(conn, request.campaign_id, size, offset)
         resp = pb.ListClicksResponse(total_size=total, unique_contacts=unique, clicks=[pb.Click(
             message_id=r["message_id"], contact_id=r["contact_id"], contact_name=r["contact_name"],
             address=mask_phone(r["address"], p) if r["channel"] == c.CHANNEL_SMS else r["address"],
@@ -175,22 +151,18 @@ class ReportsMixin:
         if not request.campaign_id:
             raise invalid({"campaign_id": "required"})
         size, offset = page_size(request.page_size), decode_token(request.page_token)
-        conds = [messages.c.campaign_id == request.campaign_id, *message_filter(request.filter)]
+        conds = message_filter(request.filter)
         order = request.order_by.strip() or "created"
         parts = order.split()
-        col = {"created": messages.c.created_at, "created_at": messages.c.created_at,
-               "sent": messages.c.sent_at, "sent_at": messages.c.sent_at}.get(parts[0])
-        if col is None or len(parts) > 2 or (len(parts) == 2 and parts[1] not in ("asc", "desc")):
+        if (parts[0] not in messages_repo.ORDERABLE or len(parts) > 2
+                or (len(parts) == 2 and parts[1] not in ("asc", "desc"))):
             raise invalid({"order_by": "use created|sent [asc|desc]"})
-        desc = parts[-1] == "desc"
-        ordering = [col.desc() if desc else col.asc(), messages.c.id.desc() if desc else messages.c.id]
-        async with self.store.engine.connect() as conn:
+        async with self.store.read() as conn:
             if await self.store.get_row(conn, request.campaign_id,
                                         None if p.master else p.workspace) is None:
                 raise not_found("campaign", request.campaign_id)
-            total = (await conn.execute(select(func.count()).select_from(messages).where(*conds))).scalar_one()
-            rows = (await conn.execute(select(messages).where(*conds).order_by(*ordering)
-                                       .limit(size).offset(offset))).mappings().all()
+            total, rows = await messages_repo.page(conn, request.campaign_id, conds, parts[0],
+                                                   parts[-1] == "desc", size, offset)
         resp = pb.ListMessagesResponse(total_size=total)
         for r in rows:
             resp.messages.append(message_proto(r, p))

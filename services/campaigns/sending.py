@@ -9,14 +9,14 @@ from herald.v1 import campaigns_pb2 as pb
 from herald.v1 import common_pb2 as c
 from herald.v1 import events_pb2 as e
 from herald.v1 import recipients_pb2 as rpb
-from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.campaigns import lifecycle
 from services.campaigns.filters import message_filter
+from services.campaigns.repo import campaigns as campaigns_repo
+from services.campaigns.repo import messages as messages_repo
 from services.campaigns.reports import mask_message, raw_message
 from services.campaigns.scheduler import content_of, preview, variables_of
-from services.campaigns.schema import campaigns, messages
 from services.campaigns.store import Store
 from services.campaigns.validation import jsonable
 from shared import auth, bus, states, templating, validate
@@ -37,6 +37,24 @@ def mask_retry(resp: pb.RetryMessagesResponse, p: HasPii) -> pb.RetryMessagesRes
     out.CopyFrom(resp)
     for x in out.excluded:
         x.reason = mask_text(x.reason, p)
+    return out
+
+
+def previews(row: Any, variant: str, held: list[Any]) -> dict[str, str]:
+    """The held messages now get the winner's content: their previews follow it."""
+    content = content_of(row, variant)
+    source = content.get("subject" if row["channel"] == c.CHANNEL_EMAIL else "text", "")
+    if content.get("template_name") or not templating.is_template(source):
+        if not held:
+            return {}
+        shown = preview(row["channel"], content, {})  # the same preview for everyone
+        return {r.id: shown for r in held}
+    out = {}
+    for r in held:
+        try:
+            out[r.id] = preview(row["channel"], content, r.fields or {})
+        except templating.TemplateError:
+            out[r.id] = ""  # the gateway fails this message with the reason when it renders it
     return out
 
 
@@ -71,7 +89,7 @@ class SendingMixin:
             return mask_message(prev, p)  # stored unmasked: masked for whoever asks again
         if self.recipients is None or self.js is None:
             raise precondition("campaigns", "CONFIG", "triggering needs the recipients service and NATS")
-        async with self.store.engine.connect() as conn:
+        async with self.store.read() as conn:
             row = await self.store.get_row(conn, request.campaign_id, p.workspace)
         if row is None:
             raise not_found("campaign", request.campaign_id)
@@ -113,11 +131,9 @@ class SendingMixin:
             channel=row["channel"], status=status, status_rank=states.RANK[status],
             failure_category=category, error_description=reason, content_preview=shown,
             fields=variables, created_at=now, updated_at=now)
-        async with self.store.engine.begin() as conn:
-            await conn.execute(insert(messages).values(**values))
-            await conn.execute(update(campaigns).where(campaigns.c.id == row["id"]).values(
-                recipients_count=campaigns.c.recipients_count + 1))
-            saved = (await conn.execute(select(messages).where(messages.c.id == mid))).mappings().one()
+        async with self.store.write() as conn:
+            saved = await messages_repo.add(conn, values)
+            await campaigns_repo.count_recipient(conn, row["id"])
             result = raw_message(saved)
             await self.store.remember(conn, p.workspace, "TriggerCampaign", request.request_id, result, now,
                                       fingerprint=fp)
@@ -145,13 +161,10 @@ class SendingMixin:
         """One retry at a time per channel: refused while another campaign of the channel is
         sending. TRIGGER campaigns stay SENDING for as long as they accept triggers, so they
         never count."""
-        busy = (await conn.execute(select(campaigns.c.id).where(
-            campaigns.c.workspace_id == row["workspace_id"], campaigns.c.channel == row["channel"],
-            campaigns.c.status == lifecycle.SENDING, campaigns.c.mode != pb.CAMPAIGN_MODE_TRIGGER,
-            campaigns.c.id != row["id"]).limit(1))).first()
+        busy = await campaigns_repo.sending_sibling(conn, row)
         if busy is not None:
             raise precondition(f"campaigns/{row['id']}", "BUSY",
-                               f"campaign {busy[0]} of the same channel is sending; retry when it ends")
+                               f"campaign {busy} of the same channel is sending; retry when it ends")
 
     async def _recheck(self, row: Any, chosen: list[Any]) -> dict[str, tuple[int, str]]:
         """Suppression and address validation again, now: the exclusion (category, reason) of
@@ -199,38 +212,30 @@ class SendingMixin:
         if prev is not None:
             return mask_retry(prev, p)
         fp = fingerprint("RetryMessages", request)
-        conds = [messages.c.campaign_id == request.campaign_id, *message_filter(request.filter)]
-        if request.message_ids:
-            conds.append(messages.c.id.in_(list(request.message_ids)))
-        cols = (messages.c.id, messages.c.status, messages.c.failure_category, messages.c.attempt,
-                messages.c.address, messages.c.dispatched_at, messages.c.error_description)
+        conds = message_filter(request.filter)
+        ids = list(request.message_ids)
         # Checked before asking the recipients service (outside the write transaction), and
         # again under the lock.
-        async with self.store.engine.connect() as conn:
+        async with self.store.read() as conn:
             row = await self.store.get_row(conn, request.campaign_id, p.workspace)
             if row is None:
                 raise not_found("campaign", request.campaign_id)
             self._retryable(row)
             await self._busy(conn, row)
-            failed = (await conn.execute(select(*cols).where(
-                *conds, messages.c.status == c.MESSAGE_STATUS_FAILED))).all()
+            failed = await messages_repo.retry_candidates(conn, request.campaign_id, conds, ids, True)
         excluded = await self._recheck(row, failed)
         now = self.clock.now()
-        async with self.store.engine.begin() as conn:
+        async with self.store.write() as conn:
             row = await self._locked(conn, request.campaign_id, p)
             self._retryable(row)
             await self._busy(conn, row)
-            chosen = (await conn.execute(select(*cols).where(*conds))).all()
+            chosen = await messages_repo.retry_candidates(conn, request.campaign_id, conds, ids, False)
             # Only what was checked above (a message failing in between waits for the next retry).
             checked = {f.id for f in failed}
             retry = [r for r in chosen if r.status == c.MESSAGE_STATUS_FAILED and r.id in checked
                      and r.id not in excluded]
             for r in retry:
-                await conn.execute(update(messages).where(messages.c.id == r.id).values(
-                    attempt=r.attempt + 1, status=c.MESSAGE_STATUS_QUEUED, status_rank=0,
-                    dispatched_at=None, sent_at=None, delivered_at=None, carrier_result="",
-                    error_code="", error_description="", failure_category=0, route="",
-                    provider_message_id="", updated_at=now))
+                await messages_repo.requeue(conn, r.id, r.attempt + 1, now)
             if retry and row["status"] == lifecycle.DONE:
                 await Store.set_status(conn, row, lifecycle.SENDING, f"retrying {len(retry)} failed messages",
                                        p.name, now, completed_at=None)
@@ -271,7 +276,7 @@ class SendingMixin:
             return prev
         fp = fingerprint("PromoteVariant", request)
         now = self.clock.now()
-        async with self.store.engine.begin() as conn:
+        async with self.store.write() as conn:
             row = await self._locked(conn, request.campaign_id, p)
             names = [v["name"] for v in row["variants"] or []]
             if request.variant not in names:
@@ -282,15 +287,10 @@ class SendingMixin:
                 raise precondition(f"campaigns/{row['id']}", "STATE",
                                    f"campaign {row['id']} is {row['status']}; promote while SENDING or PAUSED")
             label = f"{request.variant}:rollout"
-            held_rows = (await conn.execute(select(messages.c.id, messages.c.address, messages.c.fields).where(
-                messages.c.campaign_id == row["id"], messages.c.held.is_(True)))).all()
+            held_rows = await messages_repo.release_held(conn, row["id"], label, now)
             held = [(r.id, r.address) for r in held_rows]
-            await conn.execute(update(messages).where(
-                messages.c.campaign_id == row["id"], messages.c.held.is_(True)).values(
-                held=False, variant=label, updated_at=now))
-            await self._previews(conn, row, label, held_rows)
-            await conn.execute(update(campaigns).where(campaigns.c.id == row["id"]).values(
-                winner=request.variant, updated_at=now))
+            await messages_repo.set_previews(conn, previews(row, label, held_rows))
+            await campaigns_repo.change(conn, row["id"], winner=request.variant, updated_at=now)
             await Store.audit(conn, row, "promoted", p.name, now, f"variant {request.variant} to {len(held)} held",
                               {"winner": jsonable("")}, {"winner": jsonable(request.variant)})
             after = await self.store.get_row(conn, row["id"], p.workspace)
@@ -311,23 +311,3 @@ class SendingMixin:
             self.on_trigger()
         return result
 
-    @staticmethod
-    async def _previews(conn: AsyncConnection, row: Any, variant: str, held: list[Any]) -> None:
-        """The held messages now get the winner's content: their previews follow it."""
-        content = content_of(row, variant)
-        source = content.get("subject" if row["channel"] == c.CHANNEL_EMAIL else "text", "")
-        if content.get("template_name") or not templating.is_template(source):
-            if held:  # the same preview for everyone
-                await conn.execute(update(messages).where(messages.c.id.in_([r.id for r in held])).values(
-                    content_preview=preview(row["channel"], content, {})))
-            return
-        params = []
-        for r in held:
-            try:
-                shown = preview(row["channel"], content, r.fields or {})
-            except templating.TemplateError:
-                shown = ""  # the gateway fails this message with the reason when it renders it
-            params.append({"b_id": r.id, "b_preview": shown})
-        if params:
-            await conn.execute(update(messages).where(messages.c.id == bindparam("b_id")).values(
-                content_preview=bindparam("b_preview")), params)

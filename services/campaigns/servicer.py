@@ -17,7 +17,6 @@ from herald.v1 import recipients_pb2 as rpb
 from herald.v1 import recipients_pb2_grpc as rgrpc
 from herald.v1 import stats_pb2_grpc as sgrpc
 from nats.js import JetStreamContext
-from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.campaigns import lifecycle, preview
@@ -31,14 +30,9 @@ from services.campaigns.filters import (
     period_delta,
 )
 from services.campaigns.reconcile import Reconciler
+from services.campaigns.repo import campaigns as campaigns_repo
+from services.campaigns.repo import messages as messages_repo
 from services.campaigns.reports import ReportsMixin
-from services.campaigns.schema import (
-    audit_events,
-    campaign_targets,
-    campaigns,
-    messages,
-    state_history,
-)
 from services.campaigns.sending import SendingMixin
 from services.campaigns.store import Store, mask_campaign, new_id
 from services.campaigns.validation import (
@@ -110,8 +104,8 @@ class CampaignServicer(SendingMixin, ReportsMixin, pb_grpc.CampaignServiceServic
             moderation=pb.MODERATION_STATE_PENDING, recipients_count=len(inline),
             created_at=now, updated_at=now, **column_values(cp, EDITABLE_FIELDS),
         )
-        async with self.store.engine.begin() as conn:
-            await conn.execute(insert(campaigns).values(**values))
+        async with self.store.write() as conn:
+            await campaigns_repo.add(conn, values)
             await self.store.save_targets(conn, cid, inline)
             await self.store.add_history(conn, cid, status, "created", p.name, now)
             row = await self.store.get_row(conn, cid, p.workspace)
@@ -130,12 +124,11 @@ class CampaignServicer(SendingMixin, ReportsMixin, pb_grpc.CampaignServiceServic
         """Add the recipients of another campaign (by default its failed ones) inline."""
         flt = request.source_filter or "result=failed"
         conds = message_filter(flt)
-        async with self.store.engine.connect() as conn:
+        async with self.store.read() as conn:
             src = await self.store.get_row(conn, request.source_campaign_id, p.workspace)
             if src is None:
                 raise invalid({"source_campaign_id": f"campaign {request.source_campaign_id} not found"})
-            rows = (await conn.execute(select(messages).where(
-                messages.c.campaign_id == src["id"], *conds).order_by(messages.c.created_at))).mappings().all()
+            rows = await messages_repo.matching(conn, src["id"], conds)
         out = pb.CreateCampaignRequest()
         out.CopyFrom(request)
         channel = request.campaign.channel or src["channel"]
@@ -197,15 +190,11 @@ class CampaignServicer(SendingMixin, ReportsMixin, pb_grpc.CampaignServiceServic
         conds = campaign_filter(request.filter, p, self.clock.now())
         # NEW campaigns belong to the moderation queue; the main list shows them only when
         # asked for every status or for status=NEW by name (the Archive view shows all).
-        if request.moderation_queue:
-            conds.append(campaigns.c.status == lifecycle.NEW)
-        elif not (request.show_all or request.archived_only
-                  or names_status(request.filter, lifecycle.NEW)):
-            conds.append(campaigns.c.status != lifecycle.NEW)
-        if request.archived_only:
-            conds.append(campaigns.c.archived.is_(True))
-        elif not request.show_archived:
-            conds.append(campaigns.c.archived.is_(False))
+        conds += campaigns_repo.view_conditions(
+            moderation_queue=request.moderation_queue,
+            with_new=bool(request.show_all or request.archived_only
+                          or names_status(request.filter, lifecycle.NEW)),
+            archived_only=request.archived_only, show_archived=request.show_archived)
         order = request.order_by.strip() or "created desc"
         if len(order) > 100:
             raise invalid({"order_by": "at most 100 characters"})
@@ -213,11 +202,8 @@ class CampaignServicer(SendingMixin, ReportsMixin, pb_grpc.CampaignServiceServic
         col = ORDERABLE.get(parts[0])
         if col is None or len(parts) > 2 or (len(parts) == 2 and parts[1] not in ("asc", "desc")):
             raise invalid({"order_by": f"{order!r}: use one of {sorted(ORDERABLE)} [asc|desc]"})
-        ordering = [col.desc() if parts[-1] == "desc" else col.asc(), campaigns.c.id]
-        async with self.store.engine.connect() as conn:
-            total = (await conn.execute(select(func.count()).select_from(campaigns).where(*conds))).scalar_one()
-            rows = (await conn.execute(select(campaigns).where(*conds).order_by(*ordering)
-                                       .limit(size).offset(offset))).mappings().all()
+        async with self.store.read() as conn:
+            total, rows = await campaigns_repo.page(conn, conds, col, parts[-1] == "desc", size, offset)
             prog = await self.store.progress(conn, [r["id"] for r in rows])
         resp = pb.ListCampaignsResponse(total_size=total)
         resp.campaigns.extend(mask_campaign(self.store.to_proto(r, prog[r["id"]]), p) for r in rows)
@@ -227,18 +213,13 @@ class CampaignServicer(SendingMixin, ReportsMixin, pb_grpc.CampaignServiceServic
 
     async def GetCampaignKpis(self, request: pb.GetCampaignKpisRequest, context: Any) -> pb.CampaignKpis:
         p = auth.current()
-        conds = [campaigns.c.workspace_id == p.workspace]
+        since = None
         if request.period and request.period != "all":
-            conds.append(campaigns.c.created_at >= self.clock.now() - period_delta(request.period))
-        async with self.store.engine.connect() as conn:
-            counts = dict((await conn.execute(select(campaigns.c.status, func.count()).where(*conds)
-                                              .group_by(campaigns.c.status))).all())
-            waiting = (await conn.execute(select(func.count()).select_from(campaigns).where(
-                *conds, campaigns.c.status == lifecycle.NEW,
-                campaigns.c.moderation == pb.MODERATION_STATE_PENDING))).scalar_one()
-            delivered = (await conn.execute(select(func.count()).select_from(messages).join(
-                campaigns, campaigns.c.id == messages.c.campaign_id).where(
-                *conds, messages.c.status == c.MESSAGE_STATUS_DELIVERED))).scalar_one()
+            since = self.clock.now() - period_delta(request.period)
+        async with self.store.read() as conn:
+            counts = await campaigns_repo.count_by_status(conn, workspace=p.workspace, since=since)
+            waiting = await campaigns_repo.awaiting_moderation(conn, p.workspace, since)
+            delivered = await campaigns_repo.delivered(conn, p.workspace, since)
         return pb.CampaignKpis(
             total_campaigns=sum(counts.values()),
             active=sum(counts.get(s, 0) for s in lifecycle.ACTIVE),
@@ -251,12 +232,9 @@ class CampaignServicer(SendingMixin, ReportsMixin, pb_grpc.CampaignServiceServic
             raise invalid({"campaign_id": why})
         bound = pagetoken.binding("ListAuditEvents", p.workspace, request.campaign_id)
         size, offset = page_size(request.page_size), pagetoken.decode(request.page_token, bound)
-        conds = [audit_events.c.campaign_id == request.campaign_id]
-        if not p.master:
-            conds.append(audit_events.c.workspace_id == p.workspace)
-        async with self.store.engine.connect() as conn:
-            rows = (await conn.execute(select(audit_events).where(*conds).order_by(audit_events.c.id)
-                                       .limit(size + 1).offset(offset))).mappings().all()
+        async with self.store.read() as conn:
+            rows = await campaigns_repo.audit_page(conn, request.campaign_id,
+                                                   None if p.master else p.workspace, size, offset)
         if not rows and offset == 0:
             raise not_found("campaign", request.campaign_id)
         resp = pb.ListAuditEventsResponse()
@@ -299,7 +277,7 @@ class CampaignServicer(SendingMixin, ReportsMixin, pb_grpc.CampaignServiceServic
             return mask_campaign(prev, p)
         if why := validate.length(request.note, MAX_NOTE):
             raise invalid({"note": why})
-        async with self.store.engine.begin() as conn:
+        async with self.store.write() as conn:
             row = await self._locked(conn, request.id, p)
             before = row
             await change(conn, row, p)
@@ -347,8 +325,8 @@ class CampaignServicer(SendingMixin, ReportsMixin, pb_grpc.CampaignServiceServic
                                    f"{pb.ModerationState.Name(row['moderation'])}; only NEW campaigns "
                                    "awaiting moderation can be approved")
             now = self.clock.now()
-            await conn.execute(update(campaigns).where(campaigns.c.id == row["id"]).values(
-                moderation=pb.MODERATION_STATE_APPROVED, moderation_note=request.note, updated_at=now))
+            await campaigns_repo.change(conn, row["id"], moderation=pb.MODERATION_STATE_APPROVED,
+                                        moderation_note=request.note, updated_at=now)
             if row["auto_start"]:
                 await Store.set_status(conn, row, lifecycle.PENDING, "approved (auto-start)", p.name, now)
             else:
@@ -360,8 +338,8 @@ class CampaignServicer(SendingMixin, ReportsMixin, pb_grpc.CampaignServiceServic
             if row["status"] != lifecycle.NEW:
                 raise lifecycle.illegal(row["id"], row["status"], lifecycle.CANCELLED)
             now = self.clock.now()
-            await conn.execute(update(campaigns).where(campaigns.c.id == row["id"]).values(
-                moderation=pb.MODERATION_STATE_REJECTED, moderation_note=request.note))
+            await campaigns_repo.change(conn, row["id"], moderation=pb.MODERATION_STATE_REJECTED,
+                                        moderation_note=request.note)
             await Store.set_status(conn, row, lifecycle.CANCELLED,
                                    f"rejected: {request.note}" if request.note else "rejected",
                                    p.name, now, completed_at=now)
@@ -419,7 +397,7 @@ class CampaignServicer(SendingMixin, ReportsMixin, pb_grpc.CampaignServiceServic
                                             pb.Campaign, fp)) is not None:
             return mask_campaign(prev, p)
         now = self.clock.now()
-        async with self.store.engine.begin() as conn:
+        async with self.store.write() as conn:
             row = await self._locked(conn, request.campaign.id, p)
             if row["status"] not in lifecycle.EDITABLE:
                 raise precondition(f"campaigns/{row['id']}", "STATE",
@@ -457,8 +435,7 @@ class CampaignServicer(SendingMixin, ReportsMixin, pb_grpc.CampaignServiceServic
                 extra["moderation"] = pb.MODERATION_STATE_PENDING
                 if row["status"] == lifecycle.PENDING:
                     await Store.set_status(conn, row, lifecycle.NEW, "edited: back to moderation", p.name, now)
-            await conn.execute(update(campaigns).where(campaigns.c.id == row["id"]).values(
-                updated_at=now, **changed, **extra))
+            await campaigns_repo.change(conn, row["id"], updated_at=now, **changed, **extra)
             await Store.audit(conn, row, "edited", p.name, now,
                               "content changed after approval: moderation required" if remoderate else "",
                               {k: jsonable(row[k]) for k in changed},
@@ -477,8 +454,7 @@ class CampaignServicer(SendingMixin, ReportsMixin, pb_grpc.CampaignServiceServic
                                    f"campaign {row['id']} is {row['status']}"
                                    f"{' and already archived' if row['archived'] else ''}; only "
                                    f"{', '.join(sorted(lifecycle.ARCHIVABLE))} campaigns can be archived")
-            await conn.execute(update(campaigns).where(campaigns.c.id == row["id"]).values(
-                archived=True, updated_at=self.clock.now()))
+            await campaigns_repo.change(conn, row["id"], archived=True, updated_at=self.clock.now())
         return await self._act(request, "ArchiveCampaign", "operator", change, "archived")
 
     async def RestoreCampaign(self, request: pb.CampaignActionRequest, context: Any) -> pb.Campaign:
@@ -486,8 +462,7 @@ class CampaignServicer(SendingMixin, ReportsMixin, pb_grpc.CampaignServiceServic
             if not row["archived"]:
                 raise precondition(f"campaigns/{row['id']}", "STATE",
                                    f"campaign {row['id']} is not archived")
-            await conn.execute(update(campaigns).where(campaigns.c.id == row["id"]).values(
-                archived=False, updated_at=self.clock.now()))
+            await campaigns_repo.change(conn, row["id"], archived=False, updated_at=self.clock.now())
         return await self._act(request, "RestoreCampaign", "operator", change, "restored")
 
     async def DeleteCampaign(self, request: pb.CampaignActionRequest, context: Any) -> pb.DeleteCampaignResponse:
@@ -496,16 +471,14 @@ class CampaignServicer(SendingMixin, ReportsMixin, pb_grpc.CampaignServiceServic
         if prev is not None:
             return prev
         now = self.clock.now()
-        async with self.store.engine.begin() as conn:
+        async with self.store.write() as conn:
             row = await self._locked(conn, request.id, p)
             if row["status"] not in lifecycle.DELETABLE:
                 raise precondition(f"campaigns/{row['id']}", "STATE",
                                    f"campaign {row['id']} is {row['status']}; only "
                                    f"{', '.join(sorted(lifecycle.DELETABLE))} campaigns can be deleted "
                                    "(cancel it first)")
-            for table in (messages, campaign_targets, state_history):
-                await conn.execute(delete(table).where(table.c.campaign_id == row["id"]))
-            await conn.execute(delete(campaigns).where(campaigns.c.id == row["id"]))
+            await campaigns_repo.remove(conn, row["id"])
             await Store.audit(conn, row, "deleted", p.name, now, request.note,
                               {"status": jsonable(row["status"])}, {})
             result = pb.DeleteCampaignResponse(id=row["id"])

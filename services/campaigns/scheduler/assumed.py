@@ -7,15 +7,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from herald.v1 import campaigns_pb2 as pb
 from herald.v1 import common_pb2 as c
 from herald.v1 import events_pb2 as e
 from prometheus_client import Counter
-from sqlalchemy import and_, func, or_, select
 
 from services.campaigns import lifecycle
+from services.campaigns.repo import messages as messages_repo
 from services.campaigns.scheduler.base import SCHEDULER_ERRORS, JobBase, describe, log
-from services.campaigns.schema import campaigns, messages
 from shared import bus, states
 from shared.timeutil import to_ts
 
@@ -51,23 +49,11 @@ class AssumedMixin(JobBase):
         the same rows. Ids are deterministic, so a repeat is dropped. Cheap: only campaigns
         that may still have SMS with the carrier, through the (campaign_id, status) index."""
         cutoff = now - timedelta(seconds=self.assumed_after)
-        cols = (messages.c.id, messages.c.attempt, messages.c.campaign_id, messages.c.workspace_id,
-                messages.c.address, messages.c.variant, messages.c.route)
         published = 0
         for _ in range(SWEEP_PAGES):
-            async with self.store.engine.connect() as conn:
-                page = (await conn.execute(
-                    select(*cols).select_from(messages.join(campaigns, campaigns.c.id == messages.c.campaign_id))
-                    .where(campaigns.c.channel == c.CHANNEL_SMS,
-                           or_(campaigns.c.status.in_(SWEPT),
-                               and_(campaigns.c.status == lifecycle.DONE,
-                                    campaigns.c.mode == pb.CAMPAIGN_MODE_TRIGGER)),
-                           campaigns.c.started_at.is_not(None),
-                           messages.c.status == S.MESSAGE_STATUS_SUBMITTED,
-                           messages.c.channel == c.CHANNEL_SMS,
-                           func.coalesce(messages.c.sent_at, messages.c.updated_at) < cutoff,
-                           messages.c.id > self.sweep_cursor)
-                    .order_by(messages.c.id).limit(SWEEP_PAGE))).all()
+            async with self.store.read() as conn:
+                page = await messages_repo.submitted_sms_page(conn, SWEPT, cutoff, self.sweep_cursor,
+                                                              SWEEP_PAGE)
             items: list[tuple[str, Any, str]] = []
             for m in page:
                 key = f"{m.id}:assumed:{m.attempt}"

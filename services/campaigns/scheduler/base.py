@@ -13,10 +13,9 @@ from herald.v1 import events_pb2 as e
 from herald.v1 import recipients_pb2_grpc as rgrpc
 from nats.js import JetStreamContext
 from prometheus_client import Counter
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.campaigns.schema import job_errors
+from services.campaigns.repo import job_errors
 from services.campaigns.store import Store
 from shared import bus
 from shared.timeutil import Clock, to_ts
@@ -62,7 +61,7 @@ class JobBase:
                          **values: Any) -> Any:
         """Move the campaign (compare-and-set) and run `also` in the same transaction."""
         now = self.clock.now()
-        async with self.store.engine.begin() as conn:
+        async with self.store.write() as conn:
             row = await self.store.get_row(conn, campaign_id, None, for_update=True)
             previous = row["status"]
             if row["status"] != target:
@@ -82,10 +81,8 @@ class JobBase:
     async def record_error(self, row: Any, stage: str, message: str) -> bool:
         """Errors tab, Job sub-tab. Repeats of the same error are not stored again; returns
         whether this one was new."""
-        async with self.store.engine.begin() as conn:
-            last = (await conn.execute(select(job_errors.c.message).where(
-                job_errors.c.campaign_id == row["id"]).order_by(job_errors.c.id.desc()).limit(1))).first()
-            if last is None or last[0] != message:
-                await Store.job_error(conn, row, stage, message, self.clock.now())
+        async with self.store.write() as conn:
+            if await job_errors.last_message(conn, row["id"]) != message:
+                await job_errors.add(conn, row, stage, message, self.clock.now())
                 return True
         return False

@@ -16,14 +16,13 @@ from herald.v1 import common_pb2 as c
 from herald.v1 import events_pb2 as e
 from herald.v1 import recipients_pb2 as rpb
 from prometheus_client import Counter
-from sqlalchemy import Table, delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.campaigns import lifecycle
+from services.campaigns.repo import campaigns as campaigns_repo
+from services.campaigns.repo import messages as messages_repo
 from services.campaigns.scheduler.base import JobBase, describe, log
 from services.campaigns.scheduler.content import content_of, message_id, preview, variables_of
-from services.campaigns.schema import campaign_targets, messages
 from shared import auth, bus, states, templating
 from shared.timeutil import aware, to_ts
 
@@ -43,17 +42,11 @@ REJECT_STATUS = {
 }
 
 
-def insert_missing(conn: AsyncConnection, table: Table) -> Any:
-    """INSERT ... ON CONFLICT DO NOTHING on SQLite and PostgreSQL alike."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table).on_conflict_do_nothing()
-
-
 def drop_targets(campaign_id: str) -> Callable[[AsyncConnection], Awaitable[None]]:
     """The inline targets go in the transaction that ends the build: until then a resumed
     build still has them."""
     async def run(conn: AsyncConnection) -> None:
-        await conn.execute(delete(campaign_targets).where(campaign_targets.c.campaign_id == campaign_id))
+        await campaigns_repo.drop_targets(conn, campaign_id)
     return run
 
 
@@ -121,9 +114,8 @@ class BuildMixin(JobBase):
             await self.transition(cid, lifecycle.FAILED, f"audience: {exc.details()}",
                                   also=drop_targets(cid), completed_at=self.clock.now())
             return
-        async with self.store.engine.connect() as conn:
-            total = (await conn.execute(select(func.count()).select_from(messages).where(
-                messages.c.campaign_id == cid))).scalar_one()
+        async with self.store.read() as conn:
+            total = await messages_repo.count(conn, cid)
         categories = len(row["category_ids"] or [])
         if total == 0 and (targets or categories):
             await self.build_empty(row, len(targets), categories)
@@ -212,15 +204,11 @@ class BuildMixin(JobBase):
     async def insert_rows(self, rows: list[dict[str, Any]]) -> int:
         """Insert the rows the ledger does not have yet; rows already there are left as they
         are (a resumed build, or a second replica after a lease ran out)."""
-        async with self.store.engine.begin() as conn:
-            have = {r[0] for r in await conn.execute(select(messages.c.id).where(
-                messages.c.id.in_([r["id"] for r in rows])))}
-            new = [r for r in rows if r["id"] not in have]
-            if new:
-                await conn.execute(insert_missing(conn, messages), new)
-            if have:
+        async with self.store.write() as conn:
+            new, kept = await messages_repo.add_missing(conn, rows)
+            if kept:
                 log.info("build resumed over existing ledger rows",
-                         extra={"campaign_id": rows[0]["campaign_id"], "kept": len(have)})
+                         extra={"campaign_id": rows[0]["campaign_id"], "kept": kept})
         for r in new:
             MESSAGES_BUILT.labels(states.status_name(r["status"])).inc()
         return len(new)
@@ -229,14 +217,9 @@ class BuildMixin(JobBase):
         """Publish each built row's queued event (and its rejection), read back from the ledger
         page by page; held A/B rows are announced when the winner is promoted."""
         cid, after, n = row["id"], "", 0
-        cols = (messages.c.id, messages.c.status, messages.c.failure_category,
-                messages.c.error_description, messages.c.address, messages.c.variant,
-                messages.c.created_at)
         while True:
-            async with self.store.engine.connect() as conn:
-                page = (await conn.execute(select(*cols).where(
-                    messages.c.campaign_id == cid, messages.c.held.is_(False), messages.c.id > after)
-                    .order_by(messages.c.id).limit(BUILD_CHUNK))).all()
+            async with self.store.read() as conn:
+                page = await messages_repo.announce_page(conn, cid, after, BUILD_CHUNK)
             if not page:
                 return n
             items: list[tuple[str, Any, str]] = []

@@ -7,13 +7,11 @@ from typing import Any
 
 from herald.v1 import campaigns_pb2 as pb
 from herald.v1 import common_pb2 as c
-from sqlalchemy import and_, func, select
 
 from services.campaigns import lifecycle
+from services.campaigns.repo import messages as messages_repo
 from services.campaigns.scheduler.base import log
 from services.campaigns.scheduler.finish import FinishMixin
-from services.campaigns.schema import messages
-from shared import states
 from shared.timeutil import aware
 
 S = c.MessageStatus
@@ -21,19 +19,11 @@ S = c.MessageStatus
 ABANDONED_CODE = "ABANDONED"
 
 
-def unsettled_condition() -> Any:
-    final = list(states.FINAL)
-    return and_(messages.c.status.not_in(final),
-                ~and_(messages.c.channel == c.CHANNEL_EMAIL,
-                      messages.c.status == S.MESSAGE_STATUS_SUBMITTED))
-
-
 class CompleteMixin(FinishMixin):
     async def maybe_complete(self, row: Any) -> None:
         cid = row["id"]
-        async with self.store.engine.connect() as conn:
-            left = (await conn.execute(select(func.count()).select_from(messages).where(
-                messages.c.campaign_id == cid, unsettled_condition()))).scalar_one()
+        async with self.store.read() as conn:
+            left = await messages_repo.unsettled_count(conn, cid)
         if left == 0:
             await self.transition(cid, lifecycle.DONE, "all messages final",
                                   completed_at=self.clock.now())
@@ -48,10 +38,8 @@ class CompleteMixin(FinishMixin):
             await self.transition(cid, lifecycle.DONE, "trigger campaign reached its end",
                                   completed_at=now)
             return
-        async with self.store.engine.connect() as conn:
-            waiting = (await conn.execute(select(func.count()).select_from(messages).where(
-                messages.c.campaign_id == cid, messages.c.dispatched_at.is_(None),
-                messages.c.status == S.MESSAGE_STATUS_QUEUED))).scalar_one()
+        async with self.store.read() as conn:
+            waiting = await messages_repo.waiting_count(conn, cid)
         if row["status"] == lifecycle.PENDING or waiting:
             await self.fail_undispatched(row, "campaign window ended before this message was sent")
             await self.transition(cid, lifecycle.EXPIRED, "end time passed before completion",
@@ -73,15 +61,8 @@ class CompleteMixin(FinishMixin):
         # ABANDONED outcomes (a gateway crash or lost send markers: the carrier may have
         # accepted the message) say nothing about the route: they neither count as failures
         # nor break a streak.
-        q = (select(messages.c.status).where(
-            messages.c.campaign_id == row["id"], messages.c.dispatched_at.is_not(None),
-            messages.c.status_rank >= states.RANK[S.MESSAGE_STATUS_ASSUMED_DELIVERED],
-            messages.c.updated_at.is_not(None), messages.c.error_code != ABANDONED_CODE)
-            .order_by(messages.c.updated_at.desc()).limit(n))
-        if since is not None:
-            q = q.where(messages.c.updated_at > since)
-        async with self.store.engine.connect() as conn:
-            last = [r[0] for r in await conn.execute(q)]
+        async with self.store.read() as conn:
+            last = await messages_repo.last_outcomes(conn, row["id"], n, since, ABANDONED_CODE)
         if len(last) < n or any(st != S.MESSAGE_STATUS_FAILED for st in last):
             return False
         if not await self.left_to_send(row["id"]):
@@ -97,7 +78,5 @@ class CompleteMixin(FinishMixin):
     async def left_to_send(self, campaign_id: str) -> bool:
         """Whether any message still waits to be handed to a gateway (A/B-held ones wait for
         the winner, not for this campaign's route)."""
-        async with self.store.engine.connect() as conn:
-            return (await conn.execute(select(messages.c.id).where(
-                messages.c.campaign_id == campaign_id, messages.c.status == S.MESSAGE_STATUS_QUEUED,
-                messages.c.dispatched_at.is_(None), messages.c.held.is_(False)).limit(1))).first() is not None
+        async with self.store.read() as conn:
+            return await messages_repo.any_to_send(conn, campaign_id)

@@ -12,13 +12,12 @@ from herald.v1 import common_pb2 as c
 from herald.v1 import events_pb2 as e
 from nats.errors import MaxPayloadError
 from prometheus_client import Counter
-from sqlalchemy import func, select, update
 
 from services.campaigns import lifecycle
+from services.campaigns.repo import messages as messages_repo
 from services.campaigns.scheduler.base import describe, log
 from services.campaigns.scheduler.content import content_of, content_problem
 from services.campaigns.scheduler.finish import FinishMixin
-from services.campaigns.schema import messages
 from shared import bus, states
 from shared.timeutil import aware, to_ts
 
@@ -78,18 +77,12 @@ class DispatchMixin(FinishMixin):
         if problem:  # refused at create; a row from before that check must not loop here
             await self.fail_campaign(row, problem, c.FAILURE_CATEGORY_CONFIG_ERROR)
             return 0
-        async with self.store.engine.connect() as conn:
-            total, dispatched = (await conn.execute(select(
-                func.count(), func.count(messages.c.dispatched_at)).where(
-                messages.c.campaign_id == cid, messages.c.status_rank >= 0))).one()
+        async with self.store.read() as conn:
+            total, dispatched = await messages_repo.dispatch_counts(conn, cid)
             n = self.allowance(row, dispatched, total)
             if n <= 0:
                 return 0
-            pending = (await conn.execute(select(messages).where(
-                messages.c.campaign_id == cid, messages.c.status == S.MESSAGE_STATUS_QUEUED,
-                messages.c.dispatched_at.is_(None), messages.c.held.is_(False))
-                .order_by(messages.c.created_at, messages.c.id)
-                .limit(n))).mappings().all()
+            pending = await messages_repo.next_to_send(conn, cid, n)
         if not pending:
             return 0
         now = self.clock.now()
@@ -149,12 +142,8 @@ class DispatchMixin(FinishMixin):
             return 0
         self.spend(cid, len(sent_ids))
         JOBS_PUBLISHED.labels(c.Channel.Name(row["channel"])).inc(len(sent_ids))
-        async with self.store.engine.begin() as conn:
-            await conn.execute(update(messages).where(messages.c.id.in_(sent_ids)).values(dispatched_at=now))
-            # The gateway may already have reported SUBMITTED: only QUEUED rows move to SENDING.
-            await conn.execute(update(messages).where(
-                messages.c.id.in_(sent_ids), messages.c.status == S.MESSAGE_STATUS_QUEUED).values(
-                status=S.MESSAGE_STATUS_SENDING, status_rank=states.RANK[S.MESSAGE_STATUS_SENDING]))
+        async with self.store.write() as conn:
+            await messages_repo.mark_dispatched(conn, sent_ids, now)
         return len(sent_ids)
 
     async def refuse(self, row: Any, ids: list[str], reason: str) -> None:

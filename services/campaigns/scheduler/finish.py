@@ -7,10 +7,9 @@ from typing import Any
 
 from herald.v1 import common_pb2 as c
 from herald.v1 import events_pb2 as e
-from sqlalchemy import select, update
 
+from services.campaigns.repo import messages as messages_repo
 from services.campaigns.scheduler.base import JobBase
-from services.campaigns.schema import messages
 from shared import bus, states
 from shared.timeutil import to_ts
 
@@ -29,26 +28,17 @@ class FinishMixin(JobBase):
 
     async def _finish_undispatched(self, campaign_id: str, status: int, kind: int, category: int,
                                    reason: str) -> None:
-        async with self.store.engine.connect() as conn:
-            ids = [r[0] for r in await conn.execute(select(messages.c.id).where(
-                messages.c.campaign_id == campaign_id, messages.c.dispatched_at.is_(None),
-                messages.c.status == S.MESSAGE_STATUS_QUEUED))]
+        async with self.store.read() as conn:
+            ids = await messages_repo.waiting_ids(conn, campaign_id)
         await self._finish(campaign_id, ids, status, kind, category, reason)
 
     async def _finish(self, campaign_id: str, ids: list[str], status: int, kind: int, category: int,
                       reason: str) -> None:
         """Move these messages, if still QUEUED, to a final status and announce it."""
         now = self.clock.now()
-        moved: list[tuple[str, int]] = []
-        async with self.store.engine.begin() as conn:
+        async with self.store.write() as conn:
             row = await self.store.get_row(conn, campaign_id, None)
-            for i in range(0, len(ids), 1000):
-                chunk = (messages.c.id.in_(ids[i:i + 1000]), messages.c.status == S.MESSAGE_STATUS_QUEUED)
-                moved += [(r.id, r.attempt) for r in await conn.execute(
-                    select(messages.c.id, messages.c.attempt).where(*chunk))]
-                await conn.execute(update(messages).where(*chunk).values(
-                    status=status, status_rank=states.RANK[status], failure_category=category,
-                    error_description=reason, updated_at=now))
+            moved = await messages_repo.finish_queued(conn, ids, status, category, reason, now)
         if row is None or not moved:
             return
         events = []

@@ -10,11 +10,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from prometheus_client import Gauge
-from sqlalchemy import func, or_, select, update
 
 from services.campaigns import lifecycle
+from services.campaigns.repo import campaigns as campaigns_repo
 from services.campaigns.scheduler.base import JobBase
-from services.campaigns.schema import campaigns
 
 ACTIVE = Gauge("herald_campaigns_active", "Campaigns in an active state.", ["status"])
 
@@ -22,28 +21,12 @@ ACTIVE = Gauge("herald_campaigns_active", "Campaigns in an active state.", ["sta
 class LeaseMixin(JobBase):
     async def claim(self, now: datetime) -> list[Any]:
         """Lease the campaigns this replica acts on in this tick."""
-        lease_until = now + timedelta(seconds=self.lease)
-        candidates = (
-            select(campaigns.c.id)
-            .where(campaigns.c.status.in_(list(lifecycle.ACTIVE)),
-                   or_(campaigns.c.lease_until.is_(None), campaigns.c.lease_until < now,
-                       campaigns.c.lease_owner == self.owner))
-            .order_by(campaigns.c.created_at)
-            .with_for_update(skip_locked=True)
-        )
-        async with self.store.engine.begin() as conn:
-            ids = [r[0] for r in await conn.execute(candidates)]
-            if not ids:
-                return []
-            await conn.execute(update(campaigns).where(campaigns.c.id.in_(ids)).values(
-                lease_owner=self.owner, lease_until=lease_until))
-            return list((await conn.execute(select(campaigns).where(campaigns.c.id.in_(ids))
-                                            .order_by(campaigns.c.created_at))).mappings().all())
+        async with self.store.write() as conn:
+            return await campaigns_repo.claim(conn, self.owner, now, now + timedelta(seconds=self.lease))
 
     async def count_active(self) -> None:
         """The active-campaigns gauge, by status (every replica reports the same figures)."""
-        async with self.store.engine.connect() as conn:
-            counts = dict((await conn.execute(select(campaigns.c.status, func.count()).where(
-                campaigns.c.status.in_(list(lifecycle.ACTIVE))).group_by(campaigns.c.status))).all())
+        async with self.store.read() as conn:
+            counts = await campaigns_repo.count_by_status(conn, list(lifecycle.ACTIVE))
         for st in lifecycle.ACTIVE:
             ACTIVE.labels(st).set(counts.get(st, 0))

@@ -1,0 +1,300 @@
+"""The message ledger (one row per recipient per channel): build, dispatch, completion and
+read queries. The forward-only status update the ledger consumer applies is in
+repo/message_updates.py."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from herald.v1 import campaigns_pb2 as pb
+from herald.v1 import common_pb2 as c
+from sqlalchemy import and_, bindparam, case, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.campaigns import lifecycle
+from services.campaigns.schema import campaigns, messages
+from shared import states
+from shared.timeutil import aware
+
+S = c.MessageStatus
+_PROGRESS_FIELD = {
+    S.MESSAGE_STATUS_QUEUED: "queued", S.MESSAGE_STATUS_SENDING: "sending",
+    S.MESSAGE_STATUS_SUBMITTED: "submitted", S.MESSAGE_STATUS_DELIVERED: "delivered",
+    S.MESSAGE_STATUS_ASSUMED_DELIVERED: "assumed_delivered", S.MESSAGE_STATUS_DEFERRED: "deferred",
+    S.MESSAGE_STATUS_FAILED: "errors", S.MESSAGE_STATUS_OPTED_OUT: "opted_out",
+    S.MESSAGE_STATUS_CANCELLED: "cancelled",
+}
+_WAITING = (messages.c.status == S.MESSAGE_STATUS_QUEUED, messages.c.dispatched_at.is_(None))
+
+
+# --- read side -------------------------------------------------------------------------------
+async def progress(conn: AsyncConnection, campaign_ids: list[str]) -> dict[str, pb.Progress]:
+    """Progress as the contract defines it (StatsService uses the same definitions): one
+    counter per current status, processed = left QUEUED/SENDING, and sent = handed to the
+    carrier in the current attempt (sent_at is set on SUBMITTED and kept when the carrier
+    fails the message afterwards)."""
+    out = {cid: pb.Progress() for cid in campaign_ids}
+    if not campaign_ids:
+        return out
+    handed = case((messages.c.sent_at.is_not(None), 1), else_=0)
+    rows = await conn.execute(
+        select(messages.c.campaign_id, messages.c.status, func.count(), func.sum(handed))
+        .where(messages.c.campaign_id.in_(campaign_ids))
+        .group_by(messages.c.campaign_id, messages.c.status))
+    for cid, status, n, sent in rows:
+        p = out[cid]
+        p.total += n
+        p.sent += int(sent or 0)
+        if status not in (S.MESSAGE_STATUS_QUEUED, S.MESSAGE_STATUS_SENDING):
+            p.processed += n
+        name = _PROGRESS_FIELD.get(status)
+        if name:
+            setattr(p, name, getattr(p, name) + n)
+    return out
+
+
+async def daily(conn: AsyncConnection, campaign_id: str) -> list[pb.DailyActivity]:
+    """Messages handed off per UTC day, with how many of them were delivered / failed."""
+    rows = await conn.execute(select(messages.c.sent_at, messages.c.updated_at, messages.c.status)
+                              .where(messages.c.campaign_id == campaign_id,
+                                     messages.c.dispatched_at.is_not(None)))
+    days: dict[str, pb.DailyActivity] = {}
+    for sent_at, updated_at, status in rows:
+        at = aware(sent_at or updated_at)
+        if at is None:
+            continue
+        key = at.astimezone(UTC).date().isoformat()
+        d = days.setdefault(key, pb.DailyActivity(date=key))
+        if sent_at is not None:
+            d.sent += 1
+        if status == S.MESSAGE_STATUS_DELIVERED:
+            d.delivered += 1
+        elif status == S.MESSAGE_STATUS_FAILED:
+            d.failed += 1
+    return [days[k] for k in sorted(days)]
+
+
+async def count(conn: AsyncConnection, campaign_id: str, *conds: Any) -> int:
+    return (await conn.execute(select(func.count()).select_from(messages).where(
+        messages.c.campaign_id == campaign_id, *conds))).scalar_one()
+
+
+async def held_count(conn: AsyncConnection, campaign_id: str) -> int:
+    return await count(conn, campaign_id, messages.c.held.is_(True))
+
+
+async def get(conn: AsyncConnection, message_id: str) -> Any:
+    return (await conn.execute(select(messages).where(messages.c.id == message_id))).mappings().one()
+
+
+async def matching(conn: AsyncConnection, campaign_id: str, conds: Sequence[Any],
+                   in_order: bool = False) -> list[Any]:
+    """Every row of the campaign matching conds (services.campaigns.filters), by creation
+    (in_order: ties broken by id, the order of an export)."""
+    ordering = (messages.c.created_at, messages.c.id) if in_order else (messages.c.created_at,)
+    return list((await conn.execute(select(messages).where(
+        messages.c.campaign_id == campaign_id, *conds).order_by(*ordering))).mappings().all())
+
+
+# ListMessages' order_by names -> column.
+ORDERABLE = {"created": messages.c.created_at, "created_at": messages.c.created_at,
+             "sent": messages.c.sent_at, "sent_at": messages.c.sent_at}
+
+
+async def page(conn: AsyncConnection, campaign_id: str, conds: Sequence[Any], order: str, desc: bool,
+               size: int, offset: int) -> tuple[int, list[Any]]:
+    """(total, one page) ordered by ORDERABLE[order], ties by id in the same direction."""
+    col = ORDERABLE[order]
+    ordering = [col.desc() if desc else col.asc(), messages.c.id.desc() if desc else messages.c.id]
+    total = await count(conn, campaign_id, *conds)
+    rows = (await conn.execute(select(messages).where(messages.c.campaign_id == campaign_id, *conds)
+                               .order_by(*ordering).limit(size).offset(offset))).mappings().all()
+    return total, list(rows)
+
+
+async def states_page(conn: AsyncConnection, campaign_id: str, after: str, limit: int) -> list[Any]:
+    """(id, status, channel, held) by id after `after`: one short keyset read."""
+    return list((await conn.execute(
+        select(messages.c.id, messages.c.status, messages.c.channel, messages.c.held)
+        .where(messages.c.campaign_id == campaign_id, messages.c.id > after)
+        .order_by(messages.c.id).limit(limit))).all())
+
+
+# --- build -----------------------------------------------------------------------------------
+async def add_missing(conn: AsyncConnection, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """Insert the rows the ledger does not have yet (INSERT ... ON CONFLICT DO NOTHING); rows
+    already there are left as they are. Returns (the new rows, how many were kept)."""
+    have = {r[0] for r in await conn.execute(select(messages.c.id).where(
+        messages.c.id.in_([r["id"] for r in rows])))}
+    new = [r for r in rows if r["id"] not in have]
+    if new:
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        await conn.execute(dialect.insert(messages).on_conflict_do_nothing(), new)
+    return new, len(have)
+
+
+async def add(conn: AsyncConnection, values: dict[str, Any]) -> Any:
+    await conn.execute(messages.insert().values(**values))
+    return await get(conn, values["id"])
+
+
+async def announce_page(conn: AsyncConnection, campaign_id: str, after: str, limit: int) -> list[Any]:
+    """Built rows not held for an A/B winner, by id after `after`."""
+    return list((await conn.execute(select(
+        messages.c.id, messages.c.status, messages.c.failure_category, messages.c.error_description,
+        messages.c.address, messages.c.variant, messages.c.created_at).where(
+        messages.c.campaign_id == campaign_id, messages.c.held.is_(False), messages.c.id > after)
+        .order_by(messages.c.id).limit(limit))).all())
+
+
+# --- dispatch --------------------------------------------------------------------------------
+async def dispatch_counts(conn: AsyncConnection, campaign_id: str) -> tuple[int, int]:
+    """(messages, of which dispatched) for pacing."""
+    total, dispatched = (await conn.execute(select(
+        func.count(), func.count(messages.c.dispatched_at)).where(
+        messages.c.campaign_id == campaign_id,
+        messages.c.status_rank >= states.RANK[S.MESSAGE_STATUS_QUEUED]))).one()
+    return total, dispatched
+
+
+async def next_to_send(conn: AsyncConnection, campaign_id: str, n: int) -> list[Any]:
+    """The next n waiting messages in audience order (held A/B rows wait for the winner)."""
+    return list((await conn.execute(select(messages).where(
+        messages.c.campaign_id == campaign_id, *_WAITING, messages.c.held.is_(False))
+        .order_by(messages.c.created_at, messages.c.id).limit(n))).mappings().all())
+
+
+async def mark_dispatched(conn: AsyncConnection, ids: list[str], now: datetime) -> None:
+    await conn.execute(update(messages).where(messages.c.id.in_(ids)).values(dispatched_at=now))
+    # The gateway may already have reported SUBMITTED: only QUEUED rows move to SENDING.
+    await conn.execute(update(messages).where(
+        messages.c.id.in_(ids), messages.c.status == S.MESSAGE_STATUS_QUEUED).values(
+        status=S.MESSAGE_STATUS_SENDING, status_rank=states.RANK[S.MESSAGE_STATUS_SENDING]))
+
+
+async def waiting_ids(conn: AsyncConnection, campaign_id: str) -> list[str]:
+    """Messages never handed to a gateway and still QUEUED (held ones included)."""
+    return [r[0] for r in await conn.execute(select(messages.c.id).where(
+        messages.c.campaign_id == campaign_id, *_WAITING))]
+
+
+async def waiting_count(conn: AsyncConnection, campaign_id: str) -> int:
+    return await count(conn, campaign_id, *_WAITING)
+
+
+async def any_to_send(conn: AsyncConnection, campaign_id: str) -> bool:
+    return (await conn.execute(select(messages.c.id).where(
+        messages.c.campaign_id == campaign_id, *_WAITING, messages.c.held.is_(False))
+        .limit(1))).first() is not None
+
+
+async def finish_queued(conn: AsyncConnection, ids: list[str], status: int, category: int,
+                        reason: str, now: datetime) -> list[tuple[str, int]]:
+    """Move these messages, if still QUEUED, to a final status: the (id, attempt) moved."""
+    moved: list[tuple[str, int]] = []
+    for i in range(0, len(ids), 1000):
+        chunk = (messages.c.id.in_(ids[i:i + 1000]), messages.c.status == S.MESSAGE_STATUS_QUEUED)
+        moved += [(r.id, r.attempt) for r in await conn.execute(
+            select(messages.c.id, messages.c.attempt).where(*chunk))]
+        await conn.execute(update(messages).where(*chunk).values(
+            status=status, status_rank=states.RANK[status], failure_category=category,
+            error_description=reason, updated_at=now))
+    return moved
+
+
+# --- completion ------------------------------------------------------------------------------
+def unsettled_condition() -> Any:
+    """Not final yet for completion (an email the relay accepted is settled)."""
+    final = list(states.FINAL)
+    return and_(messages.c.status.not_in(final),
+                ~and_(messages.c.channel == c.CHANNEL_EMAIL,
+                      messages.c.status == S.MESSAGE_STATUS_SUBMITTED))
+
+
+async def unsettled_count(conn: AsyncConnection, campaign_id: str) -> int:
+    return await count(conn, campaign_id, unsettled_condition())
+
+
+async def last_outcomes(conn: AsyncConnection, campaign_id: str, n: int, since: datetime | None,
+                        ignored_code: str) -> list[int]:
+    """The statuses of the n latest final outcomes of dispatched messages (since `since`),
+    outcomes with error_code ignored_code left out."""
+    q = (select(messages.c.status).where(
+        messages.c.campaign_id == campaign_id, messages.c.dispatched_at.is_not(None),
+        messages.c.status_rank >= states.RANK[S.MESSAGE_STATUS_ASSUMED_DELIVERED],
+        messages.c.updated_at.is_not(None), messages.c.error_code != ignored_code)
+        .order_by(messages.c.updated_at.desc()).limit(n))
+    if since is not None:
+        q = q.where(messages.c.updated_at > since)
+    return [r[0] for r in await conn.execute(q)]
+
+
+async def submitted_sms_page(conn: AsyncConnection, statuses: Sequence[str], cutoff: datetime,
+                             after: str, limit: int) -> list[Any]:
+    """SMS SUBMITTED before cutoff in started campaigns of these statuses (or DONE TRIGGER
+    campaigns), by id after `after`."""
+    cols = (messages.c.id, messages.c.attempt, messages.c.campaign_id, messages.c.workspace_id,
+            messages.c.address, messages.c.variant, messages.c.route)
+    return list((await conn.execute(
+        select(*cols).select_from(messages.join(campaigns, campaigns.c.id == messages.c.campaign_id))
+        .where(campaigns.c.channel == c.CHANNEL_SMS,
+               or_(campaigns.c.status.in_(list(statuses)),
+                   and_(campaigns.c.status == lifecycle.DONE,
+                        campaigns.c.mode == pb.CAMPAIGN_MODE_TRIGGER)),
+               campaigns.c.started_at.is_not(None),
+               messages.c.status == S.MESSAGE_STATUS_SUBMITTED,
+               messages.c.channel == c.CHANNEL_SMS,
+               func.coalesce(messages.c.sent_at, messages.c.updated_at) < cutoff,
+               messages.c.id > after)
+        .order_by(messages.c.id).limit(limit))).all())
+
+
+# --- retries and A/B promotion ---------------------------------------------------------------
+RETRY_COLUMNS = (messages.c.id, messages.c.status, messages.c.failure_category, messages.c.attempt,
+                 messages.c.address, messages.c.dispatched_at, messages.c.error_description)
+
+
+async def retry_candidates(conn: AsyncConnection, campaign_id: str, conds: Sequence[Any],
+                           ids: Iterable[str], only_failed: bool) -> list[Any]:
+    q = [messages.c.campaign_id == campaign_id, *conds]
+    ids = list(ids)
+    if ids:
+        q.append(messages.c.id.in_(ids))
+    if only_failed:
+        q.append(messages.c.status == S.MESSAGE_STATUS_FAILED)
+    return list((await conn.execute(select(*RETRY_COLUMNS).where(*q))).all())
+
+
+async def requeue(conn: AsyncConnection, message_id: str, attempt: int, now: datetime) -> None:
+    """A failed message queued again as a new attempt, its previous outcome cleared."""
+    await conn.execute(update(messages).where(messages.c.id == message_id).values(
+        attempt=attempt, status=S.MESSAGE_STATUS_QUEUED, status_rank=states.RANK[S.MESSAGE_STATUS_QUEUED],
+        dispatched_at=None, sent_at=None, delivered_at=None, carrier_result="",
+        error_code="", error_description="", failure_category=0, route="",
+        provider_message_id="", updated_at=now))
+
+
+async def release_held(conn: AsyncConnection, campaign_id: str, variant: str, now: datetime) -> list[Any]:
+    """Held A/B rows released to `variant`: their (id, address, fields) before the change."""
+    held = list((await conn.execute(select(messages.c.id, messages.c.address, messages.c.fields).where(
+        messages.c.campaign_id == campaign_id, messages.c.held.is_(True)))).all())
+    await conn.execute(update(messages).where(
+        messages.c.campaign_id == campaign_id, messages.c.held.is_(True)).values(
+        held=False, variant=variant, updated_at=now))
+    return held
+
+
+async def set_previews(conn: AsyncConnection, previews: dict[str, str]) -> None:
+    """message id -> content preview."""
+    if not previews:
+        return
+    if len(set(previews.values())) == 1:  # the same preview for everyone: one statement
+        await conn.execute(update(messages).where(messages.c.id.in_(list(previews))).values(
+            content_preview=next(iter(previews.values()))))
+        return
+    await conn.execute(update(messages).where(messages.c.id == bindparam("b_id")).values(
+        content_preview=bindparam("b_preview")),
+        [{"b_id": k, "b_preview": v} for k, v in previews.items()])
