@@ -108,6 +108,7 @@ class Consumer:
         self.drain_timeout = drain_timeout
         self.fetch_timeout = fetch_timeout
         self.in_flight = 0  # messages handed to handlers and not yet settled by us
+        self._running = 0  # batches handed out and not finished (a task leaves _tasks later)
         self.stats = {"fetches": 0, "batches": 0, "ack": 0, "nak": 0, "term": 0, "errors": 0}
         self._tasks: set[asyncio.Task[None]] = set()
         self._wpi: set[asyncio.Task[None]] = set()
@@ -139,7 +140,7 @@ class Consumer:
             size = self.batch
             if not inline:
                 room = cap - self.in_flight
-                if room < low or len(self._tasks) >= self.concurrency:
+                if room < low or self._running >= self.concurrency:
                     self._room.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._room.wait(), self.fetch_timeout)
@@ -148,7 +149,9 @@ class Consumer:
             msgs = await self.fetch(sub, size)
             if not msgs:
                 continue
-            self.in_flight += len(msgs)  # counted before a task runs: the next room check sees it
+            # Counted before a task runs, so the next room check sees them.
+            self.in_flight += len(msgs)
+            self._running += 1
             if inline:
                 await self._handle(msgs)
             else:
@@ -210,8 +213,8 @@ class Consumer:
             if timer is not None:
                 timer[0].cancel()
             self.in_flight -= n
-            if self.in_flight <= self.max_in_flight * 3 // 4:
-                self._room.set()
+            self._running -= 1
+            self._room.set()  # the loop re-checks its room (and its low-water mark)
 
     async def _settle(self, msgs: list[JsMsg], result: Result) -> None:
         if result is None or isinstance(result, Verdict):
