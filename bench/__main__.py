@@ -4,7 +4,8 @@ Each bench/bench_<name>.py module provides `add_arguments(parser)` (optional) an
 `run(args)`, returning rows: bench.measure.row(...) dicts (name, value, unit, detail, load)
 or (figure, value text, detail) tuples. `python -m bench --only pipeline --only kannel`
 runs some. Every row of the run is written to bench/results.json (and a copy per run
-under bench/results/), with the machine's load it was measured under.
+under bench/results/), with the machine's load it was measured under; rows of benches
+not run this time stay in bench/results.json.
 """
 
 from __future__ import annotations
@@ -78,14 +79,25 @@ def main() -> int:
             traceback.print_exc()
             got = [normalise(name, (f"FAILED: {type(exc).__name__}", "-", str(exc)[:500]))]
             failed = True
+        at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        for r in got:
+            r.setdefault("at", at)
         console.print(f"{name} took {time.perf_counter() - t0:.0f} s")
         (out / f"{name}-{int(time.time())}.json").write_text(json.dumps(got, indent=1))
         rows += got
         for r in got:
             table.add_row(name, r["name"], shown(r["value"]), r["unit"], r["detail"], r["load"])
-    Path(args.results).write_text(json.dumps(
+    # Rows of the benches not run this time are kept: separate runs (e.g. one bench at a
+    # time at full size) add up to one file. Each row carries when it was measured.
+    path = Path(args.results)
+    ran = {r["bench"] for r in rows}
+    try:
+        kept = [r for r in json.loads(path.read_text()).get("rows", []) if r.get("bench") not in ran]
+    except (OSError, ValueError, AttributeError):
+        kept = []
+    path.write_text(json.dumps(
         {"machine": {"arch": platform.machine(), "python": platform.python_version(), "cores": cores},
-         "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": rows}, indent=1))
+         "rows": kept + rows}, indent=1))
     console.print(table)
     console.print(f"rows written to {args.results}")
     return 1 if failed else 0
