@@ -45,7 +45,7 @@ class BindConfigCollector(Collector):
                                  labels=["route"])
         binds = GaugeMetricFamily("herald_smpp_binds_configured",
                                   "SMPP binds the route is configured to keep open.", labels=["route"])
-        for route, clients in sorted(session._CLIENTS.items()):
+        for route, clients in sorted(session.CLIENTS_BY_ROUTE.items()):
             THROTTLING.labels(route)  # each route's counter starts at 0, for rate()
             live = list(clients)
             size.add_metric([route], sum(cl.window_size for cl in live))

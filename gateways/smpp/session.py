@@ -154,20 +154,20 @@ class _Protocol(asyncio.Protocol):
         self.buf = bytearray()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.session._mark_closed(f"connection error: {exc}" if exc else "connection closed by the SMSC")
+        self.session.mark_closed(f"connection error: {exc}" if exc else "connection closed by the SMSC")
 
     def pause_writing(self) -> None:
-        self.session._can_write.clear()
+        self.session.writable.clear()
 
     def resume_writing(self) -> None:
-        self.session._can_write.set()
+        self.session.writable.set()
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf
         buf += data
         n = len(buf)
         pos = 0
-        on_frame = self.session._on_frame
+        on_frame = self.session.on_frame
         try:
             while n - pos >= 16:
                 length = int.from_bytes(buf[pos:pos + 4], "big")
@@ -179,7 +179,7 @@ class _Protocol(asyncio.Protocol):
                 pos += length
         except pdu.ProtocolError as exc:
             log.error("closing on protocol error: %s", exc)
-            self.session._mark_closed(f"protocol error: {exc}")
+            self.session.mark_closed(f"protocol error: {exc}")
             return
         finally:
             del buf[:pos]
@@ -200,8 +200,8 @@ class Session:
         # seq -> (callback, its argument, deadline): callback(arg, Frame | SmppError)
         self._pending: dict[int, tuple[Callable[[Any, Any], None], Any, float]] = {}
         self._out: list[bytes] = []
-        self._can_write = asyncio.Event()
-        self._can_write.set()
+        self.writable = asyncio.Event()  # cleared while the transport pauses writing
+        self.writable.set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._replies_pending = 0
         self._timer_task: asyncio.Task[None] | None = None
@@ -268,8 +268,8 @@ class Session:
 
     async def request_pdu(self, build: Callable[[int], bytes], timeout: float | None = None) -> pdu.Frame:
         fut = self.send(build, timeout)
-        if not self._can_write.is_set():
-            await self._can_write.wait()
+        if not self.writable.is_set():
+            await self.writable.wait()
         return await fut
 
     async def request(self, command: str, timeout: float | None = None, **fields: Any) -> pdu.Frame:
@@ -283,7 +283,7 @@ class Session:
             return await self.request_pdu(lambda s: pdu.encode_submit_sm(s, **fields), timeout)
         return await self.request_pdu(lambda s: pdu.encode(command, s, **fields), timeout)
 
-    def _on_frame(self, raw: bytes) -> None:
+    def on_frame(self, raw: bytes) -> None:
         _length, command_id, status, seq = pdu.HEADER.unpack_from(raw)
         frame = pdu.Frame(command_id, status, seq, raw)
         if command_id & pdu.RESPONSE_BIT:
@@ -316,7 +316,7 @@ class Session:
             self._reply(pdu.header_only(pdu.ENQUIRE_LINK_RESP, seq))
         elif command_id == pdu.UNBIND:
             self._reply(pdu.header_only(pdu.UNBIND_RESP, seq))
-            self._mark_closed("unbound by the SMSC")
+            self.mark_closed("unbound by the SMSC")
         else:
             self._reply(pdu.header_only(pdu.GENERIC_NACK, seq, pdu.ESME_RINVCMDID))
 
@@ -344,16 +344,16 @@ class Session:
                 return
             except (ResponseTimeout, ConnectionLost) as exc:
                 log.warning("enquire_link failed, dropping the session: %s", exc)
-                self._mark_closed(f"keep-alive failed: {exc}")
+                self.mark_closed(f"keep-alive failed: {exc}")
                 return
 
-    def _mark_closed(self, reason: str) -> None:
+    def mark_closed(self, reason: str) -> None:
         if self.closed.is_set():
             return
         self.close_reason = reason
         self.bound = False
         self.closed.set()
-        self._can_write.set()
+        self.writable.set()
         pending, self._pending = self._pending, {}
         if self.transport is not None:
             # What was written this iteration goes out first (e.g. an unbind_resp).
@@ -374,7 +374,7 @@ class Session:
         if unbind and self.bound and not self.closed.is_set():
             with contextlib.suppress(SmppError):
                 await self.request("unbind", timeout=min(2.0, self.cfg.response_timeout))
-        self._mark_closed("closed by us")
+        self.mark_closed("closed by us")
         for task in (self._timer_task, self._keepalive_task):
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
@@ -438,15 +438,16 @@ class _FutureItem:
         _resolve(self.fut, result)
 
 
-_CLIENTS: dict[str, weakref.WeakSet[SmppClient]] = {}
+# route -> its live binds (metrics.BindConfigCollector reads it when scraped)
+CLIENTS_BY_ROUTE: dict[str, weakref.WeakSet[SmppClient]] = {}
 
 
 def _window_gauge(label: str, client: SmppClient) -> None:
     """herald_smpp_window_in_use{route} sums the binds' counters when scraped (no gauge
     update per PDU)."""
-    clients = _CLIENTS.get(label)
+    clients = CLIENTS_BY_ROUTE.get(label)
     if clients is None:
-        clients = _CLIENTS[label] = weakref.WeakSet()
+        clients = CLIENTS_BY_ROUTE[label] = weakref.WeakSet()
         metrics.WINDOW_IN_USE.labels(label).set_function(lambda: sum(c.in_use for c in clients))
     clients.add(client)
 

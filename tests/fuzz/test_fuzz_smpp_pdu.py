@@ -161,11 +161,11 @@ class FrameRecorder:
     frames: list[bytes] = field(default_factory=list)
     closed: list[str] = field(default_factory=list)
 
-    def _on_frame(self, raw: bytes) -> None:
+    def on_frame(self, raw: bytes) -> None:
         assert not self.closed, "a frame was delivered after the session closed"
         self.frames.append(raw)
 
-    def _mark_closed(self, reason: str) -> None:
+    def mark_closed(self, reason: str) -> None:
         self.closed.append(reason)
 
 

@@ -27,7 +27,8 @@ from prometheus_client import REGISTRY
 
 from cli import procs
 from gateways.smpp import receipts, store
-from gateways.smpp.gateway import ABANDONED_DESCRIPTION, Gateway, GatewayConfig
+from gateways.smpp.gateway import Gateway, GatewayConfig
+from gateways.smpp.outcomes import ABANDONED_DESCRIPTION
 from gateways.smpp.session import ClientConfig
 from gateways.smpp.simulator import SimulatorConfig, SmscSimulator
 from shared import bus

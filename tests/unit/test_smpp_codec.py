@@ -3,7 +3,8 @@ import struct
 import pytest
 
 from gateways.smpp import pdu
-from gateways.smpp.gateway import JobRejected, destination_address, source_address
+from gateways.smpp.addresses import destination_address, source_address
+from gateways.smpp.rejection import JobRejected
 from shared import smstext as encoding
 
 

@@ -10,8 +10,9 @@ from herald.v1 import common_pb2 as c
 from herald.v1 import events_pb2 as e
 
 from gateways.smpp import receipts
-from gateways.smpp.gateway import JobRejected, render_text
+from gateways.smpp.content import render_text
 from gateways.smpp.ratelog import RateLimitedLog
+from gateways.smpp.rejection import JobRejected
 from gateways.smpp.store import last_key
 
 

@@ -222,7 +222,7 @@ class _Connection(asyncio.Protocol):
     # --- asyncio.Protocol -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.sim._conns.add(self)
+        self.sim.attach(self)
         self.sim.stats.connections += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -285,7 +285,7 @@ class _Connection(asyncio.Protocol):
 
     def send_body(self, command_id: int, body: bytes, what: _Outbound | None = None) -> None:
         """Send a request; its response (or timeout, or connection loss) goes to
-        sim._answered(what, ok) when `what` is given. Raises ConnectionResetError."""
+        sim.answered(what, ok) when `what` is given. Raises ConnectionResetError."""
         self._seq = seq = pdu.next_sequence(self._seq)
         self._send(pdu.HEADER.pack(16 + len(body), command_id, 0, seq) + body, what, seq)
 
@@ -295,7 +295,7 @@ class _Connection(asyncio.Protocol):
             return
         what = entry[0]
         if isinstance(what, _Outbound):
-            self.sim._answered(what, frame.status == pdu.ESME_ROK)
+            self.sim.answered(what, frame.status == pdu.ESME_ROK)
         elif what is not None and not what.done():
             what.set_result(frame)
 
@@ -312,7 +312,7 @@ class _Connection(asyncio.Protocol):
 
     def _fail(self, what: Any, exc: Exception) -> None:
         if isinstance(what, _Outbound):
-            self.sim._answered(what, False)
+            self.sim.answered(what, False)
         elif what is not None and not what.done():
             what.set_exception(exc)
 
@@ -358,7 +358,7 @@ class _Connection(asyncio.Protocol):
             return
         self._flush()
         self.closed = True
-        self.sim._conns.discard(self)
+        self.sim.detach(self)
         pending, self._pending = self._pending, {}
         for what, _deadline in pending.values():
             self._fail(what, ConnectionResetError("connection closed"))
@@ -631,7 +631,15 @@ class SmscSimulator:
         else:
             self.stats.mo_sent += 1
 
-    def _answered(self, out: _Outbound, ok: bool) -> None:
+    def attach(self, conn: _Connection) -> None:
+        """A connection opened (closed: detach): it is counted, bound or not."""
+        self._conns.add(conn)
+
+    def detach(self, conn: _Connection) -> None:
+        self._conns.discard(conn)
+
+    def answered(self, out: _Outbound, ok: bool) -> None:
+        """The ESME's answer to a receipt or MO (ok False: refused or not answered in time)."""
         if ok:
             self._outbound_done(out, True)
         elif out.receipt and not self.cfg.resend_receipts:
