@@ -319,6 +319,11 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         out.append(row(f"  {name}: CPU per message, whole system", round(median([1000 * o.system_cpu / n for o in runs]), 3),
                        "ms/msg", f"median; median run: {mid.use.cpu_per(n)} (simulator is not the system)",
                        mid.use.load()))
+    k_rate, h_rate = (median([o.rate for o in results[s]]) for s in ("Kannel", "Herald"))
+    k_cpu, h_cpu = (median([o.system_cpu for o in results[s]]) for s in ("Kannel", "Herald"))
+    out.append(row("Herald / Kannel", round(h_rate / k_rate, 2), "x msg/s",
+                   f"CPU per message Herald / Kannel {h_cpu / max(k_cpu, 1e-9):.2f} x (medians; Kannel's store "
+                   f"{args.kannel_store})"))
     return out
 
 
