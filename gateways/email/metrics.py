@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
+from gateways.core.metrics import ChannelMetrics
+
 SENDS = Counter(
     "herald_email_sends_total",
     "Email jobs handled, by result: submitted, failed, deferred, duplicate (already sent), "
@@ -43,3 +45,7 @@ CLAIMS_TAKEN_OVER = Counter(
     "Send claims ('held' markers) of stopped workers taken over by a redelivery: those "
     "messages had not been written to the relay and are sent cleanly.",
 )
+# What the channel runtime counts for email, under the names dashboards, alerts and the
+# runbook use.
+RUNTIME = ChannelMetrics(jobs=SENDS, abandoned=ABANDONED, taken_over=CLAIMS_TAKEN_OVER,
+                         latency=SEND_LATENCY)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from herald.v1 import common_pb2 as c
 from herald.v1 import events_pb2 as e
 
+from gateways.core import outcome as core
 from gateways.email.smtp_pool import SmtpConfigError, SmtpConnectionError, SmtpReplyError
 
 K = e  # top-level enum constants: e.MessageEventKind.X costs ~3 µs per lookup
@@ -18,18 +19,18 @@ _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
 
 
 @dataclass(frozen=True)
-class Outcome:
-    kind: int  # MessageEventKind: SUBMITTED, FAILED or DEFERRED
-    code: str = ""         # SMTP reply code ("" for connection errors)
-    description: str = ""  # enhanced status code + text
-    category: int = F.FAILURE_CATEGORY_UNSPECIFIED
-    provider_id: str = ""  # our Message-ID once the relay accepted it
-    route: str = ""  # the relay (host:port) that answered or was tried; "" = never reached
+class Outcome(core.Outcome):
+    """The runtime's outcome, with the SMTP enhanced status code it carries."""
 
     @property
     def enhanced(self) -> str:
-        m = _ENHANCED.match(self.description)
-        return ".".join(m.groups()) if m else ""
+        return enhanced(self.description)
+
+
+def enhanced(description: str) -> str:
+    """The enhanced status code (RFC 3463) a reply text starts with, or ""."""
+    m = _ENHANCED.match(description)
+    return ".".join(m.groups()) if m else ""
 
 
 def submitted(message_id_header: str, reply: str = "", route: str = "") -> Outcome:
@@ -87,17 +88,17 @@ def from_exception(exc: BaseException) -> Outcome:
     return Outcome(K.MESSAGE_EVENT_KIND_DEFERRED, "", f"internal error: {type(exc).__name__}: {exc}"[:500])
 
 
-def exhausted(last: Outcome, attempts: int) -> Outcome:
+def exhausted(last: core.Outcome, attempts: int) -> Outcome:
     """A deferral after the last allowed attempt becomes the final failure."""
     cat = F.FAILURE_CATEGORY_UNKNOWN
-    if last.enhanced.startswith("4.7.") or last.code in {"421", "450"}:
+    if enhanced(last.description).startswith("4.7.") or last.code in {"421", "450"}:
         cat = F.FAILURE_CATEGORY_THROTTLED
     return Outcome(K.MESSAGE_EVENT_KIND_FAILED, last.code,
                    f"{last.description[:450]} (gave up after {attempts} attempts)", cat,
                    route=last.route)
 
 
-ABANDONED = "ABANDONED"
+ABANDONED = core.ABANDONED
 # reason label -> why this job's send is unknowable (bounded: the metric's label values)
 ABANDON_REASONS = {
     "worker_stopped": "a worker wrote the message to the relay and stopped before recording "
@@ -107,9 +108,7 @@ ABANDON_REASONS = {
 }
 
 
-def abandoned(reason: str) -> Outcome:
+def abandoned(reason: str) -> core.Outcome:
     """FAILED: the relay may have accepted the message, and it is not sent again (a second
     copy is worse than none; an operator retry, a new attempt, sends it deliberately)."""
-    return failed(f"{ABANDONED}: the relay may have accepted it; not resent to avoid a "
-                  f"duplicate ({ABANDON_REASONS[reason]}; retry the message to send it again)",
-                  F.FAILURE_CATEGORY_UNKNOWN, ABANDONED)
+    return core.abandoned(ABANDON_REASONS[reason], "relay")

@@ -1,0 +1,102 @@
+"""The interface a channel implements, and a job in the runtime's hands.
+
+In the spirit of listmonk's Messenger: a channel has a name, prepares a job (CPU only: an
+unsendable job gets its final outcome right away), sends a batch of prepared jobs, asking
+the write gate right before each job's bytes go out, and reports each job's outcome when it
+has it; it may run inbound listeners (receipts, replies, bounces) the runtime starts and
+stops. Everything else (pulling, claims, recording, events, acks, drain) is the runtime's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from herald.v1 import events_pb2 as e
+
+from gateways.core.gate import WriteGate
+from gateways.core.markers import Ticket
+from gateways.core.metrics import ChannelMetrics
+from gateways.core.outcome import Outcome
+
+if TYPE_CHECKING:
+    from nats.aio.msg import Msg
+
+    from shared import jsfast
+
+
+@dataclass(slots=True)
+class Job:
+    """One delivery of a job, from fetch to ack."""
+
+    msg: Msg | jsfast.JsMsg
+    job: e.MessageJob
+    delivery: int
+    outcome: Outcome | None = None
+    result: str = ""  # metrics label when it differs from the outcome
+    replay_of: datetime | None = None  # re-publish a recorded outcome, marker untouched
+    retry: float | None = None  # nak delay (deferral, busy, handed back unwritten)
+    prepared: Any = None  # what the channel's prepare() made of it
+    ticket: Ticket | None = None  # set while this process holds the job's claim
+    events: list[tuple[str, bytes, str]] = field(default_factory=list)  # subject, data, msg id
+    reported: bool = False  # its outcome is being recorded already (streamed)
+
+
+class Report(Protocol):
+    """How a channel tells the runtime about a job it was given in send()."""
+
+    def outcome(self, job: Job, outcome: Outcome) -> None:
+        """The carrier's answer (or a temporary failure: a DEFERRED outcome)."""
+
+    def accepted(self, job: Job, outcome: Outcome) -> None:
+        """The carrier took the job: its outcome rides the write gate's next Redis call, so a
+        crash right after leaves no "written" marker without an outcome (best effort; the
+        outcome reported afterwards is recorded anyway)."""
+
+    def unwritten(self, job: Job) -> None:
+        """Nothing of the job was written (the gate refused, not bound, throttled): it is
+        handed back and sent cleanly on its next delivery."""
+
+
+class Listener(Protocol):
+    """An inbound server of a channel (receipts, replies, bounces, tracking)."""
+
+    async def start(self) -> Any: ...
+
+    async def stop(self) -> None: ...
+
+
+class Channel(Protocol):
+    name: str  # "email": log lines, marker keys
+    channel: int  # common.Channel of its outcome events
+    carrier: str  # who may hold an ABANDONED job: "relay", "SMSC"
+    metrics: ChannelMetrics
+    # True: each reported outcome is recorded at once (group-committed with whatever else
+    # arrived meanwhile: windowed protocols); False: the batch's outcomes together once
+    # send() returns (one Redis call and one publish per batch).
+    streams_outcomes: bool
+
+    def batch_limit(self) -> int | None:
+        """At most this many jobs per fetch (e.g. under a rate limit), None = the config's."""
+
+    def ref(self, job: e.MessageJob) -> str | None:
+        """JSON stored with the job's first claim for inbound listeners (None: nothing)."""
+
+    def prepare(self, job: e.MessageJob) -> Any:
+        """The job ready to send, or an Outcome if it can never be sent (CPU only)."""
+
+    async def send(self, jobs: list[Job], gate: WriteGate, report: Report) -> None:
+        """Send prepared jobs; every job ends reported (outcome or unwritten) or, if send
+        raises or returns without a word about it, is handed back as never written."""
+
+    def exhausted(self, last: Outcome, deliveries: int) -> Outcome:
+        """The final failure of a job still deferred after its last allowed delivery."""
+
+    def abandon_meaning(self, reason: str) -> str:
+        """Why a job's send is unknowable, per reason (worker_stopped, redis_lost,
+        corrupt_marker), in the channel's words."""
+
+    def listeners(self) -> Sequence[Listener]:
+        """Inbound servers the runtime starts before pulling and stops after the drain."""

@@ -1,0 +1,99 @@
+"""Group commit of held -> written, right before a job's bytes go to the carrier."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from gateways.core.markers import SUBMITTED, SendMarkers, Ticket, marker_json
+from gateways.core.outcome import Outcome, as_marker
+
+log = logging.getLogger("herald.gateway.gate")
+
+
+class WriteGate:
+    """Group commit of held -> written: every carrier connection asks right before it writes
+    the bytes that let the carrier accept a job (the end of a mail's DATA, a socket write of
+    submit_sm PDUs), and the requests that arrive together go to Redis in one call.
+    `commit(item)` returns None when the job may be written, else why not (the marker was
+    taken over or lost, or Redis failed).
+
+    The carrier's acceptance of a job (a relay's 250) is recorded through the same calls
+    (`accepted`): with pipelining it arrives just before the next job's commit, so the
+    outcome is in Redis within one round trip of the answer, at no extra call in steady
+    state. A gateway killed mid-batch then leaves "written" without an outcome (ABANDONED on
+    redelivery) only for jobs whose answer had not arrived, instead of for every job of the
+    batch."""
+
+    def __init__(self, markers: SendMarkers) -> None:
+        self.markers = markers
+        self._pending: list[tuple[Ticket, asyncio.Future[str | None]]] = []
+        self._accepted: list[tuple[str, str]] = []
+        self._task: asyncio.Task[None] | None = None
+        self.calls = 0  # Redis round trips (tests, bench)
+
+    async def commit(self, item: Any) -> str | None:
+        """One job about to be written (anything with a `ticket`, e.g. a QueuedMail)."""
+        ticket: Ticket | None = item.ticket
+        if ticket is None:  # not a claimed job (tests, tools): nothing to record
+            return None
+        fut: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._pending.append((ticket, fut))
+        self._schedule()
+        return await fut
+
+    async def commit_many(self, tickets: Sequence[Ticket | None]) -> list[str | None]:
+        """The jobs of one write (e.g. several PDUs in one socket write), answered together."""
+        loop = asyncio.get_running_loop()
+        futs: list[asyncio.Future[str | None] | None] = []
+        for ticket in tickets:
+            if ticket is None:
+                futs.append(None)
+                continue
+            fut: asyncio.Future[str | None] = loop.create_future()
+            self._pending.append((ticket, fut))
+            futs.append(fut)
+        self._schedule()
+        return [None if f is None else await f for f in futs]
+
+    def accepted(self, ticket: Ticket | None, outcome: Outcome) -> None:
+        """The carrier took the job: record its outcome marker with the next flush (best
+        effort; the recorder's own record of the outcome follows and repeats it)."""
+        if ticket is None:
+            return
+        self._accepted.append((ticket.key, marker_json(SUBMITTED, time.time(), as_marker(outcome))))
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self._task is None:  # runs on the next loop pass: it collects this pass's requests
+            self._task = asyncio.ensure_future(self._flush())
+
+    async def _flush(self) -> None:
+        batch: list[tuple[Ticket, asyncio.Future[str | None]]] = []
+        try:
+            while self._pending or self._accepted:
+                batch, self._pending = self._pending, []
+                accepted, self._accepted = self._accepted, []
+                self.calls += 1
+                try:
+                    done = await self.markers.mark_written([t for t, _ in batch], accepted)
+                    answers: list[str | None] = [
+                        None if ok else "send claim lost: another delivery took it over or "
+                        "Redis lost it" for ok in done]
+                except Exception as exc:  # Redis down: nothing may be written
+                    reason = f"{type(exc).__name__}: {exc}"
+                    log.warning("send markers not moved to written", extra={
+                        "reason": reason, "jobs": len(batch), "accepted": len(accepted)})
+                    answers = [f"send marker not recorded: {reason}"] * len(batch)
+                for (_, fut), answer in zip(batch, answers, strict=True):
+                    if not fut.done():
+                        fut.set_result(answer)
+        finally:
+            self._task = None
+            for _, fut in batch + self._pending:  # cancelled mid-flush: nobody may write
+                if not fut.done():
+                    fut.set_result("send marker not recorded: gateway stopping")
+            self._pending = []

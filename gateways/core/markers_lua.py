@@ -1,0 +1,68 @@
+"""The send markers' Redis scripts (see markers.py). Each is atomic over its keys; the claim
+also reads keys it is not given (the claimant's liveness key, shared.epoch's key): Herald's
+Redis is one instance, not a cluster."""
+
+# Per key: take it when absent, deferred, or held by a claimant that is gone. Returns
+# {epoch or false, {taken, previous, claimant alive}...}: the epoch is read in the same
+# atomic step, so a data set lost between two epoch refreshes is seen with the markers.
+CLAIM_MANY = """
+local now = tonumber(ARGV[3])
+local lease = tonumber(ARGV[4])
+local out = {redis.call('GET', ARGV[5])}
+local n = #KEYS / 2
+for i = 1, n do
+  local k = KEYS[2 * i - 1]
+  local v = redis.call('GET', k)
+  local take = true
+  local alive = 0
+  if v then
+    local ok, st = pcall(cjson.decode, v)
+    if ok and type(st) == 'table' then
+      local s = st['s']
+      local o = st['o']
+      if type(o) == 'string' and redis.call('EXISTS', ARGV[6] .. o) == 1 then alive = 1 end
+      if s == 'held' then
+        take = alive == 0 or (now - (tonumber(st['t']) or 0)) >= lease
+      elseif s ~= 'deferred' then
+        take = false
+      end
+    else
+      take = false
+    end
+  end
+  if take then
+    redis.call('SET', k, ARGV[1], 'EX', ARGV[2])
+    if ARGV[6 + i] ~= '' then redis.call('SET', KEYS[2 * i], ARGV[6 + i], 'EX', ARGV[2]) end
+    if v then out[i + 1] = {1, v} else out[i + 1] = {1} end
+  else
+    out[i + 1] = {0, v, alive}
+  end
+end
+return out
+"""
+# Relay acceptances recorded (SET, the first ARGV[2] keys), then held -> written for the rest,
+# only where the marker is still exactly this claim's "held" value: one call per gate flush.
+GATE_MANY = """
+local n = tonumber(ARGV[2])
+for i = 1, n do redis.call('SET', KEYS[i], ARGV[i + 2], 'EX', ARGV[1]) end
+local out = {}
+for i = n + 1, #KEYS do
+  local at = n + 2 + 2 * (i - n) - 1
+  if redis.call('GET', KEYS[i]) == ARGV[at] then
+    redis.call('SET', KEYS[i], ARGV[at + 1], 'EX', ARGV[1])
+    out[i - n] = 1
+  else
+    out[i - n] = 0
+  end
+end
+return out
+"""
+# Outcomes (SET) and released claims (DEL where still this claim's "held" value) together.
+RECORD_MANY = """
+local n = tonumber(ARGV[2])
+for i = 1, n do redis.call('SET', KEYS[i], ARGV[i + 2], 'EX', ARGV[1]) end
+for i = n + 1, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[i + 2] then redis.call('DEL', KEYS[i]) end
+end
+return #KEYS
+"""

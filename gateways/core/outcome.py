@@ -1,0 +1,57 @@
+"""What an attempt to send a job means for the message, in every channel's terms."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from herald.v1 import common_pb2 as c
+from herald.v1 import events_pb2 as e
+
+K = e  # top-level enum constants: e.MessageEventKind.X costs ~3 µs per lookup
+F = c.FailureCategory
+
+ABANDONED = "ABANDONED"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: int  # MessageEventKind: SUBMITTED, FAILED or DEFERRED
+    code: str = ""         # the carrier's reply code ("" for connection errors)
+    description: str = ""  # its text
+    category: int = F.FAILURE_CATEGORY_UNSPECIFIED
+    provider_id: str = ""  # the carrier's (or our) id of the message once accepted
+    route: str = ""  # the carrier connection that answered or was tried; "" = never reached
+
+
+def submitted(provider_id: str, reply: str = "", route: str = "", code: str = "") -> Outcome:
+    return Outcome(K.MESSAGE_EVENT_KIND_SUBMITTED, code, reply.strip()[:500],
+                   provider_id=provider_id, route=route)
+
+
+def failed(description: str, category: int, code: str = "") -> Outcome:
+    return Outcome(K.MESSAGE_EVENT_KIND_FAILED, code, description[:500], category)
+
+
+def deferred(description: str, code: str = "", route: str = "") -> Outcome:
+    return Outcome(K.MESSAGE_EVENT_KIND_DEFERRED, code, description[:500], route=route)
+
+
+def abandoned(meaning: str, carrier: str) -> Outcome:
+    """FAILED: the carrier may have accepted the message, and it is not sent again (a second
+    copy is worse than none; an operator retry, a new attempt, sends it deliberately)."""
+    return failed(f"{ABANDONED}: the {carrier} may have accepted it; not resent to avoid a "
+                  f"duplicate ({meaning}; retry the message to send it again)",
+                  F.FAILURE_CATEGORY_UNKNOWN, ABANDONED)
+
+
+def as_marker(o: Outcome) -> dict[str, object]:
+    """A final outcome as its send marker keeps it (replayed to a redelivered job)."""
+    return {"k": o.kind, "code": o.code, "d": o.description, "cat": o.category,
+            "p": o.provider_id, "r": o.route}
+
+
+def from_marker(m: dict[str, object]) -> Outcome:
+    return Outcome(int(m.get("k", K.MESSAGE_EVENT_KIND_FAILED)),  # type: ignore[call-overload]
+                   str(m.get("code", "")), str(m.get("d", "")),
+                   int(m.get("cat", 0)), str(m.get("p", "")),  # type: ignore[call-overload]
+                   str(m.get("r", "")))

@@ -1,0 +1,148 @@
+"""Group commit of outcomes: markers first (one Redis call), then the outcome events (one
+publish for the lot), then the acks/naks (one write each).
+
+Outcome on the marker first, then on the bus: if publishing fails, the redelivered job
+re-publishes the recorded outcome and never re-sends. If recording fails, the outcomes of
+jobs this process may have written stay in memory (memory.Unrecorded), so the jobs coming
+back here are settled from it instead of ABANDONED; the caller hands the jobs back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from herald.v1 import events_pb2 as e
+
+from gateways.core import markers as m
+from gateways.core.channel import Channel, Job
+from gateways.core.events import outcome_item
+from gateways.core.group import GroupCommit
+from gateways.core.memory import Unrecorded
+from gateways.core.outcome import as_marker
+from shared import bus, jsfast, states
+
+K = e  # top-level enum constants: e.MessageEventKind.X costs ~3 µs per lookup
+UNRECORDED_MAX = 100_000  # outcomes kept in memory while Redis cannot record them
+
+
+@dataclass
+class RetryPolicy:
+    max_attempts: int = 5  # deliveries of a deferred job before it fails
+    retry_base: float = 60.0  # nak delay after the first deferral; doubles per delivery
+    retry_max: float = 3600.0
+
+    def delay(self, delivery: int) -> float:
+        return float(min(self.retry_base * 2 ** (delivery - 1), self.retry_max))
+
+
+class Recorder:
+    def __init__(self, channel: Channel, markers: m.SendMarkers, publisher: jsfast.Publisher,
+                 policy: RetryPolicy, durable: str, log: logging.Logger) -> None:
+        self.channel = channel
+        self.markers = markers
+        self.publisher = publisher
+        self.policy = policy
+        self.durable = durable
+        self.log = log
+        self.unrecorded = Unrecorded(UNRECORDED_MAX)
+        self._group: GroupCommit[Job] = GroupCommit(self._commit)
+
+    def commit(self, jobs: Sequence[Job]) -> asyncio.Future[None]:
+        """Record, publish and settle `jobs` (with whatever else is being committed)."""
+        return self._group.add(jobs)
+
+    def finish(self, it: Job, writes: list[tuple[str, int, str, dict[str, Any]]],
+               release: list[m.Ticket]) -> None:
+        """A job's marker write (or released claim) and its outcome event."""
+        o = it.outcome
+        if o is None:  # busy, or handed back before anything was written: nak only
+            if it.ticket is not None:
+                release.append(it.ticket)
+            return
+        job = it.job
+        channel = self.channel.channel
+        if o.kind == K.MESSAGE_EVENT_KIND_DEFERRED:
+            if it.delivery < self.policy.max_attempts:
+                writes.append((job.message_id, job.attempt, m.DEFERRED,
+                               {"code": o.code, "d": o.description}))
+                msg_id = f"{job.message_id}:deferred:{job.attempt}:{it.delivery}"
+                it.events.append(outcome_item(channel, job, o, msg_id))
+                it.retry = self.policy.delay(it.delivery)
+                it.result = "deferred"
+                return
+            it.outcome = o = self.channel.exhausted(o, it.delivery)
+        state = m.SUBMITTED if o.kind == K.MESSAGE_EVENT_KIND_SUBMITTED else m.FAILED
+        if it.replay_of is None:
+            writes.append((job.message_id, job.attempt, state, as_marker(o)))
+        it.result = it.result or state
+        msg_id = f"{job.message_id}:{states.kind_name(o.kind)}:{job.attempt}"
+        it.events.append(outcome_item(channel, job, o, msg_id, it.replay_of))
+
+    async def _commit(self, items: list[Job]) -> None:
+        writes: list[tuple[str, int, str, dict[str, Any]]] = []
+        release: list[m.Ticket] = []
+        for it in items:
+            self.finish(it, writes, release)
+        try:
+            await self.markers.set_many(writes, release)
+        except Exception:
+            # Jobs may be out with "written" markers: keep their outcomes, so the jobs
+            # coming back to this process are settled from memory instead of ABANDONED.
+            for it in items:
+                if it.outcome is not None and it.replay_of is None and it.ticket is not None:
+                    self.unrecorded.put((it.job.message_id, it.job.attempt), it.outcome)
+            raise
+        await self._publish_and_settle(items)
+
+    async def _publish_and_settle(self, items: list[Job]) -> None:
+        # One write and one future for the batch's events (shared.jsfast.Publisher: each
+        # event still carries Nats-Msg-Id and is acknowledged by the stream). Measured,
+        # 5,120 events in batches of 128 on this machine: 32-40 us of client CPU per event
+        # with a future per publish (AckedPublisher), 18-23 us per batch-publish.
+        batch = [ev for it in items for ev in it.events]
+        if batch:
+            try:
+                await self.publisher.publish_many(batch)
+            except Exception as exc:  # PublishError, TimeoutError, connection trouble
+                self.log.warning("outcomes not published, redelivering the batch", extra={
+                    "reason": f"{type(exc).__name__}: {exc}", "jobs": len(items)})
+                # the redelivered jobs re-publish their recorded outcomes (same ids)
+                await settle([it.msg for it in items], 1.0)
+                bus.BUS_MESSAGES.labels(self.durable, "nak").inc(len(items))
+                return
+            bus.BUS_PUBLISHED.labels("events").inc(len(batch))
+        acks: list[Any] = []
+        naks: dict[float, list[Any]] = {}
+        results: dict[str, int] = {}
+        for it in items:
+            if it.result:
+                results[it.result] = results.get(it.result, 0) + 1
+            if it.retry is not None:
+                naks.setdefault(it.retry, []).append(it.msg)
+            else:
+                acks.append(it.msg)
+        jobs = self.channel.metrics.jobs
+        for result, n in results.items():  # one labels() lookup per result and batch
+            jobs.labels(result).inc(n)
+        await settle(acks, None)
+        bus.BUS_MESSAGES.labels(self.durable, "ack").inc(len(acks))
+        for delay, group in naks.items():
+            await settle(group, delay)
+            bus.BUS_MESSAGES.labels(self.durable, "nak").inc(len(group))
+
+
+async def settle(msgs: list[Any], nak_delay: float | None) -> None:
+    """Ack (nak_delay None) or nak many jobs: jsfast messages in one write."""
+    lean = [x for x in msgs if isinstance(x, jsfast.JsMsg)]
+    if lean:
+        if nak_delay is None:
+            await jsfast.settle_many(lean)
+        else:
+            await jsfast.settle_many(lean, jsfast.nak_payload(nak_delay))
+    for x in msgs:
+        if not isinstance(x, jsfast.JsMsg):
+            await (x.ack() if nak_delay is None else x.nak(delay=nak_delay))

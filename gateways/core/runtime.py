@@ -1,0 +1,363 @@
+"""The channel runtime: jobs pulled in batches, claimed, prepared and sent by the channel,
+their outcomes recorded, published and acked.
+
+Per fetched batch: one Redis round trip claims every job's send marker ("held": nobody
+else sends it, the carrier has nothing yet), the channel prepares (CPU only) and sends the
+batch, each job's marker moves to "written" right before its bytes go out (gate.WriteGate:
+one Redis call for the jobs the connections are about to finish together), the outcomes
+are group-committed (recorder.Recorder: one Redis call, one publish, one ack write). A few
+batches are in flight at once so the connections never wait for the bus. Ack only after the
+outcome is on the bus.
+
+A redelivered job finds its marker (judge.py): an outcome is re-published instead of sending
+again; a "held" claim of a stopped process is taken over and the job sent cleanly; only a
+"written" marker without outcome (or a job Redis may have forgotten, see shared.epoch) is
+ABANDONED: the carrier may have the message, and a second copy is worse than none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from herald.v1 import common_pb2 as c
+from herald.v1 import events_pb2 as e
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig
+
+from gateways.core import judge
+from gateways.core import markers as m
+from gateways.core.channel import Channel, Job
+from gateways.core.gate import WriteGate
+from gateways.core.memory import HandedBack
+from gateways.core.outcome import Outcome, abandoned
+from gateways.core.outcome import failed as failed_outcome
+from gateways.core.ratelog import RateLimitedLog
+from gateways.core.recorder import Recorder, RetryPolicy
+from gateways.core.reporter import Reporter
+from shared import bus, epoch, jsfast
+from shared.consumer import NAK, Consumer, Durable, Verdict
+from shared.timeutil import from_ts
+
+PUBLISH_TIMEOUT = 10.0
+TICK = 1.0  # seconds between liveness beats and epoch reads
+UNWRITTEN_MAX = 100_000  # jobs handed back unwritten that this process remembers
+F = c.FailureCategory
+
+
+@dataclass
+class RuntimeConfig:
+    durable: str  # the durable pull consumer every replica shares
+    subject: str  # its filter subject (the channel's jobs)
+    stream: str = bus.JOBS_STREAM
+    lease: float = 150.0  # a claim or "written" marker younger than this may belong to a live process
+    batch: int = 128
+    batches_in_flight: int = 3  # the in-flight cap: this many fetched batches at once
+    consumer: str = "jsfast"  # shared.consumer; or "nats": nats-py's pull_subscribe/fetch
+    ack_wait: float = 30.0  # of the durable consumer, when this process creates it
+    max_ack_pending: int = 10000
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+def published_at(msg: Msg | jsfast.JsMsg) -> float:
+    """When the stream stored the job (Unix time), from its delivery metadata."""
+    meta = msg.metadata
+    ns = getattr(meta, "timestamp_ns", None)
+    if ns is not None:
+        return ns / 1e9
+    return float(meta.timestamp.timestamp())  # type: ignore[union-attr]
+
+
+class Runtime:
+    def __init__(self, js: JetStreamContext, markers: m.SendMarkers, channel: Channel,
+                 cfg: RuntimeConfig) -> None:
+        self.js = js
+        self.markers = markers
+        self.channel = channel
+        self.cfg = cfg
+        name = channel.name
+        self.log = logging.getLogger(f"herald.{name}.worker")
+        self.publisher = jsfast.Publisher(js._nc, PUBLISH_TIMEOUT)  # the context's connection
+        self.gate = WriteGate(markers)
+        self.recorder = Recorder(channel, markers, self.publisher, cfg.policy, cfg.durable,
+                                 self.log)
+        self.handed_back = HandedBack(UNWRITTEN_MAX)
+        # When Redis's current data set began (shared.epoch): read at start, every TICK, and
+        # with every claim; None until the first read.
+        self.epoch_began: float | None = None
+        self.abandon_log = RateLimitedLog(self.log, f"{name} jobs abandoned")
+        self.takeover_log = RateLimitedLog(self.log, f"stale {name} send claims taken over")
+        self.trouble_log = RateLimitedLog(self.log, f"{name} gateway housekeeping failed")
+
+    def batch_size(self) -> int:
+        limit = self.channel.batch_limit()
+        return max(min(self.cfg.batch, limit) if limit else self.cfg.batch, 1)
+
+    # --- housekeeping: liveness and the Redis epoch ------------------------------------
+    async def tick(self) -> None:
+        """Beat this process's liveness key (its claims stay its own) and read the epoch."""
+        await self.markers.heartbeat()
+        self._see_epoch(await epoch.current(self.markers.redis))
+
+    def _see_epoch(self, began: float) -> None:
+        if self.epoch_began is not None and began != self.epoch_began:
+            self.log.warning("redis data set changed: send markers were lost", extra={
+                "reason": "shared.epoch key missing or replaced (Redis restarted without its "
+                          "append-only file, or was flushed)",
+                "epoch_was": self.epoch_began, "epoch_now": began})
+        self.epoch_began = began
+
+    def _flush_logs(self) -> None:
+        self.abandon_log.flush()
+        self.takeover_log.flush()
+        self.trouble_log.flush()
+
+    async def _housekeeping(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), TICK)
+            if stop.is_set():
+                break
+            try:
+                await self.tick()
+            except Exception as exc:  # Redis away: claims wait, the next tick retries
+                self.trouble_log.note(f"{type(exc).__name__}: {exc}")
+            self._flush_logs()
+
+    async def _first_tick(self, stop: asyncio.Event) -> bool:
+        """No job is claimed before the epoch is known."""
+        while not stop.is_set():
+            try:
+                await self.tick()
+                return True
+            except Exception as exc:
+                self.trouble_log.note(f"{type(exc).__name__}: {exc}")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), TICK)
+        return False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Pull and send until `stop`, then drain: the batches in hand finish and are
+        recorded, the liveness key is retired (claims left behind may be taken at once)."""
+        bus.watch_lag(self.js, self.cfg.stream, self.cfg.durable)  # backlog visible while Redis is down
+        listeners = list(self.channel.listeners())
+        for listener in listeners:
+            await listener.start()
+        try:
+            if not await self._first_tick(stop):
+                return
+            keeper = asyncio.create_task(self._housekeeping(stop))
+            try:
+                await self._consume(stop)
+            finally:
+                keeper.cancel()
+                with contextlib.suppress(BaseException):
+                    await keeper
+                self.abandon_log.flush()
+                with contextlib.suppress(Exception):
+                    await self.markers.retire()
+        finally:
+            for listener in listeners:
+                with contextlib.suppress(Exception):
+                    await listener.stop()
+
+    async def _consume(self, stop: asyncio.Event) -> None:
+        if self.cfg.consumer == "nats":
+            await self._consume_nats(stop)
+            return
+        d = self.cfg
+        # One batch prefetched beyond the ones in flight; the handler settles every job
+        # itself, so the consumer's verdict only reaches a job left unsettled by a bug. No
+        # in-progress acks: a job stuck with a carrier that does not answer is redelivered
+        # after ack_wait and finds its marker (busy, then its outcome or ABANDONED).
+        consumer = Consumer(self.js, Durable(d.stream, d.durable, d.subject, d.ack_wait,
+                                             d.max_ack_pending, self.batch_size()),
+                            self._handle_for_consumer,
+                            concurrency=max(d.batches_in_flight, 1), prefetch=1,
+                            progress_every=0)
+        await consumer.run(stop)
+
+    async def _handle_for_consumer(self, msgs: list[jsfast.JsMsg]) -> Verdict:
+        await self.handle_batch(msgs)
+        return NAK(1.0)
+
+    async def _consume_nats(self, stop: asyncio.Event) -> None:
+        """nats-py's pull_subscribe/fetch (HERALD_EMAIL_CONSUMER=nats, for comparison)."""
+        d = self.cfg
+        cfg = ConsumerConfig(durable_name=d.durable, filter_subject=d.subject,
+                             ack_wait=d.ack_wait, max_ack_pending=d.max_ack_pending)
+        sub = await self.js.pull_subscribe(d.subject, durable=d.durable, stream=d.stream,
+                                           config=cfg)
+        slots = asyncio.Semaphore(max(d.batches_in_flight, 1))
+        tasks: set[asyncio.Task[None]] = set()
+        size = self.batch_size()
+
+        def done(t: asyncio.Task[None]) -> None:
+            tasks.discard(t)
+            slots.release()
+
+        while not stop.is_set():
+            await slots.acquire()
+            try:
+                msgs = await sub.fetch(size, timeout=0.5)
+            except (NatsTimeout, TimeoutError):
+                slots.release()
+                continue
+            except asyncio.CancelledError:
+                slots.release()
+                raise
+            except Exception as exc:  # connection trouble: the client reconnects by itself
+                slots.release()
+                self.log.warning(f"{self.channel.name} job fetch failed", extra={
+                    "reason": f"{type(exc).__name__}: {exc}", "consumer": d.durable})
+                await asyncio.sleep(0.5)
+                continue
+            task = asyncio.create_task(self.handle_batch(msgs))
+            tasks.add(task)
+            task.add_done_callback(done)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+
+    # --- one batch --------------------------------------------------------------------
+    async def handle(self, msg: Msg) -> None:
+        """One job (tests, bus.pull_loop compatibility): acks/naks it itself."""
+        await self.handle_batch([msg])
+
+    async def handle_batch(self, msgs: Sequence[Msg | jsfast.JsMsg]) -> None:
+        items: list[Job] = []
+        durable = self.cfg.durable
+        for msg in msgs:
+            try:
+                job: e.MessageJob = bus.parse(msg, e.MessageJob)
+                if not job.message_id:
+                    raise bus.PermanentError("job without message_id")
+            except Exception as exc:
+                self.log.error(f"dropping unprocessable {self.channel.name} job",
+                               extra={"reason": f"{type(exc).__name__}: {exc}"})
+                bus.BUS_MESSAGES.labels(durable, "term").inc()
+                with contextlib.suppress(Exception):
+                    await msg.term()
+                continue
+            items.append(Job(msg, job, max(int(msg.metadata.num_delivered or 1), 1)))
+        for group in rounds(items):
+            try:
+                await self._process(group)
+            except Exception as exc:
+                self.log.exception(f"{self.channel.name} batch failed, redelivering", extra={
+                    "reason": f"{type(exc).__name__}: {exc}", "jobs": len(group)})
+                # Claims not written are let go (a no-op where Redis is the trouble: they
+                # are then taken over once this process's lease runs out).
+                with contextlib.suppress(Exception):
+                    await self.markers.set_many([], release=[
+                        it.ticket for it in group if it.ticket is not None])
+                for it in group:
+                    with contextlib.suppress(Exception):
+                        await it.msg.nak(delay=1.0)
+                bus.BUS_MESSAGES.labels(durable, "nak").inc(len(group))
+
+    async def _process(self, items: list[Job]) -> None:
+        holder = self.markers.holder()
+        ref = self.channel.ref
+        try:
+            claims = await self.markers.claim_many([
+                (it.job.message_id, it.job.attempt, ref(it.job)) for it in items], holder)
+        except Exception:  # nothing was written: their next delivery is known unsent
+            for it in items:
+                self.handed_back.put((it.job.message_id, it.job.attempt), it.delivery)
+            raise
+        began = claims.epoch
+        if began is None:  # the data set is gone since our last look: start the next epoch
+            began = await epoch.current(self.markers.redis)
+        if began != self.epoch_began:
+            self._see_epoch(began)
+        sending: list[Job] = []
+        now = datetime.now(UTC)
+        prepare = self.channel.prepare
+        send_prefix = self.markers.keys.send
+        for it, claim in zip(items, claims, strict=True):
+            if not claim.claimed:
+                self._already_handled(it, claim)
+                continue
+            job = it.job
+            it.ticket = m.Ticket(f"{send_prefix}{job.message_id}:{job.attempt}", holder)
+            prev = claim.previous
+            if prev is None and it.delivery > 1 and epoch.maybe_sent_before_loss(
+                    published_at(it.msg), it.delivery, False, began) and \
+                    not self.handed_back.known_unwritten((job.message_id, job.attempt),
+                                                         it.delivery):
+                # Delivered before, and its marker may have been lost with Redis's data.
+                self._abandon(it, "redis_lost")
+                continue
+            if prev is not None and prev.get("s") == m.HELD:
+                self.channel.metrics.taken_over.inc()
+                self.takeover_log.note("held by a stopped worker", message_id=job.message_id)
+            if job.HasField("expires_at") and now > from_ts(job.expires_at):
+                it.outcome = failed_outcome("job expired before it could be sent",
+                                            F.FAILURE_CATEGORY_EXPIRED)
+                it.result = "expired"
+                continue
+            prepared = prepare(job)
+            if isinstance(prepared, Outcome):
+                it.outcome = prepared
+            else:
+                it.prepared = prepared
+                sending.append(it)
+        report = Reporter(self)
+        if sending:
+            try:
+                await self.channel.send(sending, self.gate, report)
+            finally:
+                report.unreported(sending)
+        streamed = report.streamed
+        await self.recorder.commit([it for it in items if not it.reported])
+        if streamed:
+            for res in await asyncio.gather(*streamed, return_exceptions=True):
+                if isinstance(res, Exception):
+                    raise res
+
+    def _already_handled(self, it: Job, claim: m.Claim) -> None:
+        v = judge.judge(claim.previous, claim.alive, self.markers.owner, self.cfg.lease,
+                        self.recorder.unrecorded, (it.job.message_id, it.job.attempt))
+        if v.action == judge.REPLAY:
+            it.outcome, it.result, it.replay_of = v.outcome, "duplicate", v.at
+        elif v.action == judge.KNOWN:  # decided by this process, recording failed: record it now
+            it.outcome = v.outcome
+        elif v.action == judge.BUSY:
+            self.channel.metrics.jobs.labels("busy").inc()
+            it.retry = v.retry
+        else:
+            self._abandon(it, v.reason)
+
+    def _abandon(self, it: Job, reason: str) -> None:
+        meaning = self.channel.abandon_meaning(reason)
+        it.outcome = abandoned(meaning, self.channel.carrier)
+        it.result = "abandoned"
+        self.channel.metrics.abandoned.labels(reason).inc()
+        self.abandon_log.note(reason, message_id=it.job.message_id,
+                              campaign_id=it.job.campaign_id, meaning=meaning)
+
+
+def rounds(items: list[Job]) -> list[list[Job]]:
+    """The same job twice in one batch (a redelivery next to the original) goes in a later
+    round, so it finds the first copy's recorded outcome, not a busy marker."""
+    out: list[list[Job]] = []
+    seen: list[set[tuple[str, int]]] = []
+    for it in items:
+        key = (it.job.message_id, it.job.attempt)
+        for group, keys in zip(out, seen, strict=True):
+            if key not in keys:
+                group.append(it)
+                keys.add(key)
+                break
+        else:
+            out.append([it])
+            seen.append({key})
+    return out
