@@ -18,6 +18,9 @@ BUILD_INFO = Gauge(
 PROCESS_NAMES = {
     "gateways.smpp": "smpp-gateway",
     "gateways.email": "email-gateway",
+    "gateways.email.sender": "email-sender",
+    "gateways.email.tracking_server": "email-tracking",
+    "gateways.email.bounce_server": "email-bounces",
     "gateways.smpp.simulator": "smsc-simulator",
     "gateways.email.sink": "smtp-sink",
 }
