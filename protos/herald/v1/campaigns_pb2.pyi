@@ -341,7 +341,7 @@ class ListCampaignsResponse(_message.Message):
     def __init__(self, campaigns: _Optional[_Iterable[_Union[Campaign, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
 
 class Message(_message.Message):
-    __slots__ = ("id", "campaign_id", "contact_id", "contact_name", "phone", "email", "channel", "status", "carrier_result", "error_code", "error_description", "failure_category", "created_at", "sent_at", "delivered_at", "views", "clicks", "replies", "variant", "content_preview", "provider_message_id", "attempt", "fields", "route", "held", "stage", "result")
+    __slots__ = ("id", "campaign_id", "contact_id", "contact_name", "phone", "email", "channel", "status", "carrier_result", "error_code", "error_description", "failure_category", "created_at", "sent_at", "delivered_at", "views", "clicks", "replies", "variant", "content_preview", "provider_message_id", "attempt", "fields", "route", "held", "stage", "result", "address")
     class FieldsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -376,6 +376,7 @@ class Message(_message.Message):
     HELD_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
     id: str
     campaign_id: str
     contact_id: str
@@ -403,7 +404,8 @@ class Message(_message.Message):
     held: bool
     stage: MessageStage
     result: DeliveryResult
-    def __init__(self, id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., contact_id: _Optional[str] = ..., contact_name: _Optional[str] = ..., phone: _Optional[str] = ..., email: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., status: _Optional[_Union[_common_pb2.MessageStatus, str]] = ..., carrier_result: _Optional[str] = ..., error_code: _Optional[str] = ..., error_description: _Optional[str] = ..., failure_category: _Optional[_Union[_common_pb2.FailureCategory, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delivered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., views: _Optional[int] = ..., clicks: _Optional[int] = ..., replies: _Optional[int] = ..., variant: _Optional[str] = ..., content_preview: _Optional[str] = ..., provider_message_id: _Optional[str] = ..., attempt: _Optional[int] = ..., fields: _Optional[_Mapping[str, str]] = ..., route: _Optional[str] = ..., held: _Optional[bool] = ..., stage: _Optional[_Union[MessageStage, str]] = ..., result: _Optional[_Union[DeliveryResult, str]] = ...) -> None: ...
+    address: str
+    def __init__(self, id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., contact_id: _Optional[str] = ..., contact_name: _Optional[str] = ..., phone: _Optional[str] = ..., email: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., status: _Optional[_Union[_common_pb2.MessageStatus, str]] = ..., carrier_result: _Optional[str] = ..., error_code: _Optional[str] = ..., error_description: _Optional[str] = ..., failure_category: _Optional[_Union[_common_pb2.FailureCategory, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delivered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., views: _Optional[int] = ..., clicks: _Optional[int] = ..., replies: _Optional[int] = ..., variant: _Optional[str] = ..., content_preview: _Optional[str] = ..., provider_message_id: _Optional[str] = ..., attempt: _Optional[int] = ..., fields: _Optional[_Mapping[str, str]] = ..., route: _Optional[str] = ..., held: _Optional[bool] = ..., stage: _Optional[_Union[MessageStage, str]] = ..., result: _Optional[_Union[DeliveryResult, str]] = ..., address: _Optional[str] = ...) -> None: ...
 
 class PreviewContentRequest(_message.Message):
     __slots__ = ("campaign_id", "variant", "content", "channel", "contact_id", "sample")
