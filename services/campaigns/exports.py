@@ -17,7 +17,8 @@ from services.campaigns.filters import message_filter
 from services.campaigns.repo import exports as exports_repo
 from services.campaigns.repo import messages as messages_repo
 from services.campaigns.store import Store
-from shared.masking import HasPii, mask_phone, mask_text
+from shared import channels
+from shared.masking import HasPii, mask_text
 from shared.templating import BUILTIN_VARIABLES, CHANNEL_VARIABLES
 from shared.timeutil import Clock, aware, to_ts
 
@@ -25,6 +26,8 @@ log = logging.getLogger("herald.campaigns.exports")
 S = c.MessageStatus
 EXPORTS = Counter("herald_campaigns_exports_total", "Exports built, by result.", ["result"])
 
+# The export's channel column ("SMS", "EMAIL") -> its registry entry (masking).
+_SPECS_BY_NAME = {c.Channel.Name(s.channel).removeprefix("CHANNEL_"): s for s in channels.specs()}
 COLUMNS = ["message_id", "recipient", "contact_name", "channel", "status", "carrier_result",
            "error_code", "error_description", "failure_category", "created_at", "sent_at",
            "delivered_at", "views", "clicks", "replies", "variant", "attempt"]
@@ -85,8 +88,9 @@ def mask_export(data: bytes, fmt: int, who: HasPii) -> bytes:
     w = csv.writer(buf, delimiter=delimiter(fmt), lineterminator="\n")
     w.writerow(header)
     for row in rows:
-        if row[channel] == "SMS":
-            row[recipient] = mask_phone(row[recipient], who)
+        spec = _SPECS_BY_NAME.get(row[channel])
+        if spec is not None:
+            row[recipient] = spec.mask(row[recipient], who.pii)
         for i in texts:
             row[i] = mask_text(row[i], who)
         w.writerow(row)

@@ -14,7 +14,7 @@ from typing import Any
 from herald.v1 import common_pb2 as c
 from prometheus_client import Counter
 
-from shared import states
+from shared import channels, states
 
 S = c.MessageStatus
 
@@ -35,12 +35,12 @@ FAILED = Counter(
     ["channel", "category"],
 )
 
-CHANNELS = (c.CHANNEL_SMS, c.CHANNEL_EMAIL)
+CHANNELS = tuple(s.channel for s in channels.specs())
 CATEGORIES = tuple(v for v in c.FailureCategory.values() if v != c.FAILURE_CATEGORY_UNSPECIFIED)
 
 
 def channel_name(channel: int) -> str:
-    return c.Channel.Name(channel).removeprefix("CHANNEL_").lower()
+    return channels.spec(channel).name if channels.known(channel) else str(channel)
 
 
 def category_name(category: int) -> str:
@@ -48,7 +48,7 @@ def category_name(category: int) -> str:
 
 
 def final_statuses(channel: int) -> list[int]:
-    return [s for s in S.values() if states.is_final(s, channel)]
+    return sorted(channels.spec(channel).final_statuses)
 
 
 # Exported at 0 from the start, so rate() and ratios have a series before the first outcome.

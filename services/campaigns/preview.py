@@ -12,7 +12,7 @@ from herald.v1 import recipients_pb2_grpc as rgrpc
 
 from services.campaigns.store import Store
 from services.campaigns.validation import TARGETS_TIMEOUT, unavailable
-from shared import auth, smstext, templating, validate
+from shared import auth, channels, smstext, templating, validate
 from shared.errors import HeraldError, invalid, not_found
 from shared.masking import mask_text
 
@@ -27,7 +27,8 @@ async def preview_content(store: Store, recipients: rgrpc.RecipientServiceStub |
     content, channel, field = await _content(store, p, request)
     variables = await _variables(recipients, p, request)
     ctx = templating.context(variables, **(
-        {"unsubscribe_url": SAMPLE_UNSUBSCRIBE_URL} if channel == c.CHANNEL_EMAIL else {}))
+        {"unsubscribe_url": SAMPLE_UNSUBSCRIBE_URL}
+        if "unsubscribe_url" in templating.CHANNEL_VARIABLES.get(channels.spec(channel).name, ()) else {}))
     out = pb.PreviewContentResponse()
     used: set[str] = set()
     bad: dict[str, str] = {}
@@ -61,8 +62,9 @@ async def _content(store: Store, p: auth.Principal, request: pb.PreviewContentRe
                    ) -> tuple[pb.Content, int, str]:
     """(content, channel, field path of the content for violations)."""
     if not request.campaign_id:
-        if request.channel not in (c.CHANNEL_SMS, c.CHANNEL_EMAIL):
-            raise invalid({"channel": "CHANNEL_SMS or CHANNEL_EMAIL (or give campaign_id)"})
+        if not channels.known(request.channel):
+            names = [c.Channel.Name(s.channel) for s in channels.specs()]
+            raise invalid({"channel": f"{', '.join(names[:-1])} or {names[-1]} (or give campaign_id)"})
         return request.content, request.channel, "content"
     if why := validate.uuid_text(request.campaign_id):
         raise invalid({"campaign_id": why})

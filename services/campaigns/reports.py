@@ -16,13 +16,15 @@ from services.campaigns.repo import exports as exports_repo
 from services.campaigns.repo import job_errors, replies_clicks
 from services.campaigns.repo import messages as messages_repo
 from services.campaigns.store import Store, decode_token, encode_token, new_id
-from shared import auth, states
+from shared import auth, channels, states
 from shared.errors import invalid, not_found, precondition
 from shared.idempotency import fingerprint
 from shared.masking import HasPii, mask_phone, mask_text
 from shared.timeutil import aware, to_ts
 
 S = c.MessageStatus
+# Message.address (any channel's address) where the contract has it; phone/email otherwise.
+HAS_ADDRESS = "address" in pb.Message.DESCRIPTOR.fields_by_name
 
 
 class ReportsMixin:
@@ -139,7 +141,7 @@ class ReportsMixin:
             total, unique, rows = await replies_clicks.clicks_page(conn, request.campaign_id, size, offset)
         resp = pb.ListClicksResponse(total_size=total, unique_contacts=unique, clicks=[pb.Click(
             message_id=r["message_id"], contact_id=r["contact_id"], contact_name=r["contact_name"],
-            address=mask_phone(r["address"], p) if r["channel"] == c.CHANNEL_SMS else r["address"],
+            address=channels.spec(r["channel"]).mask(r["address"], p.pii),
             link_index=r["link_index"], url=r["url"], at=to_ts(aware(r["at"]))) for r in rows])
         if offset + len(rows) < total:
             resp.next_page_token = encode_token(offset + len(rows))
@@ -216,10 +218,11 @@ def raw_message(r: Any) -> pb.Message:
         attempt=r["attempt"], fields=custom_fields(r["fields"]), route=r["route"], held=r["held"],
         stage=stage_of(r["status"], r["sent_at"] is not None), result=result_of(r["status"]),
     )
-    if r["channel"] == c.CHANNEL_SMS:
-        m.phone = r["address"]
-    else:
-        m.email = r["address"]
+    kind = channels.spec(r["channel"]).address_kind if channels.known(r["channel"]) else ""
+    if kind in ("phone", "email"):  # the typed fields of the two first channels
+        setattr(m, kind, r["address"])
+    if HAS_ADDRESS:
+        m.address = r["address"]
     for fld in ("created_at", "sent_at", "delivered_at"):
         ts = to_ts(aware(r[fld]))
         if ts is not None:
@@ -235,6 +238,8 @@ def mask_message(m: pb.Message, p: HasPii) -> pb.Message:
     out = pb.Message()
     out.CopyFrom(m)
     out.phone = mask_phone(m.phone, p)
+    if HAS_ADDRESS and channels.known(m.channel):
+        out.address = channels.spec(m.channel).mask(m.address, p.pii)
     out.error_description = mask_text(m.error_description, p)
     out.content_preview = mask_text(m.content_preview, p)
     for k, v in m.fields.items():

@@ -17,9 +17,10 @@ from services.campaigns.repo import campaigns as campaigns_repo
 from services.campaigns.repo import messages as messages_repo
 from services.campaigns.reports import mask_message, raw_message
 from services.campaigns.scheduler import content_of, preview, variables_of
+from services.campaigns.scheduler.content import preview_field
 from services.campaigns.store import Store
 from services.campaigns.validation import jsonable
-from shared import auth, bus, states, templating, validate
+from shared import auth, bus, channels, states, templating, validate
 from shared.errors import invalid, not_found, precondition
 from shared.idempotency import fingerprint
 from shared.masking import HasPii, mask_text
@@ -27,6 +28,12 @@ from shared.timeutil import to_ts
 
 TRIGGER_NS = uuid.UUID("9d7e1c1a-3f0b-4a55-8b7e-2d7c5a1e0f42")
 RECHECK_CHUNK = 5000  # addresses per ResolveAudience call when a retry checks them again
+
+
+def _recipient(spec: channels.ChannelSpec, address: str) -> c.Recipient:
+    r = c.Recipient()
+    spec.set_address(r, address)
+    return r
 
 
 def mask_retry(resp: pb.RetryMessagesResponse, p: HasPii) -> pb.RetryMessagesResponse:
@@ -43,7 +50,7 @@ def mask_retry(resp: pb.RetryMessagesResponse, p: HasPii) -> pb.RetryMessagesRes
 def previews(row: Any, variant: str, held: list[Any]) -> dict[str, str]:
     """The held messages now get the winner's content: their previews follow it."""
     content = content_of(row, variant)
-    source = content.get("subject" if row["channel"] == c.CHANNEL_EMAIL else "text", "")
+    source = content.get(preview_field(row["channel"]), "")
     if content.get("template_name") or not templating.is_template(source):
         if not held:
             return {}
@@ -109,7 +116,7 @@ class SendingMixin:
         mid = str(uuid.uuid5(TRIGGER_NS, f"{row['id']}:{key}"))
         now = self.clock.now()
         rec = member.recipient
-        address = rec.phone if row["channel"] == c.CHANNEL_SMS else rec.email
+        address = channels.spec(row["channel"]).address_of(rec)
         # The per-call fields win over the contact's custom fields of the same name.
         variables = variables_of(rec, r.fields)
         status, kind = c.MESSAGE_STATUS_QUEUED, e.MESSAGE_EVENT_KIND_QUEUED
@@ -185,15 +192,15 @@ class SendingMixin:
             return out
         if self.recipients is None:
             raise precondition("campaigns", "CONFIG", "retrying needs the recipients service")
-        field = "phone" if row["channel"] == c.CHANNEL_SMS else "email"
+        spec = channels.spec(row["channel"])
         addresses = list(ask)
         verdict: dict[str, rpb.AudienceMember] = {}
         md = auth.call_metadata(workspace=row["workspace_id"])
         for i in range(0, len(addresses), RECHECK_CHUNK):
             req = rpb.ResolveAudienceRequest(channel=row["channel"], inline=[
-                c.Recipient(**{field: a}) for a in addresses[i:i + RECHECK_CHUNK]])
+                _recipient(spec, a) for a in addresses[i:i + RECHECK_CHUNK]])
             async for m in self.recipients.ResolveAudience(req, metadata=md, timeout=60):
-                verdict[getattr(m.recipient, field)] = m
+                verdict[spec.address_of(m.recipient)] = m
         for address, ids in ask.items():
             m = verdict.get(address)
             if m is None:  # not answered for: never resend what could not be checked

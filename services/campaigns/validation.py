@@ -14,7 +14,7 @@ from herald.v1 import recipients_pb2 as rpb
 from herald.v1 import recipients_pb2_grpc as rgrpc
 
 from services.campaigns import settings, window
-from shared import auth, smstext, templating, validate
+from shared import auth, channels, smstext, templating, validate
 from shared.errors import HeraldError, field_violations, invalid
 from shared.masking import mask_text
 from shared.timeutil import aware, from_ts
@@ -96,21 +96,16 @@ def validate_campaign(cp: pb.Campaign, has_audience: bool, prefix: str = "campai
     """Every check that needs nothing but the campaign itself. now: check start_at/end_at
     against it (create, or an edit of the schedule)."""
     bad: dict[str, str] = {}
-    if validate.enum_value(c.Channel, cp.channel) or cp.channel not in (c.CHANNEL_SMS, c.CHANNEL_EMAIL):
-        bad[prefix + "channel"] = "must be CHANNEL_SMS or CHANNEL_EMAIL"
+    if validate.enum_value(c.Channel, cp.channel) or not channels.known(cp.channel):
+        bad[prefix + "channel"] = f"must be {', '.join(CHANNEL_NAMES[:-1])} or {CHANNEL_NAMES[-1]}"
     mode = cp.mode or pb.CAMPAIGN_MODE_ON_DEMAND
     if mode not in MODES:
         bad[prefix + "mode"] = f"unknown mode {cp.mode}"
     if not cp.sender.strip():
         bad[prefix + "sender"] = "required (SMS source address or email From)"
     _text_checks(bad, prefix, cp)
-    if cp.channel == c.CHANNEL_SMS and not cp.content.text.strip() and not cp.variants:
-        bad[prefix + "content.text"] = "required for SMS"
-    if cp.channel == c.CHANNEL_EMAIL and not cp.variants:
-        if not cp.content.subject.strip():
-            bad[prefix + "content.subject"] = "required for email"
-        if not (cp.content.html.strip() or cp.content.text.strip()):
-            bad[prefix + "content.html"] = "an HTML or text body is required for email"
+    if channels.known(cp.channel) and not cp.variants:
+        bad.update(missing_content(channels.spec(cp.channel), cp.content, prefix + "content"))
     _times(bad, prefix, cp, mode, now)
     for i, cat in enumerate(cp.category_ids):
         if why := validate.uuid_text(cat):
@@ -146,11 +141,39 @@ def validate_variants(cp: pb.Campaign, prefix: str) -> dict[str, str]:
     if not 0 <= cp.test_percent <= 100:
         bad[prefix + "test_percent"] = "0 (everyone) to 100"
     for i, v in enumerate(cp.variants):
-        if cp.channel == c.CHANNEL_SMS and not v.content.text.strip():
-            bad[f"{prefix}variants[{i}].content.text"] = "required for SMS"
-        if cp.channel == c.CHANNEL_EMAIL and not (v.content.subject.strip() and
-                                                 (v.content.html.strip() or v.content.text.strip())):
-            bad[f"{prefix}variants[{i}].content"] = "subject and an HTML or text body are required"
+        if not channels.known(cp.channel):
+            break
+        missing = missing_content(channels.spec(cp.channel), v.content, f"{prefix}variants[{i}].content")
+        if len(missing) > 1:  # several fields: one violation for the content
+            missing = {f"{prefix}variants[{i}].content": f"{_first_field(cp.channel)} and "
+                       f"{_body_words(channels.spec(cp.channel))} are required"}
+        bad.update(missing)
+    return bad
+
+
+# Shown in violations: the campaign content fields by their kind of part.
+PART_WORDS = {"text": "text", "html": "HTML", "subject": "subject"}
+CHANNEL_NAMES = [c.Channel.Name(s.channel) for s in channels.specs()]
+
+
+def _first_field(channel: int) -> str:
+    return channels.spec(channel).content_fields[0]
+
+
+def _body_words(spec: channels.ChannelSpec) -> str:
+    """'an HTML or text body' for a channel whose body may be any of several parts."""
+    return f"an {' or '.join(PART_WORDS.get(f, f) for f in reversed(spec.content_fields[1:]))} body"
+
+
+def missing_content(spec: channels.ChannelSpec, content: pb.Content, at: str) -> dict[str, str]:
+    """What a content lacks for the channel (shared.channels content_fields): its first field
+    (an SMS's text, an email's subject) and, with several, one body among the others."""
+    bad: dict[str, str] = {}
+    first, rest = spec.content_fields[0], spec.content_fields[1:]
+    if not getattr(content, first).strip():
+        bad[f"{at}.{first}"] = f"required for {spec.label}"
+    if rest and not any(getattr(content, f).strip() for f in rest):
+        bad[f"{at}.{rest[-1]}"] = f"{_body_words(spec)} is required for {spec.label}"
     return bad
 
 
@@ -160,9 +183,12 @@ def validate_create(req: pb.CreateCampaignRequest, now: datetime) -> None:
                             now=now)
     if why := validate.request_id(req.request_id):
         bad["request_id"] = why
+    spec = channels.spec(req.campaign.channel) if channels.known(req.campaign.channel) else None
     for i, r in enumerate(req.recipients):
-        if not (r.phone or r.email or r.contact_id):
-            bad[f"recipients[{i}]"] = "needs a phone, an email or a contact_id"
+        if not (r.phone or r.email or r.contact_id or (spec is not None and spec.address_of(r))):
+            bad[f"recipients[{i}]"] = ("needs a phone, an email or a contact_id"
+                                       if spec is None or spec.address_kind in ("phone", "email")
+                                       else f"needs {spec.an_address()} or a contact_id")
         elif r.contact_id and (why := validate.uuid_text(r.contact_id)):
             bad[f"recipients[{i}].contact_id"] = why
     if bad:
@@ -188,7 +214,7 @@ def content_issues(cp: pb.Campaign, field_names: list[str], inline: list[c.Recip
     them (the syntax is still checked); other modes know only the built-in variables and the
     custom fields of their targeted contacts and inline recipients."""
     bad: dict[str, str] = {}
-    channel = "email" if cp.channel == c.CHANNEL_EMAIL else "sms"
+    channel = channels.spec(cp.channel).name if channels.known(cp.channel) else "sms"
     trigger = cp.mode == pb.CAMPAIGN_MODE_TRIGGER
     known = templating.known_variables(channel, field_names)
     for name, content in _contents(cp, prefix):

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.campaigns import lifecycle
 from services.campaigns.schema import campaigns, messages
-from shared import states
+from shared import channels, states
 from shared.timeutil import aware
 
 S = c.MessageStatus
@@ -207,11 +207,17 @@ async def finish_queued(conn: AsyncConnection, ids: list[str], status: int, cate
 
 # --- completion ------------------------------------------------------------------------------
 def unsettled_condition() -> Any:
-    """Not final yet for completion (an email the relay accepted is settled)."""
-    final = list(states.FINAL)
-    return and_(messages.c.status.not_in(final),
-                ~and_(messages.c.channel == c.CHANNEL_EMAIL,
-                      messages.c.status == S.MESSAGE_STATUS_SUBMITTED))
+    """Not final yet for completion, by each channel's final statuses (shared.channels: an
+    email the relay accepted is settled)."""
+    return and_(messages.c.status.not_in(list(states.FINAL)), *(
+        ~and_(messages.c.channel == s.channel, messages.c.status.in_(sorted(s.final_statuses - states.FINAL)))
+        for s in channels.specs() if s.final_statuses - states.FINAL))
+
+
+def awaiting_receipt() -> list[int]:
+    """Channels whose SUBMITTED messages still wait for a receipt (SMS): the ones the
+    assumed-delivery sweep settles."""
+    return [s.channel for s in channels.specs() if S.MESSAGE_STATUS_SUBMITTED not in s.final_statuses]
 
 
 async def unsettled_count(conn: AsyncConnection, campaign_id: str) -> int:
@@ -234,19 +240,19 @@ async def last_outcomes(conn: AsyncConnection, campaign_id: str, n: int, since: 
 
 async def submitted_sms_page(conn: AsyncConnection, statuses: Sequence[str], cutoff: datetime,
                              after: str, limit: int) -> list[Any]:
-    """SMS SUBMITTED before cutoff in started campaigns of these statuses (or DONE TRIGGER
+    """Messages awaiting a receipt (SMS) SUBMITTED before cutoff in started campaigns of these statuses (or DONE TRIGGER
     campaigns), by id after `after`."""
     cols = (messages.c.id, messages.c.attempt, messages.c.campaign_id, messages.c.workspace_id,
-            messages.c.address, messages.c.variant, messages.c.route)
+            messages.c.address, messages.c.variant, messages.c.route, messages.c.channel)
     return list((await conn.execute(
         select(*cols).select_from(messages.join(campaigns, campaigns.c.id == messages.c.campaign_id))
-        .where(campaigns.c.channel == c.CHANNEL_SMS,
+        .where(campaigns.c.channel.in_(awaiting_receipt()),
                or_(campaigns.c.status.in_(list(statuses)),
                    and_(campaigns.c.status == lifecycle.DONE,
                         campaigns.c.mode == pb.CAMPAIGN_MODE_TRIGGER)),
                campaigns.c.started_at.is_not(None),
                messages.c.status == S.MESSAGE_STATUS_SUBMITTED,
-               messages.c.channel == c.CHANNEL_SMS,
+               messages.c.channel == campaigns.c.channel,
                func.coalesce(messages.c.sent_at, messages.c.updated_at) < cutoff,
                messages.c.id > after)
         .order_by(messages.c.id).limit(limit))).all())

@@ -60,7 +60,7 @@ class AssumedMixin(JobBase):
                 ev = e.MessageEvent(
                     event_id=key, kind=e.MESSAGE_EVENT_KIND_ASSUMED_DELIVERED,
                     status=S.MESSAGE_STATUS_ASSUMED_DELIVERED, message_id=m.id,
-                    campaign_id=m.campaign_id, workspace_id=m.workspace_id, channel=c.CHANNEL_SMS,
+                    campaign_id=m.campaign_id, workspace_id=m.workspace_id, channel=m.channel,
                     attempt=m.attempt, occurred_at=to_ts(now), to=m.address, variant=m.variant,
                     route=m.route)
                 items.append((states.message_subject(ev.kind), ev, key))

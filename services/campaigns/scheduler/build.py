@@ -23,7 +23,7 @@ from services.campaigns.repo import campaigns as campaigns_repo
 from services.campaigns.repo import messages as messages_repo
 from services.campaigns.scheduler.base import JobBase, describe, log
 from services.campaigns.scheduler.content import content_of, message_id, preview, variables_of
-from shared import auth, bus, states, templating
+from shared import auth, bus, channels, states, templating
 from shared.timeutil import aware, to_ts
 
 S = c.MessageStatus
@@ -172,7 +172,7 @@ class BuildMixin(JobBase):
                    now: datetime, seen: set[str]) -> dict[str, Any] | None:
         """The ledger row of one audience member (None for a repeated address: the first wins)."""
         r = m.recipient
-        address = r.phone if row["channel"] == c.CHANNEL_SMS else r.email
+        address = channels.spec(row["channel"]).address_of(r)
         key = address or f"contact:{r.contact_id}"
         if key in seen:
             return None

@@ -9,7 +9,7 @@ from typing import Any
 
 from herald.v1 import common_pb2 as c
 
-from shared import templating
+from shared import channels, templating
 
 NS = uuid.UUID("5b0c1f6e-8d0a-4c57-9d4e-6f1d2a3b4c5d")
 
@@ -42,13 +42,14 @@ def variables_of(r: c.Recipient, extra: Mapping[str, str] | None = None) -> dict
 def preview(channel: int, content: Mapping[str, str], variables: Mapping[str, str]) -> str:
     """The first 100 characters of the rendered content (email: its subject, or the stored
     template's name). Raises templating.TemplateError when it cannot render."""
-    if channel == c.CHANNEL_EMAIL:
-        if content.get("template_name"):
-            return f"[template {content['template_name']}]"[:100]
-        source = content.get("subject", "")
-    else:
-        source = content.get("text", "")
-    return templating.render(source, templating.context(variables))[:100]
+    if content.get("template_name") and "subject" in channels.spec(channel).content_fields:
+        return f"[template {content['template_name']}]"[:100]
+    return templating.render(content.get(preview_field(channel), ""), templating.context(variables))[:100]
+
+
+def preview_field(channel: int) -> str:
+    """The content field a preview shows: the channel's first (an email's subject, an SMS's text)."""
+    return channels.spec(channel).content_fields[0]
 
 
 def content_problem(content: Mapping[str, str]) -> str:

@@ -18,7 +18,7 @@ from services.campaigns.repo import messages as messages_repo
 from services.campaigns.scheduler.base import describe, log
 from services.campaigns.scheduler.content import content_of, content_problem
 from services.campaigns.scheduler.finish import FinishMixin
-from shared import bus, states
+from shared import bus, channels, states
 from shared.timeutil import aware, to_ts
 
 S = c.MessageStatus
@@ -29,10 +29,6 @@ JOBS_REFUSED = Counter("herald_campaigns_jobs_refused_total",
 # Room left in a NATS message for the subject and the Nats-Msg-Id header.
 HEADER_ROOM = 512
 SENDING_SUBJECT = states.message_subject(e.MESSAGE_EVENT_KIND_SENDING)
-
-
-def channel_subject(channel: int) -> str:
-    return bus.SUBJECT_SMS_JOBS if channel == c.CHANNEL_SMS else bus.SUBJECT_EMAIL_JOBS
 
 
 def rate_problem(row: Any) -> str:
@@ -87,7 +83,7 @@ class DispatchMixin(FinishMixin):
             return 0
         now = self.clock.now()
         expires, at = to_ts(now + timedelta(seconds=self.job_ttl)), to_ts(now)
-        subject = channel_subject(row["channel"])
+        spec = channels.spec(row["channel"])
         limit = self.max_payload
         items: list[tuple[str, Any, str]] = []
         sent_ids: list[str] = []
@@ -106,17 +102,12 @@ class DispatchMixin(FinishMixin):
                 channel=row["channel"], attempt=m["attempt"], sender=row["sender"], to=m["address"],
                 contact_id=m["contact_id"], variant=m["variant"], fields=m["fields"] or {},
                 created_at=to_ts(aware(m["created_at"])), expires_at=expires)
-            if row["channel"] == c.CHANNEL_SMS:
-                job.sms.text = ct.get("text", "")
-            else:
-                job.email.subject = ct.get("subject", "")
-                job.email.text = ct.get("text", "")
-                job.email.html = ct.get("html", "")
+            spec.set_content(job, ct)
             if job.ByteSize() + HEADER_ROOM > limit:
                 refused.setdefault(f"the message job is over the bus payload limit of {limit} bytes "
                                    "(content too large)", []).append(m["id"])
                 continue
-            items.append((subject, job, f"{m['id']}:{m['attempt']}"))
+            items.append((spec.subject, job, f"{m['id']}:{m['attempt']}"))
             # The live "sending" count: one event per hand-over, in the same batch as the job.
             ev = e.MessageEvent(
                 event_id=f"{m['id']}:sending:{m['attempt']}", kind=e.MESSAGE_EVENT_KIND_SENDING,
