@@ -21,9 +21,7 @@ from typing import Any
 
 from herald.v1 import common_pb2 as c
 from herald.v1 import events_pb2 as e
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -31,6 +29,7 @@ from services.campaigns import metrics, settings
 from services.campaigns.repo import message_updates, replies_clicks
 from services.campaigns.store import Store
 from shared import bus, states
+from shared.consumer import ACK, NAK, TERM, BatchHandler, Consumer, Durable, Verdict
 from shared.masking import mask_text
 from shared.timeutil import Clock, from_ts, to_ts
 
@@ -53,6 +52,7 @@ RECEIPTS_UNMATCHED = Counter(
 DURABLE = "campaigns-ledger"
 SUBJECT = "events.message.>"
 RECEIPT_SUBJECT = "events.receipt.unmatched"
+REDELIVERY_DELAY = 1.0  # seconds before a batch that could not be applied comes back
 
 
 # A status that says the message got through: its error columns are those of the event.
@@ -276,6 +276,9 @@ def cause(exc: BaseException) -> str:
 
 
 class Ledger:
+    """Both durables on shared.consumer: each batch is one verdict per event (ACK once
+    applied, NAK(1 s) when the batch could not be, TERM for an unparsable one)."""
+
     def __init__(self, store: Store, js: JetStreamContext, clock: Clock | None = None,
                  batch: int = 500, durable: str = DURABLE) -> None:
         self.store = store
@@ -289,89 +292,74 @@ class Ledger:
     def receipts_durable(self) -> str:
         return f"{self.durable}-receipts"
 
+    def _consumer(self, durable: str, subject: str, handle: BatchHandler) -> Consumer:
+        return Consumer(self.js, Durable(bus.EVENTS_STREAM, durable, subject,
+                                         ack_wait=settings.LEDGER_ACK_WAIT.get_float(),
+                                         max_ack_pending=20000, batch=self.batch),
+                        handle, error_delay=REDELIVERY_DELAY)
+
     async def run(self, stop: asyncio.Event) -> None:
         """Both consumers until stop is set. One durable per subject: a JetStream consumer has
         a single filter subject on nats-server 2.9. Either one failing ends the other."""
-        await bus.run_consumers({"ledger-messages": self.run_messages(stop),
-                                 "ledger-receipts": self.run_receipts(stop)})
+        await bus.run_consumers({
+            "ledger-messages": self._consumer(self.durable, SUBJECT, self.handle_messages).run(stop),
+            "ledger-receipts": self._consumer(self.receipts_durable, RECEIPT_SUBJECT,
+                                              self.handle_receipts).run(stop)})
 
-    async def _consume(self, stop: asyncio.Event, durable: str, subject: str, handle: Any) -> None:
-        sub = await self.js.pull_subscribe(
-            subject, durable=durable, stream=bus.EVENTS_STREAM,
-            config=ConsumerConfig(durable_name=durable, filter_subject=subject,
-                                  ack_wait=settings.LEDGER_ACK_WAIT.get_float(),
-                                  max_ack_pending=20000))
-        bus.watch_lag(self.js, bus.EVENTS_STREAM, durable)
-        while not stop.is_set():
-            try:
-                msgs = await sub.fetch(self.batch, timeout=0.5)
-            except (NatsTimeout, TimeoutError):  # idle consumer
-                continue
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # connection trouble: the client reconnects by itself
-                log.warning("ledger fetch failed", extra={"consumer": durable, "error": cause(exc)})
-                await asyncio.sleep(0.5)
-                continue
-            await handle(msgs)
-        await sub.unsubscribe()
-
-    async def run_messages(self, stop: asyncio.Event) -> None:
-        await self._consume(stop, self.durable, SUBJECT, self.handle_messages)
-
-    async def run_receipts(self, stop: asyncio.Event) -> None:
-        await self._consume(stop, self.receipts_durable, RECEIPT_SUBJECT, self.handle_receipts)
-
-    async def _parse(self, msgs: list, cls: type) -> list[tuple[Any, Any]]:
+    @staticmethod
+    def _parse(msgs: list, cls: type) -> tuple[list[Verdict], list[tuple[int, Any]]]:
+        """ACK for every message, TERM for the unparsable; the (index, event) of the others."""
+        verdicts: list[Verdict] = [ACK] * len(msgs)
         good = []
-        for m in msgs:
+        for i, m in enumerate(msgs):
             try:
-                good.append((m, bus.parse(m, cls)))
+                good.append((i, bus.parse(m, cls)))
             except bus.PermanentError as exc:
                 log.error("dropping unparsable event", extra={"subject": m.subject, "error": cause(exc)})
-                await _settle(m.term())
-        return good
+                verdicts[i] = TERM
+        return verdicts, good
 
-    async def _redeliver(self, event: str, good: list[tuple[Any, Any]], exc: Exception) -> None:
+    def _redeliver(self, event: str, verdicts: list[Verdict], good: list[tuple[int, Any]],
+                   exc: Exception) -> list[Verdict]:
         """The batch is not lost: every message of it is nak'ed (an idempotent apply makes a
-        redelivery harmless); a nak that fails leaves the message to ack_wait."""
+        redelivery harmless)."""
         log.error(event, extra={"consumer": self.durable, "events": len(good), "error": cause(exc)},
                   exc_info=exc)
-        await asyncio.gather(*(_settle(m.nak(delay=1.0)) for m, _ in good))
+        for i, _ev in good:
+            verdicts[i] = NAK(REDELIVERY_DELAY)
+        return verdicts
 
-    async def handle_messages(self, msgs: list) -> None:
-        good = await self._parse(msgs, e.MessageEvent)
+    async def handle_messages(self, msgs: list) -> list[Verdict]:
+        verdicts, good = self._parse(msgs, e.MessageEvent)
         if not good:
-            return
+            return verdicts
         outcomes: metrics.Tally[metrics.Outcome] = metrics.Tally()
         try:
             async with self.store.write() as conn:
-                results = await apply_batch(conn, [ev for _m, ev in good], self.clock.now(), outcomes)
+                results = await apply_batch(conn, [ev for _i, ev in good], self.clock.now(), outcomes)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            await self._redeliver("ledger batch failed", good, exc)
-            return
+            return self._redeliver("ledger batch failed", verdicts, good, exc)
         for result, n in results.items():
             LEDGER_EVENTS.labels(result).inc(n)
         metrics.record(outcomes)
-        await asyncio.gather(*(_settle(m.ack()) for m, _ in good))
+        return verdicts
 
-    async def handle_receipts(self, msgs: list) -> None:
-        good = await self._parse(msgs, e.UnmatchedReceipt)
+    async def handle_receipts(self, msgs: list) -> list[Verdict]:
+        verdicts, good = self._parse(msgs, e.UnmatchedReceipt)
         if not good:
-            return
+            return verdicts
         try:
             async with self.store.read() as conn:
-                matches = await match_receipts(conn, [r for _m, r in good])
+                matches = await match_receipts(conn, [r for _i, r in good])
             now = self.clock.now()
             # Acked only once the outcome events are stored on the bus.
             await bus.publish_many(self.js, [receipt_event(m, now) for m in matches if m.row is not None])
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            await self._redeliver("ledger receipt batch failed", good, exc)
-            return
+            return self._redeliver("ledger receipt batch failed", verdicts, good, exc)
         for m in matches:
             if m.row is not None or m.reason in ("intermediate", "settled"):
                 RECEIPTS.labels(m.reason).inc()
@@ -381,15 +369,4 @@ class Ledger:
             self._unmatched_log.info(
                 m.reason, "receipt matched no ledger message", reason=m.reason, route=r.route,
                 provider_ids=",".join(r.provider_ids), stat=r.stat, source=mask_text(r.source_address))
-        await asyncio.gather(*(_settle(m.ack()) for m, _ in good))
-
-
-async def _settle(call: Any) -> None:
-    """ack/nak/term: a failure (connection lost) is logged, never ends the consumer; the
-    server redelivers the message after ack_wait."""
-    try:
-        await call
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:
-        log.warning("ledger ack failed", extra={"error": cause(exc)})
+        return verdicts
