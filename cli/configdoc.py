@@ -14,6 +14,7 @@ SETTINGS_MODULES = [
     "services.stats.settings",
     "gateways.smpp.settings",
     "gateways.email.settings",
+    "gateways.postback.settings",
     "cli.settings",
 ]
 

@@ -39,7 +39,8 @@ class Stack:
                  module_env: dict[str, dict[str, str]] | None = None,
                  tokens_file: Path | None = None, service_token: str = "",
                  smsc_port: int | None = None, smsc: tuple[str, int] | None = None,
-                 smtp: tuple[str, int] | None = None, smpp_routes: bool = False) -> None:
+                 smtp: tuple[str, int] | None = None, smpp_routes: bool = False,
+                 postback: bool = False) -> None:
         self.workdir = workdir
         self.db_url = db_url or f"sqlite+aiosqlite:///{workdir}/herald-{{service}}.db"
         self.extra_env = extra_env or {}
@@ -56,6 +57,7 @@ class Stack:
         self.smsc = smsc or (("127.0.0.1", smsc_port) if smsc_port is not None else None)
         self.smtp = smtp
         self.smpp_routes = smpp_routes
+        self.postback = postback  # also start the postback gateway
         self.module_env = module_env or {}  # per process name, e.g. {"smsc-simulator": {...}}
         self.procs: dict[str, procs.Proc] = {}
         self.modules: dict[str, tuple[str, dict[str, str]]] = {}  # name -> (module, its own env)
@@ -149,6 +151,8 @@ class Stack:
                          # development key kept with the stack's other state
                          HERALD_TRACKING_DEV_KEY_FILE=str(self.workdir / "email-tracking-dev.key"),
                          HERALD_SMTP_PORT=str(smtp_port))
+            if self.postback:
+                self._module("postback-gateway", "gateways.postback")
         except Exception:
             self.stop()
             raise
