@@ -251,7 +251,7 @@ def _unspy(spy: subprocess.Popen[bytes] | None) -> None:
 _AREAS = [
     ("redis-py", ("redis",)),
     ("compose", ("skeleton.py", "plaintpl.py", "links.py", "tokens.py")),
-    ("SMTP client", ("smtp_pool.py",)),
+    ("SMTP client", ("smtp_pool.py", "smtp_session.py", "smtp_types.py")),
     ("tracking HTTP", ("aiohttp", "tracking.py")),
     ("NATS (fetch/publish/ack)", ("jsfast", "nats")),
     ("protobuf events", ("protobuf", "_pb2", "events.py")),
