@@ -5,6 +5,7 @@ context the stack wrote, as `make run` does."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -203,7 +204,7 @@ async def test_make_run_uses_a_given_smsc_relay_and_tokens_file(stack: Stack, tm
     try:
         assert "smsc-simulator" not in other.procs and "smtp-sink" not in other.procs
         mails_before = len(list(stack.sink_dir.rglob("*.eml")))
-        result = await demo.run(other, 5, 3, Console(file=open(os.devnull, "w")),  # noqa: SIM115
+        result = await demo.run(other, 5, 3, Console(file=io.StringIO()),
                                 md=(("authorization", f"Bearer {peers.demo_token}"),),
                                 external_smsc=True, external_smtp=True)
         assert result.ok and result.sms.workspace_id == "acme"
