@@ -59,7 +59,7 @@ async def test_ab_split_hold_and_promote(h: Harness) -> None:
     got = await h.stub.GetCampaign(pb.GetCampaignRequest(id=cp.id), metadata=WS)
     assert got.held == 80 and [v.name for v in got.variants] == ["A", "B"]
     jobs = await jobs_of(h, cp.id)
-    assert Counter((j.variant, j.text) for j in jobs) == {
+    assert Counter((j.variant, j.sms.text) for j in jobs) == {
         ("A", "Offer A: 10% off"): 10, ("B", "Offer B: free delivery"): 10}
     assert got.status == pb.CAMPAIGN_STATUS_SENDING
     with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -73,7 +73,7 @@ async def test_ab_split_hold_and_promote(h: Harness) -> None:
     assert replay == promoted  # the first answer, not "already won"
     await h.ticks(1)
     rest = await jobs_of(h, cp.id)
-    assert Counter((j.variant, j.text) for j in rest) == {("B:rollout", "Offer B: free delivery"): 80}
+    assert Counter((j.variant, j.sms.text) for j in rest) == {("B:rollout", "Offer B: free delivery"): 80}
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await h.stub.PromoteVariant(pb.PromoteVariantRequest(campaign_id=cp.id, variant="A"), metadata=WS)
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
