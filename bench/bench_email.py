@@ -392,7 +392,7 @@ async def stages(nats_url: str, redis_url: str, smtp_port: int, key_pem: bytes) 
                  f"{len(composed[0].data):,} bytes per email"))
     for label, pem in (("RSA-2048", key_pem), ("Ed25519", _ed25519_pem())):
         w.dkim = DkimSigner("example.com", "bench", pem)
-        w._dkim_by_domain.clear()  # per-From-domain copies of the previous key
+        w.dkim_by_domain.clear()  # per-From-domain copies of the previous key
         t = time.process_time()
         for j in jobs[:300]:
             w.compose(j)
@@ -418,7 +418,7 @@ async def stages(nats_url: str, redis_url: str, smtp_port: int, key_pem: bytes) 
     for k in range(0, n, 128):  # as the worker does: build the events, publish a batch
         evs = []
         for j in jobs[k:k + 128]:
-            ev = w._event(j, outcomes.submitted("<x>"), j.message_id)
+            ev = w.event(j, outcomes.submitted("<x>"), j.message_id)
             evs.append(("events.message.submitted", ev.SerializeToString(), f"stage-{j.message_id}"))
         await w.publisher.publish_many(evs)
     rows.append(("  CPU: outcome event build + publish (batches of 128, one future each)",

@@ -42,6 +42,7 @@ from gateways.core.ratelog import RateLimitedLog
 from gateways.core.recorder import Recorder, RetryPolicy
 from gateways.core.reporter import Reporter
 from shared import bus, epoch, jsfast
+from shared.adapters import nats_internals
 from shared.consumer import NAK, Consumer, Durable, Verdict
 from shared.timeutil import from_ts
 
@@ -83,7 +84,7 @@ class Runtime:
         self.cfg = cfg
         name = channel.name
         self.log = logging.getLogger(f"herald.{name}.worker")
-        self.publisher = jsfast.Publisher(js._nc, PUBLISH_TIMEOUT)  # the context's connection
+        self.publisher = jsfast.Publisher(nats_internals.connection_of(js), PUBLISH_TIMEOUT)
         self.gate = WriteGate(markers)
         self.recorder = Recorder(channel, markers, self.publisher, cfg.policy, cfg.durable,
                                  self.log)

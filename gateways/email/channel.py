@@ -61,17 +61,17 @@ class EmailChannel:
         self.route = opts.route or f"{pool.cfg.host}:{pool.cfg.port}"
         self.dkim = dkim
         self.dkim_domain = dkim_domain
-        self._dkim_by_domain: dict[str, DkimSigner] = {}
+        self.dkim_by_domain: dict[str, DkimSigner] = {}
 
     # --- composing ----------------------------------------------------------------
     def _dkim_for(self, domain: str) -> DkimSigner | None:
         if self.dkim is None or self.dkim_domain:
             return self.dkim
-        signer = self._dkim_by_domain.get(domain)
+        signer = self.dkim_by_domain.get(domain)
         if signer is None or signer.key is not self.dkim.key:  # d= follows the From domain
             signer = DkimSigner.__new__(DkimSigner)
             signer.__dict__.update(self.dkim.__dict__, domain=domain)
-            self._dkim_by_domain[domain] = signer
+            self.dkim_by_domain[domain] = signer
         return signer
 
     def return_path(self, job: e.MessageJob, sender: str) -> str:

@@ -79,9 +79,10 @@ class EmailWorker(Runtime):
         self.channel.dkim = value
 
     @property
-    def _dkim_by_domain(self) -> dict[str, DkimSigner]:
-        return self.channel._dkim_by_domain
+    def dkim_by_domain(self) -> dict[str, DkimSigner]:
+        """Per-From-domain copies of the DKIM signer (d= follows the From domain)."""
+        return self.channel.dkim_by_domain
 
-    def _event(self, job: e.MessageJob, outcome: Outcome, msg_id: str,
+    def event(self, job: e.MessageJob, outcome: Outcome, msg_id: str,
                occurred_at: datetime | None = None) -> Any:
         return core_events.outcome_event(self.channel.channel, job, outcome, msg_id, occurred_at)

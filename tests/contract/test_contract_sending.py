@@ -31,7 +31,7 @@ def caller(cs: ContractStack, role: str, pii: bool = False) -> Caller:
 
 def fail_at_carrier(cs: ContractStack, phone: str) -> None:
     """The SMSC accepts messages to this number, then sends an UNDELIV receipt."""
-    cs.sim.sim._rules.append((re.compile(re.escape(phone.lstrip("+")) + "$"), "UNDELIV", None))
+    cs.sim.sim.add_receipt_rule(re.escape(phone.lstrip("+")) + "$", "UNDELIV")
 
 
 async def trigger_campaign(admin: Caller, text: str) -> cpb.Campaign:

@@ -17,6 +17,7 @@ from gateways.core.runtime import Runtime, RuntimeConfig
 from gateways.postback.channel import SPEC, PostbackChannel
 from gateways.postback.receiver import Receiver
 from shared import bus
+from shared.adapters import nats_internals
 
 K = e.MessageEventKind
 F = c.FailureCategory
@@ -32,7 +33,7 @@ def job(i: int, url: str, body: str, **fields: str) -> e.MessageJob:
 
 async def test_each_body_once_retried_after_5xx_and_failures_named(js, redis_client) -> None:  # type: ignore[no-untyped-def]
     events: dict[str, list[e.MessageEvent]] = {}
-    nc = js._nc
+    nc = nats_internals.connection_of(js)
 
     async def on_event(msg) -> None:  # type: ignore[no-untyped-def]
         ev = e.MessageEvent.FromString(msg.data)

@@ -530,6 +530,11 @@ class SmscSimulator:
             conn.write(resp)
             self._later(delay, out)
 
+    def add_receipt_rule(self, pattern: str, stat: str, delay: float | None = None) -> None:
+        """Receipts to destinations matching `pattern` say `stat` (after `delay`, default the
+        receipt delay); rules added later are consulted after the configured ones."""
+        self._rules.append((re.compile(pattern), stat, delay))
+
     def release_receipts(self) -> int:
         """hold_receipts: send the receipts kept back so far (e.g. after the ESME's state
         was lost); how many."""
