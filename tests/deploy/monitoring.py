@@ -17,6 +17,8 @@ RULES_TEST = MONITORING / "herald-rules.test.yaml"
 PROMETHEUS_RULE = MONITORING / "prometheusrule.yaml"
 DASHBOARD = MONITORING / "herald-dashboard.json"
 RUNBOOK = ROOT / "docs/runbook.md"
+PODMONITORS = MONITORING / "podmonitors.yaml"
+BASE = ROOT / "deploy/k8s/base"
 
 # Series Prometheus makes itself for every target, not exported by any process.
 SCRAPE_SERIES = frozenset({"up", "scrape_duration_seconds", "scrape_samples_scraped"})
@@ -28,6 +30,23 @@ def load_yaml(path: Path) -> list[Any]:
     """Every document of a YAML file."""
     with path.open(encoding="utf-8") as f:
         return list(yaml.safe_load_all(f))
+
+
+def herald_processes() -> set[str]:
+    """The Herald processes the base manifests run: their Deployments' names (a pod's
+    app.kubernetes.io/name, the job label of its metrics)."""
+    names = set()
+    for path in sorted(BASE.glob("*.yaml")):
+        for doc in load_yaml(path):
+            if doc and doc.get("kind") == "Deployment":
+                names.add(doc["metadata"]["name"])
+    return names
+
+
+def podmonitor_targets() -> list[str]:
+    """The app.kubernetes.io/name each PodMonitor scrapes, one entry per PodMonitor."""
+    return [d["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"]
+            for d in load_yaml(PODMONITORS) if d and d.get("kind") == "PodMonitor"]
 
 
 def rule_groups() -> list[dict[str, Any]]:

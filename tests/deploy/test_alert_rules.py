@@ -5,6 +5,7 @@ the same rules, and every runbook_url points at a section of docs/runbook.md."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -77,7 +78,20 @@ def test_component_renders_with_kustomize(tmp_path: Path) -> None:
     assert rendered.returncode == 0, rendered.stderr
     kinds = [line.split(":", 1)[1].strip() for line in rendered.stdout.splitlines()
              if line.startswith("kind:")]
-    assert kinds.count("PodMonitor") == 5 and "PrometheusRule" in kinds and "ConfigMap" in kinds
+    processes = len(m.herald_processes())
+    assert kinds.count("PodMonitor") == processes and "PrometheusRule" in kinds and "ConfigMap" in kinds
     assert 'grafana_dashboard: "1"' in rendered.stdout
     assert "herald-dashboard.json: |" in rendered.stdout
-    assert rendered.stdout.count("port: metrics") == 5
+    assert rendered.stdout.count("port: metrics") == processes
+
+
+def test_every_process_is_scraped_and_watched_under_its_own_name() -> None:
+    """One PodMonitor per Deployment of the base (each email gateway role apart), and the
+    process-down alert names exactly those jobs: a renamed or split process is not left
+    unwatched."""
+    processes = m.herald_processes()
+    assert sorted(m.podmonitor_targets()) == sorted(processes)
+    [down] = [a for a in m.alerts() if a["alert"] == "HeraldProcessDown"]
+    jobs = re.fullmatch(r'up\{job=~"([\w|-]+)"\} == 0', down["expr"].strip())
+    assert jobs is not None, down["expr"]
+    assert set(jobs.group(1).split("|")) == processes

@@ -2,12 +2,14 @@
 strictly against a pinned Kubernetes version (and the prometheus-operator CRD schemas kept
 in deploy/k8s/schemas), pass checkov's policies with the skips listed in
 deploy/k8s/checkov.yaml, and keep what an operator relies on: restricted containers,
-required Secrets, the settings production mode demands, probes, and grace periods longer
-than each process's drain."""
+required Secrets (each email gateway role only the ones it uses), the settings production
+mode demands, probes of what each process serves, grace periods longer than each process's
+drain, and the public surfaces on the right role."""
 
 from __future__ import annotations
 
 import copy
+import importlib
 import inspect
 import json
 import re
@@ -16,10 +18,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp.web_runner
 import nats.aio.client
 import pytest
 
-from gateways.email import __main__ as email_main
+from gateways.email import sender as email_sender
+from gateways.email import tracking as email_tracking
 from gateways.smpp import settings as smpp
 from shared import production
 from shared.grpc_server import ServiceRuntime
@@ -30,11 +34,15 @@ TOOLS = ROOT / ".venv-tools/bin"
 KUBERNETES_VERSION = "1.32.0"
 TARGETS = {"base": K8S / "base", "dev": K8S / "overlays/dev", "prod": K8S / "overlays/prod"}
 CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
-# Herald process -> the module its container runs.
+# Herald process -> the module its container runs. The email gateway runs as its three
+# roles (gateways/email/roles.py), each its own Deployment.
 PROCESSES = {"campaigns": "services.campaigns", "recipients": "services.recipients",
              "stats": "services.stats", "smpp-gateway": "gateways.smpp",
-             "email-gateway": "gateways.email"}
-AUTOSCALED = {"recipients", "stats", "email-gateway"}
+             "email-sender": "gateways.email.sender",
+             "email-tracking": "gateways.email.tracking_server",
+             "email-bounces": "gateways.email.bounce_server"}
+AUTOSCALED = {"recipients", "stats", "email-sender", "email-tracking"}
+EMAIL_ROLES = ("email-sender", "email-tracking", "email-bounces")
 SQL = {"campaigns", "recipients"}
 WORKLOADS = {"Deployment", "StatefulSet", "Job"}
 
@@ -250,7 +258,9 @@ def test_the_checks_catch_a_weakened_manifest(documents: dict[str, list]) -> Non
 def requirements(process: str, container: dict[str, Any]) -> list[Any]:
     if container.get("args", [])[1:2] == ["migrate"]:
         return production.SQL
-    module = __import__(f"{PROCESSES[process]}.__main__", fromlist=["REQUIREMENTS"])
+    module = importlib.import_module(PROCESSES[process])
+    if hasattr(module, "__path__"):  # a package runs its __main__
+        module = importlib.import_module(f"{PROCESSES[process]}.__main__")
     return module.REQUIREMENTS
 
 
@@ -282,6 +292,8 @@ def test_every_process_meets_production_mode(documents: dict[str, list], target:
             volumes = {v["name"]: v for v in pod_spec(doc).get("volumes", [])}
             for setting in ("HERALD_TLS_CERT_FILE", "HERALD_TLS_KEY_FILE", "HERALD_TLS_CA_FILE",
                             "HERALD_TOKENS_FILE"):
+                if not env.get(setting):
+                    continue  # not needed: the requirements above say which ones are
                 folder = str(Path(env[setting]).parent)
                 assert folder in mounts, f"{where}: {setting} not mounted"
                 assert "secret" in volumes[mounts[folder]], f"{where}: {setting} not from a Secret"
@@ -289,13 +301,54 @@ def test_every_process_meets_production_mode(documents: dict[str, list], target:
     assert checked >= set(PROCESSES) | {f"{p}-migrate" for p in SQL}
 
 
+def secret_refs(doc: dict[str, Any]) -> set[str]:
+    """The Secrets a pod reads: "name" for a whole Secret (volume, envFrom), "name/key" for
+    one key (secretKeyRef)."""
+    spec = pod_spec(doc)
+    refs = {v["secret"]["secretName"] for v in spec.get("volumes", []) if "secret" in v}
+    for c in containers(doc):
+        refs |= {s["secretRef"]["name"] for s in c.get("envFrom", []) if "secretRef" in s}
+        for item in c.get("env", []):
+            ref = item.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                refs.add(f"{ref['name']}/{ref['key']}")
+    return refs
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_email_roles_read_only_the_secrets_they_use(documents: dict[str, list],
+                                                    target: str) -> None:
+    """The relay credentials and the DKIM key (herald-email as a whole) reach the sender
+    only; the public tracking and bounce servers get the signing keys alone. None of the
+    roles has authenticated RPCs, so none reads the bearer tokens."""
+    docs = documents[target]
+    keys = "herald-email/HERALD_TRACKING_KEYS"
+    expected = {"email-sender": {"herald-tls", "herald-email", keys},
+                "email-tracking": {"herald-tls", keys},
+                "email-bounces": {"herald-tls", keys}}
+    for role, secrets in expected.items():
+        assert secret_refs(find(docs, "Deployment", role)) == secrets, f"{target} {role}"
+        env = env_of(pod_spec(find(docs, "Deployment", role))["containers"][0], docs)
+        assert not env.get("HERALD_TOKENS_FILE"), f"{target} {role}: tokens file configured"
+
+
 def drain_seconds(process: str, env: dict[str, Any], pre_stop: int) -> float:
     """Worst-case stop of each process after SIGTERM, from the code's own bounds."""
     grpc_grace = inspect.signature(ServiceRuntime.shutdown).parameters["grace"].default
     nats_drain = inspect.signature(nats.aio.client.Client.connect).parameters["drain_timeout"].default
     tasks = 5.0  # each service waits 5 s for its consumer/scheduler tasks (its __main__.py)
-    if process == "email-gateway":
-        return pre_stop + email_main.DRAIN_TIMEOUT + nats_drain + grpc_grace
+    if process == "email-sender":
+        # in-flight SMTP transactions, then QUIT to the idle relay connections (2 s each, at
+        # once: gateways/email/smtp_session.py)
+        return pre_stop + email_sender.DRAIN_TIMEOUT + 2 + nats_drain + grpc_grace
+    if process == "email-tracking":
+        # requests in progress (aiohttp's runner), then the queued tracking events
+        requests = inspect.signature(aiohttp.web_runner.BaseRunner.__init__).parameters[
+            "shutdown_timeout"].default
+        events = inspect.signature(email_tracking.EventQueue.stop).parameters["timeout"].default
+        return pre_stop + requests + events + nats_drain + grpc_grace
+    if process == "email-bounces":
+        return pre_stop + nats_drain + grpc_grace  # the SMTP listener closes at once
     if process == "smpp-gateway":
         response = float(env.get("HERALD_SMPP_RESPONSE_TIMEOUT") or smpp.RESPONSE_TIMEOUT.default)
         record = float(env.get("HERALD_SMPP_RECORD_RETRY_FOR") or smpp.RECORD_RETRY_FOR.default)
@@ -304,20 +357,47 @@ def drain_seconds(process: str, env: dict[str, Any], pre_stop: int) -> float:
     return pre_stop + grpc_grace + tasks + nats_drain
 
 
+def addr_port(env: dict[str, Any], setting: str) -> int:
+    return int(env[setting].rsplit(":", 1)[1])
+
+
+def probed_port(container: dict[str, Any], probe: dict[str, Any]) -> tuple[str, int, str]:
+    """(kind, container port number, HTTP path) of a probe; a named port resolved."""
+    kind = next(k for k in ("grpc", "httpGet", "tcpSocket") if k in probe)
+    port = probe[kind]["port"]
+    if isinstance(port, str):
+        port = next(p["containerPort"] for p in container["ports"] if p.get("name") == port)
+    return kind, port, probe[kind].get("path", "")
+
+
+def expected_readiness(process: str, env: dict[str, Any], health_port: int) -> tuple[str, int, str]:
+    """What tells that a process serves: the public servers' own listeners (their gRPC
+    health is up before they bind), gRPC health for the others."""
+    if process == "email-tracking":
+        return "httpGet", addr_port(env, "HERALD_TRACKING_ADDR"), "/healthz"
+    if process == "email-bounces":
+        return "tcpSocket", addr_port(env, "HERALD_BOUNCE_ADDR"), ""
+    return "grpc", health_port, ""
+
+
 @pytest.mark.parametrize("target", list(TARGETS))
 def test_processes_are_probed_and_drain_within_their_grace(documents: dict[str, list],
                                                            target: str) -> None:
     docs = documents[target]
-    health_port = int(config(docs)["HERALD_HEALTH_ADDR"].rsplit(":", 1)[1])
+    health_port = addr_port(config(docs), "HERALD_HEALTH_ADDR")
     for process in PROCESSES:
         deployment = find(docs, "Deployment", process)
         main = pod_spec(deployment)["containers"][0]
+        env = env_of(main, docs)
         ports = {p["containerPort"] for p in main["ports"]}
         assert health_port in ports
-        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert main[probe]["grpc"]["port"] == health_port, f"{process} {probe}"
+        assert probed_port(main, main["livenessProbe"]) == ("grpc", health_port, ""), process
+        ready = expected_readiness(process, env, health_port)
+        assert ready[1] in ports, f"{process}: port {ready[1]} not declared"
+        for probe in ("startupProbe", "readinessProbe"):
+            assert probed_port(main, main[probe]) == ready, f"{target} {process} {probe}"
         pre_stop = main.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
-        drain = drain_seconds(process, env_of(main, docs), pre_stop)
+        drain = drain_seconds(process, env, pre_stop)
         grace = pod_spec(deployment)["terminationGracePeriodSeconds"]
         assert grace >= drain, f"{target} {process}: grace {grace} s < worst-case drain {drain} s"
         if process in SQL:
@@ -340,6 +420,11 @@ def test_drain_bound_follows_the_gateway_settings() -> None:
     # plus receipts, unbind, gRPC grace and NATS drain.
     assert drain_seconds("smpp-gateway", {}, 0) == 55 + 10 + 2 + 5 + 30
     assert drain_seconds("smpp-gateway", {"HERALD_SMPP_RESPONSE_TIMEOUT": "30"}, 0) == 182
+    # The email roles: the sender's 30 s SMTP drain, the tracking server's 60 s for requests
+    # in progress and 5 s for queued events, the bounce server's listener closing at once.
+    assert drain_seconds("email-sender", {}, 0) == 30 + 2 + 30 + 5
+    assert drain_seconds("email-tracking", {}, 5) == 5 + 60 + 5 + 30 + 5
+    assert drain_seconds("email-bounces", {}, 5) == 5 + 30 + 5
 
 
 def egress_ports(docs: list[dict[str, Any]], process: str) -> set[int]:
@@ -356,6 +441,21 @@ def egress_ports(docs: list[dict[str, Any]], process: str) -> set[int]:
     return ports
 
 
+def ingress_rules(docs: list[dict[str, Any]], process: str) -> list[dict[str, Any]]:
+    """The ingress rules of the policies that select `process` by name alone (the shared
+    gRPC and metrics policies select a list of processes)."""
+    return [rule for doc in docs if doc["kind"] == "NetworkPolicy"
+            and "Ingress" in doc["spec"]["policyTypes"]
+            and doc["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name") == process
+            for rule in doc["spec"].get("ingress", [])]
+
+
+def shared_ingress(docs: list[dict[str, Any]], policy: str) -> set[str]:
+    selector = find(docs, "NetworkPolicy", policy)["spec"]["podSelector"]
+    return {v for e in selector["matchExpressions"] if e["key"] == "app.kubernetes.io/name"
+            for v in e["values"]}
+
+
 @pytest.mark.parametrize("target", list(TARGETS))
 def test_network_policies_deny_by_default_and_allow_what_each_process_uses(
         documents: dict[str, list], target: str) -> None:
@@ -365,27 +465,71 @@ def test_network_policies_deny_by_default_and_allow_what_each_process_uses(
     assert "egress" not in deny and "ingress" not in deny
     expected = {"campaigns": {53, 50051, 4222, 5432}, "recipients": {53, 4222, 5432},
                 "stats": {53, 50051, 4222, 6379}, "smpp-gateway": {53, 4222, 6379, 2775},
-                "email-gateway": {53, 4222, 6379, 25, 465, 587}}
+                "email-sender": {53, 4222, 6379, 25, 465, 587},
+                "email-tracking": {53, 4222},  # events to NATS; no Redis
+                "email-bounces": {53, 4222, 6379}}
+    assert set(expected) == set(PROCESSES)
     for process, ports in expected.items():
         allowed = egress_ports(docs, process)
-        if target == "dev" and process == "email-gateway":
+        if target == "dev" and process == "email-sender":
             allowed.discard(2525)  # the dev SMTP sink
         assert allowed == ports, f"{target} {process}: {sorted(allowed)}"
     metrics = find(docs, "NetworkPolicy", "allow-metrics-from-monitoring")["spec"]["ingress"][0]
     assert metrics["from"][0]["namespaceSelector"]["matchLabels"] == {
         "kubernetes.io/metadata.name": "monitoring"}
+    for policy in ("allow-metrics-from-monitoring", "allow-grpc-in-namespace"):
+        assert shared_ingress(docs, policy) == set(PROCESSES), policy
+    # Public ingress: the tracking port from the Ingress controller's namespace only, the
+    # bounce port from anywhere, nothing for the sender.
+    tracking_port = addr_port(env_of(pod_spec(find(docs, "Deployment", "email-tracking"))
+                                     ["containers"][0], docs), "HERALD_TRACKING_ADDR")
+    bounce_port = addr_port(env_of(pod_spec(find(docs, "Deployment", "email-bounces"))
+                                   ["containers"][0], docs), "HERALD_BOUNCE_ADDR")
+    [tracking] = ingress_rules(docs, "email-tracking")
+    assert [p["port"] for p in tracking["ports"]] == [tracking_port]
+    assert [f["namespaceSelector"]["matchLabels"] for f in tracking["from"]] == [
+        {"kubernetes.io/metadata.name": "ingress-nginx"}]
+    [bounces] = ingress_rules(docs, "email-bounces")
+    assert "from" not in bounces and [p["port"] for p in bounces["ports"]] == [bounce_port]
+    assert ingress_rules(docs, "email-sender") == []
+    if target == "dev":  # the in-namespace NATS and Redis admit exactly their clients
+        clients = {name: {p for p, ports in expected.items() if port in ports}
+                   for name, port in (("nats-clients", 4222), ("redis-clients", 6379))}
+        for policy, allowed in clients.items():
+            sel = find(docs, "NetworkPolicy", policy)["spec"]["ingress"][0]["from"][0]["podSelector"]
+            assert set(sel["matchExpressions"][0]["values"]) == allowed, policy
+
+
+def service_reaches(docs: list[dict[str, Any]], service: dict[str, Any], port: dict[str, Any],
+                    process: str, setting: str) -> None:
+    """`service` selects `process`'s pods, and its `port` lands where `setting` listens."""
+    pods = find(docs, "Deployment", process)["spec"]["template"]["metadata"]["labels"]
+    assert service["selector"].items() <= pods.items(), f"{process}: selector {service['selector']}"
+    main = pod_spec(find(docs, "Deployment", process))["containers"][0]
+    target = next(p["containerPort"] for p in main["ports"] if p.get("name") == port["targetPort"])
+    assert target == addr_port(env_of(main, docs), setting), f"{process}: {port}"
 
 
 def test_public_surfaces(documents: dict[str, list]) -> None:
+    """The Ingress reaches the tracking server, the LoadBalancer (port 25, nothing else) the
+    bounce server; the sender is not exposed."""
     for target in TARGETS:
         docs = documents[target]
         rule = find(docs, "Ingress", "herald-tracking")["spec"]["rules"][0]
         path = rule["http"]["paths"][0]
         assert path["path"] == "/" and path["backend"]["service"] == {
-            "name": "email-gateway", "port": {"name": "tracking"}}
+            "name": "email-tracking", "port": {"name": "tracking"}}
+        tracking = find(docs, "Service", "email-tracking")["spec"]
+        assert tracking.get("type", "ClusterIP") == "ClusterIP"
+        [port] = [p for p in tracking["ports"] if p["name"] == "tracking"]
+        service_reaches(docs, tracking, port, "email-tracking", "HERALD_TRACKING_ADDR")
         bounces = find(docs, "Service", "email-bounces")["spec"]
-        assert bounces["type"] == "LoadBalancer" and bounces["ports"][0]["port"] == 25
-        assert bounces["ports"][0]["targetPort"] == "bounces"
+        assert bounces["type"] == "LoadBalancer" and bounces["externalTrafficPolicy"] == "Local"
+        assert [p["port"] for p in bounces["ports"]] == [25]
+        service_reaches(docs, bounces, bounces["ports"][0], "email-bounces", "HERALD_BOUNCE_ADDR")
+        public = [d["metadata"]["name"] for d in docs if d["kind"] == "Service"
+                  and d["spec"].get("type") in ("LoadBalancer", "NodePort")]
+        assert public == ["email-bounces"], f"{target}: {public}"
 
 
 def test_dev_runs_durable_datastores_and_the_test_peers(documents: dict[str, list]) -> None:
@@ -402,7 +546,7 @@ def test_dev_runs_durable_datastores_and_the_test_peers(documents: dict[str, lis
         assert pod_spec(find(docs, "Deployment", name))["containers"][0]["args"] == [module]
     cfg = config(docs)
     assert (cfg["HERALD_SMPP_HOST"], cfg["HERALD_SMTP_HOST"]) == ("smsc-simulator", "smtp-sink")
-    for name in ("campaigns", "smpp-gateway"):
+    for name in ("campaigns", "smpp-gateway", "email-bounces"):
         assert find(docs, "Deployment", name)["spec"]["replicas"] == 1
 
 

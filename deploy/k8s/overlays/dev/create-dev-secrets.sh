@@ -16,7 +16,7 @@ apply() { kubectl -n "$ns" create secret "$@" --dry-run=client -o yaml | kubectl
 openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj "/CN=herald-dev-ca" \
   -keyout "$work/ca.key" -out "$work/ca.crt" 2>/dev/null
 sans=""
-for svc in campaigns recipients stats smpp-gateway email-gateway; do
+for svc in campaigns recipients stats smpp-gateway email-sender email-tracking email-bounces; do
   sans="$sans,DNS:$svc,DNS:$svc.$ns,DNS:$svc.$ns.svc,DNS:$svc.$ns.svc.cluster.local"
 done
 openssl req -newkey rsa:2048 -nodes -subj "/CN=herald" \
