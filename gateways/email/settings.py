@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from gateways.core.settings import declare
 from shared.config import setting
 
 GW = "email gateway"
 SINK = "email sink"
+
+RUNTIME = declare(GW, "relay", {
+    "batch": ("HERALD_EMAIL_BATCH", "128"), "ack_wait": ("HERALD_EMAIL_ACK_WAIT", "30"),
+    "marker_ttl": ("HERALD_EMAIL_DEDUP_TTL", "604800"),
+    "max_attempts": ("HERALD_SMTP_MAX_ATTEMPTS", "5"), "retry_base": ("HERALD_SMTP_RETRY_BASE", "60"),
+    "retry_max": ("HERALD_SMTP_RETRY_MAX", "3600")},
+    {"batch": "Three batches are in flight; lowered automatically under HERALD_SMTP_RATE so a "
+              "batch finishes well within the ack wait."})
+EMAIL_BATCH, EMAIL_ACK_WAIT, DEDUP_TTL = RUNTIME["batch"], RUNTIME["ack_wait"], RUNTIME["marker_ttl"]
+SMTP_MAX_ATTEMPTS, SMTP_RETRY_BASE, SMTP_RETRY_MAX = (
+    RUNTIME["max_attempts"], RUNTIME["retry_base"], RUNTIME["retry_max"])
 
 SMTP_HOST = setting("HERALD_SMTP_HOST", "127.0.0.1", "SMTP relay the email gateway submits to.", GW)
 SMTP_PORT = setting("HERALD_SMTP_PORT", "25", "Port of the SMTP relay.", GW)
@@ -38,23 +50,11 @@ SMTP_MAX_PER_CONNECTION = setting(
     "HERALD_SMTP_MAX_PER_CONNECTION", "0",
     "Messages per SMTP session before it is closed and a new one opened (0 = no limit).", GW,
 )
-EMAIL_BATCH = setting(
-    "HERALD_EMAIL_BATCH", "128",
-    "Jobs fetched per batch (three batches in flight); lowered automatically under "
-    "HERALD_SMTP_RATE so a batch finishes well within the 30 s ack wait.", GW,
-)
 EMAIL_CONSUMER = setting(
     "HERALD_EMAIL_CONSUMER", "jsfast",
     "How jobs are pulled from JetStream: jsfast (shared.jsfast: batched pull requests on "
     "one reply subscription, prefetched; less client CPU per job) or nats (nats-py's "
     "pull_subscribe/fetch).", GW,
-)
-EMAIL_ACK_WAIT = setting(
-    "HERALD_EMAIL_ACK_WAIT", "30",
-    "Seconds JetStream waits for a job's ack before delivering it again (to this or another "
-    "replica); set when the gateway creates the durable consumer \"email\" (an existing "
-    "consumer keeps its value). A redelivered job never goes out twice: it finds its send "
-    "marker.", GW,
 )
 VERP = setting(
     "HERALD_EMAIL_VERP", "true",
@@ -102,22 +102,6 @@ UVLOOP = setting(
     "HERALD_EMAIL_UVLOOP", "true", "Run the gateway on uvloop (faster event loop) when installed.", GW
 )
 SMTP_HELO = setting("HERALD_SMTP_HELO", "", "Name sent in EHLO (empty = this host's name).", GW)
-SMTP_MAX_ATTEMPTS = setting(
-    "HERALD_SMTP_MAX_ATTEMPTS", "5",
-    "Deliveries of one job (4xx replies / connection errors) before the message is FAILED.", GW,
-)
-SMTP_RETRY_BASE = setting(
-    "HERALD_SMTP_RETRY_BASE", "60",
-    "Seconds before the first redelivery of a deferred job; doubles on every further try.", GW,
-)
-SMTP_RETRY_MAX = setting(
-    "HERALD_SMTP_RETRY_MAX", "3600", "Upper bound in seconds of one redelivery delay.", GW
-)
-DEDUP_TTL = setting(
-    "HERALD_EMAIL_DEDUP_TTL", "604800",
-    "Seconds the Redis send marker <message_id>:<attempt> is kept (de-dup of redelivered jobs).",
-    GW,
-)
 UNSUBSCRIBE_MAILTO = setting(
     "HERALD_EMAIL_UNSUBSCRIBE_MAILTO", "",
     "Mailbox of the List-Unsubscribe mailto: URI (empty = unsubscribe@<sender's domain>).", GW,

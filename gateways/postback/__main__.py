@@ -4,56 +4,41 @@
 
 from __future__ import annotations
 
-import asyncio
+from typing import Any
 
+from gateways.core import process
 from gateways.core.markers import MarkerKeys, SendMarkers
-from gateways.core.recorder import RetryPolicy
 from gateways.core.runtime import Runtime, RuntimeConfig
 from gateways.postback import settings
 from gateways.postback.channel import SPEC, PostbackChannel
-from shared import bus, cache, log, production
-from shared.adapters import self_check_all
-from shared.grpc_server import ServiceRuntime
+from shared import production
 
 NAME = "postback-gateway"
 DURABLE = "postback"
 REQUIREMENTS = [*production.COMMON, *production.REDIS, *production.GRPC_SERVER]
 
 
+class PostbackProcess:
+    def __init__(self, conn: process.Connections) -> None:
+        self.channel = PostbackChannel(settings.TIMEOUT.get_float(), settings.CONCURRENCY.get_int())
+        markers = SendMarkers(conn.redis, settings.MARKER_TTL.get_int(),
+                              keys=MarkerKeys.for_channel(self.channel.name))
+        self.runtime = Runtime(conn.js, markers, self.channel, RuntimeConfig(
+            DURABLE, SPEC.subject, policy=settings.RUNTIME.retry_policy()))
+
+    async def run(self, stop: Any) -> None:
+        await self.runtime.run(stop)
+
+    async def ready(self) -> dict[str, Any]:
+        return {}
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
 async def main() -> None:
-    logger = log.setup(NAME)
-    rt = ServiceRuntime(NAME)
-    rt.install_signal_handlers()
-    rt.start_metrics()
-    await rt.start_grpc([])
-    nc = await bus.connect(name=NAME)
-    js = nc.jetstream()
-    await bus.ensure_streams(js)
-    redis = cache.connect()
-    channel = PostbackChannel(settings.TIMEOUT.get_float(), settings.CONCURRENCY.get_int())
-    markers = SendMarkers(redis, settings.MARKER_TTL.get_int(),
-                          keys=MarkerKeys.for_channel(channel.name))
-    policy = RetryPolicy(settings.MAX_ATTEMPTS.get_int(), settings.RETRY_BASE.get_float(),
-                         settings.RETRY_MAX.get_float())
-    runtime = Runtime(js, markers, channel, RuntimeConfig(DURABLE, SPEC.subject, policy=policy))
-    stop = asyncio.Event()
-    runner = asyncio.create_task(runtime.run(stop))
-    rt.write_ready()
-    waiting = asyncio.create_task(rt.wait())
-    await asyncio.wait({waiting, runner}, return_when=asyncio.FIRST_COMPLETED)
-    logger.info("stopping: finishing the posts in hand")
-    stop.set()
-    try:
-        await runner
-    finally:
-        waiting.cancel()
-        await channel.close()
-        await nc.drain()
-        await redis.aclose()
-        await rt.shutdown()
+    await process.serve(NAME, PostbackProcess, stopping="stopping: finishing the posts in hand")
 
 
 if __name__ == "__main__":
-    production.enforce(NAME, REQUIREMENTS)
-    self_check_all()  # library internals as the adapters expect, before serving
-    asyncio.run(main())
+    process.main(NAME, REQUIREMENTS, main)

@@ -27,6 +27,7 @@ class GatewayConfig:
     max_in_flight: int = 0
     fetch_batch: int = 256
     receipt_match_wait: float = 10.0
+    receipt_retry_for: float = 4.0
 
     @classmethod
     def from_settings(cls) -> GatewayConfig:
@@ -48,4 +49,5 @@ class GatewayConfig:
             max_in_flight=settings.MAX_IN_FLIGHT.get_int(),
             fetch_batch=settings.FETCH_BATCH.get_int(),
             receipt_match_wait=settings.RECEIPT_MATCH_WAIT.get_float(),
+            receipt_retry_for=settings.RECEIPT_RETRY_FOR.get_float(),
         )

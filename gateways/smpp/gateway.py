@@ -103,9 +103,12 @@ class Gateway:
         self._in_flight = 0  # jobs fetched and not yet acked/naked
         self._room = asyncio.Event()
         self._dispatched: set[int] = set()  # jobs of batches being started that went on their way
-        self.matcher = Matcher(self.store, self.publisher, cfg.receipt_match_wait)
+        self.matcher = Matcher(self.store, self.publisher, cfg.receipt_match_wait,
+                               cfg.receipt_retry_for)
         self.inbound = Inbound(self.store, self.publisher, self.matcher,
-                               Replies(self.store, self.publisher, cfg.opt_out_keywords), self._spawn)
+                               Replies(self.store, self.publisher, cfg.opt_out_keywords,
+                                       cfg.receipt_retry_for), self._spawn,
+                               cfg.receipt_retry_for)
         self.recorder = Recorder(self.store, self.publisher, cfg.consumer, cfg.record_retry_for,
                                  self.matcher.recorded, self._jobs_done, self._flush_counters)
         abandons, unwritten = Abandons(), UnwrittenJobs()

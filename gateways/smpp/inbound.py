@@ -10,6 +10,7 @@ from typing import Any
 
 from herald.v1 import events_pb2 as e
 
+from gateways.core.retrying import retrying
 from gateways.smpp import events, metrics, pdu, receipts
 from gateways.smpp.binds import Route
 from gateways.smpp.logs import log
@@ -23,8 +24,12 @@ K = e  # top-level enum constants: EnumTypeWrapper lookups cost ~3 µs each (mea
 
 class Inbound:
     def __init__(self, store: Store, publisher: jsfast.Publisher, matcher: Matcher,
-                 replies: Replies, spawn: Callable[[Awaitable[Any]], Any]) -> None:
+                 replies: Replies, spawn: Callable[[Awaitable[Any]], Any],
+                 retry_for: float = 4.0) -> None:
         self.store = store
+        # A receipt's recording and publication are retried this long before it is refused:
+        # many SMSCs never resend a refused receipt.
+        self.retry_for = retry_for
         self.publisher = publisher
         self.matcher = matcher
         self.replies = replies
@@ -67,7 +72,9 @@ class Inbound:
             return
         multipart = [(m, it.receipt.stat) for it, m in found
                      if m.parts > 1 and it.receipt.final is not None]
-        part_states = iter(await self.store.record_parts(multipart) if multipart else [])
+        part_states = iter(await retrying(lambda: self.store.record_parts(multipart), self.retry_for,
+                                          log, "recording receipt part states")
+                           if multipart else [])
         out: list[events.Outgoing] = []
         replies: list[Receipt] = []
         now = time.time()
@@ -109,6 +116,7 @@ class Inbound:
         counters = self._receipt_counters
         for stat, n in stats.items():
             (counters.get(stat) or counters["OTHER"]).inc(n)
-        await events.publish_many(self.publisher, out)
+        await retrying(lambda: events.publish_many(self.publisher, out), self.retry_for, log,
+                       "publishing receipt events")
         for it in replies:
             it.reply(pdu.ESME_ROK)

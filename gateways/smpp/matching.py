@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from gateways.core.retrying import retrying
 from gateways.smpp import events, metrics, pdu, ratelog, receipts
 from gateways.smpp.logs import cause, log
 from gateways.smpp.store import Flusher, Mapping, Store, id_key
@@ -65,8 +66,10 @@ def answered(_status: int) -> None:
 
 
 class Matcher:
-    def __init__(self, store: Store, publisher: jsfast.Publisher, match_wait: float) -> None:
+    def __init__(self, store: Store, publisher: jsfast.Publisher, match_wait: float,
+                 retry_for: float = 4.0) -> None:
         self.store = store
+        self.retry_for = retry_for  # publishing an unmatched receipt, before refusing it
         self.publisher = publisher
         self.match_wait = match_wait
         # Where a receipt goes once it may be matched again (set by its owner: inbound.py).
@@ -158,7 +161,7 @@ class Matcher:
             entry = recording.get(it.key)
             if entry is not None:
                 if same(it.source, entry[1].to):
-                    parked.append((it, *entry))
+                    parked.append(self._hold(it, *entry))
                     continue
                 it.mismatch = True
             todo.append(it)
@@ -193,7 +196,7 @@ class Matcher:
             hit = next((entry for k in keys if (entry := recording.get(k)) is not None
                         and same(it.source, entry[1].to)), None)
             if hit is not None:
-                parked.append((it, *hit))
+                parked.append(self._hold(it, *hit))
             elif keys:
                 lookups.append((it, keys))
             else:
@@ -214,16 +217,23 @@ class Matcher:
             else:
                 found.append((it, chosen))
 
+    @staticmethod
+    def _hold(it: Receipt, holder: Holder, m: Mapping) -> tuple[Receipt, Holder, Mapping]:
+        """Parked on its holder at once, in the step that found the holder still recording:
+        after an await the recording may be over, and a receipt parked then would never be
+        requeued (left unanswered until the SMSC gives up on it)."""
+        it.mapping = m
+        holder.parked.append(it)
+        return it, holder, m
+
     async def _park(self, parked: list[tuple[Receipt, Holder, Mapping]]) -> None:
-        """Receipts for ids whose message is still being sent or recorded: handled once its
-        SUBMITTED event is out (recorded), so no receipt's event overtakes it. A part of a
-        multipart message (whose later parts may wait seconds behind throttling) and an
-        intermediate receipt are answered now, their final stat stored first: many SMSCs
-        never resend a receipt that was refused or not answered in time."""
+        """Receipts for ids whose message is still being sent or recorded (parked by _hold):
+        handled once its SUBMITTED event is out (recorded), so no receipt's event overtakes
+        it. A part of a multipart message (whose later parts may wait seconds behind
+        throttling) and an intermediate receipt are answered now, their final stat stored
+        first: many SMSCs never resend a receipt that was refused or not answered in time."""
         early: list[Receipt] = []
-        for it, holder, m in parked:
-            it.mapping = m
-            holder.parked.append(it)
+        for it, _holder, m in parked:
             if m.parts > 1 or it.receipt.final is None:
                 early.append(it)
         if not early:
@@ -303,9 +313,10 @@ class Matcher:
         self._unmatched_out.add(it)
 
     async def _publish_unmatched(self, items: list[Receipt]) -> None:
-        await events.publish_many(self.publisher, [events.unmatched_receipt(
-            it.route.name, it.receipt.message_id, it.source, it.receipt.stat, it.receipt.err)
-            for it in items])
+        out = [events.unmatched_receipt(it.route.name, it.receipt.message_id, it.source,
+                                        it.receipt.stat, it.receipt.err) for it in items]
+        await retrying(lambda: events.publish_many(self.publisher, out), self.retry_for, log,
+                       "publishing unmatched receipts")
         metrics.RECEIPTS_PUBLISHED_UNMATCHED.inc(len(items))
         for it in items:
             it.reply(pdu.ESME_ROK)

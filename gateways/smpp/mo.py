@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from herald.v1 import events_pb2 as e
 
+from gateways.core.retrying import retrying
 from gateways.smpp import events, metrics, pdu, ratelog
 from gateways.smpp.logs import log
 from gateways.smpp.store import Store
@@ -27,8 +28,9 @@ def fold(word: str) -> str:
 
 class Replies:
     def __init__(self, store: Store, publisher: jsfast.Publisher,
-                 opt_out_keywords: tuple[str, ...]) -> None:
+                 opt_out_keywords: tuple[str, ...], retry_for: float = 4.0) -> None:
         self.store = store
+        self.retry_for = retry_for  # handling a reply, before asking the SMSC to resend it
         self.publisher = publisher
         self.opt_out_keywords = opt_out_keywords  # folded (see fold)
         self._log = ratelog.RateLimitedLog(log)
@@ -36,7 +38,7 @@ class Replies:
     async def answer(self, sm: pdu.ShortMessage, reply: Callable[[int], None]) -> None:
         """Handle a reply, then answer its deliver_sm (a resend on failure)."""
         try:
-            status = await self.handle(sm)
+            status = await retrying(lambda: self.handle(sm), self.retry_for, log, "handling a reply")
         except Exception:
             log.exception("reply handling failed; asking the SMSC to resend")
             status = pdu.ESME_RX_T_APPN

@@ -8,11 +8,10 @@ the SMSC ids); after record_retry_for the jobs are handed back and their markers
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from gateways.core.retrying import retrying
 from gateways.smpp import events, metrics
 from gateways.smpp.logs import cause, log, quietly
 from gateways.smpp.outcomes import Outcome
@@ -46,18 +45,7 @@ class Recorder:
 
     async def retrying(self, step: Callable[[], Awaitable[Any]]) -> None:
         """Run `step`, retried with backoff for up to retry_for (then its error is raised)."""
-        deadline = time.monotonic() + self.retry_for
-        delay = 0.05
-        while True:
-            try:
-                await step()
-                return
-            except Exception as exc:
-                if time.monotonic() + delay > deadline:
-                    raise
-                log.warning("recording submit outcomes failed; retrying", extra={"error": cause(exc)})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        await retrying(step, self.retry_for, log, "recording submit outcomes")
 
     async def record_many(self, outcomes: list[Outcome]) -> list[None]:
         """Markers (one script call) -> events (acks awaited together) -> mappings (one script call)."""

@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
+from gateways.core.settings import declare
 from shared.config import setting
 
 GW = "smpp gateway"
 SIM = "smsc simulator"
 
 # --- gateway (ESME side) -----------------------------------------------------------------
+RUNTIME = declare(GW, "SMSC", {
+    "batch": ("HERALD_SMPP_FETCH_BATCH", "256"), "durable": ("HERALD_SMPP_CONSUMER", "smpp"),
+    "subject": ("HERALD_SMPP_JOBS_SUBJECT", "jobs.sms"),
+    "marker_ttl": ("HERALD_SMPP_DEDUP_TTL", "172800"), "in_flight": ("HERALD_SMPP_MAX_IN_FLIGHT", "0"),
+    "holder_ttl": ("HERALD_SMPP_HOLDER_TTL", "15"),
+    "record_retry_for": ("HERALD_SMPP_RECORD_RETRY_FOR", "20")}, {
+    "batch": "Two requests are kept ahead of the gateway.",
+    "in_flight": "0: four times the sum of the routes' windows, at least 64; when every route has "
+                 "a throughput limit, at most a quarter of the jobs' ack wait at that rate.",
+    "holder_ttl": "The key: herald:smpp:holder:<process>."})
+FETCH_BATCH, CONSUMER, JOBS_SUBJECT = RUNTIME["batch"], RUNTIME["durable"], RUNTIME["subject"]
+DEDUP_TTL, MAX_IN_FLIGHT, HOLDER_TTL = RUNTIME["marker_ttl"], RUNTIME["in_flight"], RUNTIME["holder_ttl"]
+RECORD_RETRY_FOR = RUNTIME["record_retry_for"]
+RECEIPT_RETRY_FOR = setting(
+    "HERALD_SMPP_RECEIPT_RETRY_FOR", "4",
+    "Seconds the gateway keeps retrying (Redis/NATS trouble) to record and publish a delivery "
+    "receipt or reply before it answers the SMSC ESME_RX_T_APPN (many SMSCs never resend a "
+    "refused receipt). Keep it above the stalls of a loaded machine and below the SMSC's "
+    "response timeout for deliver_sm (often 5 to 30 s).", GW,
+)
 HOST = setting("HERALD_SMPP_HOST", "127.0.0.1", "SMSC host the gateway connects to.", GW)
 PORT = setting("HERALD_SMPP_PORT", "2775", "SMSC TCP port the gateway connects to.", GW)
 SYSTEM_ID = setting("HERALD_SMPP_SYSTEM_ID", "herald", "system_id sent in bind_transceiver.", GW)
@@ -40,18 +61,6 @@ DLR_MAPPING_TTL = setting(
     "Seconds the SMSC message id -> Herald message mapping is kept in Redis for matching "
     "delivery receipts (receipts arriving later are unmatched).", GW,
 )
-DEDUP_TTL = setting(
-    "HERALD_SMPP_DEDUP_TTL", "172800",
-    "Seconds the per-job send marker (message_id:attempt) is kept in Redis so a redelivered "
-    "job is never submitted twice.", GW,
-)
-JOBS_SUBJECT = setting(
-    "HERALD_SMPP_JOBS_SUBJECT", "jobs.sms", "JOBS subject the gateway consumes MessageJobs from.", GW
-)
-CONSUMER = setting(
-    "HERALD_SMPP_CONSUMER", "smpp",
-    "Durable pull consumer name on the JOBS stream (every gateway replica shares it).", GW,
-)
 DEFAULT_SENDER = setting(
     "HERALD_SMPP_DEFAULT_SENDER", "HERALD",
     "source_addr used when a job carries no sender (alphanumeric, or digits for a number).", GW,
@@ -63,11 +72,6 @@ THROTTLE_DELAY = setting(
 REDIS_MAX_CONNECTIONS = setting(
     "HERALD_SMPP_REDIS_MAX_CONNECTIONS", "64",
     "Redis connections the gateway opens at most; callers beyond that wait for a free one.", GW,
-)
-RECORD_RETRY_FOR = setting(
-    "HERALD_SMPP_RECORD_RETRY_FOR", "20",
-    "Seconds the gateway keeps retrying (Redis/NATS trouble) to record a submit the SMSC has "
-    "already answered, before leaving the job to redelivery.", GW,
 )
 
 # --- SMSC simulator (tests, `make run`) -----------------------------------------------
@@ -192,23 +196,6 @@ RECEIPT_MATCH_WAIT = setting(
     "on its way, or another replica storing it) waits in memory for it before it is counted "
     "unmatched (herald_smpp_receipts_unmatched_total); a final one is then published on "
     "events.receipt.unmatched (the campaigns ledger matches it) and answered OK once stored.", GW,
-)
-HOLDER_TTL = setting(
-    "HERALD_SMPP_HOLDER_TTL", "15",
-    "Seconds a gateway's liveness key (herald:smpp:holder:<process>) outlives its last renewal "
-    "(renewed every third of it). Jobs whose send marker is held by a gateway whose key is gone "
-    "are taken over and sent; jobs it had written to the SMSC without recording an outcome "
-    "become ABANDONED. Keep it well under the jobs' ack wait (30 s or more).", GW,
-)
-MAX_IN_FLIGHT = setting(
-    "HERALD_SMPP_MAX_IN_FLIGHT", "0",
-    "Jobs the gateway works on at once, from fetch to ack (0: four times the sum of the routes' windows, at least 64; "
-    "when every route has a throughput limit, at most a quarter of the jobs' ack wait at that rate).", GW,
-)
-FETCH_BATCH = setting(
-    "HERALD_SMPP_FETCH_BATCH", "256",
-    "Jobs pulled from JetStream per request (two requests are kept ahead of the gateway); "
-    "each batch is claimed in Redis with one call.", GW,
 )
 SIM_RECEIPT_RULES = setting(
     "HERALD_SMPP_SIM_RECEIPT_RULES", "",
