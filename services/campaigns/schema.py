@@ -121,6 +121,7 @@ messages = Table(
     Column("route", String(64), nullable=False, server_default=""),
     Index("ix_messages_campaign_status", "campaign_id", "status"),
     Index("ix_messages_dispatch", "campaign_id", "dispatched_at"),
+    Index("ix_messages_campaign_updated", "campaign_id", "updated_at"),
 )
 
 # A receipt's id as the ledger looks it up: SMSCs change the id's case and leading zeros

@@ -224,6 +224,20 @@ async def unsettled_count(conn: AsyncConnection, campaign_id: str) -> int:
     return await count(conn, campaign_id, unsettled_condition())
 
 
+async def any_unsettled(conn: AsyncConnection, campaign_id: str) -> bool:
+    """Whether a message is not final yet: stops at the first one (the completion check runs
+    every tick; a count would read the whole campaign each time)."""
+    # Positive status lists (not NOT IN): the (campaign_id, status) index finds them directly,
+    # also at the tail of a large campaign where nearly every message is final.
+    for s in channels.specs():
+        open_ = sorted(set(states.RANK) - set(states.FINAL) - set(s.final_statuses))
+        if open_ and (await conn.execute(select(messages.c.id).where(
+                messages.c.campaign_id == campaign_id, messages.c.status.in_(open_),
+                messages.c.channel == s.channel).limit(1))).first() is not None:
+            return True
+    return False
+
+
 async def last_outcomes(conn: AsyncConnection, campaign_id: str, n: int, since: datetime | None,
                         ignored_code: str) -> list[int]:
     """The statuses of the n latest final outcomes of dispatched messages (since `since`),

@@ -75,11 +75,18 @@ class Scheduler(LeaseMixin, BuildMixin, DispatchMixin, CompleteMixin, AssumedMix
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            busy = False
             try:
-                await self.tick()
+                # A tick that used a campaign's whole batch leaves work behind: the next one
+                # starts at once instead of after the interval (which capped a campaign at
+                # batch / interval jobs per second).
+                busy = await self.tick() >= self.batch
             except Exception as exc:  # SQL or NATS unavailable: the next tick tries again
                 SCHEDULER_ERRORS.labels("tick").inc()
                 log.exception("scheduler tick failed", extra={"error": describe(exc)})
+            if busy and not stop.is_set():
+                await asyncio.sleep(0)
+                continue
             self.wake.clear()
             waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self.wake.wait())]
             await asyncio.wait(waiters, timeout=self.interval, return_when=asyncio.FIRST_COMPLETED)

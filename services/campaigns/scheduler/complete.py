@@ -23,8 +23,8 @@ class CompleteMixin(FinishMixin):
     async def maybe_complete(self, row: Any) -> None:
         cid = row["id"]
         async with self.store.read() as conn:
-            left = await messages_repo.unsettled_count(conn, cid)
-        if left == 0:
+            left = await messages_repo.any_unsettled(conn, cid)
+        if not left:
             await self.transition(cid, lifecycle.DONE, "all messages final",
                                   completed_at=self.clock.now())
             log.info("campaign done", extra={"campaign_id": cid})

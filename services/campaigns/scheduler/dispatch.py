@@ -74,7 +74,11 @@ class DispatchMixin(FinishMixin):
             await self.fail_campaign(row, problem, c.FAILURE_CATEGORY_CONFIG_ERROR)
             return 0
         async with self.store.read() as conn:
-            total, dispatched = await messages_repo.dispatch_counts(conn, cid)
+            # Only SPREAD paces by position in the audience: counting the campaign's messages
+            # on every tick cost a scan growing with the audience.
+            total = dispatched = 0
+            if row["mode"] == pb.CAMPAIGN_MODE_SPREAD:
+                total, dispatched = await messages_repo.dispatch_counts(conn, cid)
             n = self.allowance(row, dispatched, total)
             if n <= 0:
                 return 0
