@@ -98,6 +98,24 @@ class HeraldInterceptor(grpc.aio.ServerInterceptor):
             return grpc.unary_stream_rpc_method_handler(
                 stream, handler.request_deserializer, handler.response_serializer
             )
+        if handler.stream_unary:
+            inner_c = handler.stream_unary
+
+            async def client_stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+                try:
+                    auth.bind(prologue(context))
+                    resp = await inner_c(requests, context)
+                except HeraldError as exc:
+                    await fail(context, exc)
+                except (asyncio.CancelledError, grpc.aio.AbortError):
+                    raise
+                except Exception:
+                    await internal(context)
+                return resp
+
+            return grpc.stream_unary_rpc_method_handler(
+                client_stream, handler.request_deserializer, handler.response_serializer
+            )
         return handler
 
 

@@ -9,6 +9,11 @@ CONTACTS_UPSERTED = Counter(
     "Contact rows handled by UpsertContacts, by result (created, updated, rejected).",
     ["result"],
 )
+CONTACTS_IMPORTED = Counter(
+    "herald_recipients_contacts_imported_total",
+    "Contact rows handled by ImportContacts, by result (created, updated, unchanged, rejected).",
+    ["result"],
+)
 AUDIENCE_MEMBERS = Counter(
     "herald_recipients_audience_members_total",
     "Audience members streamed by ResolveAudience, by result "

@@ -15,13 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.recipients import boundary, settings
 from services.recipients.audience import Resolver
+from services.recipients.contact_check import MAX_CATEGORY_IDS, validate_contact
+from services.recipients.import_rpc import ImportRpcs
 from services.recipients.metrics import (
     CONTACTS_UPSERTED,
-)
-from services.recipients.normalize import (
-    BadAddress,
-    normalise_email,
-    normalise_phone,
 )
 from services.recipients.sender_rpcs import SenderRpcs
 from services.recipients.store import ContactRow, Store
@@ -35,48 +32,8 @@ from shared.validate import uuid_text
 
 log = logging.getLogger("herald.recipients")
 
-MAX_CATEGORY_IDS = 1000
 MAX_INLINE = 100_000
 MAX_FIELD_PREFIX = 200
-
-
-def validate_contact(ct: pb.Contact, index: int, region: str) -> ContactRow | str:
-    """A normalised row, or the error naming the field(s) at fault."""
-    errors: list[str] = []
-    phone = email = None
-    if ct.phone.strip():
-        try:
-            phone = normalise_phone(ct.phone, region)
-        except BadAddress as exc:
-            errors.append(f"phone: {exc}")
-    if ct.email.strip():
-        try:
-            email = normalise_email(ct.email)
-        except BadAddress as exc:
-            errors.append(f"email: {exc}")
-    external_id = ct.external_id.strip() or None
-    if not (ct.phone.strip() or ct.email.strip() or external_id):
-        errors.append("phone: a contact needs a phone, an email or an external_id")
-    for name in ("external_id", "first_name", "last_name"):
-        bad = boundary.text(getattr(ct, name), boundary.MAX_TEXT)
-        if bad:
-            errors.append(f"{name}: {bad}")
-    for name, bad in (("fields", boundary.fields(ct.fields)),
-                      ("language", boundary.language(ct.language.strip()))):
-        if bad:
-            errors.append(f"{name}: {bad}")
-    if len(ct.category_ids) > MAX_CATEGORY_IDS:
-        errors.append(f"category_ids: at most {MAX_CATEGORY_IDS}")
-    else:
-        malformed = [x for x in ct.category_ids if uuid_text(x) is not None]
-        if malformed:
-            errors.append(f"category_ids: unknown category {malformed[0][:100]!r}")
-    if errors:
-        return "; ".join(errors)
-    return ContactRow(index=index, external_id=external_id, phone=phone, email=email,
-                      first_name=ct.first_name.strip(), last_name=ct.last_name.strip(),
-                      fields=dict(ct.fields), category_ids=list(dict.fromkeys(ct.category_ids)),
-                      language=ct.language.strip())
 
 
 def contact_pb(rec: dict[str, Any], principal: auth.Principal) -> pb.Contact:
@@ -99,7 +56,7 @@ def inline_ids(recipients: Sequence[c.Recipient], limit: int, field: str) -> Non
         raise invalid({field: f"at most {limit} recipients per call"})
 
 
-class RecipientServicer(SuppressionRpcs, SenderRpcs, pb_grpc.RecipientServiceServicer):
+class RecipientServicer(ImportRpcs, SuppressionRpcs, SenderRpcs, pb_grpc.RecipientServiceServicer):
     """RecipientService.
 
     Roles: any member reads (GetContact, ListContacts, ListCategories, ListSuppressions,

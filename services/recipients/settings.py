@@ -5,7 +5,7 @@ from __future__ import annotations
 from shared.channels.sms import DEFAULT_REGION, TEST_NUMBERS  # declared with the SMS channel
 from shared.config import setting
 
-__all__ = ["AUDIENCE_CHUNK", "DEFAULT_REGION", "MAX_UPSERT", "TEST_NUMBERS"]
+__all__ = ["AUDIENCE_CHUNK", "DEFAULT_REGION", "IMPORT_BATCH", "MAX_UPSERT", "TEST_NUMBERS"]
 
 AUDIENCE_CHUNK = setting(
     "HERALD_RECIPIENTS_AUDIENCE_CHUNK", "1000",
@@ -14,5 +14,11 @@ AUDIENCE_CHUNK = setting(
 )
 MAX_UPSERT = setting(
     "HERALD_RECIPIENTS_MAX_UPSERT", "10000", "Most contacts one UpsertContacts call may carry.",
+    "recipients",
+)
+IMPORT_BATCH = setting(
+    "HERALD_RECIPIENTS_IMPORT_BATCH", "5000",
+    "Rows ImportContacts validates and writes per database transaction (the service holds at "
+    "most about two such batches of one import in memory).",
     "recipients",
 )

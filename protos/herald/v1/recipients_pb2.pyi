@@ -12,6 +12,13 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ImportConflictPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    IMPORT_CONFLICT_POLICY_UNSPECIFIED: _ClassVar[ImportConflictPolicy]
+    IMPORT_CONFLICT_POLICY_MERGE: _ClassVar[ImportConflictPolicy]
+    IMPORT_CONFLICT_POLICY_SKIP: _ClassVar[ImportConflictPolicy]
+    IMPORT_CONFLICT_POLICY_REJECT: _ClassVar[ImportConflictPolicy]
+
 class SuppressionKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     SUPPRESSION_KIND_UNSPECIFIED: _ClassVar[SuppressionKind]
@@ -19,6 +26,10 @@ class SuppressionKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SUPPRESSION_KIND_OPTED_OUT: _ClassVar[SuppressionKind]
     SUPPRESSION_KIND_BOUNCED: _ClassVar[SuppressionKind]
     SUPPRESSION_KIND_COMPLAINED: _ClassVar[SuppressionKind]
+IMPORT_CONFLICT_POLICY_UNSPECIFIED: ImportConflictPolicy
+IMPORT_CONFLICT_POLICY_MERGE: ImportConflictPolicy
+IMPORT_CONFLICT_POLICY_SKIP: ImportConflictPolicy
+IMPORT_CONFLICT_POLICY_REJECT: ImportConflictPolicy
 SUPPRESSION_KIND_UNSPECIFIED: SuppressionKind
 SUPPRESSION_KIND_MANUAL: SuppressionKind
 SUPPRESSION_KIND_OPTED_OUT: SuppressionKind
@@ -173,6 +184,56 @@ class UpsertContactsResponse(_message.Message):
     updated: int
     rejected: int
     def __init__(self, results: _Optional[_Iterable[_Union[ContactResult, _Mapping]]] = ..., created: _Optional[int] = ..., updated: _Optional[int] = ..., rejected: _Optional[int] = ...) -> None: ...
+
+class ImportContactsOptions(_message.Message):
+    __slots__ = ("request_id", "categories", "create_missing_categories", "on_conflict")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    CREATE_MISSING_CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    ON_CONFLICT_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    categories: _containers.RepeatedScalarFieldContainer[str]
+    create_missing_categories: bool
+    on_conflict: ImportConflictPolicy
+    def __init__(self, request_id: _Optional[str] = ..., categories: _Optional[_Iterable[str]] = ..., create_missing_categories: _Optional[bool] = ..., on_conflict: _Optional[_Union[ImportConflictPolicy, str]] = ...) -> None: ...
+
+class ImportContactsRequest(_message.Message):
+    __slots__ = ("options", "contacts", "lines")
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    CONTACTS_FIELD_NUMBER: _ClassVar[int]
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    options: ImportContactsOptions
+    contacts: _containers.RepeatedCompositeFieldContainer[Contact]
+    lines: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, options: _Optional[_Union[ImportContactsOptions, _Mapping]] = ..., contacts: _Optional[_Iterable[_Union[Contact, _Mapping]]] = ..., lines: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class ImportRowError(_message.Message):
+    __slots__ = ("line", "field", "description")
+    LINE_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    line: int
+    field: str
+    description: str
+    def __init__(self, line: _Optional[int] = ..., field: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+
+class ImportContactsResponse(_message.Message):
+    __slots__ = ("rows", "created", "updated", "unchanged", "rejected", "errors", "created_category_ids")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_FIELD_NUMBER: _ClassVar[int]
+    UNCHANGED_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_CATEGORY_IDS_FIELD_NUMBER: _ClassVar[int]
+    rows: int
+    created: int
+    updated: int
+    unchanged: int
+    rejected: int
+    errors: _containers.RepeatedCompositeFieldContainer[ImportRowError]
+    created_category_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, rows: _Optional[int] = ..., created: _Optional[int] = ..., updated: _Optional[int] = ..., unchanged: _Optional[int] = ..., rejected: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[ImportRowError, _Mapping]]] = ..., created_category_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetContactRequest(_message.Message):
     __slots__ = ("id",)

@@ -40,6 +40,11 @@ class RecipientServiceStub:
                 request_serializer=herald_dot_v1_dot_recipients__pb2.UpsertContactsRequest.SerializeToString,
                 response_deserializer=herald_dot_v1_dot_recipients__pb2.UpsertContactsResponse.FromString,
                 _registered_method=True)
+        self.ImportContacts = channel.stream_unary(
+                '/herald.v1.RecipientService/ImportContacts',
+                request_serializer=herald_dot_v1_dot_recipients__pb2.ImportContactsRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_recipients__pb2.ImportContactsResponse.FromString,
+                _registered_method=True)
         self.GetContact = channel.unary_unary(
                 '/herald.v1.RecipientService/GetContact',
                 request_serializer=herald_dot_v1_dot_recipients__pb2.GetContactRequest.SerializeToString,
@@ -118,6 +123,35 @@ class RecipientServiceServicer:
 
     def UpsertContacts(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportContacts(self, request_iterator, context):
+        """Imports contacts from a client stream, for files of any size: the first message may
+        carry options (request_id, categories, on_conflict), every message carries a chunk of
+        contacts with their line numbers in the caller's file. Rows are matched, validated and
+        normalised exactly as UpsertContacts does (external_id, else phone, else email; phone
+        numbers to E.164 through the channel registry; email domains lower-cased). The service
+        reads the stream as it writes, in large transactions (HERALD_RECIPIENTS_IMPORT_BATCH
+        rows each), so its memory stays bounded whatever the file's size and a fast client is
+        slowed down to the database's pace (gRPC flow control).
+        Bad rows never fail the import: each is counted in rejected and listed in errors with
+        its line and field; the other rows are written. A stream that breaks (cancelled, deadline,
+        a database outage) keeps the transactions already committed; a retry with the same
+        options.request_id and the same rows continues after them (the committed rows are read
+        and checked, not written again) and answers the counts of the whole file.
+        Roles: operator, admin, service (others: PERMISSION_DENIED).
+        Errors (the whole call; nothing is written when they come before the first row):
+        INVALID_ARGUMENT naming options.request_id (over 128 characters, NUL, or already used
+        with other options or other rows: the first import's rows and options must be sent again
+        unchanged), options.categories[i] (not a category of the workspace, and
+        create_missing_categories is off or the name is empty, over 200 characters or has a NUL;
+        or more than 1000 categories), options.on_conflict (not a known policy), options (sent
+        in a message other than the first: the rows before it are kept) or lines (given, but not
+        one per contact of the message); ABORTED when another import with the same request_id
+        is running (retry after it ends: the retry answers its result).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -266,6 +300,11 @@ def add_RecipientServiceServicer_to_server(servicer, server):
                     request_deserializer=herald_dot_v1_dot_recipients__pb2.UpsertContactsRequest.FromString,
                     response_serializer=herald_dot_v1_dot_recipients__pb2.UpsertContactsResponse.SerializeToString,
             ),
+            'ImportContacts': grpc.stream_unary_rpc_method_handler(
+                    servicer.ImportContacts,
+                    request_deserializer=herald_dot_v1_dot_recipients__pb2.ImportContactsRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_recipients__pb2.ImportContactsResponse.SerializeToString,
+            ),
             'GetContact': grpc.unary_unary_rpc_method_handler(
                     servicer.GetContact,
                     request_deserializer=herald_dot_v1_dot_recipients__pb2.GetContactRequest.FromString,
@@ -365,6 +404,33 @@ class RecipientService:
             '/herald.v1.RecipientService/UpsertContacts',
             herald_dot_v1_dot_recipients__pb2.UpsertContactsRequest.SerializeToString,
             herald_dot_v1_dot_recipients__pb2.UpsertContactsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportContacts(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/herald.v1.RecipientService/ImportContacts',
+            herald_dot_v1_dot_recipients__pb2.ImportContactsRequest.SerializeToString,
+            herald_dot_v1_dot_recipients__pb2.ImportContactsResponse.FromString,
             options,
             channel_credentials,
             insecure,

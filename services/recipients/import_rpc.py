@@ -1,0 +1,254 @@
+"""ImportContacts: contacts from a client stream, validated off the event loop and written in
+large transactions while the next rows are read (at most two batches held at once)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from herald.v1 import recipients_pb2 as pb
+from sqlalchemy.exc import IntegrityError
+
+from services.recipients import boundary, settings
+from services.recipients.contact_check import check_contact
+from services.recipients.metrics import CONTACTS_IMPORTED
+from services.recipients.store import ContactRow, Store
+from services.recipients.store_import import (
+    MAX_ERRORS,
+    Batch,
+    BatchWriter,
+    Counts,
+    Progress,
+    categories_by_name,
+    load_progress,
+    save_progress,
+)
+from shared import auth, idempotency, validate
+from shared.errors import HeraldError, invalid
+from shared.masking import mask_text
+
+log = logging.getLogger("herald.recipients.import")
+
+MAX_IMPORT_CATEGORIES = 1000
+_MISMATCH = "was already used for another import (other options or other rows); use a new request_id"
+
+
+def check_rows(items: list[tuple[int, pb.Contact]], region: str, pii: bool) -> list[Any]:
+    """Batch.rows of a chunk of the stream (runs in a worker thread)."""
+    out: list[Any] = []
+    for line, ct in items:
+        row = check_contact(ct, line, region)
+        if isinstance(row, ContactRow):
+            out.append(row)
+        else:
+            out.append((line, row if pii else [(f, mask_text(why)) for f, why in row]))
+    return out
+
+
+class ImportRpcs:
+    store: Store
+
+    async def ImportContacts(self, request_iterator: AsyncIterator[pb.ImportContactsRequest],
+                             context: grpc.aio.ServicerContext) -> pb.ImportContactsResponse:
+        p = boundary.principal()
+        p.require(*boundary.WRITERS)
+        stream = request_iterator.__aiter__()
+        first = await anext(stream, None)
+        opts = first.options if first is not None else pb.ImportContactsOptions()
+        rid = opts.request_id
+        boundary.require({
+            "options.request_id": boundary.text(rid, validate.MAX_REQUEST_ID),
+            "options.on_conflict": validate.enum_value(pb.ImportConflictPolicy, opts.on_conflict),
+            "options.categories": (f"at most {MAX_IMPORT_CATEGORIES}"
+                                   if len(opts.categories) > MAX_IMPORT_CATEGORIES else None)})
+        fp = idempotency.fingerprint("ImportContacts", opts)
+        prior = await load_progress(self.store.engine, p.workspace, rid) if rid else None
+        if prior is not None and prior.fingerprint and prior.fingerprint != fp:
+            raise invalid({"options.request_id": f"{rid!r} {_MISMATCH}"})
+        state = Progress(fingerprint=fp) if prior is None else prior
+        extra = await self._import_categories(p.workspace, opts, rid, state)
+        if rid and prior is None and state.response.created_category_ids:
+            prior = state  # recorded with the categories it created
+
+        job = _Import(self.store, p, rid, opts.on_conflict, extra, prior, state)
+        resp = await job.run(first, stream)
+        if job.wrote:
+            self.store.note_imported(job.wrote)
+            for result, n in (("created", job.counts.created), ("updated", job.counts.updated),
+                              ("unchanged", job.counts.unchanged),
+                              ("rejected", job.counts.rejected)):
+                if n:
+                    CONTACTS_IMPORTED.labels(result).inc(n)
+            log.info("contacts imported", extra={
+                "workspace": p.workspace, "n_rows": resp.rows, "n_created": resp.created,
+                "n_updated": resp.updated, "n_unchanged": resp.unchanged,
+                "n_rejected": resp.rejected})
+        return resp
+
+    async def _import_categories(self, ws: str, opts: pb.ImportContactsOptions, rid: str,
+                                 state: Progress) -> list[str]:
+        """Category ids of options.categories (ids first, then names), creating missing names
+        when asked (recorded under request_id in the same transaction)."""
+        wanted = list(dict.fromkeys(x.strip() for x in opts.categories))
+        by_id = await self.store.existing_categories(ws, [x for x in wanted
+                                                          if validate.uuid_text(x) is None])
+        by_name = await categories_by_name(self.store.engine, ws,
+                                           [x for x in wanted if x not in by_id])
+        missing = [x for x in wanted if x not in by_id and x not in by_name]
+        bad: dict[str, str | None] = {}
+        for i, raw in enumerate(opts.categories):
+            name = raw.strip()
+            if name not in missing:
+                continue
+            if not opts.create_missing_categories:
+                bad[f"options.categories[{i}]"] = (f"no category {name[:100]!r} in the workspace "
+                                                   "(or set create_missing_categories)")
+            else:
+                bad[f"options.categories[{i}]"] = (boundary.text(name, boundary.MAX_TEXT)
+                                                   if name else "a category name is required")
+        boundary.require(bad)
+        if missing:
+            try:
+                async with self.store.write() as conn:
+                    for name in missing:
+                        rec = await self.store.create_category(conn, ws, name)
+                        by_name[name] = rec["id"]
+                        state.response.created_category_ids.append(rec["id"])
+                    if rid:
+                        await save_progress(conn, ws, rid, None, state, self.store.clock.now())
+            except IntegrityError as exc:
+                raise HeraldError(grpc.StatusCode.ABORTED, "concurrent change, retry") from exc
+        return list(dict.fromkeys(x if x in by_id else by_name[x] for x in wanted))
+
+
+class _Import:
+    """One stream: the reader validates chunks in a thread and hands them to the writer
+    through a queue of one, so reading, validating and writing overlap and at most two
+    batches are held at once."""
+
+    def __init__(self, store: Store, p: auth.Principal, rid: str, policy: int, extra: list[str],
+                 prior: Progress | None, state: Progress) -> None:
+        self.store = store
+        self.p = p
+        self.rid = rid
+        self.prior = prior  # the record as last committed (None: none yet)
+        self.state = state
+        self.writer = BatchWriter(p.workspace, policy, extra)
+        self.counts = Counts()
+        self.wrote = 0
+        self.hasher = hashlib.sha256() if rid else None
+
+    async def run(self, first: pb.ImportContactsRequest | None,
+                  stream: AsyncIterator[pb.ImportContactsRequest]) -> pb.ImportContactsResponse:
+        skip = self.prior.position if self.prior else 0
+        queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=1)
+        writer = asyncio.get_running_loop().create_task(self._write_all(queue))
+        try:
+            await self._read_all(first, stream, skip, queue)
+            await queue.put(None)
+            await writer
+        finally:
+            if not writer.done():
+                writer.cancel()
+                await asyncio.gather(writer, return_exceptions=True)
+        if self.rid and not self.state.done:
+            await self._commit(None, Counts(), done=True)
+        return self.state.response
+
+    async def _read_all(self, first: pb.ImportContactsRequest | None,
+                        stream: AsyncIterator[pb.ImportContactsRequest], skip: int,
+                        queue: asyncio.Queue[Batch | None]) -> None:
+        size = max(1, settings.IMPORT_BATCH.get_int())
+        region = settings.DEFAULT_REGION.get()
+        pii = self.p.pii
+        position = 0
+        items: list[tuple[int, pb.Contact]] = []
+        hasher = self.hasher
+        msg = first
+        while msg is not None:
+            if msg is not first and msg.HasField("options"):
+                raise invalid({"options": "options go in the first message of the stream only"})
+            lines = msg.lines
+            if lines and len(lines) != len(msg.contacts):
+                raise invalid({"lines": f"{len(lines)} line numbers for {len(msg.contacts)} "
+                                        "contacts (one per contact, or none)"})
+            for i, ct in enumerate(msg.contacts):
+                position += 1
+                line = lines[i] if lines else position
+                if hasher is not None:
+                    hasher.update(line.to_bytes(8, "big", signed=True))
+                    hasher.update(ct.SerializeToString(deterministic=True))
+                    if position == skip:
+                        self._verify(hasher.hexdigest())
+                if position <= skip:
+                    continue
+                if self.state.done:  # more rows than the finished import had
+                    raise invalid({"options.request_id": f"{self.rid!r} {_MISMATCH}"})
+                items.append((line, ct))
+                if len(items) >= size:
+                    await self._hand_over(items, position, queue, region, pii)
+                    items = []
+            msg = await anext(stream, None)
+        if position < skip:
+            raise invalid({"options.request_id": f"{self.rid!r} {_MISMATCH}"})
+        if items:
+            await self._hand_over(items, position, queue, region, pii)
+
+    def _verify(self, digest: str) -> None:
+        if self.prior is not None and self.prior.digest != digest:
+            raise invalid({"options.request_id": f"{self.rid!r} {_MISMATCH}"})
+
+    async def _hand_over(self, items: list[tuple[int, pb.Contact]], position: int,
+                         queue: asyncio.Queue[Batch | None], region: str, pii: bool) -> None:
+        rows = await asyncio.to_thread(check_rows, items, region, pii)
+        digest = self.hasher.hexdigest() if self.hasher is not None else ""
+        await queue.put(Batch(rows, position, digest))
+
+    async def _write_all(self, queue: asyncio.Queue[Batch | None]) -> None:
+        while (batch := await queue.get()) is not None:
+            for attempt in (1, 2):
+                try:
+                    async with self.store.write() as conn:
+                        counts = await self.writer.write(conn, batch, self.store.clock.now())
+                        await self._commit(batch, counts, done=False, conn=conn)
+                    break
+                except IntegrityError as exc:
+                    # Another writer created one of these contacts meanwhile: match again.
+                    if attempt == 2:
+                        raise HeraldError(grpc.StatusCode.ABORTED,
+                                          "concurrent change, retry") from exc
+            self.wrote += counts.created + counts.updated
+
+    async def _commit(self, batch: Batch | None, counts: Counts, done: bool,
+                      conn: Any = None) -> None:
+        """Adds a batch's counts to the answer and, under a request_id, records the progress
+        in the batch's own transaction."""
+        resp = pb.ImportContactsResponse()
+        resp.CopyFrom(self.state.response)
+        resp.rows += counts.created + counts.updated + counts.unchanged + counts.rejected
+        resp.created += counts.created
+        resp.updated += counts.updated
+        resp.unchanged += counts.unchanged
+        resp.rejected += counts.rejected
+        room = MAX_ERRORS - len(resp.errors)
+        for line, name, why in counts.errors[:max(0, room)]:
+            resp.errors.add(line=line, field=name, description=why)
+        new = Progress(batch.position if batch else self.state.position,
+                       batch.digest if batch else self.state.digest, done, resp,
+                       self.state.fingerprint)
+        if self.rid:
+            if conn is None:
+                async with self.store.write() as own:
+                    await save_progress(own, self.p.workspace, self.rid, self.prior, new,
+                                        self.store.clock.now())
+            else:
+                await save_progress(conn, self.p.workspace, self.rid, self.prior, new,
+                                    self.store.clock.now())
+            self.prior = new
+        self.state = new
+        for attr in ("created", "updated", "unchanged", "rejected"):
+            setattr(self.counts, attr, getattr(self.counts, attr) + getattr(counts, attr))

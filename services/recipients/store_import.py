@@ -1,0 +1,286 @@
+"""ImportContacts' writes: one batch of validated rows matched, merged and written with
+multi-row statements (executemany) in the caller's transaction, and the import's progress
+under its request_id, so a retry continues after the rows already committed."""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from herald.v1 import recipients_pb2 as pb
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.recipients.schema import (
+    categories,
+    contact_categories,
+    contact_field_names,
+    contacts,
+    idempotency,
+)
+from services.recipients.store import ContactRow
+from services.recipients.store_sql import chunks, insert_ignore, new_id
+from shared.errors import HeraldError
+from shared.timeutil import aware
+
+METHOD = "ImportContacts"
+MAX_ERRORS = 1000  # ImportContactsResponse.errors listed at most
+MERGE, SKIP, REJECT = (pb.IMPORT_CONFLICT_POLICY_MERGE, pb.IMPORT_CONFLICT_POLICY_SKIP,
+                       pb.IMPORT_CONFLICT_POLICY_REJECT)
+_COMPARED = ("external_id", "phone", "email", "first_name", "last_name", "fields", "language")
+_COPIED = ("phone", "email", "first_name", "last_name", "external_id", "language")
+_UPDATE_COLS = ("id", *_COMPARED, "updated_at")
+
+
+@dataclass
+class Batch:
+    """Validated rows of the stream (ContactRow.index is the row's line) or, for a bad row,
+    (line, [(field, reason)]); position and digest: the stream's state after its last row."""
+
+    rows: list[ContactRow | tuple[int, list[tuple[str, str]]]]
+    position: int
+    digest: str
+
+
+@dataclass
+class Counts:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    errors: list[tuple[int, str, str]] = field(default_factory=list)  # (line, field, reason)
+    rejected: int = 0
+
+
+@dataclass
+class _Contact:
+    values: dict[str, Any]
+    new: bool
+    cats: set[str]  # categories it is in (stored + added)
+
+
+class BatchWriter:
+    """Writes batches of one import: the workspace, conflict policy and the import-wide
+    categories are fixed for the whole stream."""
+
+    def __init__(self, ws: str, policy: int, extra_categories: list[str]) -> None:
+        self.ws = ws
+        self.policy = policy or MERGE
+        self.extra = extra_categories
+        self.now: Any = None
+
+    async def write(self, conn: AsyncConnection, batch: Batch, now: Any) -> Counts:
+        self.now = now
+        out = Counts()
+        good: list[ContactRow] = []
+        for r in batch.rows:
+            if isinstance(r, ContactRow):
+                good.append(r)
+            else:
+                out.rejected += 1
+                out.errors.extend((r[0], f, why) for f, why in r[1])
+        known = await self._known_categories(conn, {c for r in good for c in r.category_ids})
+        found = await self._existing(conn, good)
+        by_key: dict[tuple[str, str], str] = {}
+        pool: dict[str, _Contact] = {}
+        for rec in sorted(found.values(), key=lambda r: (aware(r["created_at"]), r["id"])):
+            pool[rec["id"]] = _Contact(rec, new=False, cats=set())
+            self._index(by_key, rec)
+        for cid, cats in (await self._memberships(conn, list(pool))).items():
+            pool[cid].cats.update(cats)
+        dirty: set[str] = set()
+        linked: list[dict[str, str]] = []
+        names: set[str] = set()
+        for row in good:
+            unknown = next((c for c in row.category_ids if c not in known), None)
+            if unknown is not None:
+                out.rejected += 1
+                out.errors.append((row.index, "category_ids", f"unknown category {unknown}"))
+                continue
+            if row.external_id:
+                key = ("external_id", row.external_id)
+                cid = by_key.get(key)
+            else:
+                key = ("phone", row.phone or "") if row.phone else ("email", row.email or "")
+                cid = by_key.get(key)
+                if cid is None and row.phone and row.email:
+                    key = ("email", row.email)
+                    cid = by_key.get(key)
+            wanted = [*row.category_ids, *self.extra]
+            if cid is None:
+                cid = new_id()
+                values = dict(id=cid, workspace_id=self.ws, external_id=row.external_id,
+                              phone=row.phone, email=row.email, first_name=row.first_name,
+                              last_name=row.last_name, fields=dict(row.fields),
+                              language=row.language, created_at=self.now, updated_at=self.now)
+                pool[cid] = _Contact(values, new=True, cats=set())
+                out.created += 1
+                dirty.add(cid)
+            else:
+                if self.policy == REJECT:
+                    out.rejected += 1
+                    out.errors.append((row.index, key[0], f"matches the existing contact {cid}"))
+                    continue
+                ct = pool[cid]
+                changed = self.policy == MERGE and self._merge(ct.values, row)
+                if changed:
+                    dirty.add(cid)
+                if changed or any(c not in ct.cats for c in wanted):
+                    out.updated += 1
+                else:
+                    out.unchanged += 1
+            ct = pool[cid]
+            self._index(by_key, ct.values)
+            for cat in wanted:
+                if cat not in ct.cats:
+                    ct.cats.add(cat)
+                    linked.append({"contact_id": cid, "category_id": cat})
+            if self.policy == MERGE or ct.new:
+                names.update(row.fields)
+        await self._flush(conn, [pool[c] for c in dirty], linked, names)
+        out.errors.sort(key=lambda e: e[0])
+        return out
+
+    @staticmethod
+    def _index(by_key: dict[tuple[str, str], str], values: dict[str, Any]) -> None:
+        for name in ("external_id", "phone", "email"):
+            if values[name]:
+                by_key.setdefault((name, values[name]), values["id"])
+
+    def _merge(self, v: dict[str, Any], row: ContactRow) -> bool:
+        """UpsertContacts' merge into the stored values; True when anything changed."""
+        before = tuple(v[k] for k in _COMPARED)
+        for key in _COPIED:
+            value = getattr(row, key)
+            if value:
+                v[key] = value
+        v["fields"] = {**(v["fields"] or {}), **row.fields}
+        if tuple(v[k] for k in _COMPARED) == before:
+            return False
+        v["updated_at"] = self.now
+        return True
+
+    async def _known_categories(self, conn: AsyncConnection, wanted: set[str]) -> set[str]:
+        known: set[str] = set()
+        for part in chunks(sorted(wanted)):
+            known.update((await conn.execute(select(categories.c.id).where(
+                categories.c.workspace_id == self.ws, categories.c.id.in_(part)))).scalars())
+        return known
+
+    async def _existing(self, conn: AsyncConnection, rows: list[ContactRow]) -> dict[str, dict[str, Any]]:
+        exts = sorted({r.external_id for r in rows if r.external_id})
+        phones = sorted({r.phone for r in rows if not r.external_id and r.phone})
+        emails = sorted({r.email for r in rows if not r.external_id and r.email})
+        found: dict[str, dict[str, Any]] = {}
+        for col, keys in ((contacts.c.external_id, exts), (contacts.c.phone, phones),
+                          (contacts.c.email, emails)):
+            for part in chunks(keys):
+                res = await conn.execute(select(contacts).where(
+                    contacts.c.workspace_id == self.ws, col.in_(part)))
+                found.update((rec["id"], dict(rec)) for rec in res.mappings())
+        return found
+
+    @staticmethod
+    async def _memberships(conn: AsyncConnection, ids: list[str]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for part in chunks(ids):
+            res = await conn.execute(select(contact_categories.c.contact_id,
+                                            contact_categories.c.category_id).where(
+                contact_categories.c.contact_id.in_(part)))
+            for cid, cat in res:
+                out.setdefault(cid, []).append(cat)
+        return out
+
+    async def _flush(self, conn: AsyncConnection, touched: list[_Contact],
+                     links: list[dict[str, str]], names: set[str]) -> None:
+        new_rows = [c.values for c in touched if c.new]
+        old_rows = [c.values for c in touched if not c.new]
+        if new_rows:
+            await conn.execute(insert(contacts), new_rows)
+        if old_rows:
+            stmt = update(contacts).where(contacts.c.id == bindparam("b_id")).values(
+                **{k: bindparam(f"b_{k}") for k in _UPDATE_COLS if k != "id"})
+            await conn.execute(stmt, [{f"b_{k}": v[k] for k in _UPDATE_COLS} for v in old_rows])
+        if names:
+            await conn.execute(insert_ignore(conn, contact_field_names, ["workspace_id", "name"]),
+                               [{"workspace_id": self.ws, "name": n} for n in sorted(names)])
+        if links:
+            await conn.execute(insert_ignore(conn, contact_categories,
+                                             ["contact_id", "category_id"]), links)
+
+
+async def categories_by_name(engine: AsyncEngine, ws: str, names: list[str]) -> dict[str, str]:
+    """{name: id} of the workspace's categories with these names."""
+    out: dict[str, str] = {}
+    async with engine.connect() as conn:
+        for part in chunks(names):
+            res = await conn.execute(select(categories.c.name, categories.c.id).where(
+                categories.c.workspace_id == ws, categories.c.name.in_(part)))
+            out.update((name, cid) for name, cid in res)
+    return out
+
+
+# --- progress under request_id ---------------------------------------------------------------
+_MAGIC = b"HIMP1"
+
+
+@dataclass
+class Progress:
+    """Where an import with a request_id stands: rows committed, the digest of the stream up
+    to them, whether the stream ended, and the answer so far."""
+
+    position: int = 0
+    digest: str = ""
+    done: bool = False
+    response: pb.ImportContactsResponse = field(default_factory=pb.ImportContactsResponse)
+    fingerprint: str = ""
+
+    def pack(self) -> bytes:
+        head = json.dumps({"position": self.position, "digest": self.digest,
+                           "done": self.done}).encode()
+        return _MAGIC + struct.pack(">I", len(head)) + head + self.response.SerializeToString()
+
+    @classmethod
+    def unpack(cls, blob: bytes, fingerprint: str) -> Progress:
+        n = struct.unpack(">I", blob[len(_MAGIC):len(_MAGIC) + 4])[0]
+        start = len(_MAGIC) + 4
+        head = json.loads(blob[start:start + n])
+        resp = pb.ImportContactsResponse()
+        resp.ParseFromString(blob[start + n:])
+        return cls(head["position"], head["digest"], head["done"], resp, fingerprint)
+
+
+def _key(ws: str, request_id: str) -> list[Any]:
+    return [idempotency.c.workspace_id == ws, idempotency.c.method == METHOD,
+            idempotency.c.request_id == request_id]
+
+
+async def load_progress(engine: AsyncEngine, ws: str, request_id: str) -> Progress | None:
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(idempotency.c.response, idempotency.c.fingerprint)
+                                  .where(*_key(ws, request_id)))).first()
+    return None if row is None else Progress.unpack(row.response, row.fingerprint or "")
+
+
+async def save_progress(conn: AsyncConnection, ws: str, request_id: str, expected: Progress | None,
+                        new: Progress, now: Any) -> None:
+    """Records `new` in the transaction that wrote its rows, provided the record is still
+    `expected` (None: no record yet); else another import with this request_id is running."""
+    q = select(idempotency.c.response).where(*_key(ws, request_id))
+    if conn.dialect.name == "postgresql":
+        q = q.with_for_update()
+    row = (await conn.execute(q)).first()
+    current = None if row is None else Progress.unpack(row.response, "")
+    if (current is None) != (expected is None) or (
+            current is not None and expected is not None and current.position != expected.position):
+        raise HeraldError(grpc.StatusCode.ABORTED, f"another import with request_id "
+                                                   f"{request_id!r} is running; retry after it ends")
+    if current is None:
+        await conn.execute(insert(idempotency).values(
+            workspace_id=ws, method=METHOD, request_id=request_id, response=new.pack(),
+            created_at=now, fingerprint=new.fingerprint or None))
+    else:
+        await conn.execute(update(idempotency).where(*_key(ws, request_id)).values(
+            response=new.pack()))
