@@ -120,7 +120,7 @@ messages = Table(
     Column("held", Boolean, nullable=False, server_default="0"),  # A/B: waits for the winner
     Column("route", String(64), nullable=False, server_default=""),
     Index("ix_messages_campaign_status", "campaign_id", "status"),
-    Index("ix_messages_dispatch", "campaign_id", "dispatched_at"),
+    Index("ix_messages_dispatch_order", "campaign_id", "dispatched_at", "created_at", "id"),
     Index("ix_messages_campaign_updated", "campaign_id", "updated_at"),
 )
 
