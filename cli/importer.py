@@ -1,15 +1,20 @@
-"""Contacts from a CSV file, sent in batches through RecipientService.UpsertContacts, with
-every rejected row reported by its line number in the file.
+"""Contacts from a CSV file, streamed through RecipientService.ImportContacts (one call for
+the whole file, so the service writes in large transactions and paces the reading), with
+every rejected row reported by its line number in the file and the field at fault.
 
 Columns (header row, any order, case-insensitive): phone, email, first_name, last_name,
 external_id, language, categories (names or ids separated by ';'). Every other column is a
-custom field of the contact (empty cells are left out)."""
+custom field of the contact (empty cells are left out).
+
+Counts: created, updated (rows that matched an existing contact, as UpsertContacts counted
+them), of which unchanged (the row changed nothing), rejected (rows refused here or by the
+service)."""
 
 from __future__ import annotations
 
 import csv
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,13 +38,14 @@ class ImportReport:
     rows: int = 0
     created: int = 0
     updated: int = 0
+    unchanged: int = 0
     rejected: int = 0
-    batches: int = 0
+    batches: int = 0  # messages of the import stream
     errors: list[RowError] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"rows": self.rows, "created": self.created, "updated": self.updated,
-                "rejected": self.rejected, "batches": self.batches,
+                "unchanged": self.unchanged, "rejected": self.rejected, "batches": self.batches,
                 "errors": [{"line": e.line, "error": e.error} for e in self.errors]}
 
 
@@ -78,40 +84,70 @@ def contact(cells: dict[str, str], categories: dict[str, str], extra: list[str])
     return ct
 
 
-async def import_csv(path: Path, upsert: Callable[[rpb.UpsertContactsRequest], Any],
-                     categories: dict[str, str], extra: list[str], batch_size: int,
-                     progress: Callable[[ImportReport], None] | None = None) -> ImportReport:
-    """Streams the file: at most batch_size contacts are held at once."""
+async def import_csv(path: Path, import_contacts: Callable[..., Any], categories: dict[str, str],
+                     extra: list[str], batch_size: int,
+                     progress: Callable[[ImportReport], None] | None = None,
+                     request_id: str = "") -> ImportReport:
+    """Streams the file through ImportContacts: at most batch_size contacts are held at once.
+    extra: category ids every contact is added to. A run with the request_id of an
+    interrupted one continues after the rows the service already committed."""
     report = ImportReport()
-    run = uuid.uuid4().hex[:12]
-    batch: list[tuple[int, rpb.Contact]] = []
+    local: list[RowError] = []
+    options = rpb.ImportContactsOptions(request_id=request_id or f"import-{uuid.uuid4().hex}",
+                                        categories=extra)
 
-    async def flush() -> None:
-        if not batch:
-            return
-        report.batches += 1
-        resp = await upsert(rpb.UpsertContactsRequest(
-            contacts=[ct for _, ct in batch], request_id=f"import-{run}-{report.batches}"))
-        report.created += resp.created
-        report.updated += resp.updated
-        report.rejected += resp.rejected
-        for res in resp.results:
-            if res.error:
-                report.errors.append(RowError(batch[res.index][0], res.error))
-        batch.clear()
-        if progress:
-            progress(report)
+    source = rows(path)
+    head = next(source, None)  # an unreadable file or header fails before the call
+    failure: list[Exception] = []
 
-    for line, cells in rows(path):
+    async def requests() -> AsyncIterator[rpb.ImportContactsRequest]:
+        yield rpb.ImportContactsRequest(options=options)
+        msg = rpb.ImportContactsRequest()
+        try:
+            async for item in _rows_from(head, source):
+                msg = _add(item, msg)
+                if len(msg.contacts) >= batch_size:
+                    report.batches += 1
+                    yield msg
+                    msg = rpb.ImportContactsRequest()
+                    if progress:
+                        progress(report)
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            failure.append(exc)  # the rows before it are imported; the error is reported
+        if msg.contacts:
+            report.batches += 1
+            yield msg
+
+    def _add(item: tuple[int, dict[str, str] | str],
+                   msg: rpb.ImportContactsRequest) -> rpb.ImportContactsRequest:
+        line, cells = item
         report.rows += 1
-        ct = cells if isinstance(cells, str) else contact(cells, categories, extra)
+        ct = cells if isinstance(cells, str) else contact(cells, categories, [])
         if isinstance(ct, str):
             report.rejected += 1
-            report.errors.append(RowError(line, ct))
-            continue
-        batch.append((line, ct))
-        if len(batch) >= batch_size:
-            await flush()
-    await flush()
-    report.errors.sort(key=lambda e: e.line)
+            local.append(RowError(line, ct))
+        else:
+            msg.contacts.append(ct)
+            msg.lines.append(line)
+        return msg
+
+    resp = await import_contacts(requests(), timeout=None)
+    if failure:
+        raise failure[0]
+    report.created = resp.created
+    report.updated = resp.updated + resp.unchanged
+    report.unchanged = resp.unchanged
+    report.rejected += resp.rejected
+    report.errors = sorted([*local, *(RowError(e.line, f"{e.field}: {e.description}")
+                                      for e in resp.errors)], key=lambda e: e.line)
     return report
+
+
+async def _rows_from(head: tuple[int, dict[str, str] | str] | None,
+                     rest: Iterator[tuple[int, dict[str, str] | str]]
+                     ) -> AsyncIterator[tuple[int, dict[str, str] | str]]:
+    if head is None:
+        return
+    yield head
+    for item in rest:
+        yield item

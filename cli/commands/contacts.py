@@ -39,24 +39,29 @@ async def import_contacts(args: argparse.Namespace, cl: Clients, out: Output) ->
 
     def progress(rep: importer.ImportReport) -> None:
         if not out.json:
-            out.print(f"  batch {rep.batches}: {rep.rows} rows read, {rep.created} created, "
-                      f"{rep.updated} updated, {rep.rejected} rejected", highlight=False)
+            out.print(f"  {rep.rows} rows read, {rep.rejected} refused before sending",
+                      highlight=False)
 
     try:
-        rep = await importer.import_csv(path, cl.recipients.UpsertContacts, cats, extra,
-                                        max(1, min(args.batch_size, 10000)), progress)
+        rep = await importer.import_csv(path, cl.recipients.ImportContacts, cats,
+                                        list(dict.fromkeys(cats[x] for x in extra)),
+                                        max(1, min(args.batch_size, 10000)), progress,
+                                        args.request_id)
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         out.error(str(exc))
         return 1
     if out.json:
         out.emit(rep.as_dict())
     else:
-        for e in rep.errors[:args.max_errors]:
+        shown = rep.errors[:args.max_errors]
+        for e in shown:
             out.error(f"{path}: line {e.line}: {e.error}")
-        if len(rep.errors) > args.max_errors:
-            out.error(f"... and {len(rep.errors) - args.max_errors} more rejected rows")
+        hidden = rep.rejected - len({e.line for e in shown})
+        if hidden > 0:
+            out.error(f"... and {hidden} more rejected rows")
+        same = f" ({rep.unchanged} of the updated rows changed nothing)" if rep.unchanged else ""
         out.print(f"imported {path}: {rep.rows} rows, {rep.created} created, {rep.updated} updated, "
-                  f"{rep.rejected} rejected", highlight=False, soft_wrap=True)
+                  f"{rep.rejected} rejected{same}", highlight=False, soft_wrap=True)
     return 2 if rep.rejected else 0
 
 
@@ -202,7 +207,11 @@ def register(root: Any, common: argparse.ArgumentParser) -> None:
                     help="add every row to this category (name or id; repeatable)")
     im.add_argument("--create-category", action="append", default=[],
                     help="like --category, creating the category when it does not exist")
-    im.add_argument("--batch-size", type=int, default=500, help="contacts per UpsertContacts call")
+    im.add_argument("--batch-size", type=int, default=2000,
+                    help="contacts per message of the import stream")
+    im.add_argument("--request-id", default="",
+                    help="names this import: running it again with the same id after an "
+                         "interruption continues after the rows already imported")
     im.add_argument("--max-errors", type=int, default=50, help="rejected rows printed at most")
     ls = add(sub, common, "list", list_contacts, "list contacts")
     ls.add_argument("--category", default="", help="only this category (name or id)")

@@ -25,7 +25,7 @@ Expected outcome of every RPC for every caller (protos' CampaignService header, 
   ApproveCampaign RejectCampaign              moderator admin                  campaign
   TriggerCampaign                             operator admin service           campaign
   RecipientService.UpsertContacts CreateCategory
-    AddSuppression                            operator admin service           workspace
+    AddSuppression ImportContacts             operator admin service           workspace
   UpdateCategory DeleteCategory               operator admin service           category
   RemoveSuppression (an entry added by hand)  operator admin service           suppression
   GetContact                                  every role                       contact
@@ -112,6 +112,7 @@ TABLE: dict[str, Rule] = {
     "CampaignService.PromoteVariant": Rule(OPERATOR, "campaign", BAD),
     "CampaignService.ReconcileCampaign": Rule(EVERY, "campaign"),
     "RecipientService.UpsertContacts": Rule(WRITERS, "workspace"),
+    "RecipientService.ImportContacts": Rule(WRITERS, "workspace"),
     "RecipientService.GetContact": Rule(EVERY, "contact"),
     "RecipientService.ListContacts": Rule(EVERY, "workspace"),
     "RecipientService.CreateCategory": Rule(WRITERS, "workspace"),
@@ -272,6 +273,9 @@ CALLS: dict[str, Build] = {
         cpb.ReconcileCampaignRequest(campaign_id=cid))),
     "RecipientService.UpsertContacts": _plain(lambda who: who.recipients.UpsertContacts(rpb.UpsertContactsRequest(
         request_id=_rid(), contacts=[rpb.Contact(email=f"{_unique_name()}@example.com")]))),
+    "RecipientService.ImportContacts": _plain(lambda who: who.recipients.ImportContacts(iter([
+        rpb.ImportContactsRequest(options=rpb.ImportContactsOptions(request_id=_rid()),
+                                  contacts=[rpb.Contact(email=f"{_unique_name()}@example.com")])]))),
     "RecipientService.GetContact": _on_done(lambda cid, s: lambda who: who.recipients.GetContact(
         rpb.GetContactRequest(id=s["contact"]))),
     "RecipientService.ListContacts": _plain(lambda who: who.recipients.ListContacts(rpb.ListContactsRequest())),
