@@ -22,6 +22,7 @@ from herald.v1 import recipients_pb2_grpc as rgrpc
 from nats.js import JetStreamContext
 
 from services.campaigns import lifecycle, settings
+from services.campaigns.publishing import BatchPublisher
 from services.campaigns.scheduler.assumed import AssumedMixin
 from services.campaigns.scheduler.base import SCHEDULER_ERRORS, describe, log
 from services.campaigns.scheduler.build import BuildMixin, variant_assigner
@@ -66,6 +67,7 @@ class Scheduler(LeaseMixin, BuildMixin, DispatchMixin, CompleteMixin, AssumedMix
         self.buckets: dict[str, tuple[float, float]] = {}  # campaign -> (tokens, at)
         self.store = store
         self.js = js
+        self.publisher = BatchPublisher(js)
         self.recipients = recipients
         self.clock = clock or Clock()
         self.interval = interval

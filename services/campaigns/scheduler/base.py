@@ -15,6 +15,7 @@ from nats.js import JetStreamContext
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.campaigns.publishing import BatchPublisher
 from services.campaigns.repo import job_errors
 from services.campaigns.store import Store
 from shared import bus
@@ -39,6 +40,7 @@ class JobBase:
 
     store: Store
     js: JetStreamContext
+    publisher: BatchPublisher
     recipients: rgrpc.RecipientServiceStub
     clock: Clock
     interval: float

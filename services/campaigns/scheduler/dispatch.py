@@ -18,7 +18,7 @@ from services.campaigns.repo import messages as messages_repo
 from services.campaigns.scheduler.base import describe, log
 from services.campaigns.scheduler.content import content_of, content_problem
 from services.campaigns.scheduler.finish import FinishMixin
-from shared import bus, channels, states
+from shared import channels, states
 from shared.timeutil import aware, to_ts
 
 S = c.MessageStatus
@@ -125,7 +125,7 @@ class DispatchMixin(FinishMixin):
         if not items:
             return 0
         try:
-            await bus.publish_many(self.js, items)
+            await self.publisher.publish_many(items)
         except MaxPayloadError as exc:  # over the server's limit despite the check above
             await self.fail_campaign(row, f"publishing jobs failed: {exc!r}", c.FAILURE_CATEGORY_CONTENT_REJECTED)
             return 0
