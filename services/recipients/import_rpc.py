@@ -13,10 +13,10 @@ import grpc
 from herald.v1 import recipients_pb2 as pb
 from sqlalchemy.exc import IntegrityError
 
-from services.recipients import boundary, settings
-from services.recipients.contact_check import check_contact
+from services.recipients import boundary, import_validate, settings
+from services.recipients.import_validate import Checked
 from services.recipients.metrics import CONTACTS_IMPORTED
-from services.recipients.store import ContactRow, Store
+from services.recipients.store import Store
 from services.recipients.store_import import (
     MAX_ERRORS,
     Batch,
@@ -29,24 +29,15 @@ from services.recipients.store_import import (
 )
 from shared import auth, idempotency, validate
 from shared.errors import HeraldError, invalid
-from shared.masking import mask_text
 
 log = logging.getLogger("herald.recipients.import")
 
 MAX_IMPORT_CATEGORIES = 1000
+CHUNK = 1000  # rows validated per task (a whole message, when it has at least this many)
 _MISMATCH = "was already used for another import (other options or other rows); use a new request_id"
 
 
-def check_rows(items: list[tuple[int, pb.Contact]], region: str, pii: bool) -> list[Any]:
-    """Batch.rows of a chunk of the stream (runs in a worker thread)."""
-    out: list[Any] = []
-    for line, ct in items:
-        row = check_contact(ct, line, region)
-        if isinstance(row, ContactRow):
-            out.append(row)
-        else:
-            out.append((line, row if pii else [(f, mask_text(why)) for f, why in row]))
-    return out
+_Chunk = tuple["asyncio.Future[list[Checked]]", int, str]  # validation, position, digest after it
 
 
 class ImportRpcs:
@@ -144,69 +135,110 @@ class _Import:
 
     async def run(self, first: pb.ImportContactsRequest | None,
                   stream: AsyncIterator[pb.ImportContactsRequest]) -> pb.ImportContactsResponse:
+        """Three stages, each a task: read (and submit chunks for validation), collect the
+        validated chunks in order into batches, write the batches. Bounded queues between
+        them: a slow database slows the reading of the stream."""
         skip = self.prior.position if self.prior else 0
-        queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=1)
-        writer = asyncio.get_running_loop().create_task(self._write_all(queue))
+        chunks: asyncio.Queue[_Chunk | None] = asyncio.Queue(maxsize=import_validate.worker_count() + 1)
+        batches: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=1)
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(self._read_all(first, stream, skip, chunks)),
+                 loop.create_task(self._collect(chunks, batches)),
+                 loop.create_task(self._write_all(batches))]
         try:
-            await self._read_all(first, stream, skip, queue)
-            await queue.put(None)
-            await writer
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()
         finally:
-            if not writer.done():
-                writer.cancel()
-                await asyncio.gather(writer, return_exceptions=True)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            while not chunks.empty():
+                if (item := chunks.get_nowait()) is not None:
+                    item[0].cancel()
         if self.rid and not self.state.done:
             await self._commit(None, Counts(), done=True)
         return self.state.response
 
     async def _read_all(self, first: pb.ImportContactsRequest | None,
                         stream: AsyncIterator[pb.ImportContactsRequest], skip: int,
-                        queue: asyncio.Queue[Batch | None]) -> None:
-        size = max(1, settings.IMPORT_BATCH.get_int())
-        region = settings.DEFAULT_REGION.get()
-        pii = self.p.pii
+                        chunks: asyncio.Queue[_Chunk | None]) -> None:
+        """Reads the stream into chunks of at least CHUNK rows, each submitted for validation
+        as soon as it is complete."""
+        chunk = min(max(1, settings.IMPORT_BATCH.get_int()), CHUNK)
+        region, pii = settings.DEFAULT_REGION.get(), self.p.pii
+        part = pb.ImportContactsRequest()
         position = 0
-        items: list[tuple[int, pb.Contact]] = []
         hasher = self.hasher
+
+        async def submit(data: bytes) -> None:
+            digest = hasher.hexdigest() if hasher is not None else ""
+            await chunks.put((asyncio.ensure_future(import_validate.validate(data, region, pii)),
+                              position, digest))
+
         msg = first
         while msg is not None:
             if msg is not first and msg.HasField("options"):
                 raise invalid({"options": "options go in the first message of the stream only"})
             lines = msg.lines
-            if lines and len(lines) != len(msg.contacts):
-                raise invalid({"lines": f"{len(lines)} line numbers for {len(msg.contacts)} "
-                                        "contacts (one per contact, or none)"})
-            for i, ct in enumerate(msg.contacts):
-                position += 1
-                line = lines[i] if lines else position
-                if hasher is not None:
-                    hasher.update(line.to_bytes(8, "big", signed=True))
+            n = len(msg.contacts)
+            if lines and len(lines) != n:
+                raise invalid({"lines": f"{len(lines)} line numbers for {n} contacts "
+                                        "(one per contact, or none)"})
+            if hasher is not None:
+                for i, ct in enumerate(msg.contacts):
+                    hasher.update((lines[i] if lines else position + i + 1).to_bytes(
+                        8, "big", signed=True))
                     hasher.update(ct.SerializeToString(deterministic=True))
-                    if position == skip:
+                    if position + i + 1 == skip:
                         self._verify(hasher.hexdigest())
-                if position <= skip:
-                    continue
-                if self.state.done:  # more rows than the finished import had
-                    raise invalid({"options.request_id": f"{self.rid!r} {_MISMATCH}"})
-                items.append((line, ct))
-                if len(items) >= size:
-                    await self._hand_over(items, position, queue, region, pii)
-                    items = []
+            if position + n > skip and self.state.done:  # more rows than the import had
+                raise invalid({"options.request_id": f"{self.rid!r} {_MISMATCH}"})
+            if position >= skip and not part.contacts and n >= chunk:
+                # A whole message becomes one chunk as it is (the usual case).
+                if not lines:
+                    msg.lines.extend(range(position + 1, position + n + 1))
+                msg.ClearField("options")
+                position += n
+                await submit(msg.SerializeToString())
+            else:
+                for i, ct in enumerate(msg.contacts):
+                    position += 1
+                    if position <= skip:
+                        continue
+                    part.contacts.append(ct)
+                    part.lines.append(lines[i] if lines else position)
+                    if len(part.contacts) >= chunk:
+                        await submit(part.SerializeToString())
+                        part = pb.ImportContactsRequest()
             msg = await anext(stream, None)
         if position < skip:
             raise invalid({"options.request_id": f"{self.rid!r} {_MISMATCH}"})
-        if items:
-            await self._hand_over(items, position, queue, region, pii)
+        if part.contacts:
+            await submit(part.SerializeToString())
+        await chunks.put(None)
+
+    async def _collect(self, chunks: asyncio.Queue[_Chunk | None],
+                       batches: asyncio.Queue[Batch | None]) -> None:
+        """Validated chunks, in stream order, into batches of at least
+        HERALD_RECIPIENTS_IMPORT_BATCH rows (the last one smaller)."""
+        size = max(1, settings.IMPORT_BATCH.get_int())
+        rows: list[Checked] = []
+        last: tuple[int, str] | None = None
+        while (item := await chunks.get()) is not None:
+            fut, position, digest = item
+            rows.extend(await fut)
+            last = (position, digest)
+            if len(rows) >= size:
+                await batches.put(Batch(rows, position, digest))
+                rows = []
+        if rows and last is not None:
+            await batches.put(Batch(rows, *last))
+        await batches.put(None)
 
     def _verify(self, digest: str) -> None:
         if self.prior is not None and self.prior.digest != digest:
             raise invalid({"options.request_id": f"{self.rid!r} {_MISMATCH}"})
-
-    async def _hand_over(self, items: list[tuple[int, pb.Contact]], position: int,
-                         queue: asyncio.Queue[Batch | None], region: str, pii: bool) -> None:
-        rows = await asyncio.to_thread(check_rows, items, region, pii)
-        digest = self.hasher.hexdigest() if self.hasher is not None else ""
-        await queue.put(Batch(rows, position, digest))
 
     async def _write_all(self, queue: asyncio.Queue[Batch | None]) -> None:
         while (batch := await queue.get()) is not None:

@@ -5,7 +5,9 @@ under its request_id, so a retry continues after the rows already committed."""
 from __future__ import annotations
 
 import json
+import os
 import struct
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +16,7 @@ from herald.v1 import recipients_pb2 as pb
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.recipients.import_validate import Checked, Good
 from services.recipients.schema import (
     categories,
     contact_categories,
@@ -21,8 +24,7 @@ from services.recipients.schema import (
     contacts,
     idempotency,
 )
-from services.recipients.store import ContactRow
-from services.recipients.store_sql import chunks, insert_ignore, new_id
+from services.recipients.store_sql import chunks, insert_ignore
 from shared.errors import HeraldError
 from shared.timeutil import aware
 
@@ -40,7 +42,7 @@ class Batch:
     """Validated rows of the stream (ContactRow.index is the row's line) or, for a bad row,
     (line, [(field, reason)]); position and digest: the stream's state after its last row."""
 
-    rows: list[ContactRow | tuple[int, list[tuple[str, str]]]]
+    rows: list[Checked]
     position: int
     digest: str
 
@@ -74,9 +76,9 @@ class BatchWriter:
     async def write(self, conn: AsyncConnection, batch: Batch, now: Any) -> Counts:
         self.now = now
         out = Counts()
-        good: list[ContactRow] = []
+        good: list[Good] = []
         for r in batch.rows:
-            if isinstance(r, ContactRow):
+            if isinstance(r, Good):
                 good.append(r)
             else:
                 out.rejected += 1
@@ -90,14 +92,15 @@ class BatchWriter:
             self._index(by_key, rec)
         for cid, cats in (await self._memberships(conn, list(pool))).items():
             pool[cid].cats.update(cats)
+        ids = iter(new_ids(len(good)))
         dirty: set[str] = set()
-        linked: list[dict[str, str]] = []
+        linked: list[tuple[str, str]] = []
         names: set[str] = set()
         for row in good:
             unknown = next((c for c in row.category_ids if c not in known), None)
             if unknown is not None:
                 out.rejected += 1
-                out.errors.append((row.index, "category_ids", f"unknown category {unknown}"))
+                out.errors.append((row.line, "category_ids", f"unknown category {unknown}"))
                 continue
             if row.external_id:
                 key = ("external_id", row.external_id)
@@ -110,7 +113,7 @@ class BatchWriter:
                     cid = by_key.get(key)
             wanted = [*row.category_ids, *self.extra]
             if cid is None:
-                cid = new_id()
+                cid = next(ids)
                 values = dict(id=cid, workspace_id=self.ws, external_id=row.external_id,
                               phone=row.phone, email=row.email, first_name=row.first_name,
                               last_name=row.last_name, fields=dict(row.fields),
@@ -121,7 +124,7 @@ class BatchWriter:
             else:
                 if self.policy == REJECT:
                     out.rejected += 1
-                    out.errors.append((row.index, key[0], f"matches the existing contact {cid}"))
+                    out.errors.append((row.line, key[0], f"matches the existing contact {cid}"))
                     continue
                 ct = pool[cid]
                 changed = self.policy == MERGE and self._merge(ct.values, row)
@@ -136,12 +139,24 @@ class BatchWriter:
             for cat in wanted:
                 if cat not in ct.cats:
                     ct.cats.add(cat)
-                    linked.append({"contact_id": cid, "category_id": cat})
+                    linked.append((cid, cat))
             if self.policy == MERGE or ct.new:
                 names.update(row.fields)
         await self._flush(conn, [pool[c] for c in dirty], linked, names)
         out.errors.sort(key=lambda e: e[0])
         return out
+
+    def _contact_tuples(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        """New contacts as INSERT parameters, converted as SQLAlchemy would (JSON text;
+        SQLite's date text) but each distinct timestamp once: a batch's rows share one."""
+        d = conn.dialect
+        to_json = contacts.c.fields.type.dialect_impl(d).bind_processor(d) or (lambda x: x)
+        to_time = contacts.c.created_at.type.dialect_impl(d).bind_processor(d) or (lambda x: x)
+        empty, now = to_json({}), to_time(self.now)
+        ws = self.ws
+        return [(v["id"], ws, v["external_id"], v["phone"], v["email"], v["first_name"],
+                 v["last_name"], to_json(v["fields"]) if v["fields"] else empty, v["language"],
+                 now, now) for v in rows]
 
     @staticmethod
     def _index(by_key: dict[tuple[str, str], str], values: dict[str, Any]) -> None:
@@ -149,7 +164,7 @@ class BatchWriter:
             if values[name]:
                 by_key.setdefault((name, values[name]), values["id"])
 
-    def _merge(self, v: dict[str, Any], row: ContactRow) -> bool:
+    def _merge(self, v: dict[str, Any], row: Good) -> bool:
         """UpsertContacts' merge into the stored values; True when anything changed."""
         before = tuple(v[k] for k in _COMPARED)
         for key in _COPIED:
@@ -169,7 +184,7 @@ class BatchWriter:
                 categories.c.workspace_id == self.ws, categories.c.id.in_(part)))).scalars())
         return known
 
-    async def _existing(self, conn: AsyncConnection, rows: list[ContactRow]) -> dict[str, dict[str, Any]]:
+    async def _existing(self, conn: AsyncConnection, rows: list[Good]) -> dict[str, dict[str, Any]]:
         exts = sorted({r.external_id for r in rows if r.external_id})
         phones = sorted({r.phone for r in rows if not r.external_id and r.phone})
         emails = sorted({r.email for r in rows if not r.external_id and r.email})
@@ -194,11 +209,11 @@ class BatchWriter:
         return out
 
     async def _flush(self, conn: AsyncConnection, touched: list[_Contact],
-                     links: list[dict[str, str]], names: set[str]) -> None:
+                     links: list[tuple[str, str]], names: set[str]) -> None:
         new_rows = [c.values for c in touched if c.new]
         old_rows = [c.values for c in touched if not c.new]
         if new_rows:
-            await conn.execute(insert(contacts), new_rows)
+            await _insert_many(conn, contacts, _INSERT_COLS, self._contact_tuples(conn, new_rows))
         if old_rows:
             stmt = update(contacts).where(contacts.c.id == bindparam("b_id")).values(
                 **{k: bindparam(f"b_{k}") for k in _UPDATE_COLS if k != "id"})
@@ -207,8 +222,40 @@ class BatchWriter:
             await conn.execute(insert_ignore(conn, contact_field_names, ["workspace_id", "name"]),
                                [{"workspace_id": self.ws, "name": n} for n in sorted(names)])
         if links:
-            await conn.execute(insert_ignore(conn, contact_categories,
-                                             ["contact_id", "category_id"]), links)
+            await _insert_many(conn, contact_categories, ("contact_id", "category_id"), links,
+                               ignore=("contact_id", "category_id"))
+
+
+_INSERT_COLS = ("id", "workspace_id", "external_id", "phone", "email", "first_name", "last_name",
+                "fields", "language", "created_at", "updated_at")
+
+
+def new_ids(n: int) -> list[str]:
+    """n time-ordered UUIDs (version 7: milliseconds, then random bits counted up within the
+    batch). Increasing keys are appended to the primary key and membership indexes instead
+    of landing on random pages: on SQLite, inserting a category membership for a random
+    (version 4) id cost ~50 µs once the index outgrew the page cache, ~2 µs for these."""
+    ms = time.time_ns() // 1_000_000
+    start = int.from_bytes(os.urandom(10), "big") >> 8  # 72 random bits: room to count up
+    out = []
+    for k in range(n):
+        v = start + k
+        x = (ms << 80) | (7 << 76) | ((v >> 62) & 0xFFF) << 64 | (2 << 62) | (v & (2**62 - 1))
+        h = f"{x:032x}"
+        out.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    return out
+
+
+async def _insert_many(conn: AsyncConnection, table: Any, cols: tuple[str, ...],
+                       rows: list[tuple[Any, ...]], ignore: tuple[str, ...] = ()) -> None:
+    """One prepared INSERT run over all rows by the driver (executemany): no per-row work in
+    SQLAlchemy (rows come converted to what the driver takes)."""
+    marks = ", ".join(f"${i}" if conn.dialect.name == "postgresql" else "?"
+                      for i in range(1, len(cols) + 1))
+    sql = f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES ({marks})"
+    if ignore:
+        sql += f" ON CONFLICT ({', '.join(ignore)}) DO NOTHING"
+    await conn.exec_driver_sql(sql, rows)
 
 
 async def categories_by_name(engine: AsyncEngine, ws: str, names: list[str]) -> dict[str, str]:
