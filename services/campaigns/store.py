@@ -142,10 +142,8 @@ class Store:
             row = await self.get_row(conn, campaign_id, workspace)
             if row is None:
                 return None
-            prog = (await self.progress(conn, [campaign_id]))[campaign_id]
+            prog, daily, held = await messages_repo.overview(conn, campaign_id)
             hist = await self.history(conn, campaign_id)
-            daily = await messages_repo.daily(conn, campaign_id)
-            held = await messages_repo.held_count(conn, campaign_id)
         cp = self.to_proto(row, prog, hist)
         cp.daily.extend(daily)
         cp.held = held
