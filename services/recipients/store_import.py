@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 from herald.v1 import recipients_pb2 as pb
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import DateTime, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.recipients.import_validate import Checked, Good
@@ -246,16 +246,34 @@ def new_ids(n: int) -> list[str]:
     return out
 
 
+_PG_ARRAY = {"fields": "text"}  # JSON travels as text, cast in the SELECT
+_PG_CAST = {"fields": "::json"}
+
+
 async def _insert_many(conn: AsyncConnection, table: Any, cols: tuple[str, ...],
                        rows: list[tuple[Any, ...]], ignore: tuple[str, ...] = ()) -> None:
-    """One prepared INSERT run over all rows by the driver (executemany): no per-row work in
-    SQLAlchemy (rows come converted to what the driver takes)."""
-    marks = ", ".join(f"${i}" if conn.dialect.name == "postgresql" else "?"
-                      for i in range(1, len(cols) + 1))
-    sql = f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES ({marks})"
-    if ignore:
-        sql += f" ON CONFLICT ({', '.join(ignore)}) DO NOTHING"
-    await conn.exec_driver_sql(sql, rows)
+    """All rows in one go, converted beforehand to what the driver takes: on PostgreSQL one
+    INSERT ... SELECT FROM unnest(<one array per column>) (planned once for the batch; an
+    executemany is planned per row under plan_cache_mode=force_custom_plan), on SQLite one
+    prepared INSERT run over the rows (executemany)."""
+    names = ", ".join(cols)
+    tail = f" ON CONFLICT ({', '.join(ignore)}) DO NOTHING" if ignore else ""
+    if conn.dialect.name == "postgresql":
+        arrays = ", ".join(f"${i}::{_PG_ARRAY.get(c) or _pg_type(table.c[c].type)}[]"
+                           for i, c in enumerate(cols, 1))
+        picked = ", ".join(f"{c}{_PG_CAST.get(c, '')}" for c in cols)
+        sql = (f"INSERT INTO {table.name} ({names}) SELECT {picked} "
+               f"FROM unnest({arrays}) AS t({names}){tail}")
+        await conn.exec_driver_sql(sql, tuple(list(col) for col in zip(*rows, strict=True)))
+        return
+    marks = ", ".join("?" for _ in cols)
+    await conn.exec_driver_sql(f"INSERT INTO {table.name} ({names}) VALUES ({marks}){tail}", rows)
+
+
+def _pg_type(sa_type: Any) -> str:
+    if isinstance(sa_type, DateTime):
+        return "timestamptz" if sa_type.timezone else "timestamp"
+    return "text"
 
 
 async def categories_by_name(engine: AsyncEngine, ws: str, names: list[str]) -> dict[str, str]:
