@@ -14,6 +14,7 @@ service then apply like any other.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.campaigns import metrics, settings
 from services.campaigns.repo import message_updates, replies_clicks
 from services.campaigns.store import Store
-from shared import bus, states
+from shared import bus, channels, states
 from shared.consumer import ACK, NAK, TERM, BatchHandler, Consumer, Durable, Verdict
 from shared.masking import mask_text
 from shared.timeutil import Clock, from_ts, to_ts
@@ -80,6 +81,13 @@ def status_params(ev: e.MessageEvent, new: int, now: Any) -> dict[str, Any]:
     }
 
 
+@functools.cache
+def may_finish() -> frozenset[int]:
+    """The statuses final for some channel (or FAILED): the only ones metrics.transitions counts."""
+    return frozenset(states.FINAL | {S.MESSAGE_STATUS_FAILED}
+                     | {st for sp in channels.specs() for st in sp.final_statuses})
+
+
 async def apply_batch(conn: AsyncConnection, events: list[e.MessageEvent], now: Any,
                       outcomes: metrics.Tally[metrics.Outcome] | None = None) -> dict[str, int]:
     """Apply a batch in order; returns counts by result for the metrics. `outcomes`, when
@@ -92,8 +100,17 @@ async def apply_batch(conn: AsyncConnection, events: list[e.MessageEvent], now: 
 
     async def flush(rows: list[dict[str, Any]]) -> None:
         if outcomes is not None:
-            metrics.transitions(await message_updates.current_states(conn, (r["b_id"] for r in rows)),
-                                rows, outcomes)
+            # Only messages an event of the batch may finish can count: their rows are read
+            # (and replayed in order). On PostgreSQL every row is locked first, in id order,
+            # so ledger replicas sharing the durable never lock each other's rows crosswise.
+            counted = rows
+            if conn.dialect.name != "postgresql":
+                ids = {r["b_id"] for r in rows if r["b_status"] in may_finish()}
+                counted = [r for r in rows if r["b_id"] in ids]
+            if counted:
+                metrics.transitions(
+                    await message_updates.current_states(conn, (r["b_id"] for r in counted)),
+                    counted, outcomes)
         moved = await message_updates.apply_statuses(conn, rows)
         if moved is not None:
             count("applied", moved)
@@ -124,6 +141,11 @@ async def apply_batch(conn: AsyncConnection, events: list[e.MessageEvent], now: 
         if new is None:
             log.warning("event kind without a status", extra={"kind": states.kind_name(ev.kind)})
             count("ignored")
+            continue
+        if new == S.MESSAGE_STATUS_QUEUED and not ev.attempt:
+            # A build's "queued" (attempt 0: the current one) never moves a row, which is
+            # created QUEUED: stale without asking the database.
+            count("stale")
             continue
         status_rows.append(status_params(ev, new, now))
     if status_rows:
