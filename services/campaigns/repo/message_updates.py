@@ -11,6 +11,7 @@ from herald.v1 import common_pb2 as c
 from sqlalchemy import DateTime, Integer, bindparam, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.campaigns.repo.rawmany import RawMany
 from services.campaigns.repo.state_order import rank_of
 from services.campaigns.schema import PROVIDER_KEY, messages
 
@@ -59,10 +60,14 @@ STATUS_UPDATE = (
     )
 )
 
+_STATUS_UPDATE_MANY = RawMany(STATUS_UPDATE)
+
 
 async def apply_statuses(conn: AsyncConnection, rows: list[dict[str, Any]]) -> int | None:
     """Apply a batch of status rows (ledger.status_params); how many rows moved, or None when
     the driver does not say (asyncpg's executemany reports no row counts)."""
+    if RawMany.usable(conn):
+        return await _STATUS_UPDATE_MANY.run(conn, rows)
     res = await conn.execute(STATUS_UPDATE, rows)
     return res.rowcount if conn.dialect.supports_sane_multi_rowcount else None
 

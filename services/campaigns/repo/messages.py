@@ -15,6 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.campaigns import lifecycle
+from services.campaigns.repo.rawmany import RawMany
 from services.campaigns.schema import campaigns, messages
 from shared import channels, states
 
@@ -156,15 +157,19 @@ async def states_page(conn: AsyncConnection, campaign_id: str, after: str, limit
 
 
 # --- build -----------------------------------------------------------------------------------
+_ADD_MANY = RawMany(sqlite.insert(messages).on_conflict_do_nothing())
+
+
 async def add_missing(conn: AsyncConnection, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
     """Insert the rows the ledger does not have yet (INSERT ... ON CONFLICT DO NOTHING); rows
     already there are left as they are. Returns (the new rows, how many were kept)."""
     have = {r[0] for r in await conn.execute(select(messages.c.id).where(
         messages.c.id.in_([r["id"] for r in rows])))}
     new = [r for r in rows if r["id"] not in have]
-    if new:
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        await conn.execute(dialect.insert(messages).on_conflict_do_nothing(), new)
+    if new and RawMany.usable(conn):
+        await _ADD_MANY.run(conn, new)
+    elif new:
+        await conn.execute(postgresql.insert(messages).on_conflict_do_nothing(), new)
     return new, len(have)
 
 
