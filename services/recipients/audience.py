@@ -13,6 +13,7 @@ from herald.v1 import recipients_pb2 as pb
 from services.recipients.metrics import AUDIENCE_MEMBERS
 from services.recipients.normalize import BadAddress
 from services.recipients.store import Store, chunks
+from services.recipients.store_audience import category_members, duplicated_addresses
 from shared import channels
 from shared.masking import mask_phone, mask_text
 from shared.validate import uuid_text
@@ -78,17 +79,25 @@ class Resolver:
         self.show_pii = show_pii
         self.spec = channels.spec(channel)
         self.noun = self.spec.address_noun
+        # Keys already streamed; for category members, only those that may come again
+        # (duplicates: the addresses several members share; None = every key).
         self.seen: set[str] = set()
+        self.duplicates: set[str] | None = None
 
     def _shown(self, address: str) -> str:
         return self.spec.mask(address, self.show_pii)
 
-    def from_contact(self, rec: dict[str, Any]) -> Candidate:
-        # Stored addresses were normalised when the contact was upserted.
-        r = recipient_of(rec)
+    def from_contact(self, rec: Any) -> Candidate:
+        """A category member (a store_audience row). Stored addresses were normalised when
+        the contact was written."""
+        fields = rec.fields
+        r = c.Recipient(contact_id=rec.id, phone=rec.phone or "", email=rec.email or "",
+                        first_name=rec.first_name or "", last_name=rec.last_name or "",
+                        fields={str(k): str(v) for k, v in fields.items()} if fields else None,
+                        external_id=rec.external_id or "", language=rec.language or "")
         address = self.spec.address_of(r)
         if not address:
-            return Candidate(r, f"contact:{rec['id']}", reason=f"Contact {rec['id']} has no {self.noun}")
+            return Candidate(r, f"contact:{rec.id}", reason=f"Contact {rec.id} has no {self.noun}")
         return self._valid(r, address)
 
     def _valid(self, r: c.Recipient, address: str) -> Candidate:
@@ -129,13 +138,24 @@ class Resolver:
         self.spec.set_address(r, address)
         return self._valid(r, address)
 
-    async def finish(self, candidates: Sequence[Candidate]) -> list[pb.AudienceMember]:
+    def _remembered(self, key: str) -> bool:
+        """Whether a category member's key must be remembered: only when the member's
+        address may come again (several members share it). Inline recipients' keys are
+        always remembered."""
+        if self.duplicates is None:
+            return True
+        # A member without an address ("contact:<id>") comes once: never remembered.
+        return key.startswith("addr:") and key[5:] in self.duplicates
+
+    async def finish(self, candidates: Sequence[Candidate],
+                     members: bool = False) -> list[pb.AudienceMember]:
         fresh: list[Candidate] = []
         for cand in candidates:
             if cand.key is not None:
                 if cand.key in self.seen:
                     continue
-                self.seen.add(cand.key)
+                if not members or self._remembered(cand.key):
+                    self.seen.add(cand.key)
             fresh.append(cand)
         blocked = await self.store.suppressed(self.ws, self.channel,
                                               [x.match for x in fresh if x.match])
@@ -168,17 +188,21 @@ class Resolver:
         BOUNCED_TOTAL.inc(bounced)
         return out
 
-    async def resolve(self, category_ids: Sequence[str], inline: Sequence[c.Recipient],
-                      chunk: int) -> AsyncIterator[pb.AudienceMember]:
+    async def resolve_chunks(self, category_ids: Sequence[str], inline: Sequence[c.Recipient],
+                             chunk: int) -> AsyncIterator[list[pb.AudienceMember]]:
         """Inline recipients first (the caller's own data for this campaign wins over a
-        stored contact with the same address), then category members in id order."""
+        stored contact with the same address), then category members oldest first; a list
+        of members per database chunk (never empty)."""
         # Only well-formed ids reach SQL; any other is simply "not found" below.
         ids = [r.contact_id for r in inline if r.contact_id and uuid_text(r.contact_id) is None]
         known = await self.store.contacts_by_ids(self.ws, ids) if ids else {}
         for part in chunks(list(inline), chunk):
-            for m in await self.finish([self.from_inline(r, known) for r in part]):
-                yield m
+            if members := await self.finish([self.from_inline(r, known) for r in part]):
+                yield members
         if category_ids:
-            async for recs in self.store.category_members(self.ws, category_ids, chunk):
-                for m in await self.finish([self.from_contact(rec) for rec in recs]):
-                    yield m
+            if self.spec.address_field in ("phone", "email"):
+                self.duplicates = await duplicated_addresses(
+                    self.store.engine, self.ws, category_ids, self.spec.address_field)
+            async for recs in category_members(self.store.engine, self.ws, category_ids, chunk):
+                if members := await self.finish([self.from_contact(rec) for rec in recs], True):
+                    yield members

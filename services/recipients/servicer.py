@@ -33,6 +33,7 @@ from shared.validate import uuid_text
 log = logging.getLogger("herald.recipients")
 
 MAX_INLINE = 100_000
+MAX_CHUNK_BYTES = 1 << 20  # an AudienceChunk stays far below gRPC's 4 MiB message limit
 MAX_FIELD_PREFIX = 200
 
 
@@ -244,6 +245,26 @@ class RecipientServicer(ImportRpcs, SuppressionRpcs, SenderRpcs, pb_grpc.Recipie
     # --- audience -----------------------------------------------------------------
     async def ResolveAudience(self, request: pb.ResolveAudienceRequest,
                               context: grpc.aio.ServicerContext) -> AsyncIterator[pb.AudienceMember]:
+        async for members in (await self._resolver(request)):
+            for member in members:
+                yield member
+
+    async def ResolveAudienceChunks(self, request: pb.ResolveAudienceRequest,
+                                    context: grpc.aio.ServicerContext
+                                    ) -> AsyncIterator[pb.AudienceChunk]:
+        """ResolveAudience's members, many per message (at most about MAX_CHUNK_BYTES)."""
+        async for members in (await self._resolver(request)):
+            start, size = 0, 0
+            for i, member in enumerate(members):
+                size += member.ByteSize() + 6  # the field's tag and length
+                if size > MAX_CHUNK_BYTES and i > start:
+                    yield pb.AudienceChunk(members=members[start:i])
+                    start, size = i, member.ByteSize() + 6
+            yield pb.AudienceChunk(members=members[start:])
+
+    async def _resolver(self, request: pb.ResolveAudienceRequest
+                        ) -> AsyncIterator[list[pb.AudienceMember]]:
+        """The request checked; the audience's members, chunk by chunk."""
         p = boundary.principal()
         boundary.channel(request.channel)
         if len(request.category_ids) > MAX_CATEGORY_IDS:
@@ -259,9 +280,8 @@ class RecipientServicer(ImportRpcs, SuppressionRpcs, SenderRpcs, pb_grpc.Recipie
         # Services resolve audiences to send to, so they see real numbers.
         resolver = Resolver(self.store, p.workspace, request.channel,
                             show_pii=p.pii or "service" in p.roles)
-        async for member in resolver.resolve(category_ids, request.inline,
-                                             settings.AUDIENCE_CHUNK.get_int()):
-            yield member
+        return resolver.resolve_chunks(category_ids, request.inline,
+                                       settings.AUDIENCE_CHUNK.get_int())
 
     async def ValidateTargets(self, request: pb.ValidateTargetsRequest,
                               context: grpc.aio.ServicerContext) -> pb.ValidateTargetsResponse:

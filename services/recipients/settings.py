@@ -8,7 +8,7 @@ from shared.config import setting
 __all__ = ["AUDIENCE_CHUNK", "DEFAULT_REGION", "IMPORT_BATCH", "IMPORT_WORKERS", "MAX_UPSERT", "TEST_NUMBERS"]
 
 AUDIENCE_CHUNK = setting(
-    "HERALD_RECIPIENTS_AUDIENCE_CHUNK", "1000",
+    "HERALD_RECIPIENTS_AUDIENCE_CHUNK", "5000",
     "Contacts ResolveAudience reads from the database per query while streaming.",
     "recipients",
 )

@@ -8,7 +8,6 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, TypeVar
 
 import grpc
@@ -20,7 +19,6 @@ from sqlalchemy import (
     insert,
     select,
     text,
-    tuple_,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -319,28 +317,6 @@ class Store(ListsStore):
                     contacts.c.workspace_id == ws, contacts.c.id.in_(part)))
                 out.update({r["id"]: dict(r) for r in res.mappings()})
         return out
-
-    async def category_members(self, ws: str, category_ids: Sequence[str],
-                               chunk: int) -> AsyncIterator[list[dict[str, Any]]]:
-        """Contacts of the workspace in any of the categories, oldest first (so the oldest
-        contact wins a duplicate address), one keyset query per chunk: a connection is held
-        only while a chunk is read, not while it streams."""
-        member = exists().where(contact_categories.c.contact_id == contacts.c.id,
-                                contact_categories.c.category_id.in_(list(category_ids)))
-        after: tuple[datetime, str] | None = None
-        while True:
-            q = select(contacts).where(contacts.c.workspace_id == ws, member)
-            if after is not None:
-                q = q.where(tuple_(contacts.c.created_at, contacts.c.id) > tuple_(*after))
-            async with self.engine.connect() as conn:
-                res = await conn.execute(q.order_by(contacts.c.created_at, contacts.c.id).limit(chunk))
-                recs = [dict(r) for r in res.mappings()]
-            if not recs:
-                return
-            yield recs
-            if len(recs) < chunk:
-                return
-            after = (recs[-1]["created_at"], recs[-1]["id"])
 
     # --- categories ---------------------------------------------------------------
     async def create_category(self, conn: AsyncConnection, ws: str, name: str) -> dict[str, Any]:

@@ -30,7 +30,8 @@ Expected outcome of every RPC for every caller (protos' CampaignService header, 
   RemoveSuppression (an entry added by hand)  operator admin service           suppression
   GetContact                                  every role                       contact
   ListContacts ListCategories ListSuppressions
-    ListSenders ResolveAudience ValidateTargets every role                     workspace
+    ListSenders ResolveAudience ValidateTargets
+    ResolveAudienceChunks                     every role                       workspace
   RegisterSender DeleteSender                 admin                            workspace
   StatsService.GetCampaignStats WatchCampaignStats every role                  campaign
   StatsService.RebuildCampaignStats           operator admin service           campaign
@@ -118,6 +119,7 @@ TABLE: dict[str, Rule] = {
     "RecipientService.CreateCategory": Rule(WRITERS, "workspace"),
     "RecipientService.ListCategories": Rule(EVERY, "workspace"),
     "RecipientService.ResolveAudience": Rule(EVERY, "workspace"),
+    "RecipientService.ResolveAudienceChunks": Rule(EVERY, "workspace"),
     "RecipientService.AddSuppression": Rule(WRITERS, "workspace"),
     "RecipientService.ListSuppressions": Rule(EVERY, "workspace"),
     "RecipientService.UpdateCategory": Rule(WRITERS, "category"),
@@ -283,6 +285,8 @@ CALLS: dict[str, Build] = {
         request_id=_rid(), name=_unique_name()))),
     "RecipientService.ListCategories": _plain(lambda who: who.recipients.ListCategories(rpb.ListCategoriesRequest())),
     "RecipientService.ResolveAudience": _plain(lambda who: _drain(who.recipients.ResolveAudience(
+        rpb.ResolveAudienceRequest(channel=c.CHANNEL_SMS, inline=[c.Recipient(phone="+447700900597")])))),
+    "RecipientService.ResolveAudienceChunks": _plain(lambda who: _drain(who.recipients.ResolveAudienceChunks(
         rpb.ResolveAudienceRequest(channel=c.CHANNEL_SMS, inline=[c.Recipient(phone="+447700900597")])))),
     "RecipientService.AddSuppression": _plain(lambda who: who.recipients.AddSuppression(rpb.AddSuppressionRequest(
         request_id=_rid(), channel=c.CHANNEL_EMAIL, address=f"{_unique_name()}@example.com", reason="asked"))),

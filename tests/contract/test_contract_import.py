@@ -20,6 +20,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from herald.v1 import common_pb2 as c
 from herald.v1 import recipients_pb2 as pb
 from herald.v1 import recipients_pb2_grpc as pb_grpc
 
@@ -262,3 +263,33 @@ async def test_a_50000_row_import_completes(stub: pb_grpc.RecipientServiceStub) 
     assert (resp.rows, resp.created, resp.rejected) == (n, n, 0), resp.errors[:3]
     assert await category_total(stub, WS_A, cat.id) == n
     print(f"\n50,000 rows imported in {took:.1f} s ({n / took:,.0f} rows/s)")
+
+
+async def test_an_imported_category_resolves_in_chunks_like_member_by_member(
+        stub: pb_grpc.RecipientServiceStub) -> None:
+    """ResolveAudienceChunks answers what ResolveAudience does, in the same order: each
+    address once (the oldest contact wins), invalid and suppressed ones rejected."""
+    cat = await stub.CreateCategory(pb.CreateCategoryRequest(name=uniq("aud")), metadata=md(WS_A))
+    tag = uniq("aud")
+    rows = [(i + 2, pb.Contact(external_id=f"{tag}-{i}", email=f"{tag}-{i % 2500}@example.com",
+                               first_name=f"N{i}")) for i in range(3000)]  # 500 shared
+    rows.append((9000, pb.Contact(external_id=f"{tag}-case", email=f"{tag}-7@EXAMPLE.com")))
+    rows.append((9001, pb.Contact(external_id=f"{tag}-none", phone="+447700900111")))
+    rows.append((9002, pb.Contact(external_id=f"{tag}-stop", email=f"{tag}-stop@example.com")))
+    assert (await run_import(stub, WS_A, messages(pb.ImportContactsOptions(
+        categories=[cat.id]), rows))).created == len(rows)
+    await stub.AddSuppression(pb.AddSuppressionRequest(
+        channel=c.CHANNEL_EMAIL, address=f"{tag}-stop@example.com", reason="asked"), metadata=md(WS_A))
+    req = pb.ResolveAudienceRequest(channel=c.CHANNEL_EMAIL, category_ids=[cat.id])
+    one_by_one = [m async for m in stub.ResolveAudience(req, metadata=md(WS_A))]
+    chunks = [ch async for ch in stub.ResolveAudienceChunks(req, metadata=md(WS_A))]
+    assert all(ch.members for ch in chunks)
+    assert [m for ch in chunks for m in ch.members] == one_by_one
+    accepted = [m.recipient.email for m in one_by_one if m.accepted]
+    assert len(accepted) == len(set(accepted)) == 2500
+    assert f"{tag}-7@example.com" in accepted and f"{tag}-7@EXAMPLE.com" not in accepted
+    by_email = {m.recipient.email: m for m in one_by_one}
+    assert by_email[f"{tag}-0@example.com"].recipient.first_name == "N0"  # the oldest wins
+    rejected = {m.recipient.external_id: m.rejection for m in one_by_one if not m.accepted}
+    assert rejected == {f"{tag}-none": c.FAILURE_CATEGORY_INVALID_ADDRESS,
+                        f"{tag}-stop": c.FAILURE_CATEGORY_UNSUBSCRIBED}

@@ -339,6 +339,12 @@ class AudienceMember(_message.Message):
     rejection_reason: str
     def __init__(self, recipient: _Optional[_Union[_common_pb2.Recipient, _Mapping]] = ..., accepted: _Optional[bool] = ..., rejection: _Optional[_Union[_common_pb2.FailureCategory, str]] = ..., rejection_reason: _Optional[str] = ...) -> None: ...
 
+class AudienceChunk(_message.Message):
+    __slots__ = ("members",)
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    members: _containers.RepeatedCompositeFieldContainer[AudienceMember]
+    def __init__(self, members: _Optional[_Iterable[_Union[AudienceMember, _Mapping]]] = ...) -> None: ...
+
 class Suppression(_message.Message):
     __slots__ = ("workspace_id", "channel", "address", "reason", "created_at", "id", "kind")
     WORKSPACE_ID_FIELD_NUMBER: _ClassVar[int]

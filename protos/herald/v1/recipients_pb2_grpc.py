@@ -80,6 +80,11 @@ class RecipientServiceStub:
                 request_serializer=herald_dot_v1_dot_recipients__pb2.ResolveAudienceRequest.SerializeToString,
                 response_deserializer=herald_dot_v1_dot_recipients__pb2.AudienceMember.FromString,
                 _registered_method=True)
+        self.ResolveAudienceChunks = channel.unary_stream(
+                '/herald.v1.RecipientService/ResolveAudienceChunks',
+                request_serializer=herald_dot_v1_dot_recipients__pb2.ResolveAudienceRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_recipients__pb2.AudienceChunk.FromString,
+                _registered_method=True)
         self.AddSuppression = channel.unary_unary(
                 '/herald.v1.RecipientService/AddSuppression',
                 request_serializer=herald_dot_v1_dot_recipients__pb2.AddSuppressionRequest.SerializeToString,
@@ -221,6 +226,17 @@ class RecipientServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResolveAudienceChunks(self, request, context):
+        """ResolveAudience in chunks: the same members in the same order, many per message (up to
+        HERALD_RECIPIENTS_AUDIENCE_CHUNK, and about 1 MiB), for callers that read large
+        audiences (a campaign build): one message per member costs more than the member itself.
+        The service holds one chunk at a time whatever the audience's size.
+        Roles and errors: as ResolveAudience.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AddSuppression(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -339,6 +355,11 @@ def add_RecipientServiceServicer_to_server(servicer, server):
                     servicer.ResolveAudience,
                     request_deserializer=herald_dot_v1_dot_recipients__pb2.ResolveAudienceRequest.FromString,
                     response_serializer=herald_dot_v1_dot_recipients__pb2.AudienceMember.SerializeToString,
+            ),
+            'ResolveAudienceChunks': grpc.unary_stream_rpc_method_handler(
+                    servicer.ResolveAudienceChunks,
+                    request_deserializer=herald_dot_v1_dot_recipients__pb2.ResolveAudienceRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_recipients__pb2.AudienceChunk.SerializeToString,
             ),
             'AddSuppression': grpc.unary_unary_rpc_method_handler(
                     servicer.AddSuppression,
@@ -620,6 +641,33 @@ class RecipientService:
             '/herald.v1.RecipientService/ResolveAudience',
             herald_dot_v1_dot_recipients__pb2.ResolveAudienceRequest.SerializeToString,
             herald_dot_v1_dot_recipients__pb2.AudienceMember.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveAudienceChunks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/herald.v1.RecipientService/ResolveAudienceChunks',
+            herald_dot_v1_dot_recipients__pb2.ResolveAudienceRequest.SerializeToString,
+            herald_dot_v1_dot_recipients__pb2.AudienceChunk.FromString,
             options,
             channel_credentials,
             insecure,
