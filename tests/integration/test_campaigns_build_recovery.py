@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 import pytest
 from herald.v1 import campaigns_pb2 as pb
+from herald.v1 import common_pb2 as c
 from herald.v1 import events_pb2 as e
 from herald.v1 import recipients_pb2 as rpb
 from nats.errors import TimeoutError as NatsTimeout
@@ -191,3 +192,43 @@ async def test_a_request_that_yields_no_message_fails_the_campaign_with_a_job_er
     assert builds("empty_failed") == failed_before + 1
     await h.ticks(1)  # terminal: nothing more happens
     assert (await h.status(cid, md("w"))).status == pb.CAMPAIGN_STATUS_FAILED
+
+
+
+class RepeatingStream:
+    """The real recipients stub whose audience stream repeats addresses (as an audience
+    source without its own de-duplication would): each member followed by a copy under
+    another name, then those copies again at the end."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+
+    def ResolveAudience(self, req: rpb.ResolveAudienceRequest, **kw: Any) -> AsyncIterator[Any]:  # noqa: N802
+        async def gen() -> AsyncIterator[Any]:
+            copies = []
+            async for m in self.real.ResolveAudience(req, **kw):
+                again = rpb.AudienceMember()
+                again.CopyFrom(m)
+                again.recipient.first_name = "Later"
+                copies.append(again)
+                yield m
+                yield again
+            for again in copies:
+                yield again
+        return gen()
+
+
+async def test_an_address_repeated_in_the_audience_gets_one_message_the_first(
+        h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scheduler_module, "BUILD_CHUNK", 4)
+    h.scheduler.recipients = RepeatingStream(h.scheduler.recipients)
+    req = sms(0, content=pb.Content(text="Hi {{ first_name }}"))
+    req.recipients.extend(c.Recipient(phone=f"+447700900{i:03d}", first_name=f"P{i}") for i in range(6))
+    cid = await approve(h, req)
+    await h.ticks(1)
+    cp = await h.status(cid, md("w"))
+    assert cp.recipients_count == 6 and cp.progress.total == 6, cp.status_reason
+    async with h.engine.connect() as conn:
+        rows = (await conn.execute(select(messages.c.address, messages.c.content_preview)
+                                   .where(messages.c.campaign_id == cid))).all()
+    assert sorted(rows) == [(f"+447700900{i:03d}", f"Hi P{i}") for i in range(6)]

@@ -150,12 +150,17 @@ class BuildMixin(JobBase):
         stream = self.recipients.ResolveAudience(req, metadata=md, timeout=600)
         source: AsyncIterator[rpb.AudienceMember] = stream.__aiter__()
         assign = variant_assigner([], 0, 0)
+        # A repeated address yields the same message id: the ledger keeps the first row
+        # (insert_rows), so nothing of the audience is held here across chunks. An A/B split
+        # assigns variants in audience order, so there the repeats are skipped before.
+        seen: set[str] | None = None
         if row["variants"]:
             members = [m async for m in stream]
             assign = variant_assigner(row["variants"], row["test_percent"],
                                       sum(1 for m in members if m.accepted))
             source = _each(members)
-        now, seen, chunk, added = self.clock.now(), set(), [], 0
+            seen = set()
+        now, chunk, added = self.clock.now(), [], 0
         async for m in source:
             values = self.ledger_row(row, m, assign, now, seen)
             if values is not None:
@@ -169,14 +174,16 @@ class BuildMixin(JobBase):
 
     @staticmethod
     def ledger_row(row: Any, m: rpb.AudienceMember, assign: Callable[[], tuple[str, bool]],
-                   now: datetime, seen: set[str]) -> dict[str, Any] | None:
-        """The ledger row of one audience member (None for a repeated address: the first wins)."""
+                   now: datetime, seen: set[str] | None) -> dict[str, Any] | None:
+        """The ledger row of one audience member (None for an address already in `seen`:
+        the first wins)."""
         r = m.recipient
         address = channels.spec(row["channel"]).address_of(r)
         key = address or f"contact:{r.contact_id}"
-        if key in seen:
-            return None
-        seen.add(key)
+        if seen is not None:
+            if key in seen:
+                return None
+            seen.add(key)
         status = S.MESSAGE_STATUS_QUEUED
         if not m.accepted:
             status = REJECT_STATUS.get(m.rejection, (S.MESSAGE_STATUS_FAILED,))[0]
@@ -204,13 +211,20 @@ class BuildMixin(JobBase):
     async def insert_rows(self, rows: list[dict[str, Any]]) -> int:
         """Insert the rows the ledger does not have yet; rows already there are left as they
         are (a resumed build, or a second replica after a lease ran out)."""
+        first: dict[str, dict[str, Any]] = {}
+        for r in rows:  # a repeated address within the chunk: the first wins
+            first.setdefault(r["id"], r)
         async with self.store.write() as conn:
-            new, kept = await messages_repo.add_missing(conn, rows)
+            new, kept = await messages_repo.add_missing(conn, list(first.values()))
             if kept:
-                log.info("build resumed over existing ledger rows",
+                log.info("build found ledger rows already written (a resumed build, or an "
+                         "address repeated in the audience): kept as they are",
                          extra={"campaign_id": rows[0]["campaign_id"], "kept": kept})
+        by_status: dict[int, int] = {}
         for r in new:
-            MESSAGES_BUILT.labels(states.status_name(r["status"])).inc()
+            by_status[r["status"]] = by_status.get(r["status"], 0) + 1
+        for status, n in by_status.items():
+            MESSAGES_BUILT.labels(states.status_name(status)).inc(n)
         return len(new)
 
     async def announce_built(self, row: Any) -> int:
