@@ -1,6 +1,5 @@
-"""ImportContacts: contacts from a client stream, validated off the event loop and written in
-large transactions while the next rows are read (at most two batches held at once)."""
-
+"""ImportContacts: contacts from a client stream, validated in worker processes and written
+in large transactions while the next rows are read (bounded memory whatever the stream)."""
 from __future__ import annotations
 
 import asyncio
@@ -117,9 +116,9 @@ class ImportRpcs:
 
 
 class _Import:
-    """One stream: the reader validates chunks in a thread and hands them to the writer
-    through a queue of one, so reading, validating and writing overlap and at most two
-    batches are held at once."""
+    """One stream: reading, validation (in worker processes, a few chunks at once) and
+    writing overlap, with bounded queues between them, so at most about two batches and a
+    few chunks are held at once whatever the stream's length."""
 
     def __init__(self, store: Store, p: auth.Principal, rid: str, policy: int, extra: list[str],
                  prior: Progress | None, state: Progress) -> None:
