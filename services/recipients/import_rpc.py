@@ -1,5 +1,6 @@
 """ImportContacts: contacts from a client stream, validated in worker processes and written
 in large transactions while the next rows are read (bounded memory whatever the stream)."""
+
 from __future__ import annotations
 
 import asyncio
