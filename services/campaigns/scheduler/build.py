@@ -37,6 +37,7 @@ BUILD_CHUNK = 1000  # ledger rows per insert transaction and per event batch at 
 # The events a rejected recipient's row announces at build, besides "queued".
 BUILT_KIND = {S.MESSAGE_STATUS_FAILED: e.MESSAGE_EVENT_KIND_FAILED,
               S.MESSAGE_STATUS_OPTED_OUT: e.MESSAGE_EVENT_KIND_OPTED_OUT}
+QUEUED_SUBJECT = states.message_subject(e.MESSAGE_EVENT_KIND_QUEUED)
 REJECT_STATUS = {
     c.FAILURE_CATEGORY_UNSUBSCRIBED: (S.MESSAGE_STATUS_OPTED_OUT, e.MESSAGE_EVENT_KIND_OPTED_OUT),
 }
@@ -79,6 +80,23 @@ def variant_assigner(variants: list[dict], test_percent: int, accepted: int) -> 
 
 
 
+def built_events(campaign: Any, message_id: str, created_at: datetime, address: str, variant: str,
+                 status: int, category: int, reason: str) -> list[tuple[str, Any, str]]:
+    """A built row's queued event (and its rejection event), with deterministic ids."""
+    base = dict(message_id=message_id, campaign_id=campaign["id"], workspace_id=campaign["workspace_id"],
+                channel=campaign["channel"], occurred_at=to_ts(aware(created_at)), to=address,
+                variant=variant)
+    ev = e.MessageEvent(event_id=f"{message_id}:queued", kind=e.MESSAGE_EVENT_KIND_QUEUED,
+                        status=S.MESSAGE_STATUS_QUEUED, **base)
+    out: list[tuple[str, Any, str]] = [(QUEUED_SUBJECT, ev, ev.event_id)]
+    kind = BUILT_KIND.get(status)
+    if kind is not None:
+        ev = e.MessageEvent(event_id=f"{message_id}:{states.kind_name(kind)}", kind=kind, status=status,
+                            failure_category=category, error_description=reason, **base)
+        out.append((states.message_subject(kind), ev, ev.event_id))
+    return out
+
+
 class BuildMixin(JobBase):
     async def build(self, row: Any) -> None:
         """PENDING/BUILDING -> SENDING, resumable at every step: whatever stops it (a crash, the
@@ -88,8 +106,10 @@ class BuildMixin(JobBase):
         2. The audience streams into the ledger in chunks; only missing rows are inserted (ids
            are deterministic), so a resumed build adds what an interrupted one did not write
            and never deletes, changes or shrinks what is there.
-        3. The queued (and rejection) events are published from the ledger with deterministic
-           ids: a resumed build's copies are dropped by JetStream and by the consumers.
+        3. The queued (and rejection) events, with deterministic ids, are published chunk by
+           chunk as the rows are written; a resumed build publishes them again from the
+           ledger (what the interrupted one left unpublished), its copies dropped by
+           JetStream and by the consumers.
         4. One transaction drops the inline targets and moves the campaign to SENDING.
         A non-empty request (inline recipients or categories) that yields no message is a job
         error and the campaign FAILS: it never completes as "built 0 messages"."""
@@ -100,7 +120,7 @@ class BuildMixin(JobBase):
                                         started_at=self.clock.now())
         targets = await self.store.load_targets(cid)
         try:
-            added = await self.write_audience(row, targets)
+            added = await self.write_audience(row, targets, announce=not resumed)
         except grpc.aio.AioRpcError as exc:
             transient = exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
             await self.record_error(row, "build", f"recipients service: {exc.code().name}: {exc.details()}"
@@ -120,7 +140,8 @@ class BuildMixin(JobBase):
         if total == 0 and (targets or categories):
             await self.build_empty(row, len(targets), categories)
             return
-        await self.announce_built(row)
+        if resumed:
+            await self.announce_built(row)
         await self.transition(cid, lifecycle.SENDING, f"built {total} messages",
                               also=drop_targets(cid), recipients_count=total)
         BUILDS.labels("resumed" if resumed else "built").inc()
@@ -138,10 +159,11 @@ class BuildMixin(JobBase):
         log.error("campaign build yielded no messages", extra={
             "campaign_id": row["id"], "inline": inline, "categories": categories})
 
-    async def write_audience(self, row: Any, targets: list[c.Recipient]) -> int:
+    async def write_audience(self, row: Any, targets: list[c.Recipient], announce: bool = True) -> int:
         """Resolve the audience and insert its missing ledger rows chunk by chunk as the stream
-        arrives (an A/B split needs the accepted count first, so that audience is read whole).
-        Returns how many rows were added."""
+        arrives (an A/B split needs the accepted count first, so that audience is read whole),
+        each chunk's new rows announced once written (`announce`). Returns how many rows were
+        added."""
         if not targets and not row["category_ids"]:
             return 0  # a TRIGGER campaign may start with no audience
         req = rpb.ResolveAudienceRequest(channel=row["channel"], category_ids=row["category_ids"] or [],
@@ -166,10 +188,10 @@ class BuildMixin(JobBase):
             if values is not None:
                 chunk.append(values)
             if len(chunk) >= BUILD_CHUNK:
-                added += await self.insert_rows(chunk)
+                added += await self.insert_rows(row, chunk, announce)
                 chunk = []
         if chunk:
-            added += await self.insert_rows(chunk)
+            added += await self.insert_rows(row, chunk, announce)
         return added
 
     @staticmethod
@@ -208,9 +230,10 @@ class BuildMixin(JobBase):
             content_preview=shown, fields=variables, created_at=now, updated_at=now,
         )
 
-    async def insert_rows(self, rows: list[dict[str, Any]]) -> int:
+    async def insert_rows(self, campaign: Any, rows: list[dict[str, Any]], announce: bool) -> int:
         """Insert the rows the ledger does not have yet; rows already there are left as they
-        are (a resumed build, or a second replica after a lease ran out)."""
+        are (a resumed build, or a second replica after a lease ran out). With `announce`, the
+        new rows' events are published once committed (held A/B rows wait for the winner)."""
         first: dict[str, dict[str, Any]] = {}
         for r in rows:  # a repeated address within the chunk: the first wins
             first.setdefault(r["id"], r)
@@ -225,6 +248,13 @@ class BuildMixin(JobBase):
             by_status[r["status"]] = by_status.get(r["status"], 0) + 1
         for status, n in by_status.items():
             MESSAGES_BUILT.labels(states.status_name(status)).inc(n)
+        if announce:
+            items: list[tuple[str, Any, str]] = []
+            for r in new:
+                if not r["held"]:
+                    items += built_events(campaign, r["id"], r["created_at"], r["address"], r["variant"],
+                                          r["status"], r["failure_category"], r["error_description"])
+            await bus.publish_many(self.js, items)
         return len(new)
 
     async def announce_built(self, row: Any) -> int:
@@ -238,18 +268,8 @@ class BuildMixin(JobBase):
                 return n
             items: list[tuple[str, Any, str]] = []
             for m in page:
-                base = dict(message_id=m.id, campaign_id=cid, workspace_id=row["workspace_id"],
-                            channel=row["channel"], occurred_at=to_ts(aware(m.created_at)),
-                            to=m.address, variant=m.variant)
-                ev = e.MessageEvent(event_id=f"{m.id}:queued", kind=e.MESSAGE_EVENT_KIND_QUEUED,
-                                    status=S.MESSAGE_STATUS_QUEUED, **base)
-                items.append((states.message_subject(ev.kind), ev, ev.event_id))
-                kind = BUILT_KIND.get(m.status)
-                if kind is not None:
-                    ev = e.MessageEvent(event_id=f"{m.id}:{states.kind_name(kind)}", kind=kind,
-                                        status=m.status, failure_category=m.failure_category,
-                                        error_description=m.error_description, **base)
-                    items.append((states.message_subject(kind), ev, ev.event_id))
+                items += built_events(row, m.id, m.created_at, m.address, m.variant, m.status,
+                                      m.failure_category, m.error_description)
             await bus.publish_many(self.js, items)
             n += len(page)
             after = page[-1].id
