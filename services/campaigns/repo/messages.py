@@ -197,9 +197,14 @@ async def dispatch_counts(conn: AsyncConnection, campaign_id: str) -> tuple[int,
     return total, dispatched
 
 
+JOB_COLUMNS = (messages.c.id, messages.c.attempt, messages.c.address, messages.c.contact_id,
+               messages.c.variant, messages.c.fields, messages.c.created_at)
+
+
 async def next_to_send(conn: AsyncConnection, campaign_id: str, n: int) -> list[Any]:
-    """The next n waiting messages in audience order (held A/B rows wait for the winner)."""
-    return list((await conn.execute(select(messages).where(
+    """The next n waiting messages in audience order (held A/B rows wait for the winner):
+    the columns a job is made of."""
+    return list((await conn.execute(select(*JOB_COLUMNS).where(
         messages.c.campaign_id == campaign_id, *_WAITING, messages.c.held.is_(False))
         .order_by(messages.c.created_at, messages.c.id).limit(n))).mappings().all())
 
