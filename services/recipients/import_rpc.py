@@ -68,7 +68,6 @@ class ImportRpcs:
         job = _Import(self.store, p, rid, opts.on_conflict, extra, prior, state)
         resp = await job.run(first, stream)
         if job.wrote:
-            self.store.note_imported(job.wrote)
             for result, n in (("created", job.counts.created), ("updated", job.counts.updated),
                               ("unchanged", job.counts.unchanged),
                               ("rejected", job.counts.rejected)):
@@ -254,6 +253,10 @@ class _Import:
                         raise HeraldError(grpc.StatusCode.ABORTED,
                                           "concurrent change, retry") from exc
             self.wrote += counts.created + counts.updated
+            # Fresh planner statistics while the table grows: with those of an empty table,
+            # PostgreSQL scanned contacts for every lookup (a 1,000,000-row import slowed to
+            # ~2,000 rows/s).
+            self.store.note_imported(counts.created + counts.updated)
 
     async def _commit(self, batch: Batch | None, counts: Counts, done: bool,
                       conn: Any = None) -> None:
