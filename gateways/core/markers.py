@@ -235,7 +235,7 @@ class SendMarkers:
         """EVALSHA on the dedicated connection (loaded on NOSCRIPT); not for concurrent use."""
         pool = self.redis.connection_pool
         if self._gate_conn is None:
-            self._gate_conn = await pool.get_connection("EVALSHA")
+            self._gate_conn = await pool.get_connection()
         conn = self._gate_conn
         try:
             for attempt in (1, 2):
