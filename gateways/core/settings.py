@@ -38,7 +38,9 @@ DOCS: dict[str, str] = {
         "ABANDONED. Keep it well under the jobs' ack wait (30 s or more)."),
     "record_retry_for": (
         "Seconds the gateway keeps retrying (Redis/NATS trouble) to record an outcome the "
-        "{carrier} has already given, before leaving the job to redelivery."),
+        "{carrier} has already given, before leaving the job to redelivery (where it becomes "
+        "ABANDONED: the {carrier} has it, Herald lost its answer). Keep it above the longest "
+        "Redis or NATS outage to ride out (a 30 s outage needs more than 30 s)."),
 }
 
 

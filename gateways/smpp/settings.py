@@ -14,7 +14,7 @@ RUNTIME = declare(GW, "SMSC", {
     "subject": ("HERALD_SMPP_JOBS_SUBJECT", "jobs.sms"),
     "marker_ttl": ("HERALD_SMPP_DEDUP_TTL", "172800"), "in_flight": ("HERALD_SMPP_MAX_IN_FLIGHT", "0"),
     "holder_ttl": ("HERALD_SMPP_HOLDER_TTL", "15"),
-    "record_retry_for": ("HERALD_SMPP_RECORD_RETRY_FOR", "20")}, {
+    "record_retry_for": ("HERALD_SMPP_RECORD_RETRY_FOR", "60")}, {
     "batch": "Two requests are kept ahead of the gateway.",
     "in_flight": "0: four times the sum of the routes' windows, at least 64; when every route has "
                  "a throughput limit, at most a quarter of the jobs' ack wait at that rate.",

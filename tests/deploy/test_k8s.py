@@ -416,10 +416,10 @@ def test_processes_are_probed_and_drain_within_their_grace(documents: dict[str, 
 
 
 def test_drain_bound_follows_the_gateway_settings() -> None:
-    # 3 x 10 s response timeout + 20 s record retries + 5 s = the documented 55 s of jobs,
+    # 3 x 10 s response timeout + 60 s record retries + 5 s = the documented 95 s of jobs,
     # plus receipts, unbind, gRPC grace and NATS drain.
-    assert drain_seconds("smpp-gateway", {}, 0) == 55 + 10 + 2 + 5 + 30
-    assert drain_seconds("smpp-gateway", {"HERALD_SMPP_RESPONSE_TIMEOUT": "30"}, 0) == 182
+    assert drain_seconds("smpp-gateway", {}, 0) == 95 + 10 + 2 + 5 + 30
+    assert drain_seconds("smpp-gateway", {"HERALD_SMPP_RESPONSE_TIMEOUT": "30"}, 0) == 222
     # The email roles: the sender's 30 s SMTP drain, the tracking server's 60 s for requests
     # in progress and 5 s for queued events, the bounce server's listener closing at once.
     assert drain_seconds("email-sender", {}, 0) == 30 + 2 + 30 + 5
