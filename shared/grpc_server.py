@@ -60,10 +60,9 @@ class HeraldInterceptor(grpc.aio.ServerInterceptor):
             log.exception("unhandled error", extra={"method": method, "error_id": error_id})
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error (error id {error_id})")
 
-        if handler.unary_unary:
-            inner = handler.unary_unary
-
-            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        def answering(inner: Callable) -> Callable:
+            """One answer per call (unary, client stream): auth, then errors as statuses."""
+            async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 try:
                     auth.bind(prologue(context))
                     resp = await inner(request, context)
@@ -76,10 +75,12 @@ class HeraldInterceptor(grpc.aio.ServerInterceptor):
                 except Exception:
                     await internal(context)
                 return resp
+            return call
 
+        if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                unary, handler.request_deserializer, handler.response_serializer
-            )
+                answering(handler.unary_unary), handler.request_deserializer,
+                handler.response_serializer)
         if handler.unary_stream:
             inner_s = handler.unary_stream
 
@@ -99,23 +100,9 @@ class HeraldInterceptor(grpc.aio.ServerInterceptor):
                 stream, handler.request_deserializer, handler.response_serializer
             )
         if handler.stream_unary:
-            inner_c = handler.stream_unary
-
-            async def client_stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-                try:
-                    auth.bind(prologue(context))
-                    resp = await inner_c(requests, context)
-                except HeraldError as exc:
-                    await fail(context, exc)
-                except (asyncio.CancelledError, grpc.aio.AbortError):
-                    raise
-                except Exception:
-                    await internal(context)
-                return resp
-
             return grpc.stream_unary_rpc_method_handler(
-                client_stream, handler.request_deserializer, handler.response_serializer
-            )
+                answering(handler.stream_unary), handler.request_deserializer,
+                handler.response_serializer)
         return handler
 
 
