@@ -130,25 +130,30 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             details.method, grpc_type(handler.request_streaming, handler.response_streaming))
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                _unary(m, handler.unary_unary), handler.request_deserializer, handler.response_serializer)
+                _answering(m, handler.unary_unary, client_stream=False), handler.request_deserializer, handler.response_serializer)
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
                 _server_stream(m, handler.unary_stream), handler.request_deserializer,
                 handler.response_serializer)
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                _client_stream(m, handler.stream_unary), handler.request_deserializer,
+                _answering(m, handler.stream_unary, client_stream=True), handler.request_deserializer,
                 handler.response_serializer)
         return grpc.stream_stream_rpc_method_handler(
             _bidi_stream(m, handler.stream_stream), handler.request_deserializer,
             handler.response_serializer)
 
 
-def _unary(m: _Method, inner: Callable) -> Callable:
-    async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+def _answering(m: _Method, inner: Callable, client_stream: bool) -> Callable:
+    """One answer per call: unary (one request counted) or client stream (each request
+    counted as it is read)."""
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
         start = time.perf_counter()
         m.started.inc()
-        m.received.inc()
+        if client_stream:
+            request = _counted(m, request)
+        else:
+            m.received.inc()
         try:
             resp = await inner(request, context)
         except BaseException as exc:
@@ -160,7 +165,7 @@ def _unary(m: _Method, inner: Callable) -> Callable:
         m.done(code, start)
         return resp
 
-    return unary
+    return call
 
 
 async def _counted(m: _Method, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
@@ -206,24 +211,6 @@ def _server_stream(m: _Method, inner: Callable) -> Callable:
         m.done(_status(context), start)
 
     return server_stream
-
-
-def _client_stream(m: _Method, inner: Callable) -> Callable:
-    async def client_stream(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
-        start = time.perf_counter()
-        m.started.inc()
-        try:
-            resp = await inner(_counted(m, requests), context)
-        except BaseException as exc:
-            m.done(_failure(exc, context), start)
-            raise
-        code = _status(context)
-        if code == "OK":
-            m.sent.inc()
-        m.done(code, start)
-        return resp
-
-    return client_stream
 
 
 def _bidi_stream(m: _Method, inner: Callable) -> Callable:
