@@ -8,15 +8,23 @@ final, CPU ms per message of every process (Herald's, nats-server, redis-server,
 PostgreSQL backends of its databases, and the simulator apart: it is not Herald) and their
 peak RSS. Per database: the rate at each size (flat = it scales). The machine's load is
 printed with every figure.
+
+--pipeline-profile also records every Herald process with py-spy during the run and the CPU
+time SQLite spends per statement in campaigns and recipients (bench/pipeline_profile.py):
+each process's areas (build, dispatch, job publishing, ledger updates, stats...) in % and in
+CPU ms per message, its functions with the most own time, and its costliest statements.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+from pathlib import Path
 from typing import Any
 
 from bench import herald_stack as hs
+from bench import pipeline_profile
 from bench.measure import Usage, Watch, fmt, row
 
 HERALD_NOT = ("simulator",)  # watched, reported apart: not part of Herald's CPU per message
@@ -28,17 +36,22 @@ def split(u: Usage) -> tuple[float, float]:
     return u.total() - sim, sim
 
 
-async def _one(run: hs.Running, n: int, args: argparse.Namespace) -> tuple[float, list[dict[str, Any]]]:
+async def _one(run: hs.Running, n: int, args: argparse.Namespace,
+               profiling: pipeline_profile.Profiling | None) -> tuple[float, list[dict[str, Any]]]:
     cl = run.clients()
     try:
         cat, took, how = await hs.import_contacts(cl, n, args.import_batch, args.import_concurrency)
         cid = await hs.sms_campaign(cl, cat, f"bench pipeline {n}")
-        watch = Watch(run.pids(), run.pg_names).start()
-        cr = await hs.approve_and_follow(cl, cid, n)
-        use = watch.stop().group("pg:", "postgres backends")
+        with contextlib.ExitStack() as es:
+            prof = pipeline_profile.Profile()
+            if profiling is not None:
+                prof = es.enter_context(profiling.recording(run.pids(), f"{run.db}-{n}"))
+            watch = Watch(run.pids(), run.pg_names).start()
+            cr = await hs.approve_and_follow(cl, cid, n)
+            use = watch.stop().group("pg:", "postgres backends")
     finally:
         await cl.close()
-    label = f"pipeline {run.db} {n:,}"
+    label = f"pipeline {run.db} {n:,}" + (" (profiled)" if profiling is not None else "")
     rate = n / cr.seconds
     herald_cpu, sim_cpu = split(use)
     ph = ", ".join(f"{k} {v:.2f} s" for k, v in cr.phases.items() if k not in ("NEW",))
@@ -54,24 +67,39 @@ async def _one(run: hs.Running, n: int, args: argparse.Namespace) -> tuple[float
         row(f"  {label}: peak RSS", round(max(use.peak_kb.values(), default=0) / 1024), "MiB", use.peaks(), load),
         row(f"  {label}: contact import (before the clock)", round(n / took), "rows/s", how, ""),
     ]
+    rows += pipeline_profile.summary(label, prof, use, n, load)
     return rate, rows
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     sizes = [int(s) for s in args.pipeline_sizes.split(",") if s]
     out: list[dict[str, Any]] = []
-    for db in [d.strip() for d in args.pipeline_db.split(",") if d.strip()]:
-        rates = []
-        for n in sizes:
-            with hs.herald(db, args.receipt_delay) as running:
-                rate, rows = asyncio.run(_one(running, n, args))
-            rates.append(rate)
-            out += rows
-        if len(sizes) > 1:
-            flat = min(rates) / max(rates)
-            out.append(row(f"pipeline {db}: rate flatness (slowest / fastest size)", round(flat, 2), "x",
-                           ", ".join(f"{n:,}: {fmt(r)} msg/s" for n, r in zip(sizes, rates, strict=True))
-                           + " (1.0 = the rate does not fall with size)"))
+    profiling = None
+    if args.pipeline_profile:
+        profiling = pipeline_profile.Profiling(Path(args.pipeline_profile_dir) if args.pipeline_profile_dir else None)
+    try:
+        for db in [d.strip() for d in args.pipeline_db.split(",") if d.strip()]:
+            out += _sizes(db, sizes, args, profiling)
+    finally:
+        if profiling is not None:
+            profiling.close()
+    return out
+
+
+def _sizes(db: str, sizes: list[int], args: argparse.Namespace,
+           profiling: pipeline_profile.Profiling | None) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    rates = []
+    for n in sizes:
+        with hs.herald(db, args.receipt_delay, profiling.env() if profiling else None) as running:
+            rate, rows = asyncio.run(_one(running, n, args, profiling))
+        rates.append(rate)
+        out += rows
+    if len(sizes) > 1:
+        flat = min(rates) / max(rates)
+        out.append(row(f"pipeline {db}: rate flatness (slowest / fastest size)", round(flat, 2), "x",
+                       ", ".join(f"{n:,}: {fmt(r)} msg/s" for n, r in zip(sizes, rates, strict=True))
+                       + " (1.0 = the rate does not fall with size)"))
     return out
 
 
@@ -82,4 +110,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--receipt-delay", type=float, default=0.01,
                     help="pipeline, kannel: the SMSC simulator's receipt delay (seconds)")
     ap.add_argument("--import-batch", type=int, default=5000, help="contacts per UpsertContacts call")
+    ap.add_argument("--pipeline-profile", action="store_true",
+                    help="pipeline: py-spy every Herald process during each run and print where each "
+                         "spends its time (the profiled runs are a little slower)")
+    ap.add_argument("--pipeline-profile-dir", default="",
+                    help="pipeline: keep the raw py-spy profiles here (<dir>/<db>-<size>-<process>.txt)")
     ap.add_argument("--import-concurrency", type=int, default=2, help="UpsertContacts calls in flight")
