@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -233,6 +234,28 @@ async def read_frame(reader: asyncio.StreamReader) -> Frame:
     if length < 16 or length > MAX_PDU_LENGTH:
         raise ProtocolError(f"implausible command_length {length}")
     return Frame.parse(head + await reader.readexactly(length - 4))
+
+
+def split_frames(buf: bytearray, on_frame: Callable[[bytes], bool | None]) -> None:
+    """Hand each whole PDU at the start of `buf` to `on_frame` and drop what was handed on;
+    a partial PDU stays for the next call. Framed straight out of the receive buffer, no
+    await per PDU. `on_frame` returning True stops (the connection ends there). Raises
+    ProtocolError on an implausible command_length (the PDUs before it were handed on)."""
+    n = len(buf)
+    pos = 0
+    try:
+        while n - pos >= 16:
+            length = int.from_bytes(buf[pos:pos + 4], "big")
+            if length < 16 or length > MAX_PDU_LENGTH:
+                raise ProtocolError(f"implausible command_length {length}")
+            if n - pos < length:
+                break
+            start = pos
+            pos += length
+            if on_frame(bytes(buf[start:pos])):
+                break
+    finally:
+        del buf[:pos]
 
 
 def next_sequence(current: int) -> int:
