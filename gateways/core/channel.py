@@ -42,6 +42,8 @@ class Job:
     ticket: Ticket | None = None  # set while this process holds the job's claim
     events: list[tuple[str, bytes, str]] = field(default_factory=list)  # subject, data, msg id
     reported: bool = False  # its outcome is being recorded already (streamed)
+    reopen: bool = False  # handed back: its claim reopened even if its marker says written
+    settled: bool = False  # acked or nak'd (the job-level in-flight cap counts it free)
 
 
 class Report(Protocol):
@@ -58,6 +60,12 @@ class Report(Protocol):
     def unwritten(self, job: Job) -> None:
         """Nothing of the job was written (the gate refused, not bound, throttled): it is
         handed back and sent cleanly on its next delivery."""
+
+    def handed_back(self, job: Job, delay: float) -> None:
+        """The carrier did not take the job, whatever its marker says (throttled: its answer
+        says so; or the gate let it through but the connection closed before its bytes
+        left): its claim is reopened (held or written by this claim), and it is sent again
+        after `delay` seconds. No attempt is spent and no event published."""
 
 
 class Listener(Protocol):
@@ -100,3 +108,32 @@ class Channel(Protocol):
 
     def listeners(self) -> Sequence[Listener]:
         """Inbound servers the runtime starts before pulling and stops after the drain."""
+
+
+class ChannelHooks(Protocol):
+    """What a channel may add (each member optional: hooks.Hooks fills in the runtime's
+    default for a channel without it)."""
+
+    # The log line of ABANDONED jobs (default "<name> jobs abandoned").
+    abandon_event: str
+    # The runtime's logger (default "herald.<name>.worker").
+    logger: str
+
+    def event_id(self, msg_id: str) -> str:
+        """The event_id of an outcome event, from its Nats-Msg-Id (a channel whose events
+        had ids of their own before keeps them: re-published facts keep their ids)."""
+
+    def expired(self, job: e.MessageJob) -> Outcome:
+        """The outcome of a job that expired before it could be sent."""
+
+    def abandoned(self, job: e.MessageJob, reason: str) -> Outcome:
+        """The outcome of an ABANDONED job (judge.REASONS), in the channel's words."""
+
+    async def record(self, jobs: Sequence[Job]) -> None:
+        """The channel's own Redis writes for these jobs' outcomes (e.g. a carrier's ids ->
+        message), after their events are stored and before their acks; retried with the
+        rest of the group commit."""
+
+    def recorded(self, jobs: Sequence[Job], stored: bool) -> None:
+        """These jobs' group commit ended (stored: their outcomes are recorded; else they
+        were handed back): e.g. receipts that waited for them go on."""

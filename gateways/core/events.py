@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 
 from herald.v1 import common_pb2 as c
@@ -41,22 +42,28 @@ def message_event(kind: int, *, channel: int, message_id: str, campaign_id: str 
 
 
 def outcome_event(channel: int, job: e.MessageJob, outcome: Outcome, msg_id: str,
-                  occurred_at: datetime | None = None) -> e.MessageEvent:
-    """The event of a job's outcome; msg_id is its Nats-Msg-Id (event_id derives from it)."""
+                  occurred_at: datetime | None = None,
+                  event_id: Callable[[str], str] = stable_event_id) -> e.MessageEvent:
+    """The event of a job's outcome; msg_id is its Nats-Msg-Id (event_id derives from it:
+    a channel whose events had ids of their own keeps them, see Channel.event_id)."""
     # A submission clears what an earlier deferral said: no stale error text on it.
     ok = outcome.kind == K.MESSAGE_EVENT_KIND_SUBMITTED
-    return message_event(
+    ev = message_event(
         outcome.kind, channel=channel, message_id=job.message_id, campaign_id=job.campaign_id,
-        workspace_id=job.workspace_id, event_id=stable_event_id(msg_id),
+        workspace_id=job.workspace_id, event_id=event_id(msg_id),
         occurred_at=occurred_at, error_code="" if ok else outcome.code,
         error_description="" if ok else outcome.description,
         failure_category=outcome.category, provider_message_id=outcome.provider_id,
         variant=job.variant, to=job.to, attempt=job.attempt, route=outcome.route,
     )
+    if outcome.parts:
+        ev.parts = outcome.parts
+    return ev
 
 
 def outcome_item(channel: int, job: e.MessageJob, outcome: Outcome, msg_id: str,
-                 occurred_at: datetime | None = None) -> tuple[str, bytes, str]:
+                 occurred_at: datetime | None = None,
+                 event_id: Callable[[str], str] = stable_event_id) -> tuple[str, bytes, str]:
     """(subject, payload, Nats-Msg-Id) for a batch publish."""
-    ev = outcome_event(channel, job, outcome, msg_id, occurred_at)
+    ev = outcome_event(channel, job, outcome, msg_id, occurred_at, event_id)
     return states.message_subject(ev.kind), ev.SerializeToString(), msg_id

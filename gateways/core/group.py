@@ -11,12 +11,17 @@ T = TypeVar("T")
 
 
 class GroupCommit(Generic[T]):
-    def __init__(self, flush: Callable[[list[T]], Awaitable[None]], max_size: int = 1024,
-                 concurrency: int = 4) -> None:
+    """`add(items)` answers with a future; `put(item)` answers nothing (a failed flush's
+    items go to `on_error(items, exc)` instead): no future per item on a hot path."""
+
+    def __init__(self, flush: Callable[[list[T]], Awaitable[object]], max_size: int = 1024,
+                 concurrency: int = 4,
+                 on_error: Callable[[list[T], Exception], None] | None = None) -> None:
         self.flush = flush
         self.max_size = max_size
         self.concurrency = concurrency
-        self._waiting: list[tuple[Sequence[T], asyncio.Future[None]]] = []
+        self.on_error = on_error
+        self._waiting: list[tuple[Sequence[T], asyncio.Future[None] | None]] = []
         self._running = 0
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -26,10 +31,18 @@ class GroupCommit(Generic[T]):
         never split between two flushes."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append((items, fut))
+        self._schedule()
+        return fut
+
+    def put(self, item: T) -> None:
+        """One item, flushed with the next group (see on_error)."""
+        self._waiting.append(((item,), None))
+        self._schedule()
+
+    def _schedule(self) -> None:
         if not self._scheduled and self._running < self.concurrency:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._kick)
-        return fut
 
     def _kick(self) -> None:
         self._scheduled = False
@@ -45,20 +58,24 @@ class GroupCommit(Generic[T]):
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, groups: list[tuple[Sequence[T], asyncio.Future[None]]]) -> None:
+    async def _run(self, groups: list[tuple[Sequence[T], asyncio.Future[None] | None]]) -> None:
+        items = [item for group, _ in groups for item in group]
         try:
-            await self.flush([item for items, _ in groups for item in items])
+            await self.flush(items)
         except BaseException as exc:
+            err = exc if isinstance(exc, Exception) else RuntimeError(f"flush interrupted: {exc!r}")
             for _, fut in groups:
-                if not fut.done():
-                    fut.set_exception(exc if isinstance(exc, Exception) else
-                                      RuntimeError(f"flush interrupted: {exc!r}"))
+                if fut is not None and not fut.done():
+                    fut.set_exception(err)
                     fut.exception()  # retrieved: a caller that stopped waiting logs nothing
+            put = [item for group, fut in groups if fut is None for item in group]
+            if put and self.on_error is not None:
+                self.on_error(put, err)
             if not isinstance(exc, Exception):
                 raise
         else:
             for _, fut in groups:
-                if not fut.done():
+                if fut is not None and not fut.done():
                     fut.set_result(None)
         finally:
             self._running -= 1

@@ -16,6 +16,11 @@ expired, or older than the lease) takes the claim over and sends cleanly: the co
 at the write keeps the old holder from sending it too. "written" without an outcome, left by
 a stopped process, is the only case where the carrier may have the message and we cannot
 know: the job is then ABANDONED rather than risking a second copy (judge.py).
+
+A channel that kept text markers before the runtime ('<state>:<value>', the SMPP gateway's)
+has them read too: held:<process>:<time> and written:<process>:<time> as held and written
+(the same liveness keys), released:<time> as deferred, pending:<time> as sending; an
+outcome's text by the channel's own reader (SendMarkers(legacy=...)).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -108,18 +113,20 @@ class Holder:
     """One claim token (a process and one of its batches): the "held" and "written" values
     of its markers, so the move to written is a compare-and-set on the exact value."""
 
-    __slots__ = ("owner", "token", "held", "_written_prefix", "_written_suffix")
+    __slots__ = ("owner", "token", "held", "ident")
 
     def __init__(self, owner: str, token: str) -> None:
         self.owner = owner
         self.token = token
-        ident = f',"o":{_str(owner)},"b":{_str(token)}}}'
+        # how every marker value of this claim ends: a written one is recognised by it
+        self.ident = ident = f',"o":{_str(owner)},"b":{_str(token)}}}'
         self.held = f'{{"s":"{HELD}","t":{time.time()!r}{ident}'
-        self._written_prefix = f'{{"s":"{WRITTEN}","t":'
-        self._written_suffix = ident
 
     def written(self, now: float) -> str:
-        return f"{self._written_prefix}{now!r}{self._written_suffix}"
+        return f'{_WRITTEN_PREFIX}{now!r}{self.ident}'
+
+
+_WRITTEN_PREFIX = f'{{"s":"{WRITTEN}","t":'  # markers_lua.RECORD_MANY knows it too
 
 
 class Ticket(NamedTuple):
@@ -129,9 +136,14 @@ class Ticket(NamedTuple):
     holder: Holder
 
 
-def decode(raw: Any) -> dict[str, Any] | None:
+LegacyReader = Callable[[str], "dict[str, Any] | None"]
+
+
+def decode(raw: Any, legacy: LegacyReader | None = None) -> dict[str, Any] | None:
     if not raw:
         return None
+    if raw[:1] not in (b"{", "{"):
+        return decode_text(raw.decode() if isinstance(raw, bytes) else raw, legacy)
     try:
         out = json.loads(raw)
     except ValueError:
@@ -139,14 +151,38 @@ def decode(raw: Any) -> dict[str, Any] | None:
     return out if isinstance(out, dict) else {"s": "corrupt"}
 
 
+def decode_text(text: str, legacy: LegacyReader | None = None) -> dict[str, Any]:
+    """A text marker '<state>:<value>' (see the module's docstring) as a JSON one."""
+    state, _, value = text.partition(":")
+    if state in (HELD, WRITTEN):
+        owner, _, at = value.rpartition(":")
+        return {"s": state, "t": _seconds(at), "o": owner}
+    if state == "released":  # nothing was written: claimed again
+        return {"s": DEFERRED, "t": _seconds(value)}
+    if state == "pending":  # taken at fetch by an even older version, no holder named
+        return {"s": SENDING, "t": _seconds(value)}
+    out = legacy(text) if legacy is not None else None
+    return out if out is not None else {"s": "corrupt"}
+
+
+def _seconds(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return 0.0
+
+
 class SendMarkers:
     def __init__(self, redis: aioredis.Redis, ttl: int, lease: float = 150.0,
-                 owner: str | None = None, keys: MarkerKeys | None = None) -> None:
+                 owner: str | None = None, keys: MarkerKeys | None = None,
+                 live_ttl: float = LIVE_TTL, legacy: LegacyReader | None = None) -> None:
         self.redis = redis
         self.ttl = ttl
         self.lease = lease  # a held marker older than this may be taken over even if alive
         self.owner = owner or uuid.uuid4().hex[:16]  # this process, for liveness
         self.keys = keys or MarkerKeys.for_channel("email")
+        self.live_ttl = live_ttl  # seconds the liveness key outlives a heartbeat
+        self.legacy = legacy  # reads the outcomes of a channel's text markers
         self._tokens = 0
         self._claim_many = redis.register_script(markers_lua.CLAIM_MANY)
         self._gate_many = redis.register_script(markers_lua.GATE_MANY)
@@ -166,7 +202,7 @@ class SendMarkers:
 
     async def heartbeat(self) -> None:
         """Tell other processes this one still holds its claims (call every second or so)."""
-        await self.redis.set(self.live_key, "1", ex=LIVE_TTL)
+        await self.redis.set(self.live_key, "1", px=max(1, int(self.live_ttl * 1000)))
 
     async def retire(self) -> None:
         """Stopping cleanly: claims left behind may be taken over at once."""
@@ -202,11 +238,12 @@ class SendMarkers:
             res = await self._claim_many(keys=keys, args=args)
             raw_epoch = res[0]
             out.epoch = float(raw_epoch) if raw_epoch else None
+            legacy = self.legacy
             for r in res[1:]:
                 if int(r[0]):
-                    out.append(Claim(True, decode(r[1]) if len(r) > 1 else None))
+                    out.append(Claim(True, decode(r[1], legacy) if len(r) > 1 else None))
                 else:
-                    out.append(Claim(False, decode(r[1]) if len(r) > 1 else None,
+                    out.append(Claim(False, decode(r[1], legacy) if len(r) > 1 else None,
                                      len(r) > 2 and bool(int(r[2]))))
         return out
 
@@ -256,21 +293,27 @@ class SendMarkers:
 
     # --- outcomes -----------------------------------------------------------------
     async def set_many(self, items: Sequence[tuple[str, int, str, dict[str, Any]]],
-                       release: Sequence[Ticket] = ()) -> None:
-        """Record outcomes, and release claims that end without one (DEL where the marker
-        is still that claim's "held" value), in one round trip per chunk."""
-        if not items and not release:
+                       release: Sequence[Ticket] = (), reopen: Sequence[Ticket] = ()) -> None:
+        """Record outcomes, release claims that end without one (DEL where the marker is
+        still that claim's "held" value) and reopen claims the carrier refused for now (DEL
+        where it is that claim's "held" or "written": its answer says it did not take the
+        job), in one round trip per chunk."""
+        if not items and not release and not reopen:
             return
         now = time.time()
         key = self.keys.key
         sets = [(key(m, a), marker_json(state, now, data)) for m, a, state, data in items]
-        rel = [(t.key, t.holder.held) for t in release]
         for at in range(0, max(len(sets), 1), CHUNK):
             chunk = sets[at:at + CHUNK]
-            extra = rel if at == 0 else []
+            rel = release if at == 0 else ()
+            ret = reopen if at == 0 else ()
+            args: list[str | int] = [self.ttl, len(chunk), len(rel), *[v for _, v in chunk],
+                                     *[t.holder.held for t in rel]]
+            for t in ret:
+                args += (t.holder.held, t.holder.ident)
             await self._record_many(
-                keys=[k for k, _ in chunk] + [k for k, _ in extra],
-                args=[self.ttl, len(chunk), *[v for _, v in chunk], *[v for _, v in extra]])
+                keys=[k for k, _ in chunk] + [t.key for t in rel] + [t.key for t in ret],
+                args=args)
 
     async def ref(self, message_id: str) -> dict[str, str] | None:
         """The ref written with the job's first claim (None if unknown or unreadable)."""

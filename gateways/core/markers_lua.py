@@ -5,7 +5,19 @@ Redis is one instance, not a cluster."""
 # Per key: take it when absent, deferred, or held by a claimant that is gone. Returns
 # {epoch or false, {taken, previous, claimant alive}...}: the epoch is read in the same
 # atomic step, so a data set lost between two epoch refreshes is seen with the markers.
+# Text markers of a channel's earlier gateway ('<state>:<value>', see markers.py) are read
+# like the JSON ones: held/written:<process>:<time>, released (deferred), anything else stands.
 CLAIM_MANY = """
+local function text_marker(v)
+  local s, rest = string.match(v, '^(%a+):(.*)$')
+  if s == 'held' or s == 'written' then
+    local o, t = string.match(rest, '^(.*):([%d%.]+)$')
+    return {s = s, o = o, t = t}
+  elseif s == 'released' then
+    return {s = 'deferred'}
+  end
+  return {s = s or 'corrupt'}
+end
 local now = tonumber(ARGV[3])
 local lease = tonumber(ARGV[4])
 local out = {redis.call('GET', ARGV[5])}
@@ -16,7 +28,8 @@ for i = 1, n do
   local take = true
   local alive = 0
   if v then
-    local ok, st = pcall(cjson.decode, v)
+    local ok, st
+    if string.byte(v, 1) == 123 then ok, st = pcall(cjson.decode, v) else ok, st = true, text_marker(v) end
     if ok and type(st) == 'table' then
       local s = st['s']
       local o = st['o']
@@ -57,12 +70,27 @@ for i = n + 1, #KEYS do
 end
 return out
 """
-# Outcomes (SET) and released claims (DEL where still this claim's "held" value) together.
+# Outcomes (SET, the first ARGV[2] keys), released claims (DEL where still this claim's
+# "held" value, the next ARGV[3]) and reopened ones (DEL where this claim's "held" value or
+# its "written" one: a value that starts as written markers do and ends with the claim's
+# identity, ARGV held/identity pairs) together.
 RECORD_MANY = """
 local n = tonumber(ARGV[2])
-for i = 1, n do redis.call('SET', KEYS[i], ARGV[i + 2], 'EX', ARGV[1]) end
-for i = n + 1, #KEYS do
-  if redis.call('GET', KEYS[i]) == ARGV[i + 2] then redis.call('DEL', KEYS[i]) end
+local r = n + tonumber(ARGV[3])
+for i = 1, n do redis.call('SET', KEYS[i], ARGV[i + 3], 'EX', ARGV[1]) end
+for i = n + 1, r do
+  if redis.call('GET', KEYS[i]) == ARGV[i + 3] then redis.call('DEL', KEYS[i]) end
+end
+local wp = '{"s":"written","t":'
+local at = r + 4
+for i = r + 1, #KEYS do
+  local cur = redis.call('GET', KEYS[i])
+  local ident = ARGV[at + 1]
+  if cur and (cur == ARGV[at] or (string.sub(cur, 1, #wp) == wp
+      and string.sub(cur, -#ident) == ident)) then
+    redis.call('DEL', KEYS[i])
+  end
+  at = at + 2
 end
 return #KEYS
 """

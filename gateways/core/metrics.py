@@ -3,7 +3,8 @@ are part of its dashboards, alerts and runbook), the runtime counts into them.""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from prometheus_client import Counter, Histogram
 
@@ -14,6 +15,16 @@ class ChannelMetrics:
     abandoned: Counter  # by reason (judge.REASONS)
     taken_over: Counter  # held claims of stopped processes taken over
     latency: Histogram  # one send to the carrier, as the channel measures it
+    # Label values a channel's dashboards knew before the runtime, by the runtime's name
+    # (results of jobs_total, reasons of abandoned_total); the others are used as they are.
+    results: Mapping[str, str] = field(default_factory=dict)
+    reasons: Mapping[str, str] = field(default_factory=dict)
+
+    def result(self, name: str) -> str:
+        return self.results.get(name, name)
+
+    def reason(self, name: str) -> str:
+        return self.reasons.get(name, name)
 
 
 def channel_metrics(name: str, what: str = "jobs") -> ChannelMetrics:

@@ -21,6 +21,8 @@ class Outcome:
     category: int = F.FAILURE_CATEGORY_UNSPECIFIED
     provider_id: str = ""  # the carrier's (or our) id of the message once accepted
     route: str = ""  # the carrier connection that answered or was tried; "" = never reached
+    parts: int = 0  # carrier parts of the message (an SMS's segments) on its event; 0 = unset
+    extra: str = ""  # the channel's own data, kept on the send marker and replayed with it
 
 
 def submitted(provider_id: str, reply: str = "", route: str = "", code: str = "") -> Outcome:
@@ -45,13 +47,20 @@ def abandoned(meaning: str, carrier: str) -> Outcome:
 
 
 def as_marker(o: Outcome) -> dict[str, object]:
-    """A final outcome as its send marker keeps it (replayed to a redelivered job)."""
-    return {"k": o.kind, "code": o.code, "d": o.description, "cat": o.category,
-            "p": o.provider_id, "r": o.route}
+    """A final outcome as its send marker keeps it (replayed to a redelivered job); parts and
+    extra only when set, so channels without them keep the markers they always wrote."""
+    out: dict[str, object] = {"k": o.kind, "code": o.code, "d": o.description,
+                              "cat": o.category, "p": o.provider_id, "r": o.route}
+    if o.parts:
+        out["n"] = o.parts
+    if o.extra:
+        out["x"] = o.extra
+    return out
 
 
 def from_marker(m: dict[str, object]) -> Outcome:
     return Outcome(int(m.get("k", K.MESSAGE_EVENT_KIND_FAILED)),  # type: ignore[call-overload]
                    str(m.get("code", "")), str(m.get("d", "")),
                    int(m.get("cat", 0)), str(m.get("p", "")),  # type: ignore[call-overload]
-                   str(m.get("r", "")))
+                   str(m.get("r", "")), int(m.get("n", 0)),  # type: ignore[call-overload]
+                   str(m.get("x", "")))

@@ -1,17 +1,20 @@
 """Group commit of outcomes: markers first (one Redis call), then the outcome events (one
-publish for the lot), then the acks/naks (one write each).
+publish for the lot), then the channel's own writes (hooks: e.g. a carrier's ids), then the
+acks/naks (one write each).
 
 Outcome on the marker first, then on the bus: if publishing fails, the redelivered job
 re-publishes the recorded outcome and never re-sends. If recording fails, the outcomes of
 jobs this process may have written stay in memory (memory.Unrecorded), so the jobs coming
-back here are settled from it instead of ABANDONED; the caller hands the jobs back.
+back here are settled from it instead of ABANDONED; the caller hands the jobs back. With
+retry_for, the recording is first retried in place that long (an outage shorter than it
+loses no answer the carrier gave).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,8 +24,10 @@ from gateways.core import markers as m
 from gateways.core.channel import Channel, Job
 from gateways.core.events import outcome_item
 from gateways.core.group import GroupCommit
+from gateways.core.hooks import Hooks
 from gateways.core.memory import Unrecorded
 from gateways.core.outcome import as_marker
+from gateways.core.retrying import retrying
 from shared import bus, jsfast, states
 
 K = e  # top-level enum constants: e.MessageEventKind.X costs ~3 µs per lookup
@@ -41,14 +46,21 @@ class RetryPolicy:
 
 class Recorder:
     def __init__(self, channel: Channel, markers: m.SendMarkers, publisher: jsfast.Publisher,
-                 policy: RetryPolicy, durable: str, log: logging.Logger) -> None:
+                 policy: RetryPolicy, durable: str, log: logging.Logger,
+                 retry_for: float = 0.0) -> None:
         self.channel = channel
         self.markers = markers
         self.publisher = publisher
         self.policy = policy
         self.durable = durable
         self.log = log
+        # > 0: the whole recording (markers, events, the channel's writes) is retried in
+        # place this long before the jobs are handed back (what the carrier answered is
+        # known here only; a redelivery would find it written and unanswered)
+        self.retry_for = retry_for
+        self.hooks = Hooks(channel)
         self.unrecorded = Unrecorded(UNRECORDED_MAX)
+        self.settled: Callable[[int], None] | None = None  # told how many jobs were settled
         self._group: GroupCommit[Job] = GroupCommit(self._commit)
 
     def commit(self, jobs: Sequence[Job]) -> asyncio.Future[None]:
@@ -56,21 +68,22 @@ class Recorder:
         return self._group.add(jobs)
 
     def finish(self, it: Job, writes: list[tuple[str, int, str, dict[str, Any]]],
-               release: list[m.Ticket]) -> None:
+               release: list[m.Ticket], reopen: list[m.Ticket]) -> None:
         """A job's marker write (or released claim) and its outcome event."""
         o = it.outcome
         if o is None:  # busy, or handed back before anything was written: nak only
             if it.ticket is not None:
-                release.append(it.ticket)
+                (reopen if it.reopen else release).append(it.ticket)
             return
         job = it.job
         channel = self.channel.channel
+        event_id = self.hooks.event_id
         if o.kind == K.MESSAGE_EVENT_KIND_DEFERRED:
             if it.delivery < self.policy.max_attempts:
                 writes.append((job.message_id, job.attempt, m.DEFERRED,
                                {"code": o.code, "d": o.description}))
                 msg_id = f"{job.message_id}:deferred:{job.attempt}:{it.delivery}"
-                it.events.append(outcome_item(channel, job, o, msg_id))
+                it.events.append(outcome_item(channel, job, o, msg_id, None, event_id))
                 it.retry = self.policy.delay(it.delivery)
                 it.result = "deferred"
                 return
@@ -80,15 +93,33 @@ class Recorder:
             writes.append((job.message_id, job.attempt, state, as_marker(o)))
         it.result = it.result or state
         msg_id = f"{job.message_id}:{states.kind_name(o.kind)}:{job.attempt}"
-        it.events.append(outcome_item(channel, job, o, msg_id, it.replay_of))
+        it.events.append(outcome_item(channel, job, o, msg_id, it.replay_of, event_id))
 
     async def _commit(self, items: list[Job]) -> None:
         writes: list[tuple[str, int, str, dict[str, Any]]] = []
         release: list[m.Ticket] = []
+        reopen: list[m.Ticket] = []
         for it in items:
-            self.finish(it, writes, release)
+            self.finish(it, writes, release, reopen)
+        stored = False
         try:
-            await self.markers.set_many(writes, release)
+            if self.retry_for > 0:
+                stored = await self._store_retrying(items, writes, release, reopen)
+            else:
+                stored = await self._store_once(items, writes, release, reopen)
+            if stored:
+                await self._settle(items)
+        finally:
+            recorded = self.hooks.recorded
+            if recorded is not None:
+                recorded(items, stored)
+
+    async def store(self, items: list[Job], writes: list[tuple[str, int, str, dict[str, Any]]],
+                    release: list[m.Ticket], reopen: list[m.Ticket]) -> None:
+        """Markers (one Redis call), then the events (one publish for the lot), then the
+        channel's own writes: a step that fails raises (PublishError for the events)."""
+        try:
+            await self.markers.set_many(writes, release, reopen)
         except Exception:
             # Jobs may be out with "written" markers: keep their outcomes, so the jobs
             # coming back to this process are settled from memory instead of ABANDONED.
@@ -96,9 +127,6 @@ class Recorder:
                 if it.outcome is not None and it.replay_of is None and it.ticket is not None:
                     self.unrecorded.put((it.job.message_id, it.job.attempt), it.outcome)
             raise
-        await self._publish_and_settle(items)
-
-    async def _publish_and_settle(self, items: list[Job]) -> None:
         # One write and one future for the batch's events (shared.jsfast.Publisher: each
         # event still carries Nats-Msg-Id and is acknowledged by the stream). Measured,
         # 5,120 events in batches of 128 on this machine: 32-40 us of client CPU per event
@@ -107,14 +135,49 @@ class Recorder:
         if batch:
             try:
                 await self.publisher.publish_many(batch)
-            except Exception as exc:  # PublishError, TimeoutError, connection trouble
-                self.log.warning("outcomes not published, redelivering the batch", extra={
-                    "reason": f"{type(exc).__name__}: {exc}", "jobs": len(items)})
-                # the redelivered jobs re-publish their recorded outcomes (same ids)
-                await settle([it.msg for it in items], 1.0)
-                bus.BUS_MESSAGES.labels(self.durable, "nak").inc(len(items))
-                return
+            except Exception as exc:
+                raise PublishError(exc) from exc
             bus.BUS_PUBLISHED.labels("events").inc(len(batch))
+        record = self.hooks.record
+        if record is not None:
+            await record(items)
+
+    async def _store_once(self, items: list[Job], writes: list[tuple[str, int, str, dict[str, Any]]],
+                          release: list[m.Ticket], reopen: list[m.Ticket]) -> bool:
+        """A failed marker write raises (the caller hands the jobs back); failed events are
+        redelivered (the redelivered jobs re-publish their recorded outcomes, same ids)."""
+        try:
+            await self.store(items, writes, release, reopen)
+        except PublishError as exc:
+            cause = exc.__cause__ or exc
+            self.log.warning("outcomes not published, redelivering the batch", extra={
+                "reason": f"{type(cause).__name__}: {cause}", "jobs": len(items)})
+            await self._hand_back(items)
+            return False
+        return True
+
+    async def _store_retrying(self, items: list[Job],
+                              writes: list[tuple[str, int, str, dict[str, Any]]],
+                              release: list[m.Ticket], reopen: list[m.Ticket]) -> bool:
+        try:
+            await retrying(lambda: self.store(items, writes, release, reopen), self.retry_for,
+                           self.log, "recording outcomes")
+        except Exception as exc:
+            cause = exc.__cause__ if isinstance(exc, PublishError) and exc.__cause__ else exc
+            self.log.error("recording outcomes failed; redelivering their jobs (their markers "
+                           "decide: replayed or ABANDONED, never resent)", extra={
+                               "count": len(items), "error": f"{type(cause).__name__}: {cause}",
+                               "retried_for_s": self.retry_for})
+            await self._hand_back(items)
+            return False
+        return True
+
+    async def _hand_back(self, items: list[Job]) -> None:
+        await settle([it.msg for it in items], 1.0)
+        bus.BUS_MESSAGES.labels(self.durable, "nak").inc(len(items))
+        self._count_settled(items)
+
+    async def _settle(self, items: list[Job]) -> None:
         acks: list[Any] = []
         naks: dict[float, list[Any]] = {}
         results: dict[str, int] = {}
@@ -125,14 +188,29 @@ class Recorder:
                 naks.setdefault(it.retry, []).append(it.msg)
             else:
                 acks.append(it.msg)
-        jobs = self.channel.metrics.jobs
+        metrics = self.channel.metrics
+        jobs = metrics.jobs
         for result, n in results.items():  # one labels() lookup per result and batch
-            jobs.labels(result).inc(n)
+            jobs.labels(metrics.result(result)).inc(n)
         await settle(acks, None)
         bus.BUS_MESSAGES.labels(self.durable, "ack").inc(len(acks))
         for delay, group in naks.items():
             await settle(group, delay)
             bus.BUS_MESSAGES.labels(self.durable, "nak").inc(len(group))
+        self._count_settled(items)
+
+    def _count_settled(self, items: list[Job]) -> None:
+        n = 0
+        for it in items:
+            if not it.settled:
+                it.settled = True
+                n += 1
+        if n and self.settled is not None:
+            self.settled(n)
+
+
+class PublishError(Exception):
+    """The outcome events were not stored (the cause is chained)."""
 
 
 async def settle(msgs: list[Any], nak_delay: float | None) -> None:

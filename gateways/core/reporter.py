@@ -39,7 +39,14 @@ class Reporter:
     def unwritten(self, job: Job) -> None:
         # Nothing of it was written: whoever holds the claim now (or, if Redis lost it, the
         # redelivery under shared.epoch's rule, knowing it was not sent) decides.
-        job.retry, job.result = NOT_WRITTEN_RETRY, "not_written"
+        self._hand_back(job, NOT_WRITTEN_RETRY)
+
+    def handed_back(self, job: Job, delay: float) -> None:
+        job.reopen = True  # its marker may say written: the carrier's answer says not taken
+        self._hand_back(job, delay)
+
+    def _hand_back(self, job: Job, delay: float) -> None:
+        job.retry, job.result = delay, "not_written"
         self._rt.handed_back.put((job.job.message_id, job.job.attempt), job.delivery)
         if self._stream and not job.reported:
             job.reported = True

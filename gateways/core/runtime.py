@@ -20,30 +20,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from herald.v1 import common_pb2 as c
 from herald.v1 import events_pb2 as e
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig
 
-from gateways.core import judge
+from gateways.core import consuming, judge
 from gateways.core import markers as m
 from gateways.core.channel import Channel, Job
 from gateways.core.gate import WriteGate
+from gateways.core.hooks import Hooks
 from gateways.core.memory import HandedBack
-from gateways.core.outcome import Outcome, abandoned
-from gateways.core.outcome import failed as failed_outcome
+from gateways.core.outcome import Outcome
 from gateways.core.ratelog import RateLimitedLog
-from gateways.core.recorder import Recorder, RetryPolicy
+from gateways.core.recorder import Recorder, RetryPolicy, settle
 from gateways.core.reporter import Reporter
 from shared import bus, epoch, jsfast
 from shared.adapters import nats_internals
-from shared.consumer import NAK, Consumer, Durable, Verdict
 from shared.timeutil import from_ts
 
 PUBLISH_TIMEOUT = 10.0
@@ -60,10 +57,14 @@ class RuntimeConfig:
     lease: float = 150.0  # a claim or "written" marker younger than this may belong to a live process
     batch: int = 128
     batches_in_flight: int = 3  # the in-flight cap: this many fetched batches at once
+    # > 0: the in-flight cap in jobs instead, each freed as its job is settled (consuming.py)
+    max_in_flight: int = 0
     consumer: str = "jsfast"  # shared.consumer; or "nats": nats-py's pull_subscribe/fetch
     ack_wait: float = 30.0  # of the durable consumer, when this process creates it
     max_ack_pending: int = 10000
     policy: RetryPolicy = field(default_factory=RetryPolicy)
+    record_retry_for: float = 0.0  # recording retried in place this long (recorder.py)
+    drain_timeout: float | None = None  # jobs mode: longest wait for the jobs in hand on stop
 
 
 def published_at(msg: Msg | jsfast.JsMsg) -> float:
@@ -83,16 +84,21 @@ class Runtime:
         self.channel = channel
         self.cfg = cfg
         name = channel.name
-        self.log = logging.getLogger(f"herald.{name}.worker")
+        self.hooks = hooks = Hooks(channel)
+        self.log = logging.getLogger(getattr(channel, "logger", f"herald.{name}.worker"))
         self.publisher = jsfast.Publisher(nats_internals.connection_of(js), PUBLISH_TIMEOUT)
         self.gate = WriteGate(markers)
         self.recorder = Recorder(channel, markers, self.publisher, cfg.policy, cfg.durable,
-                                 self.log)
+                                 self.log, cfg.record_retry_for)
         self.handed_back = HandedBack(UNWRITTEN_MAX)
-        # When Redis's current data set began (shared.epoch): read at start, every TICK, and
+        # Told how many jobs were settled outside the recorder (consuming.JobsInFlight).
+        self.settled: Callable[[int], None] | None = None
+        # When Redis's current data set began (shared.epoch): read at start, every tick, and
         # with every claim; None until the first read.
         self.epoch_began: float | None = None
-        self.abandon_log = RateLimitedLog(self.log, f"{name} jobs abandoned")
+        # Liveness beats often enough for the key's time to live (three per TTL at least).
+        self.tick_every = min(TICK, markers.live_ttl / 3)
+        self.abandon_log = RateLimitedLog(self.log, hooks.abandon_event)
         self.takeover_log = RateLimitedLog(self.log, f"stale {name} send claims taken over")
         self.trouble_log = RateLimitedLog(self.log, f"{name} gateway housekeeping failed")
 
@@ -122,7 +128,7 @@ class Runtime:
     async def _housekeeping(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), TICK)
+                await asyncio.wait_for(stop.wait(), self.tick_every)
             if stop.is_set():
                 break
             try:
@@ -140,7 +146,7 @@ class Runtime:
             except Exception as exc:
                 self.trouble_log.note(f"{type(exc).__name__}: {exc}")
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), TICK)
+                    await asyncio.wait_for(stop.wait(), self.tick_every)
         return False
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -155,7 +161,7 @@ class Runtime:
                 return
             keeper = asyncio.create_task(self._housekeeping(stop))
             try:
-                await self._consume(stop)
+                await consuming.consume(self, stop)
             finally:
                 keeper.cancel()
                 with contextlib.suppress(BaseException):
@@ -168,65 +174,6 @@ class Runtime:
                 with contextlib.suppress(Exception):
                     await listener.stop()
 
-    async def _consume(self, stop: asyncio.Event) -> None:
-        if self.cfg.consumer == "nats":
-            await self._consume_nats(stop)
-            return
-        d = self.cfg
-        # One batch prefetched beyond the ones in flight; the handler settles every job
-        # itself, so the consumer's verdict only reaches a job left unsettled by a bug. No
-        # in-progress acks: a job stuck with a carrier that does not answer is redelivered
-        # after ack_wait and finds its marker (busy, then its outcome or ABANDONED).
-        consumer = Consumer(self.js, Durable(d.stream, d.durable, d.subject, d.ack_wait,
-                                             d.max_ack_pending, self.batch_size()),
-                            self._handle_for_consumer,
-                            concurrency=max(d.batches_in_flight, 1), prefetch=1,
-                            progress_every=0)
-        await consumer.run(stop)
-
-    async def _handle_for_consumer(self, msgs: list[jsfast.JsMsg]) -> Verdict:
-        await self.handle_batch(msgs)
-        return NAK(1.0)
-
-    async def _consume_nats(self, stop: asyncio.Event) -> None:
-        """nats-py's pull_subscribe/fetch (HERALD_EMAIL_CONSUMER=nats, for comparison)."""
-        d = self.cfg
-        cfg = ConsumerConfig(durable_name=d.durable, filter_subject=d.subject,
-                             ack_wait=d.ack_wait, max_ack_pending=d.max_ack_pending)
-        sub = await self.js.pull_subscribe(d.subject, durable=d.durable, stream=d.stream,
-                                           config=cfg)
-        slots = asyncio.Semaphore(max(d.batches_in_flight, 1))
-        tasks: set[asyncio.Task[None]] = set()
-        size = self.batch_size()
-
-        def done(t: asyncio.Task[None]) -> None:
-            tasks.discard(t)
-            slots.release()
-
-        while not stop.is_set():
-            await slots.acquire()
-            try:
-                msgs = await sub.fetch(size, timeout=0.5)
-            except (NatsTimeout, TimeoutError):
-                slots.release()
-                continue
-            except asyncio.CancelledError:
-                slots.release()
-                raise
-            except Exception as exc:  # connection trouble: the client reconnects by itself
-                slots.release()
-                self.log.warning(f"{self.channel.name} job fetch failed", extra={
-                    "reason": f"{type(exc).__name__}: {exc}", "consumer": d.durable})
-                await asyncio.sleep(0.5)
-                continue
-            task = asyncio.create_task(self.handle_batch(msgs))
-            tasks.add(task)
-            task.add_done_callback(done)
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
-
     # --- one batch --------------------------------------------------------------------
     async def handle(self, msg: Msg) -> None:
         """One job (tests, bus.pull_loop compatibility): acks/naks it itself."""
@@ -235,34 +182,49 @@ class Runtime:
     async def handle_batch(self, msgs: Sequence[Msg | jsfast.JsMsg]) -> None:
         items: list[Job] = []
         durable = self.cfg.durable
-        for msg in msgs:
-            try:
-                job: e.MessageJob = bus.parse(msg, e.MessageJob)
-                if not job.message_id:
-                    raise bus.PermanentError("job without message_id")
-            except Exception as exc:
-                self.log.error(f"dropping unprocessable {self.channel.name} job",
-                               extra={"reason": f"{type(exc).__name__}: {exc}"})
-                bus.BUS_MESSAGES.labels(durable, "term").inc()
-                with contextlib.suppress(Exception):
-                    await msg.term()
-                continue
-            items.append(Job(msg, job, max(int(msg.metadata.num_delivered or 1), 1)))
-        for group in rounds(items):
-            try:
-                await self._process(group)
-            except Exception as exc:
-                self.log.exception(f"{self.channel.name} batch failed, redelivering", extra={
-                    "reason": f"{type(exc).__name__}: {exc}", "jobs": len(group)})
-                # Claims not written are let go (a no-op where Redis is the trouble: they
-                # are then taken over once this process's lease runs out).
-                with contextlib.suppress(Exception):
-                    await self.markers.set_many([], release=[
-                        it.ticket for it in group if it.ticket is not None])
-                for it in group:
+        bad = 0
+        try:
+            for msg in msgs:
+                try:
+                    job: e.MessageJob = bus.parse(msg, e.MessageJob)
+                    if not job.message_id:
+                        raise bus.PermanentError("job without message_id")
+                except Exception as exc:
+                    self.log.error(f"dropping unprocessable {self.channel.name} job",
+                                   extra={"reason": f"{type(exc).__name__}: {exc}"})
+                    bus.BUS_MESSAGES.labels(durable, "term").inc()
+                    bad += 1
                     with contextlib.suppress(Exception):
-                        await it.msg.nak(delay=1.0)
-                bus.BUS_MESSAGES.labels(durable, "nak").inc(len(group))
+                        await msg.term()
+                    continue
+                items.append(Job(msg, job, max(int(msg.metadata.num_delivered or 1), 1)))
+            for group in rounds(items):
+                try:
+                    await self._process(group)
+                except Exception as exc:
+                    await self._failed(group, exc)
+        finally:
+            # Every job counts free once its batch is over (settled by now, or by a bug
+            # left to JetStream's redelivery).
+            left = bad + sum(1 for it in items if not it.settled)
+            for it in items:
+                it.settled = True
+            if left and self.settled is not None:
+                self.settled(left)
+
+    async def _failed(self, group: list[Job], exc: Exception) -> None:
+        durable = self.cfg.durable
+        self.log.exception(f"{self.channel.name} batch failed, redelivering", extra={
+            "reason": f"{type(exc).__name__}: {exc}", "jobs": len(group)})
+        # Claims not written are let go (a no-op where Redis is the trouble: they are then
+        # taken over once this process's lease runs out).
+        with contextlib.suppress(Exception):
+            await self.markers.set_many([], release=[
+                it.ticket for it in group if it.ticket is not None and not it.settled])
+        left = [it for it in group if not it.settled]
+        with contextlib.suppress(Exception):
+            await settle([it.msg for it in left], 1.0)
+        bus.BUS_MESSAGES.labels(durable, "nak").inc(len(left))
 
     async def _process(self, items: list[Job]) -> None:
         holder = self.markers.holder()
@@ -301,8 +263,7 @@ class Runtime:
                 self.channel.metrics.taken_over.inc()
                 self.takeover_log.note("held by a stopped worker", message_id=job.message_id)
             if job.HasField("expires_at") and now > from_ts(job.expires_at):
-                it.outcome = failed_outcome("job expired before it could be sent",
-                                            F.FAILURE_CATEGORY_EXPIRED)
+                it.outcome = self.hooks.expired(job)
                 it.result = "expired"
                 continue
             prepared = prepare(job)
@@ -332,18 +293,21 @@ class Runtime:
         elif v.action == judge.KNOWN:  # decided by this process, recording failed: record it now
             it.outcome = v.outcome
         elif v.action == judge.BUSY:
-            self.channel.metrics.jobs.labels("busy").inc()
+            metrics = self.channel.metrics
+            metrics.jobs.labels(metrics.result("busy")).inc()
             it.retry = v.retry
         else:
             self._abandon(it, v.reason)
 
     def _abandon(self, it: Job, reason: str) -> None:
-        meaning = self.channel.abandon_meaning(reason)
-        it.outcome = abandoned(meaning, self.channel.carrier)
+        it.outcome = self.hooks.abandoned(it.job, reason)
         it.result = "abandoned"
-        self.channel.metrics.abandoned.labels(reason).inc()
-        self.abandon_log.note(reason, message_id=it.job.message_id,
-                              campaign_id=it.job.campaign_id, meaning=meaning)
+        metrics = self.channel.metrics
+        label = metrics.reason(reason)
+        metrics.abandoned.labels(label).inc()
+        self.abandon_log.note(label, message_id=it.job.message_id,
+                              campaign_id=it.job.campaign_id,
+                              meaning=self.channel.abandon_meaning(reason))
 
 
 def rounds(items: list[Job]) -> list[list[Job]]:
