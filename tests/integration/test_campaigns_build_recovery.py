@@ -22,6 +22,7 @@ from nats.js.api import ConsumerConfig
 from prometheus_client import REGISTRY
 from sqlalchemy import delete, func, select
 
+from services.campaigns.publishing import BatchPublisher
 from services.campaigns.scheduler import Scheduler
 from services.campaigns.scheduler import build as scheduler_module
 from services.campaigns.schema import campaign_targets, messages
@@ -80,16 +81,18 @@ class BrokenStream:
     def __init__(self, real: Any, after: int) -> None:
         self.real, self.after, self.broken = real, after, False
 
-    def ResolveAudience(self, req: rpb.ResolveAudienceRequest, **kw: Any) -> AsyncIterator[Any]:  # noqa: N802
+    def ResolveAudienceChunks(self, req: rpb.ResolveAudienceRequest, **kw: Any) -> AsyncIterator[Any]:  # noqa: N802
         async def gen() -> AsyncIterator[Any]:
             i = 0
-            async for m in self.real.ResolveAudience(req, **kw):
-                if i == self.after and not self.broken:
+            async for chunk in self.real.ResolveAudienceChunks(req, **kw):
+                members = list(chunk.members)
+                if not self.broken and i + len(members) > self.after:
                     self.broken = True
+                    yield rpb.AudienceChunk(members=members[:self.after - i])
                     raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(),
                                                grpc.aio.Metadata(), details="recipients went away")
-                i += 1
-                yield m
+                i += len(members)
+                yield chunk
         return gen()
 
 
@@ -110,14 +113,14 @@ def crash_once(monkeypatch: pytest.MonkeyPatch, h: Harness, step: str, crashed: 
         h.scheduler.recipients = broken
         crashed.append(step)
     elif step == "publish_events":  # ledger written, events not published
-        real_publish = bus.publish_many
+        real_publish = BatchPublisher.publish_many
 
-        async def publish(js: Any, items: list, *args: Any, **kw: Any) -> None:
+        async def publish(self: BatchPublisher, items: list) -> None:
             if not crashed and any(s == "events.message.queued" for s, _p, _k in items):
                 crashed.append(step)
                 raise ConnectionError("killed while publishing the queued events")
-            await real_publish(js, items, *args, **kw)
-        monkeypatch.setattr(bus, "publish_many", publish)
+            await real_publish(self, items)
+        monkeypatch.setattr(BatchPublisher, "publish_many", publish)
     else:  # ledger written and announced, campaign not yet SENDING
         real_transition = h.scheduler.transition
 
@@ -198,23 +201,22 @@ async def test_a_request_that_yields_no_message_fails_the_campaign_with_a_job_er
 class RepeatingStream:
     """The real recipients stub whose audience stream repeats addresses (as an audience
     source without its own de-duplication would): each member followed by a copy under
-    another name, then those copies again at the end."""
+    another name in the same chunk, then those copies again in a last chunk."""
 
     def __init__(self, real: Any) -> None:
         self.real = real
 
-    def ResolveAudience(self, req: rpb.ResolveAudienceRequest, **kw: Any) -> AsyncIterator[Any]:  # noqa: N802
+    def ResolveAudienceChunks(self, req: rpb.ResolveAudienceRequest, **kw: Any) -> AsyncIterator[Any]:  # noqa: N802
         async def gen() -> AsyncIterator[Any]:
             copies = []
-            async for m in self.real.ResolveAudience(req, **kw):
-                again = rpb.AudienceMember()
-                again.CopyFrom(m)
-                again.recipient.first_name = "Later"
-                copies.append(again)
-                yield m
-                yield again
-            for again in copies:
-                yield again
+            async for chunk in self.real.ResolveAudienceChunks(req, **kw):
+                for m in chunk.members:
+                    again = rpb.AudienceMember()
+                    again.CopyFrom(m)
+                    again.recipient.first_name = "Later"
+                    copies.append(again)
+                    yield rpb.AudienceChunk(members=[m, again])
+            yield rpb.AudienceChunk(members=copies)
         return gen()
 
 

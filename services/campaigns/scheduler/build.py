@@ -7,7 +7,7 @@ transaction that moves the campaign to SENDING."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -21,9 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.campaigns import lifecycle
 from services.campaigns.repo import campaigns as campaigns_repo
 from services.campaigns.repo import messages as messages_repo
+from services.campaigns.scheduler.audience import audience
 from services.campaigns.scheduler.base import JobBase, describe, log
 from services.campaigns.scheduler.content import content_of, message_id, preview, variables_of
-from shared import auth, bus, channels, states, templating
+from shared import auth, channels, states, templating
 from shared.timeutil import aware, to_ts
 
 S = c.MessageStatus
@@ -51,9 +52,9 @@ def drop_targets(campaign_id: str) -> Callable[[AsyncConnection], Awaitable[None
     return run
 
 
-async def _each(items: Iterable[Any]) -> AsyncIterator[Any]:
-    for item in items:
-        yield item
+async def _each(parts: Iterable[Sequence[rpb.AudienceMember]]) -> AsyncIterator[Sequence[rpb.AudienceMember]]:
+    for part in parts:
+        yield part
 
 
 def variant_assigner(variants: list[dict], test_percent: int, accepted: int) -> Any:
@@ -169,27 +170,27 @@ class BuildMixin(JobBase):
         req = rpb.ResolveAudienceRequest(channel=row["channel"], category_ids=row["category_ids"] or [],
                                          inline=targets)
         md = auth.call_metadata(workspace=row["workspace_id"])
-        stream = self.recipients.ResolveAudience(req, metadata=md, timeout=600)
-        source: AsyncIterator[rpb.AudienceMember] = stream.__aiter__()
+        source = audience(self.recipients, req, md, timeout=600)
         assign = variant_assigner([], 0, 0)
         # A repeated address yields the same message id: the ledger keeps the first row
         # (insert_rows), so nothing of the audience is held here across chunks. An A/B split
         # assigns variants in audience order, so there the repeats are skipped before.
         seen: set[str] | None = None
         if row["variants"]:
-            members = [m async for m in stream]
+            members = [m async for part in source for m in part]
             assign = variant_assigner(row["variants"], row["test_percent"],
                                       sum(1 for m in members if m.accepted))
-            source = _each(members)
+            source = _each([members])
             seen = set()
         now, chunk, added = self.clock.now(), [], 0
-        async for m in source:
-            values = self.ledger_row(row, m, assign, now, seen)
-            if values is not None:
-                chunk.append(values)
-            if len(chunk) >= BUILD_CHUNK:
-                added += await self.insert_rows(row, chunk, announce)
-                chunk = []
+        async for part in source:
+            for m in part:
+                values = self.ledger_row(row, m, assign, now, seen)
+                if values is not None:
+                    chunk.append(values)
+                if len(chunk) >= BUILD_CHUNK:
+                    added += await self.insert_rows(row, chunk, announce)
+                    chunk = []
         if chunk:
             added += await self.insert_rows(row, chunk, announce)
         return added
@@ -254,7 +255,7 @@ class BuildMixin(JobBase):
                 if not r["held"]:
                     items += built_events(campaign, r["id"], r["created_at"], r["address"], r["variant"],
                                           r["status"], r["failure_category"], r["error_description"])
-            await bus.publish_many(self.js, items)
+            await self.publisher.publish_many(items)
         return len(new)
 
     async def announce_built(self, row: Any) -> int:
@@ -270,7 +271,7 @@ class BuildMixin(JobBase):
             for m in page:
                 items += built_events(row, m.id, m.created_at, m.address, m.variant, m.status,
                                       m.failure_category, m.error_description)
-            await bus.publish_many(self.js, items)
+            await self.publisher.publish_many(items)
             n += len(page)
             after = page[-1].id
 
