@@ -1,326 +1,42 @@
-"""Campaign commands: create, list, get (the detail page), the lifecycle actions, messages,
-replies, clicks, exports, reconcile and the rest of CampaignService."""
+"""Campaign commands: the parser of CampaignService's commands (names, arguments, help), in
+the order `herald --help` lists them. The handlers live by job: campaign_create (create,
+preview), campaign_list (list, queue, kpis, stats), detail (get), campaign_actions (the
+lifecycle actions, delete, retry, promote, trigger), watch, campaign_reports (messages,
+replies, clicks, audit, errors, export, reconcile)."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-from pathlib import Path
 from typing import Any
 
-from herald.v1 import campaigns_pb2 as cpb
-from herald.v1 import common_pb2 as c
-from herald.v1 import stats_pb2 as spb
-from rich.text import Text
-
 from cli import campaign_file
-from cli.commands import add, category_ids, collect, detail, more_hint, paging, watch
-from cli.connect import Clients
-from cli.output import Output, enum, table, ts
+from cli.commands import add, detail, paging, watch
+from cli.commands.campaign_actions import ACTIONS, action, delete, promote, retry, trigger
+from cli.commands.campaign_create import create, preview, preview_request
+from cli.commands.campaign_list import (
+    kpis,
+    list_campaigns,
+    list_filter,
+    progress_cell,
+    queue,
+    stats,
+    status,
+)
+from cli.commands.campaign_reports import (
+    audit,
+    clicks,
+    errors,
+    export,
+    messages,
+    print_reconcile,
+    reconcile,
+    replies,
+)
 
-ACTIONS = {"submit": "SubmitCampaign", "approve": "ApproveCampaign", "reject": "RejectCampaign",
-           "start": "StartCampaign", "pause": "PauseCampaign", "resume": "ResumeCampaign",
-           "cancel": "CancelCampaign", "archive": "ArchiveCampaign", "restore": "RestoreCampaign"}
-
-
-def status(cp: cpb.Campaign) -> str:
-    return enum(cpb.CampaignStatus.Name(cp.status))
-
-
-async def create(args: argparse.Namespace, cl: Clients, out: Output) -> int:
-    spec = campaign_file.load(Path(args.file)) if args.file else {}
-    spec = campaign_file.merge_flags(spec, args)
-    cats = await category_ids(cl) if (spec.get("audience") or {}).get("categories") else {}
-    req = campaign_file.build(spec, cats)
-    cp = await cl.campaigns.CreateCampaign(req)
-    if out.json:
-        out.emit(cp)
-        return 0
-    out.print(f"created campaign {cp.id} ({status(cp)})", soft_wrap=True)
-    if cp.status == cpb.CAMPAIGN_STATUS_NEW:
-        out.print(f"next: herald approve {cp.id}   then: herald watch {cp.id}", soft_wrap=True)
-    return 0
-
-
-def list_filter(args: argparse.Namespace) -> str:
-    terms = [args.filter] if args.filter else []
-    for key in ("status", "channel", "mode", "period", "search"):
-        if getattr(args, key):
-            terms.append(f"{key}={getattr(args, key)}")
-    return " ".join(terms)
-
-
-def progress_cell(p: cpb.Progress) -> str:
-    return f"{p.processed}/{p.total}" + (f" ({p.errors} err)" if p.errors else "")
-
-
-async def list_campaigns(args: argparse.Namespace, cl: Clients, out: Output) -> int:
-    req = cpb.ListCampaignsRequest(filter=list_filter(args), order_by=args.order_by,
-                                   show_archived=args.archived, archived_only=args.archived_only,
-                                   moderation_queue=args.moderation_queue, show_all=args.all)
-    items, resp = await collect(cl.campaigns.ListCampaigns, req, "campaigns", args)
-    if out.json:
-        out.emit(items)
-        return 0
-    # The id always whole; on a wide terminal more columns.
-    wide = out.console.width >= 120
-    cols = ["id", "status", "channel", "progress", *(("mode", "sender", "created") if wide else ()), "name"]
-    rows = [[cp.id, status(cp), enum(c.Channel.Name(cp.channel)), progress_cell(cp.progress),
-             *((enum(cpb.CampaignMode.Name(cp.mode or 1)), cp.sender, ts(cp.created_at)) if wide else ()),
-             cp.name or "-"] for cp in items]
-    out.print(table(f"campaigns ({len(items)} of {resp.total_size if resp else 0})", cols,
-                    ids=("id",), rows=rows))
-    if hint := more_hint(resp, args):
-        out.print(hint, soft_wrap=True)
-    return 0
-
-
-async def queue(args: argparse.Namespace, cl: Clients, out: Output) -> int:
-    req = cpb.ListCampaignsRequest(filter="moderation=PENDING", order_by="created asc",
-                                   moderation_queue=True)
-    items, resp = await collect(cl.campaigns.ListCampaigns, req, "campaigns", args)
-    if out.json:
-        out.emit(items)
-        return 0
-    rows = [[cp.id, enum(c.Channel.Name(cp.channel)), cp.sender, str(cp.recipients_count),
-             cp.content.subject or cp.content.text] for cp in items]
-    out.print(table(f"moderation queue ({resp.total_size if resp else 0})",
-                    ("id", "channel", "sender", "recipients", "content"), ids=("id",), rows=rows))
-    return 0
-
-
-async def action(args: argparse.Namespace, cl: Clients, out: Output) -> int:
-    cp = await getattr(cl.campaigns, args.rpc)(cpb.CampaignActionRequest(
-        id=args.id, note=args.note, request_id=args.request_id))
-    if out.json:
-        out.emit(cp)
-    else:
-        out.print(f"{cp.id}: {status(cp)}", soft_wrap=True)
-    return 0
-
-
-async def delete(args: argparse.Namespace, cl: Clients, out: Output) -> int:
-    r = await cl.campaigns.DeleteCampaign(cpb.CampaignActionRequest(
-        id=args.id, note=args.note, request_id=args.request_id))
-    if out.json:
-        out.emit(r)
-    else:
-        out.print(f"deleted {r.id}", soft_wrap=True)
-    return 0
-
-
-async def kpis(args: argparse.Namespace, cl: Clients, out: Output) -> int:
-    k = await cl.campaigns.GetCampaignKpis(cpb.GetCampaignKpisRequest(period=args.period))
-    if out.json:
-        out.emit(k)
-        return 0
-    cols = ("total", "active", "completed", "errors", "delivered", "awaiting moderation")
-    out.print(table("workspace KPIs", cols, right=cols, rows=[[str(x) for x in (
-        k.total_campaigns, k.active, k.completed, k.errors, k.messages_delivered,
-        k.awaiting_moderation)]]))
-    return 0
-
-
-async def audit(args: argparse.Namespace, cl: Clients, out: Output) -> int:
-    items, _ = await collect(cl.campaigns.ListAuditEvents,
-                             cpb.ListAuditEventsRequest(campaign_id=args.id), "events", args)
-    if out.json:
-        out.emit(items)
-        return 0
-    rows = []
-    for ev in items:
-        changes = ", ".join(f"{k}: {ev.before.get(k, '')} -> {ev.after.get(k, '')}"
-                            for k in sorted(set(ev.before) | set(ev.after)))
-        rows.append([ts(ev.at), ev.action, ev.actor, ev.note, changes])
-    out.print(table(f"audit {args.id}", ("at", "action", "actor", "note", "changes"), rows=rows))
-    return 0
-
-
-async def errors(args: argparse.Namespace, cl: Clients, out: Output) -> int:
-    items, resp = await collect(cl.campaigns.ListJobErrors,
-                                cpb.ListJobErrorsRequest(campaign_id=args.id), "errors", args)
-    if out.json:
-        out.emit(items)
-        return 0
-    out.print(table(f"job errors ({resp.total_size if resp else 0})", ("at", "stage", "message"),
-                    rows=[[ts(e.at), e.stage, e.message] for e in items]))
-    return 0
-
-
-async def retry(args: argparse.Namespace, cl: Clients, out: Output) -> int:
-    r = await cl.campaigns.RetryMessages(cpb.RetryMessagesRequest(
-        campaign_id=args.id, message_ids=args.message, filter=args.filter, request_id=args.request_id))
-    if out.json:
-        out.emit(r)
-        return 0
-    out.print(f"retried {r.retried}, skipped {r.skipped}; campaign {status(r.campaign)}")
-    if r.excluded:
-        out.print(table(f"not retried ({len(r.excluded)})", ("message", "category", "reason"),
-                        ids=("message",), rows=[[x.message_id, enum(c.FailureCategory.Name(x.category)),
-                                                 x.reason] for x in r.excluded]))
-    return 0
-
-
-def preview_request(args: argparse.Namespace) -> cpb.PreviewContentRequest:
-    """A stored campaign's content, or content given inline (--text/--subject/--html)."""
-    req = cpb.PreviewContentRequest(campaign_id=args.id or "", variant=args.variant,
-                                    contact_id=args.contact)
-    if not args.id:
-        req.channel = c.CHANNEL_EMAIL if args.channel == "email" else c.CHANNEL_SMS
-        req.content.CopyFrom(cpb.Content(text=args.text, subject=args.subject, html=args.html))
-    if args.first_name or args.field:
-        req.sample.CopyFrom(c.Recipient(first_name=args.first_name,
-                                        fields=dict(f.split("=", 1) for f in args.field)))
-    return req
-
-
-async def preview(args: argparse.Namespace, cl: Clients, out: Output) -> int:
-    r = await cl.campaigns.PreviewContent(preview_request(args))
-    if out.json:
-        out.emit(r)
-        return 0
-    for name in ("subject", "text", "html"):
-        if getattr(r, name):
-            out.print(Text.assemble((f"{name}: ", "bold"), getattr(r, name)))
-    if r.sms_parts:
-        out.print(f"{r.characters} characters, {r.sms_encoding}, {r.sms_parts} part(s)")
-    out.print(f"variables: {', '.join(r.variables) or '-'}", markup=False)
-    return 0
-
-
-async def promote(args: argparse.Namespace, cl: Clients, out: Output) -> int:
-    cp = await cl.campaigns.PromoteVariant(cpb.PromoteVariantRequest(
-        campaign_id=args.id, variant=args.variant, request_id=args.request_id))
-    if out.json:
-        out.emit(cp)
-    else:
-        out.print(f"{cp.id}: winner {cp.winner}", soft_wrap=True)
-    return 0
-
-
-async def export(args: argparse.Namespace, cl: Clients, out: Output) -> int:
-    ex = await cl.campaigns.CreateExport(cpb.CreateExportRequest(
-        campaign_id=args.id, filter=args.filter,
-        format=cpb.EXPORT_FORMAT_TXT if args.txt else cpb.EXPORT_FORMAT_CSV))
-    for _ in range(600):
-        ex = await cl.campaigns.GetExport(cpb.GetExportRequest(id=ex.id))
-        if ex.status not in (cpb.EXPORT_STATUS_QUEUED, cpb.EXPORT_STATUS_RUNNING):
-            break
-        await asyncio.sleep(0.2)
-    if ex.status != cpb.EXPORT_STATUS_DONE:
-        out.error(f"export {enum(cpb.ExportStatus.Name(ex.status))}: {ex.error}")
-        if out.json:
-            out.emit(ex)
-        return 1
-    path = args.output or ex.file_name
-    data = b"".join([chunk.data async for chunk in cl.campaigns.DownloadExport(
-        cpb.GetExportRequest(id=ex.id))])
-    await asyncio.to_thread(Path(path).write_bytes, data)
-    if out.json:
-        out.emit({"export": ex, "path": path})
-    else:
-        out.print(f"{ex.rows} rows -> {path}", soft_wrap=True)
-    return 0
-
-
-async def trigger(args: argparse.Namespace, cl: Clients, out: Output) -> int:
-    rec = c.Recipient(phone=args.phone, email=args.email, contact_id=args.contact,
-                      fields=dict(f.split("=", 1) for f in args.field))
-    m = await cl.campaigns.TriggerCampaign(cpb.TriggerCampaignRequest(
-        campaign_id=args.id, recipient=rec, request_id=args.request_id))
-    if out.json:
-        out.emit(m)
-    else:
-        out.print(f"message {m.id}: {enum(c.MessageStatus.Name(m.status))} {m.error_description}",
-                  soft_wrap=True, markup=False)
-    return 0
-
-
-async def messages(args: argparse.Namespace, cl: Clients, out: Output) -> int:
-    req = cpb.ListMessagesRequest(campaign_id=args.id, filter=args.filter, order_by=args.order_by)
-    items, resp = await collect(cl.campaigns.ListMessages, req, "messages", args)
-    if out.json:
-        out.emit(items)
-        return 0
-    wide = out.console.width >= 120
-    cols = ["id", "recipient", "status", *(("result", "error", "sent") if wide else ())]
-    rows = [[m.id, m.phone or m.email, enum(c.MessageStatus.Name(m.status)),
-             *((enum(cpb.DeliveryResult.Name(m.result)), m.error_description or m.carrier_result,
-                ts(m.sent_at)) if wide else ())] for m in items]
-    out.print(table(f"messages ({len(items)} of {resp.total_size if resp else 0})", cols,
-                    ids=("id",), rows=rows))
-    if hint := more_hint(resp, args):
-        out.print(hint, soft_wrap=True)
-    return 0
-
-
-async def replies(args: argparse.Namespace, cl: Clients, out: Output) -> int:
-    items, resp = await collect(cl.campaigns.ListReplies,
-                                cpb.ListRepliesRequest(campaign_id=args.id), "replies", args)
-    if out.json:
-        out.emit(items)
-        return 0
-    out.print(table(f"replies ({resp.total_size if resp else 0})", ("message", "from", "text", "at"),
-                    ids=("message",), rows=[[r.message_id, getattr(r, "from"), r.text, ts(r.at)]
-                                            for r in items]))
-    return 0
-
-
-async def clicks(args: argparse.Namespace, cl: Clients, out: Output) -> int:
-    items, resp = await collect(cl.campaigns.ListClicks,
-                                cpb.ListClicksRequest(campaign_id=args.id), "clicks", args)
-    if out.json:
-        out.emit(items)
-        return 0
-    title = (f"clicks ({resp.total_size if resp else 0}, "
-             f"{resp.unique_contacts if resp else 0} contacts)")
-    out.print(table(title, ("message", "address", "url", "at"), ids=("message",),
-                    rows=[[k.message_id, k.address, k.url, ts(k.at)] for k in items]))
-    return 0
-
-
-async def stats(args: argparse.Namespace, cl: Clients, out: Output) -> int:
-    st = await cl.stats.GetCampaignStats(spb.GetCampaignStatsRequest(campaign_id=args.id))
-    if out.json:
-        out.emit(st)
-        return 0
-    rows = [[f.name, f"{getattr(st, f.name):.1%}" if f.type == f.TYPE_DOUBLE else str(getattr(st, f.name))]
-            for f in st.DESCRIPTOR.fields if f.name not in ("campaign_id", "variants")]
-    out.print(table(f"stats {args.id}", ("metric", "value"), right=("value",), rows=rows))
-    return 0
-
-
-async def reconcile(args: argparse.Namespace, cl: Clients, out: Output) -> int:
-    rep = await cl.campaigns.ReconcileCampaign(cpb.ReconcileCampaignRequest(
-        campaign_id=args.id, repair=args.repair, max_differences=args.max_differences,
-        request_id=args.request_id))
-    if out.json:
-        out.emit(rep)
-    else:
-        print_reconcile(out, rep)
-    return 0 if rep.final else 2
-
-
-def print_reconcile(out: Output, rep: cpb.ReconcileReport) -> None:
-    """Ledger and stats side by side (a differing figure in red), the differing messages and
-    the verdict."""
-    if rep.repaired:
-        out.print("stats rebuilt from the ledger")
-    rows = []
-    for f in rep.ledger.DESCRIPTOR.fields:
-        a, b = getattr(rep.ledger, f.name), getattr(rep.stats, f.name)
-        rows.append([f.name, str(a), str(b) if a == b else Text(str(b), style="red")])
-    out.print(table(f"reconcile {rep.campaign_id}", ("figure", "ledger", "stats"),
-                    right=("ledger", "stats"), rows=rows))
-    out.print(f"{rep.compared} messages compared, {rep.differing} differ")
-    if rep.differences:
-        out.print(table(f"differing messages (first {len(rep.differences)} of {rep.differing})",
-                        ("message", "ledger", "stats"), ids=("message",), rows=[
-                            [d.message_id, enum(c.MessageStatus.Name(d.ledger_status)),
-                             "never seen" if not d.stats_status
-                             else enum(c.MessageStatus.Name(d.stats_status))]
-                            for d in rep.differences]))
-    out.print("[bold green]FINAL[/]" if rep.final else "[bold yellow]NOT FINAL[/]")
+__all__ = ["ACTIONS", "action", "audit", "clicks", "create", "delete", "errors", "export", "kpis",
+           "list_campaigns", "list_filter", "messages", "preview", "preview_request",
+           "print_reconcile", "progress_cell", "promote", "queue", "reconcile", "register",
+           "replies", "retry", "stats", "status", "trigger"]
 
 
 def _id_action(p: argparse.ArgumentParser) -> None:
