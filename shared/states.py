@@ -2,7 +2,7 @@
 
 A consumer applies an event only when its status ranks higher than the stored one,
 so a late `submitted` never overwrites `delivered`, and redelivered events change nothing.
-The order is defined here once: the stats aggregator's Lua (services.stats.aggregator,
+The order is defined here once: the stats aggregator's Lua (services.stats.event_script,
 services.stats.rebuild) and the ledger's SQL (services.campaigns.repo.state_order) are built
 from RANK; `resulting` is the whole rule, attempts included. tests/vectors/state_order.py
 holds the expected results every implementation is tested against.
