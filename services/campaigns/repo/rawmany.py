@@ -9,6 +9,7 @@ the SQL sent is the one SQLAlchemy would send."""
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -16,7 +17,23 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ClauseElement
 
-Slot = Callable[[dict[str, Any]], Any]
+
+class _Plan:
+    """How a row dict becomes the statement's positional parameters: its values read once
+    per key (bind processors applied once per key, not per occurrence in the SQL), then
+    laid out by one itemgetter, in C."""
+
+    __slots__ = ("sql", "keys", "procs", "layout")
+
+    def __init__(self, sql: str, keys: tuple[str, ...], procs: list[tuple[int, Callable[[Any], Any]]],
+                 layout: Callable[[list[Any]], tuple[Any, ...]]) -> None:
+        self.sql, self.keys, self.procs, self.layout = sql, keys, procs, layout
+
+    def params(self, row: dict[str, Any], constants: list[Any]) -> tuple[Any, ...]:
+        values = [row[k] for k in self.keys]
+        for i, proc in self.procs:
+            values[i] = proc(values[i])
+        return self.layout(values + constants)
 
 
 class RawMany:
@@ -24,41 +41,41 @@ class RawMany:
 
     def __init__(self, stmt: ClauseElement) -> None:
         self.stmt = stmt
-        self._plans: dict[tuple[str, tuple[str, ...]], tuple[str, list[Slot]]] = {}
+        self._plans: dict[tuple[str, tuple[str, ...]], tuple[_Plan, list[Any]]] = {}
 
     @staticmethod
     def usable(conn: AsyncConnection) -> bool:
         return conn.dialect.name == "sqlite"
 
-    def _plan(self, dialect: Dialect, keys: tuple[str, ...]) -> tuple[str, list[Slot]]:
+    def _plan(self, dialect: Dialect, keys: tuple[str, ...]) -> tuple[_Plan, list[Any]]:
         got = self._plans.get((dialect.name, keys))
         if got is not None:
             return got
         compiled = self.stmt.compile(dialect=dialect, column_keys=list(keys))
         procs = compiled._bind_processors  # noqa: SLF001 (the processors SQLAlchemy would apply)
-        slots: list[Slot] = []
+        constants: list[Any] = []
+        positions: list[int] = []
         for name in compiled.positiontup or ():
-            proc = procs.get(name)
             if name in keys:
-                slots.append(_from_row(name, proc))
+                positions.append(keys.index(name))
             else:  # a constant of the statement (e.g. the '' of a CASE)
                 value = compiled.binds[name].effective_value
-                value = proc(value) if proc is not None else value
-                slots.append(lambda _row, v=value: v)
-        plan = (compiled.string, slots)
-        self._plans[(dialect.name, keys)] = plan
-        return plan
+                proc = procs.get(name)
+                constants.append(proc(value) if proc is not None else value)
+                positions.append(len(keys) + len(constants) - 1)
+        used = sorted(set(positions))
+        getter = operator.itemgetter(*positions)
+        layout: Callable[[list[Any]], tuple[Any, ...]] = (
+            getter if len(positions) > 1 else (lambda values: (getter(values),)))
+        plan = _Plan(compiled.string, keys,
+                     [(i, procs[keys[i]]) for i in used if i < len(keys) and procs.get(keys[i])], layout)
+        self._plans[(dialect.name, keys)] = (plan, constants)
+        return plan, constants
 
     async def run(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> int:
         if not rows:
             return 0
-        sql, slots = self._plan(conn.dialect, tuple(rows[0]))
-        params = [tuple([slot(r) for slot in slots]) for r in rows]
-        res = await conn.exec_driver_sql(sql, params)
+        plan, constants = self._plan(conn.dialect, tuple(rows[0]))
+        params = [plan.params(r, constants) for r in rows]
+        res = await conn.exec_driver_sql(plan.sql, params)
         return int(res.rowcount)
-
-
-def _from_row(name: str, proc: Callable[[Any], Any] | None) -> Slot:
-    if proc is None:
-        return lambda row: row[name]
-    return lambda row: proc(row[name])
