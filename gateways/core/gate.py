@@ -13,6 +13,10 @@ from gateways.core.outcome import Outcome, as_marker
 
 log = logging.getLogger("herald.gateway.gate")
 
+# commit()'s answer for a job whose claim is no longer this process's (the others: Redis
+# could not be asked)
+CLAIM_LOST = "send claim lost: another delivery took it over or Redis lost it"
+
 
 class WriteGate:
     """Group commit of held -> written: every carrier connection asks right before it writes
@@ -80,9 +84,7 @@ class WriteGate:
                 self.calls += 1
                 try:
                     done = await self.markers.mark_written([t for t, _ in batch], accepted)
-                    answers: list[str | None] = [
-                        None if ok else "send claim lost: another delivery took it over or "
-                        "Redis lost it" for ok in done]
+                    answers: list[str | None] = [None if ok else CLAIM_LOST for ok in done]
                 except Exception as exc:  # Redis down: nothing may be written
                     reason = f"{type(exc).__name__}: {exc}"
                     log.warning("send markers not moved to written", extra={

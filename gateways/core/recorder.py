@@ -48,17 +48,12 @@ class Recorder:
     def __init__(self, channel: Channel, markers: m.SendMarkers, publisher: jsfast.Publisher,
                  policy: RetryPolicy, durable: str, log: logging.Logger,
                  retry_for: float = 0.0) -> None:
-        self.channel = channel
-        self.markers = markers
-        self.publisher = publisher
-        self.policy = policy
-        self.durable = durable
-        self.log = log
+        self.channel, self.hooks, self.markers = channel, Hooks(channel), markers
+        self.publisher, self.policy, self.durable, self.log = publisher, policy, durable, log
         # > 0: the whole recording (markers, events, the channel's writes) is retried in
         # place this long before the jobs are handed back (what the carrier answered is
         # known here only; a redelivery would find it written and unanswered)
         self.retry_for = retry_for
-        self.hooks = Hooks(channel)
         self.unrecorded = Unrecorded(UNRECORDED_MAX)
         self.settled: Callable[[int], None] | None = None  # told how many jobs were settled
         self._group: GroupCommit[Job] = GroupCommit(self._commit)

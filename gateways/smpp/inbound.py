@@ -10,13 +10,14 @@ from typing import Any
 
 from herald.v1 import events_pb2 as e
 
+from gateways.core.group import GroupCommit
 from gateways.core.retrying import retrying
 from gateways.smpp import events, metrics, pdu, receipts
 from gateways.smpp.binds import Route
 from gateways.smpp.logs import log
 from gateways.smpp.matching import Matcher, Receipt
 from gateways.smpp.mo import Replies
-from gateways.smpp.store import Flusher, Store
+from gateways.smpp.store import Store
 from shared import jsfast
 
 K = e  # top-level enum constants: EnumTypeWrapper lookups cost ~3 µs each (measured)
@@ -35,9 +36,9 @@ class Inbound:
         self.replies = replies
         self.spawn = spawn
         # Four flushes at once: each waits on JetStream acks and Redis, not on our CPU.
-        self.receipts: Flusher[Receipt] = Flusher(self._receipts_many, self._receipts_failed,
-                                                  concurrency=4)
-        matcher.requeue = self.receipts.add
+        self.receipts: GroupCommit[Receipt] = GroupCommit(
+            self._receipts_many, max_size=512, concurrency=4, on_error=self._receipts_failed)
+        matcher.requeue = self.receipts.put
         self._receipt_counters = {stat: metrics.RECEIPTS.labels(stat)
                                   for stat in (*receipts.KNOWN_STATS, "OTHER")}
 
@@ -58,7 +59,7 @@ class Inbound:
             log.error("receipt without a message id dropped", extra={"text": sm.payload[:200]})
             reply(pdu.ESME_ROK)
             return
-        self.receipts.add(Receipt(route, receipt, reply, sm.source_addr))
+        self.receipts.put(Receipt(route, receipt, reply, sm.source_addr))
 
     @staticmethod
     def _receipts_failed(items: list[Receipt], exc: Exception) -> None:

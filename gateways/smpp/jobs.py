@@ -4,7 +4,8 @@ come back through on_result: no task per message)."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import time
+from typing import TYPE_CHECKING, Any, Protocol
 
 from herald.v1 import common_pb2 as c
 from herald.v1 import events_pb2 as e
@@ -12,12 +13,15 @@ from herald.v1 import events_pb2 as e
 from gateways.smpp import content, pdu
 from gateways.smpp.addresses import Senders, destination_address
 from gateways.smpp.binds import Route
+from gateways.smpp.logs import log
 from gateways.smpp.matching import Receipt
 from gateways.smpp.rejection import JobRejected
-from gateways.smpp.routes import RouteConfig, choose
+from gateways.smpp.routes import IdFormat, RouteConfig, choose
 from gateways.smpp.session import SmppClient
 from gateways.smpp.store import Mapping
-from shared import jsfast
+
+if TYPE_CHECKING:
+    from gateways.core.channel import Job, Report
 
 FC = c  # top-level enum constants: EnumTypeWrapper lookups cost ~3 µs each (measured)
 
@@ -29,13 +33,15 @@ class ResultHandler(Protocol):
 class SubmitJob:
     """A MessageJob between its claim and its outcome."""
 
-    __slots__ = ("policy", "msg", "ident", "route", "client", "parts", "head", "index", "ids",
-                 "retries", "queued_at", "sent_at", "keys", "parked", "needs_gate")
+    __slots__ = ("policy", "it", "report", "ident", "route", "client", "parts", "head", "index",
+                 "ids", "retries", "queued_at", "sent_at", "keys", "parked", "needs_gate",
+                 "mappings")
 
-    def __init__(self, policy: ResultHandler, msg: jsfast.JsMsg, ident: Mapping, route: Route,
-                 parts: list[bytes], head: bytes) -> None:
+    def __init__(self, policy: ResultHandler, ident: Mapping, route: Route, parts: list[bytes],
+                 head: bytes) -> None:
         self.policy = policy
-        self.msg = msg
+        self.it: Job | None = None  # the runtime's job (ticket, delivery), set by send()
+        self.report: Report | None = None  # where its outcome goes, set by send()
         self.ident = ident
         self.route = route
         self.client: SmppClient | None = None
@@ -43,12 +49,14 @@ class SubmitJob:
         self.head = head
         self.index = self.retries = 0
         self.ids: list[str] = []
-        # Parts accepted while later ones are still to go: their id keys in
-        # Matcher.recording, and receipts that came for them meanwhile.
+        # Parts accepted while later ones are still to go, then all of them once accepted:
+        # their id keys in Matcher.recording, and receipts that came for them meanwhile.
         self.keys: list[str] = []
         self.parked: list[Receipt] = []
         # Its marker moves from held to written (the client's gate) before its first write.
         self.needs_gate = True
+        # Every part's id mappings once all were accepted (stored with its outcome).
+        self.mappings: list[tuple[Mapping, list[str]]] = []
         # queued_at / sent_at are set by SmppClient.enqueue / _send
 
     def build_pdu(self, sequence: int) -> bytes:
@@ -56,6 +64,21 @@ class SubmitJob:
 
     def on_result(self, result: Any) -> None:
         self.policy.on_result(self, result)
+
+
+def part_mappings(ident: Mapping, route: str, id_format: IdFormat,
+                  ids: list[str]) -> list[tuple[Mapping, list[str]]]:
+    """Every accepted part's mapping and the keys it is stored under."""
+    first = Mapping(ident.message_id, ident.campaign_id, ident.workspace_id, ident.attempt,
+                    ids[0], ident.to, ident.variant, 1, len(ids), route, ids[0], time.time(),
+                    ident.sender)
+    # Part 1 is `first` itself (no dataclasses.replace on the per-message path).
+    parts = [(first if i == 1 else first.for_part(i, smsc_id), id_format.store_keys(smsc_id))
+             for i, smsc_id in enumerate(ids, 1) if smsc_id]
+    if len(parts) < len(ids):
+        log.warning("submit_sm_resp without message_id: its receipt cannot be matched",
+                    extra={"message_id": ident.message_id})
+    return parts
 
 
 class Preparer:
@@ -71,7 +94,13 @@ class Preparer:
         self.udh16 = udh16
         self.senders = Senders()
 
-    def prepare(self, msg: jsfast.JsMsg, job: e.MessageJob) -> SubmitJob:
+    def ident(self, job: e.MessageJob, route: str, parts: int) -> Mapping:
+        """The job as its mappings name it (its sender as the source address sent)."""
+        src = self.senders.parse(job.sender or self.default_sender)[0]
+        return Mapping(job.message_id, job.campaign_id, job.workspace_id, job.attempt, "",
+                       job.to, job.variant, parts=parts, route=route, sender=src)
+
+    def prepare(self, job: e.MessageJob) -> SubmitJob:
         dest, dton, dnpi = destination_address(job.to)
         sender_raw = job.sender or self.default_sender
         src, ston, snpi = self.senders.parse(sender_raw)
@@ -87,4 +116,4 @@ class Preparer:
             esm_class=enc.esm_class, registered_delivery=1, data_coding=enc.data_coding)
         ident = Mapping(job.message_id, job.campaign_id, job.workspace_id, job.attempt, "",
                         job.to, job.variant, parts=len(enc.parts), route=rc.name, sender=src)
-        return SubmitJob(self.policy, msg, ident, self.routes[rc.name], enc.parts, head)
+        return SubmitJob(self.policy, ident, self.routes[rc.name], enc.parts, head)

@@ -22,16 +22,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from gateways.core.group import GroupCommit
 from gateways.core.retrying import retrying
 from gateways.smpp import events, metrics, pdu, ratelog, receipts
 from gateways.smpp.logs import cause, log
-from gateways.smpp.store import Flusher, Mapping, Store, id_key
+from gateways.smpp.store import Mapping, Store, id_key
 from shared import jsfast
 from shared.masking import mask_phone
 
 if TYPE_CHECKING:
     from gateways.smpp.binds import Route
-    from gateways.smpp.outcomes import Outcome
 
 # Redis re-lookups of a receipt waiting for its mapping (another replica may be storing it;
 # one of ours wakes it at once); the last delay repeats until receipt_match_wait is over.
@@ -54,8 +54,8 @@ class Receipt:
 
 
 class Holder(Protocol):
-    """A job still sending later parts, or an outcome being recorded: receipts that came for
-    its ids wait on it."""
+    """A job still sending later parts, or whose outcome is being recorded: receipts that
+    came for its ids wait on it."""
 
     keys: list[str]
     parked: list[Receipt]
@@ -74,8 +74,8 @@ class Matcher:
         self.match_wait = match_wait
         # Where a receipt goes once it may be matched again (set by its owner: inbound.py).
         self.requeue: Callable[[Receipt], None] = self._unset
-        # id key -> (job still sending later parts, or outcome whose mappings are being
-        # written; the part's mapping): receipts that find their id here wait in memory
+        # id key -> (job still sending later parts, or whose mappings are being written;
+        # the part's mapping): receipts that find their id here wait in memory
         self.recording: dict[str, tuple[Holder, Mapping]] = {}
         # id key -> receipts whose mapping is not visible yet (see wait_for_mapping)
         self._waiting: dict[str, list[Receipt]] = {}
@@ -83,8 +83,8 @@ class Matcher:
         self._unmatched_log = ratelog.RateLimitedLog(log)
         # Unmatched final receipts: published (events.receipt.unmatched) in batches, each
         # answered once its event is stored.
-        self._unmatched_out: Flusher[Receipt] = Flusher(self._publish_unmatched,
-                                                        self._unmatched_failed, concurrency=2)
+        self._unmatched_out: GroupCommit[Receipt] = GroupCommit(
+            self._publish_unmatched, max_size=512, concurrency=2, on_error=self._unmatched_failed)
 
     @staticmethod
     def _unset(_it: Receipt) -> None:
@@ -107,40 +107,29 @@ class Matcher:
             job.keys.append(key)
             self.register(key, job, m)
 
-    def expect(self, outcome: Outcome) -> None:
-        """Receipts for an accepted outcome's ids that come before its mappings are stored
-        wait for them here instead of polling Redis."""
-        for m, keys in outcome.parts:
+    def expect(self, job: Holder, parts: list[tuple[Mapping, list[str]]]) -> None:
+        """Receipts for an accepted job's ids that come before its mappings are stored wait
+        for them here instead of polling Redis."""
+        for m, keys in parts:
             for k in keys:
                 key = id_key(m.route, k)
-                outcome.keys.append(key)
-                self.register(key, outcome, m)
+                job.keys.append(key)
+                self.register(key, job, m)
 
-    def hand_over(self, job: Holder, outcome: Outcome) -> None:
-        """Parts mapped ahead of the message: their receipts now wait for its recording."""
+    def recorded(self, job: Holder, stored: bool) -> None:
+        """The job's recording ended: early receipts go on with the mapping they waited
+        for, or (not stored) look it up again like any other receipt."""
         recording = self.recording
         for key in job.keys:
             entry = recording.get(key)
             if entry is not None and entry[0] is job:
-                recording[key] = (outcome, entry[1])
-                outcome.keys.append(key)
-        outcome.parked.extend(job.parked)
-        job.keys.clear()
-        job.parked.clear()
-
-    def recorded(self, outcome: Outcome, stored: bool) -> None:
-        """The outcome's flush ended: early receipts go on with the mapping they waited
-        for, or (not stored) look it up again like any other receipt."""
-        recording = self.recording
-        for key in outcome.keys:
-            entry = recording.get(key)
-            if entry is not None and entry[0] is outcome:
                 del recording[key]
-        for it in outcome.parked:
+        job.keys.clear()
+        for it in job.parked:
             if not stored:
                 it.mapping = None
             self.requeue(it)
-        outcome.parked.clear()
+        job.parked.clear()
 
     # --- resolving receipts -------------------------------------------------------------
     async def resolve(self, items: list[Receipt]) -> list[tuple[Receipt, Mapping]]:
@@ -310,7 +299,7 @@ class Matcher:
         if r.final is None:
             it.reply(pdu.ESME_ROK)
             return
-        self._unmatched_out.add(it)
+        self._unmatched_out.put(it)
 
     async def _publish_unmatched(self, items: list[Receipt]) -> None:
         out = [events.unmatched_receipt(it.route.name, it.receipt.message_id, it.source,

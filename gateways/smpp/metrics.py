@@ -9,6 +9,8 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from gateways.core.metrics import ChannelMetrics
+
 SUBMITS = Counter(
     "herald_smpp_submits_total",
     "submit_sm outcomes (one per part): ok, an SMPP status name (e.g. ESME_RTHROTTLED), "
@@ -117,3 +119,11 @@ JOBS = Counter(
     "outcome on record, retry, taken_over = held by a gateway that is gone, sent here).",
     ["outcome"],
 )
+
+# What the runtime (gateways.core) counts, in this gateway's families and label values:
+# ABANDONED jobs are failed jobs, and every job handed back (busy elsewhere, throttled, not
+# bound) is a retry.
+RUNTIME = ChannelMetrics(
+    JOBS, ABANDONED, JOBS.labels("taken_over"), SUBMIT_LATENCY,
+    results={"abandoned": "failed", "busy": "retry", "not_written": "retry", "deferred": "retry"},
+    reasons={"worker_stopped": "abandoned"})

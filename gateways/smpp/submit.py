@@ -1,33 +1,29 @@
-"""What each submit_sm_resp means for its job.
+"""What each submit_sm_resp means for its job, told to the runtime (gateways.core: report).
 
-ESME_ROK: the next part goes out, or (last part) the job is accepted and recorded. Parts
-accepted while later ones are still to go are mapped at once (memory and Redis): under
-throttling the first parts' receipts come first. ESME_RTHROTTLED / ESME_RMSGQFUL pause and
-slow the bind and nak the job with a delay (later parts of a multipart message are retried
-in place instead: earlier parts are out); ESME_RSYSERR is retried in place with exponential
-backoff up to a limit; anything else is FAILED with the SMPP code, its description and a
-failure category. No response (timeout, connection lost): FAILED as unknown, never
-resubmitted. Nothing written (not bound, the gate refused): handed back, sent cleanly later.
+ESME_ROK: the next part goes out, or (last part) the job is accepted: its acceptance rides
+the write gate's next Redis call, its outcome is recorded at once. Parts accepted while later
+ones are still to go are mapped at once (memory and Redis): under throttling the first parts'
+receipts come first. ESME_RTHROTTLED / ESME_RMSGQFUL pause and slow the bind and hand the job
+back with a delay (its claim reopened: the SMSC did not take it); later parts of a multipart
+message are retried in place instead (earlier parts are out). ESME_RSYSERR is retried in
+place with exponential backoff up to a limit; anything else is FAILED with the SMPP code, its
+description and a failure category. No response (timeout, connection lost): FAILED as
+unknown, never resubmitted. Nothing written (not bound, the gate refused): handed back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from gateways.smpp import metrics, pdu
-from gateways.smpp.binds import Route
-from gateways.smpp.jobs import SubmitJob
-from gateways.smpp.logs import cause, log, quietly
+from gateways.core.group import GroupCommit
+from gateways.smpp import metrics, outcomes, pdu
+from gateways.smpp.jobs import SubmitJob, part_mappings
+from gateways.smpp.logs import log
 from gateways.smpp.matching import Matcher
-from gateways.smpp.outcomes import Abandons, Outcome, accepted, refused
-from gateways.smpp.recording import Recorder
 from gateways.smpp.session import NotBound, NotWritten, ResponseTimeout
-from gateways.smpp.store import Flusher, Mapping, Store
-from gateways.smpp.unwritten import UnwrittenJobs
-from shared import bus
+from gateways.smpp.store import Mapping, Store
 
 # Refusals that mean "not now": the bind slows down and the job is redelivered later.
 THROTTLE_STATUSES = {pdu.ESME_RTHROTTLED, pdu.ESME_RMSGQFUL}
@@ -35,26 +31,17 @@ RETRY_STATUSES = {pdu.ESME_RSYSERR, pdu.ESME_RX_T_APPN}
 
 
 class SubmitPolicy:
-    def __init__(self, store: Store, holder: str, consumer: str, throttle_delay: float,
-                 syserr_retries: int, response_timeout: float, matcher: Matcher,
-                 recorder: Recorder, abandons: Abandons, unwritten: UnwrittenJobs,
-                 spawn: Callable[[Awaitable[Any]], Any], done: Callable[[int], None]) -> None:
+    def __init__(self, store: Store, throttle_delay: float, syserr_retries: int,
+                 response_timeout: float, matcher: Matcher) -> None:
         self.store = store
-        self.holder = holder
-        self.consumer = consumer
         self.throttle_delay = throttle_delay
         self.syserr_retries = syserr_retries
         self.response_timeout = response_timeout
         self.matcher = matcher
-        self.recorder = recorder
-        self.abandons = abandons
-        self.unwritten = unwritten
-        self.spawn = spawn
-        self.done = done
         # Mappings of parts accepted while later parts are still to go, stored at once
         # (other replicas may receive their receipts).
-        self._part_writes: Flusher[tuple[Mapping, list[str]]] = Flusher(
-            self._write_parts, self._write_parts_failed, concurrency=2)
+        self._part_writes: GroupCommit[tuple[Mapping, list[str]]] = GroupCommit(
+            self._write_parts, max_size=512, concurrency=2, on_error=self._write_parts_failed)
 
     def on_result(self, job: SubmitJob, result: Any) -> None:
         """A submit_sm's response (or NotBound / ResponseTimeout / ConnectionLost)."""
@@ -70,7 +57,7 @@ class SubmitPolicy:
                         self._part_accepted(job, smsc_id)
                     job.client.enqueue(job)  # type: ignore[union-attr]
                 else:
-                    self.complete_accepted(job, job.route, job.ids)
+                    self._accepted(job)
                 return
             metrics.SUBMITS.labels(job.route.name, pdu.status_name(status)).inc()
             loop = asyncio.get_running_loop()
@@ -78,8 +65,8 @@ class SubmitPolicy:
             assert client is not None
             if status in THROTTLE_STATUSES:
                 client.throttled(self.throttle_delay)
-                if job.index == 0:
-                    self.retry_later(job, f"SMSC answered {pdu.status_name(status)}")
+                if job.index == 0:  # the SMSC took nothing of it: sent again later
+                    job.report.handed_back(job.it, self.throttle_delay)  # type: ignore[union-attr, arg-type]
                 else:  # earlier parts are out: retry this one in place
                     loop.call_later(self.throttle_delay, client.enqueue, job)
                 return
@@ -87,15 +74,15 @@ class SubmitPolicy:
                 loop.call_later(self.throttle_delay * 2 ** job.retries / 4, client.enqueue, job)
                 job.retries += 1
                 return
-            self.complete(job, refused(job.ident, status, job.ids))
+            self._complete(job, outcomes.refused(status, job.route.name, len(job.parts), job.ids))
             return
         if isinstance(result, NotWritten) and result.elsewhere:
             # Another process took the job over (we looked gone): it is theirs to send.
-            self.retry_later(job, str(result), self.response_timeout, release=False)
+            job.report.handed_back(job.it, self.response_timeout)  # type: ignore[union-attr, arg-type]
             return
         if isinstance(result, NotBound):
             if not job.ids:  # nothing went out: a redelivery may submit it all
-                self.retry_later(job, f"not bound: {result}")
+                job.report.handed_back(job.it, self.throttle_delay)  # type: ignore[union-attr, arg-type]
                 return
             reason = "connection_lost"
         elif isinstance(result, ResponseTimeout):
@@ -103,19 +90,25 @@ class SubmitPolicy:
         else:
             reason = "connection_lost"
         metrics.SUBMITS.labels(job.route.name, reason).inc()
-        self.complete(job, self.abandons.unknown(job.ident, reason, job.ids))
+        self._complete(job, outcomes.unknown(reason, job.route.name, len(job.parts), job.ids))
 
-    def complete_accepted(self, job: SubmitJob, route: Route, ids: list[str]) -> None:
-        """Every part accepted (now, or on record from an earlier delivery)."""
-        outcome = accepted(job.ident, route, ids)
-        self.matcher.expect(outcome)
-        self.complete(job, outcome)
+    def _accepted(self, job: SubmitJob) -> None:
+        """Every part accepted: receipts for its ids wait for its recording in memory."""
+        route = job.route
+        outcome = outcomes.accepted(route.name, job.ids)
+        parts = part_mappings(job.ident, route.name, route.id_format, job.ids)
+        job.mappings = parts
+        if parts:
+            self.matcher.expect(job, parts)
+        report = job.report
+        assert report is not None and job.it is not None
+        report.accepted(job.it, outcome)
+        report.outcome(job.it, outcome)
 
-    def complete(self, job: SubmitJob, outcome: Outcome) -> None:
-        outcome.msg = job.msg
-        if job.keys or job.parked:
-            self.matcher.hand_over(job, outcome)
-        self.recorder.add(outcome)
+    @staticmethod
+    def _complete(job: SubmitJob, outcome: Any) -> None:
+        assert job.report is not None and job.it is not None
+        job.report.outcome(job.it, outcome)
 
     def _part_accepted(self, job: SubmitJob, smsc_id: str) -> None:
         """A part accepted while later ones are still to go (they may wait seconds behind
@@ -127,7 +120,7 @@ class SubmitPolicy:
                     ids[0], time.time(), ident.sender)
         keys = job.route.id_format.store_keys(smsc_id)
         self.matcher.expect_part(job, m, keys)
-        self._part_writes.add((m, keys))
+        self._part_writes.put((m, keys))
 
     async def _write_parts(self, items: list[tuple[Mapping, list[str]]]) -> None:
         w = self.store.writes()
@@ -139,25 +132,3 @@ class SubmitPolicy:
     def _write_parts_failed(items: list[tuple[Mapping, list[str]]], exc: Exception) -> None:
         # Not fatal: the message's recording writes every part's mapping again.
         log.warning("storing %d part mappings ahead of their message failed: %s", len(items), exc)
-
-    def retry_later(self, job: SubmitJob, reason: str, delay: float | None = None,
-                    release: bool = True) -> None:
-        """Nothing was submitted: drop our claim and let JetStream redeliver the job."""
-        metrics.JOBS.labels("retry").inc()
-        log.debug("job redelivered later", extra={"message_id": job.ident.message_id, "reason": reason})
-        if release:  # ours, and not written: its next delivery may go out even if Redis forgot it
-            self.unwritten.handed_back(job.ident, job.msg)
-        self.spawn(self._release_and_nak(job, self.throttle_delay if delay is None else delay, release))
-
-    async def _release_and_nak(self, job: SubmitJob, delay: float, release: bool) -> None:
-        try:
-            if release:
-                mid, attempt = job.ident.message_id, job.ident.attempt
-                await self.recorder.retrying(lambda: self.store.release(mid, attempt, self.holder))
-        except Exception as exc:  # its held marker is taken over once stale
-            log.warning("releasing a job's send marker failed",
-                        extra={"message_id": job.ident.message_id, "error": cause(exc)})
-        finally:
-            bus.BUS_MESSAGES.labels(self.consumer, "nak").inc()
-            await quietly(job.msg.nak(delay=delay))
-            self.done(1)

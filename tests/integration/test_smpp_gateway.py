@@ -14,6 +14,7 @@ import json
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from herald.v1 import common_pb2 as c
@@ -264,16 +265,16 @@ async def test_redis_hiccup_after_the_smsc_accepted_does_not_lose_the_id(
     port = await sim.start()
     gateway = Gateway(js, redis_client, ClientConfig("127.0.0.1", port, "herald", window=10),
                       GatewayConfig(subject=subject, consumer=durable))
-    real_record = gateway.recorder.flush
+    real_record = gateway.recorder.store
     failures = {"left": 6}
 
-    async def flaky_record(outcomes: list) -> list:  # type: ignore[type-arg]
+    async def flaky_record(jobs: list, *args: Any) -> None:  # type: ignore[type-arg]
         if failures["left"] > 0:
             failures["left"] -= 1
             raise ConnectionError("redis went away")
-        return await real_record(outcomes)
+        await real_record(jobs, *args)
 
-    gateway.recorder.flush = flaky_record  # type: ignore[method-assign]
+    gateway.recorder.store = flaky_record  # type: ignore[method-assign]
     stop = asyncio.Event()
     jobs = [job(i, run) for i in range(10)]
     ids = {j.message_id for j in jobs}

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from herald.v1 import common_pb2 as c
@@ -26,7 +27,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from prometheus_client import REGISTRY
 
 from cli import procs
-from gateways.smpp import receipts, store
+from gateways.smpp import receipts
+from gateways.smpp.channel import MARKER_KEYS
 from gateways.smpp.gateway import Gateway, GatewayConfig
 from gateways.smpp.outcomes import ABANDONED_DESCRIPTION
 from gateways.smpp.session import ClientConfig
@@ -105,7 +107,7 @@ async def test_killed_gateway_resends_held_jobs_cleanly_and_abandons_only_writte
             await publish_jobs(js, subject, [*written, *held])  # in this order: FIFO per bind
 
             await eventually(lambda: sim.stats.submits_total == 5)
-            markers = [store.job_key(j.message_id, 1) for j in [*written, *held]]
+            markers = [MARKER_KEYS.key(j.message_id, 1) for j in [*written, *held]]
             async with asyncio.timeout(20):  # every job fetched and claimed
                 while await redis_client.exists(*markers) < 50:  # noqa: ASYNC110
                     await asyncio.sleep(0.05)
@@ -164,20 +166,19 @@ async def test_redis_loss_mid_campaign_sends_nothing_twice_and_publishes_unmatch
     gateway = Gateway(js, redis_client, ClientConfig("127.0.0.1", port, "herald", window=20),
                       GatewayConfig(subject=subject, consumer=durable, receipt_match_wait=0.3,
                                     record_retry_for=0.3, throttle_delay=0.1))
-    real_record = gateway.recorder.flush
+    real_record = gateway.recorder.store
     lost = {"done": False}
 
-    async def record_then_lose_redis(outcomes: list) -> list:  # type: ignore[type-arg]
+    async def record_then_lose_redis(jobs: list, *args: Any) -> None:  # type: ignore[type-arg]
         """B's first recording: Redis loses everything, and the recording fails."""
-        if any(o.ident.message_id in b_ids and o.msg is not None and o.msg.num_delivered == 1
-               for o in outcomes):
+        if any(it.job.message_id in b_ids and it.delivery == 1 for it in jobs):
             if not lost["done"]:
                 await redis_client.flushall()
                 lost["done"] = True
             raise ConnectionError("Redis lost its data set")
-        return await real_record(outcomes)
+        await real_record(jobs, *args)
 
-    gateway.recorder.flush = record_then_lose_redis  # type: ignore[method-assign]
+    gateway.recorder.store = record_then_lose_redis  # type: ignore[method-assign]
     unmatched = await js.subscribe("events.receipt.unmatched", ordered_consumer=True,
                                    deliver_policy=DeliverPolicy.NEW)
     before = abandoned_count("redis_lost")
@@ -270,17 +271,17 @@ async def test_jobs_handed_back_unwritten_before_redis_lost_its_data_are_sent_cl
     ids = {j.message_id for j in jobs}
     gateway = Gateway(js, redis_client, ClientConfig("127.0.0.1", port, "herald", window=20),
                       GatewayConfig(subject=subject, consumer=durable, throttle_delay=0.1))
-    real_gate = gateway.store.mark_written
+    real_gate = gateway.markers.mark_written
     lost = {"done": False}
 
-    async def lose_redis_at_the_gate(items, holder):  # type: ignore[no-untyped-def]
+    async def lose_redis_at_the_gate(tickets, accepted=()):  # type: ignore[no-untyped-def]
         if not lost["done"]:
             lost["done"] = True
             await redis_client.flushall()
             raise ConnectionError("Redis went away")
-        return await real_gate(items, holder)
+        return await real_gate(tickets, accepted)
 
-    gateway.store.mark_written = lose_redis_at_the_gate  # type: ignore[method-assign]
+    gateway.markers.mark_written = lose_redis_at_the_gate  # type: ignore[method-assign]
     before = abandoned_count("redis_lost")
     stop = asyncio.Event()
     runner = asyncio.create_task(gateway.run(stop))
