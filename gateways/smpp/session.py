@@ -47,11 +47,9 @@ from gateways.smpp.session_reader import (
 )
 from gateways.smpp.session_writer import Gate, SubmitItem
 
-_Protocol = FrameProtocol  # the name tests/fuzz import
-
 __all__ = [
     "CLIENTS_BY_ROUTE", "BindFailed", "ClientConfig", "ConnectionLost", "DeliverHandler",
     "DeliverSink", "FrameProtocol", "Gate", "NotBound", "NotWritten", "Reply",
     "ResponseTimeout", "Session", "SmppClient", "SmppError", "SubmitItem", "TokenBucket",
-    "_Protocol", "sink_from_handler",
+    "sink_from_handler",
 ]

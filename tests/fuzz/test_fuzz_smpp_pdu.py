@@ -1,5 +1,5 @@
 """Fuzzing the SMPP decoder (gateways/smpp/pdu.py) and the framing of a byte stream into PDUs
-(gateways/smpp/session.py `_Protocol.data_received`, and `pdu.read_frame`).
+(gateways/smpp/session_reader.py `FrameProtocol.data_received`, and `pdu.read_frame`).
 
 The documented error of the decoder is `pdu.ProtocolError` (and, for `read_frame`,
 `asyncio.IncompleteReadError` at end of stream): whatever the SMSC sends, nothing else may
@@ -18,7 +18,7 @@ from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from gateways.smpp import pdu
-from gateways.smpp.session import _Protocol
+from gateways.smpp.session_reader import FrameProtocol
 
 COMMAND_IDS = [
     pdu.GENERIC_NACK, pdu.BIND_RECEIVER, pdu.BIND_TRANSMITTER, pdu.BIND_TRANSCEIVER,
@@ -171,7 +171,7 @@ class FrameRecorder:
 
 def feed_protocol(chunks: list[bytes]) -> FrameRecorder:
     rec = FrameRecorder()
-    proto = _Protocol(rec)  # type: ignore[arg-type]
+    proto = FrameProtocol(rec)  # type: ignore[arg-type]
     for chunk in chunks:
         if rec.closed:
             break  # the session closes the transport: nothing more is read

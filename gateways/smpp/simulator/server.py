@@ -15,7 +15,6 @@ also the text each destination got; stats.py). Each ESME connection: connection.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -58,7 +57,6 @@ class SmscSimulator(ReceiptSender):
         self._server: asyncio.Server | None = None
         self._stopped = False
         self._conns: set[EsmeConnection] = set()
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._stats_task: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         # receipts due after the same delay, collected in one loop iteration: one timer each
@@ -82,11 +80,9 @@ class SmscSimulator(ReceiptSender):
         if self._server is not None:
             self._server.close()
         self.drop_connections()
-        for task in [*self._tasks, *(t for t in (self._stats_task, self._sweeper) if t)]:
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for task in (self._stats_task, self._sweeper):
+            if task is not None:
+                task.cancel()
         if self._server is not None:
             await self._server.wait_closed()
         if self._stats_file is not None:
@@ -107,12 +103,6 @@ class SmscSimulator(ReceiptSender):
 
     def detach(self, conn: EsmeConnection) -> None:
         self._conns.discard(conn)
-
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
 
     async def _sweep(self) -> None:
         step = max(0.01, min(0.25, self.cfg.response_timeout / 4))
