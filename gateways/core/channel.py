@@ -44,6 +44,7 @@ class Job:
     reported: bool = False  # its outcome is being recorded already (streamed)
     reopen: bool = False  # handed back: its claim reopened even if its marker says written
     settled: bool = False  # acked or nak'd (the job-level in-flight cap counts it free)
+    waiter: Any = None  # the reporter waiting for its streamed commit
 
 
 class Report(Protocol):

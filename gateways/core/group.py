@@ -11,16 +11,17 @@ T = TypeVar("T")
 
 
 class GroupCommit(Generic[T]):
-    """`add(items)` answers with a future; `put(item)` answers nothing (a failed flush's
-    items go to `on_error(items, exc)` instead): no future per item on a hot path."""
+    """`add(items)` answers with a future; `put(item)` with `done(items, exc)`, called once
+    per flush for the items put into it (exc None when it succeeded): no future per item on
+    a hot path."""
 
     def __init__(self, flush: Callable[[list[T]], Awaitable[object]], max_size: int = 1024,
                  concurrency: int = 4,
-                 on_error: Callable[[list[T], Exception], None] | None = None) -> None:
+                 done: Callable[[list[T], Exception | None], None] | None = None) -> None:
         self.flush = flush
         self.max_size = max_size
         self.concurrency = concurrency
-        self.on_error = on_error
+        self.done = done
         self._waiting: list[tuple[Sequence[T], asyncio.Future[None] | None]] = []
         self._running = 0
         self._scheduled = False
@@ -35,7 +36,7 @@ class GroupCommit(Generic[T]):
         return fut
 
     def put(self, item: T) -> None:
-        """One item, flushed with the next group (see on_error)."""
+        """One item, flushed with the next group (see `done`)."""
         self._waiting.append(((item,), None))
         self._schedule()
 
@@ -68,16 +69,22 @@ class GroupCommit(Generic[T]):
                 if fut is not None and not fut.done():
                     fut.set_exception(err)
                     fut.exception()  # retrieved: a caller that stopped waiting logs nothing
-            put = [item for group, fut in groups if fut is None for item in group]
-            if put and self.on_error is not None:
-                self.on_error(put, err)
+            self._tell(groups, err)
             if not isinstance(exc, Exception):
                 raise
         else:
             for _, fut in groups:
                 if fut is not None and not fut.done():
                     fut.set_result(None)
+            self._tell(groups, None)
         finally:
             self._running -= 1
             if self._waiting:
                 self._kick()
+
+    def _tell(self, groups: list[tuple[Sequence[T], asyncio.Future[None] | None]],
+              exc: Exception | None) -> None:
+        if self.done is not None:
+            put = [item for group, fut in groups if fut is None for item in group]
+            if put:
+                self.done(put, exc)

@@ -298,11 +298,16 @@ class SendMarkers:
         still that claim's "held" value) and reopen claims the carrier refused for now (DEL
         where it is that claim's "held" or "written": its answer says it did not take the
         job), in one round trip per chunk."""
-        if not items and not release and not reopen:
-            return
         now = time.time()
         key = self.keys.key
-        sets = [(key(m, a), marker_json(state, now, data)) for m, a, state, data in items]
+        await self.set_values([(key(m, a), marker_json(state, now, data))
+                               for m, a, state, data in items], release, reopen)
+
+    async def set_values(self, sets: Sequence[tuple[str, str]], release: Sequence[Ticket] = (),
+                         reopen: Sequence[Ticket] = ()) -> None:
+        """set_many with the markers as (key, value) already."""
+        if not sets and not release and not reopen:
+            return
         for at in range(0, max(len(sets), 1), CHUNK):
             chunk = sets[at:at + CHUNK]
             rel = release if at == 0 else ()

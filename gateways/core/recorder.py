@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +27,7 @@ from gateways.core.events import outcome_item
 from gateways.core.group import GroupCommit
 from gateways.core.hooks import Hooks
 from gateways.core.memory import Unrecorded
-from gateways.core.outcome import as_marker
+from gateways.core.outcome import marker_value
 from gateways.core.retrying import retrying
 from shared import bus, jsfast, states
 
@@ -56,13 +57,22 @@ class Recorder:
         self.retry_for = retry_for
         self.unrecorded = Unrecorded(UNRECORDED_MAX)
         self.settled: Callable[[int], None] | None = None  # told how many jobs were settled
-        self._group: GroupCommit[Job] = GroupCommit(self._commit)
+        self._group: GroupCommit[Job] = GroupCommit(self._commit, done=self._streamed)
 
     def commit(self, jobs: Sequence[Job]) -> asyncio.Future[None]:
         """Record, publish and settle `jobs` (with whatever else is being committed)."""
         return self._group.add(jobs)
 
-    def finish(self, it: Job, writes: list[tuple[str, int, str, dict[str, Any]]],
+    def stream(self, job: Job) -> None:
+        """commit([job]) without a future: its `waiter` (a Reporter) hears when it is done."""
+        self._group.put(job)
+
+    @staticmethod
+    def _streamed(jobs: list[Job], exc: Exception | None) -> None:
+        for it in jobs:
+            it.waiter.committed(exc)
+
+    def finish(self, it: Job, writes: list[tuple[str, str]],
                release: list[m.Ticket], reopen: list[m.Ticket]) -> None:
         """A job's marker write (or released claim) and its outcome event."""
         o = it.outcome
@@ -73,10 +83,11 @@ class Recorder:
         job = it.job
         channel = self.channel.channel
         event_id = self.hooks.event_id
+        key = f"{self.markers.keys.send}{job.message_id}:{job.attempt}"
         if o.kind == K.MESSAGE_EVENT_KIND_DEFERRED:
             if it.delivery < self.policy.max_attempts:
-                writes.append((job.message_id, job.attempt, m.DEFERRED,
-                               {"code": o.code, "d": o.description}))
+                writes.append((key, m.marker_json(m.DEFERRED, time.time(),
+                                                  {"code": o.code, "d": o.description})))
                 msg_id = f"{job.message_id}:deferred:{job.attempt}:{it.delivery}"
                 it.events.append(outcome_item(channel, job, o, msg_id, None, event_id))
                 it.retry = self.policy.delay(it.delivery)
@@ -85,13 +96,13 @@ class Recorder:
             it.outcome = o = self.channel.exhausted(o, it.delivery)
         state = m.SUBMITTED if o.kind == K.MESSAGE_EVENT_KIND_SUBMITTED else m.FAILED
         if it.replay_of is None:
-            writes.append((job.message_id, job.attempt, state, as_marker(o)))
+            writes.append((key, marker_value(state, time.time(), o)))
         it.result = it.result or state
         msg_id = f"{job.message_id}:{states.kind_name(o.kind)}:{job.attempt}"
         it.events.append(outcome_item(channel, job, o, msg_id, it.replay_of, event_id))
 
     async def _commit(self, items: list[Job]) -> None:
-        writes: list[tuple[str, int, str, dict[str, Any]]] = []
+        writes: list[tuple[str, str]] = []
         release: list[m.Ticket] = []
         reopen: list[m.Ticket] = []
         for it in items:
@@ -109,12 +120,12 @@ class Recorder:
             if recorded is not None:
                 recorded(items, stored)
 
-    async def store(self, items: list[Job], writes: list[tuple[str, int, str, dict[str, Any]]],
+    async def store(self, items: list[Job], writes: list[tuple[str, str]],
                     release: list[m.Ticket], reopen: list[m.Ticket]) -> None:
         """Markers (one Redis call), then the events (one publish for the lot), then the
         channel's own writes: a step that fails raises (PublishError for the events)."""
         try:
-            await self.markers.set_many(writes, release, reopen)
+            await self.markers.set_values(writes, release, reopen)
         except Exception:
             # Jobs may be out with "written" markers: keep their outcomes, so the jobs
             # coming back to this process are settled from memory instead of ABANDONED.
@@ -137,7 +148,7 @@ class Recorder:
         if record is not None:
             await record(items)
 
-    async def _store_once(self, items: list[Job], writes: list[tuple[str, int, str, dict[str, Any]]],
+    async def _store_once(self, items: list[Job], writes: list[tuple[str, str]],
                           release: list[m.Ticket], reopen: list[m.Ticket]) -> bool:
         """A failed marker write raises (the caller hands the jobs back); failed events are
         redelivered (the redelivered jobs re-publish their recorded outcomes, same ids)."""
@@ -152,7 +163,7 @@ class Recorder:
         return True
 
     async def _store_retrying(self, items: list[Job],
-                              writes: list[tuple[str, int, str, dict[str, Any]]],
+                              writes: list[tuple[str, str]],
                               release: list[m.Ticket], reopen: list[m.Ticket]) -> bool:
         try:
             await retrying(lambda: self.store(items, writes, release, reopen), self.retry_for,

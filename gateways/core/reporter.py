@@ -17,21 +17,22 @@ NOT_WRITTEN_RETRY = 1.0  # nak delay of a job whose claim was lost before its co
 
 class Reporter:
     """One per round of a batch. Streaming channels get each outcome committed at once
-    (group-committed with whatever else arrives meanwhile); the others' outcomes are
-    committed together when send() returns."""
+    (group-committed with whatever else arrives meanwhile; counted here, no future per
+    job); the others' outcomes are committed together when send() returns."""
 
-    __slots__ = ("_rt", "_stream", "streamed")
+    __slots__ = ("_rt", "_stream", "_pending", "_waiter", "_error")
 
     def __init__(self, rt: Runtime) -> None:
         self._rt = rt
         self._stream = rt.channel.streams_outcomes
-        self.streamed: list[asyncio.Future[None]] = []
+        self._pending = 0  # streamed jobs whose commit has not ended
+        self._waiter: asyncio.Future[None] | None = None
+        self._error: Exception | None = None
 
     def outcome(self, job: Job, outcome: Outcome) -> None:
         job.outcome = outcome
         if self._stream and not job.reported:
-            job.reported = True
-            self.streamed.append(self._rt.recorder.commit([job]))
+            self._commit(job)
 
     def accepted(self, job: Job, outcome: Outcome) -> None:
         self._rt.gate.accepted(job.ticket, outcome)
@@ -49,8 +50,30 @@ class Reporter:
         job.retry, job.result = delay, "not_written"
         self._rt.handed_back.put((job.job.message_id, job.job.attempt), job.delivery)
         if self._stream and not job.reported:
-            job.reported = True
-            self.streamed.append(self._rt.recorder.commit([job]))
+            self._commit(job)
+
+    def _commit(self, job: Job) -> None:
+        job.reported = True
+        job.waiter = self
+        self._pending += 1
+        self._rt.recorder.stream(job)
+
+    def committed(self, exc: Exception | None) -> None:
+        """One streamed job's commit ended (exc: it failed)."""
+        self._pending -= 1
+        if exc is not None and self._error is None:
+            self._error = exc
+        waiter = self._waiter
+        if self._pending <= 0 and waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def streamed(self) -> None:
+        """Until every streamed job's commit ended; the first failure raised."""
+        if self._pending > 0:
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        if self._error is not None:
+            raise self._error
 
     def unreported(self, jobs: Sequence[Job]) -> None:
         """After send(): a job with no word about it is handed back without the memory that

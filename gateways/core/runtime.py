@@ -278,12 +278,12 @@ class Runtime:
                 await self.channel.send(sending, self.gate, report)
             finally:
                 report.unreported(sending)
-        streamed = report.streamed
-        await self.recorder.commit([it for it in items if not it.reported])
-        if streamed:
-            for res in await asyncio.gather(*streamed, return_exceptions=True):
-                if isinstance(res, Exception):
-                    raise res
+        rest = [it for it in items if not it.reported]
+        try:
+            if rest:
+                await self.recorder.commit(rest)
+        finally:
+            await report.streamed()
 
     def _already_handled(self, it: Job, claim: m.Claim) -> None:
         v = judge.judge(claim.previous, claim.alive, self.markers.owner, self.cfg.lease,

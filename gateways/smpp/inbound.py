@@ -37,7 +37,7 @@ class Inbound:
         self.spawn = spawn
         # Four flushes at once: each waits on JetStream acks and Redis, not on our CPU.
         self.receipts: GroupCommit[Receipt] = GroupCommit(
-            self._receipts_many, max_size=512, concurrency=4, on_error=self._receipts_failed)
+            self._receipts_many, max_size=512, concurrency=4, done=self._receipts_failed)
         matcher.requeue = self.receipts.put
         self._receipt_counters = {stat: metrics.RECEIPTS.labels(stat)
                                   for stat in (*receipts.KNOWN_STATS, "OTHER")}
@@ -62,7 +62,9 @@ class Inbound:
         self.receipts.put(Receipt(route, receipt, reply, sm.source_addr))
 
     @staticmethod
-    def _receipts_failed(items: list[Receipt], exc: Exception) -> None:
+    def _receipts_failed(items: list[Receipt], exc: Exception | None) -> None:
+        if exc is None:  # answered by _receipts_many (or waiting for their mapping)
+            return
         log.warning("receipt batch failed, asking the SMSC to resend %d: %s", len(items), exc)
         for it in items:
             it.reply(pdu.ESME_RX_T_APPN)  # no-op for those already answered

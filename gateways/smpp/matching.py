@@ -84,7 +84,7 @@ class Matcher:
         # Unmatched final receipts: published (events.receipt.unmatched) in batches, each
         # answered once its event is stored.
         self._unmatched_out: GroupCommit[Receipt] = GroupCommit(
-            self._publish_unmatched, max_size=512, concurrency=2, on_error=self._unmatched_failed)
+            self._publish_unmatched, max_size=512, concurrency=2, done=self._unmatched_failed)
 
     @staticmethod
     def _unset(_it: Receipt) -> None:
@@ -311,7 +311,9 @@ class Matcher:
             it.reply(pdu.ESME_ROK)
 
     @staticmethod
-    def _unmatched_failed(items: list[Receipt], exc: Exception) -> None:
+    def _unmatched_failed(items: list[Receipt], exc: Exception | None) -> None:
+        if exc is None:  # answered by _publish_unmatched
+            return
         log.warning("publishing unmatched receipts failed; asking the SMSC to resend them",
                     extra={"count": len(items), "error": cause(exc)})
         for it in items:

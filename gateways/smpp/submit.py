@@ -41,7 +41,7 @@ class SubmitPolicy:
         # Mappings of parts accepted while later parts are still to go, stored at once
         # (other replicas may receive their receipts).
         self._part_writes: GroupCommit[tuple[Mapping, list[str]]] = GroupCommit(
-            self._write_parts, max_size=512, concurrency=2, on_error=self._write_parts_failed)
+            self._write_parts, max_size=512, concurrency=2, done=self._write_parts_failed)
 
     def on_result(self, job: SubmitJob, result: Any) -> None:
         """A submit_sm's response (or NotBound / ResponseTimeout / ConnectionLost)."""
@@ -129,6 +129,8 @@ class SubmitPolicy:
         await self.store.apply(w)
 
     @staticmethod
-    def _write_parts_failed(items: list[tuple[Mapping, list[str]]], exc: Exception) -> None:
+    def _write_parts_failed(items: list[tuple[Mapping, list[str]]], exc: Exception | None) -> None:
+        if exc is None:
+            return
         # Not fatal: the message's recording writes every part's mapping again.
         log.warning("storing %d part mappings ahead of their message failed: %s", len(items), exc)

@@ -177,7 +177,7 @@ async def test_channel_writes_ride_the_commit_and_a_failing_recording_is_retried
     toy = Hooked(streams=True)
     jobs = [rig.job("ok", i) for i in range(3)]
     rt = hooked_runtime(rig, toy, record_retry_for=10.0)
-    real = rt.markers.set_many
+    real = rt.markers.set_values
     failures = {"left": 3}
 
     async def flaky(*args: Any, **kw: Any) -> None:
@@ -186,7 +186,7 @@ async def test_channel_writes_ride_the_commit_and_a_failing_recording_is_retried
             raise ConnectionError("redis went away")
         await real(*args, **kw)
 
-    rt.markers.set_many = flaky  # type: ignore[method-assign]
+    rt.markers.set_values = flaky  # type: ignore[method-assign]
     await rig.publish(jobs)
     rig.start(rt)
     await rig.until("three outcomes", lambda: all(rig.of(j) for j in jobs))
