@@ -79,7 +79,7 @@ def transitions(before: dict[str, list[int]], rows: list[Mapping[str, Any]], tal
             continue  # stale or duplicate
         if states.is_final(new, channel) and (newer_attempt or not states.is_final(status, channel)):
             tally[("final", channel, new)] += 1
-        if new == S.MESSAGE_STATUS_FAILED and (newer_attempt or status != S.MESSAGE_STATUS_FAILED):
+        if new == c.MESSAGE_STATUS_FAILED and (newer_attempt or status != c.MESSAGE_STATUS_FAILED):
             tally[("failed", channel, row["b_category"])] += 1
         cur[0] = new
         cur[1] = ev_attempt or attempt

@@ -88,7 +88,7 @@ def built_events(campaign: Any, message_id: str, created_at: datetime, address: 
                 channel=campaign["channel"], occurred_at=to_ts(aware(created_at)), to=address,
                 variant=variant)
     ev = e.MessageEvent(event_id=f"{message_id}:queued", kind=e.MESSAGE_EVENT_KIND_QUEUED,
-                        status=S.MESSAGE_STATUS_QUEUED, **base)
+                        status=c.MESSAGE_STATUS_QUEUED, **base)
     out: list[tuple[str, Any, str]] = [(QUEUED_SUBJECT, ev, ev.event_id)]
     kind = BUILT_KIND.get(status)
     if kind is not None:
@@ -207,9 +207,9 @@ class BuildMixin(JobBase):
             if key in seen:
                 return None
             seen.add(key)
-        status = S.MESSAGE_STATUS_QUEUED
+        status = c.MESSAGE_STATUS_QUEUED
         if not m.accepted:
-            status = REJECT_STATUS.get(m.rejection, (S.MESSAGE_STATUS_FAILED,))[0]
+            status = REJECT_STATUS.get(m.rejection, (c.MESSAGE_STATUS_FAILED,))[0]
         variant, held = assign() if m.accepted else ("", False)
         variables = variables_of(r)
         category, reason = (0, "") if m.accepted else (m.rejection, m.rejection_reason)
@@ -218,7 +218,7 @@ class BuildMixin(JobBase):
         except templating.TemplateError as exc:  # this recipient's values break the template
             shown = ""
             if m.accepted:
-                status = S.MESSAGE_STATUS_FAILED
+                status = c.MESSAGE_STATUS_FAILED
                 category, reason = c.FAILURE_CATEGORY_CONTENT_REJECTED, str(exc)
                 held = False
         return dict(

@@ -92,18 +92,21 @@ class DispatchMixin(FinishMixin):
         items: list[tuple[str, Any, str]] = []
         sent_ids: list[str] = []
         refused: dict[str, list[str]] = {}  # reason -> message ids that can never be published
-        problems: dict[str, str] = {}  # variant name -> why its content cannot render
+        workspace, channel, sender = row["workspace_id"], row["channel"], row["sender"]
+        # variant name -> its content and why it cannot render ("" when it can), once per batch
+        contents: dict[str, tuple[dict[str, str], str]] = {}
         for m in pending:
-            ct = content_of(row, m["variant"])
             key = m["variant"].split(":", 1)[0]
-            if key not in problems:
-                problems[key] = content_problem(ct)
-            if problems[key]:
-                refused.setdefault(problems[key], []).append(m["id"])
+            if key not in contents:
+                ct = content_of(row, m["variant"])
+                contents[key] = (ct, content_problem(ct))
+            ct, problem = contents[key]
+            if problem:
+                refused.setdefault(problem, []).append(m["id"])
                 continue
             job = e.MessageJob(
-                message_id=m["id"], campaign_id=cid, workspace_id=row["workspace_id"],
-                channel=row["channel"], attempt=m["attempt"], sender=row["sender"], to=m["address"],
+                message_id=m["id"], campaign_id=cid, workspace_id=workspace,
+                channel=channel, attempt=m["attempt"], sender=sender, to=m["address"],
                 contact_id=m["contact_id"], variant=m["variant"], fields=m["fields"] or {},
                 created_at=to_ts(aware(m["created_at"])), expires_at=expires)
             spec.set_content(job, ct)
@@ -115,8 +118,8 @@ class DispatchMixin(FinishMixin):
             # The live "sending" count: one event per hand-over, in the same batch as the job.
             ev = e.MessageEvent(
                 event_id=f"{m['id']}:sending:{m['attempt']}", kind=e.MESSAGE_EVENT_KIND_SENDING,
-                status=S.MESSAGE_STATUS_SENDING, message_id=m["id"], campaign_id=cid,
-                workspace_id=row["workspace_id"], channel=row["channel"], occurred_at=at,
+                status=c.MESSAGE_STATUS_SENDING, message_id=m["id"], campaign_id=cid,
+                workspace_id=workspace, channel=channel, occurred_at=at,
                 to=m["address"], variant=m["variant"], attempt=m["attempt"])
             items.append((SENDING_SUBJECT, ev, ev.event_id))
             sent_ids.append(m["id"])
