@@ -65,6 +65,7 @@ test-unit: venv
 
 bench: deps
 	bash deploy/local/ensure-deps.sh --bench
+	$(VPY) -m pip install -q -e '.[dev,bench]'
 	$(VPY) -m bench
 
 clean:
