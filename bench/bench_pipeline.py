@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import herald_stack as hs
-from bench import pipeline_profile
+from bench import pipeline_profile, pipeline_replicas
 from bench.measure import Usage, Watch, fmt, row
 
 HERALD_NOT = ("simulator",)  # watched, reported apart: not part of Herald's CPU per message
@@ -72,13 +72,15 @@ async def _one(run: hs.Running, n: int, args: argparse.Namespace,
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    if args.pipeline_campaigns_replicas:
+        return pipeline_replicas.run(args)
     sizes = [int(s) for s in args.pipeline_sizes.split(",") if s]
     out: list[dict[str, Any]] = []
     profiling = None
     if args.pipeline_profile:
         profiling = pipeline_profile.Profiling(Path(args.pipeline_profile_dir) if args.pipeline_profile_dir else None)
     try:
-        for db in [d.strip() for d in args.pipeline_db.split(",") if d.strip()]:
+        for db in [d.strip() for d in (args.pipeline_db or "sqlite,postgres").split(",") if d.strip()]:
             out += _sizes(db, sizes, args, profiling)
     finally:
         if profiling is not None:
@@ -106,7 +108,9 @@ def _sizes(db: str, sizes: list[int], args: argparse.Namespace,
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--pipeline-sizes", default="100000",
                     help="pipeline: recipients per campaign, comma-separated (goal: 10000,100000,1000000)")
-    ap.add_argument("--pipeline-db", default="sqlite,postgres", help="pipeline: databases (sqlite, postgres)")
+    ap.add_argument("--pipeline-db", default="",
+                    help="pipeline: databases (sqlite, postgres; default both, postgres alone with "
+                         "--pipeline-campaigns-replicas)")
     ap.add_argument("--receipt-delay", type=float, default=0.01,
                     help="pipeline, kannel: the SMSC simulator's receipt delay (seconds)")
     ap.add_argument("--import-batch", type=int, default=5000, help="contacts per UpsertContacts call")
@@ -116,3 +120,12 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--pipeline-profile-dir", default="",
                     help="pipeline: keep the raw py-spy profiles here (<dir>/<db>-<size>-<process>.txt)")
     ap.add_argument("--import-concurrency", type=int, default=2, help="UpsertContacts calls in flight")
+    ap.add_argument("--pipeline-campaigns-replicas", default="",
+                    help="pipeline: campaigns processes per run, comma-separated and alternated "
+                         "(e.g. 1,2), on PostgreSQL, with --pipeline-concurrent campaigns of "
+                         "size / N recipients each approved at once")
+    ap.add_argument("--pipeline-concurrent", type=int, default=4,
+                    help="pipeline with --pipeline-campaigns-replicas: SMS campaigns approved at once")
+    ap.add_argument("--pipeline-rounds", type=int, default=2,
+                    help="pipeline with --pipeline-campaigns-replicas: runs of each replica count "
+                         "(alternated)")

@@ -1,7 +1,8 @@
 """The whole local Herald stack (cli.devstack.Stack) for the benches, on SQLite or on a
-throwaway PostgreSQL database, with the SMSC simulator's counters in a file, and the
-client-side steps the benches share: contacts into a category through the API, an SMS
-campaign to that category approved and followed until every message is DELIVERED in stats.
+throwaway PostgreSQL database (there with one or more campaigns processes), with the SMSC
+simulator's counters in a file, and the client-side steps the benches share: contacts into a
+category through the API, an SMS campaign to that category approved and followed until every
+message is DELIVERED in stats.
 
 Phone numbers: +44 7700 900xxx has only 1,000 numbers and the audience is de-duplicated by
 address, so the benches use +44 4000 000000-999999 (the UK's 04 range is unallocated, so
@@ -27,7 +28,7 @@ from herald.v1 import common_pb2 as c
 from herald.v1 import recipients_pb2 as rpb
 from herald.v1 import stats_pb2 as spb
 
-from cli import demo
+from cli import demo, procs
 from cli.devstack import Stack
 
 MAX_CONTACTS = 1_000_000
@@ -89,9 +90,19 @@ class Running:
         except (OSError, ValueError):
             return {}
 
-    def clients(self) -> demo.Clients:
+    def clients(self, campaigns: str = "campaigns") -> demo.Clients:
+        """API clients; `campaigns` names the campaigns replica the campaign calls go to."""
         s = self.stack
-        return demo.Clients.connect(s.addr("campaigns"), s.addr("recipients"), s.addr("stats"))
+        return demo.Clients.connect(s.addr(campaigns), s.addr("recipients"), s.addr("stats"))
+
+    def campaigns_replicas(self) -> list[str]:
+        """The campaigns processes' names: "campaigns", then "campaigns-2"..."""
+        return [k for k in self.stack.procs if k == "campaigns" or k.startswith("campaigns-")]
+
+    def campaigns_db(self) -> str:
+        """The campaigns service's PostgreSQL database (asyncpg DSN); "" on SQLite."""
+        name = next((n for n in self.pg_names if n.endswith("_campaigns")), "")
+        return f"{PG_ADMIN_DSN.rsplit('/', 1)[0]}/{name}" if name else ""
 
 
 def simulator_env(receipt_delay: float, stats_file: Path) -> dict[str, str]:
@@ -100,8 +111,25 @@ def simulator_env(receipt_delay: float, stats_file: Path) -> dict[str, str]:
             "HERALD_SMPP_SIM_ID_STYLE": "hex", "HERALD_LOG_LEVEL": "WARNING"}
 
 
+def add_campaigns_replicas(stack: Stack, total: int) -> None:
+    """Start more campaigns processes ("campaigns-2"...) with the first one's settings, on
+    the same database, NATS and Redis: replicas as a Deployment would run them. They are
+    started after the first, which has migrated the database, and stopped before it."""
+    module, env = stack.modules["campaigns"]
+    for i in range(2, total + 1):
+        name = f"campaigns-{i}"
+        stack.procs[name] = procs.start_module(
+            name, module, stack.workdir, {**stack.env(), **env, **stack.module_env.get("campaigns", {})})
+
+
 @contextlib.contextmanager
-def herald(db: str, receipt_delay: float = 0.01, env: dict[str, str] | None = None) -> Iterator[Running]:
+def herald(db: str, receipt_delay: float = 0.01, env: dict[str, str] | None = None,
+           campaigns_replicas: int = 1) -> Iterator[Running]:
+    """The stack, with `campaigns_replicas` campaigns processes (more than one on PostgreSQL
+    only: SQLite has a single writer)."""
+    if campaigns_replicas > 1 and db != "postgres":
+        raise ValueError(f"{campaigns_replicas} campaigns replicas need PostgreSQL: SQLite has a "
+                         "single writer, so the campaigns service runs one replica on it")
     with contextlib.ExitStack() as es:
         work = Path(es.enter_context(tempfile.TemporaryDirectory(prefix="herald-bench-")))
         url, names = None, set()
@@ -115,6 +143,7 @@ def herald(db: str, receipt_delay: float = 0.01, env: dict[str, str] | None = No
                       module_env={"smsc-simulator": simulator_env(receipt_delay, stats_file)})
         stack.start()
         es.callback(stack.stop)
+        add_campaigns_replicas(stack, campaigns_replicas)
         yield Running(stack, db, names, stats_file)
 
 
@@ -135,45 +164,46 @@ def _contacts(start: int, stop: int, category: str) -> list[rpb.Contact]:
 
 
 async def import_contacts(cl: demo.Clients, n: int, batch: int = 5000, concurrency: int = 2,
-                          category_name: str = "") -> tuple[str, float, str]:
-    """n contacts into a new category. Returns (category id, seconds, how they were sent)."""
+                          category_name: str = "", first: int = 0) -> tuple[str, float, str]:
+    """n contacts (numbers first..first+n-1) into a new category. Returns (category id,
+    seconds, how they were sent)."""
     cat = await cl.recipients.CreateCategory(
         rpb.CreateCategoryRequest(name=category_name or f"bench-{uuid.uuid4().hex[:8]}"), metadata=MD)
     t0 = time.perf_counter()
     name = _streaming_import()
     if name:
-        how = await _import_streaming(cl, name, n, batch, cat.id)
+        how = await _import_streaming(cl, name, range(first, first + n), batch, cat.id)
     else:
-        how = await _import_batches(cl, n, batch, concurrency, cat.id)
+        how = await _import_batches(cl, range(first, first + n), batch, concurrency, cat.id)
     return cat.id, time.perf_counter() - t0, how
 
 
-async def _import_batches(cl: demo.Clients, n: int, batch: int, concurrency: int, cat: str) -> str:
+async def _import_batches(cl: demo.Clients, span: range, batch: int, concurrency: int, cat: str) -> str:
     sem = asyncio.Semaphore(concurrency)
 
     async def one(k: int) -> None:
         async with sem:
             resp = await cl.recipients.UpsertContacts(rpb.UpsertContactsRequest(
-                request_id=f"bench-import-{cat}-{k}", contacts=_contacts(k, min(n, k + batch), cat)),
+                request_id=f"bench-import-{cat}-{k}", contacts=_contacts(k, min(span.stop, k + batch), cat)),
                 metadata=MD, timeout=600)
             if resp.rejected:
                 errs = [r.error for r in resp.results if r.error][:3]
                 raise RuntimeError(f"contacts rejected: {errs}")
 
-    await asyncio.gather(*(one(k) for k in range(0, n, batch)))
+    await asyncio.gather(*(one(k) for k in range(span.start, span.stop, batch)))
     return f"UpsertContacts, batches of {batch:,}, {concurrency} in flight"
 
 
-async def _import_streaming(cl: demo.Clients, method: str, n: int, batch: int, cat: str) -> str:
+async def _import_streaming(cl: demo.Clients, method: str, span: range, batch: int, cat: str) -> str:
     """RecipientService.ImportContacts: options first, then chunks of contacts with their
     line numbers, one client stream."""
     async def requests() -> AsyncIterator[rpb.ImportContactsRequest]:
         yield rpb.ImportContactsRequest(options=rpb.ImportContactsOptions(
             request_id=f"bench-import-{cat}", categories=[cat]))
-        for k in range(0, n, batch):
-            stop = min(n, k + batch)
+        for k in range(span.start, span.stop, batch):
+            stop = min(span.stop, k + batch)
             yield rpb.ImportContactsRequest(contacts=_contacts(k, stop, cat),
-                                            lines=list(range(k + 2, stop + 2)))
+                                            lines=list(range(k - span.start + 2, stop - span.start + 2)))
 
     resp = await getattr(cl.recipients, method)(requests(), metadata=MD, timeout=3600)
     if resp.rejected:
