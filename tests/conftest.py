@@ -64,10 +64,9 @@ def _pg_admin(sql: str) -> None:
         pool.submit(asyncio.run, _pg_admin_async(sql)).result()
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """URL of a fresh PostgreSQL database, dropped at the end of the session."""
-    name = f"herald_test_{uuid.uuid4().hex[:10]}"
+def pg_database(prefix: str) -> Iterator[str]:
+    """URL of a new empty PostgreSQL database, dropped when the generator closes."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     try:
         _pg_admin(f'CREATE DATABASE "{name}"')
     except Exception as exc:  # loud: CI must not pass without PostgreSQL
@@ -75,6 +74,18 @@ def pg_url() -> Iterator[str]:
     base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
     yield f"{base}/{name}"
     _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """URL of a fresh PostgreSQL database, dropped at the end of the session."""
+    yield from pg_database("herald_test")
+
+
+@pytest.fixture
+def empty_pg_url() -> Iterator[str]:
+    """A new empty PostgreSQL database for one test."""
+    yield from pg_database("herald_empty")
 
 
 @pytest.fixture
@@ -104,11 +115,4 @@ def fresh_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
         return
-    name = f"herald_fresh_{uuid.uuid4().hex[:10]}"
-    try:
-        _pg_admin(f'CREATE DATABASE "{name}"')
-    except Exception as exc:
-        pytest.fail(f"PostgreSQL not reachable at {PG_ADMIN_DSN}: {exc}")
-    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    yield f"{base}/{name}"
-    _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    yield from pg_database("herald_fresh")

@@ -9,8 +9,6 @@ batch retried, the tick failed)."""
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -22,28 +20,15 @@ from services.campaigns.repo import message_updates
 from services.campaigns.repo import messages as messages_repo
 from services.campaigns.schema import messages, metadata
 from shared import states
-from tests.conftest import PG_ADMIN_DSN, _pg_admin
 
 S = c.MessageStatus
 ROWS = 400
 ROUNDS = 12
 
 
-@pytest.fixture
-def pg_db() -> Iterator[str]:
-    name = f"herald_locks_{uuid.uuid4().hex[:10]}"
-    try:
-        _pg_admin(f'CREATE DATABASE "{name}"')
-    except Exception as exc:  # loud: CI must not pass without PostgreSQL
-        pytest.fail(f"PostgreSQL not reachable at {PG_ADMIN_DSN}: {exc}")
-    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    yield f"{base}/{name}"
-    _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 @pytest.mark.pg
-async def test_ledger_batches_and_dispatch_marks_on_the_same_rows_never_deadlock(pg_db: str) -> None:
-    engine = create_async_engine(pg_db, pool_size=4)
+async def test_ledger_batches_and_dispatch_marks_on_the_same_rows_never_deadlock(empty_pg_url: str) -> None:
+    engine = create_async_engine(empty_pg_url, pool_size=4)
     now = datetime.now(UTC)
     # Inserted in descending id order: the physical order is the reverse of the id order,
     # as when an audience arrives in contact order and message ids are hashes.

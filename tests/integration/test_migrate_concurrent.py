@@ -8,8 +8,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,22 +15,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
 from shared import db
-from tests.conftest import PG_ADMIN_DSN, _pg_admin
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNNERS = 3
-
-
-@pytest.fixture
-def empty_pg_url() -> Iterator[str]:
-    name = f"herald_migrate_{uuid.uuid4().hex[:10]}"
-    try:
-        _pg_admin(f'CREATE DATABASE "{name}"')
-    except Exception as exc:  # loud: CI must not pass without PostgreSQL
-        pytest.fail(f"PostgreSQL not reachable at {PG_ADMIN_DSN}: {exc}")
-    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    yield f"{base}/{name}"
-    _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def migrate_concurrently(service: str, url: str) -> list[subprocess.CompletedProcess[str]]:
