@@ -10,7 +10,7 @@ stops. Everything else (pulling, claims, recording, events, acks, drain) is the 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -40,11 +40,12 @@ class Job:
     retry: float | None = None  # nak delay (deferral, busy, handed back unwritten)
     prepared: Any = None  # what the channel's prepare() made of it
     ticket: Ticket | None = None  # set while this process holds the job's claim
-    events: list[tuple[str, bytes, str]] = field(default_factory=list)  # subject, data, msg id
+    event: tuple[str, bytes, str] | None = None  # its outcome event: subject, data, msg id
     reported: bool = False  # its outcome is being recorded already (streamed)
     reopen: bool = False  # handed back: its claim reopened even if its marker says written
     settled: bool = False  # acked or nak'd (the job-level in-flight cap counts it free)
     waiter: Any = None  # the reporter waiting for its streamed commit
+    accepted: tuple[Outcome, str] | None = None  # an acceptance and its marker value, reused
 
 
 class Report(Protocol):
@@ -67,6 +68,10 @@ class Report(Protocol):
         says so; or the gate let it through but the connection closed before its bytes
         left): its claim is reopened (held or written by this claim), and it is sent again
         after `delay` seconds. No attempt is spent and no event published."""
+
+    async def reported(self) -> None:
+        """Until every job given to send() has its outcome or was handed back: a streaming
+        channel whose answers come after its writes (a window) awaits it last in send()."""
 
 
 class Listener(Protocol):

@@ -34,8 +34,8 @@ class WriteGate:
 
     def __init__(self, markers: SendMarkers) -> None:
         self.markers = markers
-        # (ticket, the request it belongs to, its place in the request's answers)
-        self._pending: list[tuple[Ticket, _Request, int]] = []
+        # (the tickets of one commit_many, the future of their answers)
+        self._pending: list[tuple[list[Ticket], asyncio.Future[list[str | None]]]] = []
         self._accepted: list[tuple[str, str]] = []
         self._task: asyncio.Task[None] | None = None
         self.calls = 0  # Redis round trips (tests, bench)
@@ -51,70 +51,63 @@ class WriteGate:
     async def commit_many(self, tickets: Sequence[Ticket | None]) -> list[str | None]:
         """The jobs of one write (e.g. several PDUs in one socket write), answered together
         (one future per write, not per job)."""
-        req = _Request(len(tickets))
-        pending = self._pending
-        for i, ticket in enumerate(tickets):
-            if ticket is None:
-                req.left -= 1
-            else:
-                pending.append((ticket, req, i))
-        if req.left <= 0:
-            return req.answers
+        claimed = [t for t in tickets if t is not None]
+        if not claimed:
+            return [None] * len(tickets)
+        fut: asyncio.Future[list[str | None]] = asyncio.get_running_loop().create_future()
+        self._pending.append((claimed, fut))
         self._schedule()
-        return await req.future
+        answers = await fut
+        if len(claimed) == len(tickets):
+            return answers
+        it = iter(answers)  # a job without a ticket (not claimed) is never refused
+        return [None if t is None else next(it) for t in tickets]
 
-    def accepted(self, ticket: Ticket | None, outcome: Outcome) -> None:
+    def accepted(self, ticket: Ticket | None, outcome: Outcome) -> str | None:
         """The carrier took the job: record its outcome marker with the next flush (best
-        effort; the recorder's own record of the outcome follows and repeats it)."""
+        effort; the recorder's own record of the outcome follows and repeats it). The
+        marker's value (for the recorder to reuse), None without a ticket."""
         if ticket is None:
-            return
-        self._accepted.append((ticket.key, marker_value(SUBMITTED, time.time(), outcome)))
+            return None
+        value = marker_value(SUBMITTED, time.time(), outcome)
+        self._accepted.append((ticket.key, value))
         self._schedule()
+        return value
 
     def _schedule(self) -> None:
         if self._task is None:  # runs on the next loop pass: it collects this pass's requests
             self._task = asyncio.ensure_future(self._flush())
 
     async def _flush(self) -> None:
-        batch: list[tuple[Ticket, _Request, int]] = []
+        batch: list[tuple[list[Ticket], asyncio.Future[list[str | None]]]] = []
         try:
             while self._pending or self._accepted:
+                if not self._pending:
+                    # Acceptances alone: one loop pass first, for the writes they free (the
+                    # next jobs of a window, or those the last call just answered) to ask:
+                    # they go in the same call instead of one right after.
+                    await asyncio.sleep(0)
                 batch, self._pending = self._pending, []
                 accepted, self._accepted = self._accepted, []
                 self.calls += 1
+                tickets = [t for ts, _ in batch for t in ts]
                 try:
-                    done = await self.markers.mark_written([t for t, _, _ in batch], accepted)
+                    done = await self.markers.mark_written(tickets, accepted)
                     answers: list[str | None] = [None if ok else CLAIM_LOST for ok in done]
                 except Exception as exc:  # Redis down: nothing may be written
                     reason = f"{type(exc).__name__}: {exc}"
                     log.warning("send markers not moved to written", extra={
-                        "reason": reason, "jobs": len(batch), "accepted": len(accepted)})
-                    answers = [f"send marker not recorded: {reason}"] * len(batch)
-                for (_, req, i), answer in zip(batch, answers, strict=True):
-                    req.answer(i, answer)
+                        "reason": reason, "jobs": len(tickets), "accepted": len(accepted)})
+                    answers = [f"send marker not recorded: {reason}"] * len(tickets)
+                at = 0
+                for ts, fut in batch:
+                    if not fut.done():
+                        fut.set_result(answers[at:at + len(ts)])
+                    at += len(ts)
         finally:
             self._task = None
-            for _, req, i in batch + self._pending:  # cancelled mid-flush: nobody may write
-                req.answer(i, "send marker not recorded: gateway stopping")
+            for ts, fut in batch + self._pending:  # cancelled mid-flush: nobody may write
+                if not fut.done():
+                    fut.set_result(["send marker not recorded: gateway stopping"] * len(ts))
             self._pending = []
 
-
-class _Request:
-    """One commit_many: its answers, filled as the flushes give them (each once)."""
-
-    __slots__ = ("answers", "given", "left", "future")
-
-    def __init__(self, n: int) -> None:
-        self.answers: list[str | None] = [None] * n
-        self.given = [False] * n
-        self.left = n
-        self.future: asyncio.Future[list[str | None]] = asyncio.get_running_loop().create_future()
-
-    def answer(self, i: int, answer: str | None) -> None:
-        if self.given[i]:
-            return
-        self.given[i] = True
-        self.answers[i] = answer
-        self.left -= 1
-        if self.left <= 0 and not self.future.done():
-            self.future.set_result(self.answers)

@@ -12,8 +12,8 @@ T = TypeVar("T")
 
 class GroupCommit(Generic[T]):
     """`add(items)` answers with a future; `put(item)` with `done(items, exc)`, called once
-    per flush for the items put into it (exc None when it succeeded): no future per item on
-    a hot path."""
+    per flush with the items flushed together (exc None when it succeeded): no future per
+    item on a hot path."""
 
     def __init__(self, flush: Callable[[list[T]], Awaitable[object]], max_size: int = 1024,
                  concurrency: int = 4,
@@ -22,7 +22,8 @@ class GroupCommit(Generic[T]):
         self.max_size = max_size
         self.concurrency = concurrency
         self.done = done
-        self._waiting: list[tuple[Sequence[T], asyncio.Future[None] | None]] = []
+        self._items: list[T] = []  # waiting, in order
+        self._groups: list[tuple[int, int, asyncio.Future[None]]] = []  # add()s: start, end
         self._running = 0
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -31,14 +32,18 @@ class GroupCommit(Generic[T]):
         """Done once `items` were flushed (its exception if their flush raised). A group is
         never split between two flushes."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append((items, fut))
+        start = len(self._items)
+        self._items.extend(items)
+        self._groups.append((start, len(self._items), fut))
         self._schedule()
         return fut
 
     def put(self, item: T) -> None:
         """One item, flushed with the next group (see `done`)."""
-        self._waiting.append(((item,), None))
-        self._schedule()
+        self._items.append(item)
+        if not self._scheduled and self._running < self.concurrency:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._kick)
 
     def _schedule(self) -> None:
         if not self._scheduled and self._running < self.concurrency:
@@ -47,44 +52,52 @@ class GroupCommit(Generic[T]):
 
     def _kick(self) -> None:
         self._scheduled = False
-        while self._waiting and self._running < self.concurrency:
-            take, size = 0, 0
-            while take < len(self._waiting) and (take == 0 or size + len(
-                    self._waiting[take][0]) <= self.max_size):
-                size += len(self._waiting[take][0])
-                take += 1
-            groups, self._waiting = self._waiting[:take], self._waiting[take:]
+        while self._items and self._running < self.concurrency:
+            items = self._items
+            k = min(len(items), self.max_size)
+            groups = self._groups
+            taken: list[asyncio.Future[None]] = []
+            if groups:
+                for start, end, _ in groups:  # an add()'s items go in one flush
+                    if start < k < end:
+                        k = start if start > 0 else end
+                        break
+                left = []
+                for start, end, fut in groups:
+                    if end <= k:
+                        taken.append(fut)
+                    else:
+                        left.append((start - k, end - k, fut))
+                self._groups = left
+            if k == len(items):
+                chunk, self._items = items, []
+            else:
+                chunk, self._items = items[:k], items[k:]
             self._running += 1
-            task = asyncio.create_task(self._run(groups))
+            task = asyncio.create_task(self._run(chunk, taken))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, groups: list[tuple[Sequence[T], asyncio.Future[None] | None]]) -> None:
-        items = [item for group, _ in groups for item in group]
+    async def _run(self, items: list[T], futs: list[asyncio.Future[None]]) -> None:
         try:
             await self.flush(items)
         except BaseException as exc:
             err = exc if isinstance(exc, Exception) else RuntimeError(f"flush interrupted: {exc!r}")
-            for _, fut in groups:
-                if fut is not None and not fut.done():
+            for fut in futs:
+                if not fut.done():
                     fut.set_exception(err)
                     fut.exception()  # retrieved: a caller that stopped waiting logs nothing
-            self._tell(groups, err)
+            if self.done is not None:
+                self.done(items, err)
             if not isinstance(exc, Exception):
                 raise
         else:
-            for _, fut in groups:
-                if fut is not None and not fut.done():
+            for fut in futs:
+                if not fut.done():
                     fut.set_result(None)
-            self._tell(groups, None)
+            if self.done is not None:
+                self.done(items, None)
         finally:
             self._running -= 1
-            if self._waiting:
+            if self._items:
                 self._kick()
-
-    def _tell(self, groups: list[tuple[Sequence[T], asyncio.Future[None] | None]],
-              exc: Exception | None) -> None:
-        if self.done is not None:
-            put = [item for group, fut in groups if fut is None for item in group]
-            if put:
-                self.done(put, exc)

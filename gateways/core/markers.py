@@ -103,10 +103,14 @@ class Claim(NamedTuple):
     alive: bool = False  # not claimed: the marker's claimant still beats its liveness key
 
 
+FRESH = Claim(True, None)  # claimed, no marker was there (the common answer: one object)
+
+
 class Claims(list[Claim]):
     """claim_many's answer: one Claim per job, and the epoch Redis held at that moment."""
 
     epoch: float | None = None  # shared.epoch's value seen with the markers (None: missing)
+    keys: list[str]  # each job's marker key, in order
 
 
 class Holder:
@@ -225,22 +229,27 @@ class SendMarkers:
         already (flat_json's output)."""
         holder = holder or self.holder()
         out = Claims()
+        out.keys = []
         now = repr(time.time())
         keys_ = self.keys
+        send, ref_prefix = keys_.send, keys_.ref
         for at in range(0, len(items), CHUNK):
             keys: list[str] = []
             args: list[str | int | float] = [holder.held, self.ttl, now, self.lease, epoch.KEY,
                                              keys_.live]
             for message_id, attempt, ref in items[at:at + CHUNK]:
-                keys.append(f"{keys_.send}{message_id}:{attempt}")
-                keys.append(f"{keys_.ref}{message_id}")
+                key = f"{send}{message_id}:{attempt}"
+                out.keys.append(key)
+                keys += (key, f"{ref_prefix}{message_id}")
                 args.append(ref if ref.__class__ is str else flat_json(ref) if ref else "")  # type: ignore[arg-type]
             res = await self._claim_many(keys=keys, args=args)
             raw_epoch = res[0]
             out.epoch = float(raw_epoch) if raw_epoch else None
             legacy = self.legacy
             for r in res[1:]:
-                if int(r[0]):
+                if r == 1:  # claimed, nothing was there
+                    out.append(FRESH)
+                elif int(r[0]):
                     out.append(Claim(True, decode(r[1], legacy) if len(r) > 1 else None))
                 else:
                     out.append(Claim(False, decode(r[1], legacy) if len(r) > 1 else None,
@@ -254,6 +263,7 @@ class SendMarkers:
         are outcomes the carrier already gave, recorded in the same call."""
         now = time.time()
         out: list[bool] = []
+        written: dict[Holder, str] = {}  # the jobs of a write share a few claims
         for at in range(0, max(len(tickets), len(accepted), 1), CHUNK):
             chunk = tickets[at:at + CHUNK]
             done = accepted[at:at + CHUNK]
@@ -261,8 +271,12 @@ class SendMarkers:
                 break
             args: list[str | int] = [self.ttl, len(done), *[v for _, v in done]]
             for t in chunk:
-                args.append(t.holder.held)
-                args.append(t.holder.written(now))
+                holder = t.holder
+                value = written.get(holder)
+                if value is None:
+                    value = written[holder] = holder.written(now)
+                args.append(holder.held)
+                args.append(value)
             res = await self._eval_on_gate_conn(
                 self._gate_many, [k for k, _ in done] + [t.key for t in chunk], args)
             out.extend(bool(int(r)) for r in res)

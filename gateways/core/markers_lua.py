@@ -3,7 +3,7 @@ also reads keys it is not given (the claimant's liveness key, shared.epoch's key
 Redis is one instance, not a cluster."""
 
 # Per key: take it when absent, deferred, or held by a claimant that is gone. Returns
-# {epoch or false, {taken, previous, claimant alive}...}: the epoch is read in the same
+# {epoch or false, {taken, previous, claimant alive} or 1 (taken, none there)...}: the epoch is read in the same
 # atomic step, so a data set lost between two epoch refreshes is seen with the markers.
 # Text markers of a channel's earlier gateway ('<state>:<value>', see markers.py) are read
 # like the JSON ones: held/written:<process>:<time>, released (deferred), anything else stands.
@@ -46,7 +46,7 @@ for i = 1, n do
   if take then
     redis.call('SET', k, ARGV[1], 'EX', ARGV[2])
     if ARGV[6 + i] ~= '' then redis.call('SET', KEYS[2 * i], ARGV[6 + i], 'EX', ARGV[2]) end
-    if v then out[i + 1] = {1, v} else out[i + 1] = {1} end
+    if v then out[i + 1] = {1, v} else out[i + 1] = 1 end
   else
     out[i + 1] = {0, v, alive}
   end

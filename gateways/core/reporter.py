@@ -20,14 +20,16 @@ class Reporter:
     (group-committed with whatever else arrives meanwhile; counted here, no future per
     job); the others' outcomes are committed together when send() returns."""
 
-    __slots__ = ("_rt", "_stream", "_pending", "_waiter", "_error")
+    __slots__ = ("_rt", "_stream", "_pending", "_waiter", "_error", "_unreported", "_all")
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, jobs: int = 0) -> None:
         self._rt = rt
         self._stream = rt.channel.streams_outcomes
         self._pending = 0  # streamed jobs whose commit has not ended
         self._waiter: asyncio.Future[None] | None = None
         self._error: Exception | None = None
+        self._unreported = jobs  # jobs of send() not yet reported (streaming channels)
+        self._all: asyncio.Future[None] | None = None
 
     def outcome(self, job: Job, outcome: Outcome) -> None:
         job.outcome = outcome
@@ -35,7 +37,9 @@ class Reporter:
             self._commit(job)
 
     def accepted(self, job: Job, outcome: Outcome) -> None:
-        self._rt.gate.accepted(job.ticket, outcome)
+        value = self._rt.gate.accepted(job.ticket, outcome)
+        if value is not None:
+            job.accepted = (outcome, value)
 
     def unwritten(self, job: Job) -> None:
         # Nothing of it was written: whoever holds the claim now (or, if Redis lost it, the
@@ -57,10 +61,20 @@ class Reporter:
         job.waiter = self
         self._pending += 1
         self._rt.recorder.stream(job)
+        self._unreported -= 1
+        if self._unreported <= 0 and self._all is not None and not self._all.done():
+            self._all.set_result(None)
 
-    def committed(self, exc: Exception | None) -> None:
-        """One streamed job's commit ended (exc: it failed)."""
-        self._pending -= 1
+    async def reported(self) -> None:
+        """Until every job given to send() has its outcome or was handed back (a streaming
+        channel awaits this before send() returns)."""
+        if self._unreported > 0:
+            self._all = asyncio.get_running_loop().create_future()
+            await self._all
+
+    def committed(self, n: int, exc: Exception | None) -> None:
+        """The commit of n streamed jobs ended (exc: it failed)."""
+        self._pending -= n
         if exc is not None and self._error is None:
             self._error = exc
         waiter = self._waiter

@@ -44,6 +44,7 @@ from shared.adapters import nats_internals
 from shared.timeutil import from_ts
 
 PUBLISH_TIMEOUT = 10.0
+parse_job = e.MessageJob.FromString  # a DecodeError for what is not one (the job is dropped)
 TICK = 1.0  # seconds between liveness beats and epoch reads
 UNWRITTEN_MAX = 100_000  # jobs handed back unwritten that this process remembers
 F = c.FailureCategory
@@ -186,7 +187,7 @@ class Runtime:
         try:
             for msg in msgs:
                 try:
-                    job: e.MessageJob = bus.parse(msg, e.MessageJob)
+                    job = parse_job(msg.data)
                     if not job.message_id:
                         raise bus.PermanentError("job without message_id")
                 except Exception as exc:
@@ -206,11 +207,14 @@ class Runtime:
         finally:
             # Every job counts free once its batch is over (settled by now, or by a bug
             # left to JetStream's redelivery).
-            left = bad + sum(1 for it in items if not it.settled)
-            for it in items:
-                it.settled = True
-            if left and self.settled is not None:
-                self.settled(left)
+            if self.settled is not None:
+                left = bad
+                for it in items:
+                    if not it.settled:
+                        it.settled = True
+                        left += 1
+                if left:
+                    self.settled(left)
 
     async def _failed(self, group: list[Job], exc: Exception) -> None:
         durable = self.cfg.durable
@@ -244,13 +248,12 @@ class Runtime:
         sending: list[Job] = []
         now = datetime.now(UTC)
         prepare = self.channel.prepare
-        send_prefix = self.markers.keys.send
-        for it, claim in zip(items, claims, strict=True):
+        for it, claim, key in zip(items, claims, claims.keys, strict=True):
             if not claim.claimed:
                 self._already_handled(it, claim)
                 continue
             job = it.job
-            it.ticket = m.Ticket(f"{send_prefix}{job.message_id}:{job.attempt}", holder)
+            it.ticket = m.Ticket(key, holder)
             prev = claim.previous
             if prev is None and it.delivery > 1 and epoch.maybe_sent_before_loss(
                     published_at(it.msg), it.delivery, False, began) and \
@@ -272,7 +275,7 @@ class Runtime:
             else:
                 it.prepared = prepared
                 sending.append(it)
-        report = Reporter(self)
+        report = Reporter(self, len(sending))
         if sending:
             try:
                 await self.channel.send(sending, self.gate, report)
@@ -313,6 +316,8 @@ class Runtime:
 def rounds(items: list[Job]) -> list[list[Job]]:
     """The same job twice in one batch (a redelivery next to the original) goes in a later
     round, so it finds the first copy's recorded outcome, not a busy marker."""
+    if len({(it.job.message_id, it.job.attempt) for it in items}) == len(items):
+        return [items]  # the usual batch: every job once
     out: list[list[Job]] = []
     seen: list[set[tuple[str, int]]] = []
     for it in items:

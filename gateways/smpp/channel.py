@@ -104,13 +104,12 @@ class SmppChannel:
     async def send(self, jobs: list[Job], gate: WriteGate, report: Report) -> None:
         """Queue the jobs on their binds; return once each is reported."""
         self.gate = gate
-        batch = _BatchReport(report, len(jobs))
         for it in jobs:
             sj: SubmitJob = it.prepared
-            sj.it, sj.report = it, batch
+            sj.it, sj.report = it, report
             sj.client = client = sj.route.pick()
             client.enqueue(sj)
-        await batch.done
+        await report.reported()
 
     async def _gate(self, items: list[SubmitJob]) -> list[bool]:
         """SmppClient's pre-write gate: the markers of the jobs of one write, held -> written
@@ -154,8 +153,13 @@ class SmppChannel:
         recorded = self.matcher.recorded
         for it in jobs:
             sj = it.prepared
-            if sj is not None and (sj.keys or sj.parked):
-                recorded(sj, stored)
+            if sj is not None:
+                if sj.keys or sj.parked:
+                    recorded(sj, stored)
+                # job <-> SubmitJob: without the cycle both are freed by reference count, not
+                # left to the garbage collector (the submit path without I/O, measured: 54 ->
+                # 41 us of CPU per job)
+                sj.it = sj.report = None
         for route in self.routes.values():
             route.flush_counters()
 
@@ -186,49 +190,6 @@ class SmppChannel:
         def sink(frame: pdu.Frame, reply: Callable[[int], None]) -> None:
             self.inbound.on_deliver(self.routes[rc.name], frame, reply)
         return sink
-
-
-class _BatchReport:
-    """The runtime's report of one send(), counting the jobs still to hear of."""
-
-    __slots__ = ("report", "left", "done")
-
-    def __init__(self, report: Report, n: int) -> None:
-        self.report = report
-        self.left = n
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if n <= 0:
-            self.done.set_result(None)
-
-    def _one(self, job: Job) -> bool:
-        """True the first time a job ends here (a job is reported once)."""
-        return job.outcome is None and job.retry is None
-
-    def _ended(self) -> None:
-        self.left -= 1
-        if self.left <= 0 and not self.done.done():
-            self.done.set_result(None)
-
-    def outcome(self, job: Job, outcome: Outcome) -> None:
-        first = self._one(job)
-        self.report.outcome(job, outcome)
-        if first:
-            self._ended()
-
-    def accepted(self, job: Job, outcome: Outcome) -> None:
-        self.report.accepted(job, outcome)
-
-    def unwritten(self, job: Job) -> None:
-        first = self._one(job)
-        self.report.unwritten(job)
-        if first:
-            self._ended()
-
-    def handed_back(self, job: Job, delay: float) -> None:
-        first = self._one(job)
-        self.report.handed_back(job, delay)
-        if first:
-            self._ended()
 
 
 class Binds:

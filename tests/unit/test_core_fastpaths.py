@@ -1,0 +1,89 @@
+"""The channel runtime's fast paths against the plain way of doing the same thing: outcome
+markers joined by hand equal json.dumps, outcome events built from the fields set equal
+the event with every field given, the group commit's futureless puts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+
+import pytest
+from herald.v1 import common_pb2 as c
+from herald.v1 import events_pb2 as e
+
+from gateways.core import events, markers
+from gateways.core.group import GroupCommit
+from gateways.core.outcome import Outcome, as_marker, from_marker, marker_value
+from shared import states
+
+K = e
+OUTCOMES = [
+    Outcome(K.MESSAGE_EVENT_KIND_SUBMITTED, provider_id="39F99DD5", route="uk", parts=2,
+            extra="39F99DD5,39F99DD6"),
+    Outcome(K.MESSAGE_EVENT_KIND_SUBMITTED, "250", "2.0.0 Ok: queued as \"x\"", provider_id="<a@b>"),
+    Outcome(K.MESSAGE_EVENT_KIND_FAILED, "0x0000000B", "ESME_RINVDSTADR: Ungültige Adresse ☎",
+            c.FAILURE_CATEGORY_INVALID_ADDRESS, route="fr", parts=1),
+    Outcome(K.MESSAGE_EVENT_KIND_DEFERRED, "451", "try\\later\n", route="relay"),
+]
+
+
+@pytest.mark.parametrize("o", OUTCOMES)
+def test_outcome_markers_are_json_dumps_of_the_marker(o: Outcome) -> None:
+    made = marker_value(markers.SUBMITTED, 1796000000.25, o)
+    assert made == json.dumps({"s": markers.SUBMITTED, "t": 1796000000.25, **as_marker(o)},
+                              separators=(",", ":"))
+    assert made == markers.marker_json(markers.SUBMITTED, 1796000000.25, as_marker(o))
+    assert from_marker(json.loads(made)) == o
+
+
+def reference_event(job: e.MessageJob, o: Outcome, msg_id: str, at: datetime | None) -> bytes:
+    """Every field given, as the runtime built events before its fast path."""
+    ok = o.kind == K.MESSAGE_EVENT_KIND_SUBMITTED
+    ev = events.message_event(
+        o.kind, channel=c.CHANNEL_SMS, message_id=job.message_id, campaign_id=job.campaign_id,
+        workspace_id=job.workspace_id, event_id=events.stable_event_id(msg_id), occurred_at=at,
+        error_code="" if ok else o.code, error_description="" if ok else o.description,
+        failure_category=o.category, provider_message_id=o.provider_id, variant=job.variant,
+        to=job.to, attempt=job.attempt, route=o.route, parts=o.parts)
+    return ev.SerializeToString()
+
+
+@pytest.mark.parametrize("o", OUTCOMES)
+def test_outcome_events_equal_the_event_with_every_field_given(o: Outcome) -> None:
+    job = e.MessageJob(message_id="m1", campaign_id="c1", workspace_id="w1", to="+447700900123",
+                       variant="B", attempt=2)
+    at = datetime(2026, 11, 30, 12, 0, 1, 500000, tzinfo=UTC)
+    subject, data, msg_id = events.outcome_item(c.CHANNEL_SMS, job, o, "m1:x:2", at)
+    assert (subject, msg_id) == (states.message_subject(o.kind), "m1:x:2")
+    assert data == reference_event(job, o, "m1:x:2", at)
+
+
+async def test_group_commit_tells_each_flush_once_and_never_splits_an_add() -> None:
+    flushed: list[list[int]] = []
+    heard: list[tuple[list[int], str | None]] = []
+
+    async def flush(items: list[int]) -> None:
+        flushed.append(items)
+        if 13 in items:
+            raise ConnectionError("no")
+
+    group: GroupCommit[int] = GroupCommit(
+        flush, max_size=3, done=lambda items, exc: heard.append((items, exc and str(exc))))
+    for i in range(2):
+        group.put(i)
+    fut = group.add([10, 11, 12, 20])  # larger than max_size: one flush of its own
+    for i in range(2, 5):
+        group.put(i)
+    await fut
+    await asyncio.sleep(0.01)
+    assert [10, 11, 12, 20] in flushed and all(len(f) <= 3 or f == [10, 11, 12, 20] for f in flushed)
+    assert sorted(i for f in flushed for i in f) == [0, 1, 2, 3, 4, 10, 11, 12, 20]
+    group.put(13)
+    failing = group.add([14])
+    with pytest.raises(ConnectionError):
+        await failing
+    await asyncio.sleep(0)
+    assert sorted(i for items, exc in heard if exc is None for i in items) == [
+        0, 1, 2, 3, 4, 10, 11, 12, 20]
+    assert [items for items, exc in heard if exc is not None] == [[13, 14]]
