@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from herald.v1 import common_pb2 as c
+from herald.v1 import events_pb2 as e
 
 from gateways.core import markers as m
 from gateways.core import outcome
@@ -90,6 +91,17 @@ def hooked_runtime(rig: Rig, channel: Hooked, **cfg: Any) -> Runtime:
     return rt
 
 
+async def one_outcome(rig: Rig, to: str) -> tuple[Hooked, e.MessageJob, e.MessageEvent]:
+    """One job through the hooked toy (streaming): the toy, the job, its only event."""
+    toy = Hooked(streams=True)
+    j = rig.job(to)
+    await rig.publish([j])
+    rig.start(hooked_runtime(rig, toy))
+    await rig.until("its outcome", lambda: bool(rig.of(j)))
+    [ev] = rig.of(j)
+    return toy, j, ev
+
+
 async def test_text_markers_of_an_earlier_gateway_are_judged_like_the_runtimes_own(rig: Rig) -> None:
     """An earlier gateway's values, as it wrote them: a held claim of a process that is gone
     is taken over and sent; written without an outcome is ABANDONED; released is sent; the
@@ -143,24 +155,15 @@ async def test_a_text_marker_held_by_a_live_process_waits_for_it(rig: Rig) -> No
 
 
 async def test_handed_back_reopens_a_written_claim_and_sends_again(rig: Rig) -> None:
-    toy = Hooked(streams=True)
-    j = rig.job("throttle")
-    await rig.publish([j])
-    rig.start(hooked_runtime(rig, toy))
-    await rig.until("its outcome", lambda: bool(rig.of(j)))
-    [ev] = rig.of(j)  # no event for the refusal: only the outcome of the second try
+    toy, j, ev = await one_outcome(rig, "throttle")
+    # no event for the refusal: only the outcome of the second try
     assert ev.kind == K.MESSAGE_EVENT_KIND_SUBMITTED
     assert toy.wire == [j.message_id, j.message_id]  # refused, then taken
     assert (await rig.marker(j) or {}).get("s") == m.SUBMITTED
 
 
 async def test_parts_channel_data_and_own_event_ids_are_kept_and_replayed(rig: Rig) -> None:
-    toy = Hooked(streams=True)
-    j = rig.job("ok")
-    await rig.publish([j])
-    rig.start(hooked_runtime(rig, toy))
-    await rig.until("its outcome", lambda: bool(rig.of(j)))
-    [ev] = rig.of(j)
+    toy, j, ev = await one_outcome(rig, "ok")
     msg_id = f"{j.message_id}:submitted:1"
     assert ev.parts == 2 and ev.event_id == OWN_IDS(msg_id)
     marker = await rig.marker(j) or {}
