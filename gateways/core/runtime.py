@@ -68,6 +68,10 @@ class RuntimeConfig:
     drain_timeout: float | None = None  # jobs mode: longest wait for the jobs in hand on stop
 
 
+class ClaimFailed(Exception):
+    """The claim of a batch's send markers failed (Redis): nothing was sent."""
+
+
 def published_at(msg: Msg | jsfast.JsMsg) -> float:
     """When the stream stored the job (Unix time), from its delivery metadata."""
     meta = msg.metadata
@@ -102,6 +106,9 @@ class Runtime:
         self.abandon_log = RateLimitedLog(self.log, hooks.abandon_event)
         self.takeover_log = RateLimitedLog(self.log, f"stale {name} send claims taken over")
         self.trouble_log = RateLimitedLog(self.log, f"{name} gateway housekeeping failed")
+        # Redis down: every fetched batch fails its claim; one line per 10 s, not a traceback
+        # per batch.
+        self.claim_log = RateLimitedLog(self.log, "claiming jobs failed; redelivering them")
 
     def batch_size(self) -> int:
         limit = self.channel.batch_limit()
@@ -125,6 +132,7 @@ class Runtime:
         self.abandon_log.flush()
         self.takeover_log.flush()
         self.trouble_log.flush()
+        self.claim_log.flush()
 
     async def _housekeeping(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -218,8 +226,13 @@ class Runtime:
 
     async def _failed(self, group: list[Job], exc: Exception) -> None:
         durable = self.cfg.durable
-        self.log.exception(f"{self.channel.name} batch failed, redelivering", extra={
-            "reason": f"{type(exc).__name__}: {exc}", "jobs": len(group)})
+        if isinstance(exc, ClaimFailed):  # a dependency, not a bug: no traceback
+            cause = exc.__cause__ or exc
+            self.claim_log.note(f"{type(cause).__name__}: {cause}", n=len(group),
+                                channel=self.channel.name)
+        else:
+            self.log.exception(f"{self.channel.name} batch failed, redelivering", extra={
+                "reason": f"{type(exc).__name__}: {exc}", "jobs": len(group)})
         # Claims not written are let go (a no-op where Redis is the trouble: they are then
         # taken over once this process's lease runs out).
         with contextlib.suppress(Exception):
@@ -236,10 +249,10 @@ class Runtime:
         try:
             claims = await self.markers.claim_many([
                 (it.job.message_id, it.job.attempt, ref(it.job)) for it in items], holder)
-        except Exception:  # nothing was written: their next delivery is known unsent
+        except Exception as exc:  # nothing was written: their next delivery is known unsent
             for it in items:
                 self.handed_back.put((it.job.message_id, it.job.attempt), it.delivery)
-            raise
+            raise ClaimFailed from exc
         began = claims.epoch
         if began is None:  # the data set is gone since our last look: start the next epoch
             began = await epoch.current(self.markers.redis)

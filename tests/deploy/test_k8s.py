@@ -352,7 +352,7 @@ def drain_seconds(process: str, env: dict[str, Any], pre_stop: int) -> float:
     if process == "smpp-gateway":
         response = float(env.get("HERALD_SMPP_RESPONSE_TIMEOUT") or smpp.RESPONSE_TIMEOUT.default)
         record = float(env.get("HERALD_SMPP_RECORD_RETRY_FOR") or smpp.RECORD_RETRY_FOR.default)
-        jobs = 3 * response + record + 5  # gateways/smpp/gateway.py Gateway._pull
+        jobs = 3 * response + record + 5  # gateways/smpp/gateway.py: the runtime's drain_timeout
         return pre_stop + jobs + response + 2 + grpc_grace + nats_drain
     return pre_stop + grpc_grace + tasks + nats_drain
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -363,3 +364,34 @@ async def test_drain_on_stop_finishes_the_batch_in_hand(rig: Rig) -> None:
     assert sorted(toy.wire) == sorted(j.message_id for j in jobs)
     assert await rig.drained()
     assert not await rig.redis.exists(rt.markers.live_key)
+
+
+async def test_a_redis_outage_at_the_claim_is_one_warning_and_the_jobs_go_out_once(
+        rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    """Redis refuses the claims for a while: nothing is sent, the jobs come back and go out
+    once when it answers again, and the log says so in one rate-limited warning (no ERROR
+    with a traceback per fetched batch)."""
+    toy = Toy()
+    jobs = [rig.job("ok") for _ in range(3)]
+    rt = rig.runtime(toy)
+    real_claim = rt.markers.claim_many
+    refusals = {"left": 4}
+
+    async def redis_down(*args: Any, **kw: Any) -> Any:
+        if refusals["left"] > 0:
+            refusals["left"] -= 1
+            raise ConnectionError("Error 111 connecting to redis")
+        return await real_claim(*args, **kw)
+
+    rt.markers.claim_many = redis_down  # type: ignore[method-assign]
+    caplog.set_level(logging.INFO, logger="herald")
+    await rig.publish(jobs)
+    rig.start(rt)
+    await rig.until("every outcome", lambda: all(rig.of(j) for j in jobs), timeout=30)
+    assert refusals["left"] == 0
+    assert sorted(toy.wire) == sorted(j.message_id for j in jobs)  # once each
+    mine = [r for r in caplog.records if r.name == rt.log.name]
+    warned = [r for r in mine if r.getMessage() == "claiming jobs failed; redelivering them"]
+    assert warned and warned[0].levelno == logging.WARNING and not warned[0].exc_info
+    assert "ConnectionError" in warned[0].reason  # type: ignore[attr-defined]
+    assert not [r for r in mine if r.levelno >= logging.ERROR]
