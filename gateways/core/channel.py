@@ -46,6 +46,7 @@ class Job:
     settled: bool = False  # acked or nak'd (the job-level in-flight cap counts it free)
     waiter: Any = None  # the reporter waiting for its streamed commit
     accepted: tuple[Outcome, str] | None = None  # an acceptance and its marker value, reused
+    accepted_stored: bool = False  # that marker value is in Redis already (the write gate's)
 
 
 class Report(Protocol):

@@ -37,6 +37,9 @@ class WriteGate:
         # (the tickets of one commit_many, the future of their answers)
         self._pending: list[tuple[list[Ticket], asyncio.Future[list[str | None]]]] = []
         self._accepted: list[tuple[str, str]] = []
+        self._accepted_by: list[Any] = []  # whose acceptance each is (told once it is stored)
+        self._started = self._ended = 0  # Redis calls of _flush begun, ended
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []  # (call awaited, waiter)
         self._task: asyncio.Task[None] | None = None
         self.calls = 0  # Redis round trips (tests, bench)
 
@@ -63,16 +66,40 @@ class WriteGate:
         it = iter(answers)  # a job without a ticket (not claimed) is never refused
         return [None if t is None else next(it) for t in tickets]
 
-    def accepted(self, ticket: Ticket | None, outcome: Outcome) -> str | None:
+    def accepted(self, ticket: Ticket | None, outcome: Outcome, by: Any = None) -> str | None:
         """The carrier took the job: record its outcome marker with the next flush (best
-        effort; the recorder's own record of the outcome follows and repeats it). The
-        marker's value (for the recorder to reuse), None without a ticket."""
+        effort; the recorder's own record of the outcome follows and repeats it unless it
+        was stored already: `by.accepted_stored` is set then). The marker's value (for the
+        recorder to reuse), None without a ticket."""
         if ticket is None:
             return None
         value = marker_value(SUBMITTED, time.time(), outcome)
         self._accepted.append((ticket.key, value))
+        self._accepted_by.append(by)
         self._schedule()
         return value
+
+    async def acceptances_stored(self) -> None:
+        """Until the acceptances queued so far were written (or their call failed): the
+        recorder then need not write the same markers again."""
+        target = self._started + (1 if self._accepted else 0)
+        if self._ended >= target or self._task is None:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((target, fut))
+        await fut
+
+    def _ended_call(self, everyone: bool = False) -> None:
+        self._ended = self._started
+        if self._waiters:
+            left = []
+            for target, fut in self._waiters:
+                if everyone or target <= self._ended:
+                    if not fut.done():
+                        fut.set_result(None)
+                else:
+                    left.append((target, fut))
+            self._waiters = left
 
     def _schedule(self) -> None:
         if self._task is None:  # runs on the next loop pass: it collects this pass's requests
@@ -89,11 +116,16 @@ class WriteGate:
                     await asyncio.sleep(0)
                 batch, self._pending = self._pending, []
                 accepted, self._accepted = self._accepted, []
+                by, self._accepted_by = self._accepted_by, []
                 self.calls += 1
+                self._started += 1
                 tickets = [t for ts, _ in batch for t in ts]
                 try:
                     done = await self.markers.mark_written(tickets, accepted)
                     answers: list[str | None] = [None if ok else CLAIM_LOST for ok in done]
+                    for job in by:
+                        if job is not None:
+                            job.accepted_stored = True
                 except Exception as exc:  # Redis down: nothing may be written
                     reason = f"{type(exc).__name__}: {exc}"
                     log.warning("send markers not moved to written", extra={
@@ -104,8 +136,10 @@ class WriteGate:
                     if not fut.done():
                         fut.set_result(answers[at:at + len(ts)])
                     at += len(ts)
+                self._ended_call()
         finally:
             self._task = None
+            self._ended_call(everyone=True)
             for ts, fut in batch + self._pending:  # cancelled mid-flush: nobody may write
                 if not fut.done():
                     fut.set_result(["send marker not recorded: gateway stopping"] * len(ts))

@@ -25,6 +25,7 @@ from herald.v1 import events_pb2 as e
 from gateways.core import markers as m
 from gateways.core.channel import Channel, Job
 from gateways.core.events import outcome_item
+from gateways.core.gate import WriteGate
 from gateways.core.group import GroupCommit
 from gateways.core.hooks import Hooks
 from gateways.core.memory import Unrecorded
@@ -59,6 +60,7 @@ class Recorder:
         self.unrecorded = Unrecorded(UNRECORDED_MAX)
         self.settled: Callable[[int], None] | None = None  # told how many jobs were settled
         self._group: GroupCommit[Job] = GroupCommit(self._commit, done=self._streamed)
+        self.gate: WriteGate | None = None  # whose acceptance writes are not repeated
 
     def commit(self, jobs: Sequence[Job]) -> asyncio.Future[None]:
         """Record, publish and settle `jobs` (with whatever else is being committed)."""
@@ -109,13 +111,23 @@ class Recorder:
         state = m.SUBMITTED if o.kind == K.MESSAGE_EVENT_KIND_SUBMITTED else m.FAILED
         if it.replay_of is None:
             acc = it.accepted  # the same outcome's marker, made for the write gate already
-            writes.append((key, acc[1] if acc is not None and acc[0] is o
-                           else marker_value(state, time.time(), o)))
+            if acc is None or acc[0] is not o:
+                writes.append((key, marker_value(state, time.time(), o)))
+            elif not it.accepted_stored:  # the gate's write of it failed or is still out
+                writes.append((key, acc[1]))
         it.result = it.result or state
         msg_id = f"{job.message_id}:{_kind_name(o.kind)}:{job.attempt}"
         it.event = outcome_item(channel, job, o, msg_id, it.replay_of, event_id)
 
     async def _commit(self, items: list[Job]) -> None:
+        gate = self.gate
+        if gate is not None:
+            for it in items:
+                if it.accepted is not None and not it.accepted_stored:
+                    # Its acceptance is on the gate's call in flight (or the next): waiting
+                    # for it saves writing the same markers again, often a Redis call.
+                    await gate.acceptances_stored()
+                    break
         writes: list[tuple[str, str]] = []
         release: list[m.Ticket] = []
         reopen: list[m.Ticket] = []

@@ -37,7 +37,7 @@ class Reporter:
             self._commit(job)
 
     def accepted(self, job: Job, outcome: Outcome) -> None:
-        value = self._rt.gate.accepted(job.ticket, outcome)
+        value = self._rt.gate.accepted(job.ticket, outcome, job)
         if value is not None:
             job.accepted = (outcome, value)
 

@@ -95,6 +95,7 @@ class Runtime:
         self.gate = WriteGate(markers)
         self.recorder = Recorder(channel, markers, self.publisher, cfg.policy, cfg.durable,
                                  self.log, cfg.record_retry_for)
+        self.recorder.gate = self.gate
         self.handed_back = HandedBack(UNWRITTEN_MAX)
         # Told how many jobs were settled outside the recorder (consuming.JobsInFlight).
         self.settled: Callable[[int], None] | None = None
