@@ -395,3 +395,37 @@ async def test_a_redis_outage_at_the_claim_is_one_warning_and_the_jobs_go_out_on
     assert warned and warned[0].levelno == logging.WARNING and not warned[0].exc_info
     assert "ConnectionError" in warned[0].reason  # type: ignore[attr-defined]
     assert not [r for r in mine if r.levelno >= logging.ERROR]
+
+
+async def test_an_acceptance_is_written_once_and_by_the_recorder_when_the_gate_could_not(
+        rig: Rig) -> None:
+    """The carrier's acceptance rides the write gate's next Redis call; the recorder does not
+    write the same marker again, unless that call failed: then it writes it itself, so every
+    accepted job ends with its outcome marker either way."""
+    toy = Toy(streams=True)
+    jobs = [rig.job("ok", n) for n in range(6)]
+    rt = rig.runtime(toy, batch=2)  # acceptances over several gate calls
+    real_gate, real_set = rt.markers.mark_written, rt.markers.set_values
+    recorded: list[str] = []
+    failed_acceptances: list[str] = []
+
+    async def gate(tickets: Any, accepted: Any = ()) -> Any:
+        if accepted and not failed_acceptances:  # the first call carrying acceptances fails
+            failed_acceptances.extend(k for k, _ in accepted)
+            raise ConnectionError("Redis hiccup")
+        return await real_gate(tickets, accepted)
+
+    async def set_values(sets: Any, *args: Any, **kw: Any) -> Any:
+        recorded.extend(k for k, _ in sets)
+        return await real_set(sets, *args, **kw)
+
+    rt.markers.mark_written = gate  # type: ignore[method-assign]
+    rt.markers.set_values = set_values  # type: ignore[method-assign]
+    await rig.publish(jobs)
+    rig.start(rt)
+    await rig.until("every outcome", lambda: all(rig.of(j) for j in jobs))
+    for j in jobs:
+        assert (await rig.marker(j) or {}).get("s") == m.SUBMITTED
+    assert failed_acceptances, "an acceptance rode the gate"
+    # Written by the recorder: exactly the acceptances whose gate call failed.
+    assert sorted(set(recorded)) == sorted(set(failed_acceptances))
