@@ -187,7 +187,8 @@ class RecipientServicer(ImportRpcs, SuppressionRpcs, SenderRpcs, pb_grpc.Recipie
         size = boundary.page_size(request.page_size)
         query = ("ListCategories", p.workspace)
         offset = boundary.page_offset(request.page_token, *query)
-        recs, more = await self.store.list_categories(p.workspace, size, offset)
+        counted = request.view != pb.CATEGORY_VIEW_BASIC
+        recs, more = await self.store.list_categories(p.workspace, size, offset, counted)
         return pb.ListCategoriesResponse(categories=[category_pb(r) for r in recs],
                                          next_page_token=boundary.next_token(more, offset, size,
                                                                              *query))

@@ -376,14 +376,17 @@ class Store(ListsStore):
                     categories.c.workspace_id == ws, categories.c.id.in_(part)))).scalars())
         return found
 
-    async def list_categories(self, ws: str, size: int,
-                              offset: int) -> tuple[list[dict[str, Any]], bool]:
-        count = func.count(contact_categories.c.contact_id).label("contacts_count")
-        q = select(categories.c.id, categories.c.workspace_id, categories.c.name, count).select_from(
-            categories.outerjoin(contact_categories,
-                                 contact_categories.c.category_id == categories.c.id)).where(
-            categories.c.workspace_id == ws).group_by(
-            categories.c.id, categories.c.workspace_id, categories.c.name)
+    async def list_categories(self, ws: str, size: int, offset: int,
+                              counted: bool = True) -> tuple[list[dict[str, Any]], bool]:
+        """A page of categories; counted=False skips the member count (grows with sizes)."""
+        cols = (categories.c.id, categories.c.workspace_id, categories.c.name)
+        if counted:
+            count = func.count(contact_categories.c.contact_id).label("contacts_count")
+            q = select(*cols, count).select_from(categories.outerjoin(
+                contact_categories, contact_categories.c.category_id == categories.c.id)).where(
+                categories.c.workspace_id == ws).group_by(*cols)
+        else:
+            q = select(*cols).where(categories.c.workspace_id == ws)
         async with self.engine.connect() as conn:
             recs = [dict(r) for r in (await conn.execute(q.order_by(
                 categories.c.name, categories.c.id).offset(offset).limit(size + 1))).mappings()]

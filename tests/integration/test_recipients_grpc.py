@@ -305,6 +305,14 @@ async def test_listing_pages_and_filters(stub: pb_grpc.RecipientServiceStub, md:
         page_size=1, page_token=cats.next_page_token), metadata=md)
     assert [(x.name, x.contacts_count) for x in cats.categories] == [("paged", 2)]
     assert not cats.next_page_token
+    # The basic view names them without counting members (FULL is the default).
+    basic = await stub.ListCategories(pb.ListCategoriesRequest(view=pb.CATEGORY_VIEW_BASIC),
+                                      metadata=md)
+    full = await stub.ListCategories(pb.ListCategoriesRequest(view=pb.CATEGORY_VIEW_FULL),
+                                     metadata=md)
+    assert [(x.name, x.contacts_count) for x in full.categories] == [("empty", 0), ("paged", 2)]
+    assert [(x.id, x.name, x.workspace_id, x.contacts_count) for x in basic.categories] == [
+        (x.id, x.name, x.workspace_id, 0) for x in full.categories]
 
     await stub.AddSuppression(pb.AddSuppressionRequest(
         channel=c.CHANNEL_SMS, address="07700 900199"), metadata=md)

@@ -19,6 +19,12 @@ class ImportConflictPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     IMPORT_CONFLICT_POLICY_SKIP: _ClassVar[ImportConflictPolicy]
     IMPORT_CONFLICT_POLICY_REJECT: _ClassVar[ImportConflictPolicy]
 
+class CategoryView(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CATEGORY_VIEW_UNSPECIFIED: _ClassVar[CategoryView]
+    CATEGORY_VIEW_BASIC: _ClassVar[CategoryView]
+    CATEGORY_VIEW_FULL: _ClassVar[CategoryView]
+
 class SuppressionKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     SUPPRESSION_KIND_UNSPECIFIED: _ClassVar[SuppressionKind]
@@ -30,6 +36,9 @@ IMPORT_CONFLICT_POLICY_UNSPECIFIED: ImportConflictPolicy
 IMPORT_CONFLICT_POLICY_MERGE: ImportConflictPolicy
 IMPORT_CONFLICT_POLICY_SKIP: ImportConflictPolicy
 IMPORT_CONFLICT_POLICY_REJECT: ImportConflictPolicy
+CATEGORY_VIEW_UNSPECIFIED: CategoryView
+CATEGORY_VIEW_BASIC: CategoryView
+CATEGORY_VIEW_FULL: CategoryView
 SUPPRESSION_KIND_UNSPECIFIED: SuppressionKind
 SUPPRESSION_KIND_MANUAL: SuppressionKind
 SUPPRESSION_KIND_OPTED_OUT: SuppressionKind
@@ -302,12 +311,14 @@ class DeleteCategoryRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
 
 class ListCategoriesRequest(_message.Message):
-    __slots__ = ("page_size", "page_token")
+    __slots__ = ("page_size", "page_token", "view")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    VIEW_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    view: CategoryView
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., view: _Optional[_Union[CategoryView, str]] = ...) -> None: ...
 
 class ListCategoriesResponse(_message.Message):
     __slots__ = ("categories", "next_page_token")
