@@ -77,6 +77,7 @@ class Logged:
     built: dict[str, list[str]] = field(default_factory=dict)  # replica -> campaign ids built
     resumed: Counter[str] = field(default_factory=Counter)    # replica -> builds taken up again
     kept_rows: Counter[str] = field(default_factory=Counter)  # replica -> rows found already built
+    released: dict[str, list[str]] = field(default_factory=dict)  # replica -> leases given up
     errors: dict[str, Counter[str]] = field(default_factory=dict)  # replica -> ERROR lines by kind
 
 
@@ -84,7 +85,7 @@ def read_logs(run: hs.Running, offsets: dict[str, int]) -> Logged:
     """The JSON log lines each replica wrote since `offsets`."""
     out = Logged()
     for name in run.campaigns_replicas():
-        out.built[name], out.errors[name] = [], Counter()
+        out.built[name], out.errors[name], out.released[name] = [], Counter(), []
         with open(run.stack.procs[name].log_path, "rb") as fh:
             fh.seek(offsets.get(name, 0))
             lines = fh.read().decode(errors="replace").splitlines()
@@ -97,6 +98,8 @@ def read_logs(run: hs.Running, offsets: dict[str, int]) -> Logged:
             if msg == "campaign built":
                 out.built[name].append(str(rec.get("campaign_id")))
                 out.resumed[name] += rec.get("resumed") is True
+            elif msg == "campaign lease released":  # fair share: given up for another replica
+                out.released[name].append(str(rec.get("campaign_id")))
             elif msg.startswith("build found ledger rows already written"):
                 out.kept_rows[name] += int(rec.get("kept", 0))
             if rec.get("level") in ("ERROR", "CRITICAL"):
@@ -111,11 +114,13 @@ def read_logs(run: hs.Running, offsets: dict[str, int]) -> Logged:
 class Leases:
     """Per campaign and status, how many samples found each replica holding its lease;
     handovers: the lease moving from one live replica to another while the campaign was
-    active; expired: samples of an active campaign whose lease had run out; lock_waits:
-    samples that found a backend of the database waiting on a lock (row locks between the
-    ledger and the dispatcher); deadlocks: PostgreSQL's count for the database."""
+    active (campaign id, from, to, status, time; `unexplained` drops those the first
+    replica gave up, as its log says); expired: samples of an active campaign whose lease
+    had run out; lock_waits: samples that found a backend of the database waiting on a lock
+    (row locks between the ledger and the dispatcher); deadlocks: PostgreSQL's count for the
+    database."""
     held: dict[str, dict[str, Counter[str]]] = field(default_factory=dict)
-    handovers: list[str] = field(default_factory=list)
+    handovers: list[tuple[str, str, str, str, str]] = field(default_factory=list)
     expired: Counter[str] = field(default_factory=Counter)
     samples: int = 0
     lock_waits: int = 0
@@ -184,8 +189,7 @@ class LeaseWatch:
                 lz.expired[cid] += 1
             last = self._last.get(cid)
             if last not in (None, "(none)") and owner not in (last, "(none)"):
-                lz.handovers.append(f"{cid[:8]} {last} -> {owner} while {status} "
-                                    f"at {time.strftime('%H:%M:%S')}")
+                lz.handovers.append((cid, last, owner, status, time.strftime("%H:%M:%S")))
             self._last[cid] = owner
 
     async def stop(self) -> Leases:
@@ -193,3 +197,10 @@ class LeaseWatch:
         if self._task is not None:
             await self._task
         return self.leases
+
+
+def unexplained(handovers: list[tuple[str, str, str, str, str]], logged: Logged) -> list[str]:
+    """The handovers whose first holder did not log giving the lease up (a release commits
+    before the next holder can lease the campaign, and the first stops acting on it)."""
+    return [f"{cid[:8]} {old} -> {new} while {status} at {at}"
+            for cid, old, new, status, at in handovers if cid not in logged.released.get(old, [])]

@@ -187,22 +187,45 @@ async def sending_sibling(conn: AsyncConnection, row: Any) -> str | None:
 
 
 # --- leases ------------------------------------------------------------------------------
-async def claim(conn: AsyncConnection, owner: str, now: datetime, lease_until: datetime) -> list[Any]:
-    """Lease the active campaigns that are free, expired or already this owner's. On
-    PostgreSQL the candidates are selected FOR UPDATE SKIP LOCKED: two replicas never claim
-    the same campaign."""
-    candidates = (
-        select(campaigns.c.id)
-        .where(campaigns.c.status.in_(list(lifecycle.ACTIVE)),
-               or_(campaigns.c.lease_until.is_(None), campaigns.c.lease_until < now,
-                   campaigns.c.lease_owner == owner))
-        .order_by(campaigns.c.created_at)
-        .with_for_update(skip_locked=True)
-    )
-    ids = [r[0] for r in await conn.execute(candidates)]
+async def lease_view(conn: AsyncConnection) -> list[Any]:
+    """Every active campaign's lease (id, status, lease_owner, lease_until, created_at), read
+    without locks: what a replica counts the live replicas and its fair share from."""
+    return list((await conn.execute(select(
+        campaigns.c.id, campaigns.c.status, campaigns.c.lease_owner, campaigns.c.lease_until,
+        campaigns.c.created_at).where(campaigns.c.status.in_(list(lifecycle.ACTIVE)))
+        .order_by(campaigns.c.created_at))).mappings().all())
+
+
+async def claim(conn: AsyncConnection, owner: str, now: datetime, lease_until: datetime,
+                take: int | None = None, release: Sequence[str] = (),
+                exclude: Sequence[str] = ()) -> list[Any]:
+    """Renew this owner's leases on active campaigns but those in `release` (given up: free
+    at once for another replica), and lease up to `take` free or expired ones (None: all)
+    but those in `exclude`; returns the leased campaigns, oldest first. On PostgreSQL every
+    row is selected FOR UPDATE SKIP LOCKED: two replicas never claim the same campaign, and
+    a campaign locked elsewhere (a transition in flight) is left out of this tick."""
+    active = campaigns.c.status.in_(list(lifecycle.ACTIVE))
+    given_up = list(release)
+    if given_up:
+        await conn.execute(update(campaigns).where(
+            campaigns.c.id.in_(given_up), campaigns.c.lease_owner == owner,
+        ).values(lease_owner="", lease_until=None))
+    mine = select(campaigns.c.id).where(active, campaigns.c.lease_owner == owner)
+    if given_up:
+        mine = mine.where(campaigns.c.id.not_in(given_up))
+    ids = [r[0] for r in await conn.execute(mine.with_for_update(skip_locked=True))]
+    if take is None or take > 0:
+        free = (select(campaigns.c.id)
+                .where(active, or_(campaigns.c.lease_until.is_(None), campaigns.c.lease_until < now),
+                       campaigns.c.lease_owner != owner)
+                .order_by(campaigns.c.created_at))
+        if exclude or given_up:
+            free = free.where(campaigns.c.id.not_in([*exclude, *given_up]))
+        if take is not None:
+            free = free.limit(take)
+        ids += [r[0] for r in await conn.execute(free.with_for_update(skip_locked=True))]
     if not ids:
         return []
-    await conn.execute(update(campaigns).where(campaigns.c.id.in_(ids)).values(
-        lease_owner=owner, lease_until=lease_until))
-    return list((await conn.execute(select(campaigns).where(campaigns.c.id.in_(ids))
-                                    .order_by(campaigns.c.created_at))).mappings().all())
+    rows = (await conn.execute(update(campaigns).where(campaigns.c.id.in_(ids)).values(
+        lease_owner=owner, lease_until=lease_until).returning(*campaigns.c))).mappings().all()
+    return sorted(rows, key=lambda r: (r["created_at"], r["id"]))
