@@ -1,5 +1,6 @@
-"""reads: the campaign views at scale, on PostgreSQL, over a campaign of --reads-size messages
-(the ledger is filled by a real campaign: contacts imported, approved, all DELIVERED).
+"""reads: the campaign views at scale, on PostgreSQL (or --reads-db sqlite), over a campaign of
+--reads-size messages (the ledger is filled by a real campaign: contacts imported, approved,
+all DELIVERED).
 
 1. ListMessages with a filter (status=DELIVERED), pages of 100 at --reads-requests random
    positions. The positions' page tokens are collected first by walking the list with
@@ -40,6 +41,7 @@ def _lat(values: list[float]) -> str:
 
 
 async def reads(running: hs.Running, n: int, requests: int) -> list[dict[str, Any]]:
+    db = "PostgreSQL" if running.db == "postgres" else "SQLite"
     cl = running.clients()
     md = hs.MD
     out = []
@@ -47,7 +49,7 @@ async def reads(running: hs.Running, n: int, requests: int) -> list[dict[str, An
         cat, took, how = await hs.import_contacts(cl, n)
         cid = await hs.sms_campaign(cl, cat, f"bench reads {n}")
         cr = await hs.approve_and_follow(cl, cid, n)
-        out.append(row(f"reads: ledger filled ({n:,} messages, PostgreSQL)", round(n / cr.seconds), "msg/s",
+        out.append(row(f"reads: ledger filled ({n:,} messages, {db})", round(n / cr.seconds), "msg/s",
                        f"import {took:.1f} s ({how}); campaign approve -> all DELIVERED {cr.seconds:.1f} s"))
 
         # 1. page tokens by a walk with pages of 1,000, then random pages of 100
@@ -97,7 +99,7 @@ async def reads(running: hs.Running, n: int, requests: int) -> list[dict[str, An
             lat.append(time.perf_counter() - t)
         use = watch.stop().group("pg:", "postgres backends")
         what = f"CampaignService.{rpc}" if rpc else "GetCampaign (its progress: the ledger's counters)"
-        out.append(row("reads: tab counts, p99", round(1000 * percentile(lat, 99), 1), "ms",
+        out.append(row("reads: tab counts, p99" if db == "PostgreSQL" else f"reads: tab counts ({db}), p99", round(1000 * percentile(lat, 99), 1), "ms",
                        f"{_lat(lat)} over {requests} requests; {what}", use.load()))
 
         # 3. an export of every row
@@ -134,10 +136,12 @@ async def reads(running: hs.Running, n: int, requests: int) -> list[dict[str, An
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    with hs.herald("postgres", args.receipt_delay) as running:
+    with hs.herald(args.reads_db, args.receipt_delay) as running:
         return asyncio.run(reads(running, args.reads_size, args.reads_requests))
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--reads-size", type=int, default=100000, help="reads: messages in the campaign (goal 1000000)")
+    ap.add_argument("--reads-db", default="postgres", choices=("postgres", "sqlite"),
+                    help="reads: the campaigns database")
     ap.add_argument("--reads-requests", type=int, default=200, help="reads: requests per latency figure")

@@ -4,6 +4,10 @@ The operator's proof that a campaign's figures are final: both Progress columns,
 message whose state the two disagree on (the first max_differences listed, all counted),
 and `final` once nothing is left in flight and nothing differs. With repair, the stats of
 the campaign are first rebuilt from the ledger (StatsService.RebuildCampaignStats).
+
+The ledger's Progress here is counted from the ledger's rows themselves, and compared with
+the campaign's message_counts (what GetCampaign and ListCampaigns read): a difference is
+logged and counted, and with repair the counts are rebuilt from the ledger.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from herald.v1 import stats_pb2 as spb
 from herald.v1 import stats_pb2_grpc as sgrpc
 from prometheus_client import Counter
 
+from services.campaigns.repo import message_updates
 from services.campaigns.repo import messages as messages_repo
 from services.campaigns.store import Store
 from services.campaigns.validation import required_uuid
@@ -40,6 +45,11 @@ UNREACHABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
 RECONCILES = Counter("herald_campaigns_reconciliations_total",
                      "ReconcileCampaign calls answered, by result (final, not_final, repaired: "
                      "stats rebuilt first, unavailable: stats could not be asked).", ["result"])
+
+COUNTS_DRIFT = Counter("herald_campaigns_message_counts_drift_total",
+                       "ReconcileCampaign calls that found a campaign's message counts (what its "
+                       "progress reads) differing from its ledger, by action (reported, repaired).",
+                       ["action"])
 
 # CampaignStats field -> Progress field (same definitions; only "errors" is named apart).
 PROGRESS_FROM_STATS = {
@@ -111,6 +121,7 @@ class Reconciler:
             raise HeraldError(grpc.StatusCode.UNAVAILABLE, "no stats service configured")
         md = auth.call_metadata(workspace=row["workspace_id"])
         report = pb.ReconcileReport(campaign_id=cid)
+        report.ledger.CopyFrom(await self._check_counts(cid, request.repair))
         if request.repair:
             try:
                 await self.stats.RebuildCampaignStats(spb.RebuildCampaignStatsRequest(campaign_id=cid),
@@ -127,6 +138,27 @@ class Reconciler:
                                           report, self.clock.now(), fp)
         return report
 
+    async def _check_counts(self, cid: str, repair: bool) -> pb.Progress:
+        """The campaign's progress counted from its ledger rows, beside its message_counts read
+        in the same snapshot (PostgreSQL: a repeatable read, or every counter writer held off
+        while repairing; SQLite: its write lock). A difference is logged; repair rebuilds them."""
+        async with self.store.engine.connect() as conn:
+            if repair or conn.dialect.name != "postgresql":
+                await message_updates.hold_counts(conn)
+            else:
+                await conn.execution_options(isolation_level="REPEATABLE READ")
+            scanned = await messages_repo.overview_scan(conn, cid)
+            counted = await messages_repo.overview(conn, cid)
+            if counted != scanned:
+                COUNTS_DRIFT.labels("repaired" if repair else "reported").inc()
+                log.warning("message counts differ from the ledger", extra={
+                    "campaign_id": cid, "counted": str(counted[0]).replace("\n", " "),
+                    "ledger": str(scanned[0]).replace("\n", " "), "repaired": repair})
+                if repair:
+                    await message_updates.recount(conn, cid)
+            await conn.commit()
+        return scanned[0]
+
     async def _compare(self, report: pb.ReconcileReport, cid: str, md: tuple, limit: int,
                        context: Any) -> None:
         try:
@@ -137,8 +169,6 @@ class Reconciler:
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.NOT_FOUND:  # NOT_FOUND: stats never saw it (zeros)
                 raise stats_error(exc, "GetCampaignStats") from None
-        async with self.store.read() as conn:
-            report.ledger.CopyFrom((await self.store.progress(conn, [cid]))[cid])
         in_flight, after = False, ""
         while True:
             # Keyset pages: each is one short read, so events keep flowing into the ledger.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -12,11 +13,14 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
+    event,
     func,
     literal_column,
+    text,
 )
 
 metadata = MetaData()
@@ -132,6 +136,115 @@ messages = Table(
 # query's expression is the index's own (SQLite matches index expressions textually).
 PROVIDER_KEY = func.lower(func.ltrim(messages.c.provider_message_id, literal_column("'0'")))
 Index("ix_messages_provider_key", PROVIDER_KEY)
+
+# A campaign's messages counted by what its progress and overview read (status, held, handed
+# to the carrier, UTC day handed off), kept by triggers on every change of the ledger, so those
+# reads cost O(statuses x days) rows instead of a pass over the campaign's ledger. `day` is ''
+# for a message not dispatched (or without a time); `slot` spreads concurrent PostgreSQL
+# writers of one campaign over several rows (summed at read); one slot (0) on SQLite, which
+# has a single writer. Rows may hold negative or zero counts: only sums mean anything.
+message_counts = Table(
+    "message_counts", metadata,
+    Column("campaign_id", String(36), primary_key=True),
+    Column("status", Integer, primary_key=True),
+    Column("held", Boolean, primary_key=True),
+    Column("sent", Boolean, primary_key=True),
+    Column("day", String(10), primary_key=True),
+    Column("slot", SmallInteger, primary_key=True),
+    Column("n", BigInteger, nullable=False),
+)
+
+COUNT_SLOTS = 64  # PostgreSQL: slot = backend pid modulo this
+_COUNT_COLS = "campaign_id, status, held, sent, day, slot, n"
+_UPSERT = ("ON CONFLICT (campaign_id, status, held, sent, day, slot) "
+           "DO UPDATE SET n = message_counts.n + excluded.n")
+
+
+def count_day(dialect: str, r: str) -> str:
+    """The counted day of ledger row `r` (SQL): the UTC day of coalesce(sent_at, updated_at)
+    once dispatched, else ''."""
+    when = f"coalesce({r}.sent_at, {r}.updated_at)"
+    day = (f"to_char(timezone('UTC', {when}), 'YYYY-MM-DD')" if dialect == "postgresql"
+           else f"substr({when}, 1, 10)")
+    return f"CASE WHEN {r}.dispatched_at IS NULL THEN '' ELSE coalesce({day}, '') END"
+
+
+def count_key(dialect: str, r: str) -> str:
+    """The counted key of ledger row `r` (SQL): the definitions of the ledger scans in
+    repo.messages (sent = sent_at set)."""
+    return f"{r}.campaign_id, {r}.status, {r}.held, {r}.sent_at IS NOT NULL, {count_day(dialect, r)}"
+
+
+def count_backfill(dialect: str, where: str = "TRUE") -> str:
+    """Counts of the ledger's rows `m` matching `where`, as rows of message_counts (slot 0)."""
+    return (f"INSERT INTO message_counts ({_COUNT_COLS}) SELECT {count_key(dialect, 'm')}, 0, count(*) "
+            f"FROM messages m WHERE {where} GROUP BY 1, 2, 3, 4, 5")
+
+
+def _sqlite_triggers() -> list[str]:
+    """Row triggers (SQLite has no others): one upsert per changed row and side."""
+    def upsert(r: str, n: int) -> str:
+        return f"INSERT INTO message_counts ({_COUNT_COLS}) VALUES ({count_key('sqlite', r)}, 0, {n}) {_UPSERT};"
+    # Only a change of the key moves a count: the ledger rewrites updated_at on every event.
+    moved = " OR ".join((
+        "OLD.campaign_id IS NOT NEW.campaign_id", "OLD.status IS NOT NEW.status", "OLD.held IS NOT NEW.held",
+        "(OLD.sent_at IS NULL) <> (NEW.sent_at IS NULL)",
+        f"({count_day('sqlite', 'OLD')}) IS NOT ({count_day('sqlite', 'NEW')})"))
+    return [
+        f"CREATE TRIGGER message_counts_ins AFTER INSERT ON messages BEGIN {upsert('NEW', 1)} END",
+        "CREATE TRIGGER message_counts_upd AFTER UPDATE OF campaign_id, status, held, dispatched_at, sent_at, "
+        f"updated_at ON messages WHEN {moved} BEGIN {upsert('OLD', -1)} {upsert('NEW', 1)} END",
+        f"CREATE TRIGGER message_counts_del AFTER DELETE ON messages BEGIN {upsert('OLD', -1)} "
+        "DELETE FROM message_counts WHERE campaign_id = OLD.campaign_id AND n = 0; END",
+    ]
+
+
+def _pg_triggers() -> list[str]:
+    """Statement triggers over transition tables: a statement moving 500 rows does one upsert
+    of its net changes per key, in key order (concurrent writers lock counter rows in one
+    order). The slot is the backend's: two connections (ledger replicas, the dispatcher) of
+    one campaign rarely wait for each other's counter rows."""
+    out = []
+    sides = {"ins": [("new_rows", 1)], "upd": [("old_rows", -1), ("new_rows", 1)], "del": [("old_rows", -1)]}
+    ops = {"ins": "INSERT", "upd": "UPDATE", "del": "DELETE"}
+    refs = {"ins": "NEW TABLE AS new_rows", "upd": "OLD TABLE AS old_rows NEW TABLE AS new_rows",
+            "del": "OLD TABLE AS old_rows"}
+    for op, parts in sides.items():
+        deltas = " UNION ALL ".join(f"SELECT {count_key('postgresql', 'r')}, {d} FROM {t} r" for t, d in parts)
+        body = (f"INSERT INTO message_counts ({_COUNT_COLS}) SELECT campaign_id, status, held, sent, day, "
+                f"(pg_backend_pid() % {COUNT_SLOTS})::smallint, sum(d) FROM ({deltas}) "
+                "AS x(campaign_id, status, held, sent, day, d) GROUP BY 1, 2, 3, 4, 5 HAVING sum(d) <> 0 "
+                f"ORDER BY 1, 2, 3, 4, 5 {_UPSERT};")
+        if op == "del":  # a deleted campaign leaves no rows behind
+            body += (" DELETE FROM message_counts WHERE n = 0 AND campaign_id IN "
+                     "(SELECT DISTINCT campaign_id FROM old_rows);")
+        out += [f"CREATE OR REPLACE FUNCTION message_counts_{op}() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                f"BEGIN {body} RETURN NULL; END $$",
+                f"CREATE TRIGGER message_counts_{op} AFTER {ops[op]} ON messages REFERENCING {refs[op]} "
+                f"FOR EACH STATEMENT EXECUTE FUNCTION message_counts_{op}()"]
+    return out
+
+
+def count_triggers(dialect: str) -> list[str]:
+    """The DDL keeping message_counts equal to the ledger, for this dialect."""
+    return _pg_triggers() if dialect == "postgresql" else _sqlite_triggers()
+
+
+def drop_count_triggers(dialect: str) -> list[str]:
+    if dialect == "postgresql":
+        return [s for op in ("ins", "upd", "del") for s in (
+            f"DROP TRIGGER IF EXISTS message_counts_{op} ON messages",
+            f"DROP FUNCTION IF EXISTS message_counts_{op}()")]
+    return [f"DROP TRIGGER IF EXISTS message_counts_{op}" for op in ("ins", "upd", "del")]
+
+
+@event.listens_for(metadata, "after_create")
+def _create_count_triggers(_target: MetaData, connection, **_kw) -> None:  # type: ignore[no-untyped-def]
+    """metadata.create_all (tests, tools) builds the triggers too; migrations create them in
+    0011."""
+    for ddl in count_triggers(connection.dialect.name):
+        connection.execute(text(ddl))
+
 
 # Who did what to a campaign. Kept after a campaign is deleted.
 audit_events = Table(

@@ -4,72 +4,118 @@ to move (locked, for the outcome metrics) or that an unmatched receipt may belon
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from herald.v1 import common_pb2 as c
-from sqlalchemy import DateTime, Integer, bindparam, case, func, or_, select, update
+from sqlalchemy import (
+    ARRAY,
+    DateTime,
+    Integer,
+    String,
+    bindparam,
+    case,
+    column,
+    delete,
+    false,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.campaigns.repo.rawmany import RawMany
 from services.campaigns.repo.state_order import rank_of
-from services.campaigns.schema import PROVIDER_KEY, messages
+from services.campaigns.schema import PROVIDER_KEY, count_backfill, message_counts, messages
+
+# The event columns of a status row (ledger.status_params) and their SQL types.
+_EVENT = {"b_id": String, "b_status": Integer, "b_good": Integer, "b_carrier": String, "b_code": String,
+          "b_desc": String, "b_provider": String, "b_category": Integer, "b_route": String,
+          "b_attempt": Integer, "b_sent_at": DateTime(timezone=True),
+          "b_delivered_at": DateTime(timezone=True), "b_at": DateTime(timezone=True)}
+# Typed only where the type matters (the times: SQLite's bind processors), as ever.
+_TYPED = {"b_status", "b_sent_at", "b_delivered_at", "b_at"}
 
 
-def _keep_or(col: Any, param: str) -> Any:
-    """Set the column from the event only when the event carries a value."""
-    return case((bindparam(param) == "", col), else_=bindparam(param))
+def _status_update(v: Callable[[str], Any], *match: Any) -> Any:
+    """The forward-only update of a message by one event, its values v(name): a row moves
+    only forwards (status_rank guard)."""
+    def keep_or(col: Any, name: str) -> Any:  # set from the event only when it carries a value
+        return case((v(name) == "", col), else_=v(name))
 
+    def error_col(col: Any, name: str, empty: Any = "") -> Any:
+        # Replaced by a success (b_good: a deferred-then-accepted email must not keep its 451
+        # text), else set from the event only when the event carries a value.
+        return case((v("b_good") == 1, v(name)), (v(name) == empty, col), else_=v(name))
 
-def _error_col(col: Any, param: str, empty: Any = "") -> Any:
-    """An error column: replaced by a success (b_good: a deferred-then-accepted email must not
-    keep its 451 text), else set from the event only when the event carries a value."""
-    return case((bindparam("b_good") == 1, bindparam(param)), (bindparam(param) == empty, col),
-                else_=bindparam(param))
-
-
-# The event's status rank, computed in SQL from shared.states.RANK.
-_NEW_RANK = rank_of(bindparam("b_status", type_=Integer))
-
-# One statement for every status event, run as executemany over a whole batch: a row
-# moves only forwards (status_rank guard). Per-statement execution cost ~1 ms of CPU
-# each through aiosqlite, which made the ledger the pipeline's bottleneck.
-STATUS_UPDATE = (
-    update(messages)
-    .where(
-        messages.c.id == bindparam("b_id"),
+    new_rank = rank_of(v("b_status"))  # computed in SQL from shared.states.RANK
+    return update(messages).where(
+        *match,
         # A retry (RetryMessages) bumps attempt: events of older attempts are stale, and
         # attempt 0 (not said) counts as the current one.
-        or_(bindparam("b_attempt") == 0, messages.c.attempt <= bindparam("b_attempt")),
-        or_(messages.c.status_rank < _NEW_RANK, messages.c.attempt < bindparam("b_attempt")),
+        or_(v("b_attempt") == 0, messages.c.attempt <= v("b_attempt")),
+        or_(messages.c.status_rank < new_rank, messages.c.attempt < v("b_attempt")),
+    ).values(
+        status=v("b_status"), status_rank=new_rank,
+        carrier_result=keep_or(messages.c.carrier_result, "b_carrier"),
+        error_code=error_col(messages.c.error_code, "b_code"),
+        error_description=error_col(messages.c.error_description, "b_desc"),
+        provider_message_id=keep_or(messages.c.provider_message_id, "b_provider"),
+        route=keep_or(messages.c.route, "b_route"),
+        failure_category=error_col(messages.c.failure_category, "b_category", 0),
+        attempt=case((v("b_attempt") == 0, messages.c.attempt), else_=v("b_attempt")),
+        sent_at=func.coalesce(messages.c.sent_at, v("b_sent_at")),
+        delivered_at=func.coalesce(v("b_delivered_at"), messages.c.delivered_at),
+        updated_at=v("b_at"),
     )
-    .values(
-        status=bindparam("b_status", type_=Integer),
-        status_rank=_NEW_RANK,
-        carrier_result=_keep_or(messages.c.carrier_result, "b_carrier"),
-        error_code=_error_col(messages.c.error_code, "b_code"),
-        error_description=_error_col(messages.c.error_description, "b_desc"),
-        provider_message_id=_keep_or(messages.c.provider_message_id, "b_provider"),
-        route=_keep_or(messages.c.route, "b_route"),
-        failure_category=_error_col(messages.c.failure_category, "b_category", 0),
-        attempt=case((bindparam("b_attempt") == 0, messages.c.attempt), else_=bindparam("b_attempt")),
-        sent_at=func.coalesce(messages.c.sent_at, bindparam("b_sent_at", type_=DateTime(timezone=True))),
-        delivered_at=func.coalesce(bindparam("b_delivered_at", type_=DateTime(timezone=True)),
-                                   messages.c.delivered_at),
-        updated_at=bindparam("b_at", type_=DateTime(timezone=True)),
-    )
-)
 
+
+def _param(name: str) -> Any:
+    return bindparam(name, type_=_EVENT[name]) if name in _TYPED else bindparam(name)
+
+
+# One statement for every status event, run as executemany over a whole batch (SQLite).
+# Per-statement execution cost ~1 ms of CPU each through aiosqlite, which made the ledger
+# the pipeline's bottleneck.
+STATUS_UPDATE = _status_update(_param, messages.c.id == bindparam("b_id"))
 _STATUS_UPDATE_MANY = RawMany(STATUS_UPDATE)
+
+# PostgreSQL: the batch as arrays, unnested into one UPDATE ... FROM: one statement per batch,
+# so message_counts' statement trigger sums a whole batch in one upsert (asyncpg's executemany
+# runs the statement once per row, and the trigger with it).
+_BATCH = func.unnest(*(bindparam(f"a_{k}", type_=ARRAY(t)) for k, t in _EVENT.items())).table_valued(
+    *(column(k, t) for k, t in _EVENT.items())).render_derived(name="b")
+_BATCH_UPDATE = _status_update(lambda name: _BATCH.c[name], messages.c.id == _BATCH.c.b_id)
+
+
+def _rounds(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The batch as rounds in which every message occurs once (an UPDATE ... FROM applies one
+    source row per target row): a message's k-th event goes to round k, so each message's
+    events still apply in order."""
+    rounds: list[list[dict[str, Any]]] = []
+    seen: dict[str, int] = {}
+    for r in rows:
+        k = seen.get(r["b_id"], 0)
+        seen[r["b_id"]] = k + 1
+        if k == len(rounds):
+            rounds.append([])
+        rounds[k].append(r)
+    return rounds
 
 
 async def apply_statuses(conn: AsyncConnection, rows: list[dict[str, Any]]) -> int | None:
-    """Apply a batch of status rows (ledger.status_params); how many rows moved, or None when
-    the driver does not say (asyncpg's executemany reports no row counts)."""
+    """Apply a batch of status rows (ledger.status_params); how many rows moved, or None on
+    PostgreSQL, whose count the ledger's metrics have never had (status_batched)."""
     if RawMany.usable(conn):
         return await _STATUS_UPDATE_MANY.run(conn, rows)
-    res = await conn.execute(STATUS_UPDATE, rows)
-    return res.rowcount if conn.dialect.supports_sane_multi_rowcount else None
+    if conn.dialect.name != "postgresql":
+        res = await conn.execute(STATUS_UPDATE, rows)
+        return res.rowcount if conn.dialect.supports_sane_multi_rowcount else None
+    for batch in _rounds(rows):
+        await conn.execute(_BATCH_UPDATE, {f"a_{k}": [r[k] for r in batch] for k in _EVENT})
+    return None
 
 
 async def bump(conn: AsyncConnection, message_id: str, column: str) -> bool:
@@ -100,3 +146,19 @@ async def by_provider_keys(conn: AsyncConnection, keys: Iterable[str]) -> list[A
         messages.c.route, messages.c.provider_message_id,
     ).where(PROVIDER_KEY.in_(sorted(keys)), messages.c.channel == c.CHANNEL_SMS))
     return list(found.mappings())
+
+
+async def hold_counts(conn: AsyncConnection) -> None:
+    """Hold off every writer of message_counts until this transaction ends, so the ledger and
+    its counters read here agree (PostgreSQL: writers wait at their trigger; SQLite: the
+    database's one write lock, taken by a write that changes nothing)."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("LOCK TABLE message_counts IN SHARE ROW EXCLUSIVE MODE"))
+    else:
+        await conn.execute(update(message_counts).where(false()).values(n=message_counts.c.n))
+
+
+async def recount(conn: AsyncConnection, campaign_id: str) -> None:
+    """A campaign's message_counts rebuilt from its ledger (under hold_counts)."""
+    await conn.execute(delete(message_counts).where(message_counts.c.campaign_id == campaign_id))
+    await conn.execute(text(count_backfill(conn.dialect.name, "m.campaign_id = :cid")), {"cid": campaign_id})

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.campaigns import lifecycle
 from services.campaigns.repo.rawmany import RawMany
-from services.campaigns.schema import campaigns, messages
+from services.campaigns.schema import campaigns, message_counts, messages
 from shared import channels, states
 
 S = c.MessageStatus
@@ -46,7 +46,24 @@ async def progress(conn: AsyncConnection, campaign_ids: list[str]) -> dict[str, 
     """Progress as the contract defines it (StatsService uses the same definitions): one
     counter per current status, processed = left QUEUED/SENDING, and sent = handed to the
     carrier in the current attempt (sent_at is set on SUBMITTED and kept when the carrier
-    fails the message afterwards)."""
+    fails the message afterwards). Read from message_counts (schema), kept by triggers on
+    every ledger change: a few rows per campaign, whatever its audience."""
+    out = {cid: pb.Progress() for cid in campaign_ids}
+    if not campaign_ids:
+        return out
+    sent = func.sum(case((message_counts.c.sent, message_counts.c.n), else_=0))
+    rows = await conn.execute(
+        select(message_counts.c.campaign_id, message_counts.c.status, func.sum(message_counts.c.n), sent)
+        .where(message_counts.c.campaign_id.in_(campaign_ids))
+        .group_by(message_counts.c.campaign_id, message_counts.c.status))
+    for cid, status, n, sent_n in rows:
+        _add_status(out[cid], status, int(n), int(sent_n))
+    return out
+
+
+async def progress_scan(conn: AsyncConnection, campaign_ids: list[str]) -> dict[str, pb.Progress]:
+    """progress() counted from the ledger itself (a pass over every row: the check of the
+    counters, see ReconcileCampaign)."""
     out = {cid: pb.Progress() for cid in campaign_ids}
     if not campaign_ids:
         return out
@@ -59,11 +76,22 @@ async def progress(conn: AsyncConnection, campaign_ids: list[str]) -> dict[str, 
     return out
 
 
-async def overview(conn: AsyncConnection, campaign_id: str) -> tuple[pb.Progress, list[pb.DailyActivity], int]:
-    """(progress, daily activity, held count) of one campaign in one pass over its ledger,
-    read from the ix_messages_campaign_overview index alone (GetCampaign is polled while a
-    campaign sends: three scans of the whole ledger rows each time grew with the audience).
-    The same definitions as progress(), daily() and held_count()."""
+Overview = tuple[pb.Progress, list[pb.DailyActivity], int]
+
+
+async def overview(conn: AsyncConnection, campaign_id: str) -> Overview:
+    """(progress, daily activity per UTC day handed off, held count) of one campaign, from
+    message_counts: O(statuses x days) rows instead of the campaign's ledger."""
+    mc = message_counts.c
+    rows = await conn.execute(
+        select(mc.status, mc.held, mc.day, func.sum(mc.n), func.sum(case((mc.sent, mc.n), else_=0)))
+        .where(mc.campaign_id == campaign_id)
+        .group_by(mc.status, mc.held, mc.day).having(func.sum(mc.n) != 0))
+    return _overview((status, held, day or None, int(n), int(sent)) for status, held, day, n, sent in rows)
+
+
+async def overview_scan(conn: AsyncConnection, campaign_id: str) -> Overview:
+    """overview() counted from the ledger itself (the check of the counters)."""
     dispatched = messages.c.dispatched_at.is_not(None)
     day = case((dispatched, _utc_day(conn, func.coalesce(messages.c.sent_at, messages.c.updated_at))),
                else_=None).label("day")
@@ -71,15 +99,20 @@ async def overview(conn: AsyncConnection, campaign_id: str) -> tuple[pb.Progress
         select(messages.c.status, messages.c.held, day, func.count(), func.count(messages.c.sent_at))
         .where(messages.c.campaign_id == campaign_id)
         .group_by(messages.c.status, messages.c.held, day))
+    return _overview((status, held, d, n, int(sent or 0)) for status, held, d, n, sent in rows)
+
+
+def _overview(groups: Iterable[tuple[int, bool, str | None, int, int]]) -> Overview:
+    """(status, held, day or None, messages, of which sent) groups -> overview()."""
     prog, days, held = pb.Progress(), {}, 0
-    for status, is_held, d, n, sent in rows:
-        _add_status(prog, status, n, int(sent or 0))
+    for status, is_held, d, n, sent in groups:
+        _add_status(prog, status, n, sent)
         if is_held:
             held += n
         if d is None:
             continue
         a = days.setdefault(d, pb.DailyActivity(date=d))
-        a.sent += int(sent or 0)
+        a.sent += sent
         if status == S.MESSAGE_STATUS_DELIVERED:
             a.delivered += n
         elif status == S.MESSAGE_STATUS_FAILED:
@@ -88,35 +121,16 @@ async def overview(conn: AsyncConnection, campaign_id: str) -> tuple[pb.Progress
 
 
 def _utc_day(conn: AsyncConnection, col: Any) -> Any:
-    """A stored time's UTC date as 'YYYY-MM-DD'. SQLite keeps UTC times as ISO text."""
+    """A stored time's UTC date as 'YYYY-MM-DD' (schema.count_day says the same for the
+    counters). SQLite keeps UTC times as ISO text."""
     if conn.dialect.name == "postgresql":
         return func.to_char(func.timezone("UTC", col), "YYYY-MM-DD")
     return func.substr(col, 1, 10)
 
 
-async def daily(conn: AsyncConnection, campaign_id: str) -> list[pb.DailyActivity]:
-    """Messages handed off per UTC day, with how many of them were delivered / failed.
-    Aggregated by the database: reading every row into Python cost GetCampaign a time
-    growing with the audience."""
-    day = _utc_day(conn, func.coalesce(messages.c.sent_at, messages.c.updated_at)).label("day")
-    rows = await conn.execute(
-        select(day, func.count(messages.c.sent_at),
-               func.sum(case((messages.c.status == S.MESSAGE_STATUS_DELIVERED, 1), else_=0)),
-               func.sum(case((messages.c.status == S.MESSAGE_STATUS_FAILED, 1), else_=0)))
-        .where(messages.c.campaign_id == campaign_id, messages.c.dispatched_at.is_not(None),
-               func.coalesce(messages.c.sent_at, messages.c.updated_at).is_not(None))
-        .group_by(day).order_by(day))
-    return [pb.DailyActivity(date=d, sent=int(sent or 0), delivered=int(dl or 0), failed=int(fl or 0))
-            for d, sent, dl, fl in rows]
-
-
 async def count(conn: AsyncConnection, campaign_id: str, *conds: Any) -> int:
     return (await conn.execute(select(func.count()).select_from(messages).where(
         messages.c.campaign_id == campaign_id, *conds))).scalar_one()
-
-
-async def held_count(conn: AsyncConnection, campaign_id: str) -> int:
-    return await count(conn, campaign_id, messages.c.held.is_(True))
 
 
 async def get(conn: AsyncConnection, message_id: str) -> Any:
@@ -169,7 +183,11 @@ async def add_missing(conn: AsyncConnection, rows: list[dict[str, Any]]) -> tupl
     if new and RawMany.usable(conn):
         await _ADD_MANY.run(conn, new)
     elif new:
-        await conn.execute(postgresql.insert(messages).on_conflict_do_nothing(), new)
+        # Multi-row INSERTs, so message_counts' statement trigger runs once per chunk (the
+        # driver's executemany is one statement per row); under 32,767 parameters each.
+        step = max(1, 30000 // len(new[0]))
+        for i in range(0, len(new), step):
+            await conn.execute(postgresql.insert(messages).values(new[i:i + step]).on_conflict_do_nothing())
     return new, len(have)
 
 
