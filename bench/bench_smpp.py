@@ -30,6 +30,7 @@ from herald.v1 import common_pb2 as c
 from herald.v1 import events_pb2 as e
 
 from bench import pyspy
+from bench.email_gateway_runs import start_in_tree
 from cli import procs
 from shared import bus
 
@@ -71,20 +72,28 @@ def _cpu_detail(cpu: dict[str, float], n: int) -> str:
     return ", ".join(f"{name} {1000 * t / n:.3f}" for name, t in cpu.items()) + " ms CPU/msg"
 
 
+def _start_gateway(name: str, base: Path, env: dict[str, str], tree: str | None) -> procs.Proc:
+    """The gateway of this checkout, or of another one (--smpp-ab-tree: e.g. a git worktree
+    of the commit to compare with)."""
+    if tree is None:
+        return procs.start_module(name, "gateways.smpp", base, env)
+    return start_in_tree(name, "gateways.smpp", base, env, tree)
+
+
 def _gateway_run(base: Path, nats_url: str, redis_url: str, sim_port: int, stats_file: Path,
                  window: int, n: int, profile: Path | None,
-                 others: dict[str, int]) -> tuple[float, dict[str, float]]:
+                 others: dict[str, int], tree: str | None = None) -> tuple[float, dict[str, float]]:
     run = f"b{uuid.uuid4().hex[:8]}"
     subject = f"jobs.sms.{run}"
     asyncio.run(_preload(nats_url, subject, n, run))
     before = _stats(stats_file).get("receipts_acked", 0)
-    gw = procs.start_module(f"gw-{run}", "gateways.smpp", base, {
+    gw = _start_gateway(f"gw-{run}", base, {
         "HERALD_NATS_URL": nats_url, "HERALD_REDIS_URL": redis_url,
         "HERALD_SMPP_HOST": "127.0.0.1", "HERALD_SMPP_PORT": str(sim_port),
         "HERALD_SMPP_WINDOW": str(window), "HERALD_SMPP_JOBS_SUBJECT": subject,
         "HERALD_SMPP_CONSUMER": f"smpp-{run}", "HERALD_LOG_LEVEL": "WARNING",
         "HERALD_GRPC_ADDR": "127.0.0.1:0", "HERALD_METRICS_ADDR": "127.0.0.1:0",
-    })
+    }, tree)
     spy = None
     try:
         pid = gw.popen.pid
@@ -174,22 +183,33 @@ def run(args: argparse.Namespace) -> list[tuple[str, str, str]]:
             port = int(sim.info["smpp_port"])
             others = {"simulator": sim.popen.pid, "nats": nats.popen.pid, "redis": redis.popen.pid}
             best = 0.0
+            # --smpp-ab-tree: the other checkout's gateway and this one's, run alternately
+            trees: list[tuple[str, str | None]] = [("", None)]
+            if args.smpp_ab_tree:
+                trees = [(f", tree {args.smpp_ab_tree}", args.smpp_ab_tree), (", this tree", None)]
             for w in windows:
                 count = n if w > 1 else min(n, 2000)
-                runs = []
+                by_tree: dict[str, list[tuple[float, float, dict[str, float]]]] = {
+                    label: [] for label, _ in trees}
                 profiled = base / "profile.txt" if args.smpp_profile and w == 100 else None
                 for k in range(max(1, args.smpp_repeat)):
-                    prof = profiled if k == 0 else None  # py-spy slows its run: one of the runs
-                    dt, cpu = _gateway_run(base, str(nats.info["url"]), str(redis.info["url"]), port,
-                                           stats_file, w, count, prof, others)
-                    runs.append((count / dt, dt, cpu))
-                runs.sort(key=lambda r: r[0])
-                rate, dt, cpu = runs[len(runs) // 2]  # the median run
-                best = max(best, rate)
-                each = ", ".join(f"{r[0]:,.0f}" for r in runs)
-                rows.append((f"gateway window {w}", f"{rate:,.0f} msg/s",
-                             f"median of {len(runs)} (runs {each}); {count} msgs with receipts in "
-                             f"{dt:.2f} s; {_cpu_detail(cpu, count)}"))
+                    for label, tree in (trees if k % 2 == 0 else trees[::-1]):
+                        # py-spy slows its run: one run of this tree
+                        prof = profiled if k == 0 and tree is None else None
+                        dt, cpu = _gateway_run(base, str(nats.info["url"]), str(redis.info["url"]),
+                                               port, stats_file, w, count, prof, others, tree)
+                        by_tree[label].append((count / dt, dt, cpu))
+                for label, runs in by_tree.items():
+                    cpus = ", ".join(f"{1000 * r[2]['gateway'] / count:.3f}" for r in runs)
+                    runs.sort(key=lambda r: r[0])
+                    rate, dt, cpu = runs[len(runs) // 2]  # the median run
+                    best = max(best, rate)
+                    each = ", ".join(f"{r[0]:,.0f}" for r in runs)
+                    gw_cpus = sorted(1000 * r[2]["gateway"] / count for r in runs)
+                    rows.append((f"gateway window {w}{label}", f"{rate:,.0f} msg/s",
+                                 f"median of {len(runs)} (runs {each}); {count} msgs with receipts "
+                                 f"in {dt:.2f} s; {_cpu_detail(cpu, count)}; gateway CPU median "
+                                 f"{gw_cpus[len(gw_cpus) // 2]:.3f} ms/msg (runs in order {cpus})"))
                 if profiled is not None and profiled.exists():
                     rows += _profile_summary(profiled)
                     keep = Path(__file__).resolve().parent / "results" / f"smpp-profile-{int(time.time())}.txt"
@@ -228,5 +248,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--smpp-blocking-messages", type=int, default=5000,
                     help="smpp: messages through the blocking smpplib client")
     ap.add_argument("--smpp-profile", action="store_true", help="smpp: py-spy the window-100 run")
+    ap.add_argument("--smpp-ab-tree", default="",
+                    help="smpp: another checkout (e.g. `git worktree add /tmp/base <commit>`) whose "
+                         "gateway runs alternately with this one's, both reported")
     ap.add_argument("--smpp-repeat", type=int, default=3,
                     help="smpp: runs per window (the median is reported; the machine is shared)")

@@ -36,11 +36,17 @@ def start_gateway(name: str, work: Path, env: dict[str, str], tree: str | None =
     worktree of the commit to compare with, gateway and shared both from there)."""
     if tree is None:
         return procs.start_module(name, "gateways.email", work, env)
+    return start_in_tree(name, "gateways.email", work, env, tree)
+
+
+def start_in_tree(name: str, module: str, work: Path, env: dict[str, str], tree: str) -> procs.Proc:
+    """`python -m module` of another checkout (its packages first on the path), waited for
+    until its ready line (the SMPP bench's --smpp-ab-tree uses it too)."""
     ready = work / f"{name}.ready"
     ready.unlink(missing_ok=True)
     log_path = work / f"{name}.log"
     code = (f"import sys, runpy; sys.path.insert(0, {tree!r}); "
-            "runpy.run_module('gateways.email', run_name='__main__', alter_sys=True)")
+            f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)")
     with open(log_path, "wb") as fh:
         popen = subprocess.Popen([sys.executable, "-c", code], stdout=fh, stderr=subprocess.STDOUT,
                                  stdin=subprocess.DEVNULL, cwd=tree, start_new_session=True,
