@@ -16,6 +16,7 @@ log = logging.getLogger("herald.gateway.gate")
 # commit()'s answer for a job whose claim is no longer this process's (the others: Redis
 # could not be asked)
 CLAIM_LOST = "send claim lost: another delivery took it over or Redis lost it"
+STOPPING = "send marker not recorded: gateway stopping"
 
 
 class WriteGate:
@@ -34,8 +35,9 @@ class WriteGate:
 
     def __init__(self, markers: SendMarkers) -> None:
         self.markers = markers
-        # (the tickets of one commit_many, the future of their answers)
-        self._pending: list[tuple[list[Ticket], asyncio.Future[list[str | None]]]] = []
+        # (the tickets of one commit_many, the future of their answers), or (the ticket of
+        # one commit, the future of its answer)
+        self._pending: list[tuple[list[Ticket] | Ticket, asyncio.Future[Any]]] = []
         self._accepted: list[tuple[str, str]] = []
         self._accepted_by: list[Any] = []  # whose acceptance each is (told once it is stored)
         self._started = self._ended = 0  # Redis calls of _flush begun, ended
@@ -48,8 +50,13 @@ class WriteGate:
         ticket: Ticket | None = item.ticket
         if ticket is None:  # not a claimed job (tests, tools): nothing to record
             return None
-        [answer] = await self.commit_many((ticket,))
-        return answer
+        # One job per call on the email path: its ticket alone (not a list) is queued and
+        # answered with its answer alone, no list or commit_many frame per mail.
+        fut: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._pending.append((ticket, fut))
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._flush())
+        return await fut
 
     async def commit_many(self, tickets: Sequence[Ticket | None]) -> list[str | None]:
         """The jobs of one write (e.g. several PDUs in one socket write), answered together
@@ -76,7 +83,8 @@ class WriteGate:
         value = marker_value(SUBMITTED, time.time(), outcome)
         self._accepted.append((ticket.key, value))
         self._accepted_by.append(by)
-        self._schedule()
+        if self._task is None:  # _schedule(), inlined: once per accepted job
+            self._task = asyncio.ensure_future(self._flush())
         return value
 
     async def acceptances_stored(self) -> None:
@@ -106,7 +114,7 @@ class WriteGate:
             self._task = asyncio.ensure_future(self._flush())
 
     async def _flush(self) -> None:
-        batch: list[tuple[list[Ticket], asyncio.Future[list[str | None]]]] = []
+        batch: list[tuple[list[Ticket] | Ticket, asyncio.Future[Any]]] = []
         try:
             while self._pending or self._accepted:
                 if not self._pending:
@@ -119,7 +127,12 @@ class WriteGate:
                 by, self._accepted_by = self._accepted_by, []
                 self.calls += 1
                 self._started += 1
-                tickets = [t for ts, _ in batch for t in ts]
+                tickets: list[Ticket] = []
+                for ts, _ in batch:
+                    if ts.__class__ is list:
+                        tickets += ts  # type: ignore[arg-type]
+                    else:
+                        tickets.append(ts)  # type: ignore[arg-type]
                 try:
                     done = await self.markers.mark_written(tickets, accepted)
                     answers: list[str | None] = [None if ok else CLAIM_LOST for ok in done]
@@ -133,15 +146,21 @@ class WriteGate:
                     answers = [f"send marker not recorded: {reason}"] * len(tickets)
                 at = 0
                 for ts, fut in batch:
-                    if not fut.done():
-                        fut.set_result(answers[at:at + len(ts)])
-                    at += len(ts)
+                    if ts.__class__ is list:
+                        n = len(ts)
+                        if not fut.done():
+                            fut.set_result(answers[at:at + n])
+                        at += n
+                    else:
+                        if not fut.done():
+                            fut.set_result(answers[at])
+                        at += 1
                 self._ended_call()
         finally:
             self._task = None
             self._ended_call(everyone=True)
             for ts, fut in batch + self._pending:  # cancelled mid-flush: nobody may write
                 if not fut.done():
-                    fut.set_result(["send marker not recorded: gateway stopping"] * len(ts))
+                    fut.set_result([STOPPING] * len(ts) if ts.__class__ is list else STOPPING)
             self._pending = []
 

@@ -235,14 +235,18 @@ class SendMarkers:
         send, ref_prefix = keys_.send, keys_.ref
         for at in range(0, len(items), CHUNK):
             keys: list[str] = []
+            refs: list[str] = []  # ref keys only for the jobs with a ref (SMPP's have none)
             args: list[str | int | float] = [holder.held, self.ttl, now, self.lease, epoch.KEY,
                                              keys_.live]
             for message_id, attempt, ref in items[at:at + CHUNK]:
-                key = f"{send}{message_id}:{attempt}"
-                out.keys.append(key)
-                keys += (key, f"{ref_prefix}{message_id}")
-                args.append(ref if ref.__class__ is str else flat_json(ref) if ref else "")  # type: ignore[arg-type]
-            res = await self._claim_many(keys=keys, args=args)
+                keys.append(f"{send}{message_id}:{attempt}")
+                if ref:
+                    refs.append(f"{ref_prefix}{message_id}")
+                    args.append(ref if ref.__class__ is str else flat_json(ref))  # type: ignore[arg-type]
+                else:
+                    args.append("")
+            out.keys += keys
+            res = await self._claim_many(keys=keys + refs if refs else keys, args=args)
             raw_epoch = res[0]
             out.epoch = float(raw_epoch) if raw_epoch else None
             legacy = self.legacy
@@ -279,7 +283,7 @@ class SendMarkers:
                 args.append(value)
             res = await self._eval_on_gate_conn(
                 self._gate_many, [k for k, _ in done] + [t.key for t in chunk], args)
-            out.extend(bool(int(r)) for r in res)
+            out += [bool(int(r)) for r in res]
         return out
 
     async def _eval_on_gate_conn(self, script: Any, keys: list[str], args: list[Any]) -> Any:

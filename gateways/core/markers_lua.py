@@ -2,7 +2,9 @@
 also reads keys it is not given (the claimant's liveness key, shared.epoch's key): Herald's
 Redis is one instance, not a cluster."""
 
-# Per key: take it when absent, deferred, or held by a claimant that is gone. Returns
+# KEYS: the jobs' marker keys, then the ref keys of the jobs whose ref (ARGV[6 + i]) is not
+# empty, in the same order. Per key: take it when absent, deferred, or held by a claimant
+# that is gone. Returns
 # {epoch or false, {taken, previous, claimant alive} or 1 (taken, none there)...}: the epoch is read in the same
 # atomic step, so a data set lost between two epoch refreshes is seen with the markers.
 # Text markers of a channel's earlier gateway ('<state>:<value>', see markers.py) are read
@@ -21,9 +23,12 @@ end
 local now = tonumber(ARGV[3])
 local lease = tonumber(ARGV[4])
 local out = {redis.call('GET', ARGV[5])}
-local n = #KEYS / 2
+local n = #ARGV - 6
+local r = n
 for i = 1, n do
-  local k = KEYS[2 * i - 1]
+  local k = KEYS[i]
+  local refkey = false
+  if ARGV[6 + i] ~= '' then r = r + 1; refkey = KEYS[r] end
   local v = redis.call('GET', k)
   local take = true
   local alive = 0
@@ -45,7 +50,7 @@ for i = 1, n do
   end
   if take then
     redis.call('SET', k, ARGV[1], 'EX', ARGV[2])
-    if ARGV[6 + i] ~= '' then redis.call('SET', KEYS[2 * i], ARGV[6 + i], 'EX', ARGV[2]) end
+    if refkey then redis.call('SET', refkey, ARGV[6 + i], 'EX', ARGV[2]) end
     if v then out[i + 1] = {1, v} else out[i + 1] = 1 end
   else
     out[i + 1] = {0, v, alive}

@@ -60,15 +60,17 @@ class Recorder:
         self.unrecorded = Unrecorded(UNRECORDED_MAX)
         self.settled: Callable[[int], None] | None = None  # told how many jobs were settled
         self._group: GroupCommit[Job] = GroupCommit(self._commit, done=self._streamed)
+        # commit([job]) without a future: its `waiter` (a Reporter) hears when it is done
+        self.stream: Callable[[Job], None] = self._group.put
         self.gate: WriteGate | None = None  # whose acceptance writes are not repeated
+        # Counter children looked up once each (on first use, as labels() would create
+        # them), not per flush: a streaming channel flushes every loop pass, and a labels()
+        # call takes a lock and hashes its values.
+        self._children: dict[tuple[str, str], Any] = {}
 
     def commit(self, jobs: Sequence[Job]) -> asyncio.Future[None]:
         """Record, publish and settle `jobs` (with whatever else is being committed)."""
         return self._group.add(jobs)
-
-    def stream(self, job: Job) -> None:
-        """commit([job]) without a future: its `waiter` (a Reporter) hears when it is done."""
-        self._group.put(job)
 
     @staticmethod
     def _streamed(jobs: list[Job], exc: Exception | None) -> None:
@@ -169,7 +171,7 @@ class Recorder:
                 await self.publisher.publish_many(batch)
             except Exception as exc:
                 raise PublishError(exc) from exc
-            bus.BUS_PUBLISHED.labels("events").inc(len(batch))
+            self._count("published", "events", len(batch))
         record = self.hooks.record
         if record is not None:
             await record(items)
@@ -206,7 +208,7 @@ class Recorder:
 
     async def _hand_back(self, items: list[Job]) -> None:
         await settle([it.msg for it in items], 1.0)
-        bus.BUS_MESSAGES.labels(self.durable, "nak").inc(len(items))
+        self._count("bus", "nak", len(items))
         self._count_settled(items)
 
     async def _settle(self, items: list[Job]) -> None:
@@ -224,17 +226,29 @@ class Recorder:
             if not it.settled:
                 it.settled = True
                 fresh += 1
-        metrics = self.channel.metrics
-        jobs = metrics.jobs
-        for result, n in results.items():  # one labels() lookup per result and batch
-            jobs.labels(metrics.result(result)).inc(n)
+        for result, n in results.items():
+            self._count("jobs", result, n)
         await settle(acks, None)
-        bus.BUS_MESSAGES.labels(self.durable, "ack").inc(len(acks))
+        self._count("bus", "ack", len(acks))
         for delay, group in naks.items():
             await settle(group, delay)
-            bus.BUS_MESSAGES.labels(self.durable, "nak").inc(len(group))
+            self._count("bus", "nak", len(group))
         if fresh and self.settled is not None:
             self.settled(fresh)
+
+    def _count(self, family: str, label: str, n: int) -> None:
+        """jobs_total by result, herald_bus_messages by verdict, published events."""
+        child = self._children.get((family, label))
+        if child is None:
+            if family == "jobs":
+                metrics = self.channel.metrics
+                child = metrics.jobs.labels(metrics.result(label))
+            elif family == "bus":
+                child = bus.BUS_MESSAGES.labels(self.durable, label)
+            else:
+                child = bus.BUS_PUBLISHED.labels(label)
+            self._children[family, label] = child
+        child.inc(n)
 
     def _count_settled(self, items: list[Job]) -> None:
         n = 0
@@ -255,12 +269,15 @@ class PublishError(Exception):
 
 async def settle(msgs: list[Any], nak_delay: float | None) -> None:
     """Ack (nak_delay None) or nak many jobs: jsfast messages in one write."""
-    lean = [x for x in msgs if isinstance(x, jsfast.JsMsg)]
+    lean_type = jsfast.JsMsg
+    lean = [x for x in msgs if isinstance(x, lean_type)]
     if lean:
         if nak_delay is None:
             await jsfast.settle_many(lean)
         else:
             await jsfast.settle_many(lean, jsfast.nak_payload(nak_delay))
+    if len(lean) == len(msgs):  # the usual case: no nats-py message among them
+        return
     for x in msgs:
-        if not isinstance(x, jsfast.JsMsg):
+        if not isinstance(x, lean_type):
             await (x.ack() if nak_delay is None else x.nak(delay=nak_delay))

@@ -20,11 +20,13 @@ class Reporter:
     (group-committed with whatever else arrives meanwhile; counted here, no future per
     job); the others' outcomes are committed together when send() returns."""
 
-    __slots__ = ("_rt", "_stream", "_pending", "_waiter", "_error", "_unreported", "_all")
+    __slots__ = ("_rt", "_stream", "_put", "_pending", "_waiter", "_error", "_unreported",
+                 "_all")
 
     def __init__(self, rt: Runtime, jobs: int = 0) -> None:
         self._rt = rt
         self._stream = rt.channel.streams_outcomes
+        self._put = rt.recorder.stream  # bound once: called per streamed job
         self._pending = 0  # streamed jobs whose commit has not ended
         self._waiter: asyncio.Future[None] | None = None
         self._error: Exception | None = None
@@ -60,7 +62,7 @@ class Reporter:
         job.reported = True
         job.waiter = self
         self._pending += 1
-        self._rt.recorder.stream(job)
+        self._put(job)
         self._unreported -= 1
         if self._unreported <= 0 and self._all is not None and not self._all.done():
             self._all.set_result(None)

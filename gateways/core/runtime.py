@@ -330,8 +330,8 @@ class Runtime:
 def rounds(items: list[Job]) -> list[list[Job]]:
     """The same job twice in one batch (a redelivery next to the original) goes in a later
     round, so it finds the first copy's recorded outcome, not a busy marker."""
-    if len({(it.job.message_id, it.job.attempt) for it in items}) == len(items):
-        return [items]  # the usual batch: every job once
+    if len({it.job.message_id for it in items}) == len(items):
+        return [items]  # the usual batch: every message once (so every job once)
     out: list[list[Job]] = []
     seen: list[set[tuple[str, int]]] = []
     for it in items:

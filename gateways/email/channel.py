@@ -112,6 +112,10 @@ class EmailChannel:
     async def send(self, jobs: list[Job], gate: WriteGate, report: Report) -> None:
         mails = []
         by_mail: dict[int, Job] = {}
+        # The outcome of each 250, reported again as the mail's outcome: the same object
+        # tells the recorder the write gate's marker of it is the final one (not written
+        # again once the gate's call stored it).
+        took: dict[int, Outcome] = {}
         for it in jobs:
             comp: Composed = it.prepared
             mail = QueuedMail(comp.mail_from, comp.rcpt, comp.data, comp.dot_free, it.ticket)
@@ -120,8 +124,9 @@ class EmailChannel:
 
         def accepted(mail: QueuedMail) -> None:  # the relay's 250, recorded at once
             it = by_mail[id(mail)]
-            report.accepted(it, outcomes.submitted(
-                it.prepared.message_id_header, str(mail.result), self.route))
+            o = took[id(mail)] = outcomes.submitted(
+                it.prepared.message_id_header, str(mail.result), self.route)
+            report.accepted(it, o)
 
         try:
             await self.pool.send_many(mails, gate.commit, accepted)
@@ -132,8 +137,9 @@ class EmailChannel:
                     continue
                 latency.observe(mail.took)
                 if isinstance(mail.result, str):
-                    report.outcome(it, outcomes.submitted(it.prepared.message_id_header,
-                                                          mail.result, self.route))
+                    o = took.get(id(mail))
+                    report.outcome(it, o if o is not None else outcomes.submitted(
+                        it.prepared.message_id_header, mail.result, self.route))
                     continue
                 if isinstance(mail.result, NotCommitted):
                     report.unwritten(it)  # nothing of it was written

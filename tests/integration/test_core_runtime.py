@@ -253,6 +253,28 @@ async def test_the_same_job_twice_in_one_batch_is_sent_once(rig: Rig) -> None:
     assert {ev.event_id for ev in rig.of(j)} == {rig.of(j)[0].event_id}
 
 
+async def test_claims_keep_refs_only_of_jobs_that_have_one(rig: Rig) -> None:
+    """One claim call for jobs with and without a ref (the ref keys follow the marker keys,
+    one per job that has a ref): each ref lands under its own job, none for the others, and
+    a second claim neither takes the job nor rewrites its ref."""
+    markers = m.SendMarkers(rig.redis, 600, keys=rig.keys)
+    await markers.heartbeat()  # a live claimant: its held markers stand
+    jobs = [rig.job("ok", n) for n in range(5)]
+    refs: list[Any] = [None, {"to": "b"}, "", m.flat_json({"to": "d"}), None]
+    claims = await markers.claim_many(
+        [(j.message_id, 1, ref) for j, ref in zip(jobs, refs, strict=True)], markers.holder())
+    assert [cl.claimed for cl in claims] == [True] * 5
+    assert claims.keys == [rig.keys.key(j.message_id, 1) for j in jobs]
+    assert [await markers.ref(j.message_id) for j in jobs] == [None, {"to": "b"}, None,
+                                                               {"to": "d"}, None]
+    for j in jobs:
+        assert (await rig.marker(j) or {}).get("s") == m.HELD
+    again = await markers.claim_many([(j.message_id, 1, {"to": "x"}) for j in jobs])
+    assert [cl.claimed for cl in again] == [False] * 5
+    assert await markers.ref(jobs[1].message_id) == {"to": "b"}
+    assert await markers.ref(jobs[0].message_id) is None
+
+
 async def test_abandon_rules_written_held_and_redis_lost(rig: Rig) -> None:
     toy = Toy()
     stopped = m.SendMarkers(rig.redis, 600, keys=rig.keys, owner="stopped-process")
