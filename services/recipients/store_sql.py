@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import String, any_, bindparam, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -21,6 +23,38 @@ def new_id() -> str:
 def chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterable[Sequence[Any]]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
+
+
+def _sqlite_has_json() -> bool:
+    try:
+        with sqlite3.connect(":memory:") as probe:
+            return probe.execute("SELECT value FROM json_each('[\"a\"]')").fetchone() == ("a",)
+    except sqlite3.Error:
+        return False
+
+
+_SQLITE_JSON = _sqlite_has_json()
+
+
+def key_filters(conn: AsyncConnection, col: Any, keys: Sequence[str]) -> Iterator[Any]:
+    """Conditions `col` among keys, one per query, the keys bound as one parameter (an IN list
+    is rendered and bound key by key: ~1 µs a key in SQLAlchemy): `= ANY(array)` on
+    PostgreSQL, `IN (SELECT value FROM json_each(?))` on SQLite (all the keys at once: its
+    plan is the same key index for any number); IN lists of IN_CHUNK keys on a SQLite built
+    without JSON functions."""
+    if not keys:
+        return
+    if conn.dialect.name == "postgresql":
+        # Still IN_CHUNK keys a query: the planner sees as many keys as it always has.
+        for part in chunks(keys):
+            yield col == any_(bindparam("keys", list(part), type_=postgresql.ARRAY(String)))
+        return
+    if _SQLITE_JSON:
+        keyset = func.json_each(bindparam("keys", json.dumps(list(keys)))).table_valued("value")
+        yield col.in_(select(keyset.c.value))
+        return
+    for part in chunks(keys):
+        yield col.in_(part)
 
 
 def insert_ignore(conn: AsyncConnection, table: Any, keys: list[str]) -> Any:
