@@ -263,19 +263,16 @@ def new_ids(n: int) -> list[str]:
 
 def uuid7_texts(ms: int, start: int, n: int) -> list[str]:
     """The ids of new_ids: counter value v = start + k in the 12 bits after the version and
-    the 62 after the variant. The first three groups change only when the counter's top
-    bits do, so only the last two are formatted per id."""
-    out = []
-    low = 2**62 - 1
-    top = -1
-    head = ""
-    for v in range(start, start + n):
-        if (v >> 62) & 0xFFF != top:
-            top = (v >> 62) & 0xFFF
-            h = f"{(ms << 16) | (7 << 12) | top:016x}"
-            head = f"{h[:8]}-{h[8:12]}-{h[12:]}-"
-        t = f"{(2 << 62) | (v & low):016x}"
-        out.append(f"{head}{t[:4]}-{t[4:]}")
+    the 62 after the variant. Only the last group (v's low 48 bits) changes from one id to
+    the next within a run, so the others are formatted once per run."""
+    out: list[str] = []
+    v, end = start, start + n
+    while v < end:
+        stop = min(end, (v | 0xFFFFFFFFFFFF) + 1)  # the next change of v's bits above 48
+        h = f"{(ms << 16) | (7 << 12) | ((v >> 62) & 0xFFF):016x}"
+        head = f"{h[:8]}-{h[8:12]}-{h[12:]}-{0x8000 | ((v >> 48) & 0x3FFF):04x}-"
+        out.extend([f"{head}{x & 0xFFFFFFFFFFFF:012x}" for x in range(v, stop)])
+        v = stop
     return out
 
 

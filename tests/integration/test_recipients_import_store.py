@@ -41,10 +41,25 @@ async def category(store: Store, name: str) -> str:
         return str((await store.create_category(conn, WS, name))["id"])
 
 
-def good(line: int, ext: str | None, phone: str | None = None, email: str | None = None,
-         cats: tuple[str, ...] = (), **kw: Any) -> Good:
-    return Good(line, ext, phone, email, kw.get("first_name", f"F{line}"), "", kw.get("fields", {}),
-                list(cats), kw.get("language", ""))
+def good(
+    line: int,
+    ext: str | None,
+    phone: str | None = None,
+    email: str | None = None,
+    cats: tuple[str, ...] = (),
+    **kw: Any,
+) -> Good:
+    return Good(
+        line,
+        ext,
+        phone,
+        email,
+        kw.get("first_name", f"F{line}"),
+        "",
+        kw.get("fields", {}),
+        list(cats),
+        kw.get("language", ""),
+    )
 
 
 async def write(store: Store, writer: BatchWriter, rows: list[Any]) -> Any:
@@ -54,8 +69,10 @@ async def write(store: Store, writer: BatchWriter, rows: list[Any]) -> Any:
 
 async def table(store: Store) -> tuple[dict[str, dict[str, Any]], set[tuple[str, str]]]:
     async with store.engine.connect() as conn:
-        rows = {r["external_id"] or r["phone"] or r["email"]: dict(r)
-                for r in (await conn.execute(select(contacts))).mappings()}
+        rows = {
+            r["external_id"] or r["phone"] or r["email"]: dict(r)
+            for r in (await conn.execute(select(contacts))).mappings()
+        }
         links = {(cid, cat) for cid, cat in await conn.execute(select(contact_categories))}
     return rows, links
 
@@ -74,35 +91,50 @@ async def test_new_contacts_then_matches(store: Store) -> None:
     cat_a, cat_b, extra = [await category(store, n) for n in ("a", "b", "extra")]
     writer = BatchWriter(WS, 0, [extra])
     seen = statements(store)
-    out = await write(store, writer, [
-        good(2, "e-1", "+447700900001", cats=(cat_a,), fields={"city": "Leeds"}, language="en"),
-        good(3, None, "+447700900002", "Bo@example.com", first_name="Bo"),
-        good(4, None, None, "cy@example.com"),
-        (5, [("phone", "not a phone")]),
-    ])
+    out = await write(
+        store,
+        writer,
+        [
+            good(2, "e-1", "+447700900001", cats=(cat_a,), fields={"city": "Leeds"}, language="en"),
+            good(3, None, "+447700900002", "Bo@example.com", first_name="Bo"),
+            good(4, None, None, "cy@example.com"),
+            (5, [("phone", "not a phone")]),
+        ],
+    )
     assert (out.created, out.updated, out.unchanged, out.rejected) == (3, 0, 0, 1)
     assert out.errors == [(5, "phone", "not a phone")]
     rows, links = await table(store)
     assert set(rows) == {"e-1", "+447700900002", "cy@example.com"}
     first = rows["e-1"]
     assert (first["workspace_id"], first["phone"], first["first_name"], first["language"]) == (
-        WS, "+447700900001", "F2", "en")
+        WS,
+        "+447700900001",
+        "F2",
+        "en",
+    )
     fields = first["fields"] if isinstance(first["fields"], dict) else json.loads(first["fields"])
     assert fields == {"city": "Leeds"}
     assert rows["+447700900002"]["email"] == "Bo@example.com"
     assert rows["cy@example.com"]["fields"] in ({}, "{}")
     assert links == {(rows["e-1"]["id"], cat_a), *((r["id"], extra) for r in rows.values())}
     if store.engine.dialect.name == "postgresql":  # new rows and their links went by COPY
-        assert not [s for s in seen if s.startswith(("INSERT INTO contacts ",
-                                                      "INSERT INTO contact_categories"))]
+        assert not [
+            s
+            for s in seen
+            if s.startswith(("INSERT INTO contacts ", "INSERT INTO contact_categories"))
+        ]
 
     # Matched by external_id, by phone, by email: a new category is a membership added to a
     # stored contact (INSERT ... ON CONFLICT), a row changing nothing is unchanged.
-    out = await write(store, writer, [
-        good(2, "e-1", cats=(cat_b,)),
-        good(3, None, "+447700900002", first_name="Bo"),
-        good(4, None, None, "cy@example.com", first_name="Cy"),
-    ])
+    out = await write(
+        store,
+        writer,
+        [
+            good(2, "e-1", cats=(cat_b,)),
+            good(3, None, "+447700900002", first_name="Bo"),
+            good(4, None, None, "cy@example.com", first_name="Cy"),
+        ],
+    )
     assert (out.created, out.updated, out.unchanged, out.rejected) == (0, 2, 1, 0)
     rows2, links2 = await table(store)
     assert links2 == links | {(rows["e-1"]["id"], cat_b)}
@@ -129,15 +161,41 @@ async def test_more_keys_than_one_in_list(store: Store) -> None:
 async def test_copy_conflict_is_an_integrity_error(store: Store) -> None:
     cat = await category(store, "c")
     await write(store, BatchWriter(WS, 0, [cat]), [good(2, "dup", "+447700900009")])
-    row = ("00000000-0000-7000-8000-000000000001", WS, "dup", None, None, "", "", "{}", "",
-           NOW, NOW)
+    row = (
+        "00000000-0000-7000-8000-000000000001",
+        WS,
+        "dup",
+        None,
+        None,
+        "",
+        "",
+        "{}",
+        "",
+        NOW,
+        NOW,
+    )
     with pytest.raises(IntegrityError):
         async with store.write() as conn:
             await conn.execute(select(1))  # the transaction is open, as in a batch's write
-            await insert_many(conn, contacts, ("id", "workspace_id", "external_id", "phone",
-                                               "email", "first_name", "last_name", "fields",
-                                               "language", "created_at", "updated_at"),
-                              [_as_bound(conn, row)], copy=True)
+            await insert_many(
+                conn,
+                contacts,
+                (
+                    "id",
+                    "workspace_id",
+                    "external_id",
+                    "phone",
+                    "email",
+                    "first_name",
+                    "last_name",
+                    "fields",
+                    "language",
+                    "created_at",
+                    "updated_at",
+                ),
+                [_as_bound(conn, row)],
+                copy=True,
+            )
     rows, _ = await table(store)
     assert list(rows) == ["dup"]
 

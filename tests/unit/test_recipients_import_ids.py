@@ -20,7 +20,9 @@ def whole(ms: int, start: int, n: int) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("start", [0, 12345, 2**62 - 3, 5 * 2**62 - 1, 2**72 - 2, 2**72 - 1])
+@pytest.mark.parametrize(
+    "start", [0, 12345, 2**48 - 2, 3 * 2**48 - 1, 2**62 - 3, 5 * 2**62 - 1, 2**72 - 2, 2**72 - 1]
+)
 def test_same_text_as_the_whole_value(start: int) -> None:
     ms = 1_764_547_200_123
     assert uuid7_texts(ms, start, 6) == whole(ms, start, 6)

@@ -39,19 +39,34 @@ def reference(ct: pb.Contact, index: int, region: str) -> ContactRow | list[tupl
         bad = boundary.text(getattr(ct, name), boundary.MAX_TEXT)
         if bad:
             errors.append((name, bad))
-    for name, bad in (("fields", boundary.fields(ct.fields)),
-                      ("language", boundary.language(ct.language.strip()))):
+    for name, bad in (
+        ("fields", boundary.fields(ct.fields)),
+        ("language", boundary.language(ct.language.strip())),
+    ):
         if bad:
             errors.append((name, bad))
     many = len(ct.category_ids) > MAX_CATEGORY_IDS
     malformed = [x for x in ct.category_ids if uuid_text(x) is not None]
     if many or malformed:
-        errors.append(("category_ids", f"at most {MAX_CATEGORY_IDS}" if many
-                       else f"unknown category {malformed[0][:100]!r}"))
+        errors.append(
+            (
+                "category_ids",
+                f"at most {MAX_CATEGORY_IDS}"
+                if many
+                else f"unknown category {malformed[0][:100]!r}",
+            )
+        )
     return errors or ContactRow(
-        index=index, external_id=external_id, phone=phone, email=email,
-        first_name=ct.first_name.strip(), last_name=ct.last_name.strip(), fields=dict(ct.fields),
-        category_ids=list(dict.fromkeys(ct.category_ids)), language=ct.language.strip())
+        index=index,
+        external_id=external_id,
+        phone=phone,
+        email=email,
+        first_name=ct.first_name.strip(),
+        last_name=ct.last_name.strip(),
+        fields=dict(ct.fields),
+        category_ids=list(dict.fromkeys(ct.category_ids)),
+        language=ct.language.strip(),
+    )
 
 
 LONG = "x" * (boundary.MAX_TEXT + 1)
@@ -94,7 +109,16 @@ def test_chunk_rows_in_order(pii: bool) -> None:
         want = reference(ct, line, "GB")
         if isinstance(want, ContactRow):
             assert isinstance(row, Good)
-            assert row == Good(line, want.external_id, want.phone, want.email, want.first_name,
-                               want.last_name, want.fields, want.category_ids, want.language)
+            assert row == Good(
+                line,
+                want.external_id,
+                want.phone,
+                want.email,
+                want.first_name,
+                want.last_name,
+                want.fields,
+                want.category_ids,
+                want.language,
+            )
         else:
             assert row == (line, want if pii else [(f, mask_text(why)) for f, why in want])

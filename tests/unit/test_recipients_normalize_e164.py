@@ -24,15 +24,20 @@ def outcome(fn: object, raw: str, region: str | None, test_numbers: str | None) 
 
 
 def same(raw: str, region: str | None = "GB", test_numbers: str | None = TEST_RANGE) -> None:
-    assert outcome(normalise_phone, raw, region, test_numbers) == \
-        outcome(parse_phone, raw, region, test_numbers), raw
+    assert outcome(normalise_phone, raw, region, test_numbers) == outcome(
+        parse_phone, raw, region, test_numbers
+    ), raw
 
 
 def _examples() -> list[str]:
     out = []
     for region in sorted(phonenumbers.SUPPORTED_REGIONS):
-        for kind in (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE,
-                     phonenumbers.PhoneNumberType.TOLL_FREE, phonenumbers.PhoneNumberType.VOIP):
+        for kind in (
+            phonenumbers.PhoneNumberType.MOBILE,
+            phonenumbers.PhoneNumberType.FIXED_LINE,
+            phonenumbers.PhoneNumberType.TOLL_FREE,
+            phonenumbers.PhoneNumberType.VOIP,
+        ):
             num = phonenumbers.example_number_for_type(region, kind)
             if num is not None:
                 out.append(phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164))
@@ -73,21 +78,54 @@ def test_mutations_of_valid_numbers() -> None:
         for _ in range(8):
             i = rnd.randrange(len(digits))
             d = rnd.choice("0123456789")
-            for variant in (digits[:i] + d + digits[i + 1:], digits[:i] + digits[i + 1:],
-                            digits[:i] + d + digits[i:]):
+            for variant in (
+                digits[:i] + d + digits[i + 1 :],
+                digits[:i] + digits[i + 1 :],
+                digits[:i] + d + digits[i:],
+            ):
                 same("+" + variant)
 
 
-@pytest.mark.parametrize("raw", [
-    "+447700900123", "+444000000123", "+444000999999", "+4477009001234", "+44770090012",
-    "+12025550143", "+1 202 555 0143", "+4407700900123", "+390612345678", "+3906123456789",
-    "+5491123456789", "+54 9 11 2345-6789", "+7 912 345 67 89", "+79123456789", "+800 1234 5678",
-    "+80012345678", "+999123456789", "+0123456789", "+", "+1", "+44", " +447700900123 ",
-    "\u00a0+447700900123\u2003", "+447700900123 ext. 12", "+447700900123;ext=1", "+44770090012x",
-    "+\u0664\u0664\u0667\u0667\u0660\u0660\u0669\u0660\u0660\u0661\u0662\u0663",
-    "＋447700900123", "+4477009001234567", "+44770090012345678", "+1" + "2" * 15,
-    "07700 900123", "tel:+447700900123", "+44(0)7700900123", "",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "+447700900123",
+        "+444000000123",
+        "+444000999999",
+        "+4477009001234",
+        "+44770090012",
+        "+12025550143",
+        "+1 202 555 0143",
+        "+4407700900123",
+        "+390612345678",
+        "+3906123456789",
+        "+5491123456789",
+        "+54 9 11 2345-6789",
+        "+7 912 345 67 89",
+        "+79123456789",
+        "+800 1234 5678",
+        "+80012345678",
+        "+999123456789",
+        "+0123456789",
+        "+",
+        "+1",
+        "+44",
+        " +447700900123 ",
+        "\u00a0+447700900123\u2003",
+        "+447700900123 ext. 12",
+        "+447700900123;ext=1",
+        "+44770090012x",
+        "+\u0664\u0664\u0667\u0667\u0660\u0660\u0669\u0660\u0660\u0661\u0662\u0663",
+        "＋447700900123",
+        "+4477009001234567",
+        "+44770090012345678",
+        "+1" + "2" * 15,
+        "07700 900123",
+        "tel:+447700900123",
+        "+44(0)7700900123",
+        "",
+    ],
+)
 def test_edge_forms(raw: str) -> None:
     for region in ("GB", "US", "IT", "", None):
         for test_numbers in (TEST_RANGE, ""):
