@@ -123,8 +123,8 @@ messages = Table(
     Column("updated_at", DateTime(timezone=True)),  # time of the last status change
     Column("held", Boolean, nullable=False, server_default="0"),  # A/B: waits for the winner
     Column("route", String(64), nullable=False, server_default=""),
-    # Covers GetCampaign's progress, daily activity and held count (repo.messages.overview)
-    # and serves every (campaign_id, status) lookup.
+    # Covers the ledger scans of a campaign's progress and overview (repo.messages.*_scan,
+    # ReconcileCampaign's check of message_counts) and serves every (campaign_id, status) lookup.
     Index("ix_messages_campaign_overview", "campaign_id", "status", "held", "dispatched_at", "sent_at",
           "updated_at"),
     Index("ix_messages_dispatch_order", "campaign_id", "dispatched_at", "created_at", "id"),

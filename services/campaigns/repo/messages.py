@@ -4,15 +4,18 @@ repo/message_updates.py."""
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
 from herald.v1 import campaigns_pb2 as pb
 from herald.v1 import common_pb2 as c
-from sqlalchemy import and_, bindparam, case, func, or_, select, update
+from sqlalchemy import JSON, and_, bindparam, case, cast, column, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.types import ARRAY, Text
 
 from services.campaigns import lifecycle
 from services.campaigns.repo.rawmany import RawMany
@@ -183,12 +186,25 @@ async def add_missing(conn: AsyncConnection, rows: list[dict[str, Any]]) -> tupl
     if new and RawMany.usable(conn):
         await _ADD_MANY.run(conn, new)
     elif new:
-        # Multi-row INSERTs, so message_counts' statement trigger runs once per chunk (the
-        # driver's executemany is one statement per row); under 32,767 parameters each.
-        step = max(1, 30000 // len(new[0]))
-        for i in range(0, len(new), step):
-            await conn.execute(postgresql.insert(messages).values(new[i:i + step]).on_conflict_do_nothing())
+        # One INSERT ... SELECT FROM unnest(<a column's values>, ...) for the whole chunk, so
+        # message_counts' statement trigger runs once per chunk (the driver's executemany is
+        # one statement, and one trigger run, per row; a multi-row VALUES cost ~1 ms of CPU
+        # per row to compile).
+        keys = tuple(new[0])
+        await conn.execute(_insert_unnest(keys), {f"a_{k}": [
+            json.dumps(r[k]) if k == "fields" else r[k] for r in new] for k in keys})
     return new, len(have)
+
+
+@functools.cache
+def _insert_unnest(keys: tuple[str, ...]) -> Any:
+    """PostgreSQL: INSERT the rows given as one array per column (fields as JSON text)."""
+    def typ(k: str) -> Any:
+        return Text() if k == "fields" else messages.c[k].type
+    src = func.unnest(*(bindparam(f"a_{k}", type_=ARRAY(typ(k))) for k in keys)).table_valued(
+        *(column(k, typ(k)) for k in keys)).render_derived(name="b")
+    cols = [cast(src.c[k], JSON) if k == "fields" else src.c[k] for k in keys]
+    return postgresql.insert(messages).from_select(list(keys), select(*cols)).on_conflict_do_nothing()
 
 
 async def add(conn: AsyncConnection, values: dict[str, Any]) -> Any:
