@@ -10,6 +10,7 @@ stops. Everything else (pulling, claims, recording, events, acks, drain) is the 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -26,13 +27,13 @@ if TYPE_CHECKING:
     from shared import jsfast
 
 
+@dataclass(slots=True)
 class Job:
-    """One delivery of a job, from fetch to ack.
+    """One delivery of a job, from fetch to ack."""
 
-    A plain class whose optional fields read the class's defaults until set: a dataclass's
-    __init__ set all sixteen per job (measured here: 3.1 -> 1.7 us to make a job and read
-    its usual fields)."""
-
+    msg: Msg | jsfast.JsMsg
+    job: e.MessageJob
+    delivery: int
     outcome: Outcome | None = None
     result: str = ""  # metrics label when it differs from the outcome
     replay_of: datetime | None = None  # re-publish a recorded outcome, marker untouched
@@ -46,11 +47,6 @@ class Job:
     waiter: Any = None  # the reporter waiting for its streamed commit
     accepted: tuple[Outcome, str] | None = None  # an acceptance and its marker value, reused
     accepted_stored: bool = False  # that marker value is in Redis already (the write gate's)
-
-    def __init__(self, msg: Msg | jsfast.JsMsg, job: e.MessageJob, delivery: int) -> None:
-        self.msg = msg
-        self.job = job
-        self.delivery = delivery
 
 
 class Report(Protocol):
