@@ -1,6 +1,6 @@
 """Idempotent aggregation of MessageEvents into Redis counters, one call of the event script
-per event (services.stats.event_script: the key layout, what the counters mean and what a
-rebuild restores), and the reads of those counters.
+per batch of events (services.stats.event_script: the key layout, what the counters mean and
+what a rebuild restores), and the reads of those counters.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from datetime import datetime
 
 import redis.asyncio as aioredis
 from herald.v1 import events_pb2 as e
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from services.stats import campaign_status
-from services.stats.event_args import ignored_reason, script_argv
+from services.stats.event_args import Days, ignored_reason, pack_events
 from services.stats.event_script import (
     COUNTER_OPS,
     COUNTERS,
@@ -28,6 +28,10 @@ __all__ = ["COUNTERS", "COUNTER_OPS", "NOT_PROCESSED", "SCRIPT", "STATUS_FIELDS"
            "CampaignRecord", "MessageState", "lua_table"]
 
 log = logging.getLogger("herald.stats.aggregator")
+_RESULTS = {"a": "applied", "d": "duplicate", "s": "stale"}
+# Events per call of the event script: Redis runs a script without serving other clients,
+# so a call is kept to a few milliseconds however large the fetched batch.
+CALL_EVENTS = 1000
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,7 @@ class Aggregator:
         self.daily_ttl = daily_ttl
         self.sha = ""
         self.status_sha = ""
+        self._days = Days()
 
     # --- keys ------------------------------------------------------------------
     def message_key(self, message_id: str) -> str:
@@ -89,43 +94,54 @@ class Aggregator:
         self.sha = await self.redis.script_load(SCRIPT)
 
     async def apply_batch(self, events: list[e.MessageEvent], now: datetime) -> list[str]:
-        """Apply events in order in one pipelined round trip; returns one result per event:
-        applied, duplicate, stale or ignored (unknown kind / missing ids)."""
-        if not self.sha:
-            await self.load()
-        results: list[str] = []
-        calls: list[tuple[int, list[str]]] = []
+        """Apply events in order, one script call per CALL_EVENTS of them; returns one result
+        per event: applied, duplicate, stale or ignored (unknown kind / missing ids)."""
+        results = ["ignored"] * len(events)
+        failed: list[str] = []
+        for first in range(0, len(events), CALL_EVENTS):
+            chunk = events[first:first + CALL_EVENTS]
+            batch, kept = pack_events(chunk, now, self._days)
+            if len(kept) < len(chunk):
+                self._log_ignored(chunk, kept)
+            if not kept:
+                continue
+            codes, error = await self._call(batch)
+            if len(codes) != len(kept):
+                raise ResponseError(f"stats script answered {len(codes)} results for "
+                                    f"{len(kept)} events")
+            if error:
+                failed.append(f"{codes.count('E')} of {len(kept)} events failed: {error}")
+            for i, code in zip(kept, codes, strict=True):
+                results[first + i] = _RESULTS.get(code, "")
+        if failed:
+            # Like one call per event: the others are applied (duplicates when the batch is
+            # redelivered), and the batch fails.
+            raise ResponseError("stats script: " + "; ".join(failed))
+        return results
+
+    async def _call(self, batch: str) -> tuple[str, str]:
+        """One call of the event script: (result letter per event, first error or '')."""
+        args = (self.prefix, self.message_ttl, self.event_ttl, self.daily_ttl, batch)
+        for attempt in range(2):
+            if not self.sha:
+                await self.load()
+            try:
+                codes, error = await self.redis.evalsha(self.sha, 0, *args)
+                return codes.decode(), error.decode(errors="replace")
+            except NoScriptError:  # Redis restarted or flushed its scripts
+                self.sha = ""
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _log_ignored(events: list[e.MessageEvent], kept: list[int]) -> None:
+        held = set(kept)
         for i, ev in enumerate(events):
-            argv = script_argv(ev, now, self.prefix, self.message_ttl, self.event_ttl,
-                               self.daily_ttl)
-            if argv is None:
+            if i not in held:
                 log.warning("event ignored", extra={
                     "kind": int(ev.kind), "message_id": ev.message_id, "event_id": ev.event_id,
                     "reason": ignored_reason(ev)})
-                results.append("ignored")
-            else:
-                results.append("")
-                calls.append((i, argv))
-        pending = calls
-        for attempt in range(2):
-            if not pending:
-                break
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for _i, argv in pending:
-                    pipe.evalsha(self.sha, 2, *argv)
-                out = await pipe.execute(raise_on_error=False)
-            retry = []
-            for (i, argv), res in zip(pending, out, strict=True):
-                if isinstance(res, NoScriptError) and attempt == 0:
-                    retry.append((i, argv))  # Redis restarted or flushed its scripts
-                elif isinstance(res, Exception):
-                    raise res
-                else:
-                    results[i] = res.decode() if isinstance(res, bytes) else str(res)
-            if retry:
-                await self.load()
-            pending = retry
-        return results
 
     async def record_owner(self, campaign_id: str, workspace_id: str) -> None:
         """Remember which workspace owns a campaign (first record wins, like the script)."""

@@ -1,6 +1,6 @@
-"""Durable pull consumers on EVENTS: "<durable>" on events.message.> (one pipelined Redis
-round trip per fetched batch, then the batch is acked; every event is idempotent, so a batch
-that fails half way is simply redelivered) and "<durable>-campaigns" on events.campaign.>
+"""Durable pull consumers on EVENTS: "<durable>" on events.message.> (one Redis call of the
+event script per fetched batch, then the batch is acked; every event is idempotent, so a
+batch that fails half way is simply redelivered) and "<durable>-campaigns" on events.campaign.>
 (records which workspace owns each campaign, so reads can tell unknown campaigns apart, and
 the lifecycle status each campaign entered: services.stats.campaign_status)."""
 
@@ -32,6 +32,18 @@ def _stream_seq(msg: JsMsg) -> int:
         return msg.metadata.stream_seq
     except Exception:  # not a JetStream delivery (no ack subject to read it from)
         return 0
+
+
+_KIND_LABELS: dict[int, str] = {}
+
+
+def _kind_label(kind: int) -> str:
+    label = _KIND_LABELS.get(kind)
+    if label is None:
+        if kind not in e.MessageEventKind.values():
+            return "unknown"  # not remembered: any number may come from the bus
+        label = _KIND_LABELS[kind] = states.kind_name(kind)
+    return label
 
 
 class Consumer:
@@ -80,7 +92,7 @@ class Consumer:
         await BusConsumer(self.js, durable, self.handle, prefetch=1).run(stop)
 
     async def handle(self, msgs: list[JsMsg]) -> list[Verdict]:
-        """One pipelined Redis round trip for the batch; unparsable events are terminated;
+        """One Redis call for the batch; unparsable events are terminated;
         if the apply fails, the rest of the batch is redelivered after 1 s."""
         verdicts: list[Verdict] = []
         events = []
@@ -106,9 +118,12 @@ class Consumer:
             return [retry if v is ACK else v for v in verdicts]
         APPLY_LATENCY.observe(time.perf_counter() - start)
         now = self.clock.time()
+        counts: dict[tuple[int, str], int] = {}  # one counter increment per kind and result
         for ev, result in zip(events, results, strict=True):
-            EVENTS.labels(states.kind_name(ev.kind) if ev.kind in e.MessageEventKind.values()
-                          else "unknown", result).inc()
+            key = (ev.kind, result)
+            counts[key] = counts.get(key, 0) + 1
             if result == "applied" and ev.occurred_at.seconds:
                 EVENT_LAG.observe(max(now - ev.occurred_at.ToNanoseconds() / 1e9, 0.0))
+        for (kind, result), n in counts.items():
+            EVENTS.labels(_kind_label(kind), result).inc(n)
         return verdicts

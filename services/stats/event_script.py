@@ -1,5 +1,5 @@
-"""The Lua script that applies one MessageEvent to the Redis counters (atomic, idempotent),
-and the tables it is built from.
+"""The Lua script that applies a batch of MessageEvents to the Redis counters, in order, in
+one call (atomic, idempotent per event), and the tables it is built from.
 
 Redis key layout (P = HERALD_STATS_PREFIX, default "herald:stats:"):
   P m:<message_id>            hash  st (MessageStatus int), c (campaign), w (workspace),
@@ -73,8 +73,16 @@ STATUS_FIELDS: dict[int, str] = {
     s: states.status_name(s).lower() for s in S.values() if s != S.MESSAGE_STATUS_UNSPECIFIED
 }
 COUNTERS = (
-    "total", "sent", "processed", *STATUS_FIELDS.values(),
-    "views", "viewed", "machine_opens", "clicks", "clicked", "replies",
+    "total",
+    "sent",
+    "processed",
+    *STATUS_FIELDS.values(),
+    "views",
+    "viewed",
+    "machine_opens",
+    "clicks",
+    "clicked",
+    "replies",
 )
 # Events that bump a counter instead of moving the status; each event_id counts once.
 COUNTER_OPS: dict[int, str] = {
@@ -83,6 +91,8 @@ COUNTER_OPS: dict[int, str] = {
     K.MESSAGE_EVENT_KIND_REPLIED: "reply",
 }
 NOT_PROCESSED = {S.MESSAGE_STATUS_QUEUED, S.MESSAGE_STATUS_SENDING}
+# Values per event in the script's batch (services.stats.event_args.pack_events).
+FIELDS_PER_EVENT = 11
 
 
 def lua_table(items: dict[int, object]) -> str:
@@ -96,128 +106,216 @@ def lua_table(items: dict[int, object]) -> str:
     return "{" + ", ".join(f"[{k}]={lit(v)}" for k, v in sorted(items.items())) + "}"
 
 
-# Tables come from shared.states so the ranks have a single source of truth.
-_LUA = f"""
+# Tables come from shared.states so the ranks have a single source of truth. TEXT: a status as
+# the text stored in the message hash, so the script never formats a number per event.
+_LUA = (
+    f"""
 local RANK = {lua_table(dict(states.RANK))}
 local NAME = {lua_table(dict(STATUS_FIELDS))}
 local SENT = {lua_table({s: True for s in states.SENT})}
 local NOT_PROCESSED = {lua_table({s: True for s in NOT_PROCESSED})}
-""" + r"""
--- KEYS[1] message hash, KEYS[2] event de-dup marker
--- ARGV: 1 prefix, 2 op (status|open|click|reply), 3 new status, 4 campaign, 5 workspace,
---       6 channel, 7 variant, 8 day (yyyymmdd), 9 machine open (0|1), 10 message ttl,
---       11 event ttl, 12 daily ttl, 13 attempt (0 = not said)
-local P, op, new = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local mkey = KEYS[1]
-local upd = {}
-if op ~= 'status' then
-  if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[11]) then return 'duplicate' end
-end
-local cur = redis.call('HMGET', mkey, 'st', 'c', 'w', 'va', 'ch', 'snt', 'prc', 'o', 'ck', 'at', 'rb')
-local first = not cur[1]
-local old = tonumber(cur[1]) or 0
--- Attempts: 0 in an event means "not said", i.e. the message's current attempt; a message
--- that never said its attempt is on its first. A higher attempt starts the message afresh,
--- a lower one is stale; within one attempt the state only moves up the ranks.
-local stored_at = tonumber(cur[10]) or 0
-local current = math.max(stored_at, 1)
-local given = tonumber(ARGV[13]) or 0
-local attempt = given > 0 and given or current
-local restart = false
-if op == 'status' and not first then
-  if attempt < current then return 'stale' end
-  restart = attempt > current
-  if not restart and RANK[new] <= RANK[old] then
-    if new == old then return 'duplicate' end
-    return 'stale'
-  end
-end
-if op == 'status' and given > stored_at then upd[#upd + 1] = 'at'; upd[#upd + 1] = given end
+local TEXT = {lua_table({s: str(s) for s in states.RANK})}
+local F = {FIELDS_PER_EVENT}
+"""
+    + r"""
+-- No KEYS: every key is derived from the prefix and the message hash (standalone Redis).
+-- ARGV: 1 prefix, 2 message ttl, 3 event ttl, 4 daily ttl, 5 the batch as one JSON array,
+-- F values per event (services.stats.event_args): message id, event id, op
+-- (status|open|click|reply), new status (number), campaign, workspace, channel (text),
+-- variant, day (yyyymmdd), machine open (0|1), attempt (text, '0' = not said).
+-- Returns {one result letter per event (a applied, d duplicate, s stale, E error), the first
+-- error or ''}.
+--
+-- Each event is applied in order, reading and writing its message hash and de-dup marker at
+-- once, exactly as one call per event would. What no event of the batch reads back is
+-- gathered and written once at the end: counter deltas summed per key and field (one HINCRBY
+-- per counter instead of one per event, target and counter), the owner record (first one
+-- wins), variant and day sets, and the TTLs. Nothing reads those between the events of one
+-- call and the call is atomic, so the keys end exactly as after one call per event.
+local P, MTTL, ETTL, DTTL = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local EV = cjson.decode(ARGV[5])
 
-local function put(f, v) upd[#upd + 1] = f; upd[#upd + 1] = v end
+local delta, dorder = {}, {}        -- key -> {field -> n}; keys in first-touch order
+local function sums(key)
+  local t = delta[key]
+  if not t then t = {}; delta[key] = t; dorder[#dorder + 1] = key end
+  return t
+end
+local owners, owner_order = {}, {}  -- campaign -> first workspace seen
+local vsets, dsets = {}, {}         -- campaign -> {variant -> true}, {day -> true}
+local mexp, morder = {}, {}         -- message hashes whose TTL is refreshed
+local tokens = {}                   -- campaign -> running rebuild's token, or false
+local ckeys, wkeys, dkeys = {}, {}, {}  -- key strings built once per batch
+
+-- State of the event being applied (reused: no tables or closures per event).
+local upd, nupd = {}, 0             -- message hash fields to set
+local targets, ntargets = {}, 0     -- counter sums of the keys the event counts in
+local daysums = false               -- counter sums of its day, if it has a campaign
+local touched_day = false
+local function put(f, v) upd[nupd + 1] = f; upd[nupd + 2] = v; nupd = nupd + 2 end
 local function pick(stored, given, field)
   stored = stored or ''
   if stored == '' and given ~= '' then put(field, given); return given end
   return stored
 end
-local camp = pick(cur[2], ARGV[4], 'c')
-local ws = pick(cur[3], ARGV[5], 'w')
-local va = pick(cur[4], ARGV[7], 'va')
-if (cur[5] or '0') == '0' and ARGV[6] ~= '0' then put('ch', ARGV[6]) end
-
-local targets = {}
-local dkey = false
-if camp ~= '' then
-  targets[#targets + 1] = P .. 'c:' .. camp
-  dkey = P .. 'd:' .. camp .. ':' .. ARGV[8]
-  if va ~= '' then
-    targets[#targets + 1] = P .. 'v:' .. camp .. ':' .. va
-    redis.call('SADD', P .. 'vs:' .. camp, va)
-    redis.call('EXPIRE', P .. 'vs:' .. camp, ARGV[12])
+local function bump(field, n, flow)
+  for t = 1, ntargets do
+    local d = targets[t]
+    d[field] = (d[field] or 0) + n
   end
-  if ws ~= '' then redis.call('HSETNX', P .. 'c:' .. camp, 'ws', ws) end
-  -- A rebuild of the campaign is running (RebuildCampaignStats) and has already merged this
-  -- message into its new counters: the change goes there too, so the swap loses nothing.
-  -- (A message no rebuild ever merged has no rb: no lookup on the common path.)
-  local tok = cur[11] and redis.call('GET', P .. 'rb:' .. camp)
-  if tok and cur[11] == tok then
-    targets[#targets + 1] = P .. 'rbc:' .. tok
-    if va ~= '' then
-      targets[#targets + 1] = P .. 'rbv:' .. tok .. ':' .. va
-      redis.call('SADD', P .. 'rbvs:' .. tok, va)
+  if flow and daysums then daysums[field] = (daysums[field] or 0) + n; touched_day = true end
+end
+
+local function apply(i)
+  local op, new = EV[i + 2], EV[i + 3]
+  local mkey = P .. 'm:' .. EV[i]
+  nupd, ntargets, daysums, touched_day = 0, 0, false, false
+  if op ~= 'status' then
+    if not redis.call('SET', P .. 'e:' .. EV[i + 1], '1', 'NX', 'EX', ETTL) then return 'd' end
+  end
+  local cur = redis.call('HMGET', mkey, 'st', 'c', 'w', 'va', 'ch', 'snt', 'prc', 'o', 'ck', 'at', 'rb')
+  local first = not cur[1]
+  local old = tonumber(cur[1]) or 0
+  -- Attempts: 0 in an event means "not said", i.e. the message's current attempt; a message
+  -- that never said its attempt is on its first. A higher attempt starts the message afresh,
+  -- a lower one is stale; within one attempt the state only moves up the ranks.
+  local stored_at = tonumber(cur[10]) or 0
+  local current = math.max(stored_at, 1)
+  local given_text = EV[i + 10]
+  local given = tonumber(given_text) or 0
+  local attempt = given > 0 and given or current
+  local restart = false
+  if op == 'status' and not first then
+    if attempt < current then return 's' end
+    restart = attempt > current
+    if not restart and RANK[new] <= RANK[old] then
+      if new == old then return 'd' end
+      return 's'
     end
   end
-end
-if ws ~= '' then targets[#targets + 1] = P .. 'w:' .. ws end
-local touched_day = false
-local function bump(field, n, flow)
-  for i = 1, #targets do redis.call('HINCRBY', targets[i], field, n) end
-  if flow and dkey then redis.call('HINCRBY', dkey, field, n); touched_day = true end
+  if op == 'status' and given > stored_at then put('at', given_text) end
+
+  local camp = pick(cur[2], EV[i + 4], 'c')
+  local ws = pick(cur[3], EV[i + 5], 'w')
+  local va = pick(cur[4], EV[i + 7], 'va')
+  if (cur[5] or '0') == '0' and EV[i + 6] ~= '0' then put('ch', EV[i + 6]) end
+
+  local day = EV[i + 8]
+  if camp ~= '' then
+    local ckey = ckeys[camp]
+    if not ckey then ckey = P .. 'c:' .. camp; ckeys[camp] = ckey end
+    ntargets = 1; targets[1] = sums(ckey)
+    local dk = dkeys[camp]
+    if not dk then dk = {}; dkeys[camp] = dk end
+    local dkey = dk[day]
+    if not dkey then dkey = P .. 'd:' .. camp .. ':' .. day; dk[day] = dkey end
+    daysums = sums(dkey)
+    if va ~= '' then
+      ntargets = ntargets + 1; targets[ntargets] = sums(P .. 'v:' .. camp .. ':' .. va)
+      local vs = vsets[camp]
+      if not vs then vs = {}; vsets[camp] = vs end
+      vs[va] = true
+    end
+    if ws ~= '' and not owners[camp] then owners[camp] = ws; owner_order[#owner_order + 1] = camp end
+    -- A rebuild of the campaign is running (RebuildCampaignStats) and has already merged this
+    -- message into its new counters: the change goes there too, so the swap loses nothing.
+    -- (A message no rebuild ever merged has no rb: no lookup on the common path.)
+    if cur[11] then
+      local tok = tokens[camp]
+      if tok == nil then tok = redis.call('GET', P .. 'rb:' .. camp); tokens[camp] = tok end
+      if tok and cur[11] == tok then
+        ntargets = ntargets + 1; targets[ntargets] = sums(P .. 'rbc:' .. tok)
+        if va ~= '' then
+          ntargets = ntargets + 1; targets[ntargets] = sums(P .. 'rbv:' .. tok .. ':' .. va)
+          redis.call('SADD', P .. 'rbvs:' .. tok, va)
+        end
+      end
+    end
+  end
+  if ws ~= '' then
+    local wkey = wkeys[ws]
+    if not wkey then wkey = P .. 'w:' .. ws; wkeys[ws] = wkey end
+    ntargets = ntargets + 1; targets[ntargets] = sums(wkey)
+  end
+
+  if first then
+    bump('total', 1, true)
+    if op ~= 'status' then put('st', '0') end
+  end
+  if op == 'status' then
+    local snt, prc = cur[6], cur[7]
+    if restart then
+      -- sent and processed describe the current attempt: the new one has done neither yet.
+      if snt then bump('sent', -1, false); snt = false end
+      if prc then bump('processed', -1, false); prc = false end
+      redis.call('HDEL', mkey, 'snt', 'prc')
+    end
+    if old ~= 0 then bump(NAME[old], -1, false) end
+    bump(NAME[new], 1, true)
+    if SENT[new] and not snt then put('snt', '1'); bump('sent', 1, true) end
+    if not NOT_PROCESSED[new] and not prc then put('prc', '1'); bump('processed', 1, true) end
+    put('st', TEXT[new])
+  elseif op == 'open' then
+    redis.call('HINCRBY', mkey, 'v', '1')
+    bump('views', 1, true)
+    if EV[i + 9] == 1 then
+      redis.call('HINCRBY', mkey, 'mo', '1')
+      bump('machine_opens', 1, true)
+    elseif not cur[8] then
+      put('o', '1'); bump('viewed', 1, true)
+    end
+  elseif op == 'click' then
+    redis.call('HINCRBY', mkey, 'k', '1')
+    bump('clicks', 1, true)
+    if not cur[9] then put('ck', '1'); bump('clicked', 1, true) end
+  elseif op == 'reply' then
+    redis.call('HINCRBY', mkey, 'r', '1')
+    bump('replies', 1, true)
+  end
+  if nupd > 0 then redis.call('HSET', mkey, unpack(upd, 1, nupd)) end
+  if not mexp[mkey] then mexp[mkey] = true; morder[#morder + 1] = mkey end
+  if touched_day then
+    local ds = dsets[camp]
+    if not ds then ds = {}; dsets[camp] = ds end
+    ds[day] = true
+  end
+  return 'a'
 end
 
-if first then
-  bump('total', 1, true)
-  if op ~= 'status' then put('st', 0) end
-end
-if op == 'status' then
-  local snt, prc = cur[6], cur[7]
-  if restart then
-    -- sent and processed describe the current attempt: the new one has done neither yet.
-    if snt then bump('sent', -1, false); snt = false end
-    if prc then bump('processed', -1, false); prc = false end
-    redis.call('HDEL', mkey, 'snt', 'prc')
+local out, err = {}, ''
+for i = 1, #EV, F do
+  -- An event that fails (a key of the wrong type, ...) keeps what it wrote, as a call of its
+  -- own would, and does not stop the others; the caller raises and the batch is redelivered.
+  local ok, res = pcall(apply, i)
+  if ok then
+    out[#out + 1] = res
+  else
+    out[#out + 1] = 'E'
+    if err == '' then err = type(res) == 'table' and (res.err or '?') or tostring(res) end
   end
-  if old ~= 0 then bump(NAME[old], -1, false) end
-  bump(NAME[new], 1, true)
-  if SENT[new] and not snt then put('snt', 1); bump('sent', 1, true) end
-  if not NOT_PROCESSED[new] and not prc then put('prc', 1); bump('processed', 1, true) end
-  put('st', new)
-elseif op == 'open' then
-  redis.call('HINCRBY', mkey, 'v', 1)
-  bump('views', 1, true)
-  if ARGV[9] == '1' then
-    redis.call('HINCRBY', mkey, 'mo', 1)
-    bump('machine_opens', 1, true)
-  elseif not cur[8] then
-    put('o', 1); bump('viewed', 1, true)
-  end
-elseif op == 'click' then
-  redis.call('HINCRBY', mkey, 'k', 1)
-  bump('clicks', 1, true)
-  if not cur[9] then put('ck', 1); bump('clicked', 1, true) end
-elseif op == 'reply' then
-  redis.call('HINCRBY', mkey, 'r', 1)
-  bump('replies', 1, true)
 end
-if #upd > 0 then redis.call('HSET', mkey, unpack(upd)) end
-redis.call('EXPIRE', mkey, ARGV[10])
-if touched_day then
-  redis.call('EXPIRE', dkey, ARGV[12])
+
+for _, key in ipairs(dorder) do
+  -- A field is written even when its sum is 0, as the calls it stands for would create it.
+  for field, n in pairs(delta[key]) do redis.call('HINCRBY', key, field, n) end
+end
+for _, camp in ipairs(owner_order) do redis.call('HSETNX', ckeys[camp], 'ws', owners[camp]) end
+for camp, vs in pairs(vsets) do
+  local key = P .. 'vs:' .. camp
+  for va in pairs(vs) do redis.call('SADD', key, va) end
+  redis.call('EXPIRE', key, DTTL)
+end
+for _, mkey in ipairs(morder) do redis.call('EXPIRE', mkey, MTTL) end
+for camp, ds in pairs(dsets) do
   local dskey = P .. 'ds:' .. camp
-  redis.call('SADD', dskey, ARGV[8])
-  redis.call('EXPIRE', dskey, ARGV[12])
+  for day in pairs(ds) do
+    redis.call('EXPIRE', dkeys[camp][day], DTTL)
+    redis.call('SADD', dskey, day)
+  end
+  redis.call('EXPIRE', dskey, DTTL)
 end
-return 'applied'
+return {table.concat(out), err}
 """
+)
 
 SCRIPT = _LUA

@@ -12,7 +12,7 @@ EVENTS = Counter(
 )
 APPLY_LATENCY = Histogram(
     "herald_stats_apply_latency_seconds",
-    "Time to apply one fetched batch of events to Redis (one pipelined round trip).",
+    "Time to apply one fetched batch of events to Redis (one call of the event script).",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 EVENT_LAG = Histogram(
