@@ -31,7 +31,7 @@ DAILY_TTL = setting(
 )
 BATCH = setting(
     "HERALD_STATS_BATCH", "500",
-    "Events fetched from the bus and applied to Redis in one pipelined round trip.",
+    "Events fetched from the bus at once; Redis applies them in script calls of at most 200 events.",
     "stats",
 )
 DURABLE = setting(
