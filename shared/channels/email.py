@@ -6,7 +6,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from email.utils import parseaddr
+from functools import lru_cache
 
+import email_validator
 from email_validator import EmailNotValidError, validate_email
 from herald.v1 import common_pb2 as c
 from herald.v1 import events_pb2 as e
@@ -18,8 +20,63 @@ _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 _EMPTY = e.EmailContent()
 
 
+# The fast path below takes only plain ASCII dot-atom local parts: the library accepts these
+# as they are (no quoting, no Unicode normalisation), so the address's result depends on the
+# local part only through the total length check and RFC 2142's case-insensitive names.
+_PLAIN_LOCAL = re.compile(r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*")
+_PLAIN_DOMAIN = re.compile(r"[A-Za-z0-9.-]+")
+# RFC 2142 role names, which the library lower-cases; such local parts go through the library.
+_ROLE_NAMES = frozenset(
+    "info marketing sales support abuse noc security postmaster hostmaster usenet news"
+    " webmaster www uucp ftp".split()
+)
+_MAX_ADDRESS = 254  # the library's limit on each form of the address, in UTF-8 bytes
+
+
+@lru_cache(maxsize=4096)
+def _checked_domain(
+    domain: str, test_env: bool, global_only: bool, special: tuple[str, ...]
+) -> tuple[str, int] | None:
+    """(normalised domain, longest of its written/normalised/ASCII forms in UTF-8 bytes), or
+    None if the library rejects it. The library's module options that change a domain's
+    result are part of the key, so a caller changing them never gets a stale answer."""
+    del test_env, global_only, special  # read by validate_email itself; here only cache keys
+    try:
+        v = validate_email("a@" + domain, check_deliverability=False)
+    except Exception:  # the library gives the reason on the slow path
+        return None
+    longest = max(len(domain), len(v.domain.encode("utf8")), len(v.ascii_domain))
+    return str(v.domain), longest
+
+
+def fast_normalised_email(text: str) -> str | None:
+    """validate_email(text, check_deliverability=False).normalized for a plain ASCII address
+    the library accepts, or None when this cannot tell (the library must decide)."""
+    if not text.isascii() or email_validator.STRICT:
+        return None
+    local, at, domain = text.partition("@")
+    if not at or not _PLAIN_LOCAL.fullmatch(local) or not _PLAIN_DOMAIN.fullmatch(domain):
+        return None
+    if local.lower() in _ROLE_NAMES:
+        return None
+    checked = _checked_domain(
+        domain,
+        email_validator.TEST_ENVIRONMENT,
+        email_validator.GLOBALLY_DELIVERABLE,
+        tuple(email_validator.SPECIAL_USE_DOMAIN_NAMES),
+    )
+    if checked is None or len(local) + 1 + checked[1] > _MAX_ADDRESS:
+        return None
+    return local + "@" + checked[0]
+
+
 def normalise_email(raw: str) -> str:
     text = checked_input(raw)
+    # Most imported addresses are plain ASCII on a handful of domains: the library's answer
+    # for the domain is reused, and only the local part is checked per address.
+    fast = fast_normalised_email(text)
+    if fast is not None:
+        return fast
     try:
         # Keeps the local part as written (it may be case-sensitive) and lower-cases the domain.
         return str(validate_email(text, check_deliverability=False).normalized)
