@@ -94,6 +94,7 @@ class Scheduler(LeaseMixin, BuildMixin, DispatchMixin, CompleteMixin, AssumedMix
             await asyncio.wait(waiters, timeout=self.interval, return_when=asyncio.FIRST_COMPLETED)
             for w in waiters:
                 w.cancel()
+        await self.release_leases()
 
     async def tick(self) -> int:
         """One pass over the leased campaigns; returns how many jobs it dispatched."""
