@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -234,3 +235,67 @@ async def test_an_address_repeated_in_the_audience_gets_one_message_the_first(
         rows = (await conn.execute(select(messages.c.address, messages.c.content_preview)
                                    .where(messages.c.campaign_id == cid))).all()
     assert sorted(rows) == [(f"+447700900{i:03d}", f"Hi P{i}") for i in range(6)]
+
+
+class SlowStream:
+    """The real recipients stub whose audience arrives 10 members at a time, `between` run
+    after each piece: a build that outlasts the lease taken at the start of its tick."""
+
+    def __init__(self, real: Any, between: Any) -> None:
+        self.real, self.between = real, between
+
+    def ResolveAudienceChunks(self, req: rpb.ResolveAudienceRequest, **kw: Any) -> AsyncIterator[Any]:  # noqa: N802
+        async def gen() -> AsyncIterator[Any]:
+            async for chunk in self.real.ResolveAudienceChunks(req, **kw):
+                members = list(chunk.members)
+                for i in range(0, len(members), 10):
+                    yield rpb.AudienceChunk(members=members[i:i + 10])
+                    await self.between()
+        return gen()
+
+
+async def test_a_build_longer_than_its_lease_keeps_it(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each written chunk renews the lease: another replica ticking while the build takes
+    longer than the lease does not take the campaign (and build it a second time)."""
+    monkeypatch.setattr(scheduler_module, "BUILD_CHUNK", 10)
+    other = Scheduler(h.store, h.scheduler.js, h.scheduler.recipients, clock=h.clock, lease=10,
+                      max_payload=h.nc.max_payload, owner="other-replica")
+    taken: list[str] = []
+
+    async def between() -> None:
+        h.clock.advance(6)  # 3 pieces: 18 s, past the 10 s lease the build's tick took
+        taken.extend(r["id"] for r in await other.claim(h.clock.now()))
+
+    h.scheduler.recipients = SlowStream(h.scheduler.recipients, between)
+    built_before = builds("built")
+    cid = await approve(h, sms(N))
+    h.clock.advance(0.2)
+    await h.scheduler.tick()
+    assert cid not in taken
+    cp = await h.status(cid, md("w"))
+    assert cp.status == pb.CAMPAIGN_STATUS_SENDING and cp.recipients_count == N
+    assert builds("built") == built_before + 1
+
+
+async def test_a_build_stops_when_another_replica_holds_the_lease(
+        h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A build whose lease went to another live replica (it stalled longer than the lease
+    and the other took over) stops at its next chunk instead of building alongside."""
+    from services.campaigns.schema import campaigns
+
+    monkeypatch.setattr(scheduler_module, "BUILD_CHUNK", 10)
+    cid = ""
+
+    async def between() -> None:
+        async with h.engine.begin() as conn:
+            await conn.execute(campaigns.update().where(campaigns.c.id == cid).values(
+                lease_owner="other-replica", lease_until=h.clock.now() + timedelta(seconds=10)))
+
+    h.scheduler.recipients = SlowStream(h.scheduler.recipients, between)
+    cid = await approve(h, sms(N))
+    h.clock.advance(0.2)
+    await h.scheduler.tick()
+    assert (await h.status(cid, md("w"))).status == pb.CAMPAIGN_STATUS_BUILDING
+    async with h.engine.connect() as conn:
+        assert (await conn.execute(select(func.count()).select_from(messages).where(
+            messages.c.campaign_id == cid))).scalar_one() == 10  # the first chunk only

@@ -196,6 +196,18 @@ async def lease_view(conn: AsyncConnection) -> list[Any]:
         .order_by(campaigns.c.created_at))).mappings().all())
 
 
+async def hold_lease(conn: AsyncConnection, campaign_id: str, owner: str, now: datetime,
+                     lease_until: datetime) -> bool:
+    """Extend this owner's lease of one campaign (or take it back if no live lease of another
+    owner holds it) during a long step such as a build; False when another replica holds it."""
+    res = await conn.execute(update(campaigns).where(
+        campaigns.c.id == campaign_id,
+        or_(campaigns.c.lease_owner == owner, campaigns.c.lease_owner == "",
+            campaigns.c.lease_until.is_(None), campaigns.c.lease_until < now),
+    ).values(lease_owner=owner, lease_until=lease_until))
+    return bool(res.rowcount)
+
+
 async def release_all(conn: AsyncConnection, owner: str) -> int:
     """Give up every lease of this owner (a replica stopping): another replica may take its
     campaigns on its next tick instead of after the lease runs out. Returns how many."""

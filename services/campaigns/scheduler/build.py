@@ -8,7 +8,7 @@ transaction that moves the campaign to SENDING."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import grpc
@@ -98,6 +98,10 @@ def built_events(campaign: Any, message_id: str, created_at: datetime, address: 
     return out
 
 
+class LeaseLost(Exception):
+    """Another replica holds the lease of the campaign being built: this one stops."""
+
+
 class BuildMixin(JobBase):
     async def build(self, row: Any) -> None:
         """PENDING/BUILDING -> SENDING, resumable at every step: whatever stops it (a crash, the
@@ -122,6 +126,10 @@ class BuildMixin(JobBase):
         targets = await self.store.load_targets(cid)
         try:
             added = await self.write_audience(row, targets, announce=not resumed)
+        except LeaseLost:
+            log.warning("build stopped: another replica holds the campaign's lease", extra={
+                "campaign_id": cid})
+            return
         except grpc.aio.AioRpcError as exc:
             transient = exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
             await self.record_error(row, "build", f"recipients service: {exc.code().name}: {exc.details()}"
@@ -239,6 +247,12 @@ class BuildMixin(JobBase):
         for r in rows:  # a repeated address within the chunk: the first wins
             first.setdefault(r["id"], r)
         async with self.store.write() as conn:
+            # A build outlasts the lease taken at the tick's start (1,000,000 recipients take
+            # minutes): each chunk renews it, so no other replica starts the same build.
+            now = self.clock.now()
+            if not await campaigns_repo.hold_lease(conn, campaign["id"], self.owner, now,
+                                                   now + timedelta(seconds=self.lease)):
+                raise LeaseLost(campaign["id"])
             new, kept = await messages_repo.add_missing(conn, list(first.values()))
             if kept:
                 log.info("build found ledger rows already written (a resumed build, or an "
