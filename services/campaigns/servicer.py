@@ -166,7 +166,8 @@ class CampaignServicer(TransitionsMixin, SendingMixin, ReportsMixin, pb_grpc.Cam
         try:
             for _ in range(50):
                 page = await self.recipients.ListCategories(
-                    rpb.ListCategoriesRequest(page_size=1000, page_token=token),
+                    rpb.ListCategoriesRequest(page_size=1000, page_token=token,
+                                              view=rpb.CATEGORY_VIEW_BASIC),  # names, no counts
                     metadata=auth.call_metadata(workspace=cp.workspace_id), timeout=2)
                 names.update({cat.id: cat.name for cat in page.categories})
                 token = page.next_page_token
