@@ -120,6 +120,10 @@ async def apply_batch(conn: AsyncConnection, events: list[e.MessageEvent], now: 
         else:  # asyncpg's executemany reports no row counts
             count("status_batched", len(rows))
 
+    if conn.dialect.name == "postgresql" and any(ev.kind in COUNTERS for ev in events):
+        # A counter event splits the status updates into several statements: lock the whole
+        # batch first, in id order as dispatch and other ledger replicas do (no crosswise hold).
+        await message_updates.current_states(conn, (ev.message_id for ev in events if ev.message_id))
     for ev in events:
         if ev.kind in COUNTERS:
             # Counters are rare next to status events; keep them per event (de-dup by id).
