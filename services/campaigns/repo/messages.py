@@ -1,6 +1,6 @@
 """The message ledger (one row per recipient per channel): build, dispatch, completion and
-read queries (a campaign's progress: repo/message_progress.py, re-exported here). The forward-only status update the ledger consumer applies is in
-repo/message_updates.py."""
+read queries. A campaign's progress is in repo/message_progress.py (re-exported here); the
+forward-only status update the ledger consumer applies in repo/message_updates.py."""
 
 from __future__ import annotations
 
