@@ -11,12 +11,19 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.campaigns import exports as exports_mod
 from services.campaigns.exports import custom_fields, mask_export
-from services.campaigns.filters import message_filter, page_size
+from services.campaigns.filters import enum_values, filter_terms, message_filter, page_size
 from services.campaigns.repo import exports as exports_repo
 from services.campaigns.repo import job_errors, replies_clicks
 from services.campaigns.repo import messages as messages_repo
-from services.campaigns.store import Store, decode_token, encode_token, new_id
-from shared import auth, channels, states
+from services.campaigns.store import (
+    Store,
+    decode_page_token,
+    decode_token,
+    encode_key_token,
+    encode_token,
+    new_id,
+)
+from shared import auth, channels, pagetoken, states
 from shared.errors import invalid, not_found, precondition
 from shared.idempotency import fingerprint
 from shared.masking import HasPii, mask_phone, mask_text
@@ -152,25 +159,44 @@ class ReportsMixin:
         p = auth.current()
         if not request.campaign_id:
             raise invalid({"campaign_id": "required"})
-        size, offset = page_size(request.page_size), decode_token(request.page_token)
+        size = page_size(request.page_size)
         conds = message_filter(request.filter)
         order = request.order_by.strip() or "created"
         parts = order.split()
         if (parts[0] not in messages_repo.ORDERABLE or len(parts) > 2
                 or (len(parts) == 2 and parts[1] not in ("asc", "desc"))):
             raise invalid({"order_by": "use created|sent [asc|desc]"})
+        bound = pagetoken.binding("ListMessages", request.campaign_id, request.filter, order)
+        offset, after = decode_page_token(request.page_token, bound)
+        keyset = parts[0] in messages_repo.KEYSET
         async with self.store.read() as conn:
             if await self.store.get_row(conn, request.campaign_id,
                                         None if p.master else p.workspace) is None:
                 raise not_found("campaign", request.campaign_id)
-            total, rows = await messages_repo.page(conn, request.campaign_id, conds, parts[0],
-                                                   parts[-1] == "desc", size, offset)
+            total, rows = await messages_repo.page(
+                conn, request.campaign_id, conds, parts[0], parts[-1] == "desc", size, offset,
+                after if keyset else None, status_only(request.filter))
         resp = pb.ListMessagesResponse(total_size=total)
-        for r in rows:
+        for r in rows[:size]:
             resp.messages.append(message_proto(r, p))
-        if offset + len(rows) < total:
-            resp.next_page_token = encode_token(offset + len(rows))
+        if len(rows) > size:
+            last = rows[size - 1]
+            resp.next_page_token = (
+                encode_key_token(last[messages_repo.ORDERABLE[parts[0]].name], last["id"], bound)
+                if keyset else pagetoken.encode(offset + size, bound))
         return resp
+
+
+def status_only(expr: str) -> list[int] | None:
+    """The statuses a filter made only of status= terms selects (None for any other filter):
+    its total can be read from the progress counters."""
+    terms = filter_terms(expr)
+    if not terms or any(key != "status" for key, _ in terms):
+        return None
+    picked = set(enum_values(c.MessageStatus, "MESSAGE_STATUS_", terms[0][1], "status"))
+    for _, vals in terms[1:]:
+        picked &= set(enum_values(c.MessageStatus, "MESSAGE_STATUS_", vals, "status"))
+    return sorted(picked)
 
 
 def export_proto(r: Any, now: datetime) -> pb.Export:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
+import json
 import uuid
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
@@ -16,11 +19,14 @@ from services.campaigns import lifecycle
 from services.campaigns.repo import campaigns as campaigns_repo
 from services.campaigns.repo import idempotency, job_errors
 from services.campaigns.repo import messages as messages_repo
+from shared import pagetoken
+from shared.errors import invalid
 from shared.idempotency import mismatch
 from shared.masking import HasPii, mask_text
 from shared.timeutil import aware, to_ts
 
 S = c.MessageStatus
+_KEY = b"herald-keyset-token-v1"  # integrity, not secrecy: a token is only ever a position
 
 
 def new_id() -> str:
@@ -40,9 +46,50 @@ def decode_token(token: str) -> int:
             raise ValueError(raw)
         return max(int(raw[2:]), 0)
     except Exception as exc:
-        from shared.errors import invalid
-
         raise invalid({"page_token": "not a token this service issued"}) from exc
+
+
+def _key_digest(key: list[Any], bound_to: str) -> str:
+    return hmac.new(_KEY, json.dumps([key, bound_to]).encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def encode_key_token(value: datetime, last_id: str, bound_to: str) -> str:
+    """A keyset page token: the last row's (sort value, id), bound to its query
+    (shared.pagetoken.binding) so it is refused under another campaign, filter or order."""
+    key = [value.isoformat(), last_id]
+    raw = json.dumps({"k": key, "d": _key_digest(key, bound_to)}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_page_token(token: str, bound_to: str) -> tuple[int, tuple[datetime, str] | None]:
+    """(offset, keyset position) of a page token: a keyset token gives (0, (value, id)); a
+    bound offset token (shared.pagetoken) or a legacy "o:<n>" one (issued before keyset
+    pages, still honoured for a client mid-walk) gives (offset, None)."""
+    if not token:
+        return 0, None
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+    except Exception as exc:
+        raise invalid({"page_token": "not a page token this service issued"}) from exc
+    if raw.startswith("o:"):
+        return decode_token(token), None
+    try:
+        obj = json.loads(raw)
+    except Exception as exc:
+        raise invalid({"page_token": "not a page token this service issued"}) from exc
+    if not isinstance(obj, dict) or "k" not in obj:
+        return pagetoken.decode(token, bound_to), None
+    try:
+        key, digest = obj["k"], obj["d"]
+        if not (isinstance(key, list) and len(key) == 2 and all(isinstance(k, str) for k in key)
+                and isinstance(digest, str)):
+            raise ValueError("bad token")
+        value = datetime.fromisoformat(key[0])
+    except Exception as exc:
+        raise invalid({"page_token": "not a page token this service issued"}) from exc
+    if not hmac.compare_digest(digest, _key_digest(key, bound_to)):
+        raise invalid({"page_token": "this page token belongs to another list, filter or order"})
+    return 0, (value, key[1])
 
 
 class Store:
@@ -180,4 +227,5 @@ def outcome(p: pb.Progress) -> int:
 
 # encode_token/decode_token: legacy offset tokens, kept only until every list RPC uses
 # shared.pagetoken (bound to its query).
-__all__ = ["Store", "outcome", "new_id", "mask_campaign", "encode_token", "decode_token"]
+__all__ = ["Store", "outcome", "new_id", "mask_campaign", "encode_token", "decode_token",
+           "encode_key_token", "decode_page_token"]

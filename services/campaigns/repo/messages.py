@@ -24,7 +24,7 @@ from services.campaigns.repo.message_progress import overview_scan as overview_s
 from services.campaigns.repo.message_progress import progress as progress
 from services.campaigns.repo.message_progress import progress_scan as progress_scan
 from services.campaigns.repo.rawmany import RawMany
-from services.campaigns.schema import campaigns, messages
+from services.campaigns.schema import campaigns, message_counts, messages
 from shared import channels, states
 
 S = c.MessageStatus
@@ -50,19 +50,39 @@ async def matching(conn: AsyncConnection, campaign_id: str, conds: Sequence[Any]
         messages.c.campaign_id == campaign_id, *conds).order_by(*ordering))).mappings().all())
 
 
-# ListMessages' order_by names -> column.
+# ListMessages' order_by names -> column. KEYSET: the orders a page may continue from the last
+# row's (value, id); sent_at may be NULL (and the dialects place NULLs differently), so "sent"
+# pages continue by offset.
 ORDERABLE = {"created": messages.c.created_at, "created_at": messages.c.created_at,
              "sent": messages.c.sent_at, "sent_at": messages.c.sent_at}
+KEYSET = {"created", "created_at"}
 
 
 async def page(conn: AsyncConnection, campaign_id: str, conds: Sequence[Any], order: str, desc: bool,
-               size: int, offset: int) -> tuple[int, list[Any]]:
-    """(total, one page) ordered by ORDERABLE[order], ties by id in the same direction."""
+               size: int, offset: int, after: tuple[Any, str] | None = None,
+               statuses: Sequence[int] | None = None) -> tuple[int, list[Any]]:
+    """(total, one page of up to size + 1 rows: the extra one says another page follows)
+    ordered by ORDERABLE[order], ties by id in the same direction. after: the previous page's
+    last (value, id) (KEYSET orders), read instead of skipping `offset` rows. statuses: the
+    filter is only these statuses, so the total is summed from message_counts (kept exact by
+    triggers) instead of counting the campaign's matching ledger rows."""
     col = ORDERABLE[order]
     ordering = [col.desc() if desc else col.asc(), messages.c.id.desc() if desc else messages.c.id]
-    total = await count(conn, campaign_id, *conds)
-    rows = (await conn.execute(select(messages).where(messages.c.campaign_id == campaign_id, *conds)
-                               .order_by(*ordering).limit(size).offset(offset))).mappings().all()
+    if statuses is not None:
+        total = int((await conn.execute(select(func.coalesce(func.sum(message_counts.c.n), 0)).where(
+            message_counts.c.campaign_id == campaign_id,
+            message_counts.c.status.in_(list(statuses))))).scalar_one())
+    else:
+        total = await count(conn, campaign_id, *conds)
+    q = select(messages).where(messages.c.campaign_id == campaign_id, *conds)
+    if after is not None:
+        value, last_id = after
+        # (col, id) past (value, last_id), written so the leading col bound is a plain range.
+        q = q.where(col <= value, or_(col < value, messages.c.id < last_id)) if desc else \
+            q.where(col >= value, or_(col > value, messages.c.id > last_id))
+    else:
+        q = q.offset(offset)
+    rows = (await conn.execute(q.order_by(*ordering).limit(size + 1))).mappings().all()
     return total, list(rows)
 
 
