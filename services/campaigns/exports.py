@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,7 +16,7 @@ from prometheus_client import Counter
 
 from services.campaigns.filters import message_filter
 from services.campaigns.repo import exports as exports_repo
-from services.campaigns.repo import messages as messages_repo
+from services.campaigns.schema import messages
 from services.campaigns.store import Store
 from shared import channels
 from shared.masking import HasPii, mask_text
@@ -28,6 +29,8 @@ EXPORTS = Counter("herald_campaigns_exports_total", "Exports built, by result.",
 
 # The export's channel column ("SMS", "EMAIL") -> its registry entry (masking).
 _SPECS_BY_NAME = {c.Channel.Name(s.channel).removeprefix("CHANNEL_"): s for s in channels.specs()}
+# Ledger rows per read and per chunk of the file (~1 MB of CSV).
+BATCH = 5000
 COLUMNS = ["message_id", "recipient", "contact_name", "channel", "status", "carrier_result",
            "error_code", "error_description", "failure_category", "created_at", "sent_at",
            "delivered_at", "views", "clicks", "replies", "variant", "attempt"]
@@ -50,13 +53,20 @@ def custom_fields(fields: dict | None) -> dict[str, str]:
 def render(rows: list[Any], fmt: int) -> bytes:
     """CSV (or tab-separated TXT) with one column per custom field after the fixed ones.
     Stored unmasked: DownloadExport masks by the downloader's rights (mask_export)."""
-    field_names = sorted({k for r in rows for k in custom_fields(r["fields"])})
-    buf = io.StringIO()
-    w = csv.writer(buf, delimiter=delimiter(fmt), lineterminator="\n")
-    w.writerow(COLUMNS + [f"field:{k}" for k in field_names])
+    names = sorted({k for r in rows for k in custom_fields(r["fields"])})
+    return render_header(names, fmt) + render_rows(rows, fmt, names)
+
+
+def render_header(field_names: list[str], fmt: int) -> bytes:
+    return _csv([COLUMNS + [f"field:{k}" for k in field_names]], fmt)
+
+
+def render_rows(rows: list[Any], fmt: int, field_names: list[str]) -> bytes:
+    """The rows' lines as render writes them under a header of field_names."""
+    out = []
     for r in rows:
         fields = custom_fields(r["fields"])
-        w.writerow([
+        out.append([
             r["id"], r["address"], r["contact_name"], c.Channel.Name(r["channel"]).removeprefix("CHANNEL_"),
             c.MessageStatus.Name(r["status"]).removeprefix("MESSAGE_STATUS_"), r["carrier_result"],
             r["error_code"], r["error_description"],
@@ -65,6 +75,12 @@ def render(rows: list[Any], fmt: int) -> bytes:
             iso(r["created_at"]), iso(r["sent_at"]), iso(r["delivered_at"]), r["views"], r["clicks"],
             r["replies"], r["variant"], r["attempt"],
         ] + [fields.get(k, "") for k in field_names])
+    return _csv(out, fmt)
+
+
+def _csv(lines: list[list[Any]], fmt: int) -> bytes:
+    buf = io.StringIO()
+    csv.writer(buf, delimiter=delimiter(fmt), lineterminator="\n").writerows(lines)
     return buf.getvalue().encode("utf-8")
 
 
@@ -81,20 +97,35 @@ def mask_export(data: bytes, fmt: int, who: HasPii) -> bytes:
     header = next(rows, None)
     if header is None:
         return data
+    return _csv([header], fmt) + _mask_rows(rows, header, fmt, who)
+
+
+def export_header(data: bytes, fmt: int) -> list[str]:
+    """The column names of a file's first chunk (the header line)."""
+    return next(csv.reader(io.StringIO(data.decode("utf-8")), delimiter=delimiter(fmt)), [])
+
+
+def mask_chunk(data: bytes, header: list[str], fmt: int, who: HasPii) -> bytes:
+    """A chunk of whole rows (no header line) masked as mask_export masks them in the file."""
+    if who.pii:
+        return data
+    return _mask_rows(csv.reader(io.StringIO(data.decode("utf-8")), delimiter=delimiter(fmt)),
+                      header, fmt, who)
+
+
+def _mask_rows(rows: Iterable[list[str]], header: list[str], fmt: int, who: HasPii) -> bytes:
     recipient, channel = header.index("recipient"), header.index("channel")
     texts = [i for i, name in enumerate(header)
              if name in ("error_description", "contact_name") or name.startswith("field:")]
-    buf = io.StringIO()
-    w = csv.writer(buf, delimiter=delimiter(fmt), lineterminator="\n")
-    w.writerow(header)
+    out = []
     for row in rows:
         spec = _SPECS_BY_NAME.get(row[channel])
         if spec is not None:
             row[recipient] = spec.mask(row[recipient], who.pii)
         for i in texts:
             row[i] = mask_text(row[i], who)
-        w.writerow(row)
-    return buf.getvalue().encode("utf-8")
+        out.append(row)
+    return _csv(out, fmt)
 
 
 def to_proto(r: Any, now: datetime) -> pb.Export:
@@ -127,24 +158,57 @@ async def run_pending(store: Store, clock: Clock, ttl: float) -> int:
         if ex is None:
             continue
         try:
-            async with store.read() as conn:
-                rows = await messages_repo.matching(conn, ex["campaign_id"], message_filter(ex["filter"]),
-                                                    in_order=True)
-            content = render(rows, ex["format"])
+            rows = await build(store, ex)
             done = clock.now()
             async with store.write() as conn:
-                await exports_repo.finish(conn, export_id, status=pb.EXPORT_STATUS_DONE, content=content,
-                                          rows=len(rows), finished_at=done,
-                                          expires_at=done + timedelta(seconds=ttl))
+                await exports_repo.finish(conn, export_id, status=pb.EXPORT_STATUS_DONE, rows=rows,
+                                          finished_at=done, expires_at=done + timedelta(seconds=ttl))
             EXPORTS.labels("done").inc()
             built += 1
         except Exception as exc:
             log.exception("export failed", extra={"export_id": export_id})
             EXPORTS.labels("failed").inc()
             async with store.write() as conn:
+                # No partial file: the chunks written so far go with the failure.
+                await exports_repo.drop_chunks(conn, export_id)
                 await exports_repo.finish(conn, export_id, status=pb.EXPORT_STATUS_FAILED, error=str(exc),
                                           finished_at=clock.now())
                 row = await store.get_row(conn, ex["campaign_id"], None)
                 if row is not None:
                     await Store.job_error(conn, row, "export", f"export {export_id}: {exc}", clock.now())
     return built
+
+
+async def build(store: Store, ex: Any) -> int:
+    """Write the export's file as chunks (the header, then one per batch of BATCH rows), each
+    in its own short transaction while the export is RUNNING, so neither memory nor a
+    transaction grows with the export. Returns the row count.
+
+    The header names every custom field of the rows, so a first pass reads only the keys
+    (and where the export ends: rows added later are left out of both passes)."""
+    cid, conds, fmt = ex["campaign_id"], message_filter(ex["filter"]), ex["format"]
+    names: set[str] = set()
+    after = None
+    while True:
+        async with store.read() as conn:
+            keys = await exports_repo.matching_batch(
+                conn, cid, conds, after, BATCH, columns=[messages.c.created_at, messages.c.id, messages.c.fields])
+        if not keys:
+            break
+        names.update(k for r in keys for k in custom_fields(r["fields"]))
+        after = (keys[-1]["created_at"], keys[-1]["id"])
+    upto, field_names = after, sorted(names)
+    async with store.write() as conn:
+        await exports_repo.add_chunk(conn, ex["id"], 0, render_header(field_names, fmt))
+    count, seq, after = 0, 0, None
+    while upto is not None:
+        async with store.read() as conn:
+            rows = await exports_repo.matching_batch(conn, cid, conds, after, BATCH, upto=upto)
+        if not rows:
+            break
+        seq += 1
+        async with store.write() as conn:
+            await exports_repo.add_chunk(conn, ex["id"], seq, render_rows(rows, fmt, field_names))
+        count += len(rows)
+        after = (rows[-1]["created_at"], rows[-1]["id"])
+    return count

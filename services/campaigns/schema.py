@@ -278,6 +278,16 @@ exports = Table(
     Column("expires_at", DateTime(timezone=True)),
 )
 
+# An export's file in order (seq from 0: the header, then one chunk per batch of rows),
+# so neither building nor downloading holds the whole file; exports built before keep
+# theirs in exports.content.
+export_chunks = Table(
+    "export_chunks", metadata,
+    Column("export_id", String(36), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("data", LargeBinary, nullable=False),
+)
+
 # Workflow / infrastructure errors of a campaign (the Errors tab, "Job").
 job_errors = Table(
     "job_errors", metadata,

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from herald.v1 import campaigns_pb2 as pb
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.campaigns.schema import exports
+from services.campaigns.schema import export_chunks, exports, messages
 
 
 def _without_content() -> list[Any]:
-    """Every column but the file, and the file's length."""
+    """Every column but the file, and the file's length: the old single blob's, or the sum
+    of its chunks'."""
+    chunked = (select(func.sum(func.length(export_chunks.c.data)))
+               .where(export_chunks.c.export_id == exports.c.id).scalar_subquery())
     return [col for col in exports.c if col.name != "content"] + [
-        func.length(exports.c.content).label("content_len")]
+        func.coalesce(func.length(exports.c.content), chunked).label("content_len")]
 
 
 async def add(conn: AsyncConnection, values: dict[str, Any]) -> Any:
@@ -39,10 +43,14 @@ async def page(conn: AsyncConnection, campaign_id: str, size: int, offset: int) 
 
 
 async def expire_and_list_queued(conn: AsyncConnection, now: datetime) -> list[str]:
-    """Drop the files of expired exports; the ids of the QUEUED ones, oldest first."""
-    await conn.execute(update(exports).where(
-        exports.c.status == pb.EXPORT_STATUS_DONE, exports.c.expires_at <= now,
-    ).values(status=pb.EXPORT_STATUS_EXPIRED, content=None))
+    """Drop the files (blob or chunks) of expired exports; the ids of the QUEUED ones,
+    oldest first."""
+    expired = [r[0] for r in (await conn.execute(select(exports.c.id).where(
+        exports.c.status == pb.EXPORT_STATUS_DONE, exports.c.expires_at <= now))).all()]
+    if expired:
+        await conn.execute(update(exports).where(exports.c.id.in_(expired))
+                           .values(status=pb.EXPORT_STATUS_EXPIRED, content=None))
+        await conn.execute(delete(export_chunks).where(export_chunks.c.export_id.in_(expired)))
     return [r[0] for r in (await conn.execute(select(exports.c.id).where(
         exports.c.status == pb.EXPORT_STATUS_QUEUED).order_by(exports.c.created_at))).all()]
 
@@ -59,3 +67,40 @@ async def claim(conn: AsyncConnection, export_id: str) -> Any:
 
 async def finish(conn: AsyncConnection, export_id: str, **values: Any) -> None:
     await conn.execute(update(exports).where(exports.c.id == export_id).values(**values))
+
+
+# --- the file in chunks -----------------------------------------------------------------------
+async def matching_batch(conn: AsyncConnection, campaign_id: str, conds: Sequence[Any],
+                         after: tuple[Any, str] | None, limit: int, upto: tuple[Any, str] | None = None,
+                         columns: Sequence[Any] | None = None) -> list[Any]:
+    """The next `limit` ledger rows of the campaign matching conds in the export's order
+    (created_at, id): keys after `after` (excluded) up to `upto` (included). One bounded read."""
+    key = tuple_(messages.c.created_at, messages.c.id)
+    q = select(*(columns or [messages])).where(messages.c.campaign_id == campaign_id, *conds)
+    if after is not None:
+        q = q.where(key > tuple_(*after))
+    if upto is not None:
+        q = q.where(key <= tuple_(*upto))
+    q = q.order_by(messages.c.created_at, messages.c.id).limit(limit)
+    return list((await conn.execute(q)).mappings().all())
+
+
+async def add_chunk(conn: AsyncConnection, export_id: str, seq: int, data: bytes) -> None:
+    await conn.execute(insert(export_chunks).values(export_id=export_id, seq=seq, data=data))
+
+
+async def chunk(conn: AsyncConnection, export_id: str, seq: int) -> bytes | None:
+    """One chunk of the file, or None past the last."""
+    row = (await conn.execute(select(export_chunks.c.data).where(
+        export_chunks.c.export_id == export_id, export_chunks.c.seq == seq))).first()
+    return None if row is None else bytes(row[0])
+
+
+async def last_seq(conn: AsyncConnection, export_id: str) -> int | None:
+    """The seq of the file's last chunk (None: no chunks)."""
+    return (await conn.execute(select(func.max(export_chunks.c.seq)).where(
+        export_chunks.c.export_id == export_id))).scalar()
+
+
+async def drop_chunks(conn: AsyncConnection, export_id: str) -> None:
+    await conn.execute(delete(export_chunks).where(export_chunks.c.export_id == export_id))
