@@ -128,6 +128,8 @@ messages = Table(
     Index("ix_messages_campaign_overview", "campaign_id", "status", "held", "dispatched_at", "sent_at",
           "updated_at"),
     Index("ix_messages_dispatch_order", "campaign_id", "dispatched_at", "created_at", "id"),
+    # ListMessages' keyset pages and an export's batches, in created order (migration 0013).
+    Index("ix_messages_campaign_created", "campaign_id", "created_at", "id"),
     Index("ix_messages_campaign_updated", "campaign_id", "updated_at"),
 )
 
