@@ -362,7 +362,11 @@ class CampaignServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListMessages(self, request, context):
-        """The send detail table: one row per recipient per channel.
+        """The send detail table: one row per recipient per channel, page by page (AIP-158).
+        Errors: INVALID_ARGUMENT naming campaign_id (missing), filter (unknown field or value),
+        order_by (not created|sent [asc|desc]) or page_token (not issued by this service, or
+        issued for another campaign, filter or order); NOT_FOUND when the workspace has no such
+        campaign.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
