@@ -6,6 +6,7 @@ raised once at the step (what follows it never runs, as after a kill)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -299,3 +300,30 @@ async def test_a_build_stops_when_another_replica_holds_the_lease(
     async with h.engine.connect() as conn:
         assert (await conn.execute(select(func.count()).select_from(messages).where(
             messages.c.campaign_id == cid))).scalar_one() == 10  # the first chunk only
+
+
+async def test_a_large_build_refreshes_the_planner_statistics(
+        h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL: a build adding ANALYZE_AFTER rows or more analyzes the ledger, so the
+    created-order index serves ListMessages and exports at once (not after autovacuum)."""
+    if h.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's planner statistics")
+    from sqlalchemy import text
+
+    monkeypatch.setattr(scheduler_module, "ANALYZE_AFTER", N)
+
+    async def analyzed() -> int:
+        async with h.engine.connect() as conn:
+            return int((await conn.execute(text(
+                "SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'messages'"))).scalar_one())
+
+    before = await analyzed()
+    cid = await approve(h, sms(N))
+    h.clock.advance(0.2)
+    await h.scheduler.tick()
+    assert (await h.status(cid, md("w"))).status == pb.CAMPAIGN_STATUS_SENDING
+    for _ in range(50):  # the statistics collector reports with a short delay
+        if await analyzed() > before:
+            break
+        await asyncio.sleep(0.1)
+    assert await analyzed() > before

@@ -16,6 +16,7 @@ from herald.v1 import common_pb2 as c
 from herald.v1 import events_pb2 as e
 from herald.v1 import recipients_pb2 as rpb
 from prometheus_client import Counter
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.campaigns import lifecycle
@@ -35,6 +36,7 @@ BUILDS = Counter("herald_campaigns_builds_total",
                  "again after an interruption or a recipients error), empty_failed (a non-empty "
                  "request that yielded no message: the campaign FAILED).", ["result"])
 BUILD_CHUNK = 1000  # ledger rows per insert transaction and per event batch at build
+ANALYZE_AFTER = 10_000  # a build adding this many rows refreshes PostgreSQL's statistics
 # The events a rejected recipient's row announces at build, besides "queued".
 BUILT_KIND = {S.MESSAGE_STATUS_FAILED: e.MESSAGE_EVENT_KIND_FAILED,
               S.MESSAGE_STATUS_OPTED_OUT: e.MESSAGE_EVENT_KIND_OPTED_OUT}
@@ -154,8 +156,23 @@ class BuildMixin(JobBase):
         await self.transition(cid, lifecycle.SENDING, f"built {total} messages",
                               also=drop_targets(cid), recipients_count=total)
         BUILDS.labels("resumed" if resumed else "built").inc()
+        if added >= ANALYZE_AFTER:
+            await self.refresh_statistics()
         log.info("campaign built", extra={"campaign_id": cid, "messages": total, "added": added,
                                           "resumed": resumed})
+
+    async def refresh_statistics(self) -> None:
+        """PostgreSQL: refresh the ledger's planner statistics after a large build. Read before
+        autovacuum got to it, a freshly built campaign looked small to the planner, which then
+        sorted every matching row for each ListMessages page or export batch instead of
+        walking the created-order index (~190 ms against ~2 ms a page at 100,000 messages)."""
+        if self.store.engine.dialect.name != "postgresql":
+            return
+        try:
+            async with self.store.write() as conn:
+                await conn.execute(text("ANALYZE messages"))
+        except Exception as exc:  # statistics only: autovacuum refreshes them later anyway
+            log.warning("ANALYZE after build failed", extra={"error": describe(exc)})
 
     async def build_empty(self, row: Any, inline: int, categories: int) -> None:
         reason = (f"the audience yielded no messages ({inline} inline recipients, {categories} "
