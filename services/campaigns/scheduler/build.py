@@ -164,8 +164,9 @@ class BuildMixin(JobBase):
     async def refresh_statistics(self) -> None:
         """PostgreSQL: refresh the ledger's planner statistics after a large build. Read before
         autovacuum got to it, a freshly built campaign looked small to the planner, which then
-        sorted every matching row for each ListMessages page or export batch instead of
-        walking the created-order index (~190 ms against ~2 ms a page at 100,000 messages)."""
+        sorted the matching rows for each export batch (or ListMessages page) instead of
+        walking the created-order index: an export of 100,000 rows went 9,659 -> 16,527 rows/s
+        with this, the database's CPU 0.062 -> 0.014 ms per row."""
         if self.store.engine.dialect.name != "postgresql":
             return
         try:
