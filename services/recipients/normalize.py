@@ -13,14 +13,13 @@ ways agree."""
 
 from __future__ import annotations
 
-import functools
 import re
 
 import phonenumbers
 
 from shared import channels
 from shared.channels.email import normalise_email
-from shared.channels.sms import TEST_NUMBERS
+from shared.channels.sms import accepted_number
 from shared.channels.sms import normalise_phone as parse_phone
 from shared.channels.spec import MAX_INPUT
 
@@ -37,11 +36,6 @@ _E164 = re.compile(r"\+([1-9][0-9]{6,14})")
 _CODES = phonenumbers.COUNTRY_CODE_TO_REGION_CODE
 # Per country code: its national prefix pattern (None: none), as the parser would use it.
 _PREFIX: dict[int, re.Pattern[str] | None] = {}
-
-
-@functools.lru_cache(maxsize=8)
-def _allowed(pattern: str) -> re.Pattern[str] | None:
-    return re.compile(pattern) if pattern else None
 
 
 def _national_prefix(cc: int) -> re.Pattern[str] | None:
@@ -86,10 +80,7 @@ def normalise_phone(raw: str, region: str | None = None, test_numbers: str | Non
     if parts is None:
         return parse_phone(raw, region, test_numbers)
     num = phonenumbers.PhoneNumber(country_code=parts[0], national_number=parts[1])
-    if phonenumbers.is_valid_number(num):
-        return text
-    allowed = _allowed(test_numbers if test_numbers is not None else TEST_NUMBERS.get())
-    if allowed is not None and allowed.fullmatch(text):
+    if accepted_number(num, text, test_numbers):
         return text
     raise BadAddress(f"{text!r} is not a valid phone number")
 

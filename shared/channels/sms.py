@@ -53,12 +53,18 @@ def normalise_phone(raw: str, region: str | None = None, test_numbers: str | Non
     except Exception as exc:  # any input must come back as a reason, never an INTERNAL
         raise AddressError(f"{text!r} is not a phone number") from exc
     e164 = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
-    if phonenumbers.is_valid_number(num):
-        return e164
-    allowed = _test_numbers(test_numbers if test_numbers is not None else TEST_NUMBERS.get())
-    if allowed is not None and allowed.fullmatch(e164):
+    if accepted_number(num, e164, test_numbers):
         return e164
     raise AddressError(f"{text!r} is not a valid phone number")
+
+
+def accepted_number(num: phonenumbers.PhoneNumber, e164: str, test_numbers: str | None = None) -> bool:
+    """A parsed number Herald sends to: valid by libphonenumber, or its E.164 form matches the
+    test-number pattern (HERALD_TEST_NUMBERS unless test_numbers is given)."""
+    if phonenumbers.is_valid_number(num):
+        return True
+    allowed = _test_numbers(test_numbers if test_numbers is not None else TEST_NUMBERS.get())
+    return allowed is not None and allowed.fullmatch(e164) is not None
 
 
 def sms_source(raw: str) -> str:
