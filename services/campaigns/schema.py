@@ -123,10 +123,10 @@ messages = Table(
     Column("updated_at", DateTime(timezone=True)),  # time of the last status change
     Column("held", Boolean, nullable=False, server_default="0"),  # A/B: waits for the winner
     Column("route", String(64), nullable=False, server_default=""),
-    # Covers the ledger scans of a campaign's progress and overview (repo.messages.*_scan,
-    # ReconcileCampaign's check of message_counts) and serves every (campaign_id, status) lookup.
-    Index("ix_messages_campaign_overview", "campaign_id", "status", "held", "dispatched_at", "sent_at",
-          "updated_at"),
+    # A status filter's ListMessages pages (and export batches) in created order: the rows
+    # come out in page order whatever the planner thinks of the status's frequency (migration
+    # 0014). Its (campaign_id, status) prefix serves every status lookup of a campaign.
+    Index("ix_messages_campaign_status_created", "campaign_id", "status", "created_at", "id"),
     Index("ix_messages_dispatch_order", "campaign_id", "dispatched_at", "created_at", "id"),
     # ListMessages' keyset pages and an export's batches, in created order (migration 0013).
     Index("ix_messages_campaign_created", "campaign_id", "created_at", "id"),

@@ -66,14 +66,21 @@ async def page(conn: AsyncConnection, campaign_id: str, conds: Sequence[Any], or
     last (value, id) (KEYSET orders), read instead of skipping `offset` rows. statuses: the
     filter is only these statuses, so the total is summed from message_counts (kept exact by
     triggers) instead of counting the campaign's matching ledger rows."""
-    col = ORDERABLE[order]
-    ordering = [col.desc() if desc else col.asc(), messages.c.id.desc() if desc else messages.c.id]
     if statuses is not None:
         total = int((await conn.execute(select(func.coalesce(func.sum(message_counts.c.n), 0)).where(
             message_counts.c.campaign_id == campaign_id,
             message_counts.c.status.in_(list(statuses))))).scalar_one())
     else:
         total = await count(conn, campaign_id, *conds)
+    rows = (await conn.execute(page_query(campaign_id, conds, order, desc, size, offset, after))).mappings().all()
+    return total, list(rows)
+
+
+def page_query(campaign_id: str, conds: Sequence[Any], order: str, desc: bool, size: int,
+               offset: int, after: tuple[Any, str] | None = None) -> Any:
+    """The SELECT of one page (see page)."""
+    col = ORDERABLE[order]
+    ordering = [col.desc() if desc else col.asc(), messages.c.id.desc() if desc else messages.c.id]
     q = select(messages).where(messages.c.campaign_id == campaign_id, *conds)
     if after is not None:
         value, last_id = after
@@ -82,8 +89,7 @@ async def page(conn: AsyncConnection, campaign_id: str, conds: Sequence[Any], or
             q.where(col >= value, or_(col > value, messages.c.id > last_id))
     else:
         q = q.offset(offset)
-    rows = (await conn.execute(q.order_by(*ordering).limit(size + 1))).mappings().all()
-    return total, list(rows)
+    return q.order_by(*ordering).limit(size + 1)
 
 
 async def states_page(conn: AsyncConnection, campaign_id: str, after: str, limit: int) -> list[Any]:
