@@ -10,6 +10,12 @@ each one's CPU per message: they share the machine's cores, so the table says wh
 CPU goes. --smpp-profile records the window-100 run with py-spy (py-spy pauses the process
 to sample, which inflates that run's CPU) and lists where the gateway's time goes.
 The blocking client runs as shipped (Nagle on, at most 1,000 messages) and with TCP_NODELAY.
+
+--smpp-count replaces the timed runs with one counted run per window (and tree, with
+--smpp-ab-tree): what the machine's load does not disturb, per message -- Redis commands, round
+trips and bytes, NATS messages, bytes and JetStream API calls (--smpp-count-subjects: by kind
+of subject, and acks in or out of order), system calls, context switches and page faults of
+each process; --smpp-cprofile adds the gateway's Python calls (bench/smpp_counts.py).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from pathlib import Path
 from herald.v1 import common_pb2 as c
 from herald.v1 import events_pb2 as e
 
-from bench import pyspy
+from bench import pyspy, smpp_counts
 from bench.email_gateway_runs import start_in_tree
 from cli import procs
 from shared import bus
@@ -72,9 +78,13 @@ def _cpu_detail(cpu: dict[str, float], n: int) -> str:
     return ", ".join(f"{name} {1000 * t / n:.3f}" for name, t in cpu.items()) + " ms CPU/msg"
 
 
-def _start_gateway(name: str, base: Path, env: dict[str, str], tree: str | None) -> procs.Proc:
+def _start_gateway(name: str, base: Path, env: dict[str, str], tree: str | None,
+                   cprofile: Path | None = None) -> procs.Proc:
     """The gateway of this checkout, or of another one (--smpp-ab-tree: e.g. a git worktree
-    of the commit to compare with)."""
+    of the commit to compare with); under cProfile when `cprofile` names its output."""
+    if cprofile is not None:
+        here = str(Path(__file__).resolve().parent.parent)
+        return smpp_counts.start_profiled(name, base, env, tree or here, cprofile)
     if tree is None:
         return procs.start_module(name, "gateways.smpp", base, env)
     return start_in_tree(name, "gateways.smpp", base, env, tree)
@@ -82,22 +92,29 @@ def _start_gateway(name: str, base: Path, env: dict[str, str], tree: str | None)
 
 def _gateway_run(base: Path, nats_url: str, redis_url: str, sim_port: int, stats_file: Path,
                  window: int, n: int, profile: Path | None,
-                 others: dict[str, int], tree: str | None = None) -> tuple[float, dict[str, float]]:
+                 others: dict[str, int], tree: str | None = None,
+                 cprofile: Path | None = None,
+                 counts: smpp_counts.Counts | None = None) -> tuple[float, dict[str, float]]:
+    """One gateway run; with `counts`, the counters before the gateway starts (its own system
+    calls: once it is ready) and when every receipt was acknowledged are left in counts.last."""
     run = f"b{uuid.uuid4().hex[:8]}"
     subject = f"jobs.sms.{run}"
     asyncio.run(_preload(nats_url, subject, n, run))
     before = _stats(stats_file).get("receipts_acked", 0)
+    snap0 = counts.snapshot() if counts is not None else {}
     gw = _start_gateway(f"gw-{run}", base, {
         "HERALD_NATS_URL": nats_url, "HERALD_REDIS_URL": redis_url,
         "HERALD_SMPP_HOST": "127.0.0.1", "HERALD_SMPP_PORT": str(sim_port),
         "HERALD_SMPP_WINDOW": str(window), "HERALD_SMPP_JOBS_SUBJECT": subject,
         "HERALD_SMPP_CONSUMER": f"smpp-{run}", "HERALD_LOG_LEVEL": "WARNING",
         "HERALD_GRPC_ADDR": "127.0.0.1:0", "HERALD_METRICS_ADDR": "127.0.0.1:0",
-    }, tree)
+    }, tree, cprofile)
     spy = None
     try:
         pid = gw.popen.pid
         pids = {"gateway": pid, **others}
+        if counts is not None:  # the gateway's own system calls from its ready line on
+            snap0.update(smpp_counts.syscalls("gateway", pid))
         t0, cpu0 = time.perf_counter(), _cpus(pids)
         spy_bin = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
         if profile is not None and spy_bin:
@@ -111,11 +128,13 @@ def _gateway_run(base: Path, nats_url: str, redis_url: str, sim_port: int, stats
             time.sleep(0.02)
         dt, cpu1 = time.perf_counter() - t0, _cpus(pids)
         cpu = {k: cpu1[k] - cpu0[k] for k in pids}
+        if counts is not None:
+            counts.last = (snap0, {**counts.snapshot(), **smpp_counts.syscalls("gateway", pid)})
     finally:
         if spy is not None:
             spy.send_signal(2)
             spy.wait(30)
-        gw.stop()
+        gw.stop(60.0)
     return dt, cpu
 
 
@@ -165,13 +184,44 @@ def _profile_summary(path: Path, top: int = 12) -> list[tuple[str, str, str]]:
     return pyspy.summarise(path, _AREAS, "other gateway code", top)
 
 
+def _count_runs(args: argparse.Namespace, base: Path, nats: procs.Proc, redis: procs.Proc,
+                port: int, stats_file: Path, others: dict[str, int],
+                trees: list[tuple[str, str | None]]) -> list[tuple[str, str, str]]:
+    """--smpp-count: one run per window and tree, counted (no timing: the counters and the
+    cProfile slow the runs down)."""
+    rows: list[tuple[str, str, str]] = []
+    counts = smpp_counts.Counts(nats, str(redis.info["url"]),
+                                {"nats": nats.popen.pid, "redis": redis.popen.pid}, args.smpp_count_subjects,
+                                Path(args.smpp_count_monitor) if args.smpp_count_monitor else None)
+    try:
+        for w in (int(x) for x in args.smpp_windows.split(",")):
+            for label, tree in trees:
+                n = args.smpp_messages
+                prof = base / f"cprofile-{w}-{len(rows)}.out" if args.smpp_cprofile else None
+                dt, cpu = _gateway_run(base, str(nats.info["url"]), str(redis.info["url"]), port,
+                                       stats_file, w, n, None, others, tree, prof, counts)
+                tag = f" window {w}{label}"
+                rows.append((f"count{tag}: CPU (indicative: counting and load disturb it)",
+                             f"{n / dt:,.0f} msg/s", _cpu_detail(cpu, n)))
+                rows += smpp_counts.Counts.rows(*counts.last, n, tag)
+                if prof is not None and prof.exists():
+                    rows += smpp_counts.profile_rows(prof, n, tag, args.smpp_cprofile_top)
+                    keep = Path(__file__).resolve().parent / "results" / f"smpp-cprofile-w{w}-{'ab' if tree else 'this'}.out"
+                    keep.parent.mkdir(exist_ok=True)
+                    shutil.copy(prof, keep)
+    finally:
+        counts.close()
+    return rows
+
+
 def run(args: argparse.Namespace) -> list[tuple[str, str, str]]:
     n = args.smpp_messages
     windows = [int(w) for w in args.smpp_windows.split(",")]
     rows: list[tuple[str, str, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
-        nats = procs.start_nats(base / "nats")
+        nats = (smpp_counts.start_nats(base / "nats") if args.smpp_count
+                else procs.start_nats(base / "nats"))
         redis = procs.start_redis(base / "redis")
         stats_file = base / "smsc.json"
         sim = procs.start_module("smsc", "gateways.smpp.simulator", base, {
@@ -187,6 +237,8 @@ def run(args: argparse.Namespace) -> list[tuple[str, str, str]]:
             trees: list[tuple[str, str | None]] = [("", None)]
             if args.smpp_ab_tree:
                 trees = [(f", tree {args.smpp_ab_tree}", args.smpp_ab_tree), (", this tree", None)]
+            if args.smpp_count:
+                return _count_runs(args, base, nats, redis, port, stats_file, others, trees)
             for w in windows:
                 count = n if w > 1 else min(n, 2000)
                 by_tree: dict[str, list[tuple[float, float, dict[str, float]]]] = {
@@ -251,5 +303,15 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--smpp-ab-tree", default="",
                     help="smpp: another checkout (e.g. `git worktree add /tmp/base <commit>`) whose "
                          "gateway runs alternately with this one's, both reported")
+    ap.add_argument("--smpp-count", action="store_true",
+                    help="smpp: instead of timed runs, one counted run per window (and tree): Redis "
+                         "commands and round trips, NATS messages/bytes by kind, JetStream API calls, per message")
+    ap.add_argument("--smpp-count-subjects", action="store_true",
+                    help="smpp: with --smpp-count, NATS messages by kind of subject (a subscriber on '>')")
+    ap.add_argument("--smpp-count-monitor", default="",
+                    help="smpp: with --smpp-count, every Redis command (MONITOR) appended to this file")
+    ap.add_argument("--smpp-cprofile", action="store_true",
+                    help="smpp: with --smpp-count, the gateway's Python calls per message (cProfile)")
+    ap.add_argument("--smpp-cprofile-top", type=int, default=40, help="smpp: functions listed per profile")
     ap.add_argument("--smpp-repeat", type=int, default=3,
                     help="smpp: runs per window (the median is reported; the machine is shared)")

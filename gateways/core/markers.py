@@ -267,22 +267,27 @@ class SendMarkers:
         are outcomes the carrier already gave, recorded in the same call."""
         now = time.time()
         out: list[bool] = []
-        written: dict[Holder, str] = {}  # the jobs of a write share a few claims
         for at in range(0, max(len(tickets), len(accepted), 1), CHUNK):
             chunk = tickets[at:at + CHUNK]
             done = accepted[at:at + CHUNK]
             if not chunk and not done:
                 break
-            args: list[str | int] = [self.ttl, len(done), *[v for _, v in done]]
+            # the jobs of a write share a few claims: each claim's held and written values
+            # go once, then each job's claim by its number (1, 2, ...)
+            numbers: dict[Holder, int] = {}
+            values: list[str] = []
+            per_job: list[int] = []
             for t in chunk:
                 holder = t.holder
-                value = written.get(holder)
-                if value is None:
-                    value = written[holder] = holder.written(now)
-                args.append(holder.held)
-                args.append(value)
+                k = numbers.get(holder)
+                if k is None:
+                    k = numbers[holder] = len(numbers) + 1
+                    values.append(holder.held)
+                    values.append(holder.written(now))
+                per_job.append(k)
             res = await self._eval_on_gate_conn(
-                self._gate_many, [k for k, _ in done] + [t.key for t in chunk], args)
+                self._gate_many, [k for k, _ in done] + [t.key for t in chunk],
+                [self.ttl, len(done), *[v for _, v in done], len(numbers), *values, *per_job])
             out += [bool(int(r)) for r in res]
         return out
 

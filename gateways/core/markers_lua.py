@@ -29,10 +29,12 @@ for i = 1, n do
   local k = KEYS[i]
   local refkey = false
   if ARGV[6 + i] ~= '' then r = r + 1; refkey = KEYS[r] end
-  local v = redis.call('GET', k)
+  -- the common case first: no marker there, taken in one command (SET NX)
+  local v = false
   local take = true
   local alive = 0
-  if v then
+  if not redis.call('SET', k, ARGV[1], 'NX', 'EX', ARGV[2]) then
+    v = redis.call('GET', k)
     local ok, st
     if string.byte(v, 1) == 123 then ok, st = pcall(cjson.decode, v) else ok, st = true, text_marker(v) end
     if ok and type(st) == 'table' then
@@ -49,7 +51,7 @@ for i = 1, n do
     end
   end
   if take then
-    redis.call('SET', k, ARGV[1], 'EX', ARGV[2])
+    if v then redis.call('SET', k, ARGV[1], 'EX', ARGV[2]) end
     if refkey then redis.call('SET', refkey, ARGV[6 + i], 'EX', ARGV[2]) end
     if v then out[i + 1] = {1, v} else out[i + 1] = 1 end
   else
@@ -59,13 +61,17 @@ end
 return out
 """
 # Relay acceptances recorded (SET, the first ARGV[2] keys), then held -> written for the rest,
-# only where the marker is still exactly this claim's "held" value: one call per gate flush.
+# only where the marker is still exactly its claim's "held" value: one call per gate flush.
+# The jobs of a flush share a few claims: each claim's (held, written) values come once
+# (ARGV[3 + ARGV[2]] of them), then one claim number per job.
 GATE_MANY = """
 local n = tonumber(ARGV[2])
 for i = 1, n do redis.call('SET', KEYS[i], ARGV[i + 2], 'EX', ARGV[1]) end
+local pairs_at = n + 2
+local per_job = pairs_at + 1 + 2 * tonumber(ARGV[n + 3])
 local out = {}
 for i = n + 1, #KEYS do
-  local at = n + 2 + 2 * (i - n) - 1
+  local at = pairs_at + 2 * tonumber(ARGV[per_job + i - n])
   if redis.call('GET', KEYS[i]) == ARGV[at] then
     redis.call('SET', KEYS[i], ARGV[at + 1], 'EX', ARGV[1])
     out[i - n] = 1
