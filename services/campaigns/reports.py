@@ -207,10 +207,13 @@ class ReportsMixin:
 
 
 def status_only(expr: str) -> list[int] | None:
-    """The statuses a filter made only of status= terms selects (None for any other filter):
-    its total can be read from the progress counters."""
+    """The statuses a filter made only of status= terms selects (every status for no filter;
+    None for any other filter): its total can be read from the progress counters instead of
+    counting the campaign's rows (an unfiltered page counted all of them on every call)."""
     terms = filter_terms(expr)
-    if not terms or any(key != "status" for key, _ in terms):
+    if not terms:
+        return sorted(c.MessageStatus.values())
+    if any(key != "status" for key, _ in terms):
         return None
     picked = set(enum_values(c.MessageStatus, "MESSAGE_STATUS_", terms[0][1], "status"))
     for _, vals in terms[1:]:
