@@ -1,21 +1,32 @@
 """Exports of the send detail: built in the background (QUEUED -> RUNNING -> DONE), kept
-in SQL until they expire."""
+in SQL until they expire.
+
+The replica building an export holds a lease on it, renewed with every chunk it writes; if
+the process dies mid-build, the lease runs out and the next exports pass of any replica takes
+the export over (its partial file dropped, built again from the start), up to MAX_ATTEMPTS
+builds; then it is FAILED with an error saying so and what to do."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import logging
+import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from herald.v1 import campaigns_pb2 as pb
 from herald.v1 import common_pb2 as c
 from prometheus_client import Counter
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.campaigns.filters import message_filter
+from services.campaigns.repo import campaigns as campaigns_repo
 from services.campaigns.repo import exports as exports_repo
+from services.campaigns.repo import job_errors
 from services.campaigns.schema import messages
 from services.campaigns.store import Store
 from shared import channels
@@ -25,7 +36,17 @@ from shared.timeutil import Clock, aware, to_ts
 
 log = logging.getLogger("herald.campaigns.exports")
 S = c.MessageStatus
-EXPORTS = Counter("herald_campaigns_exports_total", "Exports built, by result.", ["result"])
+EXPORTS = Counter("herald_campaigns_exports_total",
+                  "Export builds, by result: done, failed, taken_over (a build whose replica died "
+                  "started again), interrupted (failed: interrupted MAX_ATTEMPTS times), lost (a "
+                  "build stopped: another replica took it over), given_back (at a clean stop).",
+                  ["result"])
+# Builds of one export before an interrupted one is FAILED instead of started again.
+MAX_ATTEMPTS = 3
+INTERRUPTED = ("the export's build was interrupted {n} times: the campaigns process building it "
+               "stopped before it finished (crash, out of memory or node loss). Create the export "
+               "again; if it happens again, check the campaigns process's memory use and restarts "
+               "(OOMKilled, restart count) and export fewer rows at a time (a filter).")
 
 # The export's channel column ("SMS", "EMAIL") -> its registry entry (masking).
 _SPECS_BY_NAME = {c.Channel.Name(s.channel).removeprefix("CHANNEL_"): s for s in channels.specs()}
@@ -138,6 +159,8 @@ def to_proto(r: Any, now: datetime) -> pb.Export:
                     author=r["author"], file_name=f"campaign-{r['campaign_id'][:8]}-{r['id'][:8]}.{ext}")
     if r["content"] is not None:
         out.size_bytes = len(r["content"])
+    out.attempts = r["attempts"] or 0
+    out.status_detail = status_detail(r, status, now)
     for f in ("created_at", "finished_at", "expires_at"):
         ts = to_ts(aware(r[f]))
         if ts is not None:
@@ -145,44 +168,178 @@ def to_proto(r: Any, now: datetime) -> pb.Export:
     return out
 
 
-async def run_pending(store: Store, clock: Clock, ttl: float) -> int:
-    """Build every QUEUED export (compare-and-set to RUNNING, so one replica builds each)
-    and drop the files of expired ones. Returns how many were built."""
+class LeaseLost(Exception):
+    """The build's export is not its own any more: another replica took it over."""
+
+
+@dataclass
+class Lease:
+    """One build's hold on its export: every chunk is written in the same transaction as the
+    renewal of the lease, which succeeds only while the export is still this build's (owner
+    and attempt), so two builders never interleave chunks."""
+
+    store: Store
+    clock: Clock
+    owner: str
+    seconds: float
+    export_id: str
+    attempt: int
+    renewed: float = 0.0  # when the lease was last renewed (monotonic)
+
+    def until(self) -> datetime:
+        return self.clock.now() + timedelta(seconds=self.seconds)
+
+    async def write(self, seq: int, data: bytes, rows: int) -> None:
+        """Renew the lease and add one chunk of the file, in one transaction."""
+        async with self.store.write() as conn:
+            if not await exports_repo.renew(conn, self.export_id, self.owner, self.attempt,
+                                            self.until(), rows):
+                raise LeaseLost(self.export_id)
+            await exports_repo.add_chunk(conn, self.export_id, seq, data)
+        self.renewed = time.monotonic()
+
+    async def keep(self) -> None:
+        """Renew the lease if a third of it went by since the last renewal (reads without
+        writes: the header's pass over the keys)."""
+        if time.monotonic() - self.renewed < self.seconds / 3:
+            return
+        async with self.store.write() as conn:
+            if not await exports_repo.renew(conn, self.export_id, self.owner, self.attempt, self.until()):
+                raise LeaseLost(self.export_id)
+        self.renewed = time.monotonic()
+
+
+def status_detail(r: Any, status: int, now: datetime) -> str:
+    """Export.status_detail: the status explained for a person."""
+    attempts, rows = r["attempts"] or 0, r["rows"] or 0
+    if status == pb.EXPORT_STATUS_QUEUED:
+        again = f" ({attempts} earlier build(s) interrupted)" if attempts else ""
+        return f"waiting for a campaigns replica to build it{again}"
+    if status == pb.EXPORT_STATUS_RUNNING:
+        until = aware(r["lease_until"])
+        if until is None or until < now:
+            since = f" since {iso(until)}" if until else ""
+            nxt = (f"another replica builds it again shortly (attempt {attempts + 1} of {MAX_ATTEMPTS})"
+                   if attempts < MAX_ATTEMPTS else
+                   f"it was interrupted {attempts} times and is marked FAILED shortly")
+            return f"its build stopped (the replica building it has not renewed its lease{since}); {nxt}"
+        again = (f" again after {attempts - 1} interrupted build(s)" if attempts > 1 else "")
+        return f"being built{again}: {rows} rows written (attempt {max(attempts, 1)} of {MAX_ATTEMPTS})"
+    if status == pb.EXPORT_STATUS_DONE:
+        return f"ready: {rows} rows, downloadable until {iso(r['expires_at'])}"
+    if status == pb.EXPORT_STATUS_EXPIRED:
+        return f"expired at {iso(r['expires_at'])}: its file was dropped; create the export again"
+    if status == pb.EXPORT_STATUS_FAILED:
+        return f"failed: {r['error']}" if r["error"] else "failed"
+    return ""
+
+
+async def run_pending(store: Store, clock: Clock, ttl: float, owner: str = "", lease: float = 10.0) -> int:
+    """Build the exports waiting for a builder and drop the files of expired ones; returns how
+    many were built. A QUEUED export is claimed (compare-and-set to RUNNING, so one replica
+    builds each) under a lease of `lease` seconds held by `owner`; a RUNNING one whose lease
+    ran out (its builder died) is taken over and built again from the start, up to
+    MAX_ATTEMPTS builds, then FAILED with an explanation."""
     now = clock.now()
     async with store.write() as conn:
         queued = await exports_repo.expire_and_list_queued(conn, now)
+    async with store.read() as conn:
+        stale = await exports_repo.list_stale(conn, now)
     built = 0
+    for export_id in stale:
+        ex = await _take_over(store, clock, export_id, owner, lease)
+        if ex is not None:
+            built += await _build_leased(store, clock, ttl, ex, owner, lease)
     for export_id in queued:
         async with store.write() as conn:
-            ex = await exports_repo.claim(conn, export_id)
-        if ex is None:
-            continue
-        try:
-            rows = await build(store, ex)
-            done = clock.now()
-            async with store.write() as conn:
-                await exports_repo.finish(conn, export_id, status=pb.EXPORT_STATUS_DONE, rows=rows,
-                                          finished_at=done, expires_at=done + timedelta(seconds=ttl))
-            EXPORTS.labels("done").inc()
-            built += 1
-        except Exception as exc:
-            log.exception("export failed", extra={"export_id": export_id})
-            EXPORTS.labels("failed").inc()
-            async with store.write() as conn:
-                # No partial file: the chunks written so far go with the failure.
-                await exports_repo.drop_chunks(conn, export_id)
-                await exports_repo.finish(conn, export_id, status=pb.EXPORT_STATUS_FAILED, error=str(exc),
-                                          finished_at=clock.now())
-                row = await store.get_row(conn, ex["campaign_id"], None)
-                if row is not None:
-                    await Store.job_error(conn, row, "export", f"export {export_id}: {exc}", clock.now())
+            ex = await exports_repo.claim(conn, export_id, owner, clock.now() + timedelta(seconds=lease))
+        if ex is not None:
+            built += await _build_leased(store, clock, ttl, ex, owner, lease)
     return built
 
 
-async def build(store: Store, ex: Any) -> int:
+async def _take_over(store: Store, clock: Clock, export_id: str, owner: str, lease: float) -> Any:
+    """A stale RUNNING export: leased to this replica for one more build (the row), or FAILED
+    once it used MAX_ATTEMPTS builds (None; None too when another replica got there first)."""
+    now = clock.now()
+    async with store.write() as conn:
+        ex = await exports_repo.take_over(conn, export_id, owner, now, now + timedelta(seconds=lease),
+                                          MAX_ATTEMPTS)
+        if ex is not None:
+            EXPORTS.labels("taken_over").inc()
+            log.warning("export build interrupted: building it again", extra={
+                "export_id": export_id, "attempt": ex["attempts"], "max_attempts": MAX_ATTEMPTS})
+            return ex
+        failed = await exports_repo.end_interrupted(conn, export_id, now, MAX_ATTEMPTS,
+                                                    INTERRUPTED.format(n=MAX_ATTEMPTS))
+        if failed is not None:
+            EXPORTS.labels("interrupted").inc()
+            log.error("export build interrupted too often: failed", extra={
+                "export_id": export_id, "attempts": failed["attempts"]})
+            await _job_error(conn, failed["campaign_id"], export_id, failed["error"], now)
+    return None
+
+
+async def _build_leased(store: Store, clock: Clock, ttl: float, ex: Any, owner: str, lease: float) -> int:
+    """Build a claimed export under its lease: 1 if this build finished it (DONE), else 0."""
+    export_id, attempt = ex["id"], ex["attempts"]
+    held = Lease(store, clock, owner, lease, export_id, attempt, time.monotonic())
+    try:
+        rows = await build(store, ex, held)
+        done = clock.now()
+        async with store.write() as conn:
+            if not await exports_repo.finish(conn, export_id, owner, attempt, status=pb.EXPORT_STATUS_DONE,
+                                             rows=rows, finished_at=done,
+                                             expires_at=done + timedelta(seconds=ttl)):
+                raise LeaseLost(export_id)
+        EXPORTS.labels("done").inc()
+        return 1
+    except LeaseLost:
+        # Another replica took it over (this one stalled past its lease): its build counts.
+        EXPORTS.labels("lost").inc()
+        log.warning("export build lost its lease: stopped", extra={"export_id": export_id, "attempt": attempt})
+    except asyncio.CancelledError:
+        # The replica is stopping: give the export back rather than leave it to its lease.
+        await _give_back(store, export_id, owner, attempt)
+        raise
+    except Exception as exc:
+        log.exception("export failed", extra={"export_id": export_id})
+        async with store.write() as conn:
+            # No partial file: the chunks written so far go with the failure.
+            now = clock.now()
+            if await exports_repo.finish(conn, export_id, owner, attempt, status=pb.EXPORT_STATUS_FAILED,
+                                         error=str(exc), finished_at=now, rows=0):
+                EXPORTS.labels("failed").inc()
+                await exports_repo.drop_chunks(conn, export_id)
+                await _job_error(conn, ex["campaign_id"], export_id, str(exc), now)
+    return 0
+
+
+async def _give_back(store: Store, export_id: str, owner: str, attempt: int) -> None:
+    """Best effort (the database may be going away too): if it fails, the lease runs out and
+    another replica takes the export over."""
+    try:
+        async with store.write() as conn:
+            if await exports_repo.give_back(conn, export_id, owner, attempt):
+                EXPORTS.labels("given_back").inc()
+                log.info("export given back at stop", extra={"export_id": export_id})
+    except Exception as exc:
+        log.warning("export not given back at stop", extra={
+            "export_id": export_id, "error": f"{type(exc).__name__}: {exc}"})
+
+
+async def _job_error(conn: AsyncConnection, campaign_id: str, export_id: str, error: str, now: datetime) -> None:
+    """The campaign's Errors tab (Job) says what happened to the export."""
+    row = await campaigns_repo.get(conn, campaign_id, None)
+    if row is not None:
+        await job_errors.add(conn, row, "export", f"export {export_id}: {error}", now)
+
+
+async def build(store: Store, ex: Any, lease: Lease) -> int:
     """Write the export's file as chunks (the header, then one per batch of BATCH rows), each
     in its own short transaction while the export is RUNNING, so neither memory nor a
-    transaction grows with the export. Returns the row count.
+    transaction grows with the export; each renews the lease (LeaseLost if another replica
+    took the export over: nothing more is written). Returns the row count.
 
     The header names every custom field of the rows, so a first pass reads only the keys
     (and where the export ends: rows added later are left out of both passes)."""
@@ -197,9 +354,9 @@ async def build(store: Store, ex: Any) -> int:
             break
         names.update(k for r in keys for k in custom_fields(r["fields"]))
         after = (keys[-1]["created_at"], keys[-1]["id"])
+        await lease.keep()
     upto, field_names = after, sorted(names)
-    async with store.write() as conn:
-        await exports_repo.add_chunk(conn, ex["id"], 0, render_header(field_names, fmt))
+    await lease.write(0, render_header(field_names, fmt), 0)
     count, seq, after = 0, 0, None
     while upto is not None:
         async with store.read() as conn:
@@ -207,8 +364,7 @@ async def build(store: Store, ex: Any) -> int:
         if not rows:
             break
         seq += 1
-        async with store.write() as conn:
-            await exports_repo.add_chunk(conn, ex["id"], seq, render_rows(rows, fmt, field_names))
         count += len(rows)
+        await lease.write(seq, render_rows(rows, fmt, field_names), count)
         after = (rows[-1]["created_at"], rows[-1]["id"])
     return count

@@ -278,6 +278,12 @@ exports = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True)),
     Column("expires_at", DateTime(timezone=True)),
+    # The build's lease (migration 0015): the replica building a RUNNING export renews
+    # lease_until as it writes chunks; one whose lease ran out (or that has none) is taken over.
+    Column("lease_owner", String(200), nullable=False, server_default=""),
+    Column("lease_until", DateTime(timezone=True)),
+    # Builds started: a take-over adds one, a build given back at a clean stop does not count.
+    Column("attempts", Integer, nullable=False, server_default="0"),
 )
 
 # An export's file in order (seq from 0: the header, then one chunk per batch of rows),

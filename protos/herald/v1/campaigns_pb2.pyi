@@ -610,7 +610,7 @@ class ListMessagesResponse(_message.Message):
     def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
 
 class Export(_message.Message):
-    __slots__ = ("id", "campaign_id", "format", "filter", "status", "rows", "size_bytes", "error", "author", "created_at", "finished_at", "expires_at", "file_name")
+    __slots__ = ("id", "campaign_id", "format", "filter", "status", "rows", "size_bytes", "error", "author", "created_at", "finished_at", "expires_at", "file_name", "attempts", "status_detail")
     ID_FIELD_NUMBER: _ClassVar[int]
     CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
@@ -624,6 +624,8 @@ class Export(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     FILE_NAME_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_DETAIL_FIELD_NUMBER: _ClassVar[int]
     id: str
     campaign_id: str
     format: ExportFormat
@@ -637,7 +639,9 @@ class Export(_message.Message):
     finished_at: _timestamp_pb2.Timestamp
     expires_at: _timestamp_pb2.Timestamp
     file_name: str
-    def __init__(self, id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., format: _Optional[_Union[ExportFormat, str]] = ..., filter: _Optional[str] = ..., status: _Optional[_Union[ExportStatus, str]] = ..., rows: _Optional[int] = ..., size_bytes: _Optional[int] = ..., error: _Optional[str] = ..., author: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., file_name: _Optional[str] = ...) -> None: ...
+    attempts: int
+    status_detail: str
+    def __init__(self, id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., format: _Optional[_Union[ExportFormat, str]] = ..., filter: _Optional[str] = ..., status: _Optional[_Union[ExportStatus, str]] = ..., rows: _Optional[int] = ..., size_bytes: _Optional[int] = ..., error: _Optional[str] = ..., author: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., file_name: _Optional[str] = ..., attempts: _Optional[int] = ..., status_detail: _Optional[str] = ...) -> None: ...
 
 class CreateExportRequest(_message.Message):
     __slots__ = ("request_id", "campaign_id", "format", "filter")

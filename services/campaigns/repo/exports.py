@@ -1,4 +1,9 @@
-"""Export rows: QUEUED -> RUNNING -> DONE (or FAILED), the file kept until it expires."""
+"""Export rows: QUEUED -> RUNNING -> DONE (or FAILED), the file kept until it expires.
+
+A RUNNING export is leased by the replica building it (lease_owner, lease_until, renewed as
+it writes); `attempts` numbers its builds and fences every write of one: a build writes only
+while the row is still RUNNING under its owner and attempt, so a build taken over by another
+replica (take_over) can neither add chunks nor finish."""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from herald.v1 import campaigns_pb2 as pb
-from sqlalchemy import delete, func, insert, select, tuple_, update
+from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.campaigns.schema import export_chunks, exports, messages
@@ -55,18 +60,96 @@ async def expire_and_list_queued(conn: AsyncConnection, now: datetime) -> list[s
         exports.c.status == pb.EXPORT_STATUS_QUEUED).order_by(exports.c.created_at))).all()]
 
 
-async def claim(conn: AsyncConnection, export_id: str) -> Any:
-    """QUEUED -> RUNNING (compare-and-set, so one replica builds each): the row, or None."""
+def _stale(now: datetime) -> ColumnElement[bool]:
+    """A RUNNING export whose builder stopped renewing its lease (or that never had one: rows
+    from before leases)."""
+    return and_(exports.c.status == pb.EXPORT_STATUS_RUNNING,
+                or_(exports.c.lease_until.is_(None), exports.c.lease_until < now))
+
+
+def _held(export_id: str, owner: str, attempt: int) -> ColumnElement[bool]:
+    """The export is still RUNNING in this build (owner and attempt): the fence of its writes."""
+    return and_(exports.c.id == export_id, exports.c.status == pb.EXPORT_STATUS_RUNNING,
+                exports.c.lease_owner == owner, exports.c.attempts == attempt)
+
+
+async def _row(conn: AsyncConnection, export_id: str) -> Any:
+    return (await conn.execute(select(*_without_content()).where(exports.c.id == export_id))).mappings().one()
+
+
+async def list_stale(conn: AsyncConnection, now: datetime) -> list[str]:
+    """The RUNNING exports whose lease ran out (their builder died), oldest first."""
+    return [r[0] for r in (await conn.execute(select(exports.c.id).where(_stale(now))
+                                              .order_by(exports.c.created_at))).all()]
+
+
+async def claim(conn: AsyncConnection, export_id: str, owner: str, until: datetime) -> Any:
+    """QUEUED -> RUNNING leased to owner until `until`, one more attempt (compare-and-set, so
+    one replica builds each): the row, or None."""
     res = await conn.execute(update(exports).where(
         exports.c.id == export_id, exports.c.status == pb.EXPORT_STATUS_QUEUED,
-    ).values(status=pb.EXPORT_STATUS_RUNNING))
+    ).values(status=pb.EXPORT_STATUS_RUNNING, lease_owner=owner, lease_until=until,
+             attempts=exports.c.attempts + 1, rows=0))
     if res.rowcount != 1:
         return None
-    return (await conn.execute(select(exports).where(exports.c.id == export_id))).mappings().one()
+    return await _row(conn, export_id)
 
 
-async def finish(conn: AsyncConnection, export_id: str, **values: Any) -> None:
-    await conn.execute(update(exports).where(exports.c.id == export_id).values(**values))
+async def take_over(conn: AsyncConnection, export_id: str, owner: str, now: datetime,
+                    until: datetime, max_attempts: int) -> Any:
+    """A stale RUNNING export with fewer than max_attempts builds: leased to owner as one more
+    attempt, its partial file dropped (compare-and-set, so one taker). The row, or None."""
+    res = await conn.execute(update(exports).where(
+        exports.c.id == export_id, _stale(now), exports.c.attempts < max_attempts,
+    ).values(lease_owner=owner, lease_until=until, attempts=exports.c.attempts + 1, rows=0))
+    if res.rowcount != 1:
+        return None
+    await drop_chunks(conn, export_id)
+    return await _row(conn, export_id)
+
+
+async def end_interrupted(conn: AsyncConnection, export_id: str, now: datetime, max_attempts: int,
+                          error: str) -> Any:
+    """A stale RUNNING export that used its max_attempts builds: FAILED with `error`, its
+    partial file dropped (compare-and-set). The row, or None."""
+    res = await conn.execute(update(exports).where(
+        exports.c.id == export_id, _stale(now), exports.c.attempts >= max_attempts,
+    ).values(status=pb.EXPORT_STATUS_FAILED, finished_at=now, lease_owner="", lease_until=None,
+             rows=0, error=error))
+    if res.rowcount != 1:
+        return None
+    await drop_chunks(conn, export_id)
+    return await _row(conn, export_id)
+
+
+async def renew(conn: AsyncConnection, export_id: str, owner: str, attempt: int, until: datetime,
+                rows: int | None = None) -> bool:
+    """Extend this build's lease (and record the rows written so far); False: the build is
+    not this export's any more (taken over, or cancelled)."""
+    values: dict[str, Any] = {"lease_until": until}
+    if rows is not None:
+        values["rows"] = rows
+    res = await conn.execute(update(exports).where(_held(export_id, owner, attempt)).values(**values))
+    return res.rowcount == 1
+
+
+async def finish(conn: AsyncConnection, export_id: str, owner: str, attempt: int, **values: Any) -> bool:
+    """End this build (DONE or FAILED with values) and its lease; False: not this build's."""
+    res = await conn.execute(update(exports).where(_held(export_id, owner, attempt)).values(
+        lease_owner="", lease_until=None, **values))
+    return res.rowcount == 1
+
+
+async def give_back(conn: AsyncConnection, export_id: str, owner: str, attempt: int) -> bool:
+    """A replica stopping mid-build: the export back to QUEUED for another one, its partial
+    file dropped; the attempt is not counted (nothing went wrong with it)."""
+    res = await conn.execute(update(exports).where(_held(export_id, owner, attempt)).values(
+        status=pb.EXPORT_STATUS_QUEUED, lease_owner="", lease_until=None,
+        attempts=exports.c.attempts - 1, rows=0))
+    if res.rowcount != 1:
+        return False
+    await drop_chunks(conn, export_id)
+    return True
 
 
 # --- the file in chunks -----------------------------------------------------------------------

@@ -1,5 +1,8 @@
 """Export generation: when asked (CreateExport wakes the scheduler) and once a second for
-expiry, not on every tick: the pass is a write transaction."""
+expiry and take-overs, not on every tick: the pass is a write transaction. A build is leased
+to this replica (its owner id, as for campaigns) for the scheduler's lease period, renewed as
+it writes; a build whose replica died is taken over once that lease has run out. A replica
+stopping finishes the build of its tick, or gives the export back if it is cancelled."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ class ExportsMixin(JobBase):
             return
         self.exports_at = now
         try:
-            await exports.run_pending(self.store, self.clock, self.export_ttl)
+            await exports.run_pending(self.store, self.clock, self.export_ttl, self.owner, self.lease)
         except Exception as exc:
             SCHEDULER_ERRORS.labels("exports").inc()
             log.exception("exports failed", extra={"error": describe(exc)})
