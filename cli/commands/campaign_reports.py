@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import time
 from pathlib import Path
 
 from herald.v1 import campaigns_pb2 as cpb
@@ -89,13 +90,18 @@ async def export(args: argparse.Namespace, cl: Clients, out: Output) -> int:
     ex = await cl.campaigns.CreateExport(cpb.CreateExportRequest(
         campaign_id=args.id, filter=args.filter,
         format=cpb.EXPORT_FORMAT_TXT if args.txt else cpb.EXPORT_FORMAT_CSV))
-    for _ in range(600):
+    deadline, shown = time.monotonic() + args.wait, ""
+    while True:
         ex = await cl.campaigns.GetExport(cpb.GetExportRequest(id=ex.id))
-        if ex.status not in (cpb.EXPORT_STATUS_QUEUED, cpb.EXPORT_STATUS_RUNNING):
+        if ex.status not in (cpb.EXPORT_STATUS_QUEUED, cpb.EXPORT_STATUS_RUNNING) \
+                or time.monotonic() >= deadline:
             break
+        if ex.status_detail != shown and not out.json:  # progress, on stderr
+            shown = ex.status_detail
+            out.err.print(f"export {ex.id}: {shown}", markup=False, highlight=False, soft_wrap=True)
         await asyncio.sleep(0.2)
     if ex.status != cpb.EXPORT_STATUS_DONE:
-        out.error(f"export {enum(cpb.ExportStatus.Name(ex.status))}: {ex.error}")
+        out.error(f"export {ex.id} {enum(cpb.ExportStatus.Name(ex.status))}: {ex.status_detail or ex.error}")
         if out.json:
             out.emit(ex)
         return 1

@@ -125,6 +125,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     ex.add_argument("--filter", default="")
     ex.add_argument("--txt", action="store_true")
     ex.add_argument("-o", "--output", default="")
+    ex.add_argument("--wait", type=float, default=600.0,
+                    help="seconds to wait for the export to be built (it goes on building after)")
     tr = add(sub, common, "trigger", trigger, "TRIGGER campaigns: send one message")
     tr.add_argument("id")
     tr.add_argument("--phone", default="")

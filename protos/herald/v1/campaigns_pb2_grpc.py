@@ -385,7 +385,9 @@ class CampaignServiceServicer:
 
     def CreateExport(self, request, context):
         """Exports of the send detail (CSV or TXT): created QUEUED, built in the background
-        (RUNNING -> DONE), downloadable until they expire. CreateExport needs the operator role.
+        (RUNNING -> DONE, or FAILED with the reason; a build interrupted by a dying replica is
+        taken up again by another, see Export.attempts and Export.status_detail), downloadable
+        until they expire. CreateExport needs the operator role.
         DownloadExport masks phone numbers unless the downloader has pii, whoever created it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
