@@ -253,3 +253,41 @@ async def test_cancelled_build_gives_the_export_back(
     gate.release()
     await replica(h, "replica-b").run_exports(h.clock.now(), True)
     await assert_whole_file(h, cid, export_id, attempts=1)
+
+
+async def test_an_export_running_at_the_upgrade_gets_a_rollout_grace(
+        tmp_path: Any, request: pytest.FixtureRequest) -> None:
+    """An export RUNNING when migration 0015 runs may still be built by a pod of the previous
+    release (which writes no lease): it is taken over only once ROLLOUT_GRACE has passed."""
+    from datetime import UTC, datetime
+
+    from alembic import command
+    from sqlalchemy import select, text
+
+    from shared import db
+    from tests.integration.campaigns_harness import MIGRATIONS
+
+    grace = 15 * 60
+    for url in (f"sqlite+aiosqlite:///{tmp_path / 'e.db'}", request.getfixturevalue("empty_pg_url")):
+        await asyncio.to_thread(command.upgrade, db.alembic_config(MIGRATIONS, url), "0014")
+        eng = db.make_engine(url)
+        try:
+            async with eng.begin() as conn:
+                for export_id, status in (("building", pb.EXPORT_STATUS_RUNNING), ("done", pb.EXPORT_STATUS_DONE)):
+                    await conn.execute(text(
+                        "INSERT INTO exports (id, campaign_id, workspace_id, format, status, created_at) "
+                        "VALUES (:id, 'cp', 'wx', 1, :status, :at)").bindparams(
+                            id=export_id, status=status, at=datetime(2026, 11, 30, tzinfo=UTC)))
+            migrated = datetime.now(UTC)
+            await db.migrate(MIGRATIONS, url)
+            async with eng.connect() as conn:
+                rows = {r["id"]: r for r in (await conn.execute(select(exports_table))).mappings()}
+                assert rows["building"]["lease_owner"] == "previous-release"
+                until = rows["building"]["lease_until"]
+                until = until if until.tzinfo else until.replace(tzinfo=UTC)
+                assert abs((until - migrated).total_seconds() - grace) < 60
+                assert rows["done"]["lease_until"] is None
+                assert await exports_repo.list_stale(conn, migrated + timedelta(seconds=grace - 60)) == []
+                assert await exports_repo.list_stale(conn, migrated + timedelta(seconds=grace + 60)) == ["building"]
+        finally:
+            await eng.dispose()
