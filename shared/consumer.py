@@ -35,6 +35,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
 
 from shared import bus, jsfast
+from shared.adapters import nats_internals
 from shared.jsfast import JsMsg
 
 log = logging.getLogger("herald.consumer")
@@ -95,7 +96,7 @@ class Consumer:
                  error_delay: float = 1.0, progress_every: float | None = None,
                  drain_timeout: float | None = None, fetch_timeout: float = FETCH_TIMEOUT) -> None:
         self.js = js
-        self.nc: NATS = js._nc  # noqa: SLF001  (jsfast talks to the connection directly)
+        self.nc: NATS = nats_internals.connection_of(js)  # jsfast talks to the connection
         self.durable = durable
         self.handler = handler
         self.concurrency = max(int(concurrency), 1)
@@ -227,13 +228,13 @@ class Consumer:
             return
         groups: dict[Verdict, list[JsMsg]] = {}
         for m, v in zip(msgs, result, strict=True):
-            if not m._acked:  # noqa: SLF001  (settled by the handler itself)
+            if not m.settled:  # else settled by the handler itself
                 groups.setdefault(v, []).append(m)
         for v, group in groups.items():
             await self._write(group, v)
 
     async def _settle_all(self, msgs: list[JsMsg], verdict: Verdict) -> None:
-        await self._write([m for m in msgs if not m._acked], verdict)  # noqa: SLF001
+        await self._write([m for m in msgs if not m.settled], verdict)
 
     async def _write(self, msgs: list[JsMsg], verdict: Verdict) -> None:
         if not msgs:
@@ -268,13 +269,13 @@ class Consumer:
 
 
 async def _in_progress(msgs: list[JsMsg]) -> None:
-    live = [m for m in msgs if not m._acked]  # noqa: SLF001
+    live = [m for m in msgs if not m.settled]
     if not live:
         return
     payload = b"+WPI"
     cmds = [b"PUB %s %d\r\n%s\r\n" % (m.reply.encode(), len(payload), payload) for m in live]
     try:
-        await jsfast.send_raw(live[0]._nc, cmds)  # noqa: SLF001
+        await jsfast.send_raw(live[0].nc, cmds)
     except Exception as exc:  # the messages come back after ack_wait: logged, not fatal
         log.warning("in-progress acks failed: %s", exc)
 

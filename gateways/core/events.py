@@ -14,13 +14,14 @@ from gateways.core.outcome import Outcome
 from shared import ids, states
 from shared.timeutil import to_ts
 
-_NS = uuid.UUID("4f1c2a52-61a4-4c57-9a0f-2b8f0b7c1e55")
+# The namespace of the stable event ids (uuid5): fixed, every release and channel.
+EVENT_ID_NAMESPACE = uuid.UUID("4f1c2a52-61a4-4c57-9a0f-2b8f0b7c1e55")
 
 K = e  # top-level enum constants: e.MessageEventKind.X costs ~3 µs per lookup
 
 # The same fact re-published (a redelivered job) keeps its event_id, so consumers
 # de-duplicate it even after JetStream's 2-minute duplicate window.
-stable_event_id = ids.uuid5_text(_NS)
+stable_event_id = ids.uuid5_text(EVENT_ID_NAMESPACE)
 random_event_id = ids.uuid4_text
 
 

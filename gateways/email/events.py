@@ -12,7 +12,6 @@ from nats.js import JetStreamContext
 from gateways.core import events as core_events
 from shared import bus, states
 
-_NS = core_events._NS  # noqa: SLF001 (the namespace of stable ids, tests check it)
 stable_event_id = core_events.stable_event_id
 random_event_id = core_events.random_event_id
 

@@ -31,6 +31,7 @@ from gateways.core.metrics import channel_metrics
 from gateways.core.recorder import RetryPolicy
 from gateways.core.runtime import Runtime, RuntimeConfig
 from shared import bus, cache, epoch
+from shared.adapters import nats_internals
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -128,7 +129,7 @@ class Rig:
             ev = e.MessageEvent.FromString(msg.data)
             if ev.message_id.startswith(self.durable):
                 self.events.append(ev)
-        self.sub = await self.js._nc.subscribe("events.message.>", cb=got)  # noqa: SLF001
+        self.sub = await nats_internals.connection_of(self.js).subscribe("events.message.>", cb=got)
 
     def job(self, to: str, n: int = 0) -> e.MessageJob:
         return e.MessageJob(message_id=f"{self.durable}-{to}-{n}-{uuid.uuid4().hex[:6]}",

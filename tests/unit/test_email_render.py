@@ -194,7 +194,8 @@ def test_unsubscribe_token_payload_is_the_signer_part(to: str, contact: str) -> 
 def test_stable_event_id_is_uuid5() -> None:
     import uuid
 
-    from gateways.email.events import _NS, stable_event_id
+    from gateways.core.events import EVENT_ID_NAMESPACE as _NS
+    from gateways.email.events import stable_event_id
 
     for name in ("m-1:submitted:1", "ä:failed:2", ""):
         assert stable_event_id(name) == str(uuid.uuid5(_NS, name))

@@ -52,7 +52,9 @@ class RawMany:
         if got is not None:
             return got
         compiled = self.stmt.compile(dialect=dialect, column_keys=list(keys))
-        procs = compiled._bind_processors  # noqa: SLF001 (the processors SQLAlchemy would apply)
+        # The processors SQLAlchemy applies: each bound parameter's type, as the dialect has it.
+        procs = {name: proc for name, bind in compiled.binds.items()
+                 if (proc := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None}
         constants: list[Any] = []
         positions: list[int] = []
         for name in compiled.positiontup or ():
