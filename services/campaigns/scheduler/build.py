@@ -7,7 +7,7 @@ transaction that moves the campaign to SENDING."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,7 +16,7 @@ from herald.v1 import common_pb2 as c
 from herald.v1 import events_pb2 as e
 from herald.v1 import recipients_pb2 as rpb
 from prometheus_client import Counter
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.campaigns import lifecycle
@@ -25,6 +25,7 @@ from services.campaigns.repo import messages as messages_repo
 from services.campaigns.scheduler.audience import audience
 from services.campaigns.scheduler.base import JobBase, describe, log
 from services.campaigns.scheduler.content import content_of, message_id, preview, variables_of
+from services.campaigns.schema import messages as ledger
 from shared import auth, channels, states, templating
 from shared.timeutil import aware, to_ts
 
@@ -54,22 +55,20 @@ def drop_targets(campaign_id: str) -> Callable[[AsyncConnection], Awaitable[None
     return run
 
 
-async def _each(parts: Iterable[Sequence[rpb.AudienceMember]]) -> AsyncIterator[Sequence[rpb.AudienceMember]]:
-    for part in parts:
-        yield part
-
-
-def variant_assigner(variants: list[dict], test_percent: int, accepted: int) -> Any:
+def variant_assigner(variants: list[dict], test_percent: int, accepted: int,
+                     taken: Sequence[int] = ()) -> Any:
     """Deterministic A/B assignment in audience order: the first test_percent of the accepted
     audience is split by split_percent, interleaved so every prefix of the send order is split
-    fairly (smooth weighted round robin); the rest is held for the winner."""
+    fairly (smooth weighted round robin); the rest is held for the winner. `taken`: how many
+    members each variant already has (a resumed build: its rows in the ledger); the next
+    choice depends on those counts only."""
     if not variants:
         return lambda: ("", False)
     test_n = accepted if not test_percent else round(accepted * test_percent / 100)
     quotas = [test_n * v["split_percent"] // 100 for v in variants]
     for i in range(test_n - sum(quotas)):
         quotas[i % len(quotas)] += 1
-    used = [0] * len(variants)
+    used = list(taken) or [0] * len(variants)
 
     def next_one() -> tuple[str, bool]:
         open_ = [i for i, q in enumerate(quotas) if used[i] < q]
@@ -98,6 +97,12 @@ def built_events(campaign: Any, message_id: str, created_at: datetime, address: 
                             failure_category=category, error_description=reason, **base)
         out.append((states.message_subject(kind), ev, ev.event_id))
     return out
+
+
+def address_key(row: Any, r: c.Recipient) -> tuple[str, str]:
+    """A recipient's address on the campaign's channel, and the key of its message id."""
+    address = channels.spec(row["channel"]).address_of(r)
+    return address, address or f"contact:{r.contact_id}"
 
 
 class LeaseLost(Exception):
@@ -188,32 +193,26 @@ class BuildMixin(JobBase):
 
     async def write_audience(self, row: Any, targets: list[c.Recipient], announce: bool = True) -> int:
         """Resolve the audience and insert its missing ledger rows chunk by chunk as the stream
-        arrives (an A/B split needs the accepted count first, so that audience is read whole),
-        each chunk's new rows announced once written (`announce`). Returns how many rows were
-        added."""
+        arrives (an A/B split: write_split), each chunk's new rows announced once written
+        (`announce`). Returns how many rows were added."""
         if not targets and not row["category_ids"]:
             return 0  # a TRIGGER campaign may start with no audience
         req = rpb.ResolveAudienceRequest(channel=row["channel"], category_ids=row["category_ids"] or [],
                                          inline=targets)
         md = auth.call_metadata(workspace=row["workspace_id"])
-        source = audience(self.recipients, req, md, timeout=600)
-        assign = variant_assigner([], 0, 0)
-        # A repeated address yields the same message id: the ledger keeps the first row
-        # (insert_rows), so nothing of the audience is held here across chunks. An A/B split
-        # assigns variants in audience order, so there the repeats are skipped before.
-        seen: set[str] | None = None
+
+        def source() -> AsyncIterator[Sequence[rpb.AudienceMember]]:
+            return audience(self.recipients, req, md, timeout=600)
+
         if row["variants"]:
-            members = [m async for part in source for m in part]
-            assign = variant_assigner(row["variants"], row["test_percent"],
-                                      sum(1 for m in members if m.accepted))
-            source = _each([members])
-            seen = set()
+            return await self.write_split(row, source, announce)
+        # A repeated address yields the same message id: the ledger keeps the first row
+        # (insert_rows), so nothing of the audience is held here across chunks.
+        assign = variant_assigner([], 0, 0)
         now, chunk, added = self.clock.now(), [], 0
-        async for part in source:
+        async for part in source():
             for m in part:
-                values = self.ledger_row(row, m, assign, now, seen)
-                if values is not None:
-                    chunk.append(values)
+                chunk.append(self.ledger_row(row, m, assign, now))
                 if len(chunk) >= BUILD_CHUNK:
                     added += await self.insert_rows(row, chunk, announce)
                     chunk = []
@@ -221,18 +220,65 @@ class BuildMixin(JobBase):
             added += await self.insert_rows(row, chunk, announce)
         return added
 
+    async def write_split(self, row: Any, source: Callable[[], AsyncIterator[Sequence[rpb.AudienceMember]]],
+                          announce: bool) -> int:
+        """An A/B build, in flat memory: two reads of the audience stream. The first only
+        counts the accepted members (the test cell's size: variant_assigner's quotas); the
+        second assigns variants in audience order and writes chunk by chunk. A member whose
+        address the ledger already has (a repeat earlier in the audience, or a row an
+        interrupted build wrote) gets no row and takes no variant's quota: the quotas
+        already taken are the ledger's rows per variant, read before the second pass. So a
+        resumed build goes on exactly where the interrupted one stopped, and a repeated
+        address keeps its first row. If the audience changes between the two reads, the
+        quotas of the first count stand: members beyond them are held for the winner, and a
+        test cell that lost members stays smaller. Both reads renew the build's lease, also
+        where they write nothing (the count, an audience already in the ledger)."""
+        renewed = self.clock.time()
+
+        async def keep_lease() -> None:  # reads that write nothing renew the lease too
+            nonlocal renewed
+            if self.clock.time() - renewed >= self.lease / 3:
+                async with self.store.write() as conn:
+                    await self.hold_lease(conn, row["id"])
+                renewed = self.clock.time()
+
+        accepted = 0
+        async for part in source():
+            accepted += sum(1 for m in part if m.accepted)
+            await keep_lease()
+        async with self.store.read() as conn:
+            used = [await messages_repo.count(conn, row["id"], ledger.c.variant == v["name"])
+                    for v in row["variants"]]
+        assign = variant_assigner(row["variants"], row["test_percent"], accepted, used)
+        now, pending, added = self.clock.now(), [], 0
+        async for part in source():
+            pending.extend(part)
+            await keep_lease()
+            if len(pending) >= BUILD_CHUNK:
+                added += await self.insert_first(row, pending, assign, now, announce)
+                pending = []
+        if pending:
+            added += await self.insert_first(row, pending, assign, now, announce)
+        return added
+
+    async def insert_first(self, row: Any, members: Sequence[rpb.AudienceMember],
+                           assign: Callable[[], tuple[str, bool]], now: datetime, announce: bool) -> int:
+        """Insert the rows of the members whose address is neither earlier in `members` nor
+        in the ledger yet, variants assigned in audience order; the others take nothing."""
+        first: dict[str, rpb.AudienceMember] = {}
+        for m in members:
+            first.setdefault(message_id(row["id"], row["channel"], address_key(row, m.recipient)[1]), m)
+        async with self.store.read() as conn:
+            have = {r[0] for r in await conn.execute(select(ledger.c.id).where(ledger.c.id.in_(list(first))))}
+        rows = [self.ledger_row(row, m, assign, now) for mid, m in first.items() if mid not in have]
+        return await self.insert_rows(row, rows, announce) if rows else 0
+
     @staticmethod
     def ledger_row(row: Any, m: rpb.AudienceMember, assign: Callable[[], tuple[str, bool]],
-                   now: datetime, seen: set[str] | None) -> dict[str, Any] | None:
-        """The ledger row of one audience member (None for an address already in `seen`:
-        the first wins)."""
+                   now: datetime) -> dict[str, Any]:
+        """The ledger row of one audience member (its variant, if accepted, from `assign`)."""
         r = m.recipient
-        address = channels.spec(row["channel"]).address_of(r)
-        key = address or f"contact:{r.contact_id}"
-        if seen is not None:
-            if key in seen:
-                return None
-            seen.add(key)
+        address, key = address_key(row, r)
         status = c.MESSAGE_STATUS_QUEUED
         if not m.accepted:
             status = REJECT_STATUS.get(m.rejection, (c.MESSAGE_STATUS_FAILED,))[0]
@@ -257,6 +303,13 @@ class BuildMixin(JobBase):
             content_preview=shown, fields=variables, created_at=now, updated_at=now,
         )
 
+    async def hold_lease(self, conn: AsyncConnection, campaign_id: str) -> None:
+        """Renew the lease of the campaign being built; LeaseLost if another replica has it."""
+        now = self.clock.now()
+        if not await campaigns_repo.hold_lease(conn, campaign_id, self.owner, now,
+                                               now + timedelta(seconds=self.lease)):
+            raise LeaseLost(campaign_id)
+
     async def insert_rows(self, campaign: Any, rows: list[dict[str, Any]], announce: bool) -> int:
         """Insert the rows the ledger does not have yet; rows already there are left as they
         are (a resumed build, or a second replica after a lease ran out). With `announce`, the
@@ -267,10 +320,7 @@ class BuildMixin(JobBase):
         async with self.store.write() as conn:
             # A build outlasts the lease taken at the tick's start (1,000,000 recipients take
             # minutes): each chunk renews it, so no other replica starts the same build.
-            now = self.clock.now()
-            if not await campaigns_repo.hold_lease(conn, campaign["id"], self.owner, now,
-                                                   now + timedelta(seconds=self.lease)):
-                raise LeaseLost(campaign["id"])
+            await self.hold_lease(conn, campaign["id"])
             new, kept = await messages_repo.add_missing(conn, list(first.values()))
             if kept:
                 log.info("build found ledger rows already written (a resumed build, or an "
