@@ -47,9 +47,13 @@ stop:
 lint: venv
 	$(VPY) -m ruff check .
 
+# Two pytest-xdist workers, each with its own servers and databases; a module stays on one
+# worker, and the modules go out in collection order (not fewest tests last): the long
+# stacks (chaos, cli, contract, e2e) first, the short unit files fill the end.
 test: deps tools
 	bash deploy/local/ensure-deps.sh --test
-	HERALD_TEST_NEEDS_PG=1 bash deploy/local/with-postgres.sh $(VPY) -m pytest -q -p no:cacheprovider
+	HERALD_TEST_NEEDS_PG=1 bash deploy/local/with-postgres.sh $(VPY) -m pytest -q -p no:cacheprovider \
+		-n 2 --dist loadfile --no-loadscope-reorder
 
 # The fault-injection suite at full size (make test runs it reduced: a few thousand messages).
 chaos: deps

@@ -1,6 +1,12 @@
 """Session-wide real servers: a private nats-server (JetStream) and redis-server on free
 ports, and a throwaway PostgreSQL database on the running server. A missing server is
-a failure, never a skip."""
+a failure, never a skip.
+
+`make test` runs the suite on two pytest-xdist workers (`--dist loadfile`: a module's tests
+stay on one worker, so its module-scoped stack starts once). Each worker is a session of
+its own: its own servers, its own uuid-named databases, its own tmp_path tree; a package-
+or session-scoped stack (tests/chaos, tests/contract) starts on each worker that runs
+one of its modules."""
 
 from __future__ import annotations
 
@@ -16,6 +22,14 @@ import pytest
 from cli import procs
 
 PG_ADMIN_DSN = os.environ.get("HERALD_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+# Where a process that was not given HERALD_NATS_URL / HERALD_REDIS_URL would go: a closed
+# loopback port, never the machine's shared NATS (4222) or Redis (6379).
+NOWHERE = {"HERALD_NATS_URL": "nats://127.0.0.1:1", "HERALD_REDIS_URL": "redis://127.0.0.1:1/0"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Before the xdist workers start, so they and every process they spawn inherit it.
+    os.environ.update(NOWHERE)
 
 
 @pytest.fixture(scope="session")

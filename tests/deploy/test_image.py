@@ -28,6 +28,9 @@ from cli import procs
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 CONSTRAINTS = "requirements/constraints.txt"
+# The module's venv is three pip steps of up to 300 s each (minutes on a busy machine, with the
+# other test worker running); the suite-wide 300 s would end it half way.
+pytestmark = pytest.mark.timeout(900)
 # The build stage's two pip steps (run with the venv's pip): the test runs the same ones.
 DEPS_STEP = f"pip install --only-binary=:all: -r {CONSTRAINTS}"
 APP_STEP = f"pip install -c {CONSTRAINTS} ."

@@ -150,11 +150,14 @@ async def test_kill_with_jobs_fetched_but_not_written_sends_them_once_after_rest
     r, js, _ = rig
     r.hold.touch()
     # Two mails whose answer the sink holds back: they occupy both connections, so the
-    # other 28 jobs are fetched and claimed, and none of their DATA is written.
+    # other 28 jobs are fetched and claimed, and none of their DATA is written. All 30 fit
+    # in the gateway's 3 batches in flight, and it waits 60 s for the held answers: the
+    # state stands until the kill, however slowly a busy machine gets there (with batches
+    # of 8 and a 2 s reply timeout it had to be seen within about 2 s).
     held = [job(f"hold-{i}@example.com") for i in range(2)]
     rest = [job(f"r{i}@example.com") for i in range(28)]
-    gw = r.start_gateway(HERALD_SMTP_POOL_SIZE="2", HERALD_EMAIL_BATCH="8",
-                         HERALD_SMTP_TIMEOUT="2")  # an old-style lease of 10 s
+    gw = r.start_gateway(HERALD_SMTP_POOL_SIZE="2", HERALD_EMAIL_BATCH="10",
+                         HERALD_SMTP_TIMEOUT="60")
     await publish(js, held + rest)
 
     async def stuck() -> bool:
@@ -170,7 +173,8 @@ async def test_kill_with_jobs_fetched_but_not_written_sends_them_once_after_rest
     gw.popen.kill()  # kill -9: no drain, no outcome for anything in flight
     gw.popen.wait()
     r.hold.unlink()  # the relay answers the dead sessions (it had stored both mails)
-    r.start_gateway(HERALD_SMTP_POOL_SIZE="2", HERALD_EMAIL_BATCH="8", HERALD_SMTP_TIMEOUT="2")
+    r.start_gateway(HERALD_SMTP_POOL_SIZE="2", HERALD_EMAIL_BATCH="8",
+                    HERALD_SMTP_TIMEOUT="2")  # an old-style lease of 10 s
 
     async def settled() -> bool:
         return all(r.final(j.message_id) for j in held + rest) and await drained(js)
