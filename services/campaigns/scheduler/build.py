@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.campaigns import lifecycle
 from services.campaigns.repo import campaigns as campaigns_repo
 from services.campaigns.repo import messages as messages_repo
-from services.campaigns.scheduler.audience import audience
+from services.campaigns.scheduler.audience import AudienceStalled, audience
 from services.campaigns.scheduler.base import JobBase, describe, log
 from services.campaigns.scheduler.content import content_of, message_id, preview, variables_of
 from services.campaigns.schema import messages as ledger
@@ -38,6 +38,9 @@ BUILDS = Counter("herald_campaigns_builds_total",
                  "request that yielded no message: the campaign FAILED).", ["result"])
 BUILD_CHUNK = 1000  # ledger rows per insert transaction and per event batch at build
 ANALYZE_AFTER = 10_000  # a build adding this many rows refreshes PostgreSQL's statistics
+# Longest wait for the next piece of the audience from the recipients service before the build
+# gives up this try (retried next tick; a resumed build skips what it wrote).
+AUDIENCE_IDLE = 300.0
 # The events a rejected recipient's row announces at build, besides "queued".
 BUILT_KIND = {S.MESSAGE_STATUS_FAILED: e.MESSAGE_EVENT_KIND_FAILED,
               S.MESSAGE_STATUS_OPTED_OUT: e.MESSAGE_EVENT_KIND_OPTED_OUT}
@@ -137,6 +140,11 @@ class BuildMixin(JobBase):
             log.warning("build stopped: another replica holds the campaign's lease", extra={
                 "campaign_id": cid})
             return
+        except AudienceStalled as exc:
+            await self.record_error(row, "build", f"{exc} (retrying)")
+            log.warning("recipients service stalled, build retried next tick", extra={
+                "campaign_id": cid, "error": str(exc)})
+            return
         except grpc.aio.AioRpcError as exc:
             transient = exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
             await self.record_error(row, "build", f"recipients service: {exc.code().name}: {exc.details()}"
@@ -202,7 +210,7 @@ class BuildMixin(JobBase):
         md = auth.call_metadata(workspace=row["workspace_id"])
 
         def source() -> AsyncIterator[Sequence[rpb.AudienceMember]]:
-            return audience(self.recipients, req, md, timeout=600)
+            return audience(self.recipients, req, md, idle=AUDIENCE_IDLE)
 
         if row["variants"]:
             return await self.write_split(row, source, announce)
