@@ -70,3 +70,32 @@ async def test_rawmany_writes_what_sqlalchemy_writes(tmp_path: Path) -> None:
         await engine.dispose()
     assert dumps[0] == dumps[1]
     assert dumps[0][0] == 30  # updates of ids the ledger does not have change nothing
+
+
+
+async def test_shared_and_shifted_timestamps_are_written_as_sqlalchemy_writes(tmp_path: Path) -> None:
+    """Rows sharing one datetime object (a build's rows share its clock reading) and equal
+    instants in another time zone (SQLite's DATETIME processor writes their wall clock, so
+    they must not reuse the shared object's text)."""
+    from datetime import timezone
+
+    shifted = T0.astimezone(timezone(timedelta(hours=1)))  # == T0, another wall clock
+    stamps = (T0, T0, shifted, T0, shifted, shifted)
+    dumps = []
+    for how in ("sqlalchemy", "rawmany"):
+        batch = rows(len(stamps))
+        for r, at in zip(batch, stamps, strict=True):
+            r["created_at"] = r["updated_at"] = at
+        engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path}/{how}.db")
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+            ins = sqlite.insert(messages)
+            if how == "rawmany":
+                await RawMany(ins).run(conn, batch)
+            else:
+                await conn.execute(ins, batch)
+            dumps.append([tuple(r) for r in await conn.exec_driver_sql(
+                "SELECT id, created_at, updated_at FROM messages ORDER BY id")])
+        await engine.dispose()
+    assert dumps[0] == dumps[1]
+    assert len({r[1] for r in dumps[0]}) == 2  # two wall clocks written
