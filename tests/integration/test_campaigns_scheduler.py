@@ -165,9 +165,11 @@ async def test_auto_pause_after_consecutive_failures(h: Harness) -> None:
     assert (await h.status(cid, md("w"))).status == pb.CAMPAIGN_STATUS_SENDING
 
 
-async def test_abandoned_outcomes_do_not_auto_pause(h: Harness) -> None:
-    # Jobs abandoned after a gateway crash or lost send markers ("the carrier may have
-    # accepted it") say nothing about the route: the rest of the audience keeps going.
+@pytest.mark.parametrize("code", ["ABANDONED", "CONNECTION_LOST"])
+async def test_unanswered_outcomes_do_not_auto_pause(h: Harness, code: str) -> None:
+    # Jobs abandoned after a gateway crash or lost send markers, and a dropped SMPP
+    # connection's in-flight window ("the carrier may have accepted it"), say nothing about
+    # the route: the rest of the audience keeps going.
     cid = await approve(h, sms(20, max_rate=5.0, auto_pause_failures=5), "w")
     await h.ticks(2)
     async with h.engine.begin() as conn:
@@ -176,7 +178,7 @@ async def test_abandoned_outcomes_do_not_auto_pause(h: Harness) -> None:
         assert len(ids) == 5
         for i, mid in enumerate(ids):
             await conn.execute(update(messages).where(messages.c.id == mid).values(
-                status=S.MESSAGE_STATUS_FAILED, status_rank=5, error_code="ABANDONED",
+                status=S.MESSAGE_STATUS_FAILED, status_rank=5, error_code=code,
                 failure_category=c.FAILURE_CATEGORY_UNKNOWN,
                 updated_at=h.clock.now() + timedelta(milliseconds=i)))
     h.clock.advance(1)

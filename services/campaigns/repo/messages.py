@@ -259,13 +259,13 @@ async def any_unsettled(conn: AsyncConnection, campaign_id: str) -> bool:
 
 
 async def last_outcomes(conn: AsyncConnection, campaign_id: str, n: int, since: datetime | None,
-                        ignored_code: str) -> list[int]:
+                        ignored_codes: Sequence[str]) -> list[int]:
     """The statuses of the n latest final outcomes of dispatched messages (since `since`),
-    outcomes with error_code ignored_code left out."""
+    outcomes with an error_code in ignored_codes left out."""
     q = (select(messages.c.status).where(
         messages.c.campaign_id == campaign_id, messages.c.dispatched_at.is_not(None),
         messages.c.status_rank >= states.RANK[S.MESSAGE_STATUS_ASSUMED_DELIVERED],
-        messages.c.updated_at.is_not(None), messages.c.error_code != ignored_code)
+        messages.c.updated_at.is_not(None), messages.c.error_code.not_in(list(ignored_codes)))
         .order_by(messages.c.updated_at.desc()).limit(n))
     if since is not None:
         q = q.where(messages.c.updated_at > since)

@@ -15,8 +15,11 @@ from services.campaigns.scheduler.finish import FinishMixin
 from shared.timeutil import aware
 
 S = c.MessageStatus
-# error_code the gateways give a message that may have been accepted but was not recorded.
-ABANDONED_CODE = "ABANDONED"
+# error_codes of FAILED outcomes that say nothing about the route: the carrier may have the
+# message but its answer never came back. ABANDONED: a gateway crashed (or Redis lost its send
+# markers) before recording it; CONNECTION_LOST: the SMPP connection dropped before
+# submit_sm_resp (a window of these at once, after which the gateway reconnects and sends on).
+UNKNOWN_OUTCOME_CODES = ("ABANDONED", "CONNECTION_LOST")
 
 
 class CompleteMixin(FinishMixin):
@@ -58,11 +61,11 @@ class CompleteMixin(FinishMixin):
         if n <= 0:
             return False
         since = aware(row["failures_reset_at"]) or aware(row["started_at"])
-        # ABANDONED outcomes (a gateway crash or lost send markers: the carrier may have
-        # accepted the message) say nothing about the route: they neither count as failures
-        # nor break a streak.
+        # Outcomes the carrier never answered (UNKNOWN_OUTCOME_CODES) say nothing about the
+        # route: they neither count as failures nor break a streak. Before, one dropped SMPP
+        # connection failed its window of in-flight messages at once and paused the campaign.
         async with self.store.read() as conn:
-            last = await messages_repo.last_outcomes(conn, row["id"], n, since, ABANDONED_CODE)
+            last = await messages_repo.last_outcomes(conn, row["id"], n, since, UNKNOWN_OUTCOME_CODES)
         if len(last) < n or any(st != S.MESSAGE_STATUS_FAILED for st in last):
             return False
         if not await self.left_to_send(row["id"]):
