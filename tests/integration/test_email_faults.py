@@ -151,12 +151,14 @@ async def test_kill_with_jobs_fetched_but_not_written_sends_them_once_after_rest
     r.hold.touch()
     # Two mails whose answer the sink holds back: they occupy both connections, so the
     # other 28 jobs are fetched and claimed, and none of their DATA is written. All 30 fit
-    # in the gateway's 3 batches in flight, and it waits 60 s for the held answers: the
-    # state stands until the kill, however slowly a busy machine gets there (with batches
-    # of 8 and a 2 s reply timeout it had to be seen within about 2 s).
+    # in one batch (3 in flight: a fetch that returned only part of them is followed by
+    # another), and it waits 60 s for the held answers: the state stands until the kill,
+    # however slowly a busy machine gets there (with batches of 8 and a 2 s reply timeout it
+    # had to be seen within about 2 s; with batches of 10, three partial fetches could leave
+    # jobs unfetched for good).
     held = [job(f"hold-{i}@example.com") for i in range(2)]
     rest = [job(f"r{i}@example.com") for i in range(28)]
-    gw = r.start_gateway(HERALD_SMTP_POOL_SIZE="2", HERALD_EMAIL_BATCH="10",
+    gw = r.start_gateway(HERALD_SMTP_POOL_SIZE="2", HERALD_EMAIL_BATCH="30",
                          HERALD_SMTP_TIMEOUT="60")
     await publish(js, held + rest)
 
