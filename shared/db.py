@@ -32,6 +32,17 @@ MIGRATE_LOCK_TIMEOUT = config.setting(
     "campaigns, recipients",
 )
 
+SQLITE_CACHE_MIB = config.setting(
+    "HERALD_SQLITE_CACHE_MIB", "16",
+    "SQLite only: page cache per database connection, in MiB (SQLite's own default is 2). "
+    "The ledger's status updates and the build's inserts touch several indexes per message; "
+    "with 2 MiB most of those pages are read again from the file on every batch (measured, "
+    "100,000 SMS end to end: 16 MiB took 6 % less CPU in the campaigns service and 4 % less "
+    "in all; 64 MiB was no better and cost 80 MiB more memory). A service holds up to 15 "
+    "connections, each filling its cache only as far as it needs.",
+    "campaigns, recipients",
+)
+
 
 def db_url(service: str, url: str | None = None) -> str:
     return (url or config.DB_URL.get()).replace("{service}", service)
@@ -43,6 +54,7 @@ def make_engine(url: str) -> AsyncEngine:
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, connect_args={"timeout": 30})
+        cache_kib = max(SQLITE_CACHE_MIB.get_int(), 1) * 1024
 
         @event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
@@ -51,6 +63,7 @@ def make_engine(url: str) -> AsyncEngine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute(f"PRAGMA cache_size=-{cache_kib}")
             cur.close()
 
         return engine
