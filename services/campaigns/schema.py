@@ -130,14 +130,25 @@ messages = Table(
     Index("ix_messages_dispatch_order", "campaign_id", "dispatched_at", "created_at", "id"),
     # ListMessages' keyset pages and an export's batches, in created order (migration 0013).
     Index("ix_messages_campaign_created", "campaign_id", "created_at", "id"),
-    Index("ix_messages_campaign_updated", "campaign_id", "updated_at"),
+    # The auto-pause check's latest final outcomes (repo.messages.last_outcomes). Only final
+    # rows are in it (migration 0016), so a message's earlier events (queued, submitted) do
+    # not move an index entry: the query repeats FINAL_OUTCOME literally for the planner.
+    Index("ix_messages_campaign_outcomes", "campaign_id", "updated_at",
+          sqlite_where=text("status_rank >= 4"), postgresql_where=text("status_rank >= 4")),
 )
+# The predicate of ix_messages_campaign_outcomes: status_rank of ASSUMED_DELIVERED and above
+# (shared.states.RANK; a test checks they agree).
+FINAL_OUTCOME = text("status_rank >= 4")
 
 # A receipt's id as the ledger looks it up: SMSCs change the id's case and leading zeros
 # between submit_sm_resp and the receipt. The '0' is a literal, not a bound parameter, so the
 # query's expression is the index's own (SQLite matches index expressions textually).
 PROVIDER_KEY = func.lower(func.ltrim(messages.c.provider_message_id, literal_column("'0'")))
-Index("ix_messages_provider_key", PROVIDER_KEY)
+# Only rows the carrier gave an id are in it (migration 0016): a build's rows are not, and a
+# submission adds its entry instead of moving one. Lookups repeat HAS_PROVIDER_ID literally.
+HAS_PROVIDER_ID = text("provider_message_id <> ''")
+Index("ix_messages_provider_key_set", PROVIDER_KEY,
+      sqlite_where=HAS_PROVIDER_ID, postgresql_where=HAS_PROVIDER_ID)
 
 # A campaign's messages counted by what its progress and overview read (status, held, handed
 # to the carrier, UTC day handed off), kept by triggers on every change of the ledger, so those

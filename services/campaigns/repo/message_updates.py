@@ -28,7 +28,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.campaigns.repo.rawmany import RawMany
 from services.campaigns.repo.state_order import rank_of
-from services.campaigns.schema import PROVIDER_KEY, count_backfill, message_counts, messages
+from services.campaigns.schema import (
+    HAS_PROVIDER_ID,
+    PROVIDER_KEY,
+    count_backfill,
+    message_counts,
+    messages,
+)
 
 # The event columns of a status row (ledger.status_params) and their SQL types.
 _EVENT = {"b_id": String, "b_status": Integer, "b_good": Integer, "b_carrier": String, "b_code": String,
@@ -138,14 +144,20 @@ async def current_states(conn: AsyncConnection, ids: Iterable[str]) -> dict[str,
     return {r.id: [r.status, r.attempt, r.channel] for r in res}
 
 
-async def by_provider_keys(conn: AsyncConnection, keys: Iterable[str]) -> list[Any]:
-    """SMS rows whose normalised provider id (schema.PROVIDER_KEY, indexed) is one of keys."""
-    found = await conn.execute(select(
+def by_provider_keys_query(keys: Iterable[str]) -> Any:
+    """by_provider_keys' query: it states HAS_PROVIDER_ID, the predicate of the partial index
+    on PROVIDER_KEY, so the planner may read it (and an id that normalises to "" matches
+    none of the rows without one)."""
+    return select(
         messages.c.id, messages.c.campaign_id, messages.c.workspace_id, messages.c.address,
         messages.c.channel, messages.c.status, messages.c.attempt, messages.c.variant,
         messages.c.route, messages.c.provider_message_id,
-    ).where(PROVIDER_KEY.in_(sorted(keys)), messages.c.channel == c.CHANNEL_SMS))
-    return list(found.mappings())
+    ).where(PROVIDER_KEY.in_(sorted(keys)), HAS_PROVIDER_ID, messages.c.channel == c.CHANNEL_SMS)
+
+
+async def by_provider_keys(conn: AsyncConnection, keys: Iterable[str]) -> list[Any]:
+    """SMS rows whose normalised provider id (schema.PROVIDER_KEY, indexed) is one of keys."""
+    return list((await conn.execute(by_provider_keys_query(keys))).mappings())
 
 
 async def hold_counts(conn: AsyncConnection) -> None:

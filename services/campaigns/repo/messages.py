@@ -24,7 +24,7 @@ from services.campaigns.repo.message_progress import overview_scan as overview_s
 from services.campaigns.repo.message_progress import progress as progress
 from services.campaigns.repo.message_progress import progress_scan as progress_scan
 from services.campaigns.repo.rawmany import RawMany
-from services.campaigns.schema import campaigns, message_counts, messages
+from services.campaigns.schema import FINAL_OUTCOME, campaigns, message_counts, messages
 from shared import channels, states
 
 S = c.MessageStatus
@@ -258,18 +258,25 @@ async def any_unsettled(conn: AsyncConnection, campaign_id: str) -> bool:
     return False
 
 
+def last_outcomes_query(campaign_id: str, n: int, since: datetime | None,
+                        ignored_codes: Sequence[str]) -> Any:
+    """last_outcomes' query: it states FINAL_OUTCOME, the predicate of the partial index
+    ix_messages_campaign_outcomes, so the planner may read it."""
+    q = (select(messages.c.status).where(
+        messages.c.campaign_id == campaign_id, messages.c.dispatched_at.is_not(None),
+        FINAL_OUTCOME, messages.c.updated_at.is_not(None),
+        messages.c.error_code.not_in(list(ignored_codes)))
+        .order_by(messages.c.updated_at.desc()).limit(n))
+    if since is not None:
+        q = q.where(messages.c.updated_at > since)
+    return q
+
+
 async def last_outcomes(conn: AsyncConnection, campaign_id: str, n: int, since: datetime | None,
                         ignored_codes: Sequence[str]) -> list[int]:
     """The statuses of the n latest final outcomes of dispatched messages (since `since`),
     outcomes with an error_code in ignored_codes left out."""
-    q = (select(messages.c.status).where(
-        messages.c.campaign_id == campaign_id, messages.c.dispatched_at.is_not(None),
-        messages.c.status_rank >= states.RANK[S.MESSAGE_STATUS_ASSUMED_DELIVERED],
-        messages.c.updated_at.is_not(None), messages.c.error_code.not_in(list(ignored_codes)))
-        .order_by(messages.c.updated_at.desc()).limit(n))
-    if since is not None:
-        q = q.where(messages.c.updated_at > since)
-    return [r[0] for r in await conn.execute(q)]
+    return [r[0] for r in await conn.execute(last_outcomes_query(campaign_id, n, since, ignored_codes))]
 
 
 async def submitted_sms_page(conn: AsyncConnection, statuses: Sequence[str], cutoff: datetime,
