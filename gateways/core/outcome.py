@@ -49,10 +49,20 @@ def abandoned(meaning: str, carrier: str) -> Outcome:
 
 
 def as_marker(o: Outcome) -> dict[str, object]:
-    """A final outcome as its send marker keeps it (replayed to a redelivered job); parts and
-    extra only when set, so channels without them keep the markers they always wrote."""
-    out: dict[str, object] = {"k": o.kind, "code": o.code, "d": o.description,
-                              "cat": o.category, "p": o.provider_id, "r": o.route}
+    """A final outcome as its send marker keeps it (replayed to a redelivered job). Only the
+    fields set: a reader takes a missing one as empty (from_marker), as every release since
+    the runtime has, and an SMPP acceptance's marker is about 40 bytes shorter in Redis."""
+    out: dict[str, object] = {"k": o.kind}
+    if o.code:
+        out["code"] = o.code
+    if o.description:
+        out["d"] = o.description
+    if o.category:
+        out["cat"] = o.category
+    if o.provider_id:
+        out["p"] = o.provider_id
+    if o.route:
+        out["r"] = o.route
     if o.parts:
         out["n"] = o.parts
     if o.extra:
@@ -60,12 +70,26 @@ def as_marker(o: Outcome) -> dict[str, object]:
     return out
 
 
+_STATES: dict[str, str] = {}  # a marker state as JSON, encoded once
+
+
 def marker_value(state: str, now: float, o: Outcome) -> str:
     """json.dumps({"s": state, "t": now, **as_marker(o)}), joined directly: 2.9 -> 1.2 us
     measured here (one or two per job: the gate's acceptance, the recorder's outcome)."""
-    s = (f'{{"s":{_str(state)},"t":{now!r},"k":{o.kind},"code":{_str(o.code)},'
-         f'"d":{_str(o.description)},"cat":{o.category},"p":{_str(o.provider_id)},'
-         f'"r":{_str(o.route)}')
+    st = _STATES.get(state)
+    if st is None:
+        st = _STATES[state] = _str(state)
+    s = f'{{"s":{st},"t":{now!r},"k":{o.kind}'
+    if o.code:
+        s += f',"code":{_str(o.code)}'
+    if o.description:
+        s += f',"d":{_str(o.description)}'
+    if o.category:
+        s += f',"cat":{o.category}'
+    if o.provider_id:
+        s += f',"p":{_str(o.provider_id)}'
+    if o.route:
+        s += f',"r":{_str(o.route)}'
     if o.parts:
         s += f',"n":{o.parts}'
     if o.extra:
