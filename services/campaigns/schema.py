@@ -127,7 +127,14 @@ messages = Table(
     # come out in page order whatever the planner thinks of the status's frequency (migration
     # 0014). Its (campaign_id, status) prefix serves every status lookup of a campaign.
     Index("ix_messages_campaign_status_created", "campaign_id", "status", "created_at", "id"),
-    Index("ix_messages_dispatch_order", "campaign_id", "dispatched_at", "created_at", "id"),
+    # The messages still to hand to a gateway, in audience order (the dispatcher's next page).
+    # Partial (migration 0017): on PostgreSQL a full index kept every dispatched row's entry
+    # ahead of the waiting ones, and each page stepped over all of them (22 ms a page half-way
+    # through 100,000 messages, growing with the campaign). Narrow on purpose: with the
+    # statistics of a fresh build the planner tells it from (campaign_id, created_at, id)
+    # only by its size.
+    Index("ix_messages_waiting", "campaign_id", "created_at", "id",
+          sqlite_where=text("dispatched_at IS NULL"), postgresql_where=text("dispatched_at IS NULL")),
     # ListMessages' keyset pages and an export's batches, in created order (migration 0013).
     Index("ix_messages_campaign_created", "campaign_id", "created_at", "id"),
     # The auto-pause check's latest final outcomes (repo.messages.last_outcomes). Only final

@@ -150,24 +150,30 @@ async def announce_page(conn: AsyncConnection, campaign_id: str, after: str, lim
 
 # --- dispatch --------------------------------------------------------------------------------
 async def dispatch_counts(conn: AsyncConnection, campaign_id: str) -> tuple[int, int]:
-    """(messages, of which dispatched) for pacing."""
-    total, dispatched = (await conn.execute(select(
-        func.count(), func.count(messages.c.dispatched_at)).where(
-        messages.c.campaign_id == campaign_id,
-        messages.c.status_rank >= states.RANK[S.MESSAGE_STATUS_QUEUED]))).one()
-    return total, dispatched
+    """(messages, of which dispatched) for pacing: the total from the counters, the
+    undispatched ones from ix_messages_waiting (no pass over the campaign's ledger)."""
+    total = (await conn.execute(select(func.coalesce(func.sum(message_counts.c.n), 0)).where(
+        message_counts.c.campaign_id == campaign_id))).scalar_one()
+    undispatched = (await conn.execute(select(func.count()).where(
+        messages.c.campaign_id == campaign_id, messages.c.dispatched_at.is_(None)))).scalar_one()
+    return int(total), int(total) - int(undispatched)
 
 
 JOB_COLUMNS = (messages.c.id, messages.c.attempt, messages.c.address, messages.c.contact_id,
                messages.c.variant, messages.c.fields, messages.c.created_at)
 
 
+def next_to_send_query(campaign_id: str, n: int) -> Any:
+    """next_to_send's query (read from ix_messages_waiting)."""
+    return (select(*JOB_COLUMNS).where(
+        messages.c.campaign_id == campaign_id, *_WAITING, messages.c.held.is_(False))
+        .order_by(messages.c.created_at, messages.c.id).limit(n))
+
+
 async def next_to_send(conn: AsyncConnection, campaign_id: str, n: int) -> list[Any]:
     """The next n waiting messages in audience order (held A/B rows wait for the winner):
     the columns a job is made of."""
-    return list((await conn.execute(select(*JOB_COLUMNS).where(
-        messages.c.campaign_id == campaign_id, *_WAITING, messages.c.held.is_(False))
-        .order_by(messages.c.created_at, messages.c.id).limit(n))).mappings().all())
+    return list((await conn.execute(next_to_send_query(campaign_id, n))).mappings().all())
 
 
 def _locked_in_id_order(conn: AsyncConnection, ids: list[str]) -> Any:
