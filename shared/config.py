@@ -98,6 +98,16 @@ DB_URL = setting(
     "campaigns, recipients",
 )
 
+# --- producers of message events (gateways, campaigns) ----------------------
+EVENT_BATCH_MAX = setting(
+    "HERALD_EVENT_BATCH_MAX", "256",
+    "Most message events a producer puts in one bus message (a MessageEventBatch on "
+    "events.message.<kind>; at most 512 KiB each). 1 = one event per bus message, the only "
+    "form a release before batches reads: during a rolling upgrade set 1 on the producers "
+    "until the campaigns and stats services run a release that reads batches.",
+    "gateways, campaigns",
+)
+
 # --- campaigns ---------------------------------------------------------------
 RECIPIENTS_ADDR = setting(
     "HERALD_RECIPIENTS_ADDR", "127.0.0.1:50052", "host:port of RecipientService.", "campaigns, cli"

@@ -17,6 +17,7 @@ import asyncio
 import functools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.campaigns import metrics, settings
 from services.campaigns.repo import message_updates, replies_clicks
 from services.campaigns.store import Store
-from shared import bus, channels, states
+from shared import bus, channels, eventbatch, states
 from shared.consumer import ACK, NAK, TERM, BatchHandler, Consumer, Durable, Verdict
 from shared.masking import mask_text
 from shared.timeutil import Clock, from_ts, to_ts
@@ -280,6 +281,10 @@ def receipt_event(m: Match, now: Any) -> tuple[str, e.MessageEvent, str]:
     return states.message_subject(kind), ev, key
 
 
+def _receipt_of(msg: Any) -> list[e.UnmatchedReceipt]:
+    return [bus.parse(msg, e.UnmatchedReceipt)]
+
+
 class RateLimitedInfo:
     """At most one INFO line per key per interval (unmatched receipts come in floods after
     an outage); each line says how many were left out since the previous one."""
@@ -304,8 +309,9 @@ def cause(exc: BaseException) -> str:
 
 
 class Ledger:
-    """Both durables on shared.consumer: each batch is one verdict per event (ACK once
-    applied, NAK(1 s) when the batch could not be, TERM for an unparsable one)."""
+    """Both durables on shared.consumer: each fetch is one verdict per bus message, which
+    covers all of its events when it is a batch (ACK once applied, NAK(1 s) when the fetch
+    could not be, TERM for an unparsable one)."""
 
     def __init__(self, store: Store, js: JetStreamContext, clock: Clock | None = None,
                  batch: int = 500, durable: str = DURABLE) -> None:
@@ -335,13 +341,14 @@ class Ledger:
                                               self.handle_receipts).run(stop)})
 
     @staticmethod
-    def _parse(msgs: list, cls: type) -> tuple[list[Verdict], list[tuple[int, Any]]]:
-        """ACK for every message, TERM for the unparsable; the (index, event) of the others."""
+    def _parse(msgs: list, read: Callable[[Any], list[Any]]) -> tuple[list[Verdict], list[tuple[int, Any]]]:
+        """ACK for every message, TERM for the unparsable; the (index, event) of the others'
+        events (a message may hold a batch of them: shared.eventbatch; its verdict covers all)."""
         verdicts: list[Verdict] = [ACK] * len(msgs)
         good = []
         for i, m in enumerate(msgs):
             try:
-                good.append((i, bus.parse(m, cls)))
+                good += [(i, ev) for ev in read(m)]
             except bus.PermanentError as exc:
                 log.error("dropping unparsable event", extra={"subject": m.subject, "error": cause(exc)})
                 verdicts[i] = TERM
@@ -358,7 +365,7 @@ class Ledger:
         return verdicts
 
     async def handle_messages(self, msgs: list) -> list[Verdict]:
-        verdicts, good = self._parse(msgs, e.MessageEvent)
+        verdicts, good = self._parse(msgs, eventbatch.events_of)
         if not good:
             return verdicts
         outcomes: metrics.Tally[metrics.Outcome] = metrics.Tally()
@@ -375,7 +382,7 @@ class Ledger:
         return verdicts
 
     async def handle_receipts(self, msgs: list) -> list[Verdict]:
-        verdicts, good = self._parse(msgs, e.UnmatchedReceipt)
+        verdicts, good = self._parse(msgs, _receipt_of)
         if not good:
             return verdicts
         try:

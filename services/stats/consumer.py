@@ -1,5 +1,6 @@
 """Durable pull consumers on EVENTS: "<durable>" on events.message.> (one Redis call of the
-event script per fetched batch, then the batch is acked; every event is idempotent, so a
+event script per fetched batch of messages, each one event or a batch of them, then the
+messages are acked; every event is idempotent, so a
 batch that fails half way is simply redelivered) and "<durable>-campaigns" on events.campaign.>
 (records which workspace owns each campaign, so reads can tell unknown campaigns apart, and
 the lifecycle status each campaign entered: services.stats.campaign_status)."""
@@ -16,7 +17,7 @@ from nats.js import JetStreamContext
 from services.stats import campaign_status, settings
 from services.stats.aggregator import Aggregator
 from services.stats.metrics import APPLY_LATENCY, EVENT_LAG, EVENTS
-from shared import bus, states
+from shared import bus, eventbatch, states
 from shared.consumer import ACK, NAK, TERM, Durable, Verdict, per_message
 from shared.consumer import Consumer as BusConsumer
 from shared.jsfast import JsMsg
@@ -92,13 +93,14 @@ class Consumer:
         await BusConsumer(self.js, durable, self.handle, prefetch=1).run(stop)
 
     async def handle(self, msgs: list[JsMsg]) -> list[Verdict]:
-        """One Redis call for the batch; unparsable events are terminated;
-        if the apply fails, the rest of the batch is redelivered after 1 s."""
+        """One Redis call for the fetched messages' events (a message may be a batch of them:
+        shared.eventbatch); unparsable messages are terminated; if the apply fails, the rest
+        of the fetch is redelivered after 1 s."""
         verdicts: list[Verdict] = []
-        events = []
+        events: list[e.MessageEvent] = []
         for m in msgs:
             try:
-                events.append(bus.parse(m, e.MessageEvent))
+                events += eventbatch.events_of(m)
                 verdicts.append(ACK)
             except bus.PermanentError as exc:
                 log.error("dropping unparsable event", extra={

@@ -9,11 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from typing import Any
 
 from nats.aio.client import Client as NATS
 
 from shared.jsfast.wire import fast_subscribe, fast_unsubscribe, send_raw, status_line
+
+
+def _header_block(msg_id: str, headers: dict[str, str]) -> bytes:
+    lines = [f"NATS/1.0\r\nNats-Msg-Id: {msg_id}\r\n"]
+    for name, value in headers.items():
+        line = f"{name}: {value}"
+        if "\r" in line or "\n" in line or ":" in name:
+            raise ValueError(f"header with a line break or a colon in its name: {line!r}")
+        lines.append(line + "\r\n")
+    lines.append("\r\n")
+    return "".join(lines).encode()
 
 
 class PublishError(Exception):
@@ -70,8 +82,9 @@ class Publisher:
         if batch.remaining <= 0 and not batch.future.done():
             batch.future.set_result(None)
 
-    async def publish_many(self, items: list[tuple[str, bytes, str]]) -> None:
-        """items: (subject, payload, Nats-Msg-Id)."""
+    async def publish_many(self, items: Sequence[tuple[str, bytes, str]
+                                                 | tuple[str, bytes, str, dict[str, str]]]) -> None:
+        """items: (subject, payload, Nats-Msg-Id), or with a fourth element: more headers."""
         if not items:
             return
         if self._sub is None:
@@ -83,14 +96,18 @@ class Publisher:
         tokens: list[bytes] = []
         cmds: list[bytes] = []
         n = self._n
-        for subject, payload, msg_id in items:
+        for item in items:
+            subject, payload, msg_id = item[0], item[1], item[2]
             if "\r" in msg_id or "\n" in msg_id:
                 raise ValueError(f"message id with a line break: {msg_id!r}")
             n += 1
             token = b"%x" % n
             tokens.append(token)
             waiting[token] = batch
-            hdr = b"NATS/1.0\r\nNats-Msg-Id: %s\r\n\r\n" % msg_id.encode()
+            if len(item) == 3:
+                hdr = b"NATS/1.0\r\nNats-Msg-Id: %s\r\n\r\n" % msg_id.encode()
+            else:
+                hdr = _header_block(msg_id, item[3])  # type: ignore[misc]
             cmds.append(b"HPUB %s %s%s %d %d\r\n%s%s\r\n" % (
                 subject.encode(), prefix, token, len(hdr), len(hdr) + len(payload),
                 hdr, payload))

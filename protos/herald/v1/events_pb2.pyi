@@ -185,6 +185,12 @@ class MessageEvent(_message.Message):
     route: str
     def __init__(self, event_id: _Optional[str] = ..., kind: _Optional[_Union[MessageEventKind, str]] = ..., message_id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., workspace_id: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., status: _Optional[_Union[_common_pb2.MessageStatus, str]] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., carrier_result: _Optional[str] = ..., error_code: _Optional[str] = ..., error_description: _Optional[str] = ..., failure_category: _Optional[_Union[_common_pb2.FailureCategory, str]] = ..., provider_message_id: _Optional[str] = ..., parts: _Optional[int] = ..., variant: _Optional[str] = ..., to: _Optional[str] = ..., attempt: _Optional[int] = ..., link_index: _Optional[int] = ..., url: _Optional[str] = ..., ip: _Optional[str] = ..., user_agent: _Optional[str] = ..., machine_open: _Optional[bool] = ..., reply_text: _Optional[str] = ..., reply_from: _Optional[str] = ..., route: _Optional[str] = ...) -> None: ...
 
+class MessageEventBatch(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[MessageEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[MessageEvent, _Mapping]]] = ...) -> None: ...
+
 class CampaignEvent(_message.Message):
     __slots__ = ("event_id", "kind", "campaign_id", "workspace_id", "status", "previous_status", "reason", "total_messages", "occurred_at", "actor")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
