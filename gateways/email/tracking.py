@@ -24,7 +24,7 @@ from nats.js import JetStreamContext
 from gateways.email import tokens
 from gateways.email.events import message_event, stable_event_id
 from gateways.email.metrics import TRACKING, TRACKING_DROPPED, TRACKING_PUBLISH_FAILED
-from shared import bus, jsfast, states
+from shared import bus, eventbatch, jsfast, states
 from shared.adapters import aiohttp_internals, nats_internals
 from shared.bus import BUS_PUBLISHED
 from shared.metrics import split_addr
@@ -136,7 +136,8 @@ class EventQueue:
 
     async def _publish(self, batch: list[tuple[str, bytes, str, int]]) -> None:
         try:
-            await self.publisher.publish_many([item[:3] for item in batch])  # type: ignore[misc]
+            # opens and clicks: one bus message per kind (shared.eventbatch)
+            await eventbatch.publish_many(self.publisher, [item[:3] for item in batch])  # type: ignore[misc]
         except Exception as exc:  # not stored (or not known to be): again, same ids
             log.warning("tracking events not published, retrying",
                         extra={"reason": f"{type(exc).__name__}: {exc}", "events": len(batch)})

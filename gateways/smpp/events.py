@@ -6,8 +6,9 @@ copy inside its duplicate window, and consumers that de-duplicate on event_id dr
 after that.
 
 `publish_many` sends a batch through shared.jsfast.Publisher (one write, one future for
-the batch's acks) instead of one request/response round trip each; it returns only when
-every ack is in, so callers still act only on stored events.
+the batch's acks) instead of one request/response round trip each, with the message events
+of one kind in one bus message (shared.eventbatch); it returns only when every ack is in,
+so callers still act only on stored events.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from herald.v1 import events_pb2 as e
 
 from gateways.smpp import receipts
 from gateways.smpp.store import Mapping
-from shared import bus, ids, jsfast, states, timeutil
+from shared import bus, eventbatch, ids, jsfast, states, timeutil
 
 # The generated modules' top-level enum constants: EnumTypeWrapper attribute access
 # (e.MessageEventKind.X) looks the name up on every use, ~3 µs each (measured).
@@ -97,5 +98,7 @@ def opted_out(ident: Mapping, address: str, keyword: str, key: str) -> Outgoing:
 async def publish_many(pub: jsfast.Publisher, items: list[Outgoing]) -> None:
     if not items:
         return
-    await pub.publish_many([(subject, pb.SerializeToString(), key) for subject, pb, key in items])
+    # Message events of one kind go as one bus message (shared.eventbatch).
+    await eventbatch.publish_many(pub, [(subject, pb.SerializeToString(), key)
+                                        for subject, pb, key in items])
     bus.BUS_PUBLISHED.labels("events").inc(len(items))

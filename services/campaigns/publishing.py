@@ -1,7 +1,8 @@
 """Publishing the campaigns service's jobs and events in batches: one write for a whole batch
 and one wait for all of its JetStream acks (shared.jsfast.Publisher), instead of a request,
 an inbox and a future per message (which cost the dispatcher and the build more CPU than
-everything else they do per message)."""
+everything else they do per message). Message events of one kind go as one bus message
+(shared.eventbatch)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from google.protobuf.message import Message as PbMessage
 from nats.errors import MaxPayloadError
 from nats.js import JetStreamContext
 
-from shared import bus, jsfast
+from shared import bus, eventbatch, jsfast
 from shared.adapters import nats_internals
 
 PUBLISH_TIMEOUT = 10.0  # seconds for a batch's acks; a batch that timed out is safe to resend
@@ -35,7 +36,8 @@ class BatchPublisher:
         limit = nc.max_payload
         if any(len(data) > limit for _s, data, _m in raw):
             raise MaxPayloadError
-        await self._pub.publish_many(raw)
+        # Message events of one kind in one bus message (shared.eventbatch); jobs as they are.
+        await eventbatch.publish_many(self._pub, raw)
         streams: dict[str, int] = {}
         for subject, _data, _m in raw:
             stream = subject.split(".", 1)[0]

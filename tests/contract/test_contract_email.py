@@ -32,7 +32,7 @@ from nats.js.api import DeliverPolicy
 
 from cli import procs
 from gateways.email import tokens
-from shared import bus, templating
+from shared import bus, eventbatch, templating
 from tests.integration.test_email_acceptance import dsn, inbound, return_path
 from tests.integration.test_email_gateway import Events, eml, html_of, publish
 
@@ -85,6 +85,9 @@ async def email_events(nats_url: str) -> AsyncIterator[Events]:
     got = Events()
 
     async def on_msg(msg: Any) -> None:
+        if msg.subject.startswith("events.message."):
+            got.items += [(msg.subject, ev) for ev in eventbatch.events_of(msg)]
+            return
         cls = e.ContactEvent if msg.subject.startswith("events.contact.") else e.MessageEvent
         ev = cls()
         ev.ParseFromString(msg.data)

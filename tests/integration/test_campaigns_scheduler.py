@@ -22,7 +22,7 @@ from sqlalchemy import select, update
 from services.campaigns.ledger import Ledger
 from services.campaigns.scheduler import Scheduler
 from services.campaigns.schema import campaigns, messages
-from shared import bus, states
+from shared import bus, eventbatch, states
 from shared.timeutil import to_ts
 from tests.integration.campaigns_harness import Harness, new_sender, sms
 
@@ -277,9 +277,7 @@ async def test_jobs_carry_every_variable_and_previews_are_rendered(h: Harness) -
     sending: list[e.MessageEvent] = []
 
     async def seen(msg: Msg) -> None:
-        ev = e.MessageEvent.FromString(msg.data)
-        if ev.campaign_id == cid:
-            sending.append(ev)
+        sending.extend(ev for ev in eventbatch.events_of(msg) if ev.campaign_id == cid)
 
     cid = ""
     sub = await h.nc.subscribe("events.message.sending", cb=seen)
@@ -332,9 +330,7 @@ async def test_old_submitted_sms_are_assumed_delivered_from_the_ledger(h: Harnes
     assumed: list[e.MessageEvent] = []
 
     async def seen(msg: Msg) -> None:
-        ev = e.MessageEvent.FromString(msg.data)
-        if ev.campaign_id == cid:
-            assumed.append(ev)
+        assumed.extend(ev for ev in eventbatch.events_of(msg) if ev.campaign_id == cid)
 
     sub = await h.nc.subscribe("events.message.assumed_delivered", cb=seen)
     stop = asyncio.Event()

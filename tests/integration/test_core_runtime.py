@@ -30,7 +30,7 @@ from gateways.core.gate import WriteGate
 from gateways.core.metrics import channel_metrics
 from gateways.core.recorder import RetryPolicy
 from gateways.core.runtime import Runtime, RuntimeConfig
-from shared import bus, cache, epoch
+from shared import bus, cache, epoch, eventbatch
 from shared.adapters import nats_internals
 
 pytestmark = pytest.mark.timeout(60)
@@ -126,9 +126,8 @@ class Rig:
 
     async def listen(self) -> None:
         async def got(msg: Any) -> None:
-            ev = e.MessageEvent.FromString(msg.data)
-            if ev.message_id.startswith(self.durable):
-                self.events.append(ev)
+            self.events += [ev for ev in eventbatch.events_of(msg)
+                            if ev.message_id.startswith(self.durable)]
         self.sub = await nats_internals.connection_of(self.js).subscribe("events.message.>", cb=got)
 
     def job(self, to: str, n: int = 0) -> e.MessageJob:

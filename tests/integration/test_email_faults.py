@@ -25,7 +25,7 @@ from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from cli import procs
-from shared import bus
+from shared import bus, eventbatch
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -106,9 +106,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[tuple[Rig, Any, aioredis.Redis]]:
     await bus.ensure_streams(js)
 
     async def on_msg(msg: Any) -> None:
-        ev = e.MessageEvent()
-        ev.ParseFromString(msg.data)
-        r.events.append(ev)
+        r.events += eventbatch.events_of(msg)
 
     sub = await js.subscribe("events.message.>", cb=on_msg, ordered_consumer=True,
                              deliver_policy=DeliverPolicy.ALL)

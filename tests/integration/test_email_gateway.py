@@ -27,7 +27,7 @@ from nats.js.api import DeliverPolicy
 
 from cli import procs
 from gateways.email import tokens
-from shared import bus
+from shared import bus, eventbatch
 
 K = e.MessageEventKind
 S = c.MessageStatus
@@ -101,11 +101,10 @@ async def events(nats_url: str) -> AsyncIterator[Events]:
     got = Events()
 
     async def on_msg(msg: Any) -> None:
-        cls = e.ContactEvent if msg.subject.startswith("events.contact.") else e.MessageEvent
-        if msg.subject.startswith(("events.message.", "events.contact.")):
-            ev = cls()
-            ev.ParseFromString(msg.data)
-            got.items.append((msg.subject, ev))
+        if msg.subject.startswith("events.message."):
+            got.items += [(msg.subject, ev) for ev in eventbatch.events_of(msg)]
+        elif msg.subject.startswith("events.contact."):
+            got.items.append((msg.subject, e.ContactEvent.FromString(msg.data)))
 
     # The stream, not the raw subject: what consumers see, after Nats-Msg-Id de-dup.
     sub = await js.subscribe("events.>", cb=on_msg, ordered_consumer=True,

@@ -16,7 +16,7 @@ from gateways.core.recorder import RetryPolicy
 from gateways.core.runtime import Runtime, RuntimeConfig
 from gateways.postback.channel import SPEC, PostbackChannel
 from gateways.postback.receiver import Receiver
-from shared import bus
+from shared import bus, eventbatch
 from shared.adapters import nats_internals
 
 K = e.MessageEventKind
@@ -36,8 +36,8 @@ async def test_each_body_once_retried_after_5xx_and_failures_named(js, redis_cli
     nc = nats_internals.connection_of(js)
 
     async def on_event(msg) -> None:  # type: ignore[no-untyped-def]
-        ev = e.MessageEvent.FromString(msg.data)
-        events.setdefault(ev.message_id, []).append(ev)
+        for ev in eventbatch.events_of(msg):
+            events.setdefault(ev.message_id, []).append(ev)
 
     sub = await nc.subscribe("events.message.>", cb=on_event)
     durable = f"postback-{uuid.uuid4().hex[:8]}"

@@ -19,7 +19,7 @@ from gateways.smpp.gateway import Gateway, GatewayConfig
 from gateways.smpp.routes import IdFormat, RouteConfig
 from gateways.smpp.session import ClientConfig
 from gateways.smpp.simulator import SimulatorConfig, SmscSimulator
-from shared import bus
+from shared import bus, eventbatch
 from tests.integration.test_smpp_gateway import (
     EventLog,
     all_final,
@@ -345,9 +345,8 @@ async def test_replies_reach_only_the_workspace_of_the_sender_they_answer(
                 if ev.address == number:
                     seen.append((msg.subject, ev.workspace_id, ev.message_id))
             elif msg.subject == "events.message.replied":
-                mev = e.MessageEvent.FromString(msg.data)
-                if mev.reply_from == number:
-                    seen.append((msg.subject, mev.workspace_id, mev.message_id))
+                seen += [(msg.subject, mev.workspace_id, mev.message_id)
+                         for mev in eventbatch.events_of(msg) if mev.reply_from == number]
         assert sorted(seen) == sorted([
             ("events.message.replied", "ws-b", b.message_id),
             ("events.contact.opted_out", "ws-b", b.message_id),

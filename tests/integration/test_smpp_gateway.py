@@ -26,7 +26,7 @@ from cli import procs
 from gateways.smpp.gateway import Gateway, GatewayConfig
 from gateways.smpp.session import ClientConfig
 from gateways.smpp.simulator import SimulatorConfig, SmscSimulator
-from shared import bus
+from shared import bus, eventbatch
 
 K = e.MessageEventKind
 FC = c.FailureCategory
@@ -36,13 +36,17 @@ Events = dict[str, list[e.MessageEvent]]
 
 
 class EventLog:
-    """What actually landed on the EVENTS stream (an ordered consumer from 'now'), so
-    copies that JetStream de-duplicated are not counted."""
+    """What actually landed on the EVENTS stream (an ordered consumer from 'now'), as the
+    consumers apply it: copies that JetStream de-duplicated are not there, and a copy stored
+    again in a batch made up differently (a replayed outcome, a duplicated receipt: the same
+    event_id) counts once, as the consumers de-duplicate it; `copies` counts those."""
 
     def __init__(self, js: JetStreamContext, ids: set[str]) -> None:
         self.js = js
         self.ids = ids
         self.by_id: Events = {}
+        self.event_ids: set[str] = set()
+        self.copies = 0
 
     async def __aenter__(self) -> EventLog:
         self.sub = await self.js.subscribe("events.message.>", ordered_consumer=True,
@@ -57,8 +61,13 @@ class EventLog:
             msg = await self.sub.next_msg(timeout=timeout)
         except TimeoutError:
             return False
-        ev = e.MessageEvent.FromString(msg.data)
-        if ev.message_id in self.ids:
+        for ev in eventbatch.events_of(msg):
+            if ev.message_id not in self.ids:
+                continue
+            if ev.event_id in self.event_ids:
+                self.copies += 1
+                continue
+            self.event_ids.add(ev.event_id)
             self.by_id.setdefault(ev.message_id, []).append(ev)
         return True
 
