@@ -2,7 +2,8 @@
 
 Status events move a row only forward (status_rank guard), so duplicates and late
 events change nothing; counters (views, clicks, replies) count each event_id once.
-One transaction per fetched batch keeps SQLite fast enough for the event rate.
+One transaction per fetched batch (of up to TRANSACTION_EVENTS events) keeps SQLite fast
+enough for the event rate.
 
 A second durable consumer takes the SMPP gateway's unmatched receipts
 (events.receipt.unmatched: its Redis map no longer knew the id, e.g. after Redis lost its
@@ -57,6 +58,9 @@ DURABLE = "campaigns-ledger"
 SUBJECT = "events.message.>"
 RECEIPT_SUBJECT = "events.receipt.unmatched"
 REDELIVERY_DELAY = 1.0  # seconds before a batch that could not be applied comes back
+# Events per ledger transaction: a fetch of batches may hold 100,000 events after a backlog,
+# and SQLite has one writer (the build and the dispatcher wait while a transaction runs).
+TRANSACTION_EVENTS = 2000
 
 
 # A status that says the message got through: its error columns are those of the event.
@@ -281,10 +285,6 @@ def receipt_event(m: Match, now: Any) -> tuple[str, e.MessageEvent, str]:
     return states.message_subject(kind), ev, key
 
 
-def _receipt_of(msg: Any) -> list[e.UnmatchedReceipt]:
-    return [bus.parse(msg, e.UnmatchedReceipt)]
-
-
 class RateLimitedInfo:
     """At most one INFO line per key per interval (unmatched receipts come in floods after
     an outage); each line says how many were left out since the previous one."""
@@ -368,21 +368,26 @@ class Ledger:
         verdicts, good = self._parse(msgs, eventbatch.events_of)
         if not good:
             return verdicts
-        outcomes: metrics.Tally[metrics.Outcome] = metrics.Tally()
+        events, now = [ev for _i, ev in good], self.clock.now()
         try:
-            async with self.store.write() as conn:
-                results = await apply_batch(conn, [ev for _i, ev in good], self.clock.now(), outcomes)
+            for start in range(0, len(events), TRANSACTION_EVENTS):
+                outcomes: metrics.Tally[metrics.Outcome] = metrics.Tally()
+                async with self.store.write() as conn:
+                    results = await apply_batch(conn, events[start:start + TRANSACTION_EVENTS], now,
+                                                outcomes)
+                # Counted once committed. If a later transaction fails, the whole fetch comes
+                # back: these events then change nothing (forward only, counters once per id).
+                for result, n in results.items():
+                    LEDGER_EVENTS.labels(result).inc(n)
+                metrics.record(outcomes)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             return self._redeliver("ledger batch failed", verdicts, good, exc)
-        for result, n in results.items():
-            LEDGER_EVENTS.labels(result).inc(n)
-        metrics.record(outcomes)
         return verdicts
 
     async def handle_receipts(self, msgs: list) -> list[Verdict]:
-        verdicts, good = self._parse(msgs, _receipt_of)
+        verdicts, good = self._parse(msgs, lambda m: [bus.parse(m, e.UnmatchedReceipt)])
         if not good:
             return verdicts
         try:

@@ -22,6 +22,7 @@ from sqlalchemy import insert, select
 
 from gateways.smpp import events as smpp_events
 from gateways.smpp.store import Mapping
+from services.campaigns import ledger as ledger_module
 from services.campaigns.ledger import Ledger
 from services.campaigns.schema import messages
 from services.campaigns.store import Store
@@ -153,7 +154,9 @@ async def stream_messages(js: Any) -> int:
 
 
 async def test_a_producers_batch_is_few_stream_messages_and_every_event_is_applied(
-        engine, js, redis_client) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+        engine, js, redis_client, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    # a fetch's events in several ledger transactions (600 events here)
+    monkeypatch.setattr(ledger_module, "TRANSACTION_EVENTS", 100)
     async with running(engine, js, redis_client, 300) as (p, pub, cid, ws, idents):
         before = await stream_messages(js)
         await smpp_events.publish_many(pub, [
