@@ -31,7 +31,8 @@ DAILY_TTL = setting(
 )
 BATCH = setting(
     "HERALD_STATS_BATCH", "500",
-    "Events fetched from the bus at once; Redis applies them in script calls of at most 200 events.",
+    "Bus messages fetched at once (each a single event or a batch of up to "
+    "HERALD_EVENT_BATCH_MAX); Redis applies their events in script calls of at most 200 events.",
     "stats",
 )
 DURABLE = setting(
