@@ -25,7 +25,7 @@ from gateways.smpp.simulator.config import ID_STYLES, RECEIPT_MODES, SimulatorCo
 from gateways.smpp.simulator.connection import SIM_SYSTEM_ID, EsmeConnection
 from gateways.smpp.simulator.faults import FaultRules
 from gateways.smpp.simulator.outbound import MAX_RETRY_DELAY, Outbound, ReceiptSender
-from gateways.smpp.simulator.stats import SimStats, StatsFile
+from gateways.smpp.simulator.stats import DetailPacer, SimStats, StatsFile
 from shared import smstext as encoding
 
 log = logging.getLogger("herald.smpp.simulator")
@@ -45,6 +45,7 @@ class SmscSimulator(ReceiptSender):
         if self.cfg.id_style not in ID_STYLES:
             raise ValueError(f"id_style must be one of {ID_STYLES}, not {self.cfg.id_style!r}")
         self.stats = SimStats()
+        self._detail = DetailPacer(self.stats)
         self.faults = FaultRules(self.cfg, self.stats)
         self._stamp_minute = -1
         self._stamp_text = ""
@@ -70,7 +71,7 @@ class SmscSimulator(ReceiptSender):
         self.port = int(self._server.sockets[0].getsockname()[1])
         self._sweeper = asyncio.create_task(self._sweep())
         if self._stats_file is not None:
-            self._stats_file.write(self._snapshot())
+            self._stats_file.write(self._snapshot(final=True))
             self._stats_task = asyncio.create_task(self._stats_file.keep_written(self._snapshot))
         log.info("SMSC simulator listening", extra={"smpp_port": self.port})
         return self.port
@@ -86,7 +87,7 @@ class SmscSimulator(ReceiptSender):
         if self._server is not None:
             await self._server.wait_closed()
         if self._stats_file is not None:
-            self._stats_file.write(self._snapshot())
+            self._stats_file.write(self._snapshot(final=True))
 
     def drop_connections(self) -> None:
         """Close every ESME connection abruptly (no unbind), as a crashing SMSC would."""
@@ -112,8 +113,11 @@ class SmscSimulator(ReceiptSender):
             for conn in list(self._conns):
                 conn.expire(now)
 
-    def _snapshot(self) -> dict[str, Any]:
-        return {"smpp_port": self.port, **self.stats.as_dict()}
+    def _snapshot(self, final: bool = False) -> dict[str, Any]:
+        """The ground truth file's content: the per-destination maps paced (DetailPacer),
+        always in the first and the last."""
+        detail = final or self._detail.due()
+        return {"smpp_port": self.port, **self.stats.as_dict(detail)}
 
     # --- submit -------------------------------------------------------------------------
     def _ids(self) -> tuple[str, str]:
