@@ -30,9 +30,10 @@ DAILY_TTL = setting(
     "stats",
 )
 BATCH = setting(
-    "HERALD_STATS_BATCH", "500",
+    "HERALD_STATS_BATCH", "64",
     "Bus messages fetched at once (each a single event or a batch of up to "
-    "HERALD_EVENT_BATCH_MAX); Redis applies their events in script calls of at most 200 events.",
+    "HERALD_EVENT_BATCH_MAX, so up to 16,384 events in memory at the defaults); Redis applies "
+    "their events in script calls of at most 200 events.",
     "stats",
 )
 DURABLE = setting(
