@@ -48,25 +48,21 @@ def abandoned(meaning: str, carrier: str) -> Outcome:
                   F.FAILURE_CATEGORY_UNKNOWN, ABANDONED)
 
 
+# A marker's fields after "k", in order: (key, Outcome attribute, a string?). Only the set
+# ones are kept: a reader takes a missing one as empty (from_marker), as every release since
+# the runtime has, and an SMPP acceptance's marker is ~25 bytes shorter in Redis.
+_FIELDS = (("code", "code", True), ("d", "description", True), ("cat", "category", False),
+           ("p", "provider_id", True), ("r", "route", True), ("n", "parts", False),
+           ("x", "extra", True))
+
+
 def as_marker(o: Outcome) -> dict[str, object]:
-    """A final outcome as its send marker keeps it (replayed to a redelivered job). Only the
-    fields set: a reader takes a missing one as empty (from_marker), as every release since
-    the runtime has, and an SMPP acceptance's marker is about 40 bytes shorter in Redis."""
+    """A final outcome as its send marker keeps it (replayed to a redelivered job)."""
     out: dict[str, object] = {"k": o.kind}
-    if o.code:
-        out["code"] = o.code
-    if o.description:
-        out["d"] = o.description
-    if o.category:
-        out["cat"] = o.category
-    if o.provider_id:
-        out["p"] = o.provider_id
-    if o.route:
-        out["r"] = o.route
-    if o.parts:
-        out["n"] = o.parts
-    if o.extra:
-        out["x"] = o.extra
+    for key, attr, _ in _FIELDS:
+        v = getattr(o, attr)
+        if v:
+            out[key] = v
     return out
 
 
@@ -79,22 +75,13 @@ def marker_value(state: str, now: float, o: Outcome) -> str:
     st = _STATES.get(state)
     if st is None:
         st = _STATES[state] = _str(state)
-    s = f'{{"s":{st},"t":{now!r},"k":{o.kind}'
-    if o.code:
-        s += f',"code":{_str(o.code)}'
-    if o.description:
-        s += f',"d":{_str(o.description)}'
-    if o.category:
-        s += f',"cat":{o.category}'
-    if o.provider_id:
-        s += f',"p":{_str(o.provider_id)}'
-    if o.route:
-        s += f',"r":{_str(o.route)}'
-    if o.parts:
-        s += f',"n":{o.parts}'
-    if o.extra:
-        s += f',"x":{_str(o.extra)}'
-    return s + "}"
+    parts = [f'{{"s":{st},"t":{now!r},"k":{o.kind}']
+    for key, attr, text in _FIELDS:
+        v = getattr(o, attr)
+        if v:
+            parts.append(f',"{key}":{_str(v) if text else v}')
+    parts.append("}")
+    return "".join(parts)
 
 
 def from_marker(m: dict[str, object]) -> Outcome:
