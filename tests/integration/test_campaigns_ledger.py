@@ -21,7 +21,8 @@ from prometheus_client import REGISTRY
 from sqlalchemy import insert, select
 
 from cli import procs
-from services.campaigns.ledger import FINAL_STATS, Ledger, apply_batch, same_number
+from services.campaigns.ledger import Ledger, apply_batch
+from services.campaigns.receipt_match import FINAL_STATS, same_number
 from services.campaigns.schema import messages
 from services.campaigns.store import Store
 from shared import bus, db, states
