@@ -121,9 +121,9 @@ async def add_missing(conn: AsyncConnection, rows: list[dict[str, Any]]) -> tupl
     # ...) for the whole chunk, so message_counts' statement trigger runs once per chunk (the
     # driver's executemany is one statement, and one trigger run, per row; a multi-row VALUES
     # cost ~1 ms of CPU per row to compile).
-    keys = tuple(rows[0]) if rows else ()
-    if not keys:
+    if not rows:
         return [], 0
+    keys = tuple(rows[0])
     added = {r[0] for r in await conn.execute(_insert_unnest(keys), {f"a_{k}": [
         json.dumps(r[k]) if k == "fields" else r[k] for r in rows] for k in keys})}
     new = [r for r in rows if r["id"] in added]
