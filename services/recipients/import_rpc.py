@@ -66,7 +66,7 @@ class ImportRpcs:
             prior = state  # recorded with the categories it created
 
         job = _Import(self.store, p, rid, opts.on_conflict, extra, prior, state)
-        resp = await job.run(first, stream)
+        resp = await job.run(first, stream, context)
         if job.wrote:
             for result, n in (("created", job.counts.created), ("updated", job.counts.updated),
                               ("unchanged", job.counts.unchanged),
@@ -133,7 +133,8 @@ class _Import:
         self.hasher = hashlib.sha256() if rid else None
 
     async def run(self, first: pb.ImportContactsRequest | None,
-                  stream: AsyncIterator[pb.ImportContactsRequest]) -> pb.ImportContactsResponse:
+                  stream: AsyncIterator[pb.ImportContactsRequest],
+                  context: grpc.aio.ServicerContext) -> pb.ImportContactsResponse:
         """Three stages, each a task: read (and submit chunks for validation), collect the
         validated chunks in order into batches, write the batches. Bounded queues between
         them: a slow database slows the reading of the stream."""
@@ -155,6 +156,12 @@ class _Import:
             while not chunks.empty():
                 if (item := chunks.get_nowait()) is not None:
                     item[0].cancel()
+        # A client that cancels (or whose connection breaks) also ends the request stream as
+        # if it had sent its last row: gRPC gives both as the end of the stream. Recorded as
+        # done, such an import would refuse the client's retry with the rest of its rows; so
+        # a cancelled call keeps only what it committed, and the retry continues after it.
+        if context.cancelled():
+            raise asyncio.CancelledError("the client cancelled the import")
         if self.rid and not self.state.done:
             await self._commit(None, Counts(), done=True)
         return self.state.response
