@@ -107,7 +107,7 @@ async def one_build(running: hs.Running, category: str, n: int, test_percent: in
 
 
 async def builds(running: hs.Running, trees: list[tuple[str, Path]], n: int, test_percent: int,
-                 rounds: int) -> tuple[dict[str, list[dict[str, Any]]], str]:
+                 rounds: int, variants: bool = True) -> tuple[dict[str, list[dict[str, Any]]], str]:
     """Contacts imported once, then `rounds` builds per tree, the trees' order alternated."""
     cl = running.clients()
     try:
@@ -118,7 +118,7 @@ async def builds(running: hs.Running, trees: list[tuple[str, Path]], n: int, tes
     for i in range(rounds):
         for label, tree in (trees if i % 2 == 0 else trees[::-1]):  # neither always goes first
             await asyncio.to_thread(start_campaigns, running, tree)
-            r = await one_build(running, category, n, test_percent, ab=label != PLAIN)
+            r = await one_build(running, category, n, test_percent, ab=variants and label != PLAIN)
             got[label].append(r)
             print(f"ab_build round {i + 1} {label}: peak RSS {r['hwm_mib']:.0f} MiB "
                   f"(after start-up {r['rss0_mib']:.0f}), build {r['build_s']:.1f} s", flush=True)
@@ -133,16 +133,18 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.ab_build_plain:
         trees.append((PLAIN, HERE_TREE))
     with hs.herald(args.ab_build_db) as running:
-        got, contacts = asyncio.run(builds(running, trees, n, args.ab_build_test_percent, args.ab_build_rounds))
+        got, contacts = asyncio.run(builds(running, trees, n, args.ab_build_test_percent, args.ab_build_rounds,
+                                           args.ab_build_variants))
     out = []
     for label, rs in got.items():
         each = ", ".join(f"{r['hwm_mib']:.0f}" for r in rs)
-        what = "plain" if label == PLAIN else "A/B"
+        what = "plain" if label == PLAIN or not args.ab_build_variants else "A/B"
         out.append(row(f"ab_build: campaigns peak RSS, {what} build of {n:,} ({label})",
                        round(median(r["hwm_mib"] for r in rs)), "MiB",
                        f"VmHWM of a fresh process per build, runs {each} MiB; after start-up "
                        f"{median(r['rss0_mib'] for r in rs):.0f} MiB; build (BUILDING) "
-                       f"{median(r['build_s'] for r in rs):.1f} s, campaigns CPU "
+                       f"{median(r['build_s'] for r in rs):.1f} s ({n / median(r['build_s'] for r in rs):,.0f} "
+                       f"rows/s), campaigns CPU "
                        f"{median(r['cpu_s'] for r in rs):.1f} s; {args.ab_build_db}; {contacts}",
                        rs[-1]["load"]))
     return out
@@ -153,6 +155,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--ab-build-test-percent", type=int, default=2, help="ab_build: the test cell")
     ap.add_argument("--ab-build-rounds", type=int, default=2, help="ab_build: builds per tree")
     ap.add_argument("--ab-build-db", default="sqlite", choices=("sqlite", "postgres"), help="ab_build: database")
+    ap.add_argument("--ab-build-variants", action=argparse.BooleanOptionalAction, default=True,
+                    help="ab_build: A/B campaigns (--no-ab-build-variants: plain ones, for the build's rate)")
     ap.add_argument("--ab-build-plain", action="store_true",
                     help="ab_build: also build a plain campaign of the same audience (the reference)")
     ap.add_argument("--ab-build-tree", default="",

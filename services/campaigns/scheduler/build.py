@@ -102,6 +102,21 @@ def built_events(campaign: Any, message_id: str, created_at: datetime, address: 
     return out
 
 
+class AudienceOrder:
+    """Creation times in audience order, one microsecond apart from the build's start. The
+    ledger's created-order indexes (the dispatcher's next page, ListMessages, exports) then
+    follow the audience instead of the random message ids, and a build appends to them
+    instead of inserting at random pages: with one time for the whole build, 1,000,000
+    rows went in id order through three (campaign, created, id) indexes."""
+
+    def __init__(self, start: datetime) -> None:
+        self.start, self.n = start, 0
+
+    def next(self) -> datetime:
+        self.n += 1
+        return self.start + timedelta(microseconds=self.n - 1)
+
+
 def address_key(row: Any, r: c.Recipient) -> tuple[str, str]:
     """A recipient's address on the campaign's channel, and the key of its message id."""
     address = channels.spec(row["channel"]).address_of(r)
@@ -217,10 +232,10 @@ class BuildMixin(JobBase):
         # A repeated address yields the same message id: the ledger keeps the first row
         # (insert_rows), so nothing of the audience is held here across chunks.
         assign = variant_assigner([], 0, 0)
-        now, chunk, added = self.clock.now(), [], 0
+        order, chunk, added = AudienceOrder(self.clock.now()), [], 0
         async for part in source():
             for m in part:
-                chunk.append(self.ledger_row(row, m, assign, now))
+                chunk.append(self.ledger_row(row, m, assign, order.next()))
                 if len(chunk) >= BUILD_CHUNK:
                     added += await self.insert_rows(row, chunk, announce)
                     chunk = []
@@ -258,19 +273,20 @@ class BuildMixin(JobBase):
             used = [await messages_repo.count(conn, row["id"], ledger.c.variant == v["name"])
                     for v in row["variants"]]
         assign = variant_assigner(row["variants"], row["test_percent"], accepted, used)
-        now, pending, added = self.clock.now(), [], 0
+        order, pending, added = AudienceOrder(self.clock.now()), [], 0
         async for part in source():
             pending.extend(part)
             await keep_lease()
             if len(pending) >= BUILD_CHUNK:
-                added += await self.insert_first(row, pending, assign, now, announce)
+                added += await self.insert_first(row, pending, assign, order, announce)
                 pending = []
         if pending:
-            added += await self.insert_first(row, pending, assign, now, announce)
+            added += await self.insert_first(row, pending, assign, order, announce)
         return added
 
     async def insert_first(self, row: Any, members: Sequence[rpb.AudienceMember],
-                           assign: Callable[[], tuple[str, bool]], now: datetime, announce: bool) -> int:
+                           assign: Callable[[], tuple[str, bool]], order: AudienceOrder,
+                           announce: bool) -> int:
         """Insert the rows of the members whose address is neither earlier in `members` nor
         in the ledger yet, variants assigned in audience order; the others take nothing."""
         first: dict[str, rpb.AudienceMember] = {}
@@ -278,12 +294,12 @@ class BuildMixin(JobBase):
             first.setdefault(message_id(row["id"], row["channel"], address_key(row, m.recipient)[1]), m)
         async with self.store.read() as conn:
             have = {r[0] for r in await conn.execute(select(ledger.c.id).where(ledger.c.id.in_(list(first))))}
-        rows = [self.ledger_row(row, m, assign, now) for mid, m in first.items() if mid not in have]
+        rows = [self.ledger_row(row, m, assign, order.next()) for mid, m in first.items() if mid not in have]
         return await self.insert_rows(row, rows, announce) if rows else 0
 
     @staticmethod
     def ledger_row(row: Any, m: rpb.AudienceMember, assign: Callable[[], tuple[str, bool]],
-                   now: datetime) -> dict[str, Any]:
+                   created_at: datetime) -> dict[str, Any]:
         """The ledger row of one audience member (its variant, if accepted, from `assign`)."""
         r = m.recipient
         address, key = address_key(row, r)
@@ -308,7 +324,7 @@ class BuildMixin(JobBase):
             contact_name=templating.full_name(r.first_name, r.last_name),
             address=address or "", channel=row["channel"], status=status,
             status_rank=states.RANK[status], failure_category=category, error_description=reason,
-            content_preview=shown, fields=variables, created_at=now, updated_at=now,
+            content_preview=shown, fields=variables, created_at=created_at, updated_at=created_at,
         )
 
     async def hold_lease(self, conn: AsyncConnection, campaign_id: str) -> None:
