@@ -43,16 +43,6 @@ SQLITE_CACHE_MIB = config.setting(
     "campaigns, recipients",
 )
 
-SQLITE_WAL_PAGES = config.setting(
-    "HERALD_SQLITE_WAL_PAGES", "1000",
-    "SQLite only: pages (4 KiB each) the write-ahead log may hold before the committing "
-    "connection copies them back into the database file (PRAGMA wal_autocheckpoint; SQLite's "
-    "default is 1000). Each copy rewrites every page changed since the last one and syncs "
-    "the file; a larger log rewrites a page the ledger changes often once per copy instead "
-    "of several times, at the cost of up to this many pages of log on disk.",
-    "campaigns, recipients",
-)
-
 
 def db_url(service: str, url: str | None = None) -> str:
     return (url or config.DB_URL.get()).replace("{service}", service)
@@ -65,7 +55,6 @@ def make_engine(url: str) -> AsyncEngine:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, connect_args={"timeout": 30})
         cache_kib = max(SQLITE_CACHE_MIB.get_int(), 1) * 1024
-        wal_pages = max(SQLITE_WAL_PAGES.get_int(), 1)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
@@ -75,7 +64,6 @@ def make_engine(url: str) -> AsyncEngine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute(f"PRAGMA cache_size=-{cache_kib}")
-            cur.execute(f"PRAGMA wal_autocheckpoint={wal_pages}")
             cur.close()
 
         return engine
