@@ -26,13 +26,15 @@ class BatchPublisher:
         self.timeout = timeout
         self._pub: jsfast.Publisher | None = None
 
-    async def publish_many(self, items: list[tuple[str, PbMessage, str]]) -> None:
+    async def publish_many(self, items: list[tuple[str, PbMessage | bytes, str]]) -> None:
+        """items: (subject, message or its serialized bytes, Nats-Msg-Id)."""
         if not items:
             return
         nc = nats_internals.connection_of(self.js)
         if self._pub is None or self._pub.nc is not nc:
             self._pub = jsfast.Publisher(nc, timeout=self.timeout)
-        raw = [(subject, msg.SerializeToString(), msg_id) for subject, msg, msg_id in items]
+        raw = [(subject, msg if isinstance(msg, bytes) else msg.SerializeToString(), msg_id)
+               for subject, msg, msg_id in items]
         limit = nc.max_payload
         if any(len(data) > limit for _s, data, _m in raw):
             raise MaxPayloadError

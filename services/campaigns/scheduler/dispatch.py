@@ -89,7 +89,7 @@ class DispatchMixin(FinishMixin):
         expires, at = to_ts(now + timedelta(seconds=self.job_ttl)), to_ts(now)
         spec = channels.spec(row["channel"])
         limit = self.max_payload
-        items: list[tuple[str, Any, str]] = []
+        items: list[tuple[str, Any, str]] = []  # (subject, job bytes or event, Nats-Msg-Id)
         sent_ids: list[str] = []
         refused: dict[str, list[str]] = {}  # reason -> message ids that can never be published
         workspace, channel, sender = row["workspace_id"], row["channel"], row["sender"]
@@ -110,11 +110,12 @@ class DispatchMixin(FinishMixin):
                 contact_id=m["contact_id"], variant=m["variant"], fields=m["fields"] or {},
                 created_at=to_ts(aware(m["created_at"])), expires_at=expires)
             spec.set_content(job, ct)
-            if job.ByteSize() + HEADER_ROOM > limit:
+            data = job.SerializeToString()  # once: its size is checked, then it is sent
+            if len(data) + HEADER_ROOM > limit:
                 refused.setdefault(f"the message job is over the bus payload limit of {limit} bytes "
                                    "(content too large)", []).append(m["id"])
                 continue
-            items.append((spec.subject, job, f"{m['id']}:{m['attempt']}"))
+            items.append((spec.subject, data, f"{m['id']}:{m['attempt']}"))
             # The live "sending" count: one event per hand-over, in the same batch as the job.
             ev = e.MessageEvent(
                 event_id=f"{m['id']}:sending:{m['attempt']}", kind=e.MESSAGE_EVENT_KIND_SENDING,
