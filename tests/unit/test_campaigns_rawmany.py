@@ -4,21 +4,19 @@ applied, run side by side on two SQLite databases."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from herald.v1 import common_pb2 as c
 from herald.v1 import events_pb2 as e
-from hypothesis import given
-from hypothesis import strategies as st
-from sqlalchemy import DateTime, select
+from sqlalchemy import select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.campaigns.ledger import status_params
 from services.campaigns.repo.message_updates import STATUS_UPDATE
-from services.campaigns.repo.rawmany import RawMany, _iso_datetime
+from services.campaigns.repo.rawmany import RawMany
 from services.campaigns.schema import messages, metadata
 from shared import states
 from shared.timeutil import to_ts
@@ -101,13 +99,3 @@ async def test_shared_and_shifted_timestamps_are_written_as_sqlalchemy_writes(tm
         await engine.dispose()
     assert dumps[0] == dumps[1]
     assert len({r[1] for r in dumps[0]}) == 2  # two wall clocks written
-
-
-@given(st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31)),
-       st.sampled_from([UTC, timezone(timedelta(hours=9)), timezone(timedelta(hours=-3, minutes=-30)), None]))
-def test_the_datetime_text_is_sqlalchemys(dt: datetime, tz: timezone | None) -> None:
-    d = sqlite.dialect()
-    proc = DateTime(timezone=True).dialect_impl(d).bind_processor(d)
-    value = dt.replace(tzinfo=tz)
-    assert _iso_datetime(proc)(value) == proc(value)
-    assert _iso_datetime(proc) is not proc  # the fast form passed its checks

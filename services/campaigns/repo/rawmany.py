@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import DateTime
@@ -57,22 +56,6 @@ class _SameAsLast:
         return self.out
 
 
-_CHECKS = (datetime(2026, 1, 31, 23, 59, 59, 999999, tzinfo=UTC), datetime(2026, 3, 1),
-           datetime(1999, 12, 31, 12, 0, 0, 1, tzinfo=timezone(timedelta(hours=-5))))
-
-
-def _iso_datetime(proc: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """SQLite's DATETIME processor, by datetime.isoformat (in C) where that gives the very
-    same text: 1.9 against 2.8 us a value, and the ledger binds one per event. It is used
-    only if it agrees with SQLAlchemy's on the checks below (SQLAlchemy may change its
-    storage format); other values (None, a date, a year before 1000) go to SQLAlchemy's."""
-    def fast(value: Any) -> Any:
-        if type(value) is datetime and value.year >= 1000:
-            return value.isoformat(" ", "microseconds")[:26]
-        return proc(value)
-    return fast if all(fast(v) == proc(v) for v in _CHECKS) else proc
-
-
 class RawMany:
     """`await RawMany(stmt).run(conn, rows)` -> rows changed (the driver's rowcount)."""
 
@@ -90,7 +73,7 @@ class RawMany:
             return got
         compiled = self.stmt.compile(dialect=dialect, column_keys=list(keys))
         # The processors SQLAlchemy applies: each bound parameter's type, as the dialect has it.
-        procs = {name: _SameAsLast(_iso_datetime(proc)) if isinstance(bind.type, DateTime) else proc
+        procs = {name: _SameAsLast(proc) if isinstance(bind.type, DateTime) else proc
                  for name, bind in compiled.binds.items()
                  if (proc := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None}
         constants: list[Any] = []
