@@ -150,8 +150,12 @@ SIM_RECEIPT_MAX_ATTEMPTS = sim(
 )
 SIM_STATS_FILE = sim(
     "HERALD_SMPP_SIM_STATS_FILE", "",
-    "If set, the simulator keeps a JSON file of its ground-truth counters here (accepted "
-    "submits per destination, receipts sent/acked/retried, binds).",
+    "If set, the simulator keeps its ground truth in two JSON files: its counters here "
+    "(submits accepted and refused, receipts sent/acked/retried, binds; rewritten within 50 ms "
+    "of a change) and the per-destination maps (accepted submits and submit_sm per "
+    "destination) beside it with `.maps` appended. Past 10,000 destinations the maps are "
+    "written every 5 s while submits come and 0.5 s after they pause; both files carry "
+    "`maps_version`, so a reader knows whether the maps include every submit the counters count.",
 )
 
 # --- routes, encoding, status handling, receipts, replies ------------------------
@@ -251,5 +255,5 @@ SIM_THROTTLE_PART = sim(
 SIM_KEEP_TEXTS = sim(
     "HERALD_SMPP_SIM_KEEP_TEXTS", "false",
     "Keep the decoded text of every accepted message per destination (multipart messages "
-    "reassembled) in the ground truth (`texts` in the stats file).",
+    "reassembled) in the ground truth (`texts` in the stats file's maps).",
 )

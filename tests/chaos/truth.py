@@ -7,9 +7,10 @@ its earlier lives are banked before it is started again (bank_smsc). The sink wr
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
+
+from gateways.smpp.simulator.stats import maps_path, read_ground_truth
 
 
 class GroundTruth:
@@ -19,30 +20,33 @@ class GroundTruth:
         self._banked_accepted: Counter[str] = Counter()
         self._banked_attempts: Counter[str] = Counter()
 
-    def _snapshot(self) -> dict:
-        try:
-            return dict(json.loads(self.stats_file.read_text()))
-        except (OSError, ValueError):
-            return {}
+    def _snapshot(self, wait: float | None = None) -> dict:
+        """The simulator's counters and maps; maps as new as the counters unless `wait` runs
+        out first (submits still coming), then the newest there are."""
+        if wait is None:
+            return read_ground_truth(self.stats_file)
+        return read_ground_truth(self.stats_file, wait=wait)
 
     def bank_smsc(self) -> None:
-        """Call after the simulator stopped (its final counters written), before it starts."""
-        snap = self._snapshot()
-        self._banked_accepted.update(snap.get("accepted", {}))
-        self._banked_attempts.update(snap.get("attempts", {}))
+        """Call after the simulator stopped (its final counters and maps written), before it
+        starts again."""
+        snap = self._snapshot(wait=0)
+        self._banked_accepted.update(snap["accepted"])
+        self._banked_attempts.update(snap["attempts"])
         self.stats_file.unlink(missing_ok=True)
+        maps_path(self.stats_file).unlink(missing_ok=True)
 
     def smsc(self) -> tuple[Counter[str], Counter[str]]:
         """(accepted submits, every submit_sm received) per destination (digits, no +)."""
         snap = self._snapshot()
         accepted = Counter(self._banked_accepted)
-        accepted.update(snap.get("accepted", {}))
+        accepted.update(snap["accepted"])
         attempts = Counter(self._banked_attempts)
-        attempts.update(snap.get("attempts", {}))
+        attempts.update(snap["attempts"])
         return accepted, attempts
 
     def smsc_counter(self, key: str) -> int:
-        return int(self._snapshot().get(key, 0))
+        return int(self._snapshot(wait=0).get(key, 0))
 
     def mails(self) -> Counter[str]:
         """Stored mails per recipient address (lower case)."""

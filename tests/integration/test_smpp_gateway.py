@@ -10,7 +10,6 @@ whose consumers) must not meet this gateway.
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +25,7 @@ from cli import procs
 from gateways.smpp.gateway import Gateway, GatewayConfig
 from gateways.smpp.session import ClientConfig
 from gateways.smpp.simulator import SimulatorConfig, SmscSimulator
+from gateways.smpp.simulator.stats import read_ground_truth
 from shared import bus, eventbatch
 
 K = e.MessageEventKind
@@ -196,7 +196,7 @@ async def test_gateway_process_200_jobs_against_simulator_process(
         gw.stop()
         assert gw.popen.returncode == 0, gw.log_tail()
         sim.stop()
-        truth = json.loads(stats_file.read_text())
+        truth = read_ground_truth(stats_file)
         dest = {i: f"447700900{i:03d}" for i in range(202)}
         for i in range(200):
             assert truth["attempts"][dest[i]] == (2 if i in throttled else 1), i

@@ -1,6 +1,7 @@
-"""The simulator's ground-truth file carries its per-destination maps in every snapshot
-while they are small (tests read them), and at most every few seconds beyond that: copied and
-written 20 times a second, a million destinations' maps cost more CPU than all of Herald."""
+"""The simulator writes its per-destination maps with every change while they are small, and
+beyond DETAIL_MAX destinations every DETAIL_EVERY seconds while submits keep coming or once
+they pause for QUIET_AFTER: copied and written 20 times a second, a million destinations'
+maps cost more CPU than all of Herald. The counters carry the maps' version either way."""
 
 from __future__ import annotations
 
@@ -10,27 +11,43 @@ from gateways.smpp.simulator import stats as st
 def _stats(destinations: int) -> st.SimStats:
     s = st.SimStats()
     for i in range(destinations):
-        s.attempts[f"44770090{i:06d}"] += 1
-        s.accepted[f"44770090{i:06d}"] += 1
+        _submit(s, f"44770090{i:06d}")
     return s
 
 
-def test_small_maps_go_into_every_snapshot() -> None:
-    pacer = st.DetailPacer(_stats(st.DETAIL_MAX))
-    assert all(pacer.due() for _ in range(50))
+def _submit(s: st.SimStats, dest: str) -> None:
+    s.attempts[dest] += 1
+    s.submits_total += 1
+    s.accept(dest, f"{dest}|x")
 
 
-def test_large_maps_are_paced_and_the_counters_are_always_there(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_small_maps_are_due_whenever_they_changed() -> None:
+    s = _stats(st.DETAIL_MAX - 10)
+    pacer = st.DetailPacer(s)
+    assert pacer.due() and not pacer.due()  # unchanged: nothing to write
+    for i in range(5):
+        _submit(s, f"44770091{i:04d}")
+        assert pacer.due()
+
+
+def test_large_maps_are_paced_while_submits_come_and_written_when_they_pause(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     s = _stats(st.DETAIL_MAX + 1)
     clock = [1000.0]
     monkeypatch.setattr(st.time, "monotonic", lambda: clock[0])
     pacer = st.DetailPacer(s)
     assert pacer.due()  # the first
-    assert not any(pacer.due() for _ in range(50))
+    for i in range(50):  # a submit every 50 ms: never quiet, only the 5-second beat
+        clock[0] += 0.05
+        _submit(s, f"44770092{i:04d}")
+        assert not pacer.due(), i
     clock[0] += st.DETAIL_EVERY
+    _submit(s, "447700930000")
     assert pacer.due() and not pacer.due()
-    light = s.as_dict(detail=False)
-    assert "accepted" not in light and light["destinations"] == st.DETAIL_MAX + 1
-    assert light["submits_accepted"] == s.submits_accepted
-    full = s.as_dict()
-    assert len(full["accepted"]) == len(full["attempts"]) == st.DETAIL_MAX + 1
+    _submit(s, "447700930001")
+    assert not pacer.due()
+    clock[0] += st.QUIET_AFTER  # no submit since: the maps catch up
+    assert pacer.due() and not pacer.due()
+    counters, maps = s.counters(), s.maps()
+    assert "accepted" not in counters and counters["destinations"] == st.DETAIL_MAX + 53
+    assert counters["maps_version"] == maps["maps_version"] == s.submits_total + s.submits_accepted
+    assert len(maps["accepted"]) == len(maps["attempts"]) == st.DETAIL_MAX + 53

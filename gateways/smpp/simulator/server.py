@@ -71,7 +71,7 @@ class SmscSimulator(ReceiptSender):
         self.port = int(self._server.sockets[0].getsockname()[1])
         self._sweeper = asyncio.create_task(self._sweep())
         if self._stats_file is not None:
-            self._stats_file.write(self._snapshot(final=True))
+            self._stats_file.write(*self._snapshot(final=True))
             self._stats_task = asyncio.create_task(self._stats_file.keep_written(self._snapshot))
         log.info("SMSC simulator listening", extra={"smpp_port": self.port})
         return self.port
@@ -87,7 +87,7 @@ class SmscSimulator(ReceiptSender):
         if self._server is not None:
             await self._server.wait_closed()
         if self._stats_file is not None:
-            self._stats_file.write(self._snapshot(final=True))
+            self._stats_file.write(*self._snapshot(final=True))
 
     def drop_connections(self) -> None:
         """Close every ESME connection abruptly (no unbind), as a crashing SMSC would."""
@@ -113,11 +113,11 @@ class SmscSimulator(ReceiptSender):
             for conn in list(self._conns):
                 conn.expire(now)
 
-    def _snapshot(self, final: bool = False) -> dict[str, Any]:
-        """The ground truth file's content: the per-destination maps paced (DetailPacer),
-        always in the first and the last."""
-        detail = final or self._detail.due()
-        return {"smpp_port": self.port, **self.stats.as_dict(detail)}
+    def _snapshot(self, final: bool = False) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """The ground truth files' content: the counters, and the per-destination maps when
+        the DetailPacer says they are due (always in the first and the last)."""
+        detail = self._detail.due() or final
+        return {"smpp_port": self.port, **self.stats.counters()}, self.stats.maps() if detail else None
 
     # --- submit -------------------------------------------------------------------------
     def _ids(self) -> tuple[str, str]:

@@ -1,5 +1,10 @@
 """The simulator's ground truth: what it accepted, refused and delivered (`SimStats`), and
-the JSON file other processes read it from (`StatsFile`)."""
+the JSON files other processes read it from (`StatsFile`, `read_ground_truth`).
+
+Two files: the counters (`path`, rewritten whenever they change, 20 times a second at most)
+and the per-destination maps (`path` + ".maps", see DETAIL_MAX). Each names the maps' version
+(`maps_version`: it grows with every submit), so a reader knows whether the maps it holds
+include every submit the counters count."""
 
 from __future__ import annotations
 
@@ -13,12 +18,15 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-# The per-destination maps go into every snapshot (20 a second) while they are this small;
-# beyond, at most every DETAIL_EVERY seconds and at stop. Copied and written whole 20 times a
-# second, a million-recipient run's maps took the simulator 0.9 ms of CPU per SMS, more than
-# every Herald process together, on the same cores.
+# The per-destination maps are written with every change (20 times a second at most) while
+# they are this small; beyond, every DETAIL_EVERY seconds while submits keep coming, once
+# submits paused for QUIET_AFTER, and at stop. Copied and written whole 20 times a second, a
+# million-recipient run's maps took the simulator 0.9 ms of CPU per SMS, more than every
+# Herald process together, on the same cores.
 DETAIL_MAX = 10_000
 DETAIL_EVERY = 5.0
+QUIET_AFTER = 0.5
+MAPS_SUFFIX = ".maps"
 
 
 @dataclass
@@ -63,17 +71,26 @@ class SimStats:
         if n > 1:
             self.duplicate_submits += 1
 
-    def as_dict(self, detail: bool = True) -> dict[str, Any]:
-        """The counters; with `detail`, the per-destination maps too."""
+    @property
+    def maps_version(self) -> int:
+        """Grows whenever a per-destination map changes: every submit_sm counts in `attempts`,
+        every accepted one (and its text) once more."""
+        return self.submits_total + self.submits_accepted
+
+    def counters(self) -> dict[str, Any]:
+        """The counters, without the per-destination maps."""
         # Not dataclasses.asdict: it deep-copies accepted_messages (one entry per message),
         # which at 20 snapshots/s ate most of the simulator's CPU in long benches.
         d = {name: getattr(self, name) for name in _SCALAR_STATS}
         d["accepted_distinct"] = len(self.accepted_messages)
         d["destinations"] = len(self.attempts)
-        if not detail:
-            return d
-        d["accepted"] = dict(self.accepted)
-        d["attempts"] = dict(self.attempts)
+        d["maps_version"] = self.maps_version
+        return d
+
+    def maps(self) -> dict[str, Any]:
+        """The per-destination maps, copied, with the version they are of."""
+        d: dict[str, Any] = {"maps_version": self.maps_version,
+                             "accepted": dict(self.accepted), "attempts": dict(self.attempts)}
         if self.texts:
             d["texts"] = {k: list(v) for k, v in self.texts.items()}
         return d
@@ -83,39 +100,81 @@ _SCALAR_STATS = tuple(f.name for f in fields(SimStats) if f.type in ("int", int)
 
 
 class DetailPacer:
-    """Whether the next snapshot carries the per-destination maps (see DETAIL_MAX)."""
+    """Whether the per-destination maps are to be written now (see DETAIL_MAX): never when
+    the written ones are current; while small, always; beyond, every DETAIL_EVERY seconds, or
+    once submits paused for QUIET_AFTER (a finished run's readers wait no longer than that)."""
 
     def __init__(self, stats: SimStats) -> None:
         self.stats = stats
-        self._last = 0.0
+        self._written = -1                # the version last written
+        self._written_at = float("-inf")
+        self._seen = -1                   # the version seen at the last call, and since when
+        self._seen_since = 0.0
 
     def due(self) -> bool:
-        if len(self.stats.attempts) <= DETAIL_MAX:
-            return True
+        version = self.stats.maps_version
+        if version == self._written:
+            return False
         now = time.monotonic()
-        if now - self._last >= DETAIL_EVERY:
-            self._last = now
+        if version != self._seen:
+            self._seen, self._seen_since = version, now
+        if (len(self.stats.attempts) <= DETAIL_MAX or now - self._written_at >= DETAIL_EVERY
+                or now - self._seen_since >= QUIET_AFTER):
+            self._written, self._written_at = version, now
             return True
         return False
 
 
+def _replace(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)  # readers never see a half-written file
+
+
 class StatsFile:
-    """A JSON snapshot of the ground truth, rewritten only when it changed."""
+    """The ground truth's two JSON files, each rewritten only when it changed."""
 
     def __init__(self, path: str) -> None:
         self.path = Path(path)
+        self.maps_path = maps_path(self.path)
         self._written: dict[str, Any] = {}
 
-    def write(self, snapshot: dict[str, Any]) -> None:
-        if snapshot == self._written:
-            return
-        path = self.path
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(snapshot))
-        os.replace(tmp, path)  # readers never see a half-written file
-        self._written = snapshot
+    def write(self, counters: dict[str, Any], maps: dict[str, Any] | None = None) -> None:
+        # The maps first: a reader that sees the counters' version finds maps at least as new.
+        if maps is not None:
+            _replace(self.maps_path, maps)
+        if counters != self._written:
+            _replace(self.path, counters)
+            self._written = counters
 
-    async def keep_written(self, snapshot: Callable[[], dict[str, Any]]) -> None:
+    async def keep_written(self, snapshot: Callable[[], tuple[dict[str, Any], dict[str, Any] | None]]) -> None:
         while True:
             await asyncio.sleep(0.05)
-            self.write(snapshot())
+            self.write(*snapshot())
+
+
+def maps_path(path: Path) -> Path:
+    return path.with_name(path.name + MAPS_SUFFIX)
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def read_ground_truth(path: Path | str, wait: float = DETAIL_EVERY + 1) -> dict[str, Any]:
+    """The counters and the per-destination maps (`accepted`, `attempts`, `texts`) in one dict,
+    waiting up to `wait` seconds for maps as new as the counters (submits must have paused
+    for that); past it, the newest maps there are, with `maps_current` False."""
+    path = Path(path)
+    deadline = time.monotonic() + wait
+    while True:
+        counters, maps = _load(path), _load(maps_path(path))
+        current = maps.get("maps_version", -1) >= counters.get("maps_version", -1)  # no file: none
+        if current or time.monotonic() >= deadline:
+            out = {"accepted": {}, "attempts": {}, **maps, **counters}
+            out["maps_current"] = current
+            return out
+        time.sleep(0.05)
