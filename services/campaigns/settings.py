@@ -39,6 +39,15 @@ SCHEDULER_CLAIMS_PER_TICK = setting(
     "campaigns",
 )
 
+SCHEDULER_MAX_BUILDS = setting(
+    "HERALD_SCHEDULER_MAX_BUILDS",
+    "1",
+    "Campaign builds one campaigns replica runs at once, beside its ticks (at least 1): a "
+    "campaign being built never holds up the others' sending. A due campaign beyond this "
+    "stays PENDING, its lease kept, until a build ends.",
+    "campaigns",
+)
+
 SCHEDULER_MAX_LEASES = setting(
     "HERALD_SCHEDULER_MAX_LEASES",
     "0",

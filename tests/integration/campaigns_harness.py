@@ -69,7 +69,7 @@ class Harness:
         out = []
         for _ in range(round(seconds / step)):
             self.clock.advance(step)
-            n = await self.scheduler.tick()
+            n = await tick(self.scheduler)
             if n:
                 out.append((self.clock.now(), n))
         return out
@@ -84,6 +84,14 @@ class Harness:
 
     async def status(self, cid: str, md: tuple) -> pb.Campaign:
         return await self.stub.GetCampaign(pb.GetCampaignRequest(id=cid), metadata=md)
+
+
+async def tick(scheduler: Scheduler) -> int:
+    """One scheduler tick, then the builds it started (they run beside the ticks) to their
+    end: the tests' clock stands still while they run."""
+    n = await scheduler.tick()
+    await scheduler.builds_settled()
+    return n
 
 
 async def start_harness(db_url: str, nats_url: str, recipients_addr: str,

@@ -25,7 +25,7 @@ from services.campaigns.scheduler import build as build_module
 from services.campaigns.scheduler.content import message_id
 from services.campaigns.schema import messages
 from shared import channels
-from tests.integration.campaigns_harness import Harness, sms
+from tests.integration.campaigns_harness import Harness, sms, tick
 from tests.integration.test_campaigns_build_recovery import SlowStream, queued_events
 
 WS = "wabb"
@@ -169,7 +169,7 @@ async def test_an_ab_build_broken_in_its_second_read_resumes_to_the_same_assignm
     h.clock.advance(11)
     for _ in range(3):
         h.clock.advance(0.2)
-        await fresh.tick()
+        await tick(fresh)
     cp = await h.status(cid, md())
     assert cp.status == pb.CAMPAIGN_STATUS_SENDING, cp.status_reason
     assert await ledger(h, cid) == want
@@ -214,7 +214,7 @@ async def test_an_ab_build_longer_than_its_lease_keeps_it(h: Harness, monkeypatc
     h.scheduler.recipients = SlowStream(h.scheduler.recipients, between)
     cid = await create(h, 30, 50)
     h.clock.advance(0.2)
-    await h.scheduler.tick()
+    await tick(h.scheduler)
     assert cid not in taken
     cp = await h.status(cid, md())
     assert cp.status == pb.CAMPAIGN_STATUS_SENDING and cp.recipients_count == 30

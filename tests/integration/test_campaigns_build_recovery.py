@@ -28,7 +28,7 @@ from services.campaigns.scheduler import Scheduler
 from services.campaigns.scheduler import build as scheduler_module
 from services.campaigns.schema import campaign_targets, messages
 from shared import auth, bus, eventbatch
-from tests.integration.campaigns_harness import Harness, sms
+from tests.integration.campaigns_harness import Harness, sms, tick
 
 N = 30
 STEPS = ["load_targets", "audience_stream", "publish_events", "move_to_sending",
@@ -145,7 +145,7 @@ async def test_a_build_interrupted_at_each_step_ends_with_every_recipient_once(
     resumed_before = builds("resumed")
     cid = await approve(h, sms(N))
     h.clock.advance(0.2)
-    await h.scheduler.tick()
+    await tick(h.scheduler)
     assert crashed == [step]
     assert (await h.status(cid, md("w"))).status == pb.CAMPAIGN_STATUS_BUILDING
     if step == "audience_stream":  # the chunk written before the stream broke is kept
@@ -164,7 +164,7 @@ async def test_a_build_interrupted_at_each_step_ends_with_every_recipient_once(
     h.clock.advance(11)
     for _ in range(5):
         h.clock.advance(0.2)
-        await fresh.tick()
+        await tick(fresh)
 
     cp = await h.status(cid, md("w"))
     assert cp.status == pb.CAMPAIGN_STATUS_SENDING, cp.status_reason  # receipts pending
@@ -274,7 +274,7 @@ async def test_a_build_longer_than_its_lease_keeps_it(h: Harness, monkeypatch: p
     built_before = builds("built")
     cid = await approve(h, sms(N))
     h.clock.advance(0.2)
-    await h.scheduler.tick()
+    await tick(h.scheduler)
     assert cid not in taken
     cp = await h.status(cid, md("w"))
     assert cp.status == pb.CAMPAIGN_STATUS_SENDING and cp.recipients_count == N
@@ -298,7 +298,7 @@ async def test_a_build_stops_when_another_replica_holds_the_lease(
     h.scheduler.recipients = SlowStream(h.scheduler.recipients, between)
     cid = await approve(h, sms(N))
     h.clock.advance(0.2)
-    await h.scheduler.tick()
+    await tick(h.scheduler)
     assert (await h.status(cid, md("w"))).status == pb.CAMPAIGN_STATUS_BUILDING
     async with h.engine.connect() as conn:
         assert (await conn.execute(select(func.count()).select_from(messages).where(
@@ -323,7 +323,7 @@ async def test_a_large_build_refreshes_the_planner_statistics(
     before = await analyzed()
     cid = await approve(h, sms(N))
     h.clock.advance(0.2)
-    await h.scheduler.tick()
+    await tick(h.scheduler)
     assert (await h.status(cid, md("w"))).status == pb.CAMPAIGN_STATUS_SENDING
     for _ in range(50):  # the statistics collector reports with a short delay
         if await analyzed() > before:

@@ -21,7 +21,7 @@ from services.campaigns.repo import exports as exports_repo
 from services.campaigns.scheduler import Scheduler
 from services.campaigns.schema import export_chunks
 from services.campaigns.schema import exports as exports_table
-from tests.integration.campaigns_harness import Harness, sms
+from tests.integration.campaigns_harness import Harness, sms, tick
 from tests.integration.test_campaigns_export_chunks import (
     WS,
     chunk_count,
@@ -117,7 +117,7 @@ async def killed_build(h: Harness, monkeypatch: pytest.MonkeyPatch) -> tuple[str
     with monkeypatch.context() as m:
         die_after(m, 2)
         with pytest.raises(ProcessDied):
-            await h.scheduler.tick()
+            await tick(h.scheduler)
     assert await chunk_count(h, export_id) == 3
     return cid, export_id
 
@@ -223,7 +223,7 @@ async def test_export_interrupted_three_times_fails_with_the_reason(
     with monkeypatch.context() as m:
         die_after(m, 1)
         with pytest.raises(ProcessDied):
-            await h.scheduler.tick()
+            await tick(h.scheduler)
         for _ in range(2):  # B takes over and dies too, twice
             h.clock.advance(LEASE + 1)
             with pytest.raises(ProcessDied):

@@ -19,7 +19,7 @@ from cli import procs
 from services.campaigns.ledger import apply_batch
 from services.campaigns.scheduler import Scheduler
 from services.campaigns.schema import messages
-from tests.integration.campaigns_harness import Harness, sms
+from tests.integration.campaigns_harness import Harness, sms, tick
 
 S = c.MessageStatus
 WS = (("x-herald-workspace", "wx"),)
@@ -123,7 +123,7 @@ async def test_build_errors_appear_in_the_job_errors_tab(h: Harness) -> None:
     await h.stub.ApproveCampaign(pb.CampaignActionRequest(id=cp.id), metadata=WS)
     for _ in range(3):
         h.clock.advance(0.2)
-        await broken.tick()
+        await tick(broken)
     errs = await h.stub.ListJobErrors(pb.ListJobErrorsRequest(campaign_id=cp.id), metadata=WS)
     assert errs.total_size == 1  # the same error is not stored on every retry
     assert errs.errors[0].stage == "build" and "UNAVAILABLE" in errs.errors[0].message

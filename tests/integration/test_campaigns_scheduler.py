@@ -24,7 +24,7 @@ from services.campaigns.scheduler import Scheduler
 from services.campaigns.schema import campaigns, messages
 from shared import bus, eventbatch, states
 from shared.timeutil import to_ts
-from tests.integration.campaigns_harness import Harness, new_sender, sms
+from tests.integration.campaigns_harness import Harness, new_sender, sms, tick
 
 S = c.MessageStatus
 
@@ -154,7 +154,7 @@ async def test_auto_pause_after_consecutive_failures(h: Harness) -> None:
                 status=S.MESSAGE_STATUS_FAILED, status_rank=5,
                 updated_at=h.clock.now() + timedelta(milliseconds=i)))
     h.clock.advance(1)
-    await h.scheduler.tick()
+    await tick(h.scheduler)
     cp = await h.status(cid, md("w"))
     assert cp.status == pb.CAMPAIGN_STATUS_PAUSED and "5 consecutive failures" in cp.status_reason
     assert f"herald resume {cid}" in cp.status_reason  # says how to resume
@@ -182,7 +182,7 @@ async def test_unanswered_outcomes_do_not_auto_pause(h: Harness, code: str) -> N
                 failure_category=c.FAILURE_CATEGORY_UNKNOWN,
                 updated_at=h.clock.now() + timedelta(milliseconds=i)))
     h.clock.advance(1)
-    await h.scheduler.tick()
+    await tick(h.scheduler)
     assert (await h.status(cid, md("w"))).status == pb.CAMPAIGN_STATUS_SENDING
 
 
@@ -198,7 +198,7 @@ async def test_a_campaign_whose_messages_are_all_final_completes_despite_failure
                 status=S.MESSAGE_STATUS_FAILED, status_rank=5,
                 updated_at=h.clock.now() + timedelta(milliseconds=i)))
     h.clock.advance(1)
-    await h.scheduler.tick()
+    await tick(h.scheduler)
     cp = await h.status(cid, md("w"))
     assert cp.status == pb.CAMPAIGN_STATUS_DONE, cp.status_reason
     assert cp.outcome == pb.CAMPAIGN_OUTCOME_ALL_FAILED
@@ -207,7 +207,7 @@ async def test_a_campaign_whose_messages_are_all_final_completes_despite_failure
 async def test_replicas_never_act_on_the_same_campaign(h: Harness) -> None:
     cid = await approve(h, sms(30, max_rate=1.0), "w")
     other = Scheduler(h.store, h.scheduler.js, h.scheduler.recipients, clock=h.clock, lease=10)
-    await h.scheduler.tick()  # replica A leases the campaign (and builds it)
+    await tick(h.scheduler)  # replica A leases the campaign (and builds it)
     assert await other.claim(h.clock.now()) == []
     h.clock.advance(11)  # A is gone: its lease runs out and B takes over
     claimed = await other.claim(h.clock.now())
@@ -226,7 +226,7 @@ async def test_a_restarted_scheduler_carries_on(h: Harness) -> None:
     h.clock.advance(11)
     for _ in range(150):
         h.clock.advance(0.2)
-        await fresh.tick()
+        await tick(fresh)
     assert await h.dispatched() == 40
     assert (await h.status(cid, md("w"))).status == pb.CAMPAIGN_STATUS_SENDING  # receipts pending
 
@@ -356,12 +356,12 @@ async def test_old_submitted_sms_are_assumed_delivered_from_the_ledger(h: Harnes
         before = REGISTRY.get_sample_value("herald_campaigns_assumed_delivered_total") or 0.0
 
         h.clock.advance(172800 - 60)  # one minute short of HERALD_ASSUMED_DELIVERED_AFTER
-        await h.scheduler.tick()
+        await tick(h.scheduler)
         assert (REGISTRY.get_sample_value("herald_campaigns_assumed_delivered_total") or 0.0) == before
         assert (await h.status(cid, md("w"))).status == pb.CAMPAIGN_STATUS_SENDING
 
         h.clock.advance(120)  # now past it (and past the sweep interval)
-        await h.scheduler.tick()
+        await tick(h.scheduler)
         await h.nc.flush()
 
         async def applied() -> bool:
@@ -377,6 +377,6 @@ async def test_old_submitted_sms_are_assumed_delivered_from_the_ledger(h: Harnes
     assert sorted((ev.event_id, ev.attempt, ev.channel) for ev in assumed) == [
         (f"{mid}:assumed:1", 1, c.CHANNEL_SMS) for mid in ids[:3]]
     h.clock.advance(0.2)
-    await h.scheduler.tick()
+    await tick(h.scheduler)
     cp = await h.status(cid, md("w"))
     assert cp.status == pb.CAMPAIGN_STATUS_DONE and cp.progress.assumed_delivered == 3

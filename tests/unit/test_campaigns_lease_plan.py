@@ -60,6 +60,8 @@ def test_surplus_is_given_up_pending_then_paused_then_newest_sending_never_build
     assert plan(view, "a", NOW, per_tick=1, max_leases=2).release == ["c4", "c3", "c2", "c1"]
     p = plan(view, "a", NOW, per_tick=1, max_leases=1)
     assert (p.release, p.reason, p.room) == (["c4", "c3", "c2", "c1"], "max", 0)  # builds stay
+    # A PENDING campaign whose build this replica has started (not yet BUILDING) stays too.
+    assert plan(view, "a", NOW, per_tick=1, building=["c4"]).release == ["c3", "c2"]
 
 
 def test_max_leases_caps_a_lone_replica() -> None:

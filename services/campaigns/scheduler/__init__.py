@@ -2,7 +2,7 @@
 in SQL, so a restarted process carries on where the last one stopped.
 
 Each job is a module: lease (which replica works on which campaign), build (the resumable
-audience build), dispatch (pacing and publishing jobs), complete (completion, auto-pause,
+audience build), builds (builds run as tasks beside the ticks), dispatch (pacing and publishing jobs), complete (completion, auto-pause,
 expiry), finish (messages that will never be sent), assumed (SMS assumed delivered),
 exports_job (export files). This module wires them into one tick. Every transition is a
 compare-and-set on the status, so replicas that race lose cleanly.
@@ -25,7 +25,8 @@ from services.campaigns import lifecycle, settings
 from services.campaigns.publishing import BatchPublisher
 from services.campaigns.scheduler.assumed import AssumedMixin
 from services.campaigns.scheduler.base import SCHEDULER_ERRORS, describe, log
-from services.campaigns.scheduler.build import BuildMixin, variant_assigner
+from services.campaigns.scheduler.build import variant_assigner
+from services.campaigns.scheduler.builds import BuildTasksMixin
 from services.campaigns.scheduler.complete import CompleteMixin
 from services.campaigns.scheduler.content import (
     content_of,
@@ -45,7 +46,7 @@ __all__ = ["Scheduler", "content_of", "content_problem", "message_id", "preview"
            "variant_assigner"]
 
 
-class Scheduler(LeaseMixin, BuildMixin, DispatchMixin, CompleteMixin, AssumedMixin, ExportsMixin):
+class Scheduler(LeaseMixin, BuildTasksMixin, DispatchMixin, CompleteMixin, AssumedMixin, ExportsMixin):
     def __init__(self, store: Store, js: JetStreamContext, recipients: rgrpc.RecipientServiceStub,
                  clock: Clock | None = None, interval: float = 0.2, batch: int = 500,
                  job_ttl: float = 86400.0, lease: float = 10.0, auto_pause: int = 5,
@@ -94,6 +95,7 @@ class Scheduler(LeaseMixin, BuildMixin, DispatchMixin, CompleteMixin, AssumedMix
             await asyncio.wait(waiters, timeout=self.interval, return_when=asyncio.FIRST_COMPLETED)
             for w in waiters:
                 w.cancel()
+        await self.stop_builds()
         await self.release_leases()
 
     async def tick(self) -> int:
@@ -116,6 +118,8 @@ class Scheduler(LeaseMixin, BuildMixin, DispatchMixin, CompleteMixin, AssumedMix
     async def step(self, row: Any, now: datetime) -> int:
         """The job a leased campaign's status calls for."""
         status, cid = row["status"], row["id"]
+        if cid in self.building():  # its build runs beside the ticks (scheduler.builds)
+            return 0
         end = aware(row["end_at"])
         if end is not None and now >= end and status != lifecycle.BUILDING:
             await self.end_reached(row)
@@ -124,9 +128,9 @@ class Scheduler(LeaseMixin, BuildMixin, DispatchMixin, CompleteMixin, AssumedMix
         if status == lifecycle.PENDING:
             start = aware(row["start_at"])
             if start is None or start <= now:
-                await self.build(row)
-        elif status == lifecycle.BUILDING:  # interrupted build: redo it
-            await self.build(row)
+                await self.step_build(row)
+        elif status == lifecycle.BUILDING:  # interrupted build (or another owner's): resume it
+            await self.step_build(row)
         elif status == lifecycle.PAUSED:
             if row["paused_by"] == "window" and window is not None and window.is_open(now):
                 await self.transition(cid, lifecycle.SENDING, "sending window opened", paused_by="")

@@ -3,6 +3,7 @@ transition (compare-and-set, announced on the bus) and the Errors tab's job erro
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -26,7 +27,7 @@ log = logging.getLogger("herald.campaigns.scheduler")
 CAMPAIGN_TRANSITIONS = Counter("herald_campaigns_transitions_total",
                                "Campaign state changes made by the scheduler.", ["to"])
 SCHEDULER_ERRORS = Counter("herald_campaigns_scheduler_errors_total",
-                           "Scheduler failures, by stage (tick, step, exports, assumed_sweep); each "
+                           "Scheduler failures, by stage (tick, step, build, exports, assumed_sweep); each "
                            "is logged with its cause and retried on a later tick.", ["stage"])
 
 
@@ -57,6 +58,11 @@ class JobBase:
     sweep_cursor: str
     exports_at: datetime | None
     buckets: dict[str, tuple[float, float]]
+    wake: asyncio.Event  # set: the next tick runs now instead of after the interval
+
+    def building(self) -> set[str]:
+        """Campaigns whose build this replica runs now (scheduler.builds)."""
+        return set()
 
     async def transition(self, campaign_id: str, target: str, reason: str,
                          also: Callable[[AsyncConnection], Awaitable[None]] | None = None,

@@ -91,10 +91,11 @@ def plan(
     max_leases: int = 0,
     offer: bool = False,
     held_back: Sequence[str] = (),
+    building: Sequence[str] = (),
 ) -> Plan:
     """This tick's claim for `owner`, from every active campaign's lease (repo.lease_view).
     offer: an offer is due (see the module's doc); held_back: campaigns it offered and does
-    not take back yet."""
+    not take back yet; building: campaigns whose build it runs (never given up)."""
     mine = [r for r in view if r["lease_owner"] == owner]
     others = Tally(
         r["lease_owner"]
@@ -108,14 +109,15 @@ def plan(
     if max_leases > 0 and max_leases < share:
         share, reason = max_leases, "max"
     p = Plan(replicas, share, len(mine))
+    movable = _movable([r for r in mine if r["id"] not in building])
     if len(mine) > share:
-        p.release, p.reason = [r["id"] for r in _movable(mine)[: len(mine) - share]], reason
+        p.release, p.reason = [r["id"] for r in movable[: len(mine) - share]], reason
     elif (
         offer
         and len(mine) > math.ceil(active / (replicas + 1))
         and all(n >= share for n in others.values())
     ):
-        p.release, p.reason = [r["id"] for r in _movable(mine)[:1]], "offer"
+        p.release, p.reason = [r["id"] for r in movable[:1]], "offer"
     taken = {r["id"] for r in mine} | set(held_back) | set(p.release)
     free = sum(1 for r in view if r["id"] not in taken and not _live(r, now))
     p.room = max(0, min(per_tick, share - (len(mine) - len(p.release)), free))
@@ -141,6 +143,7 @@ class LeaseMixin(JobBase):
                 # SQLite has one writer, so one replica: there is no one to offer a campaign to.
                 now >= st["offer_at"] and self.store.engine.dialect.name != "sqlite",
                 list(held_back),
+                sorted(self.building()),
             )
             rows = await campaigns_repo.claim(
                 conn,
