@@ -212,7 +212,7 @@ class Consumer:
             await self._settle(msgs, result)
         finally:
             if timer is not None:
-                timer[0].cancel()
+                timer.cancel()
             self.in_flight -= n
             self._running -= 1
             self._room.set()  # the loop re-checks its room (and its low-water mark)
@@ -249,23 +249,35 @@ class Consumer:
                 "error_type": type(exc).__name__, "error": str(exc)})
 
     # --- in-progress acks -----------------------------------------------------------------
-    def _progress_timer(self, msgs: list[JsMsg]) -> list[asyncio.TimerHandle] | None:
+    def _progress_timer(self, msgs: list[JsMsg]) -> _Progress | None:
         """A timer (cancelled when the handler returns) that sends +WPI for the batch's
         unsettled messages every progress_every seconds; one timer per batch, no task."""
-        every = self.progress_every
-        if not every:
+        if not self.progress_every:
             return None
-        loop = asyncio.get_running_loop()
-        holder: list[asyncio.TimerHandle] = []
+        return _Progress(self.progress_every, msgs, self._wpi)
 
-        def tick() -> None:
-            holder[0] = loop.call_later(every, tick)
-            task = asyncio.ensure_future(_in_progress(msgs))
-            self._wpi.add(task)
-            task.add_done_callback(self._wpi.discard)
 
-        holder.append(loop.call_later(every, tick))
-        return holder
+class _Progress:
+    """The in-progress acks of one batch. No reference cycle survives cancel(): a timer
+    closure that re-armed itself referenced itself, so every batch's messages (with their
+    payloads) waited for the cyclic garbage collector, which the services run rarely
+    (HERALD_GC_GEN0_THRESHOLD)."""
+
+    __slots__ = ("every", "msgs", "wpi", "handle")
+
+    def __init__(self, every: float, msgs: list[JsMsg], wpi: set[asyncio.Task[None]]) -> None:
+        self.every, self.msgs, self.wpi = every, msgs, wpi
+        self.handle = asyncio.get_running_loop().call_later(every, self._tick)
+
+    def _tick(self) -> None:
+        self.handle = asyncio.get_running_loop().call_later(self.every, self._tick)
+        task = asyncio.ensure_future(_in_progress(self.msgs))
+        self.wpi.add(task)
+        task.add_done_callback(self.wpi.discard)
+
+    def cancel(self) -> None:
+        self.handle.cancel()  # drops the handle's reference to _tick (and so to this object)
+        self.msgs = []
 
 
 async def _in_progress(msgs: list[JsMsg]) -> None:

@@ -263,3 +263,35 @@ async def test_idle_fetches_are_silent_and_failures_are_logged(
     assert len(recs) >= 2 and {r.getMessage() for r in recs} == {"fetch failed"}
     assert all(r.levelno == logging.WARNING and r.consumer == "d2"  # type: ignore[attr-defined]
                and r.error_type and r.error for r in recs)  # type: ignore[attr-defined]
+
+
+async def test_a_handled_batch_is_freed_without_the_cyclic_collector(env: _Env) -> None:
+    """Once a batch is handled nothing keeps its messages alive: no reference cycle (the
+    in-progress timer's) holds them for the cyclic garbage collector, which the services
+    run rarely (HERALD_GC_GEN0_THRESHOLD), so each batch's payloads piled up in memory."""
+    import gc
+
+    await env.put(30)
+    handled: list[int] = []
+
+    async def handle(msgs: list[JsMsg]) -> None:
+        await asyncio.sleep(0.08)  # the in-progress timer fires (and re-arms) at least once
+        handled.append(len(msgs))
+
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        run = Running(Consumer(env.js, env.durable(batch=10), handle, progress_every=0.03))
+
+        async def done() -> bool:
+            return sum(handled) == 30
+        await until(done)
+        await run.close()
+        gc.collect()
+        held = [o for o in gc.garbage if isinstance(o, JsMsg)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert held == [], f"{len(held)} messages of handled batches were held by a reference cycle"
