@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
 import pytest
 from herald.v1 import campaigns_pb2 as pb
 from herald.v1 import recipients_pb2 as rpb
@@ -119,3 +120,35 @@ async def test_a_stopped_replica_leaves_its_build_to_be_resumed(
         rows = (await conn.execute(select(func.count(), func.count(func.distinct(messages.c.address)))
                                    .where(messages.c.campaign_id == cid))).one()
     assert tuple(rows) == (30, 30)
+
+
+class Unavailable:
+    """A recipients service that answers every audience stream UNAVAILABLE, counting them."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def ResolveAudienceChunks(self, req: rpb.ResolveAudienceRequest, **kw: Any) -> AsyncIterator[Any]:  # noqa: N802
+        self.calls += 1
+
+        async def gen() -> AsyncIterator[Any]:
+            raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(),
+                                       grpc.aio.Metadata(), details="recipients went away")
+            yield  # an async generator
+        return gen()
+
+
+async def test_a_failing_build_is_retried_once_a_tick_not_in_a_loop(h: Harness) -> None:
+    """A build that fails at once (the recipients service down) is tried again on the next
+    tick, every HERALD_SCHEDULER_INTERVAL: its end does not wake the scheduler at once."""
+    down = Unavailable()
+    h.scheduler.recipients = down
+    cid = await approve(h, sms(10))
+    stop = asyncio.Event()
+    runner = asyncio.create_task(h.scheduler.run(stop))
+    await asyncio.sleep(1.0)  # 5 ticks of 0.2 s
+    stop.set()
+    await asyncio.wait_for(runner, 10)
+    assert 1 <= down.calls <= 8, down.calls
+    cp = await h.status(cid, WS)
+    assert cp.status == pb.CAMPAIGN_STATUS_BUILDING

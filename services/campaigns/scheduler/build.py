@@ -128,7 +128,7 @@ class LeaseLost(Exception):
 
 
 class BuildMixin(JobBase):
-    async def build(self, row: Any) -> None:
+    async def build(self, row: Any) -> bool:
         """PENDING/BUILDING -> SENDING, resumable at every step: whatever stops it (a crash, the
         recipients service, SQL or NATS) leaves the campaign BUILDING with its inline targets,
         and the next tick takes the build up again.
@@ -142,7 +142,8 @@ class BuildMixin(JobBase):
            JetStream and by the consumers.
         4. One transaction drops the inline targets and moves the campaign to SENDING.
         A non-empty request (inline recipients or categories) that yields no message is a job
-        error and the campaign FAILS: it never completes as "built 0 messages"."""
+        error and the campaign FAILS: it never completes as "built 0 messages".
+        Returns whether the campaign left BUILDING (SENDING or FAILED); False: retried later."""
         cid = row["id"]
         resumed = row["status"] == lifecycle.BUILDING
         if row["status"] == lifecycle.PENDING:
@@ -154,12 +155,12 @@ class BuildMixin(JobBase):
         except LeaseLost:
             log.warning("build stopped: another replica holds the campaign's lease", extra={
                 "campaign_id": cid})
-            return
+            return False
         except AudienceStalled as exc:
             await self.record_error(row, "build", f"{exc} (retrying)")
             log.warning("recipients service stalled, build retried next tick", extra={
                 "campaign_id": cid, "error": str(exc)})
-            return
+            return False
         except grpc.aio.AioRpcError as exc:
             transient = exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
             await self.record_error(row, "build", f"recipients service: {exc.code().name}: {exc.details()}"
@@ -167,18 +168,18 @@ class BuildMixin(JobBase):
             if transient:
                 log.warning("recipients unavailable, build retried next tick", extra={
                     "campaign_id": cid, "code": exc.code().name, "error": describe(exc)})
-                return
+                return False
             log.error("audience refused, campaign failed", extra={
                 "campaign_id": cid, "code": exc.code().name, "error": describe(exc)})
             await self.transition(cid, lifecycle.FAILED, f"audience: {exc.details()}",
                                   also=drop_targets(cid), completed_at=self.clock.now())
-            return
+            return True
         async with self.store.read() as conn:
             total = await messages_repo.count(conn, cid)
         categories = len(row["category_ids"] or [])
         if total == 0 and (targets or categories):
             await self.build_empty(row, len(targets), categories)
-            return
+            return True
         if resumed:
             await self.announce_built(row)
         await self.transition(cid, lifecycle.SENDING, f"built {total} messages",
@@ -188,6 +189,7 @@ class BuildMixin(JobBase):
             await self.refresh_statistics()
         log.info("campaign built", extra={"campaign_id": cid, "messages": total, "added": added,
                                           "resumed": resumed})
+        return True
 
     async def refresh_statistics(self) -> None:
         """PostgreSQL: refresh the ledger's planner statistics after a large build. Read before

@@ -28,7 +28,7 @@ BUILDS_RUNNING = Gauge("herald_campaigns_builds_running",
 
 class BuildTasksMixin(BuildMixin, JobBase):
     @property
-    def _builds(self) -> dict[str, asyncio.Task[None]]:
+    def _builds(self) -> dict[str, asyncio.Task[bool]]:
         return self.__dict__.setdefault("build_tasks", {})
 
     def building(self) -> set[str]:
@@ -50,15 +50,18 @@ class BuildTasksMixin(BuildMixin, JobBase):
         task.add_done_callback(lambda t: self._build_ended(cid, t))
         return True
 
-    def _build_ended(self, cid: str, task: asyncio.Task[None]) -> None:
+    def _build_ended(self, cid: str, task: asyncio.Task[bool]) -> None:
         if self._builds.get(cid) is task:
             del self._builds[cid]
         BUILDS_RUNNING.set(len(self.building()))
-        self.wake.set()  # the campaign is SENDING (or needs a retry): a tick now, not later
+        # Built: a tick now starts its sending. Not after a failure: that is retried on the
+        # next tick, not in a loop as fast as it fails.
+        if not task.cancelled() and task.result():
+            self.wake.set()
 
-    async def _run_build(self, row: Any) -> None:
+    async def _run_build(self, row: Any) -> bool:
         try:
-            await self.build(row)
+            return await self.build(row)
         except asyncio.CancelledError:
             # The replica stops: the campaign stays BUILDING and the next owner resumes it.
             log.info("build interrupted by stop, resumed by the next owner",
@@ -68,6 +71,7 @@ class BuildTasksMixin(BuildMixin, JobBase):
             SCHEDULER_ERRORS.labels("build").inc()
             log.exception("campaign build failed, retried next tick", extra={
                 "campaign_id": row["id"], "status": row["status"], "error": describe(exc)})
+            return False
 
     async def builds_settled(self) -> None:
         """Wait until the builds running now have ended (whatever their result)."""
