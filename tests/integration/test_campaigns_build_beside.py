@@ -14,6 +14,7 @@ import grpc
 import pytest
 from herald.v1 import campaigns_pb2 as pb
 from herald.v1 import recipients_pb2 as rpb
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
 from services.campaigns.scheduler import build as build_module
@@ -152,3 +153,36 @@ async def test_a_failing_build_is_retried_once_a_tick_not_in_a_loop(h: Harness) 
     assert 1 <= down.calls <= 8, down.calls
     cp = await h.status(cid, WS)
     assert cp.status == pb.CAMPAIGN_STATUS_BUILDING
+
+
+async def test_a_tick_holding_a_stale_row_does_not_build_a_built_campaign_again(h: Harness) -> None:
+    """A build ends while a tick is under way: the tick's row (read at its claim) still says
+    BUILDING. Stepping it must not start a second build (it read the audience again, announced
+    every message again and wrote "built N messages" a second time)."""
+    cid = await approve(h, sms(20))
+    h.clock.advance(0.2)
+    await tick(h.scheduler)  # the build starts, runs and ends
+    async with h.engine.connect() as conn:
+        row = (await conn.execute(select(campaigns).where(campaigns.c.id == cid))).mappings().one()
+    assert row["status"] == "SENDING"
+    stale = {**row, "status": "BUILDING"}  # what a tick that claimed before the end holds
+    resumed = REGISTRY.get_sample_value("herald_campaigns_builds_total", {"result": "resumed"}) or 0.0
+    counting = CountingStream(h.scheduler.recipients)
+    h.scheduler.recipients = counting
+    await h.scheduler.step(stale, h.clock.now())
+    await h.scheduler.builds_settled()
+    assert counting.calls == 0  # the audience was not read again
+    assert (REGISTRY.get_sample_value("herald_campaigns_builds_total", {"result": "resumed"}) or 0.0) == resumed
+    cp = await h.status(cid, WS)
+    assert [x.reason for x in cp.history].count("built 20 messages") == 1
+
+
+class CountingStream:
+    """The real recipients stub, counting the audience streams opened."""
+
+    def __init__(self, real: Any) -> None:
+        self.real, self.calls = real, 0
+
+    def ResolveAudienceChunks(self, req: rpb.ResolveAudienceRequest, **kw: Any) -> AsyncIterator[Any]:  # noqa: N802
+        self.calls += 1
+        return self.real.ResolveAudienceChunks(req, **kw)

@@ -61,6 +61,12 @@ class BuildTasksMixin(BuildMixin, JobBase):
 
     async def _run_build(self, row: Any) -> bool:
         try:
+            # The tick's row was read at its claim: a build that ended since (a task beside
+            # the tick) left it saying BUILDING. Built campaigns are not built again.
+            async with self.store.read() as conn:
+                row = await self.store.get_row(conn, row["id"], None)
+            if row is None or row["status"] not in (lifecycle.PENDING, lifecycle.BUILDING):
+                return False
             return await self.build(row)
         except asyncio.CancelledError:
             # The replica stops: the campaign stays BUILDING and the next owner resumes it.
