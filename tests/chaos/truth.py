@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from gateways.smpp.simulator.stats import maps_path, read_ground_truth
+from gateways.smpp.simulator.stats import TRUTH_WAIT, maps_path, read_ground_truth
 
 
 class GroundTruth:
@@ -20,11 +20,9 @@ class GroundTruth:
         self._banked_accepted: Counter[str] = Counter()
         self._banked_attempts: Counter[str] = Counter()
 
-    def _snapshot(self, wait: float | None = None) -> dict:
+    def _snapshot(self, wait: float = TRUTH_WAIT) -> dict:
         """The simulator's counters and maps; maps as new as the counters unless `wait` runs
         out first (submits still coming), then the newest there are."""
-        if wait is None:
-            return read_ground_truth(self.stats_file)
         return read_ground_truth(self.stats_file, wait=wait)
 
     def bank_smsc(self) -> None:

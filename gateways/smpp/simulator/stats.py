@@ -26,6 +26,7 @@ from typing import Any
 DETAIL_MAX = 10_000
 DETAIL_EVERY = 5.0
 QUIET_AFTER = 0.5
+TRUTH_WAIT = DETAIL_EVERY + 1  # the longest a reader waits for current maps
 MAPS_SUFFIX = ".maps"
 
 
@@ -164,7 +165,7 @@ def _load(path: Path) -> dict[str, Any]:
         return {}
 
 
-def read_ground_truth(path: Path | str, wait: float = DETAIL_EVERY + 1) -> dict[str, Any]:
+def read_ground_truth(path: Path | str, wait: float = TRUTH_WAIT) -> dict[str, Any]:
     """The counters and the per-destination maps (`accepted`, `attempts`, `texts`) in one dict,
     waiting up to `wait` seconds for maps as new as the counters (submits must have paused
     for that); past it, the newest maps there are, with `maps_current` False."""

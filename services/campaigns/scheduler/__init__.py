@@ -2,9 +2,9 @@
 in SQL, so a restarted process carries on where the last one stopped.
 
 Each job is a module: lease (which replica works on which campaign), build (the resumable
-audience build), builds (builds run as tasks beside the ticks), dispatch (pacing and publishing jobs), complete (completion, auto-pause,
-expiry), finish (messages that will never be sent), assumed (SMS assumed delivered),
-exports_job (export files). This module wires them into one tick. Every transition is a
+audience build), builds (builds run as tasks beside the ticks), dispatch (pacing and
+publishing jobs), complete (completion, auto-pause, expiry), finish (messages that will never
+be sent), assumed (SMS assumed delivered), exports_job (export files). This module wires them into one tick. Every transition is a
 compare-and-set on the status, so replicas that race lose cleanly.
 """
 
@@ -128,9 +128,9 @@ class Scheduler(LeaseMixin, BuildTasksMixin, DispatchMixin, CompleteMixin, Assum
         if status == lifecycle.PENDING:
             start = aware(row["start_at"])
             if start is None or start <= now:
-                await self.step_build(row)
+                self.start_build(row)  # or it waits PENDING for a free slot
         elif status == lifecycle.BUILDING:  # interrupted build (or another owner's): resume it
-            await self.step_build(row)
+            self.start_build(row)
         elif status == lifecycle.PAUSED:
             if row["paused_by"] == "window" and window is not None and window.is_open(now):
                 await self.transition(cid, lifecycle.SENDING, "sending window opened", paused_by="")

@@ -91,8 +91,3 @@ class BuildTasksMixin(BuildMixin, JobBase):
             t.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def step_build(self, row: Any) -> None:
-        """A due PENDING campaign, or a BUILDING one: its build runs (or keeps running)."""
-        if not self.start_build(row) and row["status"] == lifecycle.PENDING:
-            log.debug("build waits for a free slot", extra={"campaign_id": row["id"]})
